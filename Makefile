@@ -1,0 +1,123 @@
+# moerun build.  `make help` lists the targets.
+#
+# Dependencies are found with pkg-config; `make deps` installs the Debian
+# package of any that is missing, so every target works on a fresh machine.
+
+CC      ?= cc
+BUILD   ?= build
+VERSION := 0.1.0
+
+# pkg-config module -> Debian package that ships it.
+PKGS := inih:libinih-dev libcjson:libcjson-dev libzstd:libzstd-dev \
+        libarchive:libarchive-dev libpcre2-8:libpcre2-dev ompi-c:libopenmpi-dev \
+        libibverbs:libibverbs-dev criterion:libcriterion-dev
+# Programs the build or the tests run -> Debian package.
+PROGS := pkg-config:pkg-config mpirun:openmpi-bin gzip:gzip xz:xz-utils zstd:zstd
+
+# Libraries linked into moerun today; later modules add theirs here.
+LINK_PKGS := inih libcjson libarchive
+
+CUDA_HOME ?= /usr/local/cuda
+HAVE_CUDA := $(shell test -x $(CUDA_HOME)/bin/nvcc && echo 1 || echo 0)
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wpointer-arith -Wformat=2 -Wvla
+CSTD     := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
+OPT      ?= -O2 -g
+DEPFLAGS  = -MMD -MP
+PKG_CFLAGS = $(shell pkg-config --cflags $(LINK_PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(LINK_PKGS) 2>/dev/null)
+CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) $(SAN) -I. $(PKG_CFLAGS) \
+             -DMR_VERSION=\"$(VERSION)\" -DMR_HAVE_CUDA=$(HAVE_CUDA) $(CFLAGS)
+LDLIBS_ALL = $(PKG_LIBS) -lm $(LDLIBS)
+
+MODULES  := jobs
+LIB_SRC  := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
+MAIN_SRC := $(wildcard runner/*.c)
+TEST_SRC := $(wildcard tests/unit/*.c tests/system/*.c)
+BENCH_SRC:= $(wildcard tests/bench/*.c)
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+MAIN_OBJ := $(MAIN_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+BENCH_BIN:= $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
+
+MOERUN   := $(BUILD)/moerun
+TESTBIN  := $(BUILD)/moerun-tests
+LIBMR    := $(BUILD)/libmoerun.a
+
+# Criterion forks one process per test; two workers fit the 2-core CI box.
+TEST_JOBS ?= 2
+TEST_ARGS ?=
+# Multiplies the iteration counts of randomized tests; check-long raises it.
+MR_TEST_SCALE ?= 1
+export MR_TEST_SCALE
+RUN_JOB  ?= examples/default/job.ini
+
+.PHONY: all deps test run bench asan check-long clean help
+.DEFAULT_GOAL := all
+
+all: deps
+	@$(MAKE) --no-print-directory $(MOERUN)
+
+help:
+	@echo "make            build $(MOERUN)"
+	@echo "make deps       install missing Debian packages (apt-get)"
+	@echo "make test       build and run the unit and system tests"
+	@echo "make run        run the bundled default job ($(RUN_JOB))"
+	@echo "make bench      run the benchmarks under tests/bench/"
+	@echo "make asan       run the tests under AddressSanitizer + UBSan"
+	@echo "make check-long long randomized and soak tests"
+	@echo "make clean      remove build outputs"
+
+deps:
+	@missing=""; \
+	for p in $(PKGS); do pkg-config --exists $${p%%:*} 2>/dev/null || missing="$$missing $${p#*:}"; done; \
+	for p in $(PROGS); do command -v $${p%%:*} >/dev/null 2>&1 || missing="$$missing $${p#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "deps: need root to apt-get install$$missing" >&2; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	fi
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(DEPFLAGS) -c $< -o $@
+
+$(LIBMR): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(MOERUN): $(MAIN_OBJ) $(LIBMR)
+	$(CC) $(SAN) -o $@ $(MAIN_OBJ) $(LIBMR) $(LDLIBS_ALL)
+
+$(TESTBIN): $(TEST_OBJ) $(LIBMR)
+	$(CC) $(SAN) -o $@ $(TEST_OBJ) $(LIBMR) $(LDLIBS_ALL) $(shell pkg-config --libs criterion)
+
+$(BUILD)/bench/%: tests/bench/%.c $(LIBMR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIBMR) $(LDLIBS_ALL)
+
+test: deps
+	@$(MAKE) --no-print-directory $(MOERUN) $(TESTBIN)
+	MOERUN=$(abspath $(MOERUN)) MR_SOURCE_DIR=$(CURDIR) $(TESTBIN) -j$(TEST_JOBS) $(TEST_ARGS)
+
+run: all
+	$(MOERUN) run $(RUN_JOB)
+
+bench: deps
+	@$(MAKE) --no-print-directory $(BENCH_BIN)
+	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+
+asan: deps
+	@$(MAKE) --no-print-directory test BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
+
+check-long: deps
+	@$(MAKE) --no-print-directory test MR_TEST_SCALE=50
+
+clean:
+	rm -rf build build-asan
+
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
