@@ -222,6 +222,13 @@ int mr_request_parse(mr_request_parser *p, const char *line, size_t len, const c
 /* Fill *error for a prompt the tokenizer measured above the job's limit. */
 void mr_request_error_prompt_too_long(mr_request_error *error, const mr_request *req,
                                       const char *file, int64_t n_tokens, int64_t limit);
+/* Fill *error for a line whose custom_id appeared first at first_file:first_line. */
+void mr_request_error_duplicate(mr_request_error *error, const char *custom_id,
+                                const char *file, uint64_t line_no, const char *first_file,
+                                uint64_t first_line);
+/* Fill *error for a line longer than the job's max_line_bytes. */
+void mr_request_error_line_too_long(mr_request_error *error, const char *file,
+                                   uint64_t line_no, uint64_t len, uint64_t limit);
 
 /* ------------------------------------------------------------------------
  * Results and errors (OpenAI Batch output format, docs/formats.md)
@@ -236,8 +243,8 @@ typedef struct {
 
 /* Append one result line (with its newline).  `created` is the job's start
  * time, fixed per job so that reruns write identical bytes. */
-int mr_result_format(mr_buf *out, const char *job_name, const mr_request *req,
-                     const mr_completion *completion, int64_t created);
+int mr_result_format(mr_buf *out, const char *job_name, const char *model_name,
+                     const mr_request *req, const mr_completion *completion, int64_t created);
 
 /* Append one error line for input line `line_no` of `file`. */
 int mr_error_format(mr_buf *out, const char *job_name, const char *file, uint64_t line_no,
