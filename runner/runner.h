@@ -1,0 +1,58 @@
+/*
+ * runner -- the moerun command line.  Each command is a function that takes
+ * its own argv (argv[0] is the command name) and returns a process exit
+ * code; only main() exits.
+ */
+#ifndef MR_RUNNER_H
+#define MR_RUNNER_H
+
+#include <stddef.h>
+
+#include "jobs/jobs.h"
+
+/* Exit codes, documented in docs/cli.md. */
+enum {
+    MR_EXIT_OK = 0,
+    MR_EXIT_FAILED = 1,    /* a system error: I/O, memory, a signal */
+    MR_EXIT_USAGE = 2,     /* the command line is wrong */
+    MR_EXIT_INVALID = 3,   /* the job, an input, the model path or the run folder is wrong */
+    MR_EXIT_NO_ENGINE = 4  /* this build cannot serve requests */
+};
+
+typedef struct {
+    const char *name;
+    const char *summary;
+    const char *usage; /* the whole help text of the command */
+    int (*main)(int argc, char **argv);
+} mr_runner_command;
+
+const mr_runner_command *mr_runner_commands(size_t *count);
+
+int mr_runner_run(int argc, char **argv);
+int mr_runner_validate(int argc, char **argv);
+int mr_runner_status(int argc, char **argv);
+int mr_runner_report(int argc, char **argv);
+int mr_runner_help(int argc, char **argv);
+
+/* Shared by the commands that take a job file: JOB.ini [--set k=v]... */
+typedef struct {
+    const char *job_path;
+    mr_job_override *overrides;
+    size_t n_overrides;
+    int show_help;
+} mr_runner_job_args;
+
+int mr_runner_parse_job_args(int argc, char **argv, mr_runner_job_args *args);
+/* Load the job named by args, printing problems; returns an exit code. */
+int mr_runner_load_job(const mr_runner_job_args *args, mr_job *job);
+void mr_runner_free_job_args(mr_runner_job_args *args);
+
+/* Files in the run folder. */
+int mr_runner_mkdir_p(const char *path, char *err, size_t errlen);
+int mr_runner_write_atomic(const char *path, const void *data, size_t len, char *err,
+                           size_t errlen);
+int mr_runner_read_file(const char *path, mr_buf *out, char *err, size_t errlen);
+int mr_runner_usage_error(const char *command, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#endif
