@@ -34,7 +34,7 @@ LDLIBS_ALL = $(PKG_LIBS) -lm $(LDLIBS)
 MODULES  := jobs
 LIB_SRC  := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 MAIN_SRC := $(wildcard runner/*.c)
-TEST_SRC := $(wildcard tests/unit/*.c tests/system/*.c)
+TEST_SRC := $(wildcard tests/common/*.c tests/unit/*.c tests/system/*.c)
 BENCH_SRC:= $(wildcard tests/bench/*.c)
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)

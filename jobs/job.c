@@ -65,6 +65,7 @@ typedef struct {
     int lineno;
     bool mid_line;     /* the current line is being handed to inih in pieces */
     bool indented;     /* the current line starts with blanks: a continuation */
+    bool refused_line; /* a line was too long: it may have held a required key */
     int last_key;      /* key of the previous key line, for continuations */
     raw_value values[N_KEYS];
     const char *section_names[N_KEYS];
@@ -203,6 +204,7 @@ static char *read_line(char *str, int num, void *stream)
             add_error(L, "%s:%d: line is %zu bytes, longer than the %d a job file line may be",
                       L->path, L->lineno, line_len, MR_JOB_MAX_LINE - 2);
             L->pos = L->line_end;
+            L->refused_line = true;
             strcpy(str, "\n");
             return str;
         }
@@ -594,7 +596,7 @@ static void fill_job(loader *L, mr_job *job)
             char where[128];
             snprintf(where, sizeof where, "default of %s.%s", info->section, info->key);
             convert(L, job, (int)k, info->default_value, where);
-        } else if (info->flags & MR_KEY_REQUIRED) {
+        } else if ((info->flags & MR_KEY_REQUIRED) && !L->refused_line) {
             int s = find_section(L, info->section);
             if (L->section_line[s])
                 add_error(L, "%s:%d: [%s] lacks the required key '%s'", L->path,
@@ -712,8 +714,13 @@ static int format_value(const mr_job *job, size_t k, mr_buf *out)
     }
     case T_STRINGS: {
         const mr_strlist *list = field;
-        cJSON *array = cJSON_CreateStringArray((const char *const *)list->items,
-                                               (int)list->count);
+        /* cJSON_CreateStringArray refuses an empty list */
+        cJSON *array = cJSON_CreateArray();
+        for (size_t i = 0; array && i < list->count; i++)
+            if (!cJSON_AddItemToArray(array, cJSON_CreateString(list->items[i]))) {
+                cJSON_Delete(array);
+                array = NULL;
+            }
         char *text = array ? cJSON_PrintUnformatted(array) : NULL;
         int rc = text ? mr_buf_append(out, text, strlen(text)) : MR_JOBS_ENOMEM;
         cJSON_free(text);

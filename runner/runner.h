@@ -6,7 +6,9 @@
 #ifndef MR_RUNNER_H
 #define MR_RUNNER_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "jobs/jobs.h"
 
@@ -21,12 +23,13 @@ enum {
 
 typedef struct {
     const char *name;
+    int (*entry)(int argc, char **argv);
     const char *summary;
     const char *usage; /* the whole help text of the command */
-    int (*main)(int argc, char **argv);
 } mr_runner_command;
 
-const mr_runner_command *mr_runner_commands(size_t *count);
+/* The help text of a command, for its --help. */
+const char *mr_runner_usage(const char *command);
 
 int mr_runner_run(int argc, char **argv);
 int mr_runner_validate(int argc, char **argv);
@@ -39,10 +42,13 @@ typedef struct {
     const char *job_path;
     mr_job_override *overrides;
     size_t n_overrides;
-    int show_help;
+    bool print; /* validate --print */
 } mr_runner_job_args;
 
-int mr_runner_parse_job_args(int argc, char **argv, mr_runner_job_args *args);
+/* Returns -1 when the command should go on, else the exit code to return
+ * (0 after --help, MR_EXIT_USAGE after a message). */
+int mr_runner_parse_job_args(int argc, char **argv, bool allow_print,
+                             mr_runner_job_args *args);
 /* Load the job named by args, printing problems; returns an exit code. */
 int mr_runner_load_job(const mr_runner_job_args *args, mr_job *job);
 void mr_runner_free_job_args(mr_runner_job_args *args);
@@ -52,6 +58,27 @@ int mr_runner_mkdir_p(const char *path, char *err, size_t errlen);
 int mr_runner_write_atomic(const char *path, const void *data, size_t len, char *err,
                            size_t errlen);
 int mr_runner_read_file(const char *path, mr_buf *out, char *err, size_t errlen);
+/* Commands that take a run folder: RUN_DIR [--json].  Same returns as
+ * mr_runner_parse_job_args. */
+int mr_runner_parse_dir_args(int argc, char **argv, bool allow_json, const char **dir,
+                             bool *json);
+/* Load RUN_DIR/plan.json, printing problems; returns an exit code. */
+int mr_runner_load_plan(const char *dir, mr_plan *plan);
+/* Count the lines of a run-folder file; a missing file has none. */
+int mr_runner_count_lines(const char *dir, const char *name, uint64_t *lines);
+
+/* Run-folder file names, relative to [job] run_dir. */
+#define MR_RUN_PLAN "plan.json"
+#define MR_RUN_JOB "job.ini"
+#define MR_RUN_RESULTS "results.jsonl"
+#define MR_RUN_ERRORS "errors.jsonl"
+
+/* "DIR/NAME" in a buffer the caller frees, or NULL when out of memory. */
+char *mr_runner_path(const char *dir, const char *name);
+void mr_runner_print_plan(FILE *to, const mr_plan *plan);
+/* Build the plan of a loaded job, printing problems; returns an exit code. */
+int mr_runner_build_plan(const mr_job *job, mr_plan *plan);
+
 int mr_runner_usage_error(const char *command, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

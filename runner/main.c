@@ -1,0 +1,159 @@
+/*
+ * moerun's entry point: find the command, hand it its arguments, exit with
+ * what it returns.  The command table is the one list of what moerun can do;
+ * `moerun --help` and `moerun help CMD` are printed from it.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "runner/runner.h"
+
+static const mr_runner_command commands[] = {
+    {"run", mr_runner_run, "plan and run a job",
+     "usage: moerun run JOB.ini [--set SECTION.KEY=VALUE]...\n"
+     "\n"
+     "Check the job and its inputs, cut the inputs into shards, write the plan\n"
+     "into the run folder ([job] run_dir) and serve every request, writing\n"
+     "results.jsonl and errors.jsonl there.\n"
+     "\n"
+     "  --set SECTION.KEY=VALUE  override one job key (repeatable)\n"
+     "  -h, --help               show this help\n"
+     "\n"
+     "Exit codes: 0 done, 1 system error, 2 bad command line, 3 invalid job or\n"
+     "input, 4 this build has no inference engine (the plan is still written).\n"},
+    {"validate", mr_runner_validate, "check a job, its inputs and its model path without running",
+     "usage: moerun validate JOB.ini [--set SECTION.KEY=VALUE]... [--print]\n"
+     "\n"
+     "Load the job file, check every key, read every input line as a request and\n"
+     "check the model folder.  Prints the shard plan and the first invalid lines.\n"
+     "Writes nothing.\n"
+     "\n"
+     "  --set SECTION.KEY=VALUE  override one job key (repeatable)\n"
+     "  --print                  print the job after defaults and overrides\n"
+     "  -h, --help               show this help\n"
+     "\n"
+     "Exit codes: 0 valid (invalid request lines only warn: they become error\n"
+     "records), 2 bad command line, 3 invalid job, input or model path.\n"},
+    {"status", mr_runner_status, "show the plan and progress of a run folder",
+     "usage: moerun status RUN_DIR\n"
+     "\n"
+     "Print the inputs, shards and request counts of the run's plan, and how many\n"
+     "results and error records have been written.\n"
+     "\n"
+     "Exit codes: 0 shown, 1 unreadable files, 2 bad command line, 3 not a run\n"
+     "folder or a damaged plan.\n"},
+    {"report", mr_runner_report, "summarise what a run served",
+     "usage: moerun report RUN_DIR [--json]\n"
+     "\n"
+     "Count served and failed requests and sum the token usage of the result\n"
+     "lines of a run folder.\n"
+     "\n"
+     "  --json      print the summary as one JSON object\n"
+     "  -h, --help  show this help\n"
+     "\n"
+     "Exit codes: 0 shown, 1 unreadable files, 2 bad command line, 3 not a run\n"
+     "folder or damaged result lines.\n"},
+    {"help", mr_runner_help, "show help for a command, or every job key",
+     "usage: moerun help [COMMAND | keys]\n"
+     "\n"
+     "`moerun help keys` lists every job file key with its type, default and\n"
+     "meaning (docs/job-file.md has the same table).\n"},
+};
+
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static const mr_runner_command *find_command(const char *name)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+const char *mr_runner_usage(const char *command)
+{
+    const mr_runner_command *cmd = find_command(command);
+    return cmd ? cmd->usage : "";
+}
+
+static void print_overview(FILE *to)
+{
+    fprintf(to, "moerun %s: batch inference for mixture-of-experts models\n\n"
+                "usage: moerun COMMAND [ARGS]...\n\ncommands:\n", MR_VERSION);
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(to, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(to, "\n`moerun help COMMAND` or `moerun COMMAND --help` shows one command.\n"
+                "Exit codes: 0 ok, 1 system error, 2 usage, 3 invalid job or input,\n"
+                "4 no inference engine in this build (docs/cli.md).\n");
+}
+
+static void print_keys(void)
+{
+    size_t n;
+    const mr_job_key_info *keys = mr_job_keys(&n);
+    const char *section = "";
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(section, keys[i].section) != 0) {
+            section = keys[i].section;
+            printf("%s[%s]\n", i ? "\n" : "", section);
+        }
+        printf("  %-18s %-7s ", keys[i].key, keys[i].type);
+        if (keys[i].flags & MR_KEY_REQUIRED)
+            printf("required");
+        else
+            printf("default %s", keys[i].default_value ? keys[i].default_value : "(none)");
+        if (keys[i].choices)
+            printf("; one of %s", keys[i].choices);
+        printf("\n      %s\n", keys[i].help);
+    }
+}
+
+int mr_runner_help(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_overview(stdout);
+        return MR_EXIT_OK;
+    }
+    if (argc > 2)
+        return mr_runner_usage_error("help", "one topic at a time, got %d", argc - 1);
+    if (strcmp(argv[1], "keys") == 0) {
+        print_keys();
+        return MR_EXIT_OK;
+    }
+    const mr_runner_command *cmd = find_command(argv[1]);
+    if (!cmd)
+        return mr_runner_usage_error("help", "no command or topic '%s'", argv[1]);
+    fputs(cmd->usage, stdout);
+    return MR_EXIT_OK;
+}
+
+static const char *suggest_command(const char *name)
+{
+    const char *names[N_COMMANDS];
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        names[i] = commands[i].name;
+    return mr_suggest(name, names, N_COMMANDS);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_overview(stderr);
+        return MR_EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0)
+        return mr_runner_help(1, argv + 1);
+    if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) {
+        printf("moerun %s (%s backend%s)\n", MR_VERSION, "cpu",
+               MR_HAVE_CUDA ? "; CUDA toolkit found at build time" : "");
+        return MR_EXIT_OK;
+    }
+    const mr_runner_command *cmd = find_command(name);
+    if (cmd)
+        return cmd->entry(argc - 1, argv + 1);
+    const char *near = suggest_command(name);
+    fprintf(stderr, "moerun: unknown command '%s'%s%s%s\nRun 'moerun --help' for the list.\n",
+            name, near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
+    return MR_EXIT_USAGE;
+}

@@ -1,0 +1,33 @@
+/*
+ * Test fixtures: a scratch folder per test with a model folder and request
+ * files in it, and a way to run the moerun binary as a user would.
+ */
+#ifndef MR_TEST_FIXTURE_H
+#define MR_TEST_FIXTURE_H
+
+#include <stddef.h>
+
+#include "jobs/jobs.h"
+
+/* A new empty folder under $TMPDIR; removed by mr_test_rmtree. */
+char *mr_test_tmpdir(void);
+void mr_test_rmtree(const char *dir);
+
+/* Write `len` bytes (strlen when len is (size_t)-1) to dir/name, creating
+ * the folders on the way; returns the path, which the caller frees. */
+char *mr_test_write(const char *dir, const char *name, const char *data, size_t len);
+char *mr_test_read(const char *path, size_t *len);
+
+/* dir/model with a config.json, as validate expects of a model folder. */
+void mr_test_make_model(const char *dir);
+
+/* Write dir/job.ini with `ini` and load it; the message lands in err. */
+int mr_test_load_job(mr_job *job, const char *dir, const char *ini,
+                     const mr_job_override *overrides, size_t n_overrides, char *err,
+                     size_t errlen);
+
+/* Run $MOERUN with args (NULL-terminated) in `cwd`; stdout and stderr are
+ * captured (each NUL-terminated).  Returns the exit code. */
+int mr_test_moerun(const char *cwd, char **out, char **err, const char *arg, ...);
+
+#endif
