@@ -103,8 +103,12 @@ test: deps
 	@$(MAKE) --no-print-directory $(MOERUN) $(TESTBIN)
 	MOERUN=$(abspath $(MOERUN)) MR_SOURCE_DIR=$(CURDIR) $(TESTBIN) -j$(TEST_JOBS) $(TEST_ARGS)
 
+# Until an engine is built in, `moerun run` plans the job and exits 4; that
+# is the expected outcome of `make run` for now, not a failure of the build.
 run: all
-	$(MOERUN) run $(RUN_JOB)
+	@$(MOERUN) run $(RUN_JOB); rc=$$?; \
+	if [ $$rc -eq 4 ]; then echo "make run: the job was checked and planned; serving needs the engine (not built in yet)"; exit 0; fi; \
+	exit $$rc
 
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCH_BIN)
