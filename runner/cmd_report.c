@@ -48,16 +48,10 @@ static bool add_result(totals *t, const char *text, size_t len)
 
 static int read_results(const char *dir, totals *t)
 {
-    char *path = mr_runner_path(dir, MR_RUN_RESULTS);
-    if (!path)
-        return MR_EXIT_FAILED;
-    FILE *f = fopen(path, "rb");
-    int rc = MR_EXIT_OK;
+    FILE *f;
+    char *path;
+    int rc = mr_runner_open_run_file(dir, MR_RUN_RESULTS, &f, &path);
     if (!f) {
-        if (errno != ENOENT) {
-            fprintf(stderr, "cannot open %s: %s\n", path, strerror(errno));
-            rc = MR_EXIT_FAILED;
-        }
         free(path);
         return rc;
     }
@@ -98,12 +92,14 @@ static void print_totals(const totals *t, bool json)
 
 int mr_runner_report(int argc, char **argv)
 {
-    const char *dir;
-    bool json;
-    int rc = mr_runner_parse_dir_args(argc, argv, true, &dir, &json);
-    if (rc >= 0)
-        return rc;
+    mr_runner_args args;
+    int rc = mr_runner_parse_args(argc, argv, MR_OPT_JSON, "RUN_DIR", &args);
+    const char *dir = args.operand;
     mr_plan plan = {0};
+    if (rc >= 0) {
+        mr_runner_free_args(&args);
+        return rc;
+    }
     totals t = {0};
     uint64_t errors = 0;
     rc = mr_runner_load_plan(dir, &plan);
@@ -113,8 +109,9 @@ int mr_runner_report(int argc, char **argv)
         rc = mr_runner_count_lines(dir, MR_RUN_ERRORS, &errors);
     if (rc == MR_EXIT_OK) {
         t.failed += errors;
-        print_totals(&t, json);
+        print_totals(&t, args.json);
     }
     mr_plan_free(&plan);
+    mr_runner_free_args(&args);
     return rc;
 }

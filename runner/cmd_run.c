@@ -44,10 +44,10 @@ static int write_run_folder(const mr_job *job, const mr_plan *plan)
 
 int mr_runner_run(int argc, char **argv)
 {
-    mr_runner_job_args args;
-    int rc = mr_runner_parse_job_args(argc, argv, false, &args);
+    mr_runner_args args;
+    int rc = mr_runner_parse_args(argc, argv, MR_OPT_SET, "JOB.ini", &args);
     if (rc >= 0) {
-        mr_runner_free_job_args(&args);
+        mr_runner_free_args(&args);
         return rc;
     }
     mr_job job;
@@ -67,6 +67,6 @@ int mr_runner_run(int argc, char **argv)
     }
     mr_job_free(&job);
     mr_plan_free(&plan);
-    mr_runner_free_job_args(&args);
+    mr_runner_free_args(&args);
     return rc;
 }

@@ -5,12 +5,14 @@
 
 int mr_runner_status(int argc, char **argv)
 {
-    const char *dir;
-    bool json;
-    int rc = mr_runner_parse_dir_args(argc, argv, false, &dir, &json);
-    if (rc >= 0)
-        return rc;
+    mr_runner_args args;
+    int rc = mr_runner_parse_args(argc, argv, 0, "RUN_DIR", &args);
+    const char *dir = args.operand;
     mr_plan plan = {0};
+    if (rc >= 0) {
+        mr_runner_free_args(&args);
+        return rc;
+    }
     uint64_t results = 0, errors = 0;
     rc = mr_runner_load_plan(dir, &plan);
     if (rc == MR_EXIT_OK)
@@ -31,5 +33,6 @@ int mr_runner_status(int argc, char **argv)
                total ? 100.0 * (double)done / (double)total : 100.0);
     }
     mr_plan_free(&plan);
+    mr_runner_free_args(&args);
     return rc;
 }

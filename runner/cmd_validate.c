@@ -119,10 +119,10 @@ static void show_duplicates(const mr_plan *plan)
 
 int mr_runner_validate(int argc, char **argv)
 {
-    mr_runner_job_args args;
-    int rc = mr_runner_parse_job_args(argc, argv, true, &args);
+    mr_runner_args args;
+    int rc = mr_runner_parse_args(argc, argv, MR_OPT_SET | MR_OPT_PRINT, "JOB.ini", &args);
     if (rc >= 0) {
-        mr_runner_free_job_args(&args);
+        mr_runner_free_args(&args);
         return rc;
     }
     mr_job job;
@@ -152,6 +152,6 @@ int mr_runner_validate(int argc, char **argv)
     }
     mr_job_free(&job);
     mr_plan_free(&plan);
-    mr_runner_free_job_args(&args);
+    mr_runner_free_args(&args);
     return rc;
 }

@@ -41,32 +41,38 @@ int mr_runner_load_plan(const char *dir, mr_plan *plan)
     return rc;
 }
 
+int mr_runner_open_run_file(const char *dir, const char *name, FILE **f, char **path)
+{
+    *f = NULL;
+    *path = mr_runner_path(dir, name);
+    if (!*path)
+        return MR_EXIT_FAILED;
+    *f = fopen(*path, "rb");
+    if (!*f && errno != ENOENT) {
+        fprintf(stderr, "cannot open %s: %s\n", *path, strerror(errno));
+        return MR_EXIT_FAILED;
+    }
+    return MR_EXIT_OK;
+}
+
 int mr_runner_count_lines(const char *dir, const char *name, uint64_t *lines)
 {
     *lines = 0;
-    char *path = mr_runner_path(dir, name);
-    if (!path)
-        return MR_EXIT_FAILED;
-    int rc = MR_EXIT_OK;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (errno != ENOENT) {
-            fprintf(stderr, "cannot open %s: %s\n", path, strerror(errno));
+    FILE *f;
+    char *path;
+    int rc = mr_runner_open_run_file(dir, name, &f, &path);
+    if (f) {
+        char chunk[1 << 16];
+        size_t n;
+        while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+            for (const char *p = chunk; (p = memchr(p, '\n', (size_t)(chunk + n - p))); p++)
+                (*lines)++;
+        if (ferror(f)) {
+            fprintf(stderr, "cannot read %s: %s\n", path, strerror(errno));
             rc = MR_EXIT_FAILED;
         }
-        free(path);
-        return rc;
+        fclose(f);
     }
-    char chunk[1 << 16];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        for (const char *p = chunk; (p = memchr(p, '\n', (size_t)(chunk + n - p))); p++)
-            (*lines)++;
-    if (ferror(f)) {
-        fprintf(stderr, "cannot read %s: %s\n", path, strerror(errno));
-        rc = MR_EXIT_FAILED;
-    }
-    fclose(f);
     free(path);
     return rc;
 }

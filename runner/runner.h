@@ -37,33 +37,36 @@ int mr_runner_status(int argc, char **argv);
 int mr_runner_report(int argc, char **argv);
 int mr_runner_help(int argc, char **argv);
 
-/* Shared by the commands that take a job file: JOB.ini [--set k=v]... */
+/* The options a command may take, as bits of `allowed`.  The values are the
+ * getopt codes; they stay clear of ASCII letters. */
+enum { MR_OPT_SET = 0x100, MR_OPT_PRINT = 0x200, MR_OPT_JSON = 0x400 };
+
 typedef struct {
-    const char *job_path;
+    const char *operand; /* the job file or run folder */
     mr_job_override *overrides;
     size_t n_overrides;
-    bool print; /* validate --print */
-} mr_runner_job_args;
+    bool print, json;
+} mr_runner_args;
 
-/* Returns -1 when the command should go on, else the exit code to return
- * (0 after --help, MR_EXIT_USAGE after a message). */
-int mr_runner_parse_job_args(int argc, char **argv, bool allow_print,
-                             mr_runner_job_args *args);
+/* Parse `COMMAND [options] OPERAND`.  Returns -1 when the command should go
+ * on, else the exit code to return (0 after --help, MR_EXIT_USAGE after a
+ * message).  Free args with mr_runner_free_args either way. */
+int mr_runner_parse_args(int argc, char **argv, unsigned allowed, const char *operand,
+                         mr_runner_args *args);
+void mr_runner_free_args(mr_runner_args *args);
 /* Load the job named by args, printing problems; returns an exit code. */
-int mr_runner_load_job(const mr_runner_job_args *args, mr_job *job);
-void mr_runner_free_job_args(mr_runner_job_args *args);
+int mr_runner_load_job(const mr_runner_args *args, mr_job *job);
 
 /* Files in the run folder. */
 int mr_runner_mkdir_p(const char *path, char *err, size_t errlen);
 int mr_runner_write_atomic(const char *path, const void *data, size_t len, char *err,
                            size_t errlen);
 int mr_runner_read_file(const char *path, mr_buf *out, char *err, size_t errlen);
-/* Commands that take a run folder: RUN_DIR [--json].  Same returns as
- * mr_runner_parse_job_args. */
-int mr_runner_parse_dir_args(int argc, char **argv, bool allow_json, const char **dir,
-                             bool *json);
 /* Load RUN_DIR/plan.json, printing problems; returns an exit code. */
 int mr_runner_load_plan(const char *dir, mr_plan *plan);
+/* Open a run-folder file for reading; *f is NULL when it does not exist.
+ * *path (freed by the caller) names it for messages.  Returns an exit code. */
+int mr_runner_open_run_file(const char *dir, const char *name, FILE **f, char **path);
 /* Count the lines of a run-folder file; a missing file has none. */
 int mr_runner_count_lines(const char *dir, const char *name, uint64_t *lines);
 

@@ -108,9 +108,9 @@ Test(cli, help_keys_lists_every_key)
 Test(cli, usage_errors)
 {
     cr_assert_eq(moerun("run"), 2);
-    cr_assert(strstr(err, "which job file?"), "%s", err);
+    cr_assert(strstr(err, "missing JOB.ini: moerun run JOB.ini"), "%s", err);
     cr_assert_eq(moerun("run", "a.ini", "b.ini"), 2);
-    cr_assert(strstr(err, "one job file at a time; also got 'b.ini'"), "%s", err);
+    cr_assert(strstr(err, "one JOB.ini at a time; also got 'b.ini'"), "%s", err);
     cr_assert_eq(moerun("run", "--frobnicate"), 2);
     cr_assert(strstr(err, "unknown option '--frobnicate'"), "%s", err);
     cr_assert_eq(moerun("run", "--set"), 2);
