@@ -66,8 +66,9 @@ Test(cli, version_and_help)
     cr_assert(strncmp(out, "moerun 0.", 9) == 0, "%s", out);
     cr_assert_eq(moerun("--help"), 0);
     static const char *const commands[] = {"run", "validate", "status", "report", "help"};
-    for (size_t i = 0; i < 5; i++) {
+    for (size_t i = 0; i < 5; i++)
         cr_assert(strstr(out, commands[i]), "--help lacks %s", commands[i]);
+    for (size_t i = 0; i < 5; i++) {
         cr_assert_eq(moerun(commands[i], "--help"), 0, "%s --help", commands[i]);
         char *usage = NULL;
         cr_assert(asprintf(&usage, "usage: moerun %s", commands[i]) > 0);

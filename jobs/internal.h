@@ -1,0 +1,29 @@
+/* Private to jobs/: helpers the files of this module share. */
+#ifndef MR_JOBS_INTERNAL_H
+#define MR_JOBS_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jobs/jobs.h"
+
+/* Whether libarchive finds a compression filter on `path` (gzip, zstd, xz,
+ * bzip2, ...), judged by content, not by name. */
+int mr_input_is_compressed(const char *path, bool *compressed, char *err, size_t errlen);
+
+/* The decompressed offset just after the last line handed out: the size
+ * of the file once every line has been read. */
+uint64_t mr_line_reader_position(const mr_line_reader *reader);
+
+/* A line of only blanks (spaces, tabs, a CR) is no request and no error. */
+bool mr_line_is_blank(const char *s, size_t len);
+
+/* The offset of the first byte that is not valid UTF-8 (overlong forms,
+ * surrogates and code points above U+10FFFF included), or len. */
+size_t mr_utf8_invalid_at(const char *text, size_t len);
+
+/* 64-bit FNV-1a: stable across runs and machines, for ids and seeds. */
+uint64_t mr_hash64(const void *data, size_t len, uint64_t seed);
+
+#endif
