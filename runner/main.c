@@ -116,6 +116,10 @@ int mr_runner_help(int argc, char **argv)
     }
     if (argc > 2)
         return mr_runner_usage_error("help", "one topic at a time, got %d", argc - 1);
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(mr_runner_usage("help"), stdout);
+        return MR_EXIT_OK;
+    }
     if (strcmp(argv[1], "keys") == 0) {
         print_keys();
         return MR_EXIT_OK;

@@ -1,0 +1,120 @@
+/* Result and error lines, read back as JSON. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "jobs/jobs.h"
+
+static cJSON *at(const cJSON *obj, const char *path)
+{
+    char name[64];
+    while (obj && *path) {
+        size_t n = strcspn(path, ".");
+        snprintf(name, sizeof name, "%.*s", (int)n, path);
+        obj = cJSON_IsArray(obj) ? cJSON_GetArrayItem(obj, atoi(name))
+                                 : cJSON_GetObjectItemCaseSensitive(obj, name);
+        path += n + (path[n] == '.');
+    }
+    return (cJSON *)obj;
+}
+
+static cJSON *one_line(const mr_buf *out)
+{
+    cr_assert(out->len > 0 && out->data[out->len - 1] == '\n');
+    cr_assert_null(memchr(out->data, '\n', out->len - 1), "one line only");
+    cJSON *root = cJSON_ParseWithLength(out->data, out->len);
+    cr_assert(root, "%s", out->data);
+    return root;
+}
+
+static const char *const TEXT = "a \"quoted\"\n\ttab \x01 ctrl \\ 世界";
+
+static void format_result(mr_endpoint endpoint, mr_buf *out)
+{
+    mr_request req = {.custom_id = "req-7", .endpoint = endpoint, .line_no = 3};
+    mr_completion c = {TEXT, strlen(TEXT), "stop", 11, 4};
+    cr_assert_eq(mr_result_format(out, "job", "tiny", &req, &c, 1700000000), MR_JOBS_OK);
+}
+
+Test(result, completion_line)
+{
+    mr_buf out = {0};
+    format_result(MR_ENDPOINT_COMPLETIONS, &out);
+    cJSON *root = one_line(&out);
+    cr_assert_str_eq(at(root, "custom_id")->valuestring, "req-7");
+    cr_assert(strncmp(at(root, "id")->valuestring, "batch_req_", 10) == 0);
+    cr_assert_eq(at(root, "response.status_code")->valueint, 200);
+    cr_assert(cJSON_IsString(at(root, "response.request_id")));
+    cr_assert_str_eq(at(root, "response.body.object")->valuestring, "text_completion");
+    cr_assert_str_eq(at(root, "response.body.model")->valuestring, "tiny");
+    cr_assert_eq(at(root, "response.body.created")->valuedouble, 1700000000);
+    cr_assert_str_eq(at(root, "response.body.choices.0.text")->valuestring, TEXT);
+    cr_assert_str_eq(at(root, "response.body.choices.0.finish_reason")->valuestring, "stop");
+    cr_assert_eq(at(root, "response.body.usage.prompt_tokens")->valueint, 11);
+    cr_assert_eq(at(root, "response.body.usage.completion_tokens")->valueint, 4);
+    cr_assert_eq(at(root, "response.body.usage.total_tokens")->valueint, 15);
+    cr_assert(cJSON_IsNull(at(root, "error")));
+    cr_assert(strstr(out.data, "\\u0001"), "control characters are escaped: %s", out.data);
+    cJSON_Delete(root);
+    mr_buf_free(&out);
+}
+
+Test(result, chat_line)
+{
+    mr_buf out = {0};
+    format_result(MR_ENDPOINT_CHAT, &out);
+    cJSON *root = one_line(&out);
+    cr_assert_str_eq(at(root, "response.body.object")->valuestring, "chat.completion");
+    cr_assert(strncmp(at(root, "response.body.id")->valuestring, "chatcmpl-", 9) == 0);
+    cr_assert_str_eq(at(root, "response.body.choices.0.message.role")->valuestring,
+                     "assistant");
+    cr_assert_str_eq(at(root, "response.body.choices.0.message.content")->valuestring, TEXT);
+    cJSON_Delete(root);
+    mr_buf_free(&out);
+}
+
+Test(result, same_request_same_bytes_other_request_other_ids)
+{
+    mr_buf a = {0}, b = {0}, c = {0};
+    format_result(MR_ENDPOINT_COMPLETIONS, &a);
+    format_result(MR_ENDPOINT_COMPLETIONS, &b);
+    cr_assert_eq(a.len, b.len);
+    cr_assert_eq(memcmp(a.data, b.data, a.len), 0);
+    mr_request req = {.custom_id = "req-7", .line_no = 4};
+    mr_completion comp = {"x", 1, "length", 1, 1};
+    cr_assert_eq(mr_result_format(&c, "job", "tiny", &req, &comp, 1700000000), MR_JOBS_OK);
+    cJSON *ra = one_line(&a), *rc = one_line(&c);
+    cr_assert_str_neq(at(ra, "id")->valuestring, at(rc, "id")->valuestring);
+    cJSON_Delete(ra);
+    cJSON_Delete(rc);
+    mr_buf_free(&a);
+    mr_buf_free(&b);
+    mr_buf_free(&c);
+}
+
+Test(result, error_line_names_file_and_line)
+{
+    mr_request_error e = {.code = "invalid_json", .message = "in.jsonl:9: not valid JSON",
+                          .custom_id = NULL};
+    mr_buf out = {0};
+    cr_assert_eq(mr_error_format(&out, "job", "in.jsonl", 9, &e), MR_JOBS_OK);
+    cJSON *root = one_line(&out);
+    cr_assert(cJSON_IsNull(at(root, "custom_id")));
+    cr_assert(cJSON_IsNull(at(root, "response")));
+    cr_assert_str_eq(at(root, "error.code")->valuestring, "invalid_json");
+    cr_assert_str_eq(at(root, "error.message")->valuestring, "in.jsonl:9: not valid JSON");
+    cr_assert_str_eq(at(root, "error.file")->valuestring, "in.jsonl");
+    cr_assert_eq(at(root, "error.line")->valueint, 9);
+    cJSON_Delete(root);
+
+    e.custom_id = "dup";
+    out.len = 0;
+    cr_assert_eq(mr_error_format(&out, "job", "in.jsonl", 10, &e), MR_JOBS_OK);
+    root = one_line(&out);
+    cr_assert_str_eq(at(root, "custom_id")->valuestring, "dup");
+    cJSON_Delete(root);
+    mr_buf_free(&out);
+}
