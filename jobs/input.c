@@ -48,8 +48,14 @@ bool mr_line_is_blank(const char *s, size_t len)
     return true;
 }
 
-static struct archive *open_archive(const char *path, char *err, size_t errlen)
+/*
+ * Open `path` through libarchive's filters.  The raw format bids on any
+ * byte, so when a filter was found but no format, the stream
+ * decompressed to nothing: *empty says so and NULL is returned.
+ */
+static struct archive *open_archive(const char *path, bool *empty, char *err, size_t errlen)
 {
+    *empty = false;
     struct archive *a = archive_read_new();
     if (!a) {
         snprintf(err, errlen, "%s: out of memory", path);
@@ -60,7 +66,9 @@ static struct archive *open_archive(const char *path, char *err, size_t errlen)
     struct archive_entry *entry;
     if (archive_read_open_filename(a, path, READ_BLOCK) != ARCHIVE_OK ||
         archive_read_next_header(a, &entry) != ARCHIVE_OK) {
-        snprintf(err, errlen, "%s: cannot read: %s", path, archive_error_string(a));
+        *empty = archive_filter_count(a) > 1;
+        if (!*empty)
+            snprintf(err, errlen, "%s: cannot read: %s", path, archive_error_string(a));
         archive_read_free(a);
         return NULL;
     }
@@ -79,9 +87,11 @@ int mr_input_is_compressed(const char *path, bool *compressed, char *err, size_t
         *compressed = false;
         return MR_JOBS_OK;
     }
-    struct archive *a = open_archive(path, err, errlen);
+    bool empty;
+    struct archive *a = open_archive(path, &empty, err, errlen);
+    *compressed = empty;
     if (!a)
-        return MR_JOBS_EIO;
+        return empty ? MR_JOBS_OK : MR_JOBS_EIO;
     *compressed = archive_filter_code(a, 0) != ARCHIVE_FILTER_NONE;
     archive_read_free(a);
     return MR_JOBS_OK;
@@ -131,8 +141,9 @@ int mr_line_reader_open(mr_line_reader **reader, const char *path, uint64_t begi
     bool compressed;
     int rc = mr_input_is_compressed(path, &compressed, err, errlen);
     if (rc == MR_JOBS_OK && compressed) {
-        r->archive = open_archive(path, err, errlen);
-        rc = r->archive ? MR_JOBS_OK : MR_JOBS_EIO;
+        bool empty;
+        r->archive = open_archive(path, &empty, err, errlen);
+        rc = r->archive || empty ? MR_JOBS_OK : MR_JOBS_EIO;
     } else if (rc == MR_JOBS_OK) {
         rc = open_plain(r, begin, err, errlen);
     }
@@ -259,7 +270,7 @@ int mr_line_reader_next(mr_line_reader *reader, mr_line *line, char *err, size_t
 {
     if (reader->archive)
         return next_compressed(reader, line, err, errlen);
-    return next_plain(reader, line);
+    return next_plain(reader, line); /* an empty compressed file reads as plain */
 }
 
 uint64_t mr_line_reader_position(const mr_line_reader *reader)
