@@ -16,9 +16,6 @@ int mr_input_is_compressed(const char *path, bool *compressed, char *err, size_t
  * of the file once every line has been read. */
 uint64_t mr_line_reader_position(const mr_line_reader *reader);
 
-/* A line of only blanks (spaces, tabs, a CR) is no request and no error. */
-bool mr_line_is_blank(const char *s, size_t len);
-
 /* The offset of the first byte that is not valid UTF-8 (overlong forms,
  * surrogates and code points above U+10FFFF included), or len. */
 size_t mr_utf8_invalid_at(const char *text, size_t len);

@@ -275,6 +275,10 @@ int mr_line_reader_open(mr_line_reader **reader, const char *path, uint64_t begi
 int mr_line_reader_next(mr_line_reader *reader, mr_line *line, char *err, size_t errlen);
 void mr_line_reader_close(mr_line_reader *reader);
 
+/* A line of only blanks (spaces, tabs, a CR) is no request and no error:
+ * readers skip it. */
+bool mr_line_is_blank(const char *s, size_t len);
+
 /* ------------------------------------------------------------------------
  * Shard plan
  * ------------------------------------------------------------------------

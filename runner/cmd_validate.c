@@ -52,14 +52,6 @@ static int check_model(const mr_job *job)
     return rc;
 }
 
-static bool is_blank(const char *s, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        if (s[i] != ' ' && s[i] != '\t')
-            return false;
-    return true;
-}
-
 /* Print up to `limit` invalid lines of one shard; returns how many it printed. */
 static int show_invalid_in_shard(const mr_job *job, const mr_plan *plan,
                                  const mr_shard *shard, mr_request_parser *parser, int limit)
@@ -74,14 +66,14 @@ static int show_invalid_in_shard(const mr_job *job, const mr_plan *plan,
     }
     int shown = 0;
     mr_line line;
-    int got;
+    int got = 0;
     while (shown < limit && (got = mr_line_reader_next(reader, &line, err, sizeof err)) == 1) {
         mr_request req;
         mr_request_error error;
         if (line.too_long)
             mr_request_error_line_too_long(&error, path, line.line_no, line.len,
                                            (uint64_t)job->input_max_line_bytes);
-        else if (is_blank(line.data, line.len) ||
+        else if (mr_line_is_blank(line.data, line.len) ||
                  mr_request_parse(parser, line.data, line.len, path, shard->file_index,
                                   line.line_no, &req, &error) == MR_JOBS_OK)
             continue;
