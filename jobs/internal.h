@@ -20,6 +20,10 @@ uint64_t mr_line_reader_position(const mr_line_reader *reader);
  * surrogates and code points above U+10FFFF included), or len. */
 size_t mr_utf8_invalid_at(const char *text, size_t len);
 
+/* Print `root` and a newline onto out, and free the tree. */
+struct cJSON;
+int mr_json_append(mr_buf *out, struct cJSON *root, bool indented);
+
 /* 64-bit FNV-1a: stable across runs and machines, for ids and seeds. */
 uint64_t mr_hash64(const void *data, size_t len, uint64_t seed);
 

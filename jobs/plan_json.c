@@ -84,13 +84,11 @@ int mr_plan_format(const mr_plan *plan, mr_buf *out)
                         format_shard_any) &&
               add_array(root, "duplicates", plan->duplicates, plan->n_duplicates,
                         sizeof *plan->duplicates, format_duplicate_any);
-    char *text = ok ? cJSON_Print(root) : NULL;
-    int rc = text ? mr_buf_append(out, text, strlen(text)) : MR_JOBS_ENOMEM;
-    if (rc == MR_JOBS_OK)
-        rc = mr_buf_append(out, "\n", 1);
-    cJSON_free(text);
-    cJSON_Delete(root);
-    return rc;
+    if (!ok) {
+        cJSON_Delete(root);
+        return MR_JOBS_ENOMEM;
+    }
+    return mr_json_append(out, root, true);
 }
 
 /* ---- reading it back ---- */

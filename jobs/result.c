@@ -22,10 +22,9 @@ static void make_id(char *out, size_t n, const char *prefix, const char *job_nam
     snprintf(out, n, "%s%016" PRIx64, prefix, h);
 }
 
-/* cJSON prints the tree; we add the newline. */
-static int print_line(cJSON *root, mr_buf *out)
+int mr_json_append(mr_buf *out, cJSON *root, bool indented)
 {
-    char *text = root ? cJSON_PrintUnformatted(root) : NULL;
+    char *text = !root ? NULL : indented ? cJSON_Print(root) : cJSON_PrintUnformatted(root);
     int rc = text ? mr_buf_append(out, text, strlen(text)) : MR_JOBS_ENOMEM;
     if (rc == MR_JOBS_OK)
         rc = mr_buf_append(out, "\n", 1);
@@ -94,7 +93,7 @@ int mr_result_format(mr_buf *out, const char *job_name, const char *model_name,
         cJSON_Delete(root);
         return MR_JOBS_ENOMEM;
     }
-    return print_line(root, out);
+    return mr_json_append(out, root, false);
 }
 
 int mr_error_format(mr_buf *out, const char *job_name, const char *file, uint64_t line_no,
@@ -120,5 +119,5 @@ int mr_error_format(mr_buf *out, const char *job_name, const char *file, uint64_
         cJSON_Delete(root);
         return MR_JOBS_ENOMEM;
     }
-    return print_line(root, out);
+    return mr_json_append(out, root, false);
 }
