@@ -4,6 +4,7 @@
  * parameter moerun would silently ignore but that changes the output (a
  * penalty, logprobs, n > 1) is refused by name rather than dropped.
  */
+#define _GNU_SOURCE /* memmem */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -440,6 +441,22 @@ static int parse_prompt_format(mr_request_parser *p, const cJSON *root, mr_reque
     return rc;
 }
 
+/* cJSON decodes \u0000 into a NUL that ends the C string it makes, which
+ * would cut a prompt short without a word.  The escape is real when an odd
+ * number of backslashes stands before "u0000". */
+static const char *find_nul_escape(const char *line, size_t len)
+{
+    const char *end = line + len;
+    for (const char *s = line; (s = memmem(s, (size_t)(end - s), "\\u0000", 6)); s += 6) {
+        size_t at = (size_t)(s - line), slashes = 1;
+        while (slashes <= at && line[at - slashes] == '\\')
+            slashes++;
+        if (slashes % 2 == 1)
+            return s;
+    }
+    return NULL;
+}
+
 int mr_request_parse(mr_request_parser *p, const char *line, size_t len, const char *file,
                      uint32_t file_index, uint64_t line_no, mr_request *req,
                      mr_request_error *error)
@@ -476,6 +493,10 @@ int mr_request_parse(mr_request_parser *p, const char *line, size_t len, const c
     if (!cJSON_IsObject(p->root))
         return fail(p, "wrong_type", "the line must be a JSON object, got %s",
                     type_name(p->root));
+    const char *nul = find_nul_escape(line, len);
+    if (nul)
+        return fail(p, "invalid_value", "\\u0000 (a NUL character) in a string at byte %zu",
+                    (size_t)(nul - line) + 1);
     return p->job->input_format == MR_FORMAT_PROMPT ? parse_prompt_format(p, p->root, req)
                                                      : parse_openai(p, p->root, req);
 }

@@ -279,6 +279,15 @@ Test(request, invalid_utf8_is_refused_with_its_offset)
     cr_assert_str_eq(req.prompt, "é 中文 日本語 한국어 🎉 é 😀");
 }
 
+Test(request, nul_escapes_are_refused_not_cut_short)
+{
+    expect_error(BATCH("/v1/completions", "{\"prompt\": \"before\\u0000after\"}"),
+                 "invalid_value", "\\u0000 (a NUL character) in a string at byte");
+    cr_assert_eq(parse(BATCH("/v1/completions", "{\"prompt\": \"a \\\\u0000 b\"}")),
+                 MR_JOBS_OK, "an escaped backslash before u0000 is text: %s", error.message);
+    cr_assert_str_eq(req.prompt, "a \\u0000 b");
+}
+
 Test(request, crlf_line_end_is_ignored)
 {
     cr_assert_eq(parse(BATCH("/v1/completions", "{\"prompt\": \"x\"}") "\r"), MR_JOBS_OK, "%s",
