@@ -193,6 +193,54 @@ Test(input, corrupt_compressed_data_is_an_error_naming_the_file)
     mr_buf_free(&data);
 }
 
+/* Flipped bytes with the length intact: only the gzip CRC can tell. */
+Test(input, gzip_checksum_is_checked)
+{
+    mr_buf data = {0};
+    for (int i = 0; i < 20000; i++) {
+        char line[64];
+        int n = snprintf(line, sizeof line, "{\"id\": %d, \"prompt\": \"line %d\"}\n", i, i * 7);
+        mr_buf_append(&data, line, (size_t)n);
+    }
+    char *path = write_input("crc.jsonl.gz", data.data, data.len, "gzip");
+    size_t len;
+    char *gz = mr_test_read(path, &len);
+    for (size_t i = len / 3; i < len / 3 + 64; i++)
+        gz[i] ^= 0x5a;
+    free(mr_test_write(dir, "crc.jsonl.gz", gz, len));
+    mr_line_reader *r;
+    char err[512];
+    cr_assert_eq(mr_line_reader_open(&r, path, 0, UINT64_MAX, 1, 1 << 20, err, sizeof err), 0);
+    mr_line line;
+    int rc;
+    while ((rc = mr_line_reader_next(r, &line, err, sizeof err)) == 1)
+        ;
+    mr_line_reader_close(r);
+    cr_assert_lt(rc, 0, "corrupt gzip read as a clean end");
+    cr_assert(strstr(err, "corrupt compressed data"), "%s", err);
+    free(gz);
+    free(path);
+    mr_buf_free(&data);
+}
+
+Test(input, concatenated_gzip_members_are_one_stream)
+{
+    free(write_input("a.gz", "one\ntwo\n", 8, "gzip"));
+    free(write_input("b.gz", "three\n", 6, "gzip"));
+    char *cmd = NULL;
+    cr_assert(asprintf(&cmd, "cd '%s' && cat a.gz b.gz > ab.jsonl.gz", dir) > 0);
+    cr_assert_eq(system(cmd), 0);
+    free(cmd);
+    char *path = NULL;
+    cr_assert(asprintf(&path, "%s/ab.jsonl.gz", dir) > 0);
+    lines got;
+    char err[512];
+    cr_assert_eq(read_lines(path, 0, UINT64_MAX, 1, 64, &got, err), 0, "%s", err);
+    cr_assert_eq(got.n, 3);
+    cr_assert_str_eq(got.text[2], "three");
+    free(path);
+}
+
 Test(input, missing_file)
 {
     mr_line_reader *r;
