@@ -42,6 +42,7 @@ struct mr_line_reader {
     uint64_t skip_to;  /* lines before this offset are skipped */
     bool at_eof;
     mr_buf carry;      /* a line that spans blocks */
+    bool compressed;
 };
 
 bool mr_line_is_blank(const char *s, size_t len)
@@ -77,28 +78,6 @@ static struct archive *open_archive(const char *path, bool *empty, char *err, si
         return NULL;
     }
     return a;
-}
-
-int mr_input_is_compressed(const char *path, bool *compressed, char *err, size_t errlen)
-{
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return MR_JOBS_EIO;
-    }
-    /* libarchive's raw format refuses an empty file; it is plain and empty */
-    if (st.st_size == 0) {
-        *compressed = false;
-        return MR_JOBS_OK;
-    }
-    bool empty;
-    struct archive *a = open_archive(path, &empty, err, errlen);
-    *compressed = empty;
-    if (!a)
-        return empty ? MR_JOBS_OK : MR_JOBS_EIO;
-    *compressed = archive_filter_code(a, 0) != ARCHIVE_FILTER_NONE;
-    archive_read_free(a);
-    return MR_JOBS_OK;
 }
 
 static int open_plain(mr_line_reader *r, uint64_t begin, char *err, size_t errlen)
@@ -165,6 +144,36 @@ static int next_gzip_block(mr_line_reader *r, char *err, size_t errlen)
     return MR_JOBS_OK;
 }
 
+/* One look through libarchive decides how the file is read, and the handle
+ * it opened is the one that reads it (unless gzip, plain, or empty). */
+static int open_input(mr_line_reader *r, uint64_t begin, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(r->path, &st) != 0) {
+        snprintf(err, errlen, "%s: %s", r->path, strerror(errno));
+        return MR_JOBS_EIO;
+    }
+    /* libarchive's raw format refuses an empty file; it is plain and empty */
+    if (st.st_size == 0)
+        return open_plain(r, begin, err, errlen);
+    bool empty;
+    r->archive = open_archive(r->path, &empty, err, errlen);
+    if (!r->archive) {
+        r->compressed = empty; /* decompresses to nothing: no lines */
+        return empty ? MR_JOBS_OK : MR_JOBS_EIO;
+    }
+    int filter = archive_filter_code(r->archive, 0);
+    r->compressed = filter != ARCHIVE_FILTER_NONE;
+    if (filter == ARCHIVE_FILTER_GZIP)
+        return switch_to_zlib(r, err, errlen);
+    if (!r->compressed) {
+        archive_read_free(r->archive);
+        r->archive = NULL;
+        return open_plain(r, begin, err, errlen);
+    }
+    return MR_JOBS_OK;
+}
+
 int mr_line_reader_open(mr_line_reader **reader, const char *path, uint64_t begin,
                         uint64_t end, uint64_t first_line, size_t max_line_bytes, char *err,
                         size_t errlen)
@@ -180,17 +189,7 @@ int mr_line_reader_open(mr_line_reader **reader, const char *path, uint64_t begi
     r->end = end;
     r->max_line = max_line_bytes;
     r->skip_to = begin;
-    bool compressed;
-    int rc = mr_input_is_compressed(path, &compressed, err, errlen);
-    if (rc == MR_JOBS_OK && compressed) {
-        bool empty;
-        r->archive = open_archive(path, &empty, err, errlen);
-        rc = r->archive || empty ? MR_JOBS_OK : MR_JOBS_EIO;
-        if (r->archive && archive_filter_code(r->archive, 0) == ARCHIVE_FILTER_GZIP)
-            rc = switch_to_zlib(r, err, errlen);
-    } else if (rc == MR_JOBS_OK) {
-        rc = open_plain(r, begin, err, errlen);
-    }
+    int rc = open_input(r, begin, err, errlen);
     if (rc != MR_JOBS_OK) {
         mr_line_reader_close(r);
         return rc;
@@ -317,6 +316,11 @@ int mr_line_reader_next(mr_line_reader *reader, mr_line *line, char *err, size_t
     if (reader->archive || reader->gz)
         return next_compressed(reader, line, err, errlen);
     return next_plain(reader, line); /* an empty compressed file reads as plain */
+}
+
+bool mr_line_reader_compressed(const mr_line_reader *reader)
+{
+    return reader->compressed;
 }
 
 uint64_t mr_line_reader_position(const mr_line_reader *reader)

@@ -8,9 +8,9 @@
 
 #include "jobs/jobs.h"
 
-/* Whether libarchive finds a compression filter on `path` (gzip, zstd, xz,
- * bzip2, ...), judged by content, not by name. */
-int mr_input_is_compressed(const char *path, bool *compressed, char *err, size_t errlen);
+/* Whether libarchive found a compression filter on the reader's file (gzip,
+ * zstd, xz, bzip2, ...), judged by content, not by name. */
+bool mr_line_reader_compressed(const mr_line_reader *reader);
 
 /* The decompressed offset just after the last line handed out: the size
  * of the file once every line has been read. */

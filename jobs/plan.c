@@ -163,11 +163,11 @@ static int scan_line(builder *b, uint32_t file_index, const mr_line *line)
 static int scan_file(builder *b, uint32_t file_index)
 {
     mr_plan_file *file = &b->plan->files[file_index];
-    int rc = mr_input_is_compressed(file->path, &file->compressed, b->err, b->errlen);
     mr_line_reader *reader = NULL;
-    if (rc == MR_JOBS_OK)
-        rc = mr_line_reader_open(&reader, file->path, 0, UINT64_MAX, 1,
+    int rc = mr_line_reader_open(&reader, file->path, 0, UINT64_MAX, 1,
                                  (size_t)b->job->input_max_line_bytes, b->err, b->errlen);
+    if (reader)
+        file->compressed = mr_line_reader_compressed(reader);
     mr_line line;
     while (rc == MR_JOBS_OK && (rc = mr_line_reader_next(reader, &line, b->err, b->errlen)) == 1) {
         rc = add_candidate(&b->cands[file_index], line.offset, line.line_no);
