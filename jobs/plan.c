@@ -4,7 +4,6 @@
  * repeated custom_ids, and samples line starts; shards are then cut at the
  * sampled line starts nearest to equal byte sizes.
  */
-#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
