@@ -9,8 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
-
 #include "jobs/internal.h"
 
 #define AUTO_SHARDS_PER_RANK 4
