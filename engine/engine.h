@@ -157,4 +157,106 @@ int mr_tokenizer_train(const char *corpus, size_t len, int vocab_size,
                        const char *const *specials, size_t n_specials, char **json,
                        char *err, size_t errlen);
 
+/* ------------------------------------------------------------------------
+ * Model: config, tokenizer and weights of one folder, on one backend
+ * ------------------------------------------------------------------------ */
+typedef struct mr_model mr_model;
+
+typedef struct {
+    const char *backend; /* "cpu" (default), "ref", "cuda" */
+    int threads;         /* <= 0: all cores */
+} mr_model_options;
+
+int mr_model_load(const char *dir, const mr_model_options *options, mr_model **out,
+                  char *err, size_t errlen);
+void mr_model_free(mr_model *model);
+const mr_model_config *mr_model_config_get(const mr_model *model);
+const mr_tokenizer *mr_model_tokenizer(const mr_model *model);
+
+/* The logits of every position of one sequence, [n][vocab_size], from a
+ * fresh KV cache.  For tests and tools; serving goes through mr_engine. */
+int mr_model_logits(mr_model *model, const int32_t *ids, int n, float *logits, char *err,
+                    size_t errlen);
+
+/* Formats a chat with the model's chat template (tokenizer_config.json).
+ * ChatML (Qwen) is supported; any other template is a clear error, found
+ * once at load: mr_chat_supported says why.  The generation prompt for the
+ * assistant's turn is appended.  *text is malloc'd. */
+typedef struct {
+    const char *role;
+    const char *content;
+} mr_chat_turn;
+
+int mr_chat_format(const mr_model *model, const mr_chat_turn *turns, size_t n, char **text,
+                   char *err, size_t errlen);
+
+/* ------------------------------------------------------------------------
+ * Model generation (moerun make-model)
+ * ------------------------------------------------------------------------ */
+typedef enum { MR_PRESET_TINY, MR_PRESET_SMALL } mr_model_preset;
+
+/* Writes a random-initialised Qwen3-MoE model in the Hugging Face layout
+ * into `dir`: config.json, model.safetensors (bf16), tokenizer.json,
+ * tokenizer_config.json.  Expert popularity is skewed and depends on the
+ * topic of the text, as in trained MoE models. */
+int mr_make_model(const char *dir, mr_model_preset preset, uint64_t seed, char *err,
+                  size_t errlen);
+
+/* ------------------------------------------------------------------------
+ * Serving: KV cache, continuous batching, sampling
+ * ------------------------------------------------------------------------ */
+typedef struct {
+    int max_batch_tokens; /* tokens (prefill + decode) in one forward step */
+    int max_sequences;    /* sequences in flight */
+    int kv_block_size;    /* tokens per KV block */
+    int kv_blocks;        /* KV blocks in the cache */
+} mr_engine_options;
+
+typedef struct {
+    int max_tokens;
+    double temperature; /* 0: greedy */
+    double top_p;
+    int top_k;          /* 0: off */
+    uint64_t seed;
+    const char *const *stop;
+    size_t n_stop;
+} mr_sampling_params;
+
+typedef struct {
+    uint64_t handle;          /* the caller's, returned with the completion */
+    const int32_t *prompt;    /* copied at submit */
+    size_t n_prompt;
+    mr_sampling_params sampling; /* stop strings copied at submit */
+} mr_generation;
+
+typedef enum { MR_FINISH_STOP, MR_FINISH_LENGTH } mr_finish_reason;
+
+typedef struct {
+    uint64_t handle;
+    char *text; /* malloc'd; the caller frees */
+    size_t text_len;
+    mr_finish_reason finish;
+    int prompt_tokens;
+    int completion_tokens;
+} mr_completion_out;
+
+typedef struct mr_engine mr_engine;
+
+int mr_engine_create(mr_model *model, const mr_engine_options *options, mr_engine **out,
+                     char *err, size_t errlen);
+void mr_engine_free(mr_engine *engine);
+/* Whether a prompt of n tokens can ever be served by this engine; when not,
+ * err says why (for the request's error record). */
+bool mr_engine_fits(const mr_engine *engine, size_t n_prompt, char *err, size_t errlen);
+/* True while the engine would admit another sequence right away. */
+bool mr_engine_has_room(const mr_engine *engine);
+/* Queues a generation (it must fit).  */
+int mr_engine_submit(mr_engine *engine, const mr_generation *gen, char *err, size_t errlen);
+/* Runs one forward step over everything in flight and returns the
+ * generations that finished in it, up to `cap` (the rest wait for the next
+ * call).  *n_done is 0 when nothing is in flight. */
+int mr_engine_step(mr_engine *engine, mr_completion_out *done, size_t cap, size_t *n_done,
+                   char *err, size_t errlen);
+size_t mr_engine_in_flight(const mr_engine *engine);
+
 #endif

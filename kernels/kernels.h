@@ -109,6 +109,9 @@ typedef struct {
      * rows[row_of[t][j]]; out is [tokens][dim]. */
     void (*combine)(mr_backend *be, float *out, const float *rows, const int32_t *row_of,
                     const float *weight, int tokens, int k, int dim);
+    /* out[i] = x[src[i]], rows of `dim`: tokens into expert order. */
+    void (*gather)(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,
+                   int dim);
     /* y += x, n floats. */
     void (*add)(mr_backend *be, float *y, const float *x, size_t n);
 } mr_ops;

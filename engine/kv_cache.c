@@ -1,0 +1,71 @@
+/*
+ * The KV cache: fixed-size blocks handed to sequences from a free stack.
+ * Blocks let sequences of any length share one allocation made at start,
+ * so serving never allocates per token and a finished sequence's memory is
+ * reusable at once by the next.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "engine/model_internal.h"
+
+int mr_kv_cache_init(mr_kv_cache *kv, const mr_model *m, int block_size, int n_blocks,
+                     char *err, size_t errlen)
+{
+    const mr_model_config *c = &m->cfg;
+    *kv = (mr_kv_cache){.block_size = block_size,
+                        .n_blocks = n_blocks,
+                        .kv_dim = c->num_key_value_heads * c->head_dim,
+                        .n_layers = c->num_hidden_layers};
+    size_t bytes = (size_t)n_blocks * block_size * kv->kv_dim * sizeof(float);
+    kv->k = calloc((size_t)kv->n_layers, sizeof *kv->k);
+    kv->v = calloc((size_t)kv->n_layers, sizeof *kv->v);
+    kv->free_ids = malloc((size_t)n_blocks * sizeof *kv->free_ids);
+    bool ok = kv->k && kv->v && kv->free_ids;
+    for (int l = 0; ok && l < kv->n_layers; l++) {
+        kv->k[l] = m->be->ops->alloc(m->be, bytes);
+        kv->v[l] = m->be->ops->alloc(m->be, bytes);
+        ok = kv->k[l] && kv->v[l];
+    }
+    if (!ok) {
+        mr_kv_cache_free(kv, m);
+        snprintf(err, errlen,
+                 "out of memory for a KV cache of %d blocks of %d tokens (%zu MiB per layer)",
+                 n_blocks, block_size, 2 * bytes >> 20);
+        return MR_ENGINE_ENOMEM;
+    }
+    /* Lowest ids on top, so a fresh cache fills from block 0. */
+    for (int i = 0; i < n_blocks; i++)
+        kv->free_ids[i] = n_blocks - 1 - i;
+    kv->n_free = n_blocks;
+    return MR_ENGINE_OK;
+}
+
+void mr_kv_cache_free(mr_kv_cache *kv, const mr_model *m)
+{
+    for (int l = 0; l < kv->n_layers; l++) {
+        if (kv->k && kv->k[l])
+            m->be->ops->free(m->be, kv->k[l]);
+        if (kv->v && kv->v[l])
+            m->be->ops->free(m->be, kv->v[l]);
+    }
+    free(kv->k);
+    free(kv->v);
+    free(kv->free_ids);
+    *kv = (mr_kv_cache){0};
+}
+
+bool mr_kv_cache_take(mr_kv_cache *kv, int n, int32_t *ids)
+{
+    if (n > kv->n_free)
+        return false;
+    for (int i = 0; i < n; i++)
+        ids[i] = kv->free_ids[--kv->n_free];
+    return true;
+}
+
+void mr_kv_cache_give(mr_kv_cache *kv, int n, const int32_t *ids)
+{
+    for (int i = n - 1; i >= 0; i--)
+        kv->free_ids[kv->n_free++] = ids[i];
+}

@@ -1,0 +1,270 @@
+/*
+ * Loading a model folder: config, tokenizer, chat template and every
+ * weight the forward pass reads, each checked for name and shape before the
+ * first step runs, so a broken checkpoint fails at load with the tensor's
+ * name rather than as garbage or a crash mid-job.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/model_internal.h"
+
+typedef struct {
+    mr_model *m;
+    char *err;
+    size_t errlen;
+} loader;
+
+/* Fetch `name` (printf-style) with the given shape, mapped for the backend. */
+static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t d1,
+                       const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t d1,
+                       const char *fmt, ...)
+{
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    int64_t shape[2] = {d0, d1};
+    mr_tensor t;
+    int rc = mr_weights_get(ld->m->weights, name, ndim, shape, &t, ld->err, ld->errlen);
+    if (rc != MR_ENGINE_OK)
+        return rc;
+    mr_backend *be = ld->m->be;
+    out->data = be->ops->map_weights(be, t.data, t.bytes);
+    out->type = t.type;
+    if (!out->data) {
+        snprintf(ld->err, ld->errlen, "%s: cannot map tensor %s (%zu bytes) for the %s backend",
+                 t.file, name, t.bytes, be->ops->name);
+        return MR_ENGINE_ENOMEM;
+    }
+    return MR_ENGINE_OK;
+}
+
+static int load_experts(loader *ld, mr_layer *L, int i)
+{
+    const mr_model_config *c = &ld->m->cfg;
+    int64_t hidden = c->hidden_size, inter = c->moe_intermediate_size;
+    int rc = load_weight(ld, &L->router, 2, c->num_experts, hidden, "model.layers.%d.mlp.gate.weight", i);
+    L->expert_gate = calloc((size_t)c->num_experts, sizeof(void *));
+    L->expert_up = calloc((size_t)c->num_experts, sizeof(void *));
+    L->expert_down = calloc((size_t)c->num_experts, sizeof(void *));
+    if (!L->expert_gate || !L->expert_up || !L->expert_down) {
+        snprintf(ld->err, ld->errlen, "out of memory for the experts of layer %d", i);
+        return MR_ENGINE_ENOMEM;
+    }
+    for (int e = 0; rc == MR_ENGINE_OK && e < c->num_experts; e++) {
+        mr_weight g, u, d;
+        rc = load_weight(ld, &g, 2, inter, hidden, "model.layers.%d.mlp.experts.%d.gate_proj.weight", i, e);
+        if (rc == MR_ENGINE_OK)
+            rc = load_weight(ld, &u, 2, inter, hidden, "model.layers.%d.mlp.experts.%d.up_proj.weight", i, e);
+        if (rc == MR_ENGINE_OK)
+            rc = load_weight(ld, &d, 2, hidden, inter, "model.layers.%d.mlp.experts.%d.down_proj.weight", i, e);
+        if (rc != MR_ENGINE_OK)
+            break;
+        if (e == 0)
+            L->expert_type = g.type;
+        if (g.type != L->expert_type || u.type != L->expert_type || d.type != L->expert_type) {
+            snprintf(ld->err, ld->errlen,
+                     "model.layers.%d.mlp.experts.%d: experts of one layer must share one dtype",
+                     i, e);
+            return MR_ENGINE_EINVAL;
+        }
+        L->expert_gate[e] = g.data;
+        L->expert_up[e] = u.data;
+        L->expert_down[e] = d.data;
+    }
+    return rc;
+}
+
+static int load_dense_mlp(loader *ld, mr_layer *L, int i)
+{
+    const mr_model_config *c = &ld->m->cfg;
+    int64_t hidden = c->hidden_size, inter = c->intermediate_size;
+    int rc = load_weight(ld, &L->dense_gate, 2, inter, hidden, "model.layers.%d.mlp.gate_proj.weight", i);
+    if (rc == MR_ENGINE_OK)
+        rc = load_weight(ld, &L->dense_up, 2, inter, hidden, "model.layers.%d.mlp.up_proj.weight", i);
+    if (rc == MR_ENGINE_OK)
+        rc = load_weight(ld, &L->dense_down, 2, hidden, inter, "model.layers.%d.mlp.down_proj.weight", i);
+    if (rc == MR_ENGINE_OK && (L->dense_up.type != L->dense_gate.type ||
+                               L->dense_down.type != L->dense_gate.type)) {
+        snprintf(ld->err, ld->errlen, "model.layers.%d.mlp: gate, up and down must share one dtype", i);
+        return MR_ENGINE_EINVAL;
+    }
+    return rc;
+}
+
+static int load_layer(loader *ld, mr_layer *L, int i)
+{
+    const mr_model_config *c = &ld->m->cfg;
+    int64_t hidden = c->hidden_size, hd = c->head_dim;
+    int64_t q_dim = (int64_t)c->num_attention_heads * hd;
+    int64_t kv_dim = (int64_t)c->num_key_value_heads * hd;
+    int rc = load_weight(ld, &L->input_norm, 1, hidden, 0, "model.layers.%d.input_layernorm.weight", i);
+    if (rc == MR_ENGINE_OK)
+        rc = load_weight(ld, &L->post_attention_norm, 1, hidden, 0, "model.layers.%d.post_attention_layernorm.weight", i);
+    if (rc == MR_ENGINE_OK)
+        rc = load_weight(ld, &L->q_proj, 2, q_dim, hidden, "model.layers.%d.self_attn.q_proj.weight", i);
+    if (rc == MR_ENGINE_OK)
+        rc = load_weight(ld, &L->k_proj, 2, kv_dim, hidden, "model.layers.%d.self_attn.k_proj.weight", i);
+    if (rc == MR_ENGINE_OK)
+        rc = load_weight(ld, &L->v_proj, 2, kv_dim, hidden, "model.layers.%d.self_attn.v_proj.weight", i);
+    if (rc == MR_ENGINE_OK)
+        rc = load_weight(ld, &L->o_proj, 2, hidden, q_dim, "model.layers.%d.self_attn.o_proj.weight", i);
+    if (rc == MR_ENGINE_OK)
+        rc = load_weight(ld, &L->q_norm, 1, hd, 0, "model.layers.%d.self_attn.q_norm.weight", i);
+    if (rc == MR_ENGINE_OK)
+        rc = load_weight(ld, &L->k_norm, 1, hd, 0, "model.layers.%d.self_attn.k_norm.weight", i);
+    if (rc != MR_ENGINE_OK)
+        return rc;
+    L->moe = mr_config_layer_is_moe(c, i);
+    return L->moe ? load_experts(ld, L, i) : load_dense_mlp(ld, L, i);
+}
+
+static int load_weights(loader *ld)
+{
+    mr_model *m = ld->m;
+    const mr_model_config *c = &m->cfg;
+    int64_t vocab = c->vocab_size, hidden = c->hidden_size;
+    int rc = load_weight(ld, &m->embed, 2, vocab, hidden, "model.embed_tokens.weight");
+    if (rc == MR_ENGINE_OK)
+        rc = load_weight(ld, &m->final_norm, 1, hidden, 0, "model.norm.weight");
+    if (rc == MR_ENGINE_OK) {
+        if (c->tie_word_embeddings)
+            m->lm_head = m->embed;
+        else
+            rc = load_weight(ld, &m->lm_head, 2, vocab, hidden, "lm_head.weight");
+    }
+    if (rc != MR_ENGINE_OK)
+        return rc;
+    m->layers = calloc((size_t)c->num_hidden_layers, sizeof *m->layers);
+    if (!m->layers) {
+        snprintf(ld->err, ld->errlen, "out of memory for %d layers", c->num_hidden_layers);
+        return MR_ENGINE_ENOMEM;
+    }
+    for (int i = 0; rc == MR_ENGINE_OK && i < c->num_hidden_layers; i++)
+        rc = load_layer(ld, &m->layers[i], i);
+    return rc;
+}
+
+static char *join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+int mr_model_load(const char *dir, const mr_model_options *options, mr_model **out,
+                  char *err, size_t errlen)
+{
+    *out = NULL;
+    mr_model *m = calloc(1, sizeof *m);
+    char *config = join(dir, "config.json");
+    m = m && config ? m : NULL;
+    if (!m || !(m->dir = strdup(dir))) {
+        free(m);
+        free(config);
+        snprintf(err, errlen, "out of memory loading %s", dir);
+        return MR_ENGINE_ENOMEM;
+    }
+    loader ld = {m, err, errlen};
+    int rc = mr_config_load(config, &m->cfg, err, errlen);
+    free(config);
+    if (rc == MR_ENGINE_OK)
+        rc = mr_tokenizer_load(dir, &m->tokenizer, err, errlen);
+    if (rc == MR_ENGINE_OK && mr_tokenizer_vocab_size(m->tokenizer) > m->cfg.vocab_size) {
+        snprintf(err, errlen, "%s: tokenizer.json has %d tokens but config.json's vocab_size is %d",
+                 dir, mr_tokenizer_vocab_size(m->tokenizer), m->cfg.vocab_size);
+        rc = MR_ENGINE_EINVAL;
+    }
+    if (rc == MR_ENGINE_OK)
+        rc = mr_chat_detect(m, err, errlen);
+    if (rc == MR_ENGINE_OK)
+        rc = mr_weights_open(dir, &m->weights, err, errlen);
+    if (rc == MR_ENGINE_OK)
+        rc = mr_backend_create(options && options->backend ? options->backend : "cpu",
+                               options ? options->threads : 0, &m->be, err, errlen) == 0
+                 ? MR_ENGINE_OK
+                 : MR_ENGINE_EINVAL;
+    if (rc == MR_ENGINE_OK)
+        rc = load_weights(&ld);
+    if (rc != MR_ENGINE_OK) {
+        mr_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return MR_ENGINE_OK;
+}
+
+void mr_model_free(mr_model *m)
+{
+    if (!m)
+        return;
+    if (m->layers) {
+        for (int i = 0; i < m->cfg.num_hidden_layers; i++) {
+            free(m->layers[i].expert_gate);
+            free(m->layers[i].expert_up);
+            free(m->layers[i].expert_down);
+        }
+        free(m->layers);
+    }
+    mr_backend_free(m->be);
+    mr_weights_close(m->weights);
+    mr_tokenizer_free(m->tokenizer);
+    free(m->dir);
+    free(m);
+}
+
+const mr_model_config *mr_model_config_get(const mr_model *m)
+{
+    return &m->cfg;
+}
+
+const mr_tokenizer *mr_model_tokenizer(const mr_model *m)
+{
+    return m->tokenizer;
+}
+
+int mr_model_logits(mr_model *m, const int32_t *ids, int n, float *logits, char *err,
+                    size_t errlen)
+{
+    enum { block = 16 };
+    int n_blocks = (n + block - 1) / block;
+    int32_t *buf = malloc((size_t)(5 * n + n_blocks) * sizeof(int32_t));
+    if (!buf) {
+        snprintf(err, errlen, "out of memory for a sequence of %d tokens", n);
+        return MR_ENGINE_ENOMEM;
+    }
+    int32_t *pos = buf, *seq = buf + n, *slot = buf + 2 * n, *rows = buf + 3 * n;
+    int32_t *table = buf + 5 * n;
+    for (int i = 0; i < n; i++) {
+        pos[i] = i;
+        seq[i] = 0;
+        slot[i] = i;
+        rows[i] = i;
+    }
+    for (int b = 0; b < n_blocks; b++)
+        table[b] = b;
+    mr_kv_cache kv = {0};
+    mr_activations *act = NULL;
+    int rc = mr_kv_cache_init(&kv, m, block, n_blocks, err, errlen);
+    if (rc == MR_ENGINE_OK)
+        rc = mr_activations_new(m, n, n, &act, err, errlen);
+    if (rc == MR_ENGINE_OK) {
+        mr_step step = {.rows = n, .tokens = ids, .pos = pos, .seq = seq, .slot = slot,
+                        .block_table = table, .max_blocks = n_blocks, .logit_rows = rows,
+                        .n_logits = n};
+        rc = mr_forward(m, &kv, act, &step, logits, err, errlen);
+    }
+    mr_activations_free(act, m);
+    if (kv.free_ids)
+        mr_kv_cache_free(&kv, m);
+    free(buf);
+    return rc;
+}

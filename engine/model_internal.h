@@ -1,0 +1,88 @@
+/*
+ * The model as the forward pass sees it: one struct of weight pointers per
+ * layer, already mapped for the backend, and the scratch activations of one
+ * step.  Private to engine/.
+ */
+#ifndef MR_ENGINE_MODEL_INTERNAL_H
+#define MR_ENGINE_MODEL_INTERNAL_H
+
+#include "engine/engine.h"
+
+/* A weight as ops read it: an address on the backend and its type. */
+typedef struct {
+    const void *data;
+    mr_tensor_type type;
+} mr_weight;
+
+typedef struct {
+    mr_weight input_norm, post_attention_norm;
+    mr_weight q_proj, k_proj, v_proj, o_proj, q_norm, k_norm;
+    bool moe;
+    mr_weight router;                         /* [experts][hidden] */
+    const void **expert_gate, **expert_up, **expert_down; /* [experts] */
+    mr_weight dense_gate, dense_up, dense_down; /* layers that stay dense */
+    mr_tensor_type expert_type;
+} mr_layer;
+
+typedef enum { MR_CHAT_NONE, MR_CHAT_CHATML } mr_chat_kind;
+
+struct mr_model {
+    mr_model_config cfg;
+    mr_tokenizer *tokenizer;
+    mr_weights *weights;
+    mr_backend *be;
+    mr_weight embed, final_norm, lm_head;
+    mr_layer *layers;
+    mr_chat_kind chat;
+    char chat_problem[256]; /* why chat is unsupported, when it is */
+    char *dir;
+};
+
+/* Reads the chat template of tokenizer_config.json into m->chat; a model
+ * without one, or with one moerun cannot run, can still serve completions. */
+int mr_chat_detect(mr_model *m, char *err, size_t errlen);
+
+/* KV cache: K and V of every layer in blocks of block_size tokens. */
+typedef struct {
+    int block_size, n_blocks, kv_dim, n_layers;
+    float **k, **v;    /* [layer] -> [n_blocks][block_size][kv_dim] on the backend */
+    int32_t *free_ids; /* stack of free blocks */
+    int n_free;
+} mr_kv_cache;
+
+int mr_kv_cache_init(mr_kv_cache *kv, const mr_model *m, int block_size, int n_blocks,
+                     char *err, size_t errlen);
+void mr_kv_cache_free(mr_kv_cache *kv, const mr_model *m);
+/* Takes n blocks off the free stack into ids; false when too few are free. */
+bool mr_kv_cache_take(mr_kv_cache *kv, int n, int32_t *ids);
+void mr_kv_cache_give(mr_kv_cache *kv, int n, const int32_t *ids);
+
+/* One forward step: `rows` tokens of any number of sequences. */
+typedef struct {
+    int rows;
+    const int32_t *tokens;      /* [rows] */
+    const int32_t *pos;         /* [rows] position in its sequence */
+    const int32_t *seq;         /* [rows] row of block_table */
+    const int32_t *slot;        /* [rows] KV slot: block * block_size + offset */
+    const int32_t *block_table; /* [sequences][max_blocks] */
+    int max_blocks;
+    const int32_t *logit_rows;  /* rows whose logits are wanted */
+    int n_logits;
+} mr_step;
+
+/* Activations of one step, sized for max_rows tokens and max_logits rows of
+ * logits; allocated once on the backend. */
+typedef struct mr_activations mr_activations;
+
+int mr_activations_new(const mr_model *m, int max_rows, int max_logits,
+                       mr_activations **out, char *err, size_t errlen);
+void mr_activations_free(mr_activations *a, const mr_model *m);
+/* Runs the model over a step; logits[n_logits][vocab] land in host memory. */
+int mr_forward(mr_model *m, mr_kv_cache *kv, mr_activations *a, const mr_step *step,
+               float *logits, char *err, size_t errlen);
+
+/* Token counts per (layer, expert) since the model was loaded: the load
+ * statistics EPLB and the report read. */
+const uint64_t *mr_forward_expert_counts(const mr_activations *a);
+
+#endif

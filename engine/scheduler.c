@@ -1,0 +1,461 @@
+/*
+ * Continuous batching.  Every step takes one token from each sequence that
+ * is decoding and fills the rest of the token budget with prompt chunks of
+ * sequences still prefilling; a finished sequence frees its slot and KV
+ * blocks at once, and the next waiting request takes them in the next
+ * step.  A sequence reserves the KV blocks for its whole length when it is
+ * admitted, so a step can never run out of cache half way.
+ *
+ * Batching never changes a result: every kernel is row-invariant, so a
+ * token's logits are the same bits whether it shares its step with 0 or
+ * 255 other tokens, or is prefilled in one chunk or three.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/model_internal.h"
+#include "engine/sampler.h"
+
+typedef struct {
+    bool used, prefilled;
+    uint64_t handle;
+    uint64_t admitted; /* admission order: prefill goes first come, first served */
+    int32_t *tokens;   /* prompt, then what was sampled */
+    int n_prompt, n_tokens, n_cached, max_tokens_total;
+    int32_t *blocks;
+    int n_blocks;
+    mr_sampling_params sampling;
+    char **stop;
+    mr_rng rng;
+    mr_detok detok;
+    char *text;
+    size_t text_len, text_cap;
+} sequence;
+
+/* A submitted generation waiting for a slot and its KV blocks. */
+typedef struct {
+    uint64_t handle;
+    int32_t *prompt;
+    int n_prompt;
+    mr_sampling_params sampling;
+    char **stop;
+} pending;
+
+struct mr_engine {
+    mr_model *m;
+    mr_engine_options opt;
+    int max_seq_len, max_blocks, vocab;
+    mr_kv_cache kv;
+    mr_activations *act;
+    sequence *seqs;
+    pending *queue; /* FIFO ring of max_sequences entries */
+    int queue_head, queue_len;
+    uint64_t admissions;
+    int32_t eos[8];
+    int n_eos;
+    /* Step buffers, sized once. */
+    int32_t *tokens, *pos, *seq_of_row, *slot, *block_table, *logit_rows, *logit_seq;
+    float *logits;
+    mr_candidate *candidates;
+};
+
+static void free_stop(char **stop, size_t n)
+{
+    for (size_t i = 0; stop && i < n; i++)
+        free(stop[i]);
+    free(stop);
+}
+
+static void release(mr_engine *e, sequence *s)
+{
+    mr_kv_cache_give(&e->kv, s->n_blocks, s->blocks);
+    free_stop(s->stop, s->sampling.n_stop);
+    free(s->tokens);
+    free(s->blocks);
+    free(s->text);
+    *s = (sequence){0};
+}
+
+void mr_engine_free(mr_engine *e)
+{
+    if (!e)
+        return;
+    for (int i = 0; e->seqs && i < e->opt.max_sequences; i++)
+        if (e->seqs[i].used)
+            release(e, &e->seqs[i]);
+    for (int i = 0; i < e->queue_len; i++) {
+        pending *p = &e->queue[(e->queue_head + i) % e->opt.max_sequences];
+        free(p->prompt);
+        free_stop(p->stop, p->sampling.n_stop);
+    }
+    mr_activations_free(e->act, e->m);
+    if (e->kv.free_ids)
+        mr_kv_cache_free(&e->kv, e->m);
+    free(e->seqs);
+    free(e->queue);
+    free(e->tokens);
+    free(e->pos);
+    free(e->seq_of_row);
+    free(e->slot);
+    free(e->block_table);
+    free(e->logit_rows);
+    free(e->logit_seq);
+    free(e->logits);
+    free(e->candidates);
+    free(e);
+}
+
+static void add_eos(mr_engine *e, int32_t id)
+{
+    if (id < 0 || e->n_eos == (int)(sizeof e->eos / sizeof e->eos[0]))
+        return;
+    for (int i = 0; i < e->n_eos; i++)
+        if (e->eos[i] == id)
+            return;
+    e->eos[e->n_eos++] = id;
+}
+
+static int check_options(const mr_engine_options *o, char *err, size_t errlen)
+{
+    if (o->max_batch_tokens < 1 || o->max_sequences < 1 || o->kv_block_size < 1 ||
+        o->kv_blocks < 1) {
+        snprintf(err, errlen, "engine options must be positive");
+        return MR_ENGINE_EINVAL;
+    }
+    if (o->max_sequences > o->max_batch_tokens) {
+        snprintf(err, errlen,
+                 "[engine] max_sequences (%d) exceeds max_batch_tokens (%d): every decoding "
+                 "sequence needs one token of each step",
+                 o->max_sequences, o->max_batch_tokens);
+        return MR_ENGINE_EINVAL;
+    }
+    return MR_ENGINE_OK;
+}
+
+int mr_engine_create(mr_model *m, const mr_engine_options *o, mr_engine **out, char *err,
+                     size_t errlen)
+{
+    *out = NULL;
+    int rc = check_options(o, err, errlen);
+    if (rc != MR_ENGINE_OK)
+        return rc;
+    mr_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        goto nomem;
+    e->m = m;
+    e->opt = *o;
+    e->vocab = m->cfg.vocab_size;
+    long capacity = (long)o->kv_blocks * o->kv_block_size;
+    e->max_seq_len = (int)(capacity < m->cfg.max_position_embeddings
+                               ? capacity
+                               : m->cfg.max_position_embeddings);
+    e->max_blocks = (e->max_seq_len + o->kv_block_size - 1) / o->kv_block_size;
+    const int32_t *eos;
+    int n = mr_tokenizer_eos(m->tokenizer, &eos);
+    for (int i = 0; i < n; i++)
+        add_eos(e, eos[i]);
+    add_eos(e, m->cfg.eos_token_id);
+    size_t rows = (size_t)o->max_batch_tokens, seqs = (size_t)o->max_sequences;
+    e->seqs = calloc(seqs, sizeof *e->seqs);
+    e->queue = calloc(seqs, sizeof *e->queue);
+    e->tokens = malloc(rows * sizeof(int32_t));
+    e->pos = malloc(rows * sizeof(int32_t));
+    e->seq_of_row = malloc(rows * sizeof(int32_t));
+    e->slot = malloc(rows * sizeof(int32_t));
+    e->block_table = calloc(seqs * e->max_blocks, sizeof(int32_t));
+    e->logit_rows = malloc(seqs * sizeof(int32_t));
+    e->logit_seq = malloc(seqs * sizeof(int32_t));
+    e->logits = malloc(seqs * e->vocab * sizeof(float));
+    e->candidates = malloc((size_t)e->vocab * sizeof *e->candidates);
+    if (!e->seqs || !e->queue || !e->tokens || !e->pos || !e->seq_of_row || !e->slot ||
+        !e->block_table || !e->logit_rows || !e->logit_seq || !e->logits || !e->candidates)
+        goto nomem;
+    rc = mr_kv_cache_init(&e->kv, m, o->kv_block_size, o->kv_blocks, err, errlen);
+    if (rc == MR_ENGINE_OK)
+        rc = mr_activations_new(m, o->max_batch_tokens, o->max_sequences, &e->act, err, errlen);
+    if (rc != MR_ENGINE_OK) {
+        mr_engine_free(e);
+        return rc;
+    }
+    *out = e;
+    return MR_ENGINE_OK;
+nomem:
+    mr_engine_free(e);
+    snprintf(err, errlen, "out of memory creating the engine");
+    return MR_ENGINE_ENOMEM;
+}
+
+bool mr_engine_fits(const mr_engine *e, size_t n_prompt, char *err, size_t errlen)
+{
+    if (n_prompt == 0) {
+        snprintf(err, errlen, "the prompt is empty");
+        return false;
+    }
+    if (n_prompt > (size_t)e->max_seq_len) {
+        snprintf(err, errlen,
+                 "the prompt has %zu tokens; this engine holds at most %d per sequence "
+                 "(the smaller of the KV cache, %d blocks of %d, and the model's "
+                 "max_position_embeddings, %d)",
+                 n_prompt, e->max_seq_len, e->opt.kv_blocks, e->opt.kv_block_size,
+                 e->m->cfg.max_position_embeddings);
+        return false;
+    }
+    return true;
+}
+
+size_t mr_engine_in_flight(const mr_engine *e)
+{
+    size_t n = (size_t)e->queue_len;
+    for (int i = 0; i < e->opt.max_sequences; i++)
+        n += e->seqs[i].used;
+    return n;
+}
+
+bool mr_engine_has_room(const mr_engine *e)
+{
+    return mr_engine_in_flight(e) < (size_t)e->opt.max_sequences;
+}
+
+static char **copy_stop(const mr_sampling_params *s)
+{
+    char **stop = calloc(s->n_stop ? s->n_stop : 1, sizeof *stop);
+    for (size_t i = 0; stop && i < s->n_stop; i++)
+        if (!(stop[i] = strdup(s->stop[i]))) {
+            free_stop(stop, i);
+            return NULL;
+        }
+    return stop;
+}
+
+int mr_engine_submit(mr_engine *e, const mr_generation *g, char *err, size_t errlen)
+{
+    if (!mr_engine_fits(e, g->n_prompt, err, errlen))
+        return MR_ENGINE_EINVAL;
+    if (!mr_engine_has_room(e)) {
+        snprintf(err, errlen, "the engine is full: wait for mr_engine_has_room");
+        return MR_ENGINE_EINVAL;
+    }
+    pending p = {.handle = g->handle, .n_prompt = (int)g->n_prompt, .sampling = g->sampling};
+    p.prompt = malloc(g->n_prompt * sizeof(int32_t));
+    p.stop = copy_stop(&g->sampling);
+    if (!p.prompt || !p.stop) {
+        free(p.prompt);
+        free_stop(p.stop, 0);
+        snprintf(err, errlen, "out of memory queueing a prompt of %zu tokens", g->n_prompt);
+        return MR_ENGINE_ENOMEM;
+    }
+    memcpy(p.prompt, g->prompt, g->n_prompt * sizeof(int32_t));
+    p.sampling.stop = (const char *const *)p.stop;
+    e->queue[(e->queue_head + e->queue_len++) % e->opt.max_sequences] = p;
+    return MR_ENGINE_OK;
+}
+
+/* Moves waiting generations into free slots while their KV fits, in
+ * submission order: a long prompt at the head waits rather than being
+ * overtaken forever by short ones. */
+static int admit(mr_engine *e)
+{
+    while (e->queue_len > 0) {
+        pending *p = &e->queue[e->queue_head];
+        int free_slot = -1;
+        for (int i = 0; i < e->opt.max_sequences && free_slot < 0; i++)
+            if (!e->seqs[i].used)
+                free_slot = i;
+        long want = (long)p->n_prompt + (p->sampling.max_tokens > 0 ? p->sampling.max_tokens : 1) - 1;
+        int length = (int)(want < e->max_seq_len ? want : e->max_seq_len);
+        int n_blocks = (length + e->opt.kv_block_size - 1) / e->opt.kv_block_size;
+        if (free_slot < 0 || n_blocks > e->kv.n_free)
+            return MR_ENGINE_OK;
+        sequence *s = &e->seqs[free_slot];
+        *s = (sequence){.used = true,
+                        .handle = p->handle,
+                        .admitted = e->admissions++,
+                        .tokens = realloc(p->prompt, ((size_t)length + 1) * sizeof(int32_t)),
+                        .n_prompt = p->n_prompt,
+                        .n_tokens = p->n_prompt,
+                        .max_tokens_total = length + 1,
+                        .blocks = malloc((size_t)n_blocks * sizeof(int32_t)),
+                        .n_blocks = n_blocks,
+                        .sampling = p->sampling,
+                        .stop = p->stop};
+        e->queue_head = (e->queue_head + 1) % e->opt.max_sequences;
+        e->queue_len--;
+        if (!s->tokens || !s->blocks) {
+            s->n_blocks = 0;
+            release(e, s);
+            return MR_ENGINE_ENOMEM;
+        }
+        mr_kv_cache_take(&e->kv, n_blocks, s->blocks);
+        memcpy(e->block_table + (size_t)free_slot * e->max_blocks, s->blocks,
+               (size_t)n_blocks * sizeof(int32_t));
+        mr_rng_seed(&s->rng, s->sampling.seed);
+    }
+    return MR_ENGINE_OK;
+}
+
+static void add_row(mr_engine *e, int *rows, int seq, int position, int32_t token)
+{
+    const sequence *s = &e->seqs[seq];
+    int r = (*rows)++;
+    e->tokens[r] = token;
+    e->pos[r] = position;
+    e->seq_of_row[r] = seq;
+    e->slot[r] = s->blocks[position / e->opt.kv_block_size] * e->opt.kv_block_size +
+                 position % e->opt.kv_block_size;
+}
+
+/* Builds the step: decode rows first (one per sequence past its prompt),
+ * then prompt chunks oldest first, within the token budget. */
+static int build_step(mr_engine *e, int *n_logits)
+{
+    int rows = 0, budget = e->opt.max_batch_tokens;
+    *n_logits = 0;
+    for (int i = 0; i < e->opt.max_sequences; i++) {
+        sequence *s = &e->seqs[i];
+        if (!s->used || !s->prefilled)
+            continue;
+        add_row(e, &rows, i, s->n_cached, s->tokens[s->n_cached]);
+        s->n_cached++;
+        e->logit_rows[*n_logits] = rows - 1;
+        e->logit_seq[(*n_logits)++] = i;
+    }
+    while (rows < budget) {
+        int oldest = -1;
+        for (int i = 0; i < e->opt.max_sequences; i++) {
+            const sequence *s = &e->seqs[i];
+            if (s->used && !s->prefilled && s->n_cached < s->n_prompt &&
+                (oldest < 0 || s->admitted < e->seqs[oldest].admitted))
+                oldest = i;
+        }
+        if (oldest < 0)
+            break;
+        sequence *s = &e->seqs[oldest];
+        while (rows < budget && s->n_cached < s->n_prompt) {
+            add_row(e, &rows, oldest, s->n_cached, s->tokens[s->n_cached]);
+            s->n_cached++;
+        }
+        if (s->n_cached == s->n_prompt) {
+            s->prefilled = true;
+            e->logit_rows[*n_logits] = rows - 1;
+            e->logit_seq[(*n_logits)++] = oldest;
+        }
+    }
+    return rows;
+}
+
+static bool is_eos(const mr_engine *e, int32_t id)
+{
+    for (int i = 0; i < e->n_eos; i++)
+        if (e->eos[i] == id)
+            return true;
+    return false;
+}
+
+/* The first stop string in the text, searched only where the newest token
+ * could have completed one. */
+static bool cut_at_stop(sequence *s, size_t old_len)
+{
+    for (size_t i = 0; i < s->sampling.n_stop; i++) {
+        size_t n = strlen(s->stop[i]);
+        if (n == 0 || s->text_len < n)
+            continue;
+        size_t from = old_len >= n ? old_len - n + 1 : 0;
+        for (size_t at = from; at + n <= s->text_len; at++)
+            if (memcmp(s->text + at, s->stop[i], n) == 0) {
+                s->text_len = at;
+                return true;
+            }
+    }
+    return false;
+}
+
+/* Appends a sampled token; true when the sequence is finished. */
+static int take_token(mr_engine *e, sequence *s, int32_t id, bool *finished,
+                      mr_finish_reason *why)
+{
+    s->tokens[s->n_tokens++] = id;
+    int completion = s->n_tokens - s->n_prompt;
+    *finished = false;
+    if (is_eos(e, id)) {
+        *finished = true;
+        *why = MR_FINISH_STOP;
+    } else {
+        size_t old_len = s->text_len;
+        if (mr_detok_push(e->m->tokenizer, &s->detok, id, &s->text, &s->text_len,
+                          &s->text_cap) != MR_ENGINE_OK)
+            return MR_ENGINE_ENOMEM;
+        if (cut_at_stop(s, old_len)) {
+            *finished = true;
+            *why = MR_FINISH_STOP;
+        }
+    }
+    if (!*finished && (completion >= s->sampling.max_tokens || s->n_tokens >= s->max_tokens_total)) {
+        *finished = true;
+        *why = MR_FINISH_LENGTH;
+    }
+    if (*finished && *why == MR_FINISH_LENGTH &&
+        mr_detok_push(e->m->tokenizer, &s->detok, -1, &s->text, &s->text_len, &s->text_cap) !=
+            MR_ENGINE_OK)
+        return MR_ENGINE_ENOMEM;
+    return MR_ENGINE_OK;
+}
+
+static int finish(mr_engine *e, sequence *s, mr_finish_reason why, mr_completion_out *out)
+{
+    /* Text is handed over NUL-terminated, even when empty. */
+    char *text = realloc(s->text, s->text_len + 1);
+    if (!text)
+        return MR_ENGINE_ENOMEM;
+    text[s->text_len] = '\0';
+    *out = (mr_completion_out){.handle = s->handle,
+                               .text = text,
+                               .text_len = s->text_len,
+                               .finish = why,
+                               .prompt_tokens = s->n_prompt,
+                               .completion_tokens = s->n_tokens - s->n_prompt};
+    s->text = NULL;
+    release(e, s);
+    return MR_ENGINE_OK;
+}
+
+int mr_engine_step(mr_engine *e, mr_completion_out *done, size_t cap, size_t *n_done,
+                   char *err, size_t errlen)
+{
+    *n_done = 0;
+    if (cap < (size_t)e->opt.max_sequences) {
+        snprintf(err, errlen, "mr_engine_step needs room for %d completions", e->opt.max_sequences);
+        return MR_ENGINE_EINVAL;
+    }
+    int rc = admit(e);
+    int n_logits = 0;
+    int rows = rc == MR_ENGINE_OK ? build_step(e, &n_logits) : 0;
+    if (rc != MR_ENGINE_OK || rows == 0) {
+        if (rc != MR_ENGINE_OK)
+            snprintf(err, errlen, "out of memory admitting a sequence");
+        return rc;
+    }
+    mr_step step = {.rows = rows,
+                    .tokens = e->tokens,
+                    .pos = e->pos,
+                    .seq = e->seq_of_row,
+                    .slot = e->slot,
+                    .block_table = e->block_table,
+                    .max_blocks = e->max_blocks,
+                    .logit_rows = e->logit_rows,
+                    .n_logits = n_logits};
+    rc = mr_forward(e->m, &e->kv, e->act, &step, e->logits, err, errlen);
+    for (int i = 0; rc == MR_ENGINE_OK && i < n_logits; i++) {
+        sequence *s = &e->seqs[e->logit_seq[i]];
+        int32_t id = mr_sample(e->logits + (size_t)i * e->vocab, e->vocab, &s->sampling,
+                               &s->rng, e->candidates);
+        bool finished;
+        mr_finish_reason why = MR_FINISH_LENGTH;
+        rc = take_token(e, s, id, &finished, &why);
+        if (rc == MR_ENGINE_OK && finished)
+            rc = finish(e, s, why, &done[(*n_done)++]);
+    }
+    if (rc == MR_ENGINE_ENOMEM)
+        snprintf(err, errlen, "out of memory decoding");
+    return rc;
+}
