@@ -55,8 +55,16 @@ void mr_buf_free(mr_buf *b);
       "folder for results, errors, plan and checkpoints; default: runs/<name>")            \
     X(model, path, PATH, NULL, MR_KEY_REQUIRED, 0, 0, NULL,                                \
       "model folder in the Hugging Face layout (config.json, *.safetensors)")              \
-    X(model, dtype, ENUM, "auto", 0, 0, 0, "auto,bf16,f16,f32",                            \
-      "compute dtype; auto keeps the checkpoint's")                                        \
+    X(engine, backend, ENUM, "cpu", 0, 0, 0, "cpu,ref",                                    \
+      "compute backend: cpu (AVX-512, threads) or ref (plain loops, for checking)")       \
+    X(engine, threads, INT, "0", 0, 0, 4096, NULL, "compute threads per rank; 0 = all cores") \
+    X(engine, max_batch_tokens, INT, "512", 0, 1, 1 << 20, NULL,                          \
+      "tokens (prompt chunks + decodes) in one forward step")                              \
+    X(engine, max_sequences, INT, "64", 0, 1, 1 << 16, NULL,                               \
+      "sequences decoding at once; at most max_batch_tokens")                              \
+    X(engine, kv_block_size, INT, "16", 0, 1, 4096, NULL, "tokens per KV cache block")    \
+    X(engine, kv_blocks, INT, "4096", 0, 1, 1 << 24, NULL,                                 \
+      "KV cache blocks per rank; a sequence reserves its blocks when admitted")           \
     X(input, files, PATHS, NULL, MR_KEY_REQUIRED, 0, 0, NULL,                              \
       "request files: paths or globs, .jsonl plain or .gz/.zst/.xz compressed")            \
     X(input, format, ENUM, "openai-batch", 0, 0, 0, "openai-batch,prompt",                 \
@@ -105,7 +113,7 @@ void mr_buf_free(mr_buf *b);
 #define MR_KEY_REQUIRED 1
 
 /* The orders below are the orders of the `choices` lists above. */
-typedef enum { MR_DTYPE_AUTO, MR_DTYPE_BF16, MR_DTYPE_F16, MR_DTYPE_F32 } mr_dtype;
+typedef enum { MR_BACKEND_CPU, MR_BACKEND_REF } mr_backend_kind;
 typedef enum { MR_FORMAT_OPENAI_BATCH, MR_FORMAT_PROMPT } mr_input_format;
 typedef enum { MR_LAUNCHER_LOCAL, MR_LAUNCHER_MPI } mr_launcher;
 typedef enum { MR_EPLB_OFF, MR_EPLB_STATIC, MR_EPLB_ONLINE, MR_EPLB_STATIC_ONLINE } mr_eplb_mode;

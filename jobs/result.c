@@ -13,12 +13,12 @@
 
 #include "jobs/internal.h"
 
+/* `key` is what names the line within the job: a result's custom_id, or an
+ * error line's place in the input (its custom_id may be missing or taken). */
 static void make_id(char *out, size_t n, const char *prefix, const char *job_name,
-                    uint32_t file_index, uint64_t line_no)
+                    const char *key)
 {
-    char place[48];
-    int len = snprintf(place, sizeof place, "%" PRIu32 ":%" PRIu64, file_index, line_no);
-    uint64_t h = mr_hash64(place, (size_t)len, mr_hash64(job_name, strlen(job_name), 0));
+    uint64_t h = mr_hash64(key, strlen(key), mr_hash64(job_name, strlen(job_name), 0));
     snprintf(out, n, "%s%016" PRIx64, prefix, h);
 }
 
@@ -64,10 +64,9 @@ int mr_result_format(mr_buf *out, const char *job_name, const char *model_name,
 {
     bool chat = req->endpoint == MR_ENDPOINT_CHAT;
     char id[64], request_id[64], body_id[64];
-    make_id(id, sizeof id, "batch_req_", job_name, req->file_index, req->line_no);
-    make_id(request_id, sizeof request_id, "req_", job_name, req->file_index, req->line_no);
-    make_id(body_id, sizeof body_id, chat ? "chatcmpl-" : "cmpl-", job_name, req->file_index,
-            req->line_no);
+    make_id(id, sizeof id, "batch_req_", job_name, req->custom_id);
+    make_id(request_id, sizeof request_id, "req_", job_name, req->custom_id);
+    make_id(body_id, sizeof body_id, chat ? "chatcmpl-" : "cmpl-", job_name, req->custom_id);
 
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "id", id);
@@ -99,10 +98,9 @@ int mr_result_format(mr_buf *out, const char *job_name, const char *model_name,
 int mr_error_format(mr_buf *out, const char *job_name, const char *file, uint64_t line_no,
                     const mr_request_error *error)
 {
-    char id[64];
-    /* errors have no file index; the file name keeps their ids apart */
-    make_id(id, sizeof id, "batch_req_", job_name,
-            (uint32_t)mr_hash64(file, strlen(file), 0), line_no);
+    char id[64], place[4200];
+    snprintf(place, sizeof place, "%s:%" PRIu64, file, line_no);
+    make_id(id, sizeof id, "batch_req_", job_name, place);
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "id", id);
     if (error->custom_id)

@@ -33,6 +33,8 @@ int mr_runner_parse_args(int argc, char **argv, unsigned allowed, const char *op
         {"set", required_argument, NULL, MR_OPT_SET},
         {"print", no_argument, NULL, MR_OPT_PRINT},
         {"json", no_argument, NULL, MR_OPT_JSON},
+        {"preset", required_argument, NULL, MR_OPT_PRESET},
+        {"seed", required_argument, NULL, MR_OPT_SEED},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -53,6 +55,10 @@ int mr_runner_parse_args(int argc, char **argv, unsigned allowed, const char *op
             args->overrides[args->n_overrides++].assignment = optarg;
         args->print |= c == MR_OPT_PRINT;
         args->json |= c == MR_OPT_JSON;
+        if (c == MR_OPT_PRESET)
+            args->preset = optarg;
+        if (c == MR_OPT_SEED)
+            args->seed = optarg;
     }
     if (optind == argc)
         return mr_runner_usage_error(command, "missing %s: moerun %s %s", operand, command,

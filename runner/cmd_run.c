@@ -60,10 +60,8 @@ int mr_runner_run(int argc, char **argv)
     if (rc == MR_EXIT_OK) {
         printf("job %s: planned into %s/%s\n", job.job_name, job.job_run_dir, MR_RUN_PLAN);
         mr_runner_print_plan(stdout, &plan);
-        fprintf(stderr,
-                "moerun run: this build has no inference engine yet, so no request was "
-                "served and no results were written.\n");
-        rc = MR_EXIT_NO_ENGINE;
+        fflush(stdout);
+        rc = mr_runner_serve(&job, &plan);
     }
     mr_job_free(&job);
     mr_plan_free(&plan);

@@ -19,8 +19,8 @@ static const mr_runner_command commands[] = {
      "  --set SECTION.KEY=VALUE  override one job key (repeatable)\n"
      "  -h, --help               show this help\n"
      "\n"
-     "Exit codes: 0 done, 1 system error, 2 bad command line, 3 invalid job or\n"
-     "input, 4 this build has no inference engine (the plan is still written).\n"},
+     "Exit codes: 0 done (bad request lines become error records), 1 system\n"
+     "error, 2 bad command line, 3 invalid job, input or model.\n"},
     {"validate", mr_runner_validate, "check a job, its inputs and its model path without running",
      "usage: moerun validate JOB.ini [--set SECTION.KEY=VALUE]... [--print]\n"
      "\n"
@@ -53,6 +53,22 @@ static const mr_runner_command commands[] = {
      "\n"
      "Exit codes: 0 shown, 1 unreadable files, 2 bad command line, 3 not a run\n"
      "folder or damaged result lines.\n"},
+    {"make-model", mr_runner_make_model, "write a random Qwen3-MoE model for tests and benchmarks",
+     "usage: moerun make-model DIR [--preset tiny|small] [--seed N]\n"
+     "\n"
+     "Write a random-initialised Qwen3-MoE model in the Hugging Face layout into\n"
+     "DIR: config.json, model.safetensors (bf16), tokenizer.json (a byte-level BPE\n"
+     "vocabulary trained on moerun's bundled text) and tokenizer_config.json\n"
+     "(ChatML).  Its routers are skewed like a trained model's: a few hot experts\n"
+     "per layer, and other hot experts for text on cooking, code or travel.\n"
+     "\n"
+     "  --preset tiny   hidden 256, 4 layers, 64 experts, top-8 (about 50 MB; tests)\n"
+     "  --preset small  hidden 1024, 8 layers, 128 experts, top-8 (about 3.3 GB;\n"
+     "                  benchmarks)\n"
+     "  --seed N        weights seed (default 0); the same seed writes the same bytes\n"
+     "  -h, --help      show this help\n"
+     "\n"
+     "Exit codes: 0 written, 1 system error, 2 bad command line.\n"},
     {"help", mr_runner_help, "show help for a command, or every job key",
      "usage: moerun help [COMMAND | keys]\n"
      "\n"
@@ -83,8 +99,8 @@ static void print_overview(FILE *to)
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(to, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(to, "\n`moerun help COMMAND` or `moerun COMMAND --help` shows one command.\n"
-                "Exit codes: 0 ok, 1 system error, 2 usage, 3 invalid job or input,\n"
-                "4 no inference engine in this build (docs/cli.md).\n");
+                "Exit codes: 0 ok, 1 system error, 2 usage, 3 invalid job, input or\n"
+                "model (docs/cli.md).\n");
 }
 
 static void print_keys(void)

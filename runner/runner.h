@@ -17,8 +17,7 @@ enum {
     MR_EXIT_OK = 0,
     MR_EXIT_FAILED = 1,    /* a system error: I/O, memory, a signal */
     MR_EXIT_USAGE = 2,     /* the command line is wrong */
-    MR_EXIT_INVALID = 3,   /* the job, an input, the model path or the run folder is wrong */
-    MR_EXIT_NO_ENGINE = 4  /* this build cannot serve requests */
+    MR_EXIT_INVALID = 3    /* the job, an input, the model or the run folder is wrong */
 };
 
 typedef struct {
@@ -36,16 +35,24 @@ int mr_runner_validate(int argc, char **argv);
 int mr_runner_status(int argc, char **argv);
 int mr_runner_report(int argc, char **argv);
 int mr_runner_help(int argc, char **argv);
+int mr_runner_make_model(int argc, char **argv);
 
 /* The options a command may take, as bits of `allowed`.  The values are the
  * getopt codes; they stay clear of ASCII letters. */
-enum { MR_OPT_SET = 0x100, MR_OPT_PRINT = 0x200, MR_OPT_JSON = 0x400 };
+enum {
+    MR_OPT_SET = 0x100,
+    MR_OPT_PRINT = 0x200,
+    MR_OPT_JSON = 0x400,
+    MR_OPT_PRESET = 0x800,
+    MR_OPT_SEED = 0x1000
+};
 
 typedef struct {
     const char *operand; /* the job file or run folder */
     mr_job_override *overrides;
     size_t n_overrides;
     bool print, json;
+    const char *preset, *seed; /* as given; the command checks them */
 } mr_runner_args;
 
 /* Parse `COMMAND [options] OPERAND`.  Returns -1 when the command should go
@@ -69,6 +76,10 @@ int mr_runner_load_plan(const char *dir, mr_plan *plan);
 int mr_runner_open_run_file(const char *dir, const char *name, FILE **f, char **path);
 /* Count the lines of a run-folder file; a missing file has none. */
 int mr_runner_count_lines(const char *dir, const char *name, uint64_t *lines);
+
+/* Serve every request of a planned job into its run folder; returns an
+ * exit code. */
+int mr_runner_serve(const mr_job *job, const mr_plan *plan);
 
 /* Run-folder file names, relative to [job] run_dir. */
 #define MR_RUN_PLAN "plan.json"

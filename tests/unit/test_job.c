@@ -293,7 +293,7 @@ Test(job, unknown_section_is_reported_even_without_keys)
 Test(job, missing_required_keys_are_named)
 {
     mr_job job;
-    cr_assert_eq(mr_test_load_job(&job, dir, "[model]\ndtype = bf16\n", NULL, 0, err,
+    cr_assert_eq(mr_test_load_job(&job, dir, "[model]\n[engine]\nthreads = 1\n", NULL, 0, err,
                                   sizeof err),
                  MR_JOBS_EINVAL);
     cr_assert(strstr(err, "job.ini:1: [model] lacks the required key 'path'"), "%s", err);
