@@ -113,9 +113,10 @@ $(BUILD)/bench/%: tests/bench/%.c $(LIBMR)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIBMR) $(LDLIBS_ALL)
 
 test: deps
-	@$(MAKE) --no-print-directory $(MOERUN) $(TESTBIN) $(HF_TOKENIZER)
+	@$(MAKE) --no-print-directory $(MOERUN) $(TESTBIN) $(HF_TOKENIZER) $(TINY_MODEL)
 	MOERUN=$(abspath $(MOERUN)) MR_SOURCE_DIR=$(CURDIR) MR_NODE_DIR=$(abspath $(NODE_DIR)) \
-	  MR_PYTHON=$(PYTHON) $(TESTBIN) -j$(TEST_JOBS) $(TEST_ARGS)
+	  MR_PYTHON=$(PYTHON) MR_TINY_MODEL=$(abspath $(dir $(TINY_MODEL))) \
+	  $(TESTBIN) -j$(TEST_JOBS) $(TEST_ARGS)
 
 # The bundled model is made once; delete build/models to make it anew.
 TINY_MODEL := $(BUILD)/models/tiny/model.safetensors

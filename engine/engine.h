@@ -258,5 +258,8 @@ int mr_engine_submit(mr_engine *engine, const mr_generation *gen, char *err, siz
 int mr_engine_step(mr_engine *engine, mr_completion_out *done, size_t cap, size_t *n_done,
                    char *err, size_t errlen);
 size_t mr_engine_in_flight(const mr_engine *engine);
+/* Tokens routed to each (layer, expert) since the engine was created,
+ * [num_hidden_layers][num_experts]: the load EPLB balances. */
+const uint64_t *mr_engine_expert_counts(const mr_engine *engine);
 
 #endif

@@ -459,3 +459,8 @@ int mr_engine_step(mr_engine *e, mr_completion_out *done, size_t cap, size_t *n_
         snprintf(err, errlen, "out of memory decoding");
     return rc;
 }
+
+const uint64_t *mr_engine_expert_counts(const mr_engine *e)
+{
+    return mr_forward_expert_counts(e->act);
+}

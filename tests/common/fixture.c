@@ -2,6 +2,7 @@
 #include "tests/common/fixture.h"
 
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdarg.h>
@@ -73,10 +74,20 @@ char *mr_test_read(const char *path, size_t *len)
     return b.data ? b.data : strdup("");
 }
 
+const char *mr_test_tiny_model(void)
+{
+    const char *path = getenv("MR_TINY_MODEL");
+    cr_assert(path && *path, "MR_TINY_MODEL is not set: run the tests with `make test`, "
+                             "which makes the tiny model");
+    return path;
+}
+
 void mr_test_make_model(const char *dir)
 {
-    free(mr_test_write(dir, "model/config.json",
-                       "{\"architectures\": [\"Qwen3MoeForCausalLM\"]}\n", (size_t)-1));
+    char *link = NULL;
+    cr_assert(asprintf(&link, "%s/model", dir) > 0);
+    cr_assert_eq(symlink(mr_test_tiny_model(), link), 0, "symlink %s: %s", link, strerror(errno));
+    free(link);
 }
 
 int mr_test_load_job(mr_job *job, const char *dir, const char *ini,

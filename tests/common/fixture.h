@@ -18,7 +18,9 @@ void mr_test_rmtree(const char *dir);
 char *mr_test_write(const char *dir, const char *name, const char *data, size_t len);
 char *mr_test_read(const char *path, size_t *len);
 
-/* dir/model with a config.json, as validate expects of a model folder. */
+/* The tiny model `make test` made (MR_TINY_MODEL); fails the test when unset. */
+const char *mr_test_tiny_model(void);
+/* dir/model: a link to the tiny model. */
 void mr_test_make_model(const char *dir);
 
 /* Write dir/job.ini with `ini` and load it; the message lands in err. */
