@@ -1,0 +1,121 @@
+/*
+ * The forward pass against an independent reference: tests/reference/
+ * qwen3_moe.py computes Hugging Face's Qwen3-MoE in NumPy from the same
+ * files.  Any change to routing, RoPE, norms or attention moves the logits
+ * far beyond the tolerance.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine.h"
+#include "tests/common/fixture.h"
+
+static char *dir;
+
+static void setup(void)
+{
+    dir = mr_test_tmpdir();
+}
+
+static void teardown(void)
+{
+    mr_test_rmtree(dir);
+    free(dir);
+}
+
+TestSuite(reference, .init = setup, .fini = teardown, .timeout = 240);
+
+static float *reference_logits(const int32_t *ids, int n, int vocab)
+{
+    const char *python = getenv("MR_PYTHON"), *src = getenv("MR_SOURCE_DIR");
+    cr_assert(python && src, "MR_PYTHON and MR_SOURCE_DIR come from `make test`");
+    mr_buf cmd = {0};
+    char part[64], *head = NULL;
+    cr_assert(asprintf(&head, "%s %s/tests/reference/qwen3_moe.py %s --out %s/ref.f32 --tokens ",
+                       python, src, mr_test_tiny_model(), dir) > 0);
+    mr_buf_append(&cmd, head, strlen(head));
+    free(head);
+    for (int i = 0; i < n; i++) {
+        int len = snprintf(part, sizeof part, "%s%d", i ? "," : "", ids[i]);
+        mr_buf_append(&cmd, part, (size_t)len);
+    }
+    mr_buf_append(&cmd, "", 1);
+    cr_assert_eq(system(cmd.data), 0, "reference failed: %s", cmd.data);
+    mr_buf_free(&cmd);
+    char *path = NULL;
+    cr_assert(asprintf(&path, "%s/ref.f32", dir) > 0);
+    size_t bytes;
+    float *logits = (float *)mr_test_read(path, &bytes);
+    cr_assert_eq(bytes, (size_t)n * vocab * sizeof(float), "%s has %zu bytes", path, bytes);
+    free(path);
+    return logits;
+}
+
+/* Worst |ours - ref| over a row, relative to the row's largest |ref|. */
+static void assert_close(const float *ours, const float *ref, int n, int vocab,
+                         const char *what)
+{
+    for (int t = 0; t < n; t++) {
+        double worst = 0, scale = 0;
+        for (int v = 0; v < vocab; v++) {
+            double d = fabs((double)ours[(size_t)t * vocab + v] - ref[(size_t)t * vocab + v]);
+            worst = d > worst ? d : worst;
+            double r = fabs(ref[(size_t)t * vocab + v]);
+            scale = r > scale ? r : scale;
+        }
+        cr_assert(worst <= 1e-4 * scale, "%s: position %d differs by %g (scale %g)", what, t,
+                  worst, scale);
+    }
+}
+
+static void check_prompt(mr_model *model, const char *text, const char *what)
+{
+    const mr_model_config *cfg = mr_model_config_get(model);
+    mr_tokens tokens = {0};
+    char err[512];
+    cr_assert_eq(mr_tokenizer_encode(mr_model_tokenizer(model), text, strlen(text), &tokens,
+                                     err, sizeof err),
+                 MR_ENGINE_OK, "%s", err);
+    int n = (int)tokens.count;
+    float *ours = malloc((size_t)n * cfg->vocab_size * sizeof(float));
+    cr_assert_eq(mr_model_logits(model, tokens.ids, n, ours, err, sizeof err), MR_ENGINE_OK,
+                 "%s", err);
+    float *ref = reference_logits(tokens.ids, n, cfg->vocab_size);
+    assert_close(ours, ref, n, cfg->vocab_size, what);
+    free(ours);
+    free(ref);
+    mr_tokens_free(&tokens);
+}
+
+static void check_backend(const char *backend)
+{
+    mr_model *model;
+    char err[1024];
+    mr_model_options options = {.backend = backend, .threads = 2};
+    cr_assert_eq(mr_model_load(mr_test_tiny_model(), &options, &model, err, sizeof err),
+                 MR_ENGINE_OK, "%s", err);
+    check_prompt(model, "Hi", "two tokens");
+    check_prompt(model,
+                 "<|im_start|>user\nHow long do I simmer a sauce with garlic?<|im_end|>\n"
+                 "<|im_start|>assistant\n",
+                 "a chat turn");
+    check_prompt(model,
+                 "int main(void) { for (int i = 0; i < 10; i++) printf(\"%d\\n\", i); } "
+                 "Pack light for the Alps: boots, a rain jacket, and 2 liters of water.",
+                 "code and travel, 40+ tokens");
+    mr_model_free(model);
+}
+
+Test(reference, cpu_backend_matches_the_numpy_reference)
+{
+    check_backend("cpu");
+}
+
+Test(reference, ref_backend_matches_the_numpy_reference)
+{
+    check_backend("ref");
+}
