@@ -120,16 +120,21 @@ test: deps
 
 # The bundled model is made once; delete build/models to make it anew.
 TINY_MODEL := $(BUILD)/models/tiny/model.safetensors
-$(TINY_MODEL): | $(MOERUN)
+$(TINY_MODEL): engine/make_model.c engine/corpus.c | $(MOERUN)
 	$(MOERUN) make-model $(dir $@) --preset tiny
 
 run: all
 	@$(MAKE) --no-print-directory $(TINY_MODEL)
 	$(MOERUN) run $(RUN_JOB)
 
+SMALL_MODEL := $(BUILD)/models/small/model.safetensors
+$(SMALL_MODEL): | $(MOERUN)
+	$(MOERUN) make-model $(dir $@) --preset small
+
+# Benchmarks take the small model's folder as their first argument.
 bench: deps
-	@$(MAKE) --no-print-directory $(BENCH_BIN)
-	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+	@$(MAKE) --no-print-directory $(BENCH_BIN) $(SMALL_MODEL)
+	@for b in $(BENCH_BIN); do echo "== $$b"; $$b $(abspath $(dir $(SMALL_MODEL))) || exit 1; done
 
 asan: deps
 	@$(MAKE) --no-print-directory test BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \

@@ -220,6 +220,7 @@ typedef struct {
     uint64_t seed;
     const char *const *stop;
     size_t n_stop;
+    bool ignore_eos; /* generate max_tokens whatever comes (benchmarks) */
 } mr_sampling_params;
 
 typedef struct {

@@ -377,7 +377,7 @@ static int take_token(mr_engine *e, sequence *s, int32_t id, bool *finished,
     s->tokens[s->n_tokens++] = id;
     int completion = s->n_tokens - s->n_prompt;
     *finished = false;
-    if (is_eos(e, id)) {
+    if (!s->sampling.ignore_eos && is_eos(e, id)) {
         *finished = true;
         *why = MR_FINISH_STOP;
     } else {

@@ -1,0 +1,136 @@
+/*
+ * Engine throughput on the `small` preset: prefill and decode tokens/s at
+ * batch 1, 16, 64 and 256, with the GFLOP/s they achieve next to the
+ * machine's FMA peak measured in the same run.
+ *
+ *   build/bench/bench_engine MODEL_DIR [threads]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/engine.h"
+#include "tests/bench/fma_peak.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Multiply-adds per token outside attention scores: projections, router,
+ * top-k experts; lm_head only for rows that sample. */
+static double flops_per_token(const mr_model_config *c, bool with_head)
+{
+    double h = c->hidden_size, q = (double)c->num_attention_heads * c->head_dim;
+    double kv = (double)c->num_key_value_heads * c->head_dim;
+    double layer = h * (q + 2 * kv) + q * h + h * c->num_experts +
+                   (double)c->num_experts_per_tok * 3 * h * c->moe_intermediate_size;
+    return 2 * (c->num_hidden_layers * layer + (with_head ? h * c->vocab_size : 0));
+}
+
+/* Attention scores and values for one token at context length ctx. */
+static double attention_flops(const mr_model_config *c, double ctx)
+{
+    return 2 * 2 * ctx * c->num_attention_heads * c->head_dim * c->num_hidden_layers;
+}
+
+typedef struct {
+    double prefill_tps, prefill_gflops, decode_tps, decode_gflops;
+} result;
+
+static void fail(const char *what, const char *err)
+{
+    fprintf(stderr, "bench_engine: %s: %s\n", what, err);
+    exit(1);
+}
+
+static result measure(mr_model *model, int batch, int prompt_len, int decode_steps)
+{
+    const mr_model_config *c = mr_model_config_get(model);
+    char err[1024];
+    mr_engine *engine;
+    mr_engine_options o = {.max_batch_tokens = batch * prompt_len,
+                           .max_sequences = batch,
+                           .kv_block_size = 16,
+                           .kv_blocks = batch * ((prompt_len + decode_steps) / 16 + 2)};
+    if (mr_engine_create(model, &o, &engine, err, sizeof err) != MR_ENGINE_OK)
+        fail("engine", err);
+    int32_t *prompt = malloc((size_t)prompt_len * sizeof *prompt);
+    for (int b = 0; b < batch; b++) {
+        for (int i = 0; i < prompt_len; i++)
+            prompt[i] = (int32_t)((b * 131 + i * 17) % 1800 + 10);
+        mr_generation g = {.handle = (uint64_t)b,
+                           .prompt = prompt,
+                           .n_prompt = (size_t)prompt_len,
+                           .sampling = {.max_tokens = decode_steps + 1,
+                                        .temperature = 0,
+                                        .top_p = 1,
+                                        .ignore_eos = true}};
+        if (mr_engine_submit(engine, &g, err, sizeof err) != MR_ENGINE_OK)
+            fail("submit", err);
+    }
+    free(prompt);
+    mr_completion_out *done = calloc((size_t)batch, sizeof *done);
+    size_t n_done;
+    result r;
+    double t0 = now();
+    if (mr_engine_step(engine, done, (size_t)batch, &n_done, err, sizeof err) != MR_ENGINE_OK)
+        fail("prefill", err);
+    double t1 = now();
+    double tokens = (double)batch * prompt_len;
+    double flops = tokens * flops_per_token(c, false) + batch * 2.0 * c->hidden_size * c->vocab_size;
+    for (int i = 0; i < prompt_len; i++)
+        flops += batch * attention_flops(c, i + 1);
+    r.prefill_tps = tokens / (t1 - t0);
+    r.prefill_gflops = flops / (t1 - t0) * 1e-9;
+    flops = 0;
+    for (int s = 0; s < decode_steps; s++) {
+        if (mr_engine_step(engine, done, (size_t)batch, &n_done, err, sizeof err) != MR_ENGINE_OK)
+            fail("decode", err);
+        for (size_t i = 0; i < n_done; i++)
+            free(done[i].text);
+        flops += batch * (flops_per_token(c, true) + attention_flops(c, prompt_len + s + 1));
+    }
+    double t2 = now();
+    r.decode_tps = (double)batch * decode_steps / (t2 - t1);
+    r.decode_gflops = flops / (t2 - t1) * 1e-9;
+    free(done);
+    mr_engine_free(engine);
+    return r;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench_engine MODEL_DIR [threads]\n");
+        return 2;
+    }
+    int threads = argc > 2 ? atoi(argv[2]) : 2;
+    char err[2048];
+    mr_model *model;
+    mr_model_options options = {.backend = "cpu", .threads = threads};
+    if (mr_model_load(argv[1], &options, &model, err, sizeof err) != MR_ENGINE_OK)
+        fail("load", err);
+    double peak = mr_bench_fma_peak_gflops(threads);
+    const mr_model_config *c = mr_model_config_get(model);
+    printf("engine on %s: hidden %d, %d layers, %d experts, top-%d, %d threads\n", argv[1],
+           c->hidden_size, c->num_hidden_layers, c->num_experts, c->num_experts_per_tok,
+           threads);
+    printf("FMA peak (f32, %d threads): %.1f GFLOP/s\n\n", threads, peak);
+    printf("%6s %14s %10s %7s %14s %10s %7s\n", "batch", "prefill tok/s", "GFLOP/s", "%peak",
+           "decode tok/s", "GFLOP/s", "%peak");
+    static const int batches[] = {1, 16, 64, 256};
+    for (size_t i = 0; i < sizeof batches / sizeof batches[0]; i++) {
+        int b = batches[i];
+        /* Prompts long enough to matter, short enough for 2 cores. */
+        result r = measure(model, b, b >= 64 ? 32 : 128, b >= 64 ? 8 : 16);
+        printf("%6d %14.1f %10.1f %6.1f%% %14.1f %10.1f %6.1f%%\n", b, r.prefill_tps,
+               r.prefill_gflops, 100 * r.prefill_gflops / peak, r.decode_tps, r.decode_gflops,
+               100 * r.decode_gflops / peak);
+    }
+    mr_model_free(model);
+    return 0;
+}
