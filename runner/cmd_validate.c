@@ -8,14 +8,15 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include <cjson/cJSON.h>
-
+#include "engine/engine.h"
 #include "runner/runner.h"
 
 /* Invalid lines shown; the rest are counted in the plan. */
 #define SHOW_INVALID 10
 
-/* The model folder must at least hold a readable config.json object. */
+/* Load the model as `run` would: config, tokenizer, chat template and the
+ * name, dtype, shape and byte range of every weight.  Weights are mmapped,
+ * not read, so this is quick even for a large checkpoint. */
 static int check_model(const mr_job *job)
 {
     struct stat st;
@@ -28,28 +29,16 @@ static int check_model(const mr_job *job)
         fprintf(stderr, "%s: [model] path %s is not a folder\n", job->source, dir);
         return MR_EXIT_INVALID;
     }
-    char *config = mr_runner_path(dir, "config.json");
-    mr_buf text = {0};
-    char err[512];
-    int rc = MR_EXIT_FAILED;
-    if (!config) {
-        fprintf(stderr, "moerun validate: out of memory\n");
-    } else if (mr_runner_read_file(config, &text, err, sizeof err) != MR_JOBS_OK) {
+    char err[2048];
+    mr_model *model;
+    mr_model_options options = {.backend = "ref", .threads = 1};
+    int rc = mr_model_load(dir, &options, &model, err, sizeof err);
+    if (rc != MR_ENGINE_OK) {
         fprintf(stderr, "%s: [model] path: %s\n", job->source, err);
-        rc = MR_EXIT_INVALID;
-    } else {
-        cJSON *root = cJSON_ParseWithLength(text.data, text.len);
-        if (!cJSON_IsObject(root)) {
-            fprintf(stderr, "%s: not a JSON object\n", config);
-            rc = MR_EXIT_INVALID;
-        } else {
-            rc = MR_EXIT_OK;
-        }
-        cJSON_Delete(root);
+        return rc == MR_ENGINE_EINVAL ? MR_EXIT_INVALID : MR_EXIT_FAILED;
     }
-    mr_buf_free(&text);
-    free(config);
-    return rc;
+    mr_model_free(model);
+    return MR_EXIT_OK;
 }
 
 /* Print up to `limit` invalid lines of one shard; returns how many it printed. */
