@@ -64,20 +64,10 @@ static void fast_rmsnorm(mr_backend *be, float *out, const float *x, const void 
 
 const mr_ops mr_cpu_fast_ops = {
     .name = "cpu",
-    .alloc = mr_cpu_alloc,
-    .free = mr_cpu_free,
-    .upload = mr_cpu_copy,
-    .download = mr_cpu_copy,
-    .map_weights = mr_cpu_map_weights,
-    .sync = mr_cpu_sync,
-    .embed = mr_ref_embed,
+    MR_CPU_MEMORY_OPS,
+    MR_CPU_CHEAP_OPS,
     .rmsnorm = fast_rmsnorm,
     .matmul = mr_fast_matmul,
-    .rope_neox = mr_ref_rope_neox,
-    .kv_store = mr_ref_kv_store,
     .attention = mr_fast_attention,
-    .router_topk = mr_ref_router_topk,
     .expert_ffn = mr_fast_expert_ffn,
-    .combine = mr_ref_combine,
-    .add = mr_ref_add,
 };

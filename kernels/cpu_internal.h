@@ -20,6 +20,9 @@ void mr_cpu_free(mr_backend *be, void *ptr);
 void mr_cpu_copy(mr_backend *be, void *dst, const void *src, size_t bytes);
 const void *mr_cpu_map_weights(mr_backend *be, const void *host, size_t bytes);
 void mr_cpu_sync(mr_backend *be);
+#define MR_CPU_MEMORY_OPS                                                                          \
+    .alloc = mr_cpu_alloc, .free = mr_cpu_free, .upload = mr_cpu_copy, .download = mr_cpu_copy,    \
+    .map_weights = mr_cpu_map_weights, .sync = mr_cpu_sync
 
 /* A buffer that only ever grows, so hot ops stop allocating once warm.
  * Returns NULL when it cannot grow; ops then write NaN (mr_cpu_fill_nan)
@@ -75,5 +78,9 @@ void mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expe
 void mr_ref_combine(mr_backend *be, float *out, const float *rows, const int32_t *row_of,
                     const float *weight, int tokens, int k, int dim);
 void mr_ref_add(mr_backend *be, float *y, const float *x, size_t n);
+/* The cheap ops, the same in both CPU backends. */
+#define MR_CPU_CHEAP_OPS                                                                           \
+    .embed = mr_ref_embed, .rope_neox = mr_ref_rope_neox, .kv_store = mr_ref_kv_store,             \
+    .router_topk = mr_ref_router_topk, .combine = mr_ref_combine, .add = mr_ref_add
 
 #endif

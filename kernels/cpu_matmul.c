@@ -58,24 +58,24 @@ MR_AVX512_INLINE void tile(float out[TILE], const float *const *x, const void *c
 }
 
 /* One instance per tile height and weight type, so each is fully unrolled. */
+MR_AVX512_INLINE void tile_of_height(float out[TILE], const float *const *x, const void *const *w,
+                                     int rows, mr_tensor_type type, int k_len)
+{
+    if (rows == 4)
+        tile(out, x, w, 4, type, k_len);
+    else if (rows == 2)
+        tile(out, x, w, 2, type, k_len);
+    else
+        tile(out, x, w, 1, type, k_len);
+}
+
 MR_AVX512 static void tile_any(float out[TILE], const float *const *x, const void *const *w,
                                int rows, mr_tensor_type type, int k_len)
 {
-    if (type == MR_TENSOR_BF16) {
-        if (rows == 4)
-            tile(out, x, w, 4, MR_TENSOR_BF16, k_len);
-        else if (rows == 2)
-            tile(out, x, w, 2, MR_TENSOR_BF16, k_len);
-        else
-            tile(out, x, w, 1, MR_TENSOR_BF16, k_len);
-    } else {
-        if (rows == 4)
-            tile(out, x, w, 4, MR_TENSOR_F32, k_len);
-        else if (rows == 2)
-            tile(out, x, w, 2, MR_TENSOR_F32, k_len);
-        else
-            tile(out, x, w, 1, MR_TENSOR_F32, k_len);
-    }
+    if (type == MR_TENSOR_BF16)
+        tile_of_height(out, x, w, rows, MR_TENSOR_BF16, k_len);
+    else
+        tile_of_height(out, x, w, rows, MR_TENSOR_F32, k_len);
 }
 
 static int min_int(int a, int b)

@@ -288,20 +288,10 @@ void mr_ref_add(mr_backend *be, float *y, const float *x, size_t n)
 
 const mr_ops mr_cpu_ref_ops = {
     .name = "ref",
-    .alloc = mr_cpu_alloc,
-    .free = mr_cpu_free,
-    .upload = mr_cpu_copy,
-    .download = mr_cpu_copy,
-    .map_weights = mr_cpu_map_weights,
-    .sync = mr_cpu_sync,
-    .embed = mr_ref_embed,
+    MR_CPU_MEMORY_OPS,
+    MR_CPU_CHEAP_OPS,
     .rmsnorm = mr_ref_rmsnorm,
     .matmul = mr_ref_matmul,
-    .rope_neox = mr_ref_rope_neox,
-    .kv_store = mr_ref_kv_store,
     .attention = mr_ref_attention,
-    .router_topk = mr_ref_router_topk,
     .expert_ffn = mr_ref_expert_ffn,
-    .combine = mr_ref_combine,
-    .add = mr_ref_add,
 };
