@@ -79,7 +79,7 @@ MR_AVX512_INLINE __m512 mr_reduce16x16(const __m512 v[16])
     return _mm512_permutexvar_ps(order, sums);
 }
 
-/* e^x lane by lane, within 2 ulp of expf: x = n ln2 + r with |r| <= ln2/2,
+/* e^x lane by lane, within 2 ulp of the exact value: x = n ln2 + r with |r| <= ln2/2,
  * e^r by a degree-7 polynomial, then scaled by 2^n.  Below -104 it underflows
  * to 0 or a denormal, above 89 it is infinity, NaN stays NaN. */
 MR_AVX512_INLINE __m512 mr_exp16(__m512 x)

@@ -162,7 +162,7 @@ void mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_exp
     mr_cpu_fast *fast = be->impl;
     float *gate =
         fast->avx512 ? mr_cpu_scratch_get(&fast->expert, 2 * h_len * sizeof *gate + 1) : NULL;
-    if (!gate) {
+    if (!gate) { /* no AVX-512, or no memory: the reference needs one row of scratch */
         mr_ref_expert_ffn(be, out, x, g);
         return;
     }

@@ -403,15 +403,17 @@ static void naive_attention(const paged_kv *kv, const float *q, int seq, int pos
 
 Test(kernels, attention_matches_naive_with_gqa_and_paging)
 {
-    static const int dims[] = {40, 64};
+    static const struct {
+        int q_heads, kv_heads, dim;
+    } shapes[] = {{8, 2, 40}, {8, 2, 64}, {18, 1, 32}, {3, 3, 16}};
     static const int32_t seqs[] = {0, 2, 1, 2, 3, 0, 1};
     static const int32_t positions[] = {0, 150, 64, 63, 5, 17, 129};
-    enum { ROWS_N = 7, Q_HEADS = 8, KV_HEADS = 2 };
+    enum { ROWS_N = 7 };
     mr_backend *ref = backend("ref", 1), *cpu = backend("cpu", 2);
-    for (size_t di = 0; di < COUNT(dims); di++) {
-        int d = dims[di], width = Q_HEADS * d;
+    for (size_t si = 0; si < COUNT(shapes); si++) {
+        int d = shapes[si].dim, width = shapes[si].q_heads * d;
         paged_kv kv;
-        paged_kv_init(&kv, 4, 151, Q_HEADS, KV_HEADS, d);
+        paged_kv_init(&kv, 4, 151, shapes[si].q_heads, shapes[si].kv_heads, d);
         float *q = random_floats((size_t)ROWS_N * width, 2.0f);
         float *want = malloc(sizeof(float) * ROWS_N * width);
         float *got = malloc(sizeof(float) * ROWS_N * width);
