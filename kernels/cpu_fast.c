@@ -1,0 +1,73 @@
+/*
+ * The "cpu" backend: AVX-512 kernels on OpenMP threads for the ops that
+ * carry the arithmetic (matmul, expert FFN, attention, RMSNorm); the cheap
+ * ops are the reference ones run across threads.  On a CPU without AVX-512
+ * every op is the reference one across threads: slower, still
+ * batch-invariant.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "kernels/cpu_fast_internal.h"
+
+int mr_cpu_fast_init(mr_backend *be, char *err, size_t errlen)
+{
+    mr_cpu_fast *fast = calloc(1, sizeof *fast);
+    if (!fast) {
+        snprintf(err, errlen, "backend \"cpu\": out of memory");
+        return -1;
+    }
+    __builtin_cpu_init();
+    fast->avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                   __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    be->impl = fast;
+    return 0;
+}
+
+void mr_cpu_fast_release(mr_backend *be)
+{
+    mr_cpu_fast *fast = be->impl;
+    if (!fast)
+        return;
+    mr_cpu_scratch_free(&fast->expert);
+    free(fast);
+    be->impl = NULL;
+}
+
+/* As the reference: x * (1 / sqrt(mean + eps)) * w, the mean from mr_dot16. */
+MR_AVX512 static void rmsnorm_row(float *out, const float *x, const void *w, mr_tensor_type type,
+                                  int dim, float eps)
+{
+    float inv_rms = 1.0f / sqrtf(mr_dot16(x, x, dim) / (float)dim + eps);
+    __m512 scale = _mm512_set1_ps(inv_rms);
+    for (int i = 0; i < dim; i += 16) {
+        __mmask16 m = dim - i >= 16 ? (__mmask16)0xffff : mr_tail_mask(dim - i);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), scale);
+        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(v, mr_load16(w, type, i, m)));
+    }
+}
+
+static void fast_rmsnorm(mr_backend *be, float *out, const float *x, const void *w,
+                         mr_tensor_type type, int rows, int dim, float eps)
+{
+    if (!mr_fast_avx512(be)) {
+        mr_ref_rmsnorm(be, out, x, w, type, rows, dim, eps);
+        return;
+    }
+#pragma omp parallel for num_threads(be->threads) if (rows > 1)
+    for (int r = 0; r < rows; r++) {
+        size_t at = (size_t)r * (size_t)dim;
+        rmsnorm_row(out + at, x + at, w, type, dim, eps);
+    }
+}
+
+const mr_ops mr_cpu_fast_ops = {
+    .name = "cpu",
+    MR_CPU_MEMORY_OPS,
+    MR_CPU_CHEAP_OPS,
+    .rmsnorm = fast_rmsnorm,
+    .matmul = mr_fast_matmul,
+    .attention = mr_fast_attention,
+    .expert_ffn = mr_fast_expert_ffn,
+};

@@ -1,0 +1,86 @@
+/* Private to kernels/: what the two CPU backends share. */
+#ifndef MR_KERNELS_CPU_INTERNAL_H
+#define MR_KERNELS_CPU_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+
+extern const mr_ops mr_cpu_ref_ops;
+extern const mr_ops mr_cpu_fast_ops;
+
+/* The fast backend's state (scratch, whether AVX-512 is used) in be->impl. */
+int mr_cpu_fast_init(mr_backend *be, char *err, size_t errlen);
+void mr_cpu_fast_release(mr_backend *be);
+
+/* Host memory, shared by both CPU backends (cpu_memory.c). */
+void *mr_cpu_alloc(mr_backend *be, size_t bytes);
+void mr_cpu_free(mr_backend *be, void *ptr);
+void mr_cpu_copy(mr_backend *be, void *dst, const void *src, size_t bytes);
+const void *mr_cpu_map_weights(mr_backend *be, const void *host, size_t bytes);
+void mr_cpu_sync(mr_backend *be);
+#define MR_CPU_MEMORY_OPS                                                                          \
+    .alloc = mr_cpu_alloc, .free = mr_cpu_free, .upload = mr_cpu_copy, .download = mr_cpu_copy,    \
+    .map_weights = mr_cpu_map_weights, .sync = mr_cpu_sync
+
+/* A buffer that only ever grows, so hot ops stop allocating once warm.
+ * Returns NULL when it cannot grow; ops then write NaN (mr_cpu_fill_nan)
+ * rather than crash, since the ops table has no way to return an error. */
+typedef struct {
+    void *ptr;
+    size_t bytes;
+} mr_cpu_scratch;
+void *mr_cpu_scratch_get(mr_cpu_scratch *s, size_t bytes);
+void mr_cpu_scratch_free(mr_cpu_scratch *s);
+void mr_cpu_fill_nan(float *out, size_t n);
+
+static inline float mr_cpu_weight_at(const void *w, mr_tensor_type type, size_t i)
+{
+    return type == MR_TENSOR_BF16 ? mr_bf16_to_f32(((const uint16_t *)w)[i])
+                                  : ((const float *)w)[i];
+}
+
+static inline const void *mr_cpu_weight_row(const void *w, mr_tensor_type type, size_t row,
+                                            int cols)
+{
+    return (const char *)w + row * (size_t)cols * mr_tensor_type_size(type);
+}
+
+/* Where position `p` of the token in `row` keeps its K and V for kv head
+ * `kv_head` (offset in floats from the start of the cache). */
+static inline size_t mr_cpu_kv_offset(const mr_attention_args *a, int row, int p, int kv_head)
+{
+    int32_t block =
+        a->block_table[(size_t)a->seq[row] * (size_t)a->max_blocks + (size_t)(p / a->block_size)];
+    size_t slot = (size_t)block * (size_t)a->block_size + (size_t)(p % a->block_size);
+    return (slot * (size_t)a->n_kv_heads + (size_t)kv_head) * (size_t)a->head_dim;
+}
+
+/* The reference ops (cpu_ref.c).  Rows run across be->threads, which is 1
+ * for the ref backend; the fast backend uses them as they are for its cheap
+ * ops, and for every op on a CPU without AVX-512. */
+void mr_ref_embed(mr_backend *be, float *out, const void *table, mr_tensor_type type,
+                  const int32_t *ids, int rows, int dim);
+void mr_ref_rmsnorm(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
+                    int rows, int dim, float eps);
+void mr_ref_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
+                   int rows, int out_dim, int in_dim);
+void mr_ref_rope_neox(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
+                      int head_dim, float theta);
+void mr_ref_kv_store(mr_backend *be, float *k_cache, float *v_cache, const float *k, const float *v,
+                     const int32_t *slot, int rows, int kv_dim);
+void mr_ref_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
+                      const float *v_cache, const mr_attention_args *a);
+void mr_ref_router_topk(mr_backend *be, int32_t *ids, float *weights, const float *logits, int rows,
+                        int n_experts, int k, int renormalize);
+void mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
+void mr_ref_combine(mr_backend *be, float *out, const float *rows, const int32_t *row_of,
+                    const float *weight, int tokens, int k, int dim);
+void mr_ref_add(mr_backend *be, float *y, const float *x, size_t n);
+/* The cheap ops, the same in both CPU backends. */
+#define MR_CPU_CHEAP_OPS                                                                           \
+    .embed = mr_ref_embed, .rope_neox = mr_ref_rope_neox, .kv_store = mr_ref_kv_store,             \
+    .router_topk = mr_ref_router_topk, .combine = mr_ref_combine, .add = mr_ref_add
+
+#endif

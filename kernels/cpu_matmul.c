@@ -1,0 +1,204 @@
+/*
+ * Matmul and grouped expert FFN on AVX-512: out = x · Wᵀ with W in the
+ * Linear layout, f32 or bf16.
+ *
+ * A tile is `rows` (4, 2 or 1) activation rows × 16/rows weight rows: 16
+ * accumulators, each a dot product in the fixed order of
+ * cpu_fast_internal.h, reduced together by mr_reduce16x16.  Per step of 16
+ * along k a tile loads its weight vectors once for all its rows, so taller
+ * tiles reuse weights more; one-row tiles (one token sent to an expert)
+ * waste no FMAs on padding.  A partial tile (the last columns) repeats its
+ * last column and throws the repeats away, so every output element comes out
+ * the same bits in any tile, batch or thread.
+ *
+ * A work item is a block of columns (its weights sized to stay in L2) times
+ * a block of rows; inside, each row tile stays in L1 while the block's
+ * weights stream past it.
+ */
+#include <omp.h>
+
+#include "kernels/cpu_fast_internal.h"
+
+#define TILE 16 /* accumulators per tile: rows × cols */
+#define MAX_TILE_ROWS 4
+#define BLOCK_WEIGHT_BYTES (128 * 1024)
+#define BLOCK_ROWS 64
+
+MR_AVX512_INLINE void tile_step(__m512 acc[TILE], const float *const *x, const void *const *w,
+                                int rows, mr_tensor_type type, int k, __mmask16 mask)
+{
+    int cols = TILE / rows;
+    __m512 xv[MAX_TILE_ROWS];
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; r++)
+        xv[r] = _mm512_maskz_loadu_ps(mask, x[r] + k);
+#pragma GCC unroll 16
+    for (int c = 0; c < cols; c++) {
+        __m512 wv = mr_load16(w[c], type, k, mask);
+#pragma GCC unroll 4
+        for (int r = 0; r < rows; r++)
+            acc[r * cols + c] = _mm512_fmadd_ps(xv[r], wv, acc[r * cols + c]);
+    }
+}
+
+/* out[r * cols + c] = x[r] · w[c] for the tile's rows × (16 / rows) cols. */
+MR_AVX512_INLINE void tile(float out[TILE], const float *const *x, const void *const *w, int rows,
+                           mr_tensor_type type, int k_len)
+{
+    __m512 acc[TILE];
+#pragma GCC unroll 16
+    for (int i = 0; i < TILE; i++)
+        acc[i] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= k_len; k += 16)
+        tile_step(acc, x, w, rows, type, k, (__mmask16)0xffff);
+    if (k < k_len)
+        tile_step(acc, x, w, rows, type, k, mr_tail_mask(k_len - k));
+    _mm512_storeu_ps(out, mr_reduce16x16(acc));
+}
+
+/* One instance per tile height and weight type, so each is fully unrolled. */
+MR_AVX512_INLINE void tile_of_height(float out[TILE], const float *const *x, const void *const *w,
+                                     int rows, mr_tensor_type type, int k_len)
+{
+    if (rows == 4)
+        tile(out, x, w, 4, type, k_len);
+    else if (rows == 2)
+        tile(out, x, w, 2, type, k_len);
+    else
+        tile(out, x, w, 1, type, k_len);
+}
+
+MR_AVX512 static void tile_any(float out[TILE], const float *const *x, const void *const *w,
+                               int rows, mr_tensor_type type, int k_len)
+{
+    if (type == MR_TENSOR_BF16)
+        tile_of_height(out, x, w, rows, MR_TENSOR_BF16, k_len);
+    else
+        tile_of_height(out, x, w, rows, MR_TENSOR_F32, k_len);
+}
+
+static int min_int(int a, int b)
+{
+    return a < b ? a : b;
+}
+
+/* out[r][c] = x[r] · w[c] for r < rows, c < cols; x and out step by their
+ * leading dimensions, w by k_len. */
+static void matmul_block(float *out, size_t ld_out, const float *x, size_t ld_x, int rows,
+                         const void *w, mr_tensor_type type, int cols, int k_len)
+{
+    for (int r0 = 0; r0 < rows;) {
+        int tile_rows = rows - r0 >= 4 ? 4 : rows - r0 >= 2 ? 2 : 1, tile_cols = TILE / tile_rows;
+        const float *xr[MAX_TILE_ROWS];
+        for (int i = 0; i < tile_rows; i++)
+            xr[i] = x + (size_t)(r0 + i) * ld_x;
+        for (int c0 = 0; c0 < cols; c0 += tile_cols) {
+            const void *wc[TILE];
+            for (int j = 0; j < tile_cols; j++)
+                wc[j] = mr_cpu_weight_row(w, type, (size_t)min_int(c0 + j, cols - 1), k_len);
+            float t[TILE];
+            tile_any(t, xr, wc, tile_rows, type, k_len);
+            for (int i = 0; i < tile_rows; i++)
+                for (int j = 0; j < min_int(tile_cols, cols - c0); j++)
+                    out[(size_t)(r0 + i) * ld_out + (size_t)(c0 + j)] = t[i * tile_cols + j];
+        }
+        r0 += tile_rows;
+    }
+}
+
+/* Columns per work item: as many widest tiles as keep the item's weights within
+ * BLOCK_WEIGHT_BYTES, at least one tile. */
+static int block_cols(int k_len, mr_tensor_type type)
+{
+    size_t row_bytes = (size_t)k_len * mr_tensor_type_size(type);
+    size_t tiles = BLOCK_WEIGHT_BYTES / (row_bytes * TILE);
+    return (int)(tiles ? tiles : 1) * TILE;
+}
+
+static int blocks_of(int n, int block)
+{
+    return (n + block - 1) / block;
+}
+
+void mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
+                    int rows, int out_dim, int in_dim)
+{
+    if (!mr_fast_avx512(be)) {
+        mr_ref_matmul(be, out, x, w, type, rows, out_dim, in_dim);
+        return;
+    }
+    int cols = block_cols(in_dim, type);
+    int col_blocks = blocks_of(out_dim, cols), row_blocks = blocks_of(rows, BLOCK_ROWS);
+#pragma omp parallel for num_threads(be->threads) schedule(dynamic)
+    for (int item = 0; item < col_blocks * row_blocks; item++) {
+        int c0 = item % col_blocks * cols, r0 = item / col_blocks * BLOCK_ROWS;
+        matmul_block(out + (size_t)r0 * (size_t)out_dim + (size_t)c0, (size_t)out_dim,
+                     x + (size_t)r0 * (size_t)in_dim, (size_t)in_dim,
+                     min_int(BLOCK_ROWS, rows - r0), mr_cpu_weight_row(w, type, (size_t)c0, in_dim),
+                     type, min_int(cols, out_dim - c0), in_dim);
+    }
+}
+
+/* gate = silu(gate) * up = gate / (1 + e^-gate) * up, lane by lane. */
+MR_AVX512 static void silu_mul(float *gate, const float *up, int n)
+{
+    for (int j = 0; j < n; j += 16) {
+        __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : mr_tail_mask(n - j);
+        __m512 g = _mm512_maskz_loadu_ps(m, gate + j);
+        __m512 e = mr_exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        __m512 silu = _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+        _mm512_mask_storeu_ps(gate + j, m, _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(m, up + j)));
+    }
+}
+
+/* Phase 1 fills gate and up ([rows][inter]) and turns gate into
+ * silu(gate) * up; phase 2 multiplies that by down.  Items are (group,
+ * column block), so a group of one row still spreads over the threads. */
+void mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g)
+{
+    int rows = g->offsets[g->groups], hidden = g->hidden, inter = g->inter;
+    size_t h_len = (size_t)rows * (size_t)inter;
+    mr_cpu_fast *fast = be->impl;
+    float *gate =
+        fast->avx512 ? mr_cpu_scratch_get(&fast->expert, 2 * h_len * sizeof *gate + 1) : NULL;
+    if (!gate) { /* no AVX-512, or no memory: the reference needs one row of scratch */
+        mr_ref_expert_ffn(be, out, x, g);
+        return;
+    }
+    float *up = gate + h_len;
+    int cols1 = block_cols(hidden, g->type), cols2 = block_cols(inter, g->type);
+    int blocks1 = blocks_of(inter, cols1), blocks2 = blocks_of(hidden, cols2);
+#pragma omp parallel num_threads(be->threads)
+    {
+#pragma omp for schedule(dynamic)
+        for (int item = 0; item < g->groups * blocks1; item++) {
+            int e = item / blocks1, c0 = item % blocks1 * cols1;
+            int r0 = g->offsets[e], n = g->offsets[e + 1] - r0, nc = min_int(cols1, inter - c0);
+            if (n == 0)
+                continue;
+            size_t at = (size_t)r0 * (size_t)inter + (size_t)c0;
+            const float *xe = x + (size_t)r0 * (size_t)hidden;
+            matmul_block(gate + at, (size_t)inter, xe, (size_t)hidden, n,
+                         mr_cpu_weight_row(g->gate[e], g->type, (size_t)c0, hidden), g->type, nc,
+                         hidden);
+            matmul_block(up + at, (size_t)inter, xe, (size_t)hidden, n,
+                         mr_cpu_weight_row(g->up[e], g->type, (size_t)c0, hidden), g->type, nc,
+                         hidden);
+            for (int r = 0; r < n; r++)
+                silu_mul(gate + at + (size_t)r * (size_t)inter, up + at + (size_t)r * (size_t)inter,
+                         nc);
+        }
+#pragma omp for schedule(dynamic)
+        for (int item = 0; item < g->groups * blocks2; item++) {
+            int e = item / blocks2, c0 = item % blocks2 * cols2;
+            int r0 = g->offsets[e], n = g->offsets[e + 1] - r0;
+            if (n == 0)
+                continue;
+            matmul_block(out + (size_t)r0 * (size_t)hidden + (size_t)c0, (size_t)hidden,
+                         gate + (size_t)r0 * (size_t)inter, (size_t)inter, n,
+                         mr_cpu_weight_row(g->down[e], g->type, (size_t)c0, inter), g->type,
+                         min_int(cols2, hidden - c0), inter);
+        }
+    }
+}

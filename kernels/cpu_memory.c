@@ -1,0 +1,72 @@
+/* Host memory for the CPU backends: device memory is host memory, so
+ * upload and download are copies and weights are read where they lie. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu_internal.h"
+
+/* A cache line, and the width of an AVX-512 load, so vector ops never
+ * straddle lines at the start of a buffer. */
+#define CPU_ALIGN 64
+
+void *mr_cpu_alloc(mr_backend *be, size_t bytes)
+{
+    (void)be;
+    void *ptr = NULL;
+    size_t rounded = (bytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
+    if (posix_memalign(&ptr, CPU_ALIGN, rounded ? rounded : CPU_ALIGN) != 0)
+        return NULL;
+    return ptr;
+}
+
+void mr_cpu_free(mr_backend *be, void *ptr)
+{
+    (void)be;
+    free(ptr);
+}
+
+void mr_cpu_copy(mr_backend *be, void *dst, const void *src, size_t bytes)
+{
+    (void)be;
+    if (bytes)
+        memcpy(dst, src, bytes);
+}
+
+const void *mr_cpu_map_weights(mr_backend *be, const void *host, size_t bytes)
+{
+    (void)be;
+    (void)bytes;
+    return host;
+}
+
+void mr_cpu_sync(mr_backend *be)
+{
+    (void)be;
+}
+
+void *mr_cpu_scratch_get(mr_cpu_scratch *s, size_t bytes)
+{
+    if (bytes <= s->bytes)
+        return s->ptr;
+    void *grown = mr_cpu_alloc(NULL, bytes);
+    if (!grown)
+        return NULL;
+    free(s->ptr);
+    s->ptr = grown;
+    s->bytes = bytes;
+    return grown;
+}
+
+void mr_cpu_scratch_free(mr_cpu_scratch *s)
+{
+    free(s->ptr);
+    s->ptr = NULL;
+    s->bytes = 0;
+}
+
+void mr_cpu_fill_nan(float *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = NAN;
+}

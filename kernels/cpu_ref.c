@@ -1,0 +1,297 @@
+/*
+ * The "ref" backend: every op as plain loops on one thread, the definition
+ * the other backends are tested against.  Dot products and sums of squares
+ * accumulate in double, so the reference sits closer to the exact value
+ * than any f32 kernel and a difference measures the other kernel's error.
+ */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu_internal.h"
+
+static double dot(const float *x, const void *w, mr_tensor_type type, int n)
+{
+    double sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += (double)x[i] * (double)mr_cpu_weight_at(w, type, (size_t)i);
+    return sum;
+}
+
+static void embed_row(float *out, const void *table, mr_tensor_type type, int32_t id, int dim)
+{
+    const void *row = mr_cpu_weight_row(table, type, (size_t)id, dim);
+    for (int i = 0; i < dim; i++)
+        out[i] = mr_cpu_weight_at(row, type, (size_t)i);
+}
+
+/* As Hugging Face's Qwen3 RMSNorm: x * (1 / sqrt(mean + eps)), then * w. */
+static void rmsnorm_row(float *out, const float *x, const void *w, mr_tensor_type type, int dim,
+                        float eps)
+{
+    double squares = 0;
+    for (int i = 0; i < dim; i++)
+        squares += (double)x[i] * (double)x[i];
+    float inv_rms = 1.0f / sqrtf((float)(squares / dim) + eps);
+    for (int i = 0; i < dim; i++)
+        out[i] = x[i] * inv_rms * mr_cpu_weight_at(w, type, (size_t)i);
+}
+
+static void matmul_row(float *out, const float *x, const void *w, mr_tensor_type type, int out_dim,
+                       int in_dim)
+{
+    for (int n = 0; n < out_dim; n++)
+        out[n] = (float)dot(x, mr_cpu_weight_row(w, type, (size_t)n, in_dim), type, in_dim);
+}
+
+/* Follows Hugging Face's Qwen3 rotary embedding (default rope type) step
+ * by step in f32, as its inv_freq buffer and f32 outer product are:
+ * inv_freq = 1 / theta^(2i/d), angle = pos * inv_freq rounded to f32, then
+ * cos and sin of that angle; x * cos + rotate_half(x) * sin pairs element i
+ * with i + d/2.  Only the last bit of cos and sin can differ (libm against
+ * PyTorch's vectorised ones). */
+static void rope_row(float *x, int32_t pos, int heads, int head_dim, float theta)
+{
+    int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
+        float angle = (float)pos * inv_freq;
+        float c = cosf(angle), s = sinf(angle);
+        for (int h = 0; h < heads; h++) {
+            float *first = x + (size_t)h * (size_t)head_dim + i, *second = first + half;
+            float x1 = *first, x2 = *second;
+            *first = x1 * c - x2 * s;
+            *second = x2 * c + x1 * s;
+        }
+    }
+}
+
+static void kv_store_row(float *k_cache, float *v_cache, const float *k, const float *v,
+                         int32_t slot, int kv_dim)
+{
+    size_t at = (size_t)slot * (size_t)kv_dim;
+    memcpy(k_cache + at, k, (size_t)kv_dim * sizeof *k);
+    memcpy(v_cache + at, v, (size_t)kv_dim * sizeof *v);
+}
+
+static float score(const float *q, const float *k_cache, const mr_attention_args *a, int row, int p,
+                   int kv_head)
+{
+    const float *k = k_cache + mr_cpu_kv_offset(a, row, p, kv_head);
+    return (float)dot(q, k, MR_TENSOR_F32, a->head_dim) * a->scale;
+}
+
+/* Three passes over the keys (max, sum, weighted V) recompute the scores
+ * rather than store them, so the reference needs no scratch memory; the
+ * weighted sum of V accumulates in f32 in `out` itself. */
+static void attention_row(float *out, const float *q, const float *k_cache, const float *v_cache,
+                          const mr_attention_args *a, int row)
+{
+    int group = a->n_q_heads / a->n_kv_heads, last = a->pos[row], d = a->head_dim;
+    for (int h = 0; h < a->n_q_heads; h++) {
+        const float *qh = q + (size_t)h * (size_t)d;
+        float *oh = out + (size_t)h * (size_t)d;
+        int kv_head = h / group;
+        float max = -INFINITY;
+        for (int p = 0; p <= last; p++)
+            max = fmaxf(max, score(qh, k_cache, a, row, p, kv_head));
+        double total = 0;
+        for (int p = 0; p <= last; p++)
+            total += exp((double)score(qh, k_cache, a, row, p, kv_head) - max);
+        for (int i = 0; i < d; i++)
+            oh[i] = 0;
+        for (int p = 0; p <= last; p++) {
+            float weight =
+                (float)(exp((double)score(qh, k_cache, a, row, p, kv_head) - max) / total);
+            const float *v = v_cache + mr_cpu_kv_offset(a, row, p, kv_head);
+            for (int i = 0; i < d; i++)
+                oh[i] += weight * v[i];
+        }
+    }
+}
+
+/* Softmax in f32 as Hugging Face's router does; the top k are kept sorted
+ * in ids/weights while the experts are scanned in id order, a new weight
+ * going after every kept weight >= it, so ties keep the lower id first. */
+static void router_row(int32_t *ids, float *weights, const float *logits, int n_experts, int k,
+                       int renormalize)
+{
+    float max = -INFINITY, total = 0;
+    for (int e = 0; e < n_experts; e++)
+        max = fmaxf(max, logits[e]);
+    for (int e = 0; e < n_experts; e++)
+        total += expf(logits[e] - max);
+    int kept = 0;
+    for (int e = 0; e < n_experts; e++) {
+        float p = expf(logits[e] - max) / total;
+        int at = kept;
+        while (at > 0 && weights[at - 1] < p)
+            at--;
+        if (at >= k)
+            continue;
+        int last = kept < k ? kept : k - 1;
+        for (int j = last; j > at; j--) {
+            ids[j] = ids[j - 1];
+            weights[j] = weights[j - 1];
+        }
+        ids[at] = e;
+        weights[at] = p;
+        kept += kept < k;
+    }
+    for (int j = kept; j < k; j++) { /* k > n_experts: nothing left to pick */
+        ids[j] = -1;
+        weights[j] = 0;
+    }
+    if (renormalize) {
+        float sum = 0;
+        for (int j = 0; j < kept; j++)
+            sum += weights[j];
+        for (int j = 0; j < kept; j++)
+            weights[j] /= sum;
+    }
+}
+
+static void expert_row(float *out, const float *x, const mr_expert_groups *g, int group, float *h)
+{
+    for (int j = 0; j < g->inter; j++) {
+        const void *gate_row = mr_cpu_weight_row(g->gate[group], g->type, (size_t)j, g->hidden);
+        const void *up_row = mr_cpu_weight_row(g->up[group], g->type, (size_t)j, g->hidden);
+        float gate = (float)dot(x, gate_row, g->type, g->hidden);
+        float up = (float)dot(x, up_row, g->type, g->hidden);
+        h[j] = gate / (1.0f + expf(-gate)) * up;
+    }
+    matmul_row(out, h, g->down[group], g->type, g->hidden, g->inter);
+}
+
+static void combine_row(float *out, const float *rows, const int32_t *row_of, const float *weight,
+                        int k, int dim)
+{
+    for (int i = 0; i < dim; i++)
+        out[i] = 0;
+    for (int j = 0; j < k; j++) {
+        const float *src = rows + (size_t)row_of[j] * (size_t)dim;
+        for (int i = 0; i < dim; i++)
+            out[i] += weight[j] * src[i];
+    }
+}
+
+/* ---- the ops: each row function over every row ----
+ * Rows run across be->threads, which is 1 for the ref backend; the fast
+ * backend uses these as they are for its cheap ops, and for every op on a
+ * CPU without AVX-512.  A row's arithmetic never depends on the others. */
+#define FOR_EACH_ROW _Pragma("omp parallel for num_threads(be->threads) if (be->threads > 1)")
+
+void mr_ref_embed(mr_backend *be, float *out, const void *table, mr_tensor_type type,
+                  const int32_t *ids, int rows, int dim)
+{
+    FOR_EACH_ROW
+    for (int r = 0; r < rows; r++)
+        embed_row(out + (size_t)r * (size_t)dim, table, type, ids[r], dim);
+}
+
+void mr_ref_rmsnorm(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
+                    int rows, int dim, float eps)
+{
+    FOR_EACH_ROW
+    for (int r = 0; r < rows; r++) {
+        size_t at = (size_t)r * (size_t)dim;
+        rmsnorm_row(out + at, x + at, w, type, dim, eps);
+    }
+}
+
+void mr_ref_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
+                   int rows, int out_dim, int in_dim)
+{
+    FOR_EACH_ROW
+    for (int r = 0; r < rows; r++)
+        matmul_row(out + (size_t)r * (size_t)out_dim, x + (size_t)r * (size_t)in_dim, w, type,
+                   out_dim, in_dim);
+}
+
+void mr_ref_rope_neox(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
+                      int head_dim, float theta)
+{
+    FOR_EACH_ROW
+    for (int r = 0; r < rows; r++)
+        rope_row(x + (size_t)r * (size_t)heads * (size_t)head_dim, pos[r], heads, head_dim, theta);
+}
+
+void mr_ref_kv_store(mr_backend *be, float *k_cache, float *v_cache, const float *k, const float *v,
+                     const int32_t *slot, int rows, int kv_dim)
+{
+    FOR_EACH_ROW
+    for (int r = 0; r < rows; r++) {
+        size_t at = (size_t)r * (size_t)kv_dim;
+        kv_store_row(k_cache, v_cache, k + at, v + at, slot[r], kv_dim);
+    }
+}
+
+void mr_ref_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
+                      const float *v_cache, const mr_attention_args *a)
+{
+    size_t width = (size_t)a->n_q_heads * (size_t)a->head_dim;
+    FOR_EACH_ROW
+    for (int r = 0; r < a->rows; r++)
+        attention_row(out + (size_t)r * width, q + (size_t)r * width, k_cache, v_cache, a, r);
+}
+
+void mr_ref_router_topk(mr_backend *be, int32_t *ids, float *weights, const float *logits, int rows,
+                        int n_experts, int k, int renormalize)
+{
+    FOR_EACH_ROW
+    for (int r = 0; r < rows; r++)
+        router_row(ids + (size_t)r * (size_t)k, weights + (size_t)r * (size_t)k,
+                   logits + (size_t)r * (size_t)n_experts, n_experts, k, renormalize);
+}
+
+static int group_of_row(const mr_expert_groups *g, int row)
+{
+    int group = 0;
+    while (g->offsets[group + 1] <= row)
+        group++;
+    return group;
+}
+
+void mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g)
+{
+    int rows = g->offsets[g->groups];
+    float *h = malloc((size_t)be->threads * (size_t)g->inter * sizeof *h + 1);
+    if (!h) {
+        mr_cpu_fill_nan(out, (size_t)rows * (size_t)g->hidden);
+        return;
+    }
+    FOR_EACH_ROW
+    for (int r = 0; r < rows; r++) {
+        size_t at = (size_t)r * (size_t)g->hidden;
+        expert_row(out + at, x + at, g, group_of_row(g, r),
+                   h + (size_t)omp_get_thread_num() * (size_t)g->inter);
+    }
+    free(h);
+}
+
+void mr_ref_combine(mr_backend *be, float *out, const float *rows, const int32_t *row_of,
+                    const float *weight, int tokens, int k, int dim)
+{
+    FOR_EACH_ROW
+    for (int t = 0; t < tokens; t++)
+        combine_row(out + (size_t)t * (size_t)dim, rows, row_of + (size_t)t * (size_t)k,
+                    weight + (size_t)t * (size_t)k, k, dim);
+}
+
+void mr_ref_add(mr_backend *be, float *y, const float *x, size_t n)
+{
+    FOR_EACH_ROW
+    for (size_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+const mr_ops mr_cpu_ref_ops = {
+    .name = "ref",
+    MR_CPU_MEMORY_OPS,
+    MR_CPU_CHEAP_OPS,
+    .rmsnorm = mr_ref_rmsnorm,
+    .matmul = mr_ref_matmul,
+    .attention = mr_ref_attention,
+    .expert_ffn = mr_ref_expert_ffn,
+};

@@ -1,0 +1,398 @@
+/*
+ * Kernel throughput against the machine's own FMA peak and memory bandwidth.
+ *
+ * The peak is a loop of independent AVX-512 FMAs (16 accumulators, so
+ * latency never stalls it) on 1 and 2 threads; the bandwidth, 2 threads
+ * summing a 512 MiB buffer front to back.  Then, on 2 threads of the "cpu"
+ * backend with bf16 weights, the matmuls and the grouped expert FFN of the
+ * `small` preset (hidden 1024, 16 query / 4 KV heads of 64, 128 experts of
+ * moe_inter 512, top-8, vocab 2048) at 1, 16, 64 and 256 tokens, and decode
+ * attention (each token its own sequence).  Each shows GFLOP/s and % of the
+ * 2-thread peak, and GB/s of weights (or KV cache) read and % of that
+ * bandwidth: small batches are bound by memory, not FMAs (kernels with many
+ * streams in flight can read faster than the plain loop, above 100%).
+ *
+ * Expert rows are tokens * 8, each token sent to 8 distinct random experts.
+ * Weights are never reused from one call to the next (see weight_pool), as
+ * in a forward pass.  Runs in well under a minute.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels/kernels.h"
+
+#define THREADS 2
+#define HIDDEN 1024
+#define HEADS 16
+#define KV_HEADS 4
+#define HEAD_DIM 64
+#define EXPERTS 128
+#define MOE_INTER 512
+#define TOP_K 8
+#define VOCAB 2048
+#define MIN_SECONDS 0.25
+
+static const int TOKENS[] = {1, 16, 64, 256};
+#define N_TOKENS (sizeof TOKENS / sizeof TOKENS[0])
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint32_t next_random(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 32);
+}
+
+static float uniform(void)
+{
+    return (float)next_random() / 4294967296.0f * 2.0f - 1.0f;
+}
+
+static float *random_f32(size_t n)
+{
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = uniform();
+    return p;
+}
+
+static uint16_t *random_bf16(size_t n)
+{
+    uint16_t *p = malloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = mr_f32_to_bf16(uniform() * 0.05f);
+    return p;
+}
+
+#define PEAK_ACCS 16
+#define PEAK_ITERS (1 << 24)
+
+__attribute__((target("avx512f"))) static float fma_loop(void)
+{
+    __m512 acc[PEAK_ACCS];
+    for (int i = 0; i < PEAK_ACCS; i++)
+        acc[i] = _mm512_set1_ps((float)i);
+    __m512 mul = _mm512_set1_ps(0.999999f), add = _mm512_set1_ps(1e-7f);
+    for (int it = 0; it < PEAK_ITERS; it++)
+#pragma GCC unroll 16
+        for (int i = 0; i < PEAK_ACCS; i++)
+            acc[i] = _mm512_fmadd_ps(acc[i], mul, add);
+    __m512 sum = acc[0];
+    for (int i = 1; i < PEAK_ACCS; i++)
+        sum = _mm512_add_ps(sum, acc[i]);
+    return _mm512_reduce_add_ps(sum);
+}
+
+/* GFLOP/s of `threads` threads each running the FMA loop. */
+static double fma_peak(int threads)
+{
+    volatile float sink = 0;
+    double t0 = now();
+#pragma omp parallel num_threads(threads)
+    {
+        float s = fma_loop();
+#pragma omp atomic
+        sink += s;
+    }
+    double seconds = now() - t0;
+    (void)sink;
+    return (double)threads * PEAK_ITERS * PEAK_ACCS * 16 * 2 / seconds * 1e-9;
+}
+
+#define BW_BYTES ((size_t)512 << 20)
+
+__attribute__((target("avx512f"))) static float sum_floats(const float *p, size_t n)
+{
+    __m512 acc[4];
+    for (int i = 0; i < 4; i++)
+        acc[i] = _mm512_setzero_ps();
+    for (size_t i = 0; i + 64 <= n; i += 64)
+        for (int j = 0; j < 4; j++)
+            acc[j] = _mm512_add_ps(acc[j], _mm512_loadu_ps(p + i + 16 * j));
+    return _mm512_reduce_add_ps(
+        _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+}
+
+/* GB/s of `threads` threads reading halves of a buffer far larger than
+ * the caches. */
+static double read_bandwidth(int threads)
+{
+    size_t n = BW_BYTES / sizeof(float);
+    float *buf = malloc(BW_BYTES);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = 1.0f;
+    volatile float sink = 0;
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now();
+#pragma omp parallel for num_threads(threads)
+        for (int part = 0; part < threads; part++) {
+            float s = sum_floats(buf + n / threads * part, n / threads);
+#pragma omp atomic
+            sink += s;
+        }
+        double gbs = BW_BYTES / (now() - t0) * 1e-9;
+        best = gbs > best ? gbs : best;
+    }
+    (void)sink;
+    free(buf);
+    return best;
+}
+
+typedef void (*bench_fn)(void *ctx);
+
+/* Seconds per call: one warm-up, then calls until MIN_SECONDS have passed. */
+static double time_per_call(bench_fn fn, void *ctx)
+{
+    fn(ctx);
+    int calls = 0;
+    double t0 = now(), elapsed;
+    do {
+        fn(ctx);
+        calls++;
+        elapsed = now() - t0;
+    } while (elapsed < MIN_SECONDS);
+    return elapsed / calls;
+}
+
+static double peak2, bandwidth2;
+
+/* `bytes`: the weights or KV cache one call reads. */
+static void report(const char *op, const char *shape, int tokens, double flops, double bytes,
+                   double seconds)
+{
+    double gflops = flops / seconds * 1e-9, gbs = bytes / seconds * 1e-9;
+    printf("%-11s %-22s %6d %10.1f %9.1f %7.1f%% %8.1f %7.1f%%\n", op, shape, tokens, seconds * 1e6,
+           gflops, 100.0 * gflops / peak2, gbs, 100.0 * gbs / bandwidth2);
+}
+
+/* The bf16 weights every case reads: far larger than the caches, and each
+ * call takes the next slice, so weights come from memory as they do when a
+ * forward pass walks through distinct layers and experts. */
+typedef struct {
+    const uint16_t *data;
+    size_t len, next;
+} weight_pool;
+
+static const uint16_t *pool_take(weight_pool *pool, size_t n)
+{
+    if (pool->next + n > pool->len)
+        pool->next = 0;
+    const uint16_t *w = pool->data + pool->next;
+    pool->next += n;
+    return w;
+}
+
+typedef struct {
+    mr_backend *be;
+    weight_pool *pool;
+    float *out, *x;
+    int rows, out_dim, in_dim;
+} matmul_case;
+
+static void run_matmul(void *ctx)
+{
+    matmul_case *c = ctx;
+    const uint16_t *w = pool_take(c->pool, (size_t)c->out_dim * c->in_dim);
+    c->be->ops->matmul(c->be, c->out, c->x, w, MR_TENSOR_BF16, c->rows, c->out_dim, c->in_dim);
+}
+
+static void bench_matmuls(mr_backend *be, weight_pool *pool, int tokens)
+{
+    static const struct {
+        const char *name;
+        int out_dim, in_dim;
+    } shapes[] = {
+        {"q/o 1024x1024", HEADS * HEAD_DIM, HIDDEN},
+        {"k/v 1024->256", KV_HEADS * HEAD_DIM, HIDDEN},
+        {"router 1024->128", EXPERTS, HIDDEN},
+        {"lm_head 1024->2048", VOCAB, HIDDEN},
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int n = shapes[s].out_dim, k = shapes[s].in_dim;
+        matmul_case c = {be,
+                         pool,
+                         malloc((size_t)tokens * n * sizeof(float)),
+                         random_f32((size_t)tokens * k),
+                         tokens,
+                         n,
+                         k};
+        double seconds = time_per_call(run_matmul, &c);
+        report("matmul", shapes[s].name, tokens, 2.0 * tokens * n * k, 2.0 * n * k, seconds);
+        free(c.out);
+        free(c.x);
+    }
+}
+
+/* Routings a case cycles through, so even one token's 8 experts change
+ * from call to call. */
+#define ROUTES 16
+
+typedef struct {
+    mr_backend *be;
+    float *out, *x;
+    int32_t offsets[ROUTES][EXPERTS + 1];
+    int call;
+    mr_expert_groups groups;
+} expert_case;
+
+static void run_experts(void *ctx)
+{
+    expert_case *c = ctx;
+    c->groups.offsets = c->offsets[c->call++ % ROUTES];
+    c->be->ops->expert_ffn(c->be, c->out, c->x, &c->groups);
+}
+
+/* Rows per expert when each of `tokens` tokens picks TOP_K distinct random
+ * experts, as offsets; returns how many experts got rows. */
+static int route(int tokens, int32_t *offsets)
+{
+    int counts[EXPERTS] = {0};
+    for (int t = 0; t < tokens; t++) {
+        int picked[TOP_K];
+        for (int j = 0; j < TOP_K; j++) {
+            int e, dup;
+            do {
+                e = (int)(next_random() % EXPERTS);
+                dup = 0;
+                for (int i = 0; i < j; i++)
+                    dup |= picked[i] == e;
+            } while (dup);
+            picked[j] = e;
+            counts[e]++;
+        }
+    }
+    int used = 0;
+    offsets[0] = 0;
+    for (int e = 0; e < EXPERTS; e++) {
+        offsets[e + 1] = offsets[e] + counts[e];
+        used += counts[e] > 0;
+    }
+    return used;
+}
+
+static void bench_experts(mr_backend *be, const void *const *gate, const void *const *up,
+                          const void *const *down)
+{
+    for (size_t i = 0; i < N_TOKENS; i++) {
+        int tokens = TOKENS[i], rows = tokens * TOP_K;
+        expert_case *c = malloc(sizeof *c);
+        *c = (expert_case){
+            .be = be,
+            .out = malloc((size_t)rows * HIDDEN * sizeof(float)),
+            .x = random_f32((size_t)rows * HIDDEN),
+            .groups = {EXPERTS, NULL, gate, up, down, MR_TENSOR_BF16, HIDDEN, MOE_INTER}};
+        double used = 0;
+        for (int r = 0; r < ROUTES; r++)
+            used += (double)route(tokens, c->offsets[r]) / ROUTES;
+        double seconds = time_per_call(run_experts, c);
+        char shape[64];
+        snprintf(shape, sizeof shape, "%d rows, ~%.0f experts", rows, used);
+        report("expert_ffn", shape, tokens, 6.0 * rows * HIDDEN * MOE_INTER,
+               6.0 * used * HIDDEN * MOE_INTER, seconds);
+        free(c->out);
+        free(c->x);
+        free(c);
+    }
+}
+
+typedef struct {
+    mr_backend *be;
+    float *out, *q, *k_cache, *v_cache;
+    mr_attention_args args;
+} attention_case;
+
+static void run_attention(void *ctx)
+{
+    attention_case *c = ctx;
+    c->be->ops->attention(c->be, c->out, c->q, c->k_cache, c->v_cache, &c->args);
+}
+
+/* Decode: every token of its own sequence at position `context` - 1. */
+static void bench_attention(mr_backend *be, int tokens, int context)
+{
+    enum { BLOCK = 16 };
+    int max_blocks = context / BLOCK, n_blocks = tokens * max_blocks;
+    size_t kv = (size_t)n_blocks * BLOCK * KV_HEADS * HEAD_DIM;
+    int32_t *seq = malloc((size_t)tokens * sizeof *seq),
+            *pos = malloc((size_t)tokens * sizeof *pos);
+    int32_t *table = malloc((size_t)n_blocks * sizeof *table);
+    for (int t = 0; t < tokens; t++) {
+        seq[t] = t;
+        pos[t] = context - 1;
+    }
+    for (int b = 0; b < n_blocks; b++)
+        table[b] = b;
+    attention_case c = {be,
+                        malloc((size_t)tokens * HEADS * HEAD_DIM * sizeof(float)),
+                        random_f32((size_t)tokens * HEADS * HEAD_DIM),
+                        random_f32(kv),
+                        random_f32(kv),
+                        {tokens, HEADS, KV_HEADS, HEAD_DIM, BLOCK, max_blocks,
+                         1.0f / sqrtf(HEAD_DIM), seq, pos, table}};
+    double seconds = time_per_call(run_attention, &c);
+    char shape[64];
+    snprintf(shape, sizeof shape, "decode, context %d", context);
+    report("attention", shape, tokens, 4.0 * tokens * HEADS * HEAD_DIM * context,
+           8.0 * tokens * KV_HEADS * HEAD_DIM * context, seconds);
+    free(c.out);
+    free(c.q);
+    free(c.k_cache);
+    free(c.v_cache);
+    free(seq);
+    free(pos);
+    free(table);
+}
+
+int main(void)
+{
+    double peak1 = fma_peak(1);
+    peak2 = fma_peak(THREADS);
+    bandwidth2 = read_bandwidth(THREADS);
+    printf("FMA peak (AVX-512, %d independent accumulators): 1 thread %.1f GFLOP/s, "
+           "%d threads %.1f GFLOP/s\n",
+           PEAK_ACCS, peak1, THREADS, peak2);
+    printf("memory read bandwidth, %d threads: %.1f GB/s\n\n", THREADS, bandwidth2);
+
+    char err[256];
+    mr_backend *be;
+    if (mr_backend_create("cpu", THREADS, &be, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    size_t expert_w = (size_t)MOE_INTER * HIDDEN;
+    uint16_t *weights = random_bf16(3 * EXPERTS * expert_w);
+    const void *gate[EXPERTS], *up[EXPERTS], *down[EXPERTS];
+    for (int e = 0; e < EXPERTS; e++) {
+        gate[e] = weights + (3 * (size_t)e) * expert_w;
+        up[e] = weights + (3 * (size_t)e + 1) * expert_w;
+        down[e] = weights + (3 * (size_t)e + 2) * expert_w;
+    }
+
+    printf("backend \"cpu\", %d threads, bf16 weights\n", THREADS);
+    printf("%-11s %-22s %6s %10s %9s %8s %8s %8s\n", "op", "shape", "tokens", "us/call", "GFLOP/s",
+           "of peak", "GB/s", "of bw");
+    weight_pool pool = {weights, 3 * EXPERTS * expert_w, 0};
+    for (size_t i = 0; i < N_TOKENS; i++)
+        bench_matmuls(be, &pool, TOKENS[i]);
+    bench_experts(be, gate, up, down);
+    bench_attention(be, 64, 1024);
+    bench_attention(be, 256, 256);
+    free(weights);
+    mr_backend_free(be);
+    return 0;
+}
