@@ -279,6 +279,15 @@ void mr_ref_combine(mr_backend *be, float *out, const float *rows, const int32_t
                     weight + (size_t)t * (size_t)k, k, dim);
 }
 
+void mr_ref_gather(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,
+                   int dim)
+{
+    FOR_EACH_ROW
+    for (int r = 0; r < rows; r++)
+        memcpy(out + (size_t)r * (size_t)dim, x + (size_t)src[r] * (size_t)dim,
+               (size_t)dim * sizeof *out);
+}
+
 void mr_ref_add(mr_backend *be, float *y, const float *x, size_t n)
 {
     FOR_EACH_ROW

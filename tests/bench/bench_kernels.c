@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "kernels/kernels.h"
+#include "tests/bench/fma_peak.h"
 
 #define THREADS 2
 #define HIDDEN 1024
@@ -76,41 +77,6 @@ static uint16_t *random_bf16(size_t n)
     for (size_t i = 0; i < n; i++)
         p[i] = mr_f32_to_bf16(uniform() * 0.05f);
     return p;
-}
-
-#define PEAK_ACCS 16
-#define PEAK_ITERS (1 << 24)
-
-__attribute__((target("avx512f"))) static float fma_loop(void)
-{
-    __m512 acc[PEAK_ACCS];
-    for (int i = 0; i < PEAK_ACCS; i++)
-        acc[i] = _mm512_set1_ps((float)i);
-    __m512 mul = _mm512_set1_ps(0.999999f), add = _mm512_set1_ps(1e-7f);
-    for (int it = 0; it < PEAK_ITERS; it++)
-#pragma GCC unroll 16
-        for (int i = 0; i < PEAK_ACCS; i++)
-            acc[i] = _mm512_fmadd_ps(acc[i], mul, add);
-    __m512 sum = acc[0];
-    for (int i = 1; i < PEAK_ACCS; i++)
-        sum = _mm512_add_ps(sum, acc[i]);
-    return _mm512_reduce_add_ps(sum);
-}
-
-/* GFLOP/s of `threads` threads each running the FMA loop. */
-static double fma_peak(int threads)
-{
-    volatile float sink = 0;
-    double t0 = now();
-#pragma omp parallel num_threads(threads)
-    {
-        float s = fma_loop();
-#pragma omp atomic
-        sink += s;
-    }
-    double seconds = now() - t0;
-    (void)sink;
-    return (double)threads * PEAK_ITERS * PEAK_ACCS * 16 * 2 / seconds * 1e-9;
 }
 
 #define BW_BYTES ((size_t)512 << 20)
@@ -360,12 +326,12 @@ static void bench_attention(mr_backend *be, int tokens, int context)
 
 int main(void)
 {
-    double peak1 = fma_peak(1);
-    peak2 = fma_peak(THREADS);
+    double peak1 = mr_bench_fma_peak_gflops(1);
+    peak2 = mr_bench_fma_peak_gflops(THREADS);
     bandwidth2 = read_bandwidth(THREADS);
     printf("FMA peak (AVX-512, %d independent accumulators): 1 thread %.1f GFLOP/s, "
            "%d threads %.1f GFLOP/s\n",
-           PEAK_ACCS, peak1, THREADS, peak2);
+           MR_FMA_CHAINS, peak1, THREADS, peak2);
     printf("memory read bandwidth, %d threads: %.1f GB/s\n\n", THREADS, bandwidth2);
 
     char err[256];
