@@ -1,0 +1,392 @@
+/*
+ * config.json of a Hugging Face Qwen3-MoE checkpoint.  The fields that fix
+ * tensor shapes are required: a guessed default would only surface later as
+ * a wrong shape on some tensor, far from its cause.  The others take the
+ * defaults of transformers' Qwen3MoeConfig.  Unknown keys are ignored, as
+ * real configs carry many the engine has no use for.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cjson/cJSON.h>
+
+#include "engine/weights_internal.h"
+
+#define SUPPORTED_ARCHITECTURE "Qwen3MoeForCausalLM"
+#define SUPPORTED_MODEL_TYPE "qwen3_moe"
+#define CONFIG_MAX_BYTES (16u << 20)
+
+/* transformers' Qwen3MoeConfig defaults for the optional fields. */
+#define DEFAULT_RMS_NORM_EPS 1e-6
+#define DEFAULT_ROPE_THETA 10000.0
+#define DEFAULT_MAX_POSITIONS 32768
+#define DEFAULT_SPARSE_STEP 1
+
+/* ---- reading a JSON file ---- */
+
+static int read_whole(const char *path, size_t max_bytes, char **out, size_t *len, char *err,
+                      size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return MR_ENGINE_EIO;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s: not a regular file", path);
+        fclose(f);
+        return MR_ENGINE_EIO;
+    }
+    if ((uint64_t)st.st_size > max_bytes) {
+        snprintf(err, errlen, "%s: %lld bytes, more than the %zu a JSON file here may have",
+                 path, (long long)st.st_size, max_bytes);
+        fclose(f);
+        return MR_ENGINE_EINVAL;
+    }
+    size_t size = (size_t)st.st_size;
+    char *text = malloc(size + 1);
+    if (!text) {
+        fclose(f);
+        snprintf(err, errlen, "%s: out of memory", path);
+        return MR_ENGINE_ENOMEM;
+    }
+    size_t got = fread(text, 1, size, f);
+    bool failed = ferror(f) != 0;
+    fclose(f);
+    if (failed || got != size) {
+        free(text);
+        snprintf(err, errlen, "%s: read failed", path);
+        return MR_ENGINE_EIO;
+    }
+    text[size] = '\0';
+    *out = text;
+    *len = size;
+    return MR_ENGINE_OK;
+}
+
+int mr_json_file_load(const char *path, size_t max_bytes, cJSON **out, char *err,
+                      size_t errlen)
+{
+    char *text;
+    size_t len;
+    int rc = read_whole(path, max_bytes, &text, &len, err, errlen);
+    if (rc != MR_ENGINE_OK)
+        return rc;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
+    if (!root) {
+        int line = 1;
+        for (const char *p = text; end && p < end && p < text + len; p++)
+            line += *p == '\n';
+        snprintf(err, errlen, "%s:%d: not valid JSON", path, line);
+        free(text);
+        return MR_ENGINE_EINVAL;
+    }
+    free(text);
+    *out = root;
+    return MR_ENGINE_OK;
+}
+
+const char *mr_json_kind(const cJSON *item)
+{
+    if (cJSON_IsNumber(item))
+        return "a number";
+    if (cJSON_IsString(item))
+        return "a string";
+    if (cJSON_IsBool(item))
+        return "a boolean";
+    if (cJSON_IsArray(item))
+        return "an array";
+    if (cJSON_IsObject(item))
+        return "an object";
+    return "null";
+}
+
+/* ---- fields ---- */
+
+typedef struct {
+    const char *path;
+    const cJSON *root;
+    char *err;
+    size_t errlen;
+    bool failed;
+} reader;
+
+static void fail(reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail(reader *r, const char *fmt, ...)
+{
+    if (r->failed)
+        return;
+    r->failed = true;
+    int n = snprintf(r->err, r->errlen, "%s: ", r->path);
+    if (n < 0 || (size_t)n >= r->errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->err + n, r->errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
+/* The value of `name`, or NULL when it is absent or null (both mean "use
+ * the default" in Hugging Face configs). */
+static const cJSON *field(const cJSON *obj, const char *name)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+    return cJSON_IsNull(item) ? NULL : item;
+}
+
+static bool is_whole(double v)
+{
+    return v >= (double)INT_MIN && v <= (double)INT_MAX && v == (double)(int)v;
+}
+
+/* An integer at least `min`; `name` is how messages call it. */
+static int whole_value(reader *r, const cJSON *item, const char *name, int min)
+{
+    if (r->failed)
+        return min;
+    if (!cJSON_IsNumber(item)) {
+        fail(r, "\"%s\" must be an integer, not %s", name, mr_json_kind(item));
+        return min;
+    }
+    double v = item->valuedouble;
+    if (!is_whole(v)) {
+        fail(r, "\"%s\" (%g) is not an integer in range", name, v);
+        return min;
+    }
+    if ((int)v < min) {
+        fail(r, "\"%s\" (%d) must be at least %d", name, (int)v, min);
+        return min;
+    }
+    return (int)v;
+}
+
+static int required_int(reader *r, const char *name, int min)
+{
+    const cJSON *item = field(r->root, name);
+    if (!item) {
+        fail(r, "required field \"%s\" is missing", name);
+        return min;
+    }
+    return whole_value(r, item, name, min);
+}
+
+static int optional_int(reader *r, const char *name, int min, int fallback)
+{
+    const cJSON *item = field(r->root, name);
+    return item ? whole_value(r, item, name, min) : fallback;
+}
+
+static double positive_value(reader *r, const cJSON *item, const char *name, double fallback)
+{
+    if (!item || r->failed)
+        return fallback;
+    if (!cJSON_IsNumber(item)) {
+        fail(r, "\"%s\" must be a number, not %s", name, mr_json_kind(item));
+        return fallback;
+    }
+    if (!(item->valuedouble > 0) || !isfinite(item->valuedouble)) {
+        fail(r, "\"%s\" (%g) must be a positive number", name, item->valuedouble);
+        return fallback;
+    }
+    return item->valuedouble;
+}
+
+static bool optional_bool(reader *r, const char *name, bool fallback)
+{
+    const cJSON *item = field(r->root, name);
+    if (!item || r->failed)
+        return fallback;
+    if (!cJSON_IsBool(item)) {
+        fail(r, "\"%s\" must be true or false, not %s", name, mr_json_kind(item));
+        return fallback;
+    }
+    return cJSON_IsTrue(item);
+}
+
+/* bos/eos ids are an integer, a list of them (the first is the one the
+ * config names) or null. */
+static int token_id(reader *r, const char *name)
+{
+    const cJSON *item = field(r->root, name);
+    if (cJSON_IsArray(item)) {
+        item = cJSON_GetArrayItem(item, 0);
+        if (cJSON_IsNull(item))
+            return -1;
+    }
+    return item ? whole_value(r, item, name, 0) : -1;
+}
+
+/* rope_theta sits at the top level in the configs Qwen3 ships, and under
+ * rope_parameters in the layout newer transformers writes. */
+static double rope_theta(reader *r)
+{
+    const cJSON *top = field(r->root, "rope_theta");
+    if (top)
+        return positive_value(r, top, "rope_theta", DEFAULT_ROPE_THETA);
+    const cJSON *params = field(r->root, "rope_parameters");
+    if (params && !cJSON_IsObject(params)) {
+        fail(r, "\"rope_parameters\" must be an object, not %s", mr_json_kind(params));
+        return DEFAULT_ROPE_THETA;
+    }
+    return positive_value(r, field(params, "rope_theta"), "rope_parameters.rope_theta",
+                          DEFAULT_ROPE_THETA);
+}
+
+static void read_architecture(reader *r, mr_model_config *cfg)
+{
+    const cJSON *archs = field(r->root, "architectures");
+    const cJSON *type = field(r->root, "model_type");
+    if (archs) {
+        const cJSON *first = cJSON_GetArrayItem(archs, 0);
+        if (!cJSON_IsArray(archs) || !cJSON_IsString(first)) {
+            fail(r, "\"architectures\" must be a list of names, e.g. [\"%s\"]",
+                 SUPPORTED_ARCHITECTURE);
+            return;
+        }
+        if (strcmp(first->valuestring, SUPPORTED_ARCHITECTURE) != 0) {
+            fail(r, "architecture \"%.64s\" is not supported; moerun runs %s", first->valuestring,
+                 SUPPORTED_ARCHITECTURE);
+            return;
+        }
+    } else if (!type) {
+        fail(r, "names no architecture (\"architectures\": [\"%s\"])", SUPPORTED_ARCHITECTURE);
+        return;
+    }
+    if (type && (!cJSON_IsString(type) || strcmp(type->valuestring, SUPPORTED_MODEL_TYPE) != 0)) {
+        fail(r, "\"model_type\" must be \"%s\" (architecture %s)", SUPPORTED_MODEL_TYPE,
+             SUPPORTED_ARCHITECTURE);
+        return;
+    }
+    snprintf(cfg->architecture, sizeof cfg->architecture, "%s", SUPPORTED_ARCHITECTURE);
+}
+
+static void read_mlp_only_layers(reader *r, mr_model_config *cfg)
+{
+    const cJSON *list = field(r->root, "mlp_only_layers");
+    if (!list || r->failed)
+        return;
+    if (!cJSON_IsArray(list)) {
+        fail(r, "\"mlp_only_layers\" must be a list of layer numbers, not %s",
+             mr_json_kind(list));
+        return;
+    }
+    const cJSON *item;
+    cJSON_ArrayForEach(item, list) {
+        int layer = whole_value(r, item, "mlp_only_layers", 0);
+        if (r->failed)
+            return;
+        if (layer >= cfg->num_hidden_layers) {
+            fail(r, "\"mlp_only_layers\" names layer %d, but \"num_hidden_layers\" is %d", layer,
+                 cfg->num_hidden_layers);
+            return;
+        }
+        cfg->mlp_only[layer] = true;
+    }
+}
+
+/* The shapes derived from the fields must agree with each other. */
+static void check_consistency(reader *r, const mr_model_config *cfg)
+{
+    if (r->failed)
+        return;
+    if (cfg->num_hidden_layers > MR_MAX_LAYERS)
+        fail(r, "\"num_hidden_layers\" (%d) exceeds the %d layers moerun supports",
+             cfg->num_hidden_layers, MR_MAX_LAYERS);
+    else if (cfg->num_attention_heads % cfg->num_key_value_heads != 0)
+        fail(r, "\"num_attention_heads\" (%d) is not a multiple of \"num_key_value_heads\" (%d)",
+             cfg->num_attention_heads, cfg->num_key_value_heads);
+    else if (cfg->num_experts_per_tok > cfg->num_experts)
+        fail(r, "\"num_experts_per_tok\" (%d) exceeds \"num_experts\" (%d)",
+             cfg->num_experts_per_tok, cfg->num_experts);
+    else if ((long long)cfg->num_attention_heads * cfg->head_dim > INT_MAX)
+        fail(r, "\"num_attention_heads\" x \"head_dim\" (%d x %d) is too large",
+             cfg->num_attention_heads, cfg->head_dim);
+}
+
+static void read_head_dim(reader *r, mr_model_config *cfg)
+{
+    if (r->failed)
+        return;
+    if (field(r->root, "head_dim")) {
+        cfg->head_dim = optional_int(r, "head_dim", 1, 0);
+        return;
+    }
+    if (cfg->hidden_size % cfg->num_attention_heads != 0) {
+        fail(r, "\"head_dim\" is missing and \"hidden_size\" (%d) is not a multiple of "
+                "\"num_attention_heads\" (%d)",
+             cfg->hidden_size, cfg->num_attention_heads);
+        return;
+    }
+    cfg->head_dim = cfg->hidden_size / cfg->num_attention_heads;
+}
+
+/* transformers reads num_experts through the alias num_local_experts, and
+ * newer versions save it under that name. */
+static const char *experts_key(const cJSON *root)
+{
+    return field(root, "num_experts") || !field(root, "num_local_experts") ? "num_experts"
+                                                                           : "num_local_experts";
+}
+
+static void read_config(reader *r, mr_model_config *cfg)
+{
+    read_architecture(r, cfg);
+    cfg->vocab_size = required_int(r, "vocab_size", 1);
+    cfg->hidden_size = required_int(r, "hidden_size", 1);
+    cfg->num_hidden_layers = required_int(r, "num_hidden_layers", 1);
+    cfg->num_attention_heads = required_int(r, "num_attention_heads", 1);
+    cfg->num_key_value_heads = required_int(r, "num_key_value_heads", 1);
+    cfg->intermediate_size = required_int(r, "intermediate_size", 1);
+    cfg->moe_intermediate_size = required_int(r, "moe_intermediate_size", 1);
+    cfg->num_experts = required_int(r, experts_key(r->root), 1);
+    cfg->num_experts_per_tok = required_int(r, "num_experts_per_tok", 1);
+    read_head_dim(r, cfg);
+    cfg->decoder_sparse_step = optional_int(r, "decoder_sparse_step", 1, DEFAULT_SPARSE_STEP);
+    cfg->norm_topk_prob = optional_bool(r, "norm_topk_prob", false);
+    cfg->tie_word_embeddings = optional_bool(r, "tie_word_embeddings", false);
+    cfg->rms_norm_eps = (float)positive_value(r, field(r->root, "rms_norm_eps"), "rms_norm_eps",
+                                              DEFAULT_RMS_NORM_EPS);
+    cfg->rope_theta = (float)rope_theta(r);
+    cfg->max_position_embeddings =
+        optional_int(r, "max_position_embeddings", 1, DEFAULT_MAX_POSITIONS);
+    cfg->bos_token_id = token_id(r, "bos_token_id");
+    cfg->eos_token_id = token_id(r, "eos_token_id");
+    check_consistency(r, cfg);
+    read_mlp_only_layers(r, cfg);
+}
+
+int mr_config_load(const char *path, mr_model_config *cfg, char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cJSON *root;
+    int rc = mr_json_file_load(path, CONFIG_MAX_BYTES, &root, err, errlen);
+    if (rc != MR_ENGINE_OK)
+        return rc;
+    reader r = {path, root, err, errlen, false};
+    if (!cJSON_IsObject(root))
+        fail(&r, "must hold a JSON object, not %s", mr_json_kind(root));
+    else
+        read_config(&r, cfg);
+    cJSON_Delete(root);
+    if (r.failed) {
+        memset(cfg, 0, sizeof *cfg);
+        return MR_ENGINE_EINVAL;
+    }
+    return MR_ENGINE_OK;
+}
+
+bool mr_config_layer_is_moe(const mr_model_config *cfg, int layer)
+{
+    if (layer < 0 || layer >= cfg->num_hidden_layers || layer >= MR_MAX_LAYERS)
+        return false;
+    return !cfg->mlp_only[layer] && cfg->num_experts > 0 &&
+           (layer + 1) % cfg->decoder_sparse_step == 0;
+}
