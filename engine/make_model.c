@@ -429,9 +429,14 @@ static int make_tokenizer(const char *dir, const preset_shape *p, mr_tokenizer *
                           char *err, size_t errlen)
 {
     static const char *const specials[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
-    char *json = NULL;
-    int rc = mr_tokenizer_train(mr_corpus_text, mr_corpus_len, p->vocab, specials, 3, &json,
-                                err, errlen);
+    char *json = NULL, *corpus = NULL;
+    size_t corpus_len = 0;
+    if (mr_corpus_build(&corpus, &corpus_len) != 0) {
+        snprintf(err, errlen, "out of memory building the tokenizer corpus");
+        return MR_ENGINE_ENOMEM;
+    }
+    int rc = mr_tokenizer_train(corpus, corpus_len, p->vocab, specials, 3, &json, err, errlen);
+    free(corpus);
     if (rc == MR_ENGINE_OK)
         rc = write_text(dir, "tokenizer.json", json, err, errlen);
     free(json);

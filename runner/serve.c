@@ -166,7 +166,7 @@ static char *prompt_text(server *s, const mr_request *req, mr_request_error *err
     if (req->endpoint != MR_ENDPOINT_CHAT)
         return strdup(req->prompt);
     mr_chat_turn *turns = calloc(req->n_messages ? req->n_messages : 1, sizeof *turns);
-    char *text = NULL, err[512];
+    char *text = NULL, err[256];
     if (!turns)
         return NULL;
     for (size_t i = 0; i < req->n_messages; i++)
@@ -188,7 +188,7 @@ static int submit(server *s, const mr_request *req, const char *file)
     char *text = prompt_text(s, req, &error, file);
     if (!text)
         return error.code[0] ? add_error(s, file, req->line_no, &error) : MR_EXIT_FAILED;
-    char err[512];
+    char err[256]; /* leaves room for "file:line: " in a 512-byte message */
     s->tokens.count = 0;
     int rc = mr_tokenizer_encode(mr_model_tokenizer(s->model), text, strlen(text), &s->tokens,
                                  err, sizeof err);

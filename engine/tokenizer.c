@@ -1,0 +1,714 @@
+/*
+ * Hugging Face tokenizer.json, byte-level BPE: loading and encoding.
+ *
+ * Encoding follows the library's pipeline in order:
+ *   1. added tokens ("<|im_start|>") are cut out of the raw text first;
+ *   2. each remaining segment is normalised (NFC where the file says so);
+ *   3. the pre-tokenizer's regexes split it into pieces (presplit.c);
+ *   4. each piece, as bytes, is merged pair by pair, always the pair of
+ *      lowest merge rank first, leftmost first on a tie.
+ * Vocabulary and merges are kept as bytes rather than in the byte-level
+ * alphabet they are written in, so step 4 starts from one id per byte.
+ */
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <utf8proc.h>
+
+#include "engine/engine.h"
+#include "engine/tokenizer_internal.h"
+#include "engine/weights_internal.h"
+
+#define TOKENIZER_MAX_BYTES (256u << 20)
+#define CONFIG_MAX_BYTES (16u << 20)
+#define MAX_EOS 4
+
+/* GPT-2's pattern, used by a ByteLevel pre-tokenizer with use_regex. */
+static const char gpt2_pattern[] =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+typedef struct {
+    char *content;
+    size_t len;
+    int32_t id;
+    bool lstrip, rstrip;
+} added_token;
+
+struct mr_tokenizer {
+    char path[512];  /* tokenizer.json, for messages */
+    int vocab_size;  /* highest id + 1 */
+    char **bytes;    /* [vocab_size]: what each id stands for; NULL for holes */
+    uint32_t *len;
+    mr_strmap vocab; /* bytes -> id, the BPE model's entries */
+    mr_strmap ranks; /* (left id, right id) -> merge rank */
+    int32_t *merged; /* [n_merges]: the id a merge produces */
+    int n_merges;
+    int32_t byte_id[256];
+    added_token *added;
+    size_t n_added;
+    bool nfc;
+    bool ignore_merges; /* Llama 3: a piece that is a token is not merged */
+    mr_presplit *split;
+    int32_t eos[MAX_EOS];
+    int n_eos;
+};
+
+typedef struct {
+    char *msg;
+    size_t len;
+    const char *path;
+} error_sink;
+
+/* Writes "<file>: <message>" and returns rc. */
+__attribute__((format(printf, 3, 4))) static int failf(error_sink *e, int rc, const char *fmt,
+                                                       ...)
+{
+    int n = snprintf(e->msg, e->len, "%s: ", e->path);
+    if (n >= 0 && (size_t)n < e->len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->msg + n, e->len - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Loading
+ * ------------------------------------------------------------------------ */
+static int set_token_bytes(mr_tokenizer *t, int32_t id, const char *bytes, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return MR_ENGINE_ENOMEM;
+    memcpy(copy, bytes, len);
+    copy[len] = '\0';
+    free(t->bytes[id]);
+    t->bytes[id] = copy;
+    t->len[id] = (uint32_t)len;
+    return MR_ENGINE_OK;
+}
+
+static int id_of(const cJSON *item, error_sink *e, const char *what)
+{
+    if (!cJSON_IsNumber(item) || item->valuedouble < 0 || item->valuedouble > 16777216 ||
+        item->valuedouble != (double)(int)item->valuedouble)
+        return failf(e, MR_ENGINE_EINVAL, "%s has an id that is not an integer in range",
+                     what), -1;
+    return (int)item->valuedouble;
+}
+
+static int highest_id(const cJSON *vocab, const cJSON *added, error_sink *e)
+{
+    int highest = -1;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, vocab)
+    {
+        int id = id_of(item, e, item->string);
+        if (id < 0)
+            return -1;
+        highest = id > highest ? id : highest;
+    }
+    cJSON_ArrayForEach(item, added)
+    {
+        int id = id_of(cJSON_GetObjectItemCaseSensitive(item, "id"), e, "an added token");
+        if (id < 0)
+            return -1;
+        highest = id > highest ? id : highest;
+    }
+    return highest;
+}
+
+static int load_vocab(mr_tokenizer *t, const cJSON *vocab, error_sink *e)
+{
+    if (mr_strmap_init(&t->vocab, (size_t)cJSON_GetArraySize(vocab)) != 0)
+        return MR_ENGINE_ENOMEM;
+    const cJSON *item;
+    char *buf = NULL;
+    size_t cap = 0;
+    int rc = MR_ENGINE_OK;
+    cJSON_ArrayForEach(item, vocab)
+    {
+        size_t n = strlen(item->string);
+        if (n > cap && !(buf = realloc(buf, cap = n * 2)))
+            return MR_ENGINE_ENOMEM;
+        long len = mr_byte_level_decode(item->string, n, buf);
+        if (len < 0) {
+            rc = failf(e, MR_ENGINE_EINVAL,
+                       "vocabulary entry \"%s\" is not in the byte-level alphabet "
+                       "(only byte-level BPE is supported)",
+                       item->string);
+            break;
+        }
+        int32_t id = (int32_t)item->valuedouble;
+        if ((rc = set_token_bytes(t, id, buf, (size_t)len)) != MR_ENGINE_OK ||
+            (rc = mr_strmap_put(&t->vocab, buf, (size_t)len, id) ? MR_ENGINE_ENOMEM : 0))
+            break;
+        if (len == 1)
+            t->byte_id[(unsigned char)buf[0]] = id;
+    }
+    free(buf);
+    return rc;
+}
+
+/* A merge is "left right" (older files) or ["left", "right"]. */
+static int merge_sides(const cJSON *merge, const char **left, size_t *left_len,
+                       const char **right, size_t *right_len)
+{
+    if (cJSON_IsString(merge)) {
+        const char *s = merge->valuestring, *space = strchr(s, ' ');
+        if (!space || strchr(space + 1, ' '))
+            return -1;
+        *left = s, *left_len = (size_t)(space - s);
+        *right = space + 1, *right_len = strlen(space + 1);
+        return 0;
+    }
+    if (cJSON_GetArraySize(merge) != 2 || !cJSON_IsString(merge->child) ||
+        !cJSON_IsString(merge->child->next))
+        return -1;
+    *left = merge->child->valuestring, *left_len = strlen(*left);
+    *right = merge->child->next->valuestring, *right_len = strlen(*right);
+    return 0;
+}
+
+static int32_t vocab_id(const mr_tokenizer *t, const char *text, size_t n, char *buf)
+{
+    long len = mr_byte_level_decode(text, n, buf);
+    return len < 0 ? -1 : mr_strmap_get(&t->vocab, buf, (size_t)len);
+}
+
+static void pair_key(int32_t left, int32_t right, char key[8])
+{
+    memcpy(key, &left, 4);
+    memcpy(key + 4, &right, 4);
+}
+
+static int load_merges(mr_tokenizer *t, const cJSON *merges, error_sink *e)
+{
+    int n = cJSON_GetArraySize(merges);
+    t->merged = malloc(((size_t)n + 1) * sizeof *t->merged);
+    if (!t->merged || mr_strmap_init(&t->ranks, (size_t)n) != 0)
+        return MR_ENGINE_ENOMEM;
+    const cJSON *merge;
+    char buf[1024];
+    cJSON_ArrayForEach(merge, merges)
+    {
+        const char *l, *r;
+        size_t ll, rl;
+        char where[64];
+        snprintf(where, sizeof where, "%d", t->n_merges + 1);
+        if (merge_sides(merge, &l, &ll, &r, &rl) != 0 || ll + rl > sizeof buf / 2)
+            return failf(e, MR_ENGINE_EINVAL,
+                         "merge %s is neither \"left right\" nor [\"left\", \"right\"]",
+                         where);
+        char joined[sizeof buf / 2];
+        memcpy(joined, l, ll);
+        memcpy(joined + ll, r, rl);
+        int32_t left = vocab_id(t, l, ll, buf), right = vocab_id(t, r, rl, buf),
+                result = vocab_id(t, joined, ll + rl, buf);
+        if (left < 0 || right < 0 || result < 0)
+            return failf(e, MR_ENGINE_EINVAL,
+                         "merge %s names a token that is not in the vocabulary", where);
+        char key[8];
+        pair_key(left, right, key);
+        /* The first rank of a pair listed twice wins, as in Hugging Face. */
+        if (mr_strmap_get(&t->ranks, key, 8) < 0 &&
+            mr_strmap_put(&t->ranks, key, 8, t->n_merges) != 0)
+            return MR_ENGINE_ENOMEM;
+        t->merged[t->n_merges++] = result;
+    }
+    return MR_ENGINE_OK;
+}
+
+static int load_added(mr_tokenizer *t, const cJSON *added, error_sink *e)
+{
+    int n = cJSON_GetArraySize(added);
+    t->added = calloc((size_t)n + 1, sizeof *t->added);
+    if (!t->added)
+        return MR_ENGINE_ENOMEM;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, added)
+    {
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(item, "content");
+        if (!cJSON_IsString(content) || !content->valuestring[0])
+            return failf(e, MR_ENGINE_EINVAL, "an added token has no \"content\"");
+        added_token *a = &t->added[t->n_added++];
+        a->len = strlen(content->valuestring);
+        a->content = strdup(content->valuestring);
+        a->id = (int32_t)cJSON_GetObjectItemCaseSensitive(item, "id")->valuedouble;
+        a->lstrip = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "lstrip"));
+        a->rstrip = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "rstrip"));
+        if (!a->content || set_token_bytes(t, a->id, a->content, a->len) != MR_ENGINE_OK)
+            return MR_ENGINE_ENOMEM;
+    }
+    return MR_ENGINE_OK;
+}
+
+static const char *type_of(const cJSON *obj)
+{
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(obj, "type");
+    return cJSON_IsString(type) ? type->valuestring : "";
+}
+
+static int load_normalizer(mr_tokenizer *t, const cJSON *normalizer, error_sink *e)
+{
+    if (!normalizer || cJSON_IsNull(normalizer))
+        return MR_ENGINE_OK;
+    if (strcmp(type_of(normalizer), "NFC") == 0) {
+        t->nfc = true;
+        return MR_ENGINE_OK;
+    }
+    return failf(e, MR_ENGINE_EINVAL,
+                 "normalizer \"%s\" is not supported (only none or NFC)",
+                 type_of(normalizer));
+}
+
+/* Collects the regexes of a pre-tokenizer: Split steps (behaviour
+ * Isolated, not inverted) and ByteLevel, alone or in a Sequence. */
+static int collect_patterns(const cJSON *pre, const char **patterns, size_t *n, bool *byte_level,
+                            error_sink *e)
+{
+    const char *type = type_of(pre);
+    if (strcmp(type, "Sequence") == 0) {
+        const cJSON *step;
+        cJSON_ArrayForEach(step, cJSON_GetObjectItemCaseSensitive(pre, "pretokenizers"))
+        {
+            int rc = collect_patterns(step, patterns, n, byte_level, e);
+            if (rc != MR_ENGINE_OK)
+                return rc;
+        }
+        return MR_ENGINE_OK;
+    }
+    if (*n == 8)
+        return failf(e, MR_ENGINE_EINVAL, "the pre-tokenizer has too many steps");
+    if (strcmp(type, "ByteLevel") == 0) {
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(pre, "add_prefix_space")))
+            return failf(e, MR_ENGINE_EINVAL,
+                         "ByteLevel add_prefix_space is not supported");
+        *byte_level = true;
+        if (!cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(pre, "use_regex")))
+            patterns[(*n)++] = gpt2_pattern;
+        return MR_ENGINE_OK;
+    }
+    if (strcmp(type, "Split") == 0) {
+        const cJSON *pattern = cJSON_GetObjectItemCaseSensitive(pre, "pattern");
+        const cJSON *regex = cJSON_GetObjectItemCaseSensitive(pattern, "Regex");
+        const cJSON *behavior = cJSON_GetObjectItemCaseSensitive(pre, "behavior");
+        if (!cJSON_IsString(regex))
+            return failf(e, MR_ENGINE_EINVAL, "a Split pre-tokenizer without a Regex "
+                                              "pattern is not supported");
+        if (!cJSON_IsString(behavior) || strcmp(behavior->valuestring, "Isolated") != 0 ||
+            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(pre, "invert")))
+            return failf(e, MR_ENGINE_EINVAL, "only Split with behavior \"Isolated\" "
+                                              "is supported");
+        patterns[(*n)++] = regex->valuestring;
+        return MR_ENGINE_OK;
+    }
+    return failf(e, MR_ENGINE_EINVAL, "pre-tokenizer \"%s\" is not supported", type);
+}
+
+static int load_pretokenizer(mr_tokenizer *t, const cJSON *pre, error_sink *e)
+{
+    const char *patterns[8];
+    size_t n = 0;
+    bool byte_level = false;
+    int rc = collect_patterns(pre, patterns, &n, &byte_level, e);
+    if (rc == MR_ENGINE_OK && !byte_level)
+        rc = failf(e, MR_ENGINE_EINVAL, "the pre-tokenizer has no ByteLevel step; only "
+                                        "byte-level BPE is supported");
+    if (rc == MR_ENGINE_OK && n == 0) /* ByteLevel without regex: one piece */
+        patterns[n++] = "(?s).+";
+    return rc == MR_ENGINE_OK ? mr_presplit_create(patterns, n, &t->split, e->msg, e->len) : rc;
+}
+
+static int load_tokenizer_json(mr_tokenizer *t, const cJSON *root, error_sink *e)
+{
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
+    if (cJSON_IsString(type) && strcmp(type->valuestring, "BPE") != 0)
+        return failf(e, MR_ENGINE_EINVAL, "model type \"%s\" is not supported (only BPE)",
+                     type->valuestring);
+    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges))
+        return failf(e, MR_ENGINE_EINVAL,
+                     "\"model\" needs a \"vocab\" object and a \"merges\" array");
+    if (added && !cJSON_IsArray(added))
+        return failf(e, MR_ENGINE_EINVAL, "\"added_tokens\" must be an array");
+    int highest = highest_id(vocab, added, e);
+    if (highest < 0)
+        return MR_ENGINE_EINVAL;
+    t->vocab_size = highest + 1;
+    t->bytes = calloc((size_t)t->vocab_size, sizeof *t->bytes);
+    t->len = calloc((size_t)t->vocab_size, sizeof *t->len);
+    if (!t->bytes || !t->len)
+        return MR_ENGINE_ENOMEM;
+    for (int b = 0; b < 256; b++)
+        t->byte_id[b] = -1;
+    t->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
+    int rc = load_vocab(t, vocab, e);
+    if (rc == MR_ENGINE_OK)
+        rc = load_merges(t, merges, e);
+    if (rc == MR_ENGINE_OK)
+        rc = load_added(t, added, e);
+    if (rc == MR_ENGINE_OK)
+        rc = load_normalizer(t, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), e);
+    if (rc == MR_ENGINE_OK)
+        rc = load_pretokenizer(t, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), e);
+    return rc;
+}
+
+static int add_eos(mr_tokenizer *t, const cJSON *token)
+{
+    if (cJSON_IsObject(token))
+        token = cJSON_GetObjectItemCaseSensitive(token, "content");
+    if (!cJSON_IsString(token))
+        return -1;
+    int32_t id = mr_tokenizer_find(t, token->valuestring);
+    if (id >= 0 && t->n_eos < MAX_EOS)
+        t->eos[t->n_eos++] = id;
+    return id;
+}
+
+/* tokenizer_config.json is optional; when present it names the EOS token. */
+static int load_tokenizer_config(mr_tokenizer *t, const char *path, error_sink *e)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return MR_ENGINE_OK;
+    cJSON *root = NULL;
+    int rc = mr_json_file_load(path, CONFIG_MAX_BYTES, &root, e->msg, e->len);
+    if (rc != MR_ENGINE_OK)
+        return rc;
+    const cJSON *eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token");
+    if (eos && !cJSON_IsNull(eos) && add_eos(t, eos) < 0) {
+        e->path = path;
+        rc = failf(e, MR_ENGINE_EINVAL,
+                   "\"eos_token\" is not a token of tokenizer.json");
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+int mr_tokenizer_load(const char *path, mr_tokenizer **out, char *err, size_t errlen)
+{
+    struct stat st;
+    char json_path[512], config_path[512];
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(json_path, sizeof json_path, "%s/tokenizer.json", path);
+        snprintf(config_path, sizeof config_path, "%s/tokenizer_config.json", path);
+    } else {
+        snprintf(json_path, sizeof json_path, "%s", path);
+        const char *slash = strrchr(path, '/');
+        int dir_len = slash ? (int)(slash - path) : 1;
+        snprintf(config_path, sizeof config_path, "%.*s/tokenizer_config.json", dir_len,
+                 slash ? path : ".");
+    }
+    mr_tokenizer *t = calloc(1, sizeof *t);
+    if (!t)
+        return MR_ENGINE_ENOMEM;
+    snprintf(t->path, sizeof t->path, "%s", json_path);
+    error_sink e = {err, errlen, t->path};
+    cJSON *root = NULL;
+    int rc = mr_json_file_load(json_path, TOKENIZER_MAX_BYTES, &root, err, errlen);
+    if (rc == MR_ENGINE_OK)
+        rc = load_tokenizer_json(t, root, &e);
+    cJSON_Delete(root);
+    if (rc == MR_ENGINE_OK)
+        rc = load_tokenizer_config(t, config_path, &e);
+    if (rc != MR_ENGINE_OK) {
+        if (rc == MR_ENGINE_ENOMEM)
+            snprintf(err, errlen, "%s: out of memory loading the tokenizer", json_path);
+        mr_tokenizer_free(t);
+        return rc;
+    }
+    *out = t;
+    return MR_ENGINE_OK;
+}
+
+void mr_tokenizer_free(mr_tokenizer *t)
+{
+    if (!t)
+        return;
+    for (int i = 0; t->bytes && i < t->vocab_size; i++)
+        free(t->bytes[i]);
+    free(t->bytes);
+    free(t->len);
+    for (size_t i = 0; i < t->n_added; i++)
+        free(t->added[i].content);
+    free(t->added);
+    free(t->merged);
+    mr_strmap_free(&t->vocab);
+    mr_strmap_free(&t->ranks);
+    mr_presplit_free(t->split);
+    free(t);
+}
+
+int mr_tokenizer_vocab_size(const mr_tokenizer *t)
+{
+    return t->vocab_size;
+}
+
+int32_t mr_tokenizer_find(const mr_tokenizer *t, const char *token)
+{
+    size_t n = strlen(token);
+    for (size_t i = 0; i < t->n_added; i++)
+        if (t->added[i].len == n && memcmp(t->added[i].content, token, n) == 0)
+            return t->added[i].id;
+    return mr_strmap_get(&t->vocab, token, n);
+}
+
+int mr_tokenizer_eos(const mr_tokenizer *t, const int32_t **ids)
+{
+    *ids = t->eos;
+    return t->n_eos;
+}
+
+const char *mr_tokenizer_token_bytes(const mr_tokenizer *t, int32_t id, size_t *len)
+{
+    if (id < 0 || id >= t->vocab_size || !t->bytes[id])
+        return NULL;
+    *len = t->len[id];
+    return t->bytes[id];
+}
+
+/* ------------------------------------------------------------------------
+ * Encoding
+ * ------------------------------------------------------------------------ */
+void mr_tokens_free(mr_tokens *tokens)
+{
+    free(tokens->ids);
+    tokens->ids = NULL;
+    tokens->count = tokens->cap = 0;
+}
+
+static int push_id(mr_tokens *out, int32_t id)
+{
+    if (out->count == out->cap) {
+        size_t cap = out->cap ? out->cap * 2 : 64;
+        int32_t *ids = realloc(out->ids, cap * sizeof *ids);
+        if (!ids)
+            return MR_ENGINE_ENOMEM;
+        out->ids = ids;
+        out->cap = cap;
+    }
+    out->ids[out->count++] = id;
+    return MR_ENGINE_OK;
+}
+
+/* Pending merges live in a binary heap ordered by (rank, position); an
+ * entry whose symbols changed since it was pushed is skipped when popped. */
+typedef struct {
+    int32_t rank;
+    int32_t pos;   /* the left symbol */
+    int32_t left, right;
+} candidate;
+
+typedef struct {
+    const mr_tokenizer *t;
+    mr_tokens *out;
+    /* scratch, grown to the longest piece */
+    int32_t *sym, *prev, *next;
+    candidate *heap;
+    size_t n_heap, cap;
+    char *err;
+    size_t errlen;
+} bpe_run;
+
+static bool before(const candidate *a, const candidate *b)
+{
+    return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;
+}
+
+static void heap_push(bpe_run *r, candidate c)
+{
+    size_t i = r->n_heap++;
+    while (i > 0 && before(&c, &r->heap[(i - 1) / 2])) {
+        r->heap[i] = r->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    r->heap[i] = c;
+}
+
+static candidate heap_pop(bpe_run *r)
+{
+    candidate top = r->heap[0], last = r->heap[--r->n_heap];
+    size_t i = 0;
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= r->n_heap)
+            break;
+        if (child + 1 < r->n_heap && before(&r->heap[child + 1], &r->heap[child]))
+            child++;
+        if (!before(&r->heap[child], &last))
+            break;
+        r->heap[i] = r->heap[child];
+        i = child;
+    }
+    if (r->n_heap)
+        r->heap[i] = last;
+    return top;
+}
+
+static void push_pair(bpe_run *r, int32_t pos)
+{
+    int32_t right = r->next[pos];
+    if (pos < 0 || right < 0)
+        return;
+    char key[8];
+    pair_key(r->sym[pos], r->sym[right], key);
+    int32_t rank = mr_strmap_get(&r->t->ranks, key, 8);
+    if (rank >= 0)
+        heap_push(r, (candidate){rank, pos, r->sym[pos], r->sym[right]});
+}
+
+static int reserve(bpe_run *r, size_t n)
+{
+    if (n <= r->cap)
+        return MR_ENGINE_OK;
+    size_t cap = n * 2;
+    int32_t *sym = realloc(r->sym, cap * sizeof *sym);
+    if (!sym)
+        return MR_ENGINE_ENOMEM;
+    r->sym = sym;
+    int32_t *prev = realloc(r->prev, cap * sizeof *prev);
+    if (!prev)
+        return MR_ENGINE_ENOMEM;
+    r->prev = prev;
+    int32_t *next = realloc(r->next, cap * sizeof *next);
+    if (!next)
+        return MR_ENGINE_ENOMEM;
+    r->next = next;
+    candidate *heap = realloc(r->heap, cap * sizeof *heap);
+    if (!heap)
+        return MR_ENGINE_ENOMEM;
+    r->heap = heap;
+    r->cap = cap;
+    return MR_ENGINE_OK;
+}
+
+static int encode_piece(const char *piece, size_t len, void *ctx)
+{
+    bpe_run *r = ctx;
+    const mr_tokenizer *t = r->t;
+    if (t->ignore_merges) {
+        int32_t whole = mr_strmap_get(&t->vocab, piece, len);
+        if (whole >= 0)
+            return push_id(r->out, whole);
+    }
+    if (reserve(r, len) != MR_ENGINE_OK)
+        return MR_ENGINE_ENOMEM;
+    for (size_t i = 0; i < len; i++) {
+        r->sym[i] = t->byte_id[(unsigned char)piece[i]];
+        if (r->sym[i] < 0) {
+            snprintf(r->err, r->errlen, "%s: byte 0x%02x has no token in the vocabulary",
+                     t->path, (unsigned char)piece[i]);
+            return MR_ENGINE_EINVAL;
+        }
+        r->prev[i] = (int32_t)i - 1;
+        r->next[i] = i + 1 < len ? (int32_t)i + 1 : -1;
+    }
+    r->n_heap = 0;
+    for (size_t i = 0; i + 1 < len; i++)
+        push_pair(r, (int32_t)i);
+    while (r->n_heap) {
+        candidate c = heap_pop(r);
+        int32_t right = r->next[c.pos];
+        /* Stale: the left symbol was merged away or changed, or its right
+         * neighbour is no longer the one this pair was made with. */
+        if (r->sym[c.pos] != c.left || right < 0 || r->sym[right] != c.right)
+            continue;
+        r->sym[c.pos] = t->merged[c.rank];
+        r->sym[right] = -1;
+        r->next[c.pos] = r->next[right];
+        if (r->next[right] >= 0)
+            r->prev[r->next[right]] = c.pos;
+        push_pair(r, r->prev[c.pos]);
+        push_pair(r, c.pos);
+    }
+    for (int32_t i = 0; i >= 0; i = r->next[i])
+        if (push_id(r->out, r->sym[i]) != MR_ENGINE_OK)
+            return MR_ENGINE_ENOMEM;
+    return MR_ENGINE_OK;
+}
+
+static int encode_segment(bpe_run *r, const char *text, size_t len)
+{
+    if (len == 0)
+        return MR_ENGINE_OK;
+    utf8proc_uint8_t *normal = NULL;
+    if (r->t->nfc) {
+        /* Invalid UTF-8 cannot be normalised; it is encoded as its bytes. */
+        utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)len,
+                                          &normal, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+        if (n >= 0) {
+            text = (const char *)normal;
+            len = (size_t)n;
+        } else if (n == UTF8PROC_ERROR_NOMEM) {
+            return MR_ENGINE_ENOMEM;
+        }
+    }
+    int rc = mr_presplit_run(r->t->split, text, len, encode_piece, r);
+    free(normal);
+    return rc;
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* The longest added token starting at text[at], or NULL. */
+static const added_token *added_at(const mr_tokenizer *t, const char *text, size_t len,
+                                   size_t at)
+{
+    const added_token *best = NULL;
+    for (size_t i = 0; i < t->n_added; i++) {
+        const added_token *a = &t->added[i];
+        if (a->len <= len - at && (!best || a->len > best->len) &&
+            memcmp(text + at, a->content, a->len) == 0)
+            best = a;
+    }
+    return best;
+}
+
+int mr_tokenizer_encode(const mr_tokenizer *t, const char *text, size_t len, mr_tokens *out,
+                        char *err, size_t errlen)
+{
+    bpe_run r = {.t = t, .out = out, .err = err, .errlen = errlen};
+    size_t segment = 0;
+    int rc = MR_ENGINE_OK;
+    for (size_t at = 0; at < len && rc == MR_ENGINE_OK;) {
+        const added_token *a = t->n_added ? added_at(t, text, len, at) : NULL;
+        if (!a) {
+            at++;
+            continue;
+        }
+        size_t end = at;
+        if (a->lstrip)
+            while (end > segment && is_space(text[end - 1]))
+                end--;
+        rc = encode_segment(&r, text + segment, end - segment);
+        if (rc == MR_ENGINE_OK)
+            rc = push_id(out, a->id);
+        at += a->len;
+        if (a->rstrip)
+            while (at < len && is_space(text[at]))
+                at++;
+        segment = at;
+    }
+    if (rc == MR_ENGINE_OK)
+        rc = encode_segment(&r, text + segment, len - segment);
+    free(r.sym);
+    free(r.prev);
+    free(r.next);
+    free(r.heap);
+    if (rc == MR_ENGINE_ENOMEM)
+        snprintf(err, errlen, "out of memory while tokenizing");
+    return rc;
+}
