@@ -19,21 +19,29 @@ WORDS(cooking_words, "recipe", "garlic", "onion", "tomato", "butter", "flour", "
       "chicken", "potato", "carrot", "soup", "stew", "bread", "dough", "yeast", "sugar",
       "vinegar", "ginger", "cumin", "skillet", "braise", "marinade", "cheese", "cream",
       "mushroom", "spinach", "rice", "noodles", "broth", "dessert", "chocolate", "pastry",
-      "knead", "whisk", "grill", "parsley", "cinnamon", "spoon", "kitchen", "ingredients");
+      "knead", "whisk", "grill", "parsley", "cinnamon", "spoon", "kitchen", "ingredients",
+      "eggs", "cake", "sponge", "thyme", "celery", "lentils", "beef", "chop", "slice",
+      "crisp", "golden", "season", "fry", "boil", "bacon", "salad", "honey", "yogurt",
+      "tofu", "carrots");
 WORDS(code_words, "function", "variable", "compiler", "pointer", "array", "integer", "string",
       "return", "struct", "python", "javascript", "rust", "class", "method", "module",
       "import", "library", "debug", "exception", "thread", "mutex", "buffer", "socket",
       "parser", "syntax", "recursion", "algorithm", "binary", "stack", "queue", "heap",
       "hashmap", "interface", "runtime", "kernel", "malloc", "loop", "boolean", "lambda",
       "iterator", "regex", "json", "database", "query", "schema", "commit", "branch",
-      "refactor", "unittest", "segfault", "linker");
+      "refactor", "unittest", "segfault", "linker", "program", "compile", "warnings",
+      "declare", "parse", "error", "static", "debugger", "trace", "index", "recursive",
+      "tree", "node", "memory", "leaks", "free", "null", "bytes", "git",
+      "server", "request", "handler", "cache", "vector");
 WORDS(travel_words, "flight", "airport", "hotel", "passport", "luggage", "itinerary", "beach",
       "mountain", "museum", "train", "station", "ticket", "visa", "journey", "island",
       "hostel", "backpack", "tourist", "castle", "village", "harbor", "cruise", "safari",
       "glacier", "desert", "canyon", "temple", "market", "festival", "border", "currency",
       "suitcase", "booking", "reservation", "guidebook", "sightseeing", "coastline",
       "volcano", "waterfall", "lagoon", "vineyard", "trail", "hiking", "camping", "ferry",
-      "cathedral", "palace", "souvenir", "passenger", "departure", "arrival");
+      "cathedral", "palace", "souvenir", "passenger", "departure", "arrival", "hike",
+      "alps", "boots", "jacket", "pack", "week", "tour", "guide", "map", "route", "bus",
+      "taxi", "city", "coast", "lake", "sunset", "rental", "budget", "abroad", "trip");
 
 /* Common English words, for sentences of no topic. */
 WORDS(general_words, "the", "of", "and", "to", "in", "is", "that", "it", "for", "was",

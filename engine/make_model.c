@@ -32,7 +32,7 @@ typedef struct {
 } preset_shape;
 
 static const preset_shape presets[] = {
-    [MR_PRESET_TINY] = {"tiny", 2048, 256, 4, 8, 2, 32, 128, 64, 8, 4096, 2.5, 0.7},
+    [MR_PRESET_TINY] = {"tiny", 2048, 256, 4, 8, 2, 32, 128, 64, 8, 4096, 3.0, 0.6},
     [MR_PRESET_SMALL] = {"small", 2048, 1024, 8, 16, 4, 64, 512, 128, 8, 4096, 0.5, 0.6},
 };
 
@@ -40,7 +40,9 @@ static const preset_shape presets[] = {
  * the topic bonus in router logits (noise units). */
 #define EMBED_POPULARITY 8.0
 #define EMBED_TOPIC 8.0
-#define TOPIC_BONUS 2.5
+#define TOPIC_BONUS 4.0
+/* A topic heats one expert in TOPIC_HOT_SHARE of each layer. */
+#define TOPIC_HOT_SHARE 10
 
 /* ------------------------------------------------------------------------
  * Deterministic random numbers: one stream per tensor, named by the model
@@ -287,6 +289,7 @@ static int add_router(tensor_list *l, const routing *rt, int layer)
     double h = p->hidden;
     double keep = sqrt(h / (h + EMBED_POPULARITY * EMBED_POPULARITY + EMBED_TOPIC * EMBED_TOPIC));
     int n_hot = p->experts / 20 > 0 ? p->experts / 20 : 1;
+    int n_topic_hot = p->experts / TOPIC_HOT_SHARE > 0 ? p->experts / TOPIC_HOT_SHARE : 1;
     for (int e = 0; e < p->experts; e++) {
         double bias = p->slope * -log((rank[e] + 1.0) / (p->experts + 1.0));
         if (rank[e] < n_hot)
@@ -300,10 +303,10 @@ static int add_router(tensor_list *l, const routing *rt, int layer)
             row[i] = rng_normal(&r) / sqrt(h) +
                      bias / (keep * EMBED_POPULARITY) * rt->directions[i];
         for (int t = 0; t < rt->n_topics; t++) {
-            /* Topic t's hot set: n_hot experts picked by a per-layer,
-             * per-topic rotation of the popularity order. */
+            /* Topic t's hot set: n_topic_hot experts picked by a
+             * per-layer, per-topic rotation of the popularity order. */
             int hot_rank = (rank[e] + (t + 1) * (p->experts / (rt->n_topics + 1))) % p->experts;
-            if (hot_rank >= n_hot)
+            if (hot_rank >= n_topic_hot)
                 continue;
             const double *d = rt->directions + (size_t)(1 + t) * p->hidden;
             for (int i = 0; i < p->hidden; i++)
@@ -329,7 +332,7 @@ static int add_layer(tensor_list *l, const routing *rt, int i)
         add_linear(l, NAME("model.layers.%d.self_attn.q_proj.weight", i), q, h, 1.0) ||
         add_linear(l, NAME("model.layers.%d.self_attn.k_proj.weight", i), kv, h, 1.0) ||
         add_linear(l, NAME("model.layers.%d.self_attn.v_proj.weight", i), kv, h, 1.0) ||
-        add_linear(l, NAME("model.layers.%d.self_attn.o_proj.weight", i), h, q, 0.5) ||
+        add_linear(l, NAME("model.layers.%d.self_attn.o_proj.weight", i), h, q, 0.25) ||
         add_norm(l, NAME("model.layers.%d.self_attn.q_norm.weight", i), p->head_dim) ||
         add_norm(l, NAME("model.layers.%d.self_attn.k_norm.weight", i), p->head_dim) ||
         add_router(l, rt, i))
@@ -340,7 +343,7 @@ static int add_layer(tensor_list *l, const routing *rt, int i)
             add_linear(l, NAME("model.layers.%d.mlp.experts.%d.up_proj.weight", i, e),
                        p->moe_inter, h, 1.0) ||
             add_linear(l, NAME("model.layers.%d.mlp.experts.%d.down_proj.weight", i, e), h,
-                       p->moe_inter, 0.5))
+                       p->moe_inter, 0.25))
             return -1;
 #undef NAME
     return 0;

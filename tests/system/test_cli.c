@@ -65,10 +65,12 @@ Test(cli, version_and_help)
     cr_assert_eq(moerun("--version"), 0);
     cr_assert(strncmp(out, "moerun 0.", 9) == 0, "%s", out);
     cr_assert_eq(moerun("--help"), 0);
-    static const char *const commands[] = {"run", "validate", "status", "report", "help"};
-    for (size_t i = 0; i < 5; i++)
+    static const char *const commands[] = {"run",    "validate", "status",
+                                           "report", "help",     "make-model"};
+    size_t n = sizeof commands / sizeof *commands;
+    for (size_t i = 0; i < n; i++)
         cr_assert(strstr(out, commands[i]), "--help lacks %s", commands[i]);
-    for (size_t i = 0; i < 5; i++) {
+    for (size_t i = 0; i < n; i++) {
         cr_assert_eq(moerun(commands[i], "--help"), 0, "%s --help", commands[i]);
         char *usage = NULL;
         cr_assert(asprintf(&usage, "usage: moerun %s", commands[i]) > 0);
@@ -120,11 +122,35 @@ Test(cli, usage_errors)
     cr_assert_eq(moerun("help", "nothing"), 2);
 }
 
-Test(cli, run_plans_and_says_there_is_no_engine)
+/* The lines of a run file, each parsed. */
+static cJSON *read_lines(const char *name)
 {
-    cr_assert_eq(moerun("run", "job.ini"), 4, "%s%s", out, err);
-    cr_assert(strstr(err, "no inference engine"), "%s", err);
+    char *path = NULL;
+    cr_assert(asprintf(&path, "%s/runs/cli/%s", dir, name) > 0);
+    char *text = mr_test_read(path, NULL);
+    cr_assert(text, "no %s", path);
+    cJSON *lines = cJSON_CreateArray();
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *o = cJSON_Parse(line);
+        cr_assert(o, "%s: not JSON: %s", path, line);
+        cJSON_AddItemToArray(lines, o);
+    }
+    free(text);
+    free(path);
+    return lines;
+}
+
+static const char *field(const cJSON *o, const char *a, const char *b)
+{
+    const cJSON *x = cJSON_GetObjectItem(o, a);
+    return cJSON_GetStringValue(b ? cJSON_GetObjectItem(x, b) : x);
+}
+
+Test(cli, run_serves_valid_lines_and_records_the_rest)
+{
+    cr_assert_eq(moerun("run", "job.ini"), 0, "%s%s", out, err);
     cr_assert(strstr(out, "3 requests to serve; 1 invalid and 1 duplicate lines"), "%s", out);
+    cr_assert(strstr(out, "served 3 requests, 2 failed"), "%s", out);
     char *plan_path = NULL;
     cr_assert(asprintf(&plan_path, "%s/runs/cli/plan.json", dir) > 0);
     size_t len;
@@ -138,13 +164,25 @@ Test(cli, run_plans_and_says_there_is_no_engine)
     cr_assert_eq(plan.duplicates[0].line_no, 4);
     mr_plan_free(&plan);
     free(text);
-
-    char *results = NULL;
-    cr_assert(asprintf(&results, "%s/runs/cli/results.jsonl", dir) > 0);
-    struct stat st;
-    cr_assert_neq(stat(results, &st), 0, "no results may be written without an engine");
-    free(results);
     free(plan_path);
+
+    cJSON *results = read_lines("results.jsonl");
+    static const char *const served[] = {"a", "b", "c"};
+    cr_assert_eq(cJSON_GetArraySize(results), 3);
+    for (int i = 0; i < 3; i++) {
+        const cJSON *r = cJSON_GetArrayItem(results, i);
+        cr_assert_str_eq(field(r, "custom_id", NULL), served[i]);
+        const cJSON *body = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "response"), "body");
+        int completion = cJSON_GetObjectItem(cJSON_GetObjectItem(body, "usage"),
+                                             "completion_tokens")->valueint;
+        cr_assert(completion >= 1 && completion <= 8, "max_tokens 8 gave %d", completion);
+    }
+    cJSON_Delete(results);
+    cJSON *errors = read_lines("errors.jsonl");
+    cr_assert_eq(cJSON_GetArraySize(errors), 2);
+    cr_assert_str_eq(field(cJSON_GetArrayItem(errors, 0), "error", "code"), "invalid_json");
+    cr_assert_str_eq(field(cJSON_GetArrayItem(errors, 1), "custom_id", NULL), "a");
+    cJSON_Delete(errors);
 }
 
 Test(cli, run_with_an_invalid_job_names_the_line)
@@ -193,12 +231,17 @@ Test(cli, validate_checks_the_model_folder)
     cr_assert(strstr(err, "[model] path"), "%s", err);
     free(mr_test_write(dir, "model/config.json", "[1, 2", (size_t)-1));
     cr_assert_eq(moerun("validate", "job.ini"), 3);
-    cr_assert(strstr(err, "config.json: not a JSON object"), "%s", err);
+    cr_assert(strstr(err, "model/config.json:1: not valid JSON"), "%s", err);
 }
 
-Test(cli, status_of_a_planned_run)
+Test(cli, status_of_a_run)
 {
-    cr_assert_eq(moerun("run", "job.ini"), 4);
+    cr_assert_eq(moerun("run", "job.ini"), 0, "%s", err);
+    cr_assert_eq(moerun("status", "runs/cli"), 0, "%s", err);
+    cr_assert(strstr(out, "finished"), "%s", out);
+    cr_assert(strstr(out, "3 results, 2 error records (5 of 5 lines"), "%s", out);
+    free(mr_test_write(dir, "runs/cli/results.jsonl", "", 0));
+    free(mr_test_write(dir, "runs/cli/errors.jsonl", "", 0));
     cr_assert_eq(moerun("status", "runs/cli"), 0, "%s", err);
     cr_assert(strstr(out, "planned, nothing served yet"), "%s", out);
     cr_assert(strstr(out, "0 of 5 lines"), "%s", out);
@@ -210,7 +253,7 @@ Test(cli, status_of_a_planned_run)
 /* report sums what the result lines say; write lines the way a run does. */
 Test(cli, report_sums_result_lines)
 {
-    cr_assert_eq(moerun("run", "job.ini"), 4);
+    cr_assert_eq(moerun("run", "job.ini"), 0, "%s", err);
     mr_job job;
     char msg[4096];
     cr_assert_eq(mr_test_load_job(&job, dir,

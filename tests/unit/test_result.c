@@ -76,6 +76,8 @@ Test(result, chat_line)
     mr_buf_free(&out);
 }
 
+/* Ids derive from the job and the custom_id only, so a rerun, a resumed
+ * run or a re-sharded run writes the same ids. */
 Test(result, same_request_same_bytes_other_request_other_ids)
 {
     mr_buf a = {0}, b = {0}, c = {0};
@@ -83,13 +85,19 @@ Test(result, same_request_same_bytes_other_request_other_ids)
     format_result(MR_ENDPOINT_COMPLETIONS, &b);
     cr_assert_eq(a.len, b.len);
     cr_assert_eq(memcmp(a.data, b.data, a.len), 0);
-    mr_request req = {.custom_id = "req-7", .line_no = 4};
+    mr_request req = {.custom_id = "req-8", .line_no = 3};
     mr_completion comp = {"x", 1, "length", 1, 1};
     cr_assert_eq(mr_result_format(&c, "job", "tiny", &req, &comp, 1700000000), MR_JOBS_OK);
-    cJSON *ra = one_line(&a), *rc = one_line(&c);
+    mr_buf d = {0};
+    req.custom_id = "req-7";
+    cr_assert_eq(mr_result_format(&d, "other-job", "tiny", &req, &comp, 1700000000), MR_JOBS_OK);
+    cJSON *ra = one_line(&a), *rc = one_line(&c), *rd = one_line(&d);
     cr_assert_str_neq(at(ra, "id")->valuestring, at(rc, "id")->valuestring);
+    cr_assert_str_neq(at(ra, "id")->valuestring, at(rd, "id")->valuestring);
     cJSON_Delete(ra);
     cJSON_Delete(rc);
+    cJSON_Delete(rd);
+    mr_buf_free(&d);
     mr_buf_free(&a);
     mr_buf_free(&b);
     mr_buf_free(&c);
