@@ -322,7 +322,11 @@ static int load_pretokenizer(mr_tokenizer *t, const cJSON *pre, error_sink *e)
                                         "byte-level BPE is supported");
     if (rc == MR_ENGINE_OK && n == 0) /* ByteLevel without regex: one piece */
         patterns[n++] = "(?s).+";
-    return rc == MR_ENGINE_OK ? mr_presplit_create(patterns, n, &t->split, e->msg, e->len) : rc;
+    if (rc != MR_ENGINE_OK)
+        return rc;
+    char why[256];
+    rc = mr_presplit_create(patterns, n, &t->split, why, sizeof why);
+    return rc == MR_ENGINE_EINVAL ? failf(e, rc, "%s", why) : rc;
 }
 
 static int load_tokenizer_json(mr_tokenizer *t, const cJSON *root, error_sink *e)
@@ -584,7 +588,8 @@ static int reserve(bpe_run *r, size_t n)
     if (!next)
         return MR_ENGINE_ENOMEM;
     r->next = next;
-    candidate *heap = realloc(r->heap, cap * sizeof *heap);
+    /* Each merge pushes at most two pairs on top of the first n - 1. */
+    candidate *heap = realloc(r->heap, 3 * cap * sizeof *heap);
     if (!heap)
         return MR_ENGINE_ENOMEM;
     r->heap = heap;

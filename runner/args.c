@@ -35,6 +35,7 @@ int mr_runner_parse_args(int argc, char **argv, unsigned allowed, const char *op
         {"json", no_argument, NULL, MR_OPT_JSON},
         {"preset", required_argument, NULL, MR_OPT_PRESET},
         {"seed", required_argument, NULL, MR_OPT_SEED},
+        {"decode", no_argument, NULL, MR_OPT_DECODE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -55,6 +56,7 @@ int mr_runner_parse_args(int argc, char **argv, unsigned allowed, const char *op
             args->overrides[args->n_overrides++].assignment = optarg;
         args->print |= c == MR_OPT_PRINT;
         args->json |= c == MR_OPT_JSON;
+        args->decode |= c == MR_OPT_DECODE;
         if (c == MR_OPT_PRESET)
             args->preset = optarg;
         if (c == MR_OPT_SEED)

@@ -69,6 +69,23 @@ static const mr_runner_command commands[] = {
      "  -h, --help      show this help\n"
      "\n"
      "Exit codes: 0 written, 1 system error, 2 bad command line.\n"},
+    {"tokenize", mr_runner_tokenize, "turn text into token ids, or ids into text",
+     "usage: moerun tokenize PATH [--decode]\n"
+     "\n"
+     "PATH is a model folder or a tokenizer.json.  Reads one JSON string per line\n"
+     "on standard input and prints the token ids of each as one JSON array per\n"
+     "line, as Hugging Face's tokenizer.encode(text, add_special_tokens=False)\n"
+     "gives them; special tokens written in the text (<|im_start|>) are matched.\n"
+     "\n"
+     "  --decode    the reverse: one JSON array of ids per line in, one JSON string\n"
+     "              per line out (bytes that are not whole UTF-8 characters come\n"
+     "              out as U+FFFD)\n"
+     "  -h, --help  show this help\n"
+     "\n"
+     "  $ echo '\"Hello, world!\"' | moerun tokenize build/models/tiny\n"
+     "\n"
+     "Exit codes: 0 done, 1 system error, 2 bad command line, 3 a bad tokenizer or\n"
+     "input line (the message names the line; lines before it were printed).\n"},
     {"help", mr_runner_help, "show help for a command, or every job key",
      "usage: moerun help [COMMAND | keys]\n"
      "\n"

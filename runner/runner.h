@@ -36,6 +36,7 @@ int mr_runner_status(int argc, char **argv);
 int mr_runner_report(int argc, char **argv);
 int mr_runner_help(int argc, char **argv);
 int mr_runner_make_model(int argc, char **argv);
+int mr_runner_tokenize(int argc, char **argv);
 
 /* The options a command may take, as bits of `allowed`.  The values are the
  * getopt codes; they stay clear of ASCII letters. */
@@ -44,14 +45,15 @@ enum {
     MR_OPT_PRINT = 0x200,
     MR_OPT_JSON = 0x400,
     MR_OPT_PRESET = 0x800,
-    MR_OPT_SEED = 0x1000
+    MR_OPT_SEED = 0x1000,
+    MR_OPT_DECODE = 0x2000
 };
 
 typedef struct {
     const char *operand; /* the job file or run folder */
     mr_job_override *overrides;
     size_t n_overrides;
-    bool print, json;
+    bool print, json, decode;
     const char *preset, *seed; /* as given; the command checks them */
 } mr_runner_args;
 
