@@ -31,6 +31,7 @@ void mr_cpu_fast_release(mr_backend *be)
     if (!fast)
         return;
     mr_cpu_scratch_free(&fast->expert);
+    mr_cpu_fast_free_weights(fast);
     free(fast);
     be->impl = NULL;
 }
@@ -66,6 +67,7 @@ const mr_ops mr_cpu_fast_ops = {
     .name = "cpu",
     MR_CPU_MEMORY_OPS,
     MR_CPU_CHEAP_OPS,
+    .map_weights = mr_cpu_fast_map_weights,
     .rmsnorm = fast_rmsnorm,
     .matmul = mr_fast_matmul,
     .attention = mr_fast_attention,

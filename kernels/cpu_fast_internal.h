@@ -17,10 +17,16 @@
 #define MR_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 #define MR_AVX512_INLINE MR_AVX512 __attribute__((always_inline)) static inline
 
+typedef struct mr_cpu_arena_chunk mr_cpu_arena_chunk;
+
 typedef struct {
     bool avx512;           /* checked once at create; without it ops run mr_ref_* */
     mr_cpu_scratch expert; /* expert_ffn's gate and up outputs, [rows][inter] each */
+    mr_cpu_arena_chunk *weights; /* huge-page copies of the weights (cpu_weights.c) */
 } mr_cpu_fast;
+
+const void *mr_cpu_fast_map_weights(mr_backend *be, const void *host, size_t bytes);
+void mr_cpu_fast_free_weights(mr_cpu_fast *fast);
 
 static inline bool mr_fast_avx512(const mr_backend *be)
 {

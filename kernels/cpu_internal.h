@@ -22,7 +22,7 @@ const void *mr_cpu_map_weights(mr_backend *be, const void *host, size_t bytes);
 void mr_cpu_sync(mr_backend *be);
 #define MR_CPU_MEMORY_OPS                                                                          \
     .alloc = mr_cpu_alloc, .free = mr_cpu_free, .upload = mr_cpu_copy, .download = mr_cpu_copy,    \
-    .map_weights = mr_cpu_map_weights, .sync = mr_cpu_sync
+    .sync = mr_cpu_sync
 
 /* A buffer that only ever grows, so hot ops stop allocating once warm.
  * Returns NULL when it cannot grow; ops then write NaN (mr_cpu_fill_nan)

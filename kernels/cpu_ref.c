@@ -298,6 +298,7 @@ void mr_ref_add(mr_backend *be, float *y, const float *x, size_t n)
 const mr_ops mr_cpu_ref_ops = {
     .name = "ref",
     MR_CPU_MEMORY_OPS,
+    .map_weights = mr_cpu_map_weights,
     MR_CPU_CHEAP_OPS,
     .rmsnorm = mr_ref_rmsnorm,
     .matmul = mr_ref_matmul,

@@ -68,8 +68,8 @@ typedef struct {
 
     /* Memory.  On the CPU device memory is host memory; upload and download
      * are copies.  map_weights gives the address ops should read a weight
-     * at: on the CPU the mmapped file itself (no copy); on a GPU a device
-     * copy made once at load. */
+     * at, made once at load: the "ref" backend reads the mmapped file
+     * itself, "cpu" a copy in huge pages, a GPU a device copy. */
     void *(*alloc)(mr_backend *be, size_t bytes);
     void (*free)(mr_backend *be, void *ptr);
     void (*upload)(mr_backend *be, void *dst, const void *src, size_t bytes);

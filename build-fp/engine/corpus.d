@@ -1,0 +1,2 @@
+build-fp/engine/corpus.o: engine/corpus.c engine/corpus.h
+engine/corpus.h:

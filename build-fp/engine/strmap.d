@@ -1,0 +1,2 @@
+build-fp/engine/strmap.o: engine/strmap.c engine/tokenizer_internal.h
+engine/tokenizer_internal.h:

@@ -1,0 +1,3 @@
+build-fp/jobs/input.o: jobs/input.c jobs/internal.h jobs/jobs.h
+jobs/internal.h:
+jobs/jobs.h:
