@@ -561,8 +561,8 @@ static candidate heap_pop(bpe_run *r)
 
 static void push_pair(bpe_run *r, int32_t pos)
 {
-    int32_t right = r->next[pos];
-    if (pos < 0 || right < 0)
+    int32_t right = pos >= 0 ? r->next[pos] : -1;
+    if (right < 0)
         return;
     char key[8];
     pair_key(r->sym[pos], r->sym[right], key);

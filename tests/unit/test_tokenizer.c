@@ -168,6 +168,8 @@ Test(tokenizer, training_is_deterministic_and_fills_the_vocabulary)
     cr_assert_eq(mr_tokenizer_train(corpus, strlen(corpus), 270, specials, 1, &b, err, sizeof err),
                  MR_ENGINE_OK, "%s", err);
     cr_assert_str_eq(a, b);
+    free(b);
+    b = NULL;
     char *dir = mr_test_tmpdir();
     char *path = mr_test_write(dir, "tokenizer.json", a, (size_t)-1);
     mr_tokenizer *trained;
@@ -182,6 +184,7 @@ Test(tokenizer, training_is_deterministic_and_fills_the_vocabulary)
     cr_assert_eq(mr_tokenizer_train(corpus, strlen(corpus), 100, specials, 1, &b, err, sizeof err),
                  MR_ENGINE_EINVAL);
     cr_assert(strstr(err, "at least 257 tokens"), "%s", err);
+    cr_assert_null(b);
     free(a);
     free(path);
     mr_test_rmtree(dir);
