@@ -388,9 +388,9 @@ int mr_runner_serve(const mr_job *job, const mr_plan *plan)
     if (rc == MR_EXIT_OK) {
         double seconds = now() - start;
         uint64_t tokens = s.prompt_tokens + s.completion_tokens;
-        printf("served %" PRIu64 " requests, %" PRIu64 " failed; %" PRIu64 " prompt + %" PRIu64
+        printf("served %" PRIu64 " request%s, %" PRIu64 " failed; %" PRIu64 " prompt + %" PRIu64
                " completion tokens in %.1f s (%.0f tokens/s)\n",
-               s.n_ok, s.n_failed, s.prompt_tokens, s.completion_tokens, seconds,
+               s.n_ok, s.n_ok == 1 ? "" : "s", s.n_failed, s.prompt_tokens, s.completion_tokens, seconds,
                seconds > 0 ? tokens / seconds : 0.0);
         printf("results: %s/%s\nerrors:  %s/%s\n", job->job_run_dir, MR_RUN_RESULTS,
                job->job_run_dir, MR_RUN_ERRORS);

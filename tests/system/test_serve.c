@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -261,4 +262,42 @@ Test(serve, a_broken_model_folder_is_named)
     cr_assert_eq(mr_test_moerun(dir, &out, &err, "run", "b.ini", NULL), 3, "%s", err);
     cr_assert(strstr(err, "config.json"), "%s", err);
     free(path);
+}
+
+/* A model whose chat template moerun cannot render still serves
+ * completions; its chat requests become error records saying why. */
+Test(serve, an_unsupported_chat_template_fails_only_chat_requests)
+{
+    static const char *const linked[] = {"config.json", "model.safetensors", "tokenizer.json"};
+    for (size_t i = 0; i < 3; i++) {
+        char *from = NULL, *to = NULL;
+        cr_assert(asprintf(&from, "%s/%s", mr_test_tiny_model(), linked[i]) > 0);
+        cr_assert(asprintf(&to, "%s/llama3/%s", dir, linked[i]) > 0);
+        free(mr_test_write(dir, "llama3/.keep", "", 0));
+        cr_assert_eq(symlink(from, to), 0, "%s", to);
+        free(from);
+        free(to);
+    }
+    free(mr_test_write(dir, "llama3/tokenizer_config.json",
+                       "{\"eos_token\": \"<|im_end|>\", \"chat_template\": \"{% for m in messages "
+                       "%}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\\n\\n{{ m['content'] "
+                       "}}<|eot_id|>{% endfor %}\"}",
+                       (size_t)-1));
+    write_requests("r.jsonl", 0, 3); /* r00 is a completion, r01 and r02 chats */
+    free(mr_test_write(dir, "t.ini",
+                       "[job]\nrun_dir = runs/t\n[model]\npath = llama3\n[input]\nfiles = r.jsonl\n",
+                       (size_t)-1));
+    free(out);
+    free(err);
+    cr_assert_eq(mr_test_moerun(dir, &out, &err, "run", "t.ini", NULL), 0, "%s%s", out, err);
+    cr_assert(strstr(out, "served 1 request, 2 failed"), "%s", out);
+    cJSON *results = results_of("t", "results.jsonl");
+    cr_assert_not_null(cJSON_GetObjectItem(results, "r00"));
+    cJSON_Delete(results);
+    cJSON *errors = results_of("t", "errors.jsonl");
+    cJSON *e = cJSON_GetObjectItem(cJSON_GetObjectItem(errors, "r01"), "error");
+    cr_assert_str_eq(cJSON_GetObjectItem(e, "code")->valuestring, "unsupported_chat_template");
+    cr_assert(strstr(cJSON_GetObjectItem(e, "message")->valuestring, "not ChatML"), "%s",
+              cJSON_GetObjectItem(e, "message")->valuestring);
+    cJSON_Delete(errors);
 }
