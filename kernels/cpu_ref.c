@@ -164,15 +164,18 @@ static void expert_row(float *out, const float *x, const mr_expert_groups *g, in
     matmul_row(out, h, g->down[group], g->type, g->hidden, g->inter);
 }
 
+/* Each product is rounded to f32 and the products are summed in double.
+ * That sum is exact unless the products span more than about 2^26, so it
+ * does not depend on how the k products are grouped: expert parallelism
+ * adds per-rank partial sums (as doubles) and gets the bits one rank gets. */
 static void combine_row(float *out, const float *rows, const int32_t *row_of, const float *weight,
                         int k, int dim)
 {
-    for (int i = 0; i < dim; i++)
-        out[i] = 0;
-    for (int j = 0; j < k; j++) {
-        const float *src = rows + (size_t)row_of[j] * (size_t)dim;
-        for (int i = 0; i < dim; i++)
-            out[i] += weight[j] * src[i];
+    for (int i = 0; i < dim; i++) {
+        double sum = 0;
+        for (int j = 0; j < k; j++)
+            sum += (double)(weight[j] * rows[(size_t)row_of[j] * (size_t)dim + (size_t)i]);
+        out[i] = (float)sum;
     }
 }
 

@@ -664,10 +664,11 @@ Test(kernels, combine_add_embed)
     ref->ops->combine(ref, out, rows, &row_of[0][0], &weight[0][0], 2, 3, DIM);
     for (int t = 0; t < 2; t++)
         for (int i = 0; i < DIM; i++) {
-            float expect = 0;
-            for (int j = 0; j < 3; j++)
-                expect += weight[t][j] * rows[row_of[t][j] * DIM + i];
-            cr_assert_eq(out[t * DIM + i], expect, "in order j, f32");
+            /* f32 products summed in double, in any order: reversed here. */
+            double expect = 0;
+            for (int j = 2; j >= 0; j--)
+                expect += (double)(weight[t][j] * rows[row_of[t][j] * DIM + i]);
+            cr_assert_eq(out[t * DIM + i], (float)expect);
         }
     cpu->ops->combine(cpu, again, rows, &row_of[0][0], &weight[0][0], 2, 3, DIM);
     assert_same_bits(again, out, 2 * DIM, "combine");
