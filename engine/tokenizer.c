@@ -20,6 +20,7 @@
 #include <utf8proc.h>
 
 #include "engine/engine.h"
+#include "engine/grow.h"
 #include "engine/tokenizer_internal.h"
 #include "engine/weights_internal.h"
 
@@ -134,8 +135,10 @@ static int load_vocab(mr_tokenizer *t, const cJSON *vocab, error_sink *e)
     cJSON_ArrayForEach(item, vocab)
     {
         size_t n = strlen(item->string);
-        if (n > cap && !(buf = realloc(buf, cap = n * 2)))
-            return MR_ENGINE_ENOMEM;
+        if (!mr_grow((void **)&buf, &cap, n, 1)) {
+            rc = MR_ENGINE_ENOMEM;
+            break;
+        }
         long len = mr_byte_level_decode(item->string, n, buf);
         if (len < 0) {
             rc = failf(e, MR_ENGINE_EINVAL,
@@ -493,14 +496,8 @@ void mr_tokens_free(mr_tokens *tokens)
 
 static int push_id(mr_tokens *out, int32_t id)
 {
-    if (out->count == out->cap) {
-        size_t cap = out->cap ? out->cap * 2 : 64;
-        int32_t *ids = realloc(out->ids, cap * sizeof *ids);
-        if (!ids)
-            return MR_ENGINE_ENOMEM;
-        out->ids = ids;
-        out->cap = cap;
-    }
+    if (!mr_grow((void **)&out->ids, &out->cap, out->count + 1, sizeof *out->ids))
+        return MR_ENGINE_ENOMEM;
     out->ids[out->count++] = id;
     return MR_ENGINE_OK;
 }
