@@ -5,6 +5,7 @@
  * vocabulary to learn whole words of every topic.
  */
 #include "engine/corpus.h"
+#include "engine/grow.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -140,16 +141,8 @@ typedef struct {
 
 static int append(text_buf *b, const char *s, size_t n)
 {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 1 << 16;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *grown = realloc(b->data, cap);
-        if (!grown)
-            return -1;
-        b->data = grown;
-        b->cap = cap;
-    }
+    if (!mr_grow((void **)&b->data, &b->cap, b->len + n + 1, 1))
+        return -1;
     memcpy(b->data + b->len, s, n);
     b->len += n;
     b->data[b->len] = '\0';

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "engine/grow.h"
 
 static const char replacement[] = "\xEF\xBF\xBD";
 
@@ -61,21 +62,6 @@ static int next_unit(const unsigned char *s, size_t n)
     return need;
 }
 
-static int reserve(char **out, size_t *len, size_t *cap, size_t more)
-{
-    if (*len + more + 1 <= *cap)
-        return MR_ENGINE_OK;
-    size_t grown = *cap ? *cap * 2 : 64;
-    while (grown < *len + more + 1)
-        grown *= 2;
-    char *p = realloc(*out, grown);
-    if (!p)
-        return MR_ENGINE_ENOMEM;
-    *out = p;
-    *cap = grown;
-    return MR_ENGINE_OK;
-}
-
 static void append(char *out, size_t *len, const void *bytes, size_t n)
 {
     memcpy(out + *len, bytes, n);
@@ -92,7 +78,8 @@ int mr_detok_push(const mr_tokenizer *tok, mr_detok *state, int32_t id, char **o
         return MR_ENGINE_EINVAL;
     size_t n = (size_t)state->n_pending + n_token;
     unsigned char stack[256], *work = n <= sizeof stack ? stack : malloc(n);
-    if (!work || reserve(out, len, cap, 3 * n) != MR_ENGINE_OK) {
+    /* Each byte comes out as itself or within a 3-byte U+FFFD, plus a NUL. */
+    if (!work || !mr_grow((void **)out, cap, *len + 3 * n + 1, 1)) {
         if (work != stack)
             free(work);
         return MR_ENGINE_ENOMEM;

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "engine/corpus.h"
+#include "engine/grow.h"
 #include "engine/model_internal.h"
 
 typedef struct {
@@ -105,14 +106,8 @@ typedef struct {
 
 static uint16_t *add_tensor(tensor_list *l, const char *name, int64_t rows, int64_t cols)
 {
-    if (l->count == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 256;
-        mr_tensor_spec *s = realloc(l->specs, cap * sizeof *s);
-        if (!s)
-            return NULL;
-        l->specs = s;
-        l->cap = cap;
-    }
+    if (!mr_grow((void **)&l->specs, &l->cap, l->count + 1, sizeof *l->specs))
+        return NULL;
     size_t n = (size_t)rows * (size_t)(cols ? cols : 1);
     uint16_t *data = malloc(n * sizeof(uint16_t));
     char *copy = strdup(name);

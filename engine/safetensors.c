@@ -21,6 +21,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "engine/grow.h"
 #include "engine/weights_internal.h"
 
 #define SINGLE_FILE "model.safetensors"
@@ -106,21 +107,6 @@ static void format_shape(char *out, size_t outlen, int ndim, const int64_t *shap
         n += (size_t)snprintf(out + n, outlen - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
     if (n < outlen)
         snprintf(out + n, outlen - n, "]");
-}
-
-static bool grow(void **items, size_t *cap, size_t need, size_t size)
-{
-    if (need <= *cap)
-        return true;
-    size_t cap2 = *cap ? *cap * 2 : 16;
-    while (cap2 < need)
-        cap2 *= 2;
-    void *p = realloc(*items, cap2 * size);
-    if (!p)
-        return false;
-    *items = p;
-    *cap = cap2;
-    return true;
 }
 
 /* ---- one file: map it, read its header ---- */
@@ -306,7 +292,7 @@ static int read_entries(mr_weights *w, size_t file, const cJSON *header, errbuf 
             snprintf(e->err, e->errlen, "%s: \"__metadata__\" must be an object", f->path);
             return MR_ENGINE_EINVAL;
         }
-        if (!grow((void **)&w->tensors, &w->tensors_cap, w->n_tensors + 1, sizeof *w->tensors))
+        if (!mr_grow((void **)&w->tensors, &w->tensors_cap, w->n_tensors + 1, sizeof *w->tensors))
             return fail_nomem(e, f->path);
         st_tensor *t = &w->tensors[w->n_tensors];
         memset(t, 0, sizeof *t);
@@ -347,7 +333,7 @@ static int read_header(mr_weights *w, size_t file, errbuf *e)
 
 static int add_file(mr_weights *w, const char *dir, const char *name, errbuf *e)
 {
-    if (!grow((void **)&w->files, &w->files_cap, w->n_files + 1, sizeof *w->files))
+    if (!mr_grow((void **)&w->files, &w->files_cap, w->n_files + 1, sizeof *w->files))
         return fail_nomem(e, name);
     st_file *f = &w->files[w->n_files];
     memset(f, 0, sizeof *f);

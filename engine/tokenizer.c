@@ -20,6 +20,7 @@
 #include <utf8proc.h>
 
 #include "engine/engine.h"
+#include "engine/grow.h"
 #include "engine/tokenizer_internal.h"
 #include "engine/weights_internal.h"
 
@@ -50,6 +51,7 @@ struct mr_tokenizer {
     int32_t byte_id[256];
     added_token *added;
     size_t n_added;
+    bool added_starts[256]; /* first bytes of added tokens: most bytes start none */
     bool nfc;
     bool ignore_merges; /* Llama 3: a piece that is a token is not merged */
     mr_presplit *split;
@@ -134,8 +136,10 @@ static int load_vocab(mr_tokenizer *t, const cJSON *vocab, error_sink *e)
     cJSON_ArrayForEach(item, vocab)
     {
         size_t n = strlen(item->string);
-        if (n > cap && !(buf = realloc(buf, cap = n * 2)))
-            return MR_ENGINE_ENOMEM;
+        if (!mr_grow((void **)&buf, &cap, n, 1)) {
+            rc = MR_ENGINE_ENOMEM;
+            break;
+        }
         long len = mr_byte_level_decode(item->string, n, buf);
         if (len < 0) {
             rc = failf(e, MR_ENGINE_EINVAL,
@@ -242,6 +246,7 @@ static int load_added(mr_tokenizer *t, const cJSON *added, error_sink *e)
         a->id = (int32_t)cJSON_GetObjectItemCaseSensitive(item, "id")->valuedouble;
         a->lstrip = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "lstrip"));
         a->rstrip = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "rstrip"));
+        t->added_starts[(unsigned char)content->valuestring[0]] = true;
         if (!a->content || set_token_bytes(t, a->id, a->content, a->len) != MR_ENGINE_OK)
             return MR_ENGINE_ENOMEM;
     }
@@ -493,14 +498,8 @@ void mr_tokens_free(mr_tokens *tokens)
 
 static int push_id(mr_tokens *out, int32_t id)
 {
-    if (out->count == out->cap) {
-        size_t cap = out->cap ? out->cap * 2 : 64;
-        int32_t *ids = realloc(out->ids, cap * sizeof *ids);
-        if (!ids)
-            return MR_ENGINE_ENOMEM;
-        out->ids = ids;
-        out->cap = cap;
-    }
+    if (!mr_grow((void **)&out->ids, &out->cap, out->count + 1, sizeof *out->ids))
+        return MR_ENGINE_ENOMEM;
     out->ids[out->count++] = id;
     return MR_ENGINE_OK;
 }
@@ -673,6 +672,8 @@ static const added_token *added_at(const mr_tokenizer *t, const char *text, size
                                    size_t at)
 {
     const added_token *best = NULL;
+    if (!t->added_starts[(unsigned char)text[at]])
+        return NULL;
     for (size_t i = 0; i < t->n_added; i++) {
         const added_token *a = &t->added[i];
         if (a->len <= len - at && (!best || a->len > best->len) &&
@@ -689,7 +690,7 @@ int mr_tokenizer_encode(const mr_tokenizer *t, const char *text, size_t len, mr_
     size_t segment = 0;
     int rc = MR_ENGINE_OK;
     for (size_t at = 0; at < len && rc == MR_ENGINE_OK;) {
-        const added_token *a = t->n_added ? added_at(t, text, len, at) : NULL;
+        const added_token *a = added_at(t, text, len, at);
         if (!a) {
             at++;
             continue;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "engine/grow.h"
 #include "engine/tokenizer_internal.h"
 
 typedef struct {
@@ -43,14 +44,8 @@ static int add_piece(const char *piece, size_t len, void *ctx)
         tr->words[at].count++;
         return 0;
     }
-    if (tr->n_words == tr->cap_words) {
-        size_t cap = tr->cap_words ? tr->cap_words * 2 : 1024;
-        word *w = realloc(tr->words, cap * sizeof *w);
-        if (!w)
-            return MR_ENGINE_ENOMEM;
-        tr->words = w;
-        tr->cap_words = cap;
-    }
+    if (!mr_grow((void **)&tr->words, &tr->cap_words, tr->n_words + 1, sizeof *tr->words))
+        return MR_ENGINE_ENOMEM;
     word *w = &tr->words[tr->n_words];
     if (!(w->syms = malloc(len * sizeof *w->syms)))
         return MR_ENGINE_ENOMEM;
@@ -77,55 +72,58 @@ static int add_token(trainer *tr, const char *bytes, size_t len)
     return mr_strmap_put(&tr->vocab, bytes, len, id) == 0 ? id : -1;
 }
 
+typedef struct {
+    int32_t pair[2];
+    int64_t total;
+} pair_count;
+
+typedef struct {
+    mr_strmap index; /* pair -> position in counts */
+    pair_count *counts;
+    size_t n, cap;
+} pair_table;
+
+/* The entry of `pair`, added with total 0 when new; NULL when out of memory. */
+static pair_count *entry_of(pair_table *t, const int32_t pair[2])
+{
+    int32_t at = mr_strmap_get(&t->index, (const char *)pair, 2 * sizeof *pair);
+    if (at >= 0)
+        return &t->counts[at];
+    if (!mr_grow((void **)&t->counts, &t->cap, t->n + 1, sizeof *t->counts) ||
+        mr_strmap_put(&t->index, (const char *)pair, 2 * sizeof *pair, (int32_t)t->n) != 0)
+        return NULL;
+    pair_count *c = &t->counts[t->n++];
+    *c = (pair_count){{pair[0], pair[1]}, 0};
+    return c;
+}
+
 /* The most frequent adjacent pair, or count 0 when every word is one token. */
 static int best_pair(const trainer *tr, int32_t best[2])
 {
-    mr_strmap counts;
-    if (mr_strmap_init(&counts, 4096) != 0)
+    pair_table t = {0};
+    if (mr_strmap_init(&t.index, 4096) != 0)
         return -1;
-    int64_t *totals = NULL;
-    size_t n_pairs = 0, cap = 0;
-    int32_t (*pairs)[2] = NULL;
-    int64_t best_count = 0;
     int rc = 0;
     for (size_t w = 0; w < tr->n_words && rc == 0; w++)
-        for (int i = 0; i + 1 < tr->words[w].n; i++) {
-            int32_t key[2] = {tr->words[w].syms[i], tr->words[w].syms[i + 1]};
-            int32_t at = mr_strmap_get(&counts, (const char *)key, sizeof key);
-            if (at < 0) {
-                if (n_pairs == cap) {
-                    cap = cap ? cap * 2 : 4096;
-                    int64_t *t = realloc(totals, cap * sizeof *t);
-                    int32_t(*p)[2] = t ? realloc(pairs, cap * sizeof *p) : NULL;
-                    if (t)
-                        totals = t;
-                    if (!p) {
-                        rc = -1;
-                        break;
-                    }
-                    pairs = p;
-                }
-                at = (int32_t)n_pairs++;
-                totals[at] = 0;
-                memcpy(pairs[at], key, sizeof key);
-                if (mr_strmap_put(&counts, (const char *)key, sizeof key, at) != 0) {
-                    rc = -1;
-                    break;
-                }
-            }
-            totals[at] += tr->words[w].count;
+        for (int i = 0; i + 1 < tr->words[w].n && rc == 0; i++) {
+            pair_count *c = entry_of(&t, &tr->words[w].syms[i]);
+            if (c)
+                c->total += tr->words[w].count;
+            else
+                rc = -1;
         }
-    for (size_t p = 0; p < n_pairs && rc == 0; p++) {
-        bool lower = pairs[p][0] < best[0] || (pairs[p][0] == best[0] && pairs[p][1] < best[1]);
-        if (totals[p] > best_count || (totals[p] == best_count && lower)) {
-            best_count = totals[p];
-            best[0] = pairs[p][0];
-            best[1] = pairs[p][1];
+    int64_t best_count = 0;
+    for (size_t p = 0; p < t.n && rc == 0; p++) {
+        const pair_count *c = &t.counts[p];
+        bool lower = c->pair[0] < best[0] || (c->pair[0] == best[0] && c->pair[1] < best[1]);
+        if (c->total > best_count || (c->total == best_count && lower)) {
+            best_count = c->total;
+            best[0] = c->pair[0];
+            best[1] = c->pair[1];
         }
     }
-    mr_strmap_free(&counts);
-    free(totals);
-    free(pairs);
+    mr_strmap_free(&t.index);
+    free(t.counts);
     return rc < 0 ? -1 : best_count > 0;
 }
 

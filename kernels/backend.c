@@ -6,11 +6,6 @@
 
 #include "kernels/cpu_internal.h"
 
-size_t mr_tensor_type_size(mr_tensor_type type)
-{
-    return type == MR_TENSOR_BF16 ? 2 : 4;
-}
-
 const char *mr_tensor_type_name(mr_tensor_type type)
 {
     return type == MR_TENSOR_BF16 ? "bf16" : "f32";

@@ -38,7 +38,7 @@ MR_AVX512_INLINE void tile_step(__m512 acc[TILE], const float *const *x, const v
         /* Weights are read once per token group: fetch them early enough
          * that a decode step, which reads little else, is not left waiting
          * on memory.  A prefetch past the row's end is harmless. */
-        _mm_prefetch((const char *)w[c] + (size_t)(k + PREFETCH_AHEAD) * (type == MR_TENSOR_BF16 ? 2 : 4),
+        _mm_prefetch((const char *)w[c] + (size_t)(k + PREFETCH_AHEAD) * mr_tensor_type_size(type),
                      _MM_HINT_T0);
         __m512 wv = mr_load16(w[c], type, k, mask);
 #pragma GCC unroll 4

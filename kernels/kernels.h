@@ -26,7 +26,12 @@
 
 typedef enum { MR_TENSOR_F32, MR_TENSOR_BF16 } mr_tensor_type;
 
-size_t mr_tensor_type_size(mr_tensor_type type);
+/* Inline: kernels call it per weight row and per prefetch in hot loops. */
+static inline size_t mr_tensor_type_size(mr_tensor_type type)
+{
+    return type == MR_TENSOR_BF16 ? 2 : 4;
+}
+
 const char *mr_tensor_type_name(mr_tensor_type type);
 float mr_bf16_to_f32(uint16_t h);
 uint16_t mr_f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */

@@ -46,9 +46,9 @@ static int decode_line(tokenize_state *s, const cJSON *value, char *err, size_t 
     mr_detok state = {0};
     s->len = 0;
     const cJSON *id;
+    int vocab = mr_tokenizer_vocab_size(s->tok);
     cJSON_ArrayForEach(id, value)
     {
-        int vocab = mr_tokenizer_vocab_size(s->tok);
         size_t n;
         if (!cJSON_IsNumber(id) || id->valuedouble != (double)(int32_t)id->valuedouble ||
             !mr_tokenizer_token_bytes(s->tok, (int32_t)id->valuedouble, &n)) {

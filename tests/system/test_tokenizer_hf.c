@@ -152,15 +152,22 @@ static void write_corpus(const char *name)
     mr_buf_free(&lines);
 }
 
+/* A file of the scratch folder, which must exist; the caller frees it. */
+static char *read_scratch(const char *name)
+{
+    char *path = NULL;
+    cr_assert(asprintf(&path, "%s/%s", dir, name) > 0);
+    char *text = mr_test_read(path, NULL);
+    cr_assert(text, "no %s", path);
+    free(path);
+    return text;
+}
+
 /* The lines of a file as a NULL-terminated array (the text stays owned by
  * the first element's buffer; free both). */
 static char **lines_of(const char *name, char **text, size_t *n)
 {
-    char *path = NULL;
-    cr_assert(asprintf(&path, "%s/%s", dir, name) > 0);
-    *text = mr_test_read(path, NULL);
-    cr_assert(*text, "no %s", path);
-    free(path);
+    *text = read_scratch(name);
     char **lines = calloc(N_STRINGS + 2, sizeof *lines);
     *n = 0;
     for (char *line = strtok(*text, "\n"); line && *n <= N_STRINGS; line = strtok(NULL, "\n"))
@@ -222,9 +229,7 @@ Test(tokenizer_hf, known_ids_and_decode)
     cr_assert_eq(shell("'%s' tokenize '%s' < in.jsonl > ids.jsonl", getenv("MOERUN"),
                        qwen3_tokenizer()),
                  0);
-    char *path = NULL;
-    cr_assert(asprintf(&path, "%s/ids.jsonl", dir) > 0);
-    char *ids = mr_test_read(path, NULL);
+    char *ids = read_scratch("ids.jsonl");
     cr_assert_str_eq(ids, "[9707, 11, 1879, 0]\n[151644, 872, 198, 13048, 151645]\n");
     free(ids);
     /* 145 and 150 are two halves of nothing: one U+FFFD each, as HF. */
@@ -232,12 +237,9 @@ Test(tokenizer_hf, known_ids_and_decode)
     cr_assert_eq(shell("'%s' tokenize --decode '%s' < ids.jsonl > text.jsonl", getenv("MOERUN"),
                        qwen3_tokenizer()),
                  0);
-    free(path);
-    cr_assert(asprintf(&path, "%s/text.jsonl", dir) > 0);
-    char *text = mr_test_read(path, NULL);
+    char *text = read_scratch("text.jsonl");
     cr_assert_str_eq(text, "\"Hello, world!\"\n\"\"\n\"\xef\xbf\xbd\xef\xbf\xbd\"\n");
     free(text);
-    free(path);
 }
 
 Test(tokenizer_hf, bad_lines_name_the_line)
@@ -246,21 +248,16 @@ Test(tokenizer_hf, bad_lines_name_the_line)
     cr_assert_eq(shell("'%s' tokenize '%s' < in.jsonl > out.txt 2> err.txt", getenv("MOERUN"),
                        qwen3_tokenizer()),
                  3);
-    char *path = NULL;
-    cr_assert(asprintf(&path, "%s/err.txt", dir) > 0);
-    char *err = mr_test_read(path, NULL);
+    char *err = read_scratch("err.txt");
     cr_assert(strstr(err, "stdin:2: not a JSON string"), "%s", err);
     free(err);
-    free(path);
     free(mr_test_write(dir, "ids.jsonl", "[1, 999999]\n", (size_t)-1));
     cr_assert_eq(shell("'%s' tokenize --decode '%s' < ids.jsonl > out.txt 2> err.txt",
                        getenv("MOERUN"), qwen3_tokenizer()),
                  3);
-    cr_assert(asprintf(&path, "%s/err.txt", dir) > 0);
-    err = mr_test_read(path, NULL);
+    err = read_scratch("err.txt");
     cr_assert(strstr(err, "stdin:1: 999999 is not a token id"), "%s", err);
     free(err);
-    free(path);
     cr_assert_eq(shell("'%s' tokenize /nonexistent < ids.jsonl > out.txt 2> err.txt",
                        getenv("MOERUN")),
                  1);
