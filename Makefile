@@ -19,7 +19,7 @@ PYMODS := numpy:python3-numpy
 PYTHON := /usr/bin/python3
 
 # Libraries linked into moerun today; later modules add theirs here.
-LINK_PKGS := inih libcjson libarchive zlib libpcre2-8 libutf8proc
+LINK_PKGS := inih libcjson libarchive zlib libpcre2-8 libutf8proc ompi-c
 
 CUDA_HOME ?= /usr/local/cuda
 HAVE_CUDA := $(shell test -x $(CUDA_HOME)/bin/nvcc && echo 1 || echo 0)

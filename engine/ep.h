@@ -4,18 +4,40 @@
  *   layout    which ranks each token must visit (once per rank, never once
  *             per expert), how many tokens go to each rank and slot;
  *   dispatch  every token row goes once to each such rank with its local
- *             slots and weights; the receiver groups rows by local slot for
- *             one grouped expert GEMM;
+ *             slots and weights, written straight into that rank's receive
+ *             buffer; the receiver places each (token, local slot) pair in
+ *             a row grouped by slot, ready for one grouped expert GEMM;
  *   combine   each rank sums its experts' weighted outputs per token (f32
- *             products summed in double, see kernels.h) and sends one vector
- *             back per (token, rank); the source adds them in rank order in
- *             double and rounds once, so results do not depend on placement
- *             or rank count. */
+ *             products summed in double, as the combine op does) and sends
+ *             one vector of doubles back per (token, rank); the source adds
+ *             them in rank order in double and rounds once.
+ *
+ * Results therefore do not depend on placement or rank count: a token's
+ * rows meet the same expert weights wherever they run, and its output is
+ * the rounding of the same sum.  Grouping the sum by rank can only change
+ * the last bit of a double, which reaches the f32 result only when the
+ * k products of one coordinate span more than 29 binades and the sum sits
+ * within 2^-52 of an f32 rounding midpoint.
+ *
+ * Two modes, as DeepEP has:
+ *   high-throughput  counts first (one small exchange), then each payload
+ *                    exactly sized and only between ranks that have tokens
+ *                    for each other: three exchanges per layer;
+ *   low-latency      one dispatch exchange between all pairs, each message
+ *                    carrying its own counts, at most `ll_capacity` tokens
+ *                    per (source, destination slot); tokens beyond that go
+ *                    in a second, pairwise exchange, so none is dropped.
+ *
+ * Packing and unpacking are host loops over host buffers: on the CPU
+ * backend activations are host memory.  A CUDA backend does the same work
+ * in kernels on device buffers and passes them to NCCL. */
 #ifndef MR_ENGINE_EP_H
 #define MR_ENGINE_EP_H
 
 #include <stdbool.h>
 #include <stdint.h>
+
+#include "engine/engine.h"
 
 typedef struct {
     int n_ranks, n_tokens, top_k, slots_per_rank;
@@ -30,5 +52,40 @@ typedef struct {
 int mr_ep_layout_build(mr_ep_layout *l, const int32_t *slots, int n_tokens, int top_k,
                        int n_ranks, int slots_per_rank);
 void mr_ep_layout_free(mr_ep_layout *l);
+
+typedef struct mr_ep mr_ep;
+
+typedef struct {
+    int hidden, top_k, slots_per_rank;
+    int max_tokens;  /* tokens one rank dispatches in one layer */
+    mr_ep_mode mode;
+    int ll_capacity; /* low-latency: tokens per (source, destination slot) */
+} mr_ep_shape;
+
+/* Bytes one rank may send another in one exchange for this shape. */
+size_t mr_ep_exchange_bytes(const mr_ep_shape *shape);
+
+int mr_ep_new(mr_comm *comm, const mr_ep_shape *shape, mr_ep **out, char *err, size_t errlen);
+void mr_ep_free(mr_ep *ep);
+
+/* What the local experts receive: rows grouped by local slot. */
+typedef struct {
+    int rows;                /* (token, local slot) pairs received */
+    const int32_t *offsets;  /* [slots_per_rank + 1]: slot s owns rows offsets[s].. */
+    float *x;                /* [rows][hidden] */
+    float *y;                /* [rows][hidden]: the caller writes expert outputs here */
+} mr_ep_received;
+
+/* Sends the n tokens of x ([n][hidden]) with their top-k physical slots and
+ * weights to the ranks holding those slots, and receives every token other
+ * ranks send here, grouped by local slot. */
+int mr_ep_dispatch(mr_ep *ep, const float *x, const int32_t *slots, const float *weights,
+                   int n, mr_ep_received *out, char *err, size_t errlen);
+/* After the caller filled out->y: returns every token's weighted sum of its
+ * experts' outputs into out ([n][hidden]) for the n tokens dispatched. */
+int mr_ep_combine(mr_ep *ep, float *out, char *err, size_t errlen);
+
+/* Seconds spent waiting for other ranks, from the communicator. */
+double mr_ep_wait_seconds(const mr_ep *ep);
 
 #endif

@@ -31,8 +31,10 @@ typedef struct {
     int32_t *logcnt;  /* [n_layers][n_logical]: how many slots it has */
 } mr_eplb_placement;
 
-/* Slot s of every layer holds logical expert s; no replicas.  Experts must
- * divide evenly over ranks. */
+/* Slot s of every layer holds logical expert s.  Where the experts do not
+ * divide evenly over the ranks, the spare slots of the last ranks hold
+ * replicas of the first experts (slot s holds s mod experts), so every rank
+ * has the same number of slots and none sits empty. */
 int mr_eplb_placement_contiguous(mr_eplb_placement *p, int layers, int experts, int ranks,
                                  char *err, size_t errlen);
 

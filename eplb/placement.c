@@ -104,21 +104,21 @@ oom:
 int mr_eplb_placement_contiguous(mr_eplb_placement *p, int layers, int experts, int ranks,
                                  char *err, size_t errlen)
 {
-    int rc = check_shape(layers, experts, experts, ranks, err, errlen);
-    if (rc != MR_EPLB_OK) {
-        memset(p, 0, sizeof *p);
-        return rc;
-    }
-    int32_t *phy2log = malloc((size_t)layers * (size_t)experts * sizeof *phy2log);
+    memset(p, 0, sizeof *p);
+    if (ranks < 1 || experts < 1)
+        return check_shape(layers, experts, experts, ranks, err, errlen);
+    int per_rank = (experts + ranks - 1) / ranks, n_physical = per_rank * ranks;
+    int32_t *phy2log = malloc((size_t)(layers > 0 ? layers : 1) * (size_t)n_physical *
+                              sizeof *phy2log);
     if (!phy2log) {
         snprintf(err, errlen, "out of memory for the expert placement");
         return MR_EPLB_ENOMEM;
     }
     for (int l = 0; l < layers; l++)
-        for (int e = 0; e < experts; e++)
-            phy2log[(size_t)l * experts + e] = e;
-    rc = mr_eplb_placement_from_phy2log(p, layers, experts, experts, ranks, phy2log, err,
-                                        errlen);
+        for (int s = 0; s < n_physical; s++)
+            phy2log[(size_t)l * n_physical + s] = s % experts;
+    int rc = mr_eplb_placement_from_phy2log(p, layers, experts, n_physical, ranks, phy2log,
+                                            err, errlen);
     free(phy2log);
     return rc;
 }

@@ -49,11 +49,27 @@ Test(placement, replicas_are_derived_and_picked_evenly)
     mr_eplb_placement_free(&p);
 }
 
+Test(placement, contiguous_fills_uneven_ranks_with_replicas_of_the_first_experts)
+{
+    mr_eplb_placement p;
+    cr_assert_eq(mr_eplb_placement_contiguous(&p, 4, 64, 3, err, sizeof err), MR_EPLB_OK, "%s",
+                 err);
+    cr_assert_eq(p.n_physical, 66);
+    cr_assert_eq(p.phy2log[3 * 66 + 64], 0);
+    cr_assert_eq(p.phy2log[3 * 66 + 65], 1);
+    cr_assert_eq(p.logcnt[3 * 64 + 0], 2);
+    cr_assert_eq(p.logcnt[3 * 64 + 2], 1);
+    cr_assert_eq(mr_eplb_slot_rank(&p, 65), 2);
+    mr_eplb_placement_free(&p);
+}
+
 Test(placement, impossible_placements_say_why)
 {
     mr_eplb_placement p;
-    cr_assert_eq(mr_eplb_placement_contiguous(&p, 4, 64, 3, err, sizeof err), MR_EPLB_EINVAL);
-    cr_assert(strstr(err, "64 physical expert slots do not divide evenly over 3 ranks"), "%s",
+    static const int32_t uneven[] = {0, 1, 2, 0, 1};
+    cr_assert_eq(mr_eplb_placement_from_phy2log(&p, 1, 3, 5, 2, uneven, err, sizeof err),
+                 MR_EPLB_EINVAL);
+    cr_assert(strstr(err, "5 physical expert slots do not divide evenly over 2 ranks"), "%s",
               err);
     static const int32_t missing[] = {0, 1, 1, 0};
     cr_assert_eq(mr_eplb_placement_from_phy2log(&p, 1, 3, 4, 2, missing, err, sizeof err),

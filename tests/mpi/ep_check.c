@@ -1,0 +1,197 @@
+/*
+ * ep-check: dispatch and combine on every rank of an MPI job, checked
+ * against a naive reference each rank computes alone.  Run by
+ * tests/system/test_ep.c as `mpirun -np N ep-check [--force-mpi]`.
+ *
+ * The "experts" are cheap and exact to recompute: slot s maps a row x to
+ * x * a(s) + b(s) in f32, so the reference can say, without any exchange,
+ * what every token's combined output must be: for each rank the token
+ * visits, in rank order, the double sum of its weighted picks there, all
+ * added in double and rounded once.  Exits non-zero with a message naming
+ * the case, mode, iteration, rank, token and coordinate that differ.
+ */
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/ep.h"
+
+enum { HIDDEN = 24, MAX_TOKENS = 40, SLOTS_PER_RANK = 3, ITERATIONS = 4 };
+
+typedef enum { RANDOM, ZERO_TOKEN_RANK, ONE_EXPERT, EMPTY_EXPERTS, ONE_RANK, N_CASES } shape_case;
+static const char *const case_names[] = {"random", "zero-token rank", "every token to one expert",
+                                         "experts with no tokens", "all top-k on one rank"};
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static float expert_a(int slot)
+{
+    return 0.5f + 0.125f * (float)(slot % 7);
+}
+
+static float expert_b(int slot)
+{
+    return -0.25f + 0.0625f * (float)(slot % 5);
+}
+
+/* The top-k physical slots of token t, distinct, for each case. */
+static int choose_slots(shape_case c, int rank, int n_ranks, int t, int k, uint64_t *rng,
+                        int32_t *slots)
+{
+    int n_slots = n_ranks * SLOTS_PER_RANK;
+    for (int j = 0; j < k; j++) {
+        int32_t s;
+        bool again;
+        do {
+            switch (c) {
+            case ONE_EXPERT:
+                s = 0;
+                break;
+            case EMPTY_EXPERTS:
+                s = (int32_t)(rng_next(rng) % 2); /* only slots 0 and 1 ever work */
+                break;
+            case ONE_RANK:
+                s = (int32_t)(((rank + t) % n_ranks) * SLOTS_PER_RANK +
+                              (int)(rng_next(rng) % SLOTS_PER_RANK));
+                break;
+            default:
+                s = (int32_t)(rng_next(rng) % (uint64_t)n_slots);
+            }
+            again = false;
+            for (int i = 0; i < j; i++)
+                again = again || slots[i] == s;
+        } while (again);
+        slots[j] = s;
+    }
+    return 0;
+}
+
+static int top_k_of(shape_case c, int n_ranks)
+{
+    if (c == ONE_EXPERT)
+        return 1;
+    if (c == EMPTY_EXPERTS)
+        return 2;
+    if (c == ONE_RANK)
+        return SLOTS_PER_RANK;
+    return n_ranks * SLOTS_PER_RANK < 4 ? n_ranks * SLOTS_PER_RANK : 4;
+}
+
+static void run_experts(const mr_ep_received *got, int rank)
+{
+    for (int e = 0; e < SLOTS_PER_RANK; e++) {
+        int slot = rank * SLOTS_PER_RANK + e;
+        for (int row = got->offsets[e]; row < got->offsets[e + 1]; row++)
+            for (int d = 0; d < HIDDEN; d++)
+                got->y[(size_t)row * HIDDEN + d] =
+                    got->x[(size_t)row * HIDDEN + d] * expert_a(slot) + expert_b(slot);
+    }
+}
+
+static float reference(const float *x, const int32_t *slots, const float *w, int k, int n_ranks,
+                       int d)
+{
+    double total = 0;
+    for (int r = 0; r < n_ranks; r++) {
+        double part = 0;
+        bool visits = false;
+        for (int j = 0; j < k; j++)
+            if (slots[j] / SLOTS_PER_RANK == r) {
+                float y = x[d] * expert_a(slots[j]) + expert_b(slots[j]);
+                part += (double)(w[j] * y);
+                visits = true;
+            }
+        if (visits)
+            total += part;
+    }
+    return (float)total;
+}
+
+static int check_case(mr_comm *comm, shape_case c, mr_ep_mode mode, int ll_capacity)
+{
+    int rank = mr_comm_rank(comm), n_ranks = mr_comm_size(comm), k = top_k_of(c, n_ranks);
+    mr_ep_shape shape = {.hidden = HIDDEN, .top_k = k, .slots_per_rank = SLOTS_PER_RANK,
+                         .max_tokens = MAX_TOKENS, .mode = mode, .ll_capacity = ll_capacity};
+    char err[512];
+    mr_ep *ep;
+    if (mr_ep_new(comm, &shape, &ep, err, sizeof err) != MR_ENGINE_OK) {
+        fprintf(stderr, "rank %d: %s\n", rank, err);
+        return 1;
+    }
+    static float x[MAX_TOKENS * HIDDEN], w[MAX_TOKENS * 8], out[MAX_TOKENS * HIDDEN];
+    static int32_t slots[MAX_TOKENS * 8];
+    uint64_t rng = 0x9E3779B97F4A7C15ull * (uint64_t)(rank + 1) + (uint64_t)c;
+    int failures = 0;
+    for (int it = 0; it < ITERATIONS && !failures; it++) {
+        int n = (int)(rng_next(&rng) % (MAX_TOKENS + 1));
+        if (c == ZERO_TOKEN_RANK && rank == n_ranks - 1)
+            n = 0;
+        for (int t = 0; t < n; t++) {
+            choose_slots(c, rank, n_ranks, t, k, &rng, slots + (size_t)t * k);
+            for (int j = 0; j < k; j++)
+                w[t * k + j] = (float)(rng_next(&rng) % 1000) / 997.0f;
+            for (int d = 0; d < HIDDEN; d++)
+                x[t * HIDDEN + d] = (float)((int)(rng_next(&rng) % 20001) - 10000) / 3331.0f;
+        }
+        mr_ep_received got;
+        if (mr_ep_dispatch(ep, x, slots, w, n, &got, err, sizeof err) != MR_ENGINE_OK ||
+            (run_experts(&got, rank), mr_ep_combine(ep, out, err, sizeof err)) != MR_ENGINE_OK) {
+            fprintf(stderr, "rank %d: %s\n", rank, err);
+            failures++;
+            break;
+        }
+        for (int t = 0; t < n && !failures; t++)
+            for (int d = 0; d < HIDDEN && !failures; d++) {
+                float want = reference(x + t * HIDDEN, slots + (size_t)t * k, w + t * k, k,
+                                       n_ranks, d);
+                if (memcmp(&want, &out[t * HIDDEN + d], sizeof want) != 0) {
+                    fprintf(stderr, "%s, %s (capacity %d), iteration %d, rank %d of %d: token %d "
+                            "coordinate %d is %.9g, the reference says %.9g\n", case_names[c],
+                            mode == MR_EP_LOW_LATENCY ? "low-latency" : "high-throughput",
+                            ll_capacity, it, rank, n_ranks, t, d, out[t * HIDDEN + d], want);
+                    failures++;
+                }
+            }
+    }
+    mr_ep_free(ep);
+    return failures;
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    bool force_mpi = argc > 1 && strcmp(argv[1], "--force-mpi") == 0;
+    mr_ep_shape biggest = {.hidden = HIDDEN, .top_k = SLOTS_PER_RANK * 4,
+                           .slots_per_rank = SLOTS_PER_RANK, .max_tokens = MAX_TOKENS};
+    mr_comm_options options = {.capacity = mr_ep_exchange_bytes(&biggest), .force_mpi = force_mpi};
+    mr_comm *comm;
+    char err[512];
+    if (mr_comm_mpi(&options, &comm, err, sizeof err) != MR_ENGINE_OK) {
+        fprintf(stderr, "ep-check: %s\n", err);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    int failures = 0;
+    for (int c = 0; c < N_CASES; c++) {
+        failures += check_case(comm, (shape_case)c, MR_EP_HIGH_THROUGHPUT, 0);
+        failures += check_case(comm, (shape_case)c, MR_EP_LOW_LATENCY, MAX_TOKENS);
+        failures += check_case(comm, (shape_case)c, MR_EP_LOW_LATENCY, 1);
+        if (failures)
+            break;
+    }
+    int any = 0;
+    MPI_Allreduce(&failures, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (mr_comm_rank(comm) == 0 && !any)
+        printf("ep-check: %d ranks (%s): every case matches the reference\n", mr_comm_size(comm),
+               mr_comm_size(comm) > 1 ? mr_comm_transport(comm, 1) : "self");
+    mr_comm_free(comm);
+    MPI_Finalize();
+    return any ? 1 : 0;
+}
