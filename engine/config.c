@@ -390,3 +390,11 @@ bool mr_config_layer_is_moe(const mr_model_config *cfg, int layer)
     return !cfg->mlp_only[layer] && cfg->num_experts > 0 &&
            (layer + 1) % cfg->decoder_sparse_step == 0;
 }
+
+int mr_config_moe_layers(const mr_model_config *cfg)
+{
+    int n = 0;
+    for (int i = 0; i < cfg->num_hidden_layers; i++)
+        n += mr_config_layer_is_moe(cfg, i);
+    return n;
+}

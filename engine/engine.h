@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "eplb/eplb.h"
 #include "kernels/kernels.h"
 
 typedef enum {
@@ -225,12 +226,26 @@ typedef struct mr_model mr_model;
 typedef struct {
     const char *backend; /* "cpu" (default), "ref", "cuda" */
     int threads;         /* <= 0: all cores */
+    /* Expert parallelism.  comm: the ranks the routed experts are spread
+     * over (NULL: this process alone).  placement: which slots each rank
+     * holds, one layer per MoE layer (NULL: contiguous); a rank loads only
+     * the experts of its own slots. */
+    mr_comm *comm;
+    const mr_eplb_placement *placement;
+    mr_ep_mode dispatch;
+    int ll_capacity; /* low-latency: tokens per (source, slot); <= 0: 128 */
 } mr_model_options;
 
 int mr_model_load(const char *dir, const mr_model_options *options, mr_model **out,
                   char *err, size_t errlen);
 void mr_model_free(mr_model *model);
 const mr_model_config *mr_model_config_get(const mr_model *model);
+/* MoE layers in the config: the rows of an expert placement. */
+int mr_config_moe_layers(const mr_model_config *cfg);
+/* The buffer size (mr_comm_options.capacity) expert parallelism needs for
+ * steps of up to max_batch_tokens tokens with slots_per_rank slots a rank. */
+size_t mr_model_exchange_bytes(const mr_model_config *cfg, int slots_per_rank,
+                               int max_batch_tokens);
 const mr_tokenizer *mr_model_tokenizer(const mr_model *model);
 
 /* The logits of every position of one sequence, [n][vocab_size], from a
@@ -322,5 +337,21 @@ size_t mr_engine_in_flight(const mr_engine *engine);
 /* Tokens routed to each (layer, expert) since the engine was created,
  * [num_hidden_layers][num_experts]: the load EPLB balances. */
 const uint64_t *mr_engine_expert_counts(const mr_engine *engine);
+
+/* What each rank measures, summed over the steps so far. */
+typedef struct {
+    uint64_t steps;          /* forward steps, idle ones included */
+    uint64_t tokens;         /* token rows this rank ran attention for */
+    double attention_seconds; /* norms, attention and the dense MLPs */
+    double dispatch_seconds;  /* routing, layout, packing, exchange, unpacking */
+    double experts_seconds;   /* the grouped expert GEMMs */
+    double combine_seconds;   /* weighted sums, exchange, reduction */
+    double wait_seconds;      /* of dispatch and combine: waiting for other ranks */
+    int moe_layers, slots_per_rank;
+    const uint64_t *slot_tokens; /* [moe_layers][slots_per_rank]: (token, slot)
+                                  * pairs each of this rank's physical slots ran */
+} mr_engine_stats;
+
+void mr_engine_get_stats(const mr_engine *engine, mr_engine_stats *out);
 
 #endif

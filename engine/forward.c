@@ -20,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "engine/ep.h"
 #include "engine/model_internal.h"
 
 struct mr_activations {
@@ -29,15 +31,21 @@ struct mr_activations {
     float *x, *h, *q, *k, *v, *attn, *out;
     float *router_logits, *route_weight;
     int32_t *route_ids;
-    float *grouped_in, *grouped_out;
-    int32_t *src_row, *row_of;
     int32_t *tokens, *pos, *seq, *slot, *block_table, *logit_rows;
     float *final_rows, *logits;
     size_t block_table_cap;
-    /* Host mirrors for the grouping, which is bookkeeping, not arithmetic. */
-    int32_t *host_ids, *host_src_row, *host_row_of, *host_offsets, *host_count;
+    /* Host side of routing: logical picks, their weights, their slots. */
+    int32_t *host_ids, *host_slots;
+    float *host_weights;
+    /* The local slots that have rows, as one grouped expert call. */
+    int32_t *group_offsets;
     const void **group_gate, **group_up, **group_down;
-    uint64_t *expert_counts; /* [layers][experts] */
+    /* Expert parallelism; own_comm when the model has no world. */
+    mr_ep *ep;
+    mr_comm *own_comm;
+    uint64_t *expert_counts; /* [layers][experts]: tokens this rank routed */
+    uint64_t *slot_tokens;   /* [moe layers][slots_per_rank]: rows its slots ran */
+    mr_engine_stats stats;
 };
 
 static void *backend_alloc(const mr_model *m, size_t bytes, bool *ok)
@@ -46,6 +54,26 @@ static void *backend_alloc(const mr_model *m, size_t bytes, bool *ok)
     if (!p)
         *ok = false;
     return p;
+}
+
+static int new_expert_parallel(const mr_model *m, mr_activations *a, char *err, size_t errlen)
+{
+    const mr_model_config *c = &m->cfg;
+    mr_ep_shape shape = {.hidden = c->hidden_size,
+                         .top_k = c->num_experts_per_tok,
+                         .slots_per_rank = m->slots_per_rank,
+                         .max_tokens = a->max_rows,
+                         .mode = m->dispatch,
+                         .ll_capacity = m->ll_capacity};
+    mr_comm *comm = m->comm;
+    if (!comm) {
+        mr_comm_options solo = {.capacity = mr_ep_exchange_bytes(&shape)};
+        int rc = mr_comm_solo(&solo, &a->own_comm, err, errlen);
+        if (rc != MR_ENGINE_OK)
+            return rc;
+        comm = a->own_comm;
+    }
+    return mr_ep_new(comm, &shape, &a->ep, err, errlen);
 }
 
 int mr_activations_new(const mr_model *m, int max_rows, int max_logits,
@@ -62,6 +90,8 @@ int mr_activations_new(const mr_model *m, int max_rows, int max_logits,
     size_t kv_dim = (size_t)c->num_key_value_heads * c->head_dim;
     size_t top_k = c->num_experts_per_tok > 0 ? (size_t)c->num_experts_per_tok : 1;
     size_t experts = c->num_experts > 0 ? (size_t)c->num_experts : 1;
+    size_t slots = m->slots_per_rank > 0 ? (size_t)m->slots_per_rank : 1;
+    size_t moe_layers = (size_t)mr_config_moe_layers(c);
     bool ok = true;
     a->x = backend_alloc(m, rows * c->hidden_size * f, &ok);
     a->h = backend_alloc(m, rows * c->hidden_size * f, &ok);
@@ -73,10 +103,6 @@ int mr_activations_new(const mr_model *m, int max_rows, int max_logits,
     a->router_logits = backend_alloc(m, rows * experts * f, &ok);
     a->route_weight = backend_alloc(m, rows * top_k * f, &ok);
     a->route_ids = backend_alloc(m, rows * top_k * sizeof(int32_t), &ok);
-    a->grouped_in = backend_alloc(m, rows * top_k * c->hidden_size * f, &ok);
-    a->grouped_out = backend_alloc(m, rows * top_k * c->hidden_size * f, &ok);
-    a->src_row = backend_alloc(m, rows * top_k * sizeof(int32_t), &ok);
-    a->row_of = backend_alloc(m, rows * top_k * sizeof(int32_t), &ok);
     a->tokens = backend_alloc(m, rows * sizeof(int32_t), &ok);
     a->pos = backend_alloc(m, rows * sizeof(int32_t), &ok);
     a->seq = backend_alloc(m, rows * sizeof(int32_t), &ok);
@@ -87,18 +113,26 @@ int mr_activations_new(const mr_model *m, int max_rows, int max_logits,
     if (!ok)
         goto nomem;
     a->host_ids = malloc(rows * top_k * sizeof(int32_t));
-    a->host_src_row = malloc(rows * top_k * sizeof(int32_t));
-    a->host_row_of = malloc(rows * top_k * sizeof(int32_t));
-    a->host_offsets = malloc((experts + 1) * sizeof(int32_t));
-    a->host_count = malloc(experts * sizeof(int32_t));
-    a->group_gate = malloc(experts * sizeof(void *));
-    a->group_up = malloc(experts * sizeof(void *));
-    a->group_down = malloc(experts * sizeof(void *));
+    a->host_slots = malloc(rows * top_k * sizeof(int32_t));
+    a->host_weights = malloc(rows * top_k * f);
+    a->group_offsets = malloc((slots + 1) * sizeof(int32_t));
+    a->group_gate = malloc(slots * sizeof(void *));
+    a->group_up = malloc(slots * sizeof(void *));
+    a->group_down = malloc(slots * sizeof(void *));
     a->expert_counts = calloc((size_t)c->num_hidden_layers * experts, sizeof(uint64_t));
-    if (!a->host_ids || !a->host_src_row || !a->host_row_of || !a->host_offsets ||
-        !a->host_count || !a->group_gate || !a->group_up || !a->group_down ||
-        !a->expert_counts)
+    a->slot_tokens = calloc((moe_layers ? moe_layers : 1) * slots, sizeof(uint64_t));
+    if (!a->host_ids || !a->host_slots || !a->host_weights || !a->group_offsets ||
+        !a->group_gate || !a->group_up || !a->group_down || !a->expert_counts ||
+        !a->slot_tokens)
         goto nomem;
+    a->stats.moe_layers = (int)moe_layers;
+    a->stats.slots_per_rank = m->slots_per_rank;
+    a->stats.slot_tokens = a->slot_tokens;
+    int rc = moe_layers ? new_expert_parallel(m, a, err, errlen) : MR_ENGINE_OK;
+    if (rc != MR_ENGINE_OK) {
+        mr_activations_free(a, m);
+        return rc;
+    }
     *out = a;
     return MR_ENGINE_OK;
 nomem:
@@ -112,21 +146,18 @@ void mr_activations_free(mr_activations *a, const mr_model *m)
     if (!a)
         return;
     void *device[] = {a->x, a->h, a->out, a->q, a->attn, a->k, a->v, a->router_logits,
-                      a->route_weight, a->route_ids, a->grouped_in, a->grouped_out,
-                      a->src_row, a->row_of, a->tokens, a->pos, a->seq, a->slot,
+                      a->route_weight, a->route_ids, a->tokens, a->pos, a->seq, a->slot,
                       a->block_table, a->logit_rows, a->final_rows, a->logits};
     for (size_t i = 0; i < sizeof device / sizeof device[0]; i++)
         if (device[i])
             m->be->ops->free(m->be, device[i]);
-    free(a->host_ids);
-    free(a->host_src_row);
-    free(a->host_row_of);
-    free(a->host_offsets);
-    free(a->host_count);
-    free(a->group_gate);
-    free(a->group_up);
-    free(a->group_down);
-    free(a->expert_counts);
+    void *host[] = {a->host_ids, a->host_slots, a->host_weights, a->group_offsets,
+                    a->group_gate, a->group_up, a->group_down, a->expert_counts,
+                    a->slot_tokens};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
+        free(host[i]);
+    mr_ep_free(a->ep);
+    mr_comm_free(a->own_comm);
     free(a);
 }
 
@@ -135,68 +166,99 @@ const uint64_t *mr_forward_expert_counts(const mr_activations *a)
     return a->expert_counts;
 }
 
-/* Grouping is a counting sort of (token, choice) pairs by expert: rows of
- * one expert stay in token order, so the grouped GEMM reads each expert's
- * weights once and every token's result is the same wherever it sits. */
-static void group_by_expert(const mr_model *m, mr_activations *a, const mr_layer *L,
-                            int layer, int rows, mr_expert_groups *groups)
+const mr_engine_stats *mr_forward_stats(const mr_activations *a)
 {
-    const mr_model_config *c = &m->cfg;
-    int k = c->num_experts_per_tok, n_experts = c->num_experts;
-    mr_backend *be = m->be;
-    be->ops->download(be, a->host_ids, a->route_ids, (size_t)rows * k * sizeof(int32_t));
-    memset(a->host_count, 0, (size_t)n_experts * sizeof(int32_t));
-    for (int i = 0; i < rows * k; i++)
-        a->host_count[a->host_ids[i]]++;
-    uint64_t *layer_counts = a->expert_counts + (size_t)layer * n_experts;
-    int n_groups = 0, start = 0;
-    a->host_offsets[0] = 0;
-    for (int e = 0; e < n_experts; e++) {
-        int count = a->host_count[e];
-        layer_counts[e] += (uint64_t)count;
-        a->host_count[e] = start; /* becomes the next free row of expert e */
-        if (count == 0)
-            continue;
-        a->group_gate[n_groups] = L->expert_gate[e];
-        a->group_up[n_groups] = L->expert_up[e];
-        a->group_down[n_groups] = L->expert_down[e];
-        start += count;
-        a->host_offsets[++n_groups] = start;
-    }
-    for (int i = 0; i < rows * k; i++) {
-        int row = a->host_count[a->host_ids[i]]++;
-        a->host_src_row[row] = i / k;
-        a->host_row_of[i] = row;
-    }
-    be->ops->upload(be, a->src_row, a->host_src_row, (size_t)rows * k * sizeof(int32_t));
-    be->ops->upload(be, a->row_of, a->host_row_of, (size_t)rows * k * sizeof(int32_t));
-    *groups = (mr_expert_groups){.groups = n_groups,
-                                 .offsets = a->host_offsets,
-                                 .gate = a->group_gate,
-                                 .up = a->group_up,
-                                 .down = a->group_down,
-                                 .type = L->expert_type,
-                                 .hidden = c->hidden_size,
-                                 .inter = c->moe_intermediate_size};
+    return &a->stats;
 }
 
-/* out = Σ_j weight_j · expert_j(h) over the token's top-k experts. */
-static void moe_block(mr_model *m, mr_activations *a, const mr_layer *L, int layer, int rows)
+static double seconds_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Routing on the host: each (token, pick) to the physical slot that serves
+ * it, the replica chosen by the token's position, so the choice is the
+ * same whichever rank or batch the token is in. */
+static void route_to_slots(const mr_model *m, mr_activations *a, const mr_layer *L, int layer,
+                           const int32_t *pos, int rows)
+{
+    const mr_model_config *c = &m->cfg;
+    int k = c->num_experts_per_tok;
+    mr_backend *be = m->be;
+    be->ops->download(be, a->host_ids, a->route_ids, (size_t)rows * k * sizeof(int32_t));
+    be->ops->download(be, a->host_weights, a->route_weight, (size_t)rows * k * sizeof(float));
+    uint64_t *counts = a->expert_counts + (size_t)layer * c->num_experts;
+    for (int i = 0; i < rows * k; i++) {
+        int32_t e = a->host_ids[i];
+        counts[e]++;
+        a->host_slots[i] = mr_eplb_pick_slot(&m->placement, L->moe_index, e, (uint64_t)pos[i / k]);
+    }
+}
+
+/* This rank's slots that received rows, as one grouped expert call. */
+static void run_local_experts(const mr_model *m, mr_activations *a, const mr_layer *L,
+                              const mr_ep_received *got)
+{
+    int n_groups = 0;
+    uint64_t *ran = a->slot_tokens + (size_t)L->moe_index * m->slots_per_rank;
+    a->group_offsets[0] = 0;
+    for (int s = 0; s < m->slots_per_rank; s++) {
+        int count = got->offsets[s + 1] - got->offsets[s];
+        ran[s] += (uint64_t)count;
+        if (count == 0)
+            continue;
+        a->group_gate[n_groups] = L->expert_gate[s];
+        a->group_up[n_groups] = L->expert_up[s];
+        a->group_down[n_groups] = L->expert_down[s];
+        a->group_offsets[n_groups + 1] = got->offsets[s + 1];
+        n_groups++;
+    }
+    mr_expert_groups groups = {.groups = n_groups,
+                               .offsets = a->group_offsets,
+                               .gate = a->group_gate,
+                               .up = a->group_up,
+                               .down = a->group_down,
+                               .type = L->expert_type,
+                               .hidden = m->cfg.hidden_size,
+                               .inter = m->cfg.moe_intermediate_size};
+    if (n_groups > 0)
+        m->be->ops->expert_ffn(m->be, got->y, got->x, &groups);
+}
+
+/* out = Σ_j weight_j · expert_j(h) over the token's top-k experts, the
+ * experts wherever the placement puts them.  Every rank runs this for
+ * every MoE layer of every step, with zero rows when it has none. */
+static int moe_block(mr_model *m, mr_activations *a, const mr_layer *L, int layer,
+                     const mr_step *s, char *err, size_t errlen)
 {
     const mr_model_config *c = &m->cfg;
     mr_backend *be = m->be;
-    const mr_ops *op = be->ops;
-    int k = c->num_experts_per_tok;
-    op->matmul(be, a->router_logits, a->h, L->router.data, L->router.type, rows,
-               c->num_experts, c->hidden_size);
-    op->router_topk(be, a->route_ids, a->route_weight, a->router_logits, rows, c->num_experts,
-                    k, c->norm_topk_prob);
-    mr_expert_groups groups;
-    group_by_expert(m, a, L, layer, rows, &groups);
-    op->gather(be, a->grouped_in, a->h, a->src_row, rows * k, c->hidden_size);
-    op->expert_ffn(be, a->grouped_out, a->grouped_in, &groups);
-    op->combine(be, a->out, a->grouped_out, a->row_of, a->route_weight, rows, k,
-                c->hidden_size);
+    int rows = s->rows;
+    double t0 = seconds_now(), wait0 = mr_ep_wait_seconds(a->ep);
+    if (rows > 0) {
+        be->ops->matmul(be, a->router_logits, a->h, L->router.data, L->router.type, rows,
+                        c->num_experts, c->hidden_size);
+        be->ops->router_topk(be, a->route_ids, a->route_weight, a->router_logits, rows,
+                             c->num_experts, c->num_experts_per_tok, c->norm_topk_prob);
+        route_to_slots(m, a, L, layer, s->pos, rows);
+    }
+    be->ops->sync(be);
+    mr_ep_received got;
+    int rc = mr_ep_dispatch(a->ep, a->h, a->host_slots, a->host_weights, rows, &got, err, errlen);
+    if (rc != MR_ENGINE_OK)
+        return rc;
+    double t1 = seconds_now(), wait1 = mr_ep_wait_seconds(a->ep);
+    run_local_experts(m, a, L, &got);
+    double t2 = seconds_now();
+    rc = mr_ep_combine(a->ep, a->out, err, errlen);
+    double t3 = seconds_now(), wait3 = mr_ep_wait_seconds(a->ep);
+    a->stats.dispatch_seconds += t1 - t0 - (wait1 - wait0);
+    a->stats.experts_seconds += t2 - t1;
+    a->stats.combine_seconds += t3 - t2 - (wait3 - wait1);
+    a->stats.wait_seconds += wait3 - wait0;
+    return rc;
 }
 
 /* A dense SwiGLU MLP is one expert that every token uses. */
@@ -273,6 +335,18 @@ static int upload_step(mr_model *m, mr_activations *a, const mr_step *s, int n_s
     return MR_ENGINE_OK;
 }
 
+/* A rank with no tokens still serves the others' tokens through its
+ * experts: it takes part in every MoE layer's exchanges with zero rows. */
+static int idle_step(mr_model *m, mr_activations *a, const mr_step *s, char *err,
+                     size_t errlen)
+{
+    int rc = MR_ENGINE_OK;
+    for (int layer = 0; rc == MR_ENGINE_OK && layer < m->cfg.num_hidden_layers; layer++)
+        if (m->layers[layer].moe)
+            rc = moe_block(m, a, &m->layers[layer], layer, s, err, errlen);
+    return rc;
+}
+
 int mr_forward(mr_model *m, mr_kv_cache *kv, mr_activations *a, const mr_step *s,
                float *logits, char *err, size_t errlen)
 {
@@ -284,6 +358,10 @@ int mr_forward(mr_model *m, mr_kv_cache *kv, mr_activations *a, const mr_step *s
                  s->rows, s->n_logits, a->max_rows, a->max_logits);
         return MR_ENGINE_EINVAL;
     }
+    a->stats.steps++;
+    a->stats.tokens += (uint64_t)s->rows;
+    if (s->rows == 0)
+        return idle_step(m, a, s, err, errlen);
     int n_seqs = 0;
     for (int i = 0; i < s->rows; i++)
         if (s->seq[i] + 1 > n_seqs)
@@ -294,20 +372,25 @@ int mr_forward(mr_model *m, mr_kv_cache *kv, mr_activations *a, const mr_step *s
     int rows = s->rows;
     size_t hidden = (size_t)rows * c->hidden_size;
     op->embed(be, a->x, m->embed.data, m->embed.type, a->tokens, rows, c->hidden_size);
-    for (int layer = 0; layer < c->num_hidden_layers; layer++) {
+    for (int layer = 0; rc == MR_ENGINE_OK && layer < c->num_hidden_layers; layer++) {
         const mr_layer *L = &m->layers[layer];
+        double started = seconds_now();
         op->rmsnorm(be, a->h, a->x, L->input_norm.data, L->input_norm.type, rows,
                     c->hidden_size, c->rms_norm_eps);
         attention_block(m, kv, a, L, layer, s);
         op->add(be, a->x, a->out, hidden);
         op->rmsnorm(be, a->h, a->x, L->post_attention_norm.data, L->post_attention_norm.type,
                     rows, c->hidden_size, c->rms_norm_eps);
-        if (L->moe)
-            moe_block(m, a, L, layer, rows);
-        else
+        if (!L->moe)
             dense_block(m, a, L, rows);
+        be->ops->sync(be);
+        a->stats.attention_seconds += seconds_now() - started;
+        if (L->moe)
+            rc = moe_block(m, a, L, layer, s, err, errlen);
         op->add(be, a->x, a->out, hidden);
     }
+    if (rc != MR_ENGINE_OK)
+        return rc;
     op->gather(be, a->final_rows, a->x, a->logit_rows, s->n_logits, c->hidden_size);
     op->rmsnorm(be, a->final_rows, a->final_rows, m->final_norm.data, m->final_norm.type,
                 s->n_logits, c->hidden_size, c->rms_norm_eps);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/ep.h"
 #include "engine/model_internal.h"
 
 typedef struct {
@@ -45,19 +46,26 @@ static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t
     return MR_ENGINE_OK;
 }
 
+/* Only the experts of this rank's slots are mapped: on the cpu backend
+ * that is all the expert memory a rank uses. */
 static int load_experts(loader *ld, mr_layer *L, int i)
 {
-    const mr_model_config *c = &ld->m->cfg;
+    mr_model *m = ld->m;
+    const mr_model_config *c = &m->cfg;
     int64_t hidden = c->hidden_size, inter = c->moe_intermediate_size;
     int rc = load_weight(ld, &L->router, 2, c->num_experts, hidden, "model.layers.%d.mlp.gate.weight", i);
-    L->expert_gate = calloc((size_t)c->num_experts, sizeof(void *));
-    L->expert_up = calloc((size_t)c->num_experts, sizeof(void *));
-    L->expert_down = calloc((size_t)c->num_experts, sizeof(void *));
+    size_t slots = (size_t)m->slots_per_rank;
+    L->expert_gate = calloc(slots, sizeof(void *));
+    L->expert_up = calloc(slots, sizeof(void *));
+    L->expert_down = calloc(slots, sizeof(void *));
     if (!L->expert_gate || !L->expert_up || !L->expert_down) {
         snprintf(ld->err, ld->errlen, "out of memory for the experts of layer %d", i);
         return MR_ENGINE_ENOMEM;
     }
-    for (int e = 0; rc == MR_ENGINE_OK && e < c->num_experts; e++) {
+    const int32_t *phy2log = m->placement.phy2log + (size_t)L->moe_index * m->placement.n_physical +
+                             (size_t)m->rank * slots;
+    for (size_t s = 0; rc == MR_ENGINE_OK && s < slots; s++) {
+        int e = phy2log[s];
         mr_weight g, u, d;
         rc = load_weight(ld, &g, 2, inter, hidden, "model.layers.%d.mlp.experts.%d.gate_proj.weight", i, e);
         if (rc == MR_ENGINE_OK)
@@ -66,7 +74,7 @@ static int load_experts(loader *ld, mr_layer *L, int i)
             rc = load_weight(ld, &d, 2, hidden, inter, "model.layers.%d.mlp.experts.%d.down_proj.weight", i, e);
         if (rc != MR_ENGINE_OK)
             break;
-        if (e == 0)
+        if (s == 0)
             L->expert_type = g.type;
         if (g.type != L->expert_type || u.type != L->expert_type || d.type != L->expert_type) {
             snprintf(ld->err, ld->errlen,
@@ -74,9 +82,9 @@ static int load_experts(loader *ld, mr_layer *L, int i)
                      i, e);
             return MR_ENGINE_EINVAL;
         }
-        L->expert_gate[e] = g.data;
-        L->expert_up[e] = u.data;
-        L->expert_down[e] = d.data;
+        L->expert_gate[s] = g.data;
+        L->expert_up[s] = u.data;
+        L->expert_down[s] = d.data;
     }
     return rc;
 }
@@ -146,8 +154,12 @@ static int load_weights(loader *ld)
         snprintf(ld->err, ld->errlen, "out of memory for %d layers", c->num_hidden_layers);
         return MR_ENGINE_ENOMEM;
     }
-    for (int i = 0; rc == MR_ENGINE_OK && i < c->num_hidden_layers; i++)
+    int moe_index = 0;
+    for (int i = 0; rc == MR_ENGINE_OK && i < c->num_hidden_layers; i++) {
+        m->layers[i].moe_index = moe_index;
+        moe_index += mr_config_layer_is_moe(c, i);
         rc = load_layer(ld, &m->layers[i], i);
+    }
     return rc;
 }
 
@@ -158,6 +170,48 @@ static char *join(const char *dir, const char *name)
     if (p)
         snprintf(p, n, "%s/%s", dir, name);
     return p;
+}
+
+/* The placement this rank loads by: the caller's, checked against the
+ * model and the world, or contiguous over the world. */
+static int place_experts(mr_model *m, const mr_model_options *options, char *err, size_t errlen)
+{
+    const mr_model_config *c = &m->cfg;
+    m->comm = options ? options->comm : NULL;
+    m->rank = m->comm ? mr_comm_rank(m->comm) : 0;
+    m->dispatch = options ? options->dispatch : MR_EP_HIGH_THROUGHPUT;
+    m->ll_capacity = options && options->ll_capacity > 0 ? options->ll_capacity : 128;
+    int ranks = m->comm ? mr_comm_size(m->comm) : 1, layers = mr_config_moe_layers(c);
+    if (layers == 0)
+        return MR_ENGINE_OK;
+    const mr_eplb_placement *p = options ? options->placement : NULL;
+    int rc;
+    if (!p) {
+        rc = mr_eplb_placement_contiguous(&m->placement, layers, c->num_experts, ranks, err,
+                                          errlen);
+    } else if (p->n_layers != layers || p->n_logical != c->num_experts || p->n_ranks != ranks) {
+        snprintf(err, errlen, "the expert placement is for %d layers of %d experts on %d ranks, "
+                 "but the model has %d MoE layers of %d experts and the job %d ranks",
+                 p->n_layers, p->n_logical, p->n_ranks, layers, c->num_experts, ranks);
+        return MR_ENGINE_EINVAL;
+    } else {
+        rc = mr_eplb_placement_from_phy2log(&m->placement, layers, p->n_logical, p->n_physical,
+                                            ranks, p->phy2log, err, errlen);
+    }
+    if (rc != MR_EPLB_OK)
+        return rc == MR_EPLB_ENOMEM ? MR_ENGINE_ENOMEM : MR_ENGINE_EINVAL;
+    m->slots_per_rank = m->placement.n_physical / ranks;
+    return MR_ENGINE_OK;
+}
+
+size_t mr_model_exchange_bytes(const mr_model_config *cfg, int slots_per_rank,
+                               int max_batch_tokens)
+{
+    mr_ep_shape shape = {.hidden = cfg->hidden_size,
+                         .top_k = cfg->num_experts_per_tok,
+                         .slots_per_rank = slots_per_rank,
+                         .max_tokens = max_batch_tokens};
+    return mr_ep_exchange_bytes(&shape);
 }
 
 int mr_model_load(const char *dir, const mr_model_options *options, mr_model **out,
@@ -193,6 +247,8 @@ int mr_model_load(const char *dir, const mr_model_options *options, mr_model **o
                  ? MR_ENGINE_OK
                  : MR_ENGINE_EINVAL;
     if (rc == MR_ENGINE_OK)
+        rc = place_experts(m, options, err, errlen);
+    if (rc == MR_ENGINE_OK)
         rc = load_weights(&ld);
     if (rc != MR_ENGINE_OK) {
         mr_model_free(m);
@@ -214,6 +270,7 @@ void mr_model_free(mr_model *m)
         }
         free(m->layers);
     }
+    mr_eplb_placement_free(&m->placement);
     mr_backend_free(m->be);
     mr_weights_close(m->weights);
     mr_tokenizer_free(m->tokenizer);

@@ -18,8 +18,11 @@ typedef struct {
     mr_weight input_norm, post_attention_norm;
     mr_weight q_proj, k_proj, v_proj, o_proj, q_norm, k_norm;
     bool moe;
+    int moe_index;                            /* row in the expert placement */
     mr_weight router;                         /* [experts][hidden] */
-    const void **expert_gate, **expert_up, **expert_down; /* [experts] */
+    /* This rank's physical slots: [slots_per_rank], the logical expert in
+     * each given by the placement. */
+    const void **expert_gate, **expert_up, **expert_down;
     mr_weight dense_gate, dense_up, dense_down; /* layers that stay dense */
     mr_tensor_type expert_type;
 } mr_layer;
@@ -36,6 +39,12 @@ struct mr_model {
     mr_chat_kind chat;
     char chat_problem[256]; /* why chat is unsupported, when it is */
     char *dir;
+    /* Expert parallelism: the world (NULL: alone), this rank's slots. */
+    mr_comm *comm;
+    mr_eplb_placement placement;
+    int rank, slots_per_rank;
+    mr_ep_mode dispatch;
+    int ll_capacity;
 };
 
 /* Reads the chat template of tokenizer_config.json into m->chat; a model
@@ -84,5 +93,7 @@ int mr_forward(mr_model *m, mr_kv_cache *kv, mr_activations *a, const mr_step *s
 /* Token counts per (layer, expert) since the model was loaded: the load
  * statistics EPLB and the report read. */
 const uint64_t *mr_forward_expert_counts(const mr_activations *a);
+/* The step measurements behind mr_engine_get_stats. */
+const mr_engine_stats *mr_forward_stats(const mr_activations *a);
 
 #endif

@@ -430,11 +430,13 @@ int mr_engine_step(mr_engine *e, mr_completion_out *done, size_t cap, size_t *n_
     int rc = admit(e);
     int n_logits = 0;
     int rows = rc == MR_ENGINE_OK ? build_step(e, &n_logits) : 0;
-    if (rc != MR_ENGINE_OK || rows == 0) {
-        if (rc != MR_ENGINE_OK)
-            snprintf(err, errlen, "out of memory admitting a sequence");
+    if (rc != MR_ENGINE_OK) {
+        snprintf(err, errlen, "out of memory admitting a sequence");
         return rc;
     }
+    /* With other ranks, a step with nothing to run still joins theirs. */
+    if (rows == 0 && (!e->m->comm || mr_comm_size(e->m->comm) == 1))
+        return MR_ENGINE_OK;
     mr_step step = {.rows = rows,
                     .tokens = e->tokens,
                     .pos = e->pos,
@@ -463,4 +465,9 @@ int mr_engine_step(mr_engine *e, mr_completion_out *done, size_t cap, size_t *n_
 const uint64_t *mr_engine_expert_counts(const mr_engine *e)
 {
     return mr_forward_expert_counts(e->act);
+}
+
+void mr_engine_get_stats(const mr_engine *e, mr_engine_stats *out)
+{
+    *out = *mr_forward_stats(e->act);
 }
