@@ -90,6 +90,13 @@ void mr_buf_free(mr_buf *b);
       "ranks on one host; 0 = all ranks of a local run, or as MPI places them")            \
     X(parallel, launcher, ENUM, "local", 0, 0, 0, "local,mpi",                             \
       "local: moerun starts the ranks; mpi: started by mpirun or srun")                    \
+    X(parallel, dispatch, ENUM, "high-throughput", 0, 0, 0, "high-throughput,low-latency",  \
+      "token exchange: counts first, then exact payloads; or one exchange of fixed size")  \
+    X(parallel, ll_capacity, INT, "128", 0, 1, 1 << 20, NULL,                              \
+      "low-latency: tokens one rank sends each expert slot of another in the one exchange;"\
+      " more go in a second")                                                              \
+    X(parallel, transport, ENUM, "auto", 0, 0, 0, "auto,mpi",                              \
+      "auto: shared memory between ranks on one host, MPI between hosts; mpi: MPI for all")\
     X(eplb, mode, ENUM, "static+online", 0, 0, 0, "off,static,online,static+online",       \
       "expert-parallel load balancing")                                                    \
     X(eplb, step_interval, INT, "100", 0, 1, 1 << 30, NULL,                                \
@@ -116,6 +123,8 @@ void mr_buf_free(mr_buf *b);
 typedef enum { MR_BACKEND_CPU, MR_BACKEND_REF } mr_backend_kind;
 typedef enum { MR_FORMAT_OPENAI_BATCH, MR_FORMAT_PROMPT } mr_input_format;
 typedef enum { MR_LAUNCHER_LOCAL, MR_LAUNCHER_MPI } mr_launcher;
+typedef enum { MR_DISPATCH_HIGH_THROUGHPUT, MR_DISPATCH_LOW_LATENCY } mr_dispatch_kind;
+typedef enum { MR_TRANSPORT_AUTO, MR_TRANSPORT_MPI } mr_transport_kind;
 typedef enum { MR_EPLB_OFF, MR_EPLB_STATIC, MR_EPLB_ONLINE, MR_EPLB_STATIC_ONLINE } mr_eplb_mode;
 typedef enum { MR_EPLB_AUTO, MR_EPLB_GLOBAL, MR_EPLB_HIERARCHICAL } mr_eplb_strategy;
 

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "engine/engine.h"
 #include "jobs/jobs.h"
 
 /* Exit codes, documented in docs/cli.md. */
@@ -79,9 +80,33 @@ int mr_runner_open_run_file(const char *dir, const char *name, FILE **f, char **
 /* Count the lines of a run-folder file; a missing file has none. */
 int mr_runner_count_lines(const char *dir, const char *name, uint64_t *lines);
 
-/* Serve every request of a planned job into its run folder; returns an
+/* The ranks of a job: this one's place in them and the communicator the
+ * engine exchanges tokens through.  Without MPI it is a world of one. */
+typedef struct {
+    bool mpi;
+    int rank, size;
+    mr_comm *comm;
+} mr_runner_world;
+
+/* True in a process that mpirun or srun started. */
+bool mr_runner_under_mpi(void);
+/* launcher = local with several ranks: runs this command line (argv, from
+ * the command name on) once per rank under mpirun and waits; returns an
  * exit code. */
-int mr_runner_serve(const mr_job *job, const mr_plan *plan);
+int mr_runner_launch_local(const mr_job *job, int argc, char **argv);
+/* Makes w->comm with buffers of `capacity` bytes (w->mpi set by the
+ * caller); returns an exit code. */
+int mr_runner_world_init(mr_runner_world *w, const mr_job *job, size_t capacity);
+
+/* Serve every request of a planned job into its run folder, this rank's
+ * share of it when there are several; `created` goes into every result
+ * line.  Returns an exit code. */
+int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi, int64_t created);
+
+/* Per-shard part files under RUN_DIR/parts, joined at the end. */
+int mr_runner_parts_open(const char *run_dir, uint32_t shard, FILE **results, FILE **errors);
+int mr_runner_parts_close(FILE *f);
+int mr_runner_parts_join(const char *run_dir, size_t n_shards);
 
 /* Run-folder file names, relative to [job] run_dir. */
 #define MR_RUN_PLAN "plan.json"

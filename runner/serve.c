@@ -1,11 +1,20 @@
 /*
- * Serving a planned job on this process: read the shards' lines in input
+ * Serving a planned job on one rank: claim shards, read their lines in
  * order, turn each into a tokenized generation (or an error record), keep
- * the engine full, and write results and errors in input order.
+ * the engine full, and write each shard's results and errors to its part
+ * files in input order.
+ *
+ * Ranks step together: before every step each rank says whether it still
+ * has work and whether it wants a shard, the world gathers that, and every
+ * rank applies the same rule to the same answers (shards in order, to the
+ * ranks that want one, lowest rank first), so the shard table rank 0 keeps
+ * needs no further round trip.  A rank with nothing to do still steps,
+ * with zero tokens, because other ranks' tokens may need its experts.
  *
  * Completions finish out of order under continuous batching; a reorder
  * window holds finished lines until every earlier line is done, so the
- * output files are the same bytes whatever the batch size or timing.
+ * output files are the same bytes whatever the batch size, rank count or
+ * timing.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -25,18 +34,25 @@ typedef struct {
     /* What the result line needs once the completion arrives. */
     char *custom_id, *model;
     mr_endpoint endpoint;
-    uint32_t file_index;
+    uint32_t file_index, shard;
     uint64_t line_no;
 } slot;
 
 typedef struct {
     const mr_job *job;
     const mr_plan *plan;
+    mr_runner_world world;
     mr_model *model;
     mr_engine *engine;
     const char *model_name;
     int64_t created;
-    FILE *results, *errors;
+    FILE *results, *errors; /* the part files of the shard being written */
+    int64_t writing;        /* that shard, or -1 */
+    /* The shard being read. */
+    const mr_shard *reading;
+    mr_line_reader *reader;
+    mr_request_parser *parser;
+    size_t next_shard; /* the first shard nobody has claimed */
     slot *window; /* ring: entry of sequence number n at n % cap, for [head, head + len) */
     size_t cap, len;
     uint64_t head; /* sequence number of window's first entry */
@@ -65,8 +81,27 @@ static int window_push(server *s, uint64_t *seq)
         s->cap = cap;
     }
     *seq = s->head + s->len++;
-    *window_at(s, *seq) = (slot){0};
+    *window_at(s, *seq) = (slot){.shard = s->reading->id};
     return MR_EXIT_OK;
+}
+
+/* Moves the part files on to `shard`, closing the last shard's. */
+static int write_shard(server *s, uint32_t shard)
+{
+    if (s->writing == (int64_t)shard)
+        return MR_EXIT_OK;
+    int rc = MR_EXIT_OK;
+    if (s->results && mr_runner_parts_close(s->results) != MR_EXIT_OK)
+        rc = MR_EXIT_FAILED;
+    if (s->errors && mr_runner_parts_close(s->errors) != MR_EXIT_OK)
+        rc = MR_EXIT_FAILED;
+    s->results = s->errors = NULL;
+    s->writing = -1;
+    if (rc == MR_EXIT_OK && shard != UINT32_MAX) {
+        rc = mr_runner_parts_open(s->job->job_run_dir, shard, &s->results, &s->errors);
+        s->writing = rc == MR_EXIT_OK ? (int64_t)shard : -1;
+    }
+    return rc;
 }
 
 /* Writes the finished head of the window. */
@@ -74,6 +109,8 @@ static int window_flush(server *s)
 {
     while (s->len > 0 && window_at(s, s->head)->ready) {
         slot *e = window_at(s, s->head);
+        if (write_shard(s, e->shard) != MR_EXIT_OK)
+            return MR_EXIT_FAILED;
         FILE *to = e->is_error ? s->errors : s->results;
         bool ok = fwrite(e->line, 1, e->len, to) == e->len;
         free(e->line);
@@ -209,9 +246,6 @@ static int submit(server *s, const mr_request *req, const char *file)
                  err);
         return add_error(s, file, req->line_no, &error);
     }
-    while (!mr_engine_has_room(s->engine))
-        if ((rc = step(s)) != MR_EXIT_OK)
-            return rc;
     uint64_t seq;
     if (window_push(s, &seq) != MR_EXIT_OK)
         return MR_EXIT_FAILED;
@@ -275,53 +309,112 @@ static int serve_line(server *s, mr_request_parser *parser, const mr_shard *shar
     return submit(s, &req, file);
 }
 
-static int serve_shard(server *s, mr_request_parser *parser, const mr_shard *shard)
+/* Reads the current shard's lines into the engine while it has room;
+ * a shard that runs out is closed, and the rank asks for another. */
+static int feed(server *s)
 {
     char err[1024];
-    mr_line_reader *reader;
+    int rc = MR_EXIT_OK;
+    while (rc == MR_EXIT_OK && s->reader && mr_engine_has_room(s->engine)) {
+        mr_line line;
+        int got = mr_line_reader_next(s->reader, &line, err, sizeof err);
+        if (got == 1) {
+            rc = serve_line(s, s->parser, s->reading, &line);
+            continue;
+        }
+        if (got < 0) {
+            fprintf(stderr, "moerun run: %s\n", err);
+            rc = MR_EXIT_FAILED;
+        }
+        mr_line_reader_close(s->reader);
+        s->reader = NULL;
+    }
+    return rc;
+}
+
+static int open_shard(server *s, size_t index)
+{
+    char err[1024];
+    const mr_shard *shard = &s->plan->shards[index];
     const mr_plan_file *f = &s->plan->files[shard->file_index];
-    if (mr_line_reader_open(&reader, f->path, shard->begin, shard->end, shard->first_line,
+    if (mr_line_reader_open(&s->reader, f->path, shard->begin, shard->end, shard->first_line,
                             (size_t)s->job->input_max_line_bytes, err, sizeof err) != MR_JOBS_OK) {
         fprintf(stderr, "moerun run: %s\n", err);
         return MR_EXIT_FAILED;
     }
-    int rc = MR_EXIT_OK, got;
-    mr_line line;
-    while (rc == MR_EXIT_OK && (got = mr_line_reader_next(reader, &line, err, sizeof err)) == 1)
-        rc = serve_line(s, parser, shard, &line);
-    if (rc == MR_EXIT_OK && got < 0) {
-        fprintf(stderr, "moerun run: %s\n", err);
-        rc = MR_EXIT_FAILED;
+    s->reading = shard;
+    return MR_EXIT_OK;
+}
+
+/* What each rank tells the others before a step. */
+typedef struct {
+    int32_t wants_shard, busy;
+} rank_state;
+
+/* Gathers every rank's state and hands out shards; *done when no rank has
+ * work left and no shard is unclaimed. */
+static int claim_shards(server *s, bool *done)
+{
+    char err[512];
+    int size = s->world.size;
+    rank_state mine = {.wants_shard = !s->reader && mr_engine_has_room(s->engine),
+                       .busy = s->reader || mr_engine_in_flight(s->engine) > 0};
+    rank_state *all = malloc((size_t)size * sizeof *all);
+    if (!all)
+        return MR_EXIT_FAILED;
+    int rc = mr_comm_allgather(s->world.comm, &mine, sizeof mine, all, err, sizeof err);
+    if (rc != MR_ENGINE_OK) {
+        fprintf(stderr, "moerun run: rank %d: %s\n", s->world.rank, err);
+        free(all);
+        return MR_EXIT_FAILED;
     }
-    mr_line_reader_close(reader);
+    bool busy = false;
+    for (int r = 0; r < size; r++) {
+        busy = busy || all[r].busy;
+        if (!all[r].wants_shard || s->next_shard >= s->plan->n_shards)
+            continue;
+        size_t shard = s->next_shard++;
+        busy = true;
+        if (r == s->world.rank && (rc = open_shard(s, shard)) == MR_EXIT_OK)
+            rc = feed(s);
+    }
+    free(all);
+    *done = !busy;
     return rc;
-}
-
-static FILE *open_output(const mr_job *job, const char *name)
-{
-    char *path = mr_runner_path(job->job_run_dir, name);
-    FILE *f = path ? fopen(path, "wb") : NULL;
-    if (!f)
-        perror(path ? path : "moerun run");
-    free(path);
-    return f;
-}
-
-static int close_output(FILE *f)
-{
-    bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok = fclose(f) == 0 && ok;
-    if (!ok)
-        perror("moerun run: closing results");
-    return ok ? MR_EXIT_OK : MR_EXIT_FAILED;
 }
 
 static int load_engine(server *s)
 {
     const mr_job *job = s->job;
-    char err[2048];
+    char err[2048], *config = mr_runner_path(job->model_path, "config.json");
+    mr_model_config cfg;
+    int rc = config ? mr_config_load(config, &cfg, err, sizeof err) : MR_ENGINE_ENOMEM;
+    free(config);
+    if (rc != MR_ENGINE_OK) {
+        fprintf(stderr, "moerun run: [model] path: %s\n", err);
+        return MR_EXIT_INVALID;
+    }
+    int ranks = s->world.mpi ? (int)job->parallel_ranks : 1, threads = (int)job->engine_threads;
+    int slots = cfg.num_experts > 0 ? (cfg.num_experts + ranks - 1) / ranks : 1;
+    size_t capacity = mr_model_exchange_bytes(&cfg, slots, (int)job->engine_max_batch_tokens);
+    rc = mr_runner_world_init(&s->world, job, capacity);
+    if (rc != MR_EXIT_OK)
+        return rc;
+    if (threads <= 0) {
+        /* Ranks that share a host share its cores. */
+        int here = 0;
+        for (int r = 0; r < s->world.size; r++)
+            here += mr_comm_host_of(s->world.comm, r) == mr_comm_host_of(s->world.comm, s->world.rank);
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cores / here > 1 ? (int)(cores / here) : 1;
+    }
     mr_model_options mo = {.backend = job->engine_backend == MR_BACKEND_REF ? "ref" : "cpu",
-                           .threads = (int)job->engine_threads};
+                           .threads = threads,
+                           .comm = s->world.comm,
+                           .dispatch = job->parallel_dispatch == MR_DISPATCH_LOW_LATENCY
+                                           ? MR_EP_LOW_LATENCY
+                                           : MR_EP_HIGH_THROUGHPUT,
+                           .ll_capacity = (int)job->parallel_ll_capacity};
     if (mr_model_load(job->model_path, &mo, &s->model, err, sizeof err) != MR_ENGINE_OK) {
         fprintf(stderr, "moerun run: [model] path: %s\n", err);
         return MR_EXIT_INVALID;
@@ -330,7 +423,7 @@ static int load_engine(server *s)
                             .max_sequences = (int)job->engine_max_sequences,
                             .kv_block_size = (int)job->engine_kv_block_size,
                             .kv_blocks = (int)job->engine_kv_blocks};
-    int rc = mr_engine_create(s->model, &eo, &s->engine, err, sizeof err);
+    rc = mr_engine_create(s->model, &eo, &s->engine, err, sizeof err);
     if (rc != MR_ENGINE_OK) {
         fprintf(stderr, "moerun run: %s\n", err);
         return rc == MR_ENGINE_EINVAL ? MR_EXIT_INVALID : MR_EXIT_FAILED;
@@ -361,51 +454,125 @@ static double now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-int mr_runner_serve(const mr_job *job, const mr_plan *plan)
+/* Claim, feed, step, until the world agrees there is nothing left. */
+static int serve_loop(server *s)
+{
+    int rc = MR_EXIT_OK;
+    for (;;) {
+        bool done = false;
+        if ((rc = feed(s)) != MR_EXIT_OK || (rc = claim_shards(s, &done)) != MR_EXIT_OK || done)
+            break;
+        if ((rc = step(s)) != MR_EXIT_OK)
+            break;
+    }
+    if (rc == MR_EXIT_OK)
+        rc = window_flush(s);
+    if (write_shard(s, UINT32_MAX) != MR_EXIT_OK)
+        rc = MR_EXIT_FAILED;
+    return rc;
+}
+
+/* The figures every rank adds to the summary. */
+typedef struct {
+    uint64_t ok, failed, prompt_tokens, completion_tokens, steps;
+    double attention, dispatch, experts, combine, wait;
+} rank_totals;
+
+static int summarise(server *s, double seconds)
+{
+    char err[512];
+    mr_engine_stats st;
+    mr_engine_get_stats(s->engine, &st);
+    rank_totals mine = {s->n_ok, s->n_failed, s->prompt_tokens, s->completion_tokens, st.steps,
+                        st.attention_seconds, st.dispatch_seconds, st.experts_seconds,
+                        st.combine_seconds, st.wait_seconds};
+    rank_totals *all = calloc((size_t)s->world.size, sizeof *all);
+    if (!all || mr_comm_allgather(s->world.comm, &mine, sizeof mine, all, err, sizeof err) !=
+                    MR_ENGINE_OK) {
+        fprintf(stderr, "moerun run: rank %d: %s\n", s->world.rank, all ? err : "out of memory");
+        free(all);
+        return MR_EXIT_FAILED;
+    }
+    rank_totals sum = {0};
+    for (int r = 0; r < s->world.size; r++) {
+        sum.ok += all[r].ok;
+        sum.failed += all[r].failed;
+        sum.prompt_tokens += all[r].prompt_tokens;
+        sum.completion_tokens += all[r].completion_tokens;
+        sum.attention += all[r].attention;
+        sum.dispatch += all[r].dispatch;
+        sum.experts += all[r].experts;
+        sum.combine += all[r].combine;
+        sum.wait += all[r].wait;
+    }
+    free(all);
+    if (s->world.rank != 0)
+        return MR_EXIT_OK;
+    const mr_job *job = s->job;
+    uint64_t tokens = sum.prompt_tokens + sum.completion_tokens;
+    printf("served %" PRIu64 " request%s, %" PRIu64 " failed; %" PRIu64 " prompt + %" PRIu64
+           " completion tokens in %.1f s (%.0f tokens/s) on %d rank%s\n",
+           sum.ok, sum.ok == 1 ? "" : "s", sum.failed, sum.prompt_tokens, sum.completion_tokens,
+           seconds, seconds > 0 ? tokens / seconds : 0.0, s->world.size,
+           s->world.size == 1 ? "" : "s");
+    printf("rank time: attention %.2f s, dispatch %.2f s, experts %.2f s, combine %.2f s, "
+           "waiting %.2f s (%" PRIu64 " steps)\n",
+           sum.attention, sum.dispatch, sum.experts, sum.combine, sum.wait, mine.steps);
+    printf("results: %s/%s\nerrors:  %s/%s\n", job->job_run_dir, MR_RUN_RESULTS,
+           job->job_run_dir, MR_RUN_ERRORS);
+    return MR_EXIT_OK;
+}
+
+/* Every rank's parts are closed before the first rank joins them. */
+static int finish(server *s, double started)
+{
+    char err[512];
+    int32_t ok = 1, *all = malloc((size_t)s->world.size * sizeof *all);
+    if (!all || mr_comm_allgather(s->world.comm, &ok, sizeof ok, all, err, sizeof err) !=
+                    MR_ENGINE_OK) {
+        fprintf(stderr, "moerun run: rank %d: %s\n", s->world.rank, all ? err : "out of memory");
+        free(all);
+        return MR_EXIT_FAILED;
+    }
+    free(all);
+    int rc = s->world.rank == 0 ? mr_runner_parts_join(s->job->job_run_dir, s->plan->n_shards)
+                                : MR_EXIT_OK;
+    if (rc == MR_EXIT_OK)
+        rc = summarise(s, now() - started);
+    return rc;
+}
+
+int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi, int64_t created)
 {
     server s = {.job = job, .plan = plan, .model_name = model_name(job->model_path),
-                .created = (int64_t)time(NULL)};
+                .created = created, .writing = -1, .world = {.mpi = mpi}};
     double start = now();
     int rc = load_engine(&s);
-    mr_request_parser *parser = rc == MR_EXIT_OK ? mr_request_parser_new(job) : NULL;
-    if (rc == MR_EXIT_OK && !parser)
+    s.parser = rc == MR_EXIT_OK ? mr_request_parser_new(job) : NULL;
+    if (rc == MR_EXIT_OK && !s.parser)
         rc = MR_EXIT_FAILED;
-    if (rc == MR_EXIT_OK) {
-        s.results = open_output(job, MR_RUN_RESULTS);
-        s.errors = open_output(job, MR_RUN_ERRORS);
-        rc = s.results && s.errors ? MR_EXIT_OK : MR_EXIT_FAILED;
-    }
-    for (size_t i = 0; rc == MR_EXIT_OK && i < plan->n_shards; i++)
-        rc = serve_shard(&s, parser, &plan->shards[i]);
-    while (rc == MR_EXIT_OK && mr_engine_in_flight(s.engine) > 0)
-        rc = step(&s);
     if (rc == MR_EXIT_OK)
-        rc = window_flush(&s);
-    if (s.results && close_output(s.results) != MR_EXIT_OK)
-        rc = MR_EXIT_FAILED;
-    if (s.errors && close_output(s.errors) != MR_EXIT_OK)
-        rc = MR_EXIT_FAILED;
-    if (rc == MR_EXIT_OK) {
-        double seconds = now() - start;
-        uint64_t tokens = s.prompt_tokens + s.completion_tokens;
-        printf("served %" PRIu64 " request%s, %" PRIu64 " failed; %" PRIu64 " prompt + %" PRIu64
-               " completion tokens in %.1f s (%.0f tokens/s)\n",
-               s.n_ok, s.n_ok == 1 ? "" : "s", s.n_failed, s.prompt_tokens, s.completion_tokens, seconds,
-               seconds > 0 ? tokens / seconds : 0.0);
-        printf("results: %s/%s\nerrors:  %s/%s\n", job->job_run_dir, MR_RUN_RESULTS,
-               job->job_run_dir, MR_RUN_ERRORS);
-    }
+        rc = serve_loop(&s);
+    if (rc == MR_EXIT_OK)
+        rc = finish(&s, start);
     for (size_t i = 0; i < s.len; i++) {
         slot *e = window_at(&s, s.head + i);
         free(e->line);
         free(e->custom_id);
         free(e->model);
     }
+    if (s.reader)
+        mr_line_reader_close(s.reader);
+    if (s.results)
+        fclose(s.results);
+    if (s.errors)
+        fclose(s.errors);
     free(s.window);
     free(s.done);
     mr_tokens_free(&s.tokens);
-    mr_request_parser_free(parser);
+    mr_request_parser_free(s.parser);
     mr_engine_free(s.engine);
     mr_model_free(s.model);
+    mr_comm_free(s.world.comm);
     return rc;
 }

@@ -1,0 +1,98 @@
+/*
+ * The ranks of a job.  `launcher = local` with more than one rank makes
+ * `moerun run` start them itself through Open MPI's mpirun, running this
+ * same command line once per rank; a process that finds itself started by
+ * mpirun or srun joins MPI_COMM_WORLD.  Either way each rank then builds
+ * the communicator the engine exchanges tokens through.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "runner/runner.h"
+
+bool mr_runner_under_mpi(void)
+{
+    /* Open MPI's mpirun, PMIx launchers (srun --mpi=pmix) and PMI-1/2. */
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
+}
+
+/* mpirun's options: as root it must be told that is fine; more ranks than
+ * cores is fine for CPU ranks that sleep while they wait; binding would
+ * pin each rank's threads to one core; ranks read no standard input. */
+static const char *const MPIRUN_OPTIONS[] = {"--allow-run-as-root", "--oversubscribe",
+                                             "--bind-to", "none", "--stdin", "none"};
+
+int mr_runner_launch_local(const mr_job *job, int argc, char **argv)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) {
+        perror("moerun run: finding the moerun binary");
+        return MR_EXIT_FAILED;
+    }
+    exe[n] = '\0';
+    size_t n_opts = sizeof MPIRUN_OPTIONS / sizeof MPIRUN_OPTIONS[0];
+    char ranks[32];
+    snprintf(ranks, sizeof ranks, "%lld", (long long)job->parallel_ranks);
+    char **args = calloc(n_opts + (size_t)argc + 6, sizeof *args);
+    if (!args) {
+        fprintf(stderr, "moerun run: out of memory\n");
+        return MR_EXIT_FAILED;
+    }
+    size_t at = 0;
+    args[at++] = "mpirun";
+    for (size_t i = 0; i < n_opts; i++)
+        args[at++] = (char *)MPIRUN_OPTIONS[i];
+    args[at++] = "-np";
+    args[at++] = ranks;
+    args[at++] = exe;
+    for (int i = 0; i < argc; i++)
+        args[at++] = argv[i];
+    printf("job %s: starting %s ranks on this host through mpirun\n", job->job_name, ranks);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execvp("mpirun", args);
+        fprintf(stderr, "moerun run: cannot start mpirun (%s); install Open MPI (the "
+                        "openmpi-bin package) or run with [parallel] ranks = 1\n",
+                strerror(errno));
+        _exit(127);
+    }
+    free(args);
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) < 0) {
+        perror("moerun run: mpirun");
+        return MR_EXIT_FAILED;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return MR_EXIT_OK;
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    fprintf(stderr, "moerun run: the job stopped: a rank failed (mpirun exit %d)\n", code);
+    return code == MR_EXIT_INVALID ? MR_EXIT_INVALID : MR_EXIT_FAILED;
+}
+
+int mr_runner_world_init(mr_runner_world *w, const mr_job *job, size_t capacity)
+{
+    char err[512];
+    *w = (mr_runner_world){.mpi = w->mpi, .rank = 0, .size = 1};
+    mr_comm_options options = {.capacity = capacity,
+                               .force_mpi = job->parallel_transport == MR_TRANSPORT_MPI};
+    int rc;
+    if (w->mpi)
+        rc = mr_comm_mpi(&options, &w->comm, err, sizeof err);
+    else
+        rc = mr_comm_solo(&options, &w->comm, err, sizeof err);
+    if (rc != MR_ENGINE_OK) {
+        fprintf(stderr, "moerun run: %s\n", err);
+        return MR_EXIT_FAILED;
+    }
+    w->rank = mr_comm_rank(w->comm);
+    w->size = mr_comm_size(w->comm);
+    return MR_EXIT_OK;
+}
