@@ -48,6 +48,7 @@ BENCH_BIN:= $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 MOERUN   := $(BUILD)/moerun
 TESTBIN  := $(BUILD)/moerun-tests
+EP_CHECK := $(BUILD)/ep-check
 LIBMR    := $(BUILD)/libmoerun.a
 
 # Criterion forks one process per test; two workers fit the 2-core CI box.
@@ -110,13 +111,18 @@ $(MOERUN): $(MAIN_OBJ) $(LIBMR)
 $(TESTBIN): $(TEST_OBJ) $(LIBMR)
 	$(CC) $(SAN) -o $@ $(TEST_OBJ) $(LIBMR) $(LDLIBS_ALL) $(shell pkg-config --libs criterion)
 
+# Dispatch and combine checked on every rank of an MPI job (test_parallel).
+$(EP_CHECK): tests/mpi/ep_check.c $(LIBMR)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIBMR) $(LDLIBS_ALL)
+
 $(BUILD)/bench/%: tests/bench/%.c $(LIBMR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIBMR) $(LDLIBS_ALL)
 
 test: deps
-	@$(MAKE) --no-print-directory $(MOERUN) $(TESTBIN) $(HF_TOKENIZER) $(TINY_MODEL)
+	@$(MAKE) --no-print-directory $(MOERUN) $(TESTBIN) $(EP_CHECK) $(HF_TOKENIZER) $(TINY_MODEL)
 	MOERUN=$(abspath $(MOERUN)) MR_SOURCE_DIR=$(CURDIR) MR_NODE_DIR=$(abspath $(NODE_DIR)) \
+	  MR_EP_CHECK=$(abspath $(EP_CHECK)) \
 	  MR_PYTHON=$(PYTHON) MR_TINY_MODEL=$(abspath $(dir $(TINY_MODEL))) \
 	  $(TESTBIN) -j$(TEST_JOBS) $(TEST_ARGS)
 

@@ -1,0 +1,232 @@
+/* One job on several ranks: the same bytes as on one, in both dispatch
+ * modes and over both transports; a rank that dies stops the job. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/common/fixture.h"
+
+static char *dir, *out, *err;
+
+static void setup(void)
+{
+    dir = mr_test_tmpdir();
+    out = err = NULL;
+    mr_test_make_model(dir);
+}
+
+static void teardown(void)
+{
+    mr_test_rmtree(dir);
+    free(dir);
+    free(out);
+    free(err);
+}
+
+TestSuite(parallel, .init = setup, .fini = teardown, .timeout = 300);
+
+/* The first `n` bundled requests, a line that is not JSON and a repeated
+ * custom_id, so errors.jsonl has lines from several shards too. */
+static void write_requests(int n)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/examples/requests.jsonl", getenv("MR_SOURCE_DIR"));
+    size_t len;
+    char *all = mr_test_read(path, &len);
+    cr_assert(all, "cannot read %s", path);
+    char *end = all;
+    for (int i = 0; i < n && end; i++)
+        end = strchr(end, '\n') + 1;
+    mr_buf b = {0};
+    size_t half = (size_t)(end - all) / 2;
+    while (all[half] != '\n')
+        half++;
+    mr_buf_append(&b, all, half + 1);
+    static const char bad[] = "{\"custom_id\": \"broken\", \"method\": \n";
+    mr_buf_append(&b, bad, sizeof bad - 1);
+    mr_buf_append(&b, all + half + 1, (size_t)(end - all) - half - 1);
+    mr_buf_append(&b, all, (size_t)(strchr(all, '\n') - all) + 1);
+    free(mr_test_write(dir, "requests.jsonl", b.data, b.len));
+    mr_buf_free(&b);
+    free(all);
+}
+
+static int run_job(const char *name, const char *extra)
+{
+    char ini[2048], file[256];
+    snprintf(ini, sizeof ini,
+             "[job]\nname = parallel\nrun_dir = runs/%s\n[model]\npath = model\n[input]\n"
+             "files = requests.jsonl\n[generation]\nmax_tokens = 12\nseed = 3\n"
+             "[engine]\nmax_batch_tokens = 128\nmax_sequences = 16\n%s",
+             name, extra);
+    snprintf(file, sizeof file, "%s.ini", name);
+    free(mr_test_write(dir, file, ini, (size_t)-1));
+    free(out);
+    free(err);
+    return mr_test_moerun(dir, &out, &err, "run", file, NULL);
+}
+
+/* A run's output file with the digits of every "created" zeroed: the one
+ * thing a rerun may change. */
+static char *output_of(const char *name, const char *file)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/runs/%s/%s", dir, name, file);
+    size_t len;
+    char *text = mr_test_read(path, &len);
+    cr_assert(text, "no %s", path);
+    for (char *at = text; (at = strstr(at, "\"created\":"));) {
+        at += strlen("\"created\":");
+        while (*at >= '0' && *at <= '9')
+            *at++ = '0';
+    }
+    return text;
+}
+
+static void assert_same_output(const char *a, const char *b)
+{
+    static const char *const files[] = {"results.jsonl", "errors.jsonl"};
+    for (int i = 0; i < 2; i++) {
+        char *x = output_of(a, files[i]), *y = output_of(b, files[i]);
+        cr_assert_str_eq(x, y, "%s of %s and %s differ", files[i], a, b);
+        free(x);
+        free(y);
+    }
+}
+
+Test(parallel, one_to_four_ranks_in_both_modes_give_the_same_bytes)
+{
+    write_requests(40);
+    cr_assert_eq(run_job("one", "[parallel]\nranks = 1\n"), 0, "%s%s", out, err);
+    cr_assert(strstr(out, "served 40 requests, 2 failed"), "%s", out);
+    static const char *const modes[] = {
+        "dispatch = high-throughput\n",
+        "dispatch = low-latency\nll_capacity = 2\n",
+    };
+    for (int ranks = 2; ranks <= 4; ranks++)
+        for (int m = 0; m < 2; m++) {
+            char name[64], extra[256];
+            snprintf(name, sizeof name, "r%d-m%d", ranks, m);
+            snprintf(extra, sizeof extra, "[parallel]\nranks = %d\n%s", ranks, modes[m]);
+            cr_assert_eq(run_job(name, extra), 0, "%s: %s%s", name, out, err);
+            cr_assert(strstr(out, "served 40 requests, 2 failed"), "%s: %s", name, out);
+            assert_same_output("one", name);
+        }
+}
+
+Test(parallel, ranks_on_one_host_give_the_same_bytes_over_mpi)
+{
+    write_requests(24);
+    cr_assert_eq(run_job("one", "[parallel]\nranks = 1\n"), 0, "%s%s", out, err);
+    cr_assert_eq(run_job("mpi", "[parallel]\nranks = 3\ntransport = mpi\n"), 0, "%s%s", out, err);
+    assert_same_output("one", "mpi");
+}
+
+Test(parallel, launcher_mpi_outside_mpirun_says_how_to_start_it)
+{
+    write_requests(4);
+    cr_assert_eq(run_job("bad", "[parallel]\nranks = 2\nlauncher = mpi\n"), 3);
+    cr_assert(strstr(err, "launcher = mpi: start moerun with mpirun or srun"), "%s", err);
+}
+
+/* Children of `parent`, from /proc. */
+static int children_of(pid_t parent, pid_t *kids, int cap)
+{
+    int n = 0;
+    DIR *proc = opendir("/proc");
+    struct dirent *e;
+    while (proc && (e = readdir(proc)) && n < cap) {
+        char path[300], text[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t len = fread(text, 1, sizeof text - 1, f);
+        fclose(f);
+        text[len] = '\0';
+        char *close = strrchr(text, ')');
+        int ppid;
+        if (close && sscanf(close + 2, "%*c %d", &ppid) == 1 && ppid == parent)
+            kids[n++] = (pid_t)atoi(e->d_name);
+    }
+    if (proc)
+        closedir(proc);
+    return n;
+}
+
+static double seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+Test(parallel, a_rank_that_dies_stops_the_job_within_ten_seconds)
+{
+    write_requests(200);
+    char ini[1024];
+    snprintf(ini, sizeof ini,
+             "[job]\nname = kill\nrun_dir = runs/kill\n[model]\npath = model\n[input]\n"
+             "files = requests.jsonl\n[generation]\nmax_tokens = 200\n[engine]\n"
+             "max_batch_tokens = 64\nmax_sequences = 8\n[parallel]\nranks = 3\n");
+    char *job = mr_test_write(dir, "kill.ini", ini, (size_t)-1);
+    pid_t pid = fork();
+    if (pid == 0) {
+        freopen("/dev/null", "w", stdout);
+        freopen("/dev/null", "w", stderr);
+        execl(getenv("MOERUN"), "moerun", "run", job, (char *)NULL);
+        _exit(127);
+    }
+    free(job);
+    /* Wait for the ranks to be serving: the part files appear. */
+    char parts[4096];
+    snprintf(parts, sizeof parts, "%s/runs/kill/parts", dir);
+    double start = seconds();
+    while (access(parts, F_OK) != 0 && seconds() - start < 60)
+        usleep(50000);
+    cr_assert_eq(access(parts, F_OK), 0, "the job never started serving");
+    pid_t mpirun[4], ranks[8];
+    cr_assert_eq(children_of(pid, mpirun, 4), 1, "moerun run should have started mpirun");
+    cr_assert_eq(children_of(mpirun[0], ranks, 8), 3, "mpirun should have started 3 ranks");
+    cr_assert_eq(kill(ranks[1], SIGKILL), 0);
+    double killed = seconds();
+    int status = 0;
+    pid_t done = 0;
+    while ((done = waitpid(pid, &status, WNOHANG)) == 0 && seconds() - killed < 10)
+        usleep(20000);
+    if (done == 0) {
+        kill(pid, SIGKILL);
+        kill(mpirun[0], SIGKILL);
+        waitpid(pid, &status, 0);
+        cr_assert_fail("the job still ran 10 s after a rank died");
+    }
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) != 0, "the job should fail");
+}
+
+/* Dispatch and combine against their naive reference (tests/mpi/ep_check.c)
+ * on 1 to 4 ranks, through shared memory and through MPI. */
+Test(parallel, dispatch_and_combine_match_the_reference_on_1_to_4_ranks)
+{
+    for (int ranks = 1; ranks <= 4; ranks++)
+        for (int mpi = 0; mpi < 2; mpi++) {
+            char command[4096], text[4096] = "";
+            snprintf(command, sizeof command,
+                     "mpirun --allow-run-as-root --oversubscribe --bind-to none --stdin none "
+                     "-np %d %s %s 2>&1",
+                     ranks, getenv("MR_EP_CHECK"), mpi ? "--force-mpi" : "");
+            FILE *p = popen(command, "r");
+            cr_assert(p, "%s", command);
+            size_t len = fread(text, 1, sizeof text - 1, p);
+            text[len] = '\0';
+            int status = pclose(p);
+            cr_assert_eq(status, 0, "%s:\n%s", command, text);
+            cr_assert(strstr(text, "every case matches the reference"), "%s", text);
+        }
+}
