@@ -99,15 +99,17 @@ static int collect(pid_t pid, int fd, mr_buf *output)
     return status;
 }
 
-/* The last line of the output with words in it: where mpirun says what
- * went wrong (its messages end in a rule of dashes). */
-static const char *last_words(char *output)
+/* The first line of the output with words in it, other than the probe's:
+ * a rank's own complaint comes before mpirun's summary of it. */
+static const char *first_words(char *output)
 {
-    const char *found = "no output";
-    for (char *line = strtok(output, "\n"); line; line = strtok(NULL, "\n"))
-        if (strpbrk(line, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"))
-            found = line;
-    return found;
+    for (char *line = strtok(output, "\n"); line; line = strtok(NULL, "\n")) {
+        line += strspn(line, " \t");
+        if (strncmp(line, "mpi-probe\t", 10) != 0 &&
+            strpbrk(line, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+            return line;
+    }
+    return "no output";
 }
 
 /* "vm" when the ranks share one host, else "a (2), b (2)"; hosts, the
@@ -146,15 +148,15 @@ static void report(mr_preflight *pf, int status, char *output, const char *np)
     if (status == -1) {
         mr_preflight_say(pf, MR_PREFLIGHT_FAIL, "mpi",
                          "mpirun -np %s did not finish within %d s and was killed; "
-                         "its last words: %s",
-                         np, DEADLINE_S, last_words(output));
+                         "it said: %s",
+                         np, DEADLINE_S, first_words(output));
         return;
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         mr_preflight_say(pf, MR_PREFLIGHT_FAIL, "mpi", "mpirun -np %s %s %d: %s", np,
                          WIFEXITED(status) ? "exited with" : "was killed by signal",
                          WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
-                         last_words(output));
+                         first_words(output));
         return;
     }
     char *line = strstr(output, "mpi-probe\t"), *library, *hosts, *end;
@@ -163,7 +165,7 @@ static void report(mr_preflight *pf, int status, char *output, const char *np)
         !(hosts = strchr(library = end + 1, '\t'))) {
         mr_preflight_say(pf, MR_PREFLIGHT_FAIL, "mpi",
                          "mpirun -np %s ran, but the probe printed no result: %s", np,
-                         last_words(output));
+                         first_words(output));
         return;
     }
     *hosts++ = '\0';

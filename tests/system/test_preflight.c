@@ -60,11 +60,8 @@ static int preflight(const char *a, const char *b)
 
 static void write_job(const char *extra)
 {
-    char *ini = NULL;
-    cr_assert(asprintf(&ini, "[model]\npath = model\n[input]\nfiles = requests.jsonl\n%s",
-                       extra) > 0);
-    free(mr_test_write(dir, "job.ini", ini, (size_t)-1));
-    free(ini);
+    mr_test_writef(dir, "job.ini", "[model]\npath = model\n[input]\nfiles = requests.jsonl\n%s",
+                   extra);
 }
 
 Test(preflight, checks_this_host)
