@@ -19,7 +19,7 @@ PYMODS := numpy:python3-numpy
 PYTHON := /usr/bin/python3
 
 # Libraries linked into moerun today; later modules add theirs here.
-LINK_PKGS := inih libcjson libarchive zlib libpcre2-8 libutf8proc ompi-c
+LINK_PKGS := inih libcjson libarchive zlib libpcre2-8 libutf8proc libibverbs ompi-c
 
 CUDA_HOME ?= /usr/local/cuda
 HAVE_CUDA := $(shell test -x $(CUDA_HOME)/bin/nvcc && echo 1 || echo 0)
@@ -44,6 +44,8 @@ BENCH_SRC:= $(wildcard tests/bench/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ := $(MAIN_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+# runner/ files the unit tests link: pure functions, no main().
+RUNNER_TESTED := $(BUILD)/runner/preflight_rules.o
 BENCH_BIN:= $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 MOERUN   := $(BUILD)/moerun
@@ -108,8 +110,8 @@ $(LIBMR): $(LIB_OBJ)
 $(MOERUN): $(MAIN_OBJ) $(LIBMR)
 	$(CC) $(SAN) -o $@ $(MAIN_OBJ) $(LIBMR) $(LDLIBS_ALL)
 
-$(TESTBIN): $(TEST_OBJ) $(LIBMR)
-	$(CC) $(SAN) -o $@ $(TEST_OBJ) $(LIBMR) $(LDLIBS_ALL) $(shell pkg-config --libs criterion)
+$(TESTBIN): $(TEST_OBJ) $(RUNNER_TESTED) $(LIBMR)
+	$(CC) $(SAN) -o $@ $(TEST_OBJ) $(RUNNER_TESTED) $(LIBMR) $(LDLIBS_ALL) $(shell pkg-config --libs criterion)
 
 # Dispatch and combine checked on every rank of an MPI job (test_parallel).
 $(EP_CHECK): tests/mpi/ep_check.c $(LIBMR)

@@ -62,6 +62,8 @@ int mr_runner_parse_args(int argc, char **argv, unsigned allowed, const char *op
         if (c == MR_OPT_SEED)
             args->seed = optarg;
     }
+    if (optind == argc && (allowed & MR_ARGS_OPERAND_OPTIONAL))
+        return -1;
     if (optind == argc)
         return mr_runner_usage_error(command, "missing %s: moerun %s %s", operand, command,
                                      operand);

@@ -86,6 +86,27 @@ static const mr_runner_command commands[] = {
      "\n"
      "Exit codes: 0 done, 1 system error, 2 bad command line, 3 a bad tokenizer or\n"
      "input line (the message names the line; lines before it were printed).\n"},
+    {"preflight", mr_runner_preflight, "check this host before a job is put on it",
+     "usage: moerun preflight [JOB.ini] [--set SECTION.KEY=VALUE]...\n"
+     "\n"
+     "Check what a job needs of this host and print one line per finding:\n"
+     "  cpu     online cores, AVX-512 and AVX512_BF16; with a job, whether its\n"
+     "          ranks on this host times [engine] threads fit the cores\n"
+     "  memory  total and available RAM; with a job, against the size of the\n"
+     "          model's *.safetensors files\n"
+     "  shm     size and free space of /dev/shm (ranks on one host exchange\n"
+     "          tokens through it)\n"
+     "  gpu     the GPUs CUDA sees, with their memory\n"
+     "  rdma    RDMA ports: state, link layer, width and speed (as ibstat)\n"
+     "  mpi     that mpirun starts [parallel] ranks (at least 2) of moerun, and\n"
+     "          where they ran\n"
+     "Each line starts with OK, WARN (the job can run, maybe slower) or FAIL.\n"
+     "\n"
+     "  --set SECTION.KEY=VALUE  override one job key (repeatable)\n"
+     "  -h, --help               show this help\n"
+     "\n"
+     "Exit codes: 0 no FAIL, 1 system error, 2 bad command line, 3 a check\n"
+     "FAILed or the job is invalid.\n"},
     {"help", mr_runner_help, "show help for a command, or every job key",
      "usage: moerun help [COMMAND | keys]\n"
      "\n"

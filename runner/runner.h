@@ -38,6 +38,7 @@ int mr_runner_report(int argc, char **argv);
 int mr_runner_help(int argc, char **argv);
 int mr_runner_make_model(int argc, char **argv);
 int mr_runner_tokenize(int argc, char **argv);
+int mr_runner_preflight(int argc, char **argv);
 
 /* The options a command may take, as bits of `allowed`.  The values are the
  * getopt codes; they stay clear of ASCII letters. */
@@ -47,7 +48,9 @@ enum {
     MR_OPT_JSON = 0x400,
     MR_OPT_PRESET = 0x800,
     MR_OPT_SEED = 0x1000,
-    MR_OPT_DECODE = 0x2000
+    MR_OPT_DECODE = 0x2000,
+    /* Not an option: the command runs without an operand too. */
+    MR_ARGS_OPERAND_OPTIONAL = 0x4000
 };
 
 typedef struct {
@@ -60,7 +63,8 @@ typedef struct {
 
 /* Parse `COMMAND [options] OPERAND`.  Returns -1 when the command should go
  * on, else the exit code to return (0 after --help, MR_EXIT_USAGE after a
- * message).  Free args with mr_runner_free_args either way. */
+ * message).  args->operand is NULL when an optional operand is left out.
+ * Free args with mr_runner_free_args either way. */
 int mr_runner_parse_args(int argc, char **argv, unsigned allowed, const char *operand,
                          mr_runner_args *args);
 void mr_runner_free_args(mr_runner_args *args);

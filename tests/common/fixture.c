@@ -58,6 +58,17 @@ char *mr_test_write(const char *dir, const char *name, const char *data, size_t 
     return path;
 }
 
+void mr_test_writef(const char *dir, const char *name, const char *fmt, ...)
+{
+    char *text = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    cr_assert(vasprintf(&text, fmt, ap) >= 0);
+    va_end(ap);
+    free(mr_test_write(dir, name, text, (size_t)-1));
+    free(text);
+}
+
 char *mr_test_read(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");

@@ -16,6 +16,9 @@ void mr_test_rmtree(const char *dir);
 /* Write `len` bytes (strlen when len is (size_t)-1) to dir/name, creating
  * the folders on the way; returns the path, which the caller frees. */
 char *mr_test_write(const char *dir, const char *name, const char *data, size_t len);
+/* mr_test_write of printf-formatted text; frees the path. */
+void mr_test_writef(const char *dir, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 char *mr_test_read(const char *path, size_t *len);
 
 /* The tiny model `make test` made (MR_TINY_MODEL); fails the test when unset. */

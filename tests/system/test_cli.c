@@ -65,8 +65,8 @@ Test(cli, version_and_help)
     cr_assert_eq(moerun("--version"), 0);
     cr_assert(strncmp(out, "moerun 0.", 9) == 0, "%s", out);
     cr_assert_eq(moerun("--help"), 0);
-    static const char *const commands[] = {"run",    "validate", "status",
-                                           "report", "help",     "make-model"};
+    static const char *const commands[] = {"run",  "validate",   "status",   "report",
+                                           "help", "make-model", "preflight"};
     size_t n = sizeof commands / sizeof *commands;
     for (size_t i = 0; i < n; i++)
         cr_assert(strstr(out, commands[i]), "--help lacks %s", commands[i]);

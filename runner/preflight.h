@@ -1,0 +1,58 @@
+/*
+ * moerun preflight: the checks an operator runs on a host before putting a
+ * job on it, one file per kind of hardware.  Each check prints its lines
+ * through mr_preflight_say and counts the FAILs there.
+ */
+#ifndef MR_RUNNER_PREFLIGHT_H
+#define MR_RUNNER_PREFLIGHT_H
+
+#include <stdint.h>
+
+#include "jobs/jobs.h"
+
+typedef enum { MR_PREFLIGHT_OK, MR_PREFLIGHT_WARN, MR_PREFLIGHT_FAIL } mr_preflight_level;
+
+typedef struct {
+    const mr_job *job; /* NULL when no job was given */
+    int fails;
+} mr_preflight;
+
+void mr_preflight_say(mr_preflight *pf, mr_preflight_level level, const char *name,
+                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* "23.5 GiB": bytes in the largest binary unit that keeps a figure >= 1. */
+void mr_preflight_bytes(char out[16], uint64_t bytes);
+
+void mr_preflight_cpu(mr_preflight *pf);
+void mr_preflight_memory(mr_preflight *pf);
+void mr_preflight_shm(mr_preflight *pf);
+void mr_preflight_gpu(mr_preflight *pf);
+void mr_preflight_rdma(mr_preflight *pf);
+void mr_preflight_mpi(mr_preflight *pf);
+
+/* The hidden `moerun preflight --mpi-probe` that mr_preflight_mpi starts
+ * under mpirun; returns an exit code. */
+int mr_preflight_mpi_probe(void);
+
+/* What the probe's ranks exchange: every rank's host name, in rank order,
+ * into hosts + rank * MR_PREFLIGHT_HOST_LEN.  Returns an MPI error code. */
+#define MR_PREFLIGHT_HOST_LEN 256
+int mr_preflight_exchange(char *hosts);
+
+/* The verdicts, pure so the unit tests can reach them. */
+
+/* FAIL when the weights do not fit in available memory, WARN when they
+ * leave less than half their size to spare. */
+mr_preflight_level mr_preflight_memory_verdict(uint64_t available, uint64_t weights);
+
+/* An RDMA port's link as ibstat names it: "4x", "NDR", 400000 Mb/s. */
+typedef struct {
+    const char *width, *speed;
+    uint64_t mbps;
+} mr_preflight_link;
+
+/* Translate ibv_port_attr's active_width and active_speed codes; returns
+ * -1 for a code it does not know (names and rate are then NULL and 0). */
+int mr_preflight_link_rate(unsigned width_code, unsigned speed_code, mr_preflight_link *link);
+
+#endif
