@@ -47,6 +47,9 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 # runner/ files the unit tests link: pure functions, no main().
 RUNNER_TESTED := $(BUILD)/runner/preflight_rules.o
 BENCH_BIN:= $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
+# Benchmarks of several ranks run under mpirun (as root, more ranks than cores).
+BENCH_MPI:= $(BUILD)/bench/bench_dispatch
+MPIRUN   := mpirun --allow-run-as-root --oversubscribe --bind-to none --stdin none
 
 MOERUN   := $(BUILD)/moerun
 TESTBIN  := $(BUILD)/moerun-tests
@@ -144,7 +147,8 @@ $(SMALL_MODEL): | $(MOERUN)
 # Benchmarks take the small model's folder as their first argument.
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCH_BIN) $(SMALL_MODEL)
-	@for b in $(BENCH_BIN); do echo "== $$b"; $$b $(abspath $(dir $(SMALL_MODEL))) || exit 1; done
+	@for b in $(filter-out $(BENCH_MPI),$(BENCH_BIN)); do echo "== $$b"; $$b $(abspath $(dir $(SMALL_MODEL))) || exit 1; done
+	@for n in 2 4; do echo "== $(BENCH_MPI) on $$n ranks"; $(MPIRUN) -np $$n $(BENCH_MPI) || exit 1; done
 
 asan: deps
 	@$(MAKE) --no-print-directory test BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \

@@ -19,14 +19,15 @@ static int alloc_tables(mr_comm *c, char *err, size_t errlen)
     c->sent = calloc(n, sizeof *c->sent);
     c->got = calloc(n, sizeof *c->got);
     c->mpi_send = calloc(n, sizeof *c->mpi_send);
-    c->mpi_recv = calloc(n, sizeof *c->mpi_recv);
+    c->mpi_recv = calloc(2 * n, sizeof *c->mpi_recv);
     c->requests = malloc(2 * n * sizeof *c->requests);
     c->statuses = malloc(2 * n * sizeof *c->statuses);
     c->recv_ptr = calloc(n, sizeof *c->recv_ptr);
     c->recv_bytes = calloc(n, sizeof *c->recv_bytes);
-    c->self_buf = malloc(c->capacity ? c->capacity : 1);
+    c->self_buf[0] = malloc(c->capacity ? c->capacity : 1);
+    c->self_buf[1] = malloc(c->capacity ? c->capacity : 1);
     if (!c->host_of || !c->local_of || !c->sent || !c->got || !c->mpi_send || !c->mpi_recv ||
-        !c->requests || !c->statuses || !c->recv_ptr || !c->recv_bytes || !c->self_buf) {
+        !c->requests || !c->statuses || !c->recv_ptr || !c->recv_bytes || !c->self_buf[0] || !c->self_buf[1]) {
         snprintf(err, errlen, "out of memory for a communicator of %d ranks", c->size);
         return MR_ENGINE_ENOMEM;
     }
@@ -105,8 +106,9 @@ static int alloc_staging(mr_comm *c, char *err, size_t errlen)
         if (r == c->rank || c->local_of[r] >= 0)
             continue;
         c->mpi_send[r] = malloc(c->capacity ? c->capacity : 1);
-        c->mpi_recv[r] = malloc(c->capacity ? c->capacity : 1);
-        if (!c->mpi_send[r] || !c->mpi_recv[r]) {
+        c->mpi_recv[2 * r] = malloc(c->capacity ? c->capacity : 1);
+        c->mpi_recv[2 * r + 1] = malloc(c->capacity ? c->capacity : 1);
+        if (!c->mpi_send[r] || !c->mpi_recv[2 * r] || !c->mpi_recv[2 * r + 1]) {
             snprintf(err, errlen, "out of memory for MPI buffers of %zu bytes", c->capacity);
             return MR_ENGINE_ENOMEM;
         }
@@ -169,10 +171,10 @@ void mr_comm_free(mr_comm *c)
     if (!c)
         return;
     mr_shm_close(&c->shm);
-    for (int r = 0; c->mpi_send && r < c->size; r++) {
+    for (int r = 0; c->mpi_send && r < c->size; r++)
         free(c->mpi_send[r]);
+    for (int r = 0; c->mpi_recv && r < 2 * c->size; r++)
         free(c->mpi_recv[r]);
-    }
     if (c->is_mpi)
         MPI_Comm_free(&c->mpi);
     free(c->host_of);
@@ -185,7 +187,8 @@ void mr_comm_free(mr_comm *c)
     free(c->statuses);
     free(c->recv_ptr);
     free(c->recv_bytes);
-    free(c->self_buf);
+    free(c->self_buf[0]);
+    free(c->self_buf[1]);
     free(c);
 }
 
@@ -226,10 +229,14 @@ double mr_comm_wait_seconds(const mr_comm *c)
     return c->wait_seconds;
 }
 
+/* The message a sender writes next to `dst` is number sent[dst] + 1; its
+ * region was last used by message sent[dst] - 1, which the receiver must
+ * have released. */
 int mr_comm_send_buffer(mr_comm *c, int dst, void **buf, char *err, size_t errlen)
 {
+    uint64_t next = c->sent[dst] + 1;
     if (dst == c->rank) {
-        *buf = c->self_buf;
+        *buf = c->self_buf[next % 2];
         return MR_ENGINE_OK;
     }
     int to = c->local_of[dst];
@@ -239,15 +246,16 @@ int mr_comm_send_buffer(mr_comm *c, int dst, void **buf, char *err, size_t errle
     }
     int me = c->local_of[c->rank];
     mr_shm_pair *pair = mr_shm_pair_at(&c->shm, me, to);
-    if (atomic_load_explicit(&pair->released, memory_order_acquire) < c->sent[dst]) {
+    uint64_t need = next >= 2 ? next - 2 : 0;
+    if (atomic_load_explicit(&pair->released, memory_order_acquire) < need) {
         mr_backoff b;
         mr_backoff_start(&b);
-        while (atomic_load_explicit(&pair->released, memory_order_acquire) < c->sent[dst])
+        while (atomic_load_explicit(&pair->released, memory_order_acquire) < need)
             if (!mr_backoff_pause(c, &b, err, errlen))
                 return MR_ENGINE_EIO;
         mr_backoff_end(c, &b);
     }
-    *buf = mr_shm_region(&c->shm, me, to);
+    *buf = mr_shm_region(&c->shm, me, to, next);
     return MR_ENGINE_OK;
 }
 
@@ -266,8 +274,8 @@ static int post_mpi(mr_comm *c, const int64_t *bytes, const bool *from, int *n, 
             continue;
         int rc = MPI_SUCCESS;
         if (wants(from, r))
-            rc = MPI_Irecv(c->mpi_recv[r], (int)c->capacity, MPI_BYTE, r, 0, c->mpi,
-                           &c->requests[(*n)++]);
+            rc = MPI_Irecv(c->mpi_recv[2 * r + (c->got[r] + 1) % 2], (int)c->capacity, MPI_BYTE,
+                           r, 0, c->mpi, &c->requests[(*n)++]);
         if (rc == MPI_SUCCESS && bytes[r] >= 0)
             rc = MPI_Isend(c->mpi_send[r], (int)bytes[r], MPI_BYTE, r, 0, c->mpi,
                            &c->requests[(*n)++]);
@@ -291,9 +299,9 @@ static bool take_shm(mr_comm *c, const bool *from)
             all = false;
             continue;
         }
-        c->got[r]++;
-        c->recv_bytes[r] = (size_t)atomic_load_explicit(&pair->bytes, memory_order_relaxed);
-        c->recv_ptr[r] = mr_shm_region(&c->shm, src, me);
+        uint64_t n = ++c->got[r];
+        c->recv_bytes[r] = (size_t)atomic_load_explicit(&pair->bytes[n % 2], memory_order_relaxed);
+        c->recv_ptr[r] = mr_shm_region(&c->shm, src, me, n);
     }
     return all;
 }
@@ -309,7 +317,7 @@ static void note_mpi_sizes(mr_comm *c, const int64_t *bytes, const bool *from)
         if (wants(from, r)) {
             int count = 0;
             MPI_Get_count(&c->statuses[i++], MPI_BYTE, &count);
-            c->recv_ptr[r] = c->mpi_recv[r];
+            c->recv_ptr[r] = c->mpi_recv[2 * r + ++c->got[r] % 2];
             c->recv_bytes[r] = (size_t)count;
         }
         if (bytes[r] >= 0)
@@ -329,9 +337,12 @@ int mr_comm_exchange(mr_comm *c, const int64_t *bytes, const bool *from, char *e
             return MR_ENGINE_EINVAL;
         }
     }
-    if (bytes[c->rank] >= 0 && wants(from, c->rank)) {
-        c->recv_ptr[c->rank] = c->self_buf;
-        c->recv_bytes[c->rank] = (size_t)bytes[c->rank];
+    if (bytes[c->rank] >= 0) {
+        uint64_t n = ++c->sent[c->rank];
+        if (wants(from, c->rank)) {
+            c->recv_ptr[c->rank] = c->self_buf[n % 2];
+            c->recv_bytes[c->rank] = (size_t)bytes[c->rank];
+        }
     }
     int n_requests = 0, rc = MR_ENGINE_OK;
     if (c->is_mpi)
@@ -342,8 +353,9 @@ int mr_comm_exchange(mr_comm *c, const int64_t *bytes, const bool *from, char *e
         if (to < 0 || r == c->rank || bytes[r] < 0)
             continue;
         mr_shm_pair *pair = mr_shm_pair_at(&c->shm, me, to);
-        atomic_store_explicit(&pair->bytes, (uint64_t)bytes[r], memory_order_relaxed);
-        atomic_store_explicit(&pair->posted, ++c->sent[r], memory_order_release);
+        uint64_t n = ++c->sent[r];
+        atomic_store_explicit(&pair->bytes[n % 2], (uint64_t)bytes[r], memory_order_relaxed);
+        atomic_store_explicit(&pair->posted, n, memory_order_release);
     }
     int mpi_done = n_requests == 0;
     bool shm_done = take_shm(c, from);
@@ -377,7 +389,7 @@ void mr_comm_release(mr_comm *c)
     int me = c->local_of[c->rank];
     for (int r = 0; r < c->size; r++) {
         int src = c->local_of[r];
-        if (src >= 0 && r != c->rank && c->recv_ptr[r])
+        if (src >= 0 && r != c->rank)
             atomic_store_explicit(&mr_shm_pair_at(&c->shm, src, me)->released, c->got[r],
                                   memory_order_release);
         c->recv_ptr[r] = NULL;

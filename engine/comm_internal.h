@@ -12,14 +12,16 @@
  * its own cache line so the two sides never write the same line. */
 typedef struct {
     _Atomic uint64_t posted;   /* messages the sender has written */
-    _Atomic uint64_t bytes;    /* the size of the latest */
-    char pad[48];
+    _Atomic uint64_t bytes[2]; /* the size of each region's latest */
+    char pad[40];
     _Atomic uint64_t released; /* messages the receiver is done reading */
     char pad2[56];
 } mr_shm_pair;
 
 /* One host's segment: every local rank's pid (so waits can notice a dead
- * peer), then a signal block and a data region per (sender, receiver). */
+ * peer), then a signal block and two data regions per (sender, receiver).
+ * Message n of a pair goes to region n % 2, so a receiver may hold one
+ * message (a dispatch it is still computing on) while the next arrives. */
 typedef struct {
     int local_size, local_rank;
     size_t region; /* bytes of each data region, page aligned */
@@ -27,7 +29,7 @@ typedef struct {
     size_t size;
     pid_t *pids;
     mr_shm_pair *pairs;  /* [sender][receiver] */
-    unsigned char *data; /* [sender][receiver][region] */
+    unsigned char *data; /* [sender][receiver][2][region] */
 } mr_shm;
 
 struct mr_comm {
@@ -35,14 +37,14 @@ struct mr_comm {
     size_t capacity;
     int *host_of;    /* [size] */
     int *local_of;   /* [size]: index on this host's segment, -1 for MPI */
-    /* This rank's message to itself: the buffer is its own receive buffer. */
-    void *self_buf;
-    size_t self_bytes;
+    /* This rank's messages to itself, alternating like the others. */
+    void *self_buf[2];
     mr_shm shm;
-    uint64_t *sent, *got; /* [size]: messages sent to / taken from each shm peer */
+    uint64_t *sent, *got; /* [size]: messages sent to / taken from each peer */
     bool is_mpi;
     MPI_Comm mpi;
-    void **mpi_send, **mpi_recv; /* [size] staging buffers of remote peers */
+    void **mpi_send;  /* [size] staging buffers of remote peers */
+    void **mpi_recv;  /* [size][2], alternating as the shm regions do */
     MPI_Request *requests;       /* [2 * size] */
     MPI_Status *statuses;        /* [2 * size] */
     /* What the last exchange received. */
@@ -59,9 +61,10 @@ static inline mr_shm_pair *mr_shm_pair_at(const mr_shm *shm, int from, int to)
     return &shm->pairs[from * shm->local_size + to];
 }
 
-static inline void *mr_shm_region(const mr_shm *shm, int from, int to)
+static inline void *mr_shm_region(const mr_shm *shm, int from, int to, uint64_t message)
 {
-    return shm->data + ((size_t)from * (size_t)shm->local_size + (size_t)to) * shm->region;
+    size_t pair = (size_t)from * (size_t)shm->local_size + (size_t)to;
+    return shm->data + (2 * pair + (size_t)(message % 2)) * shm->region;
 }
 
 /* Waiting: spin a little, then yield, then sleep; every so often check

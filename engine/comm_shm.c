@@ -63,7 +63,7 @@ int mr_shm_open(mr_comm *c, MPI_Comm local, char *err, size_t errlen)
     shm->region = round_up(c->capacity, PAGE);
     size_t head = round_up(n * sizeof(pid_t), PAGE);
     size_t pairs = round_up(n * n * sizeof(mr_shm_pair), PAGE);
-    shm->size = head + pairs + n * n * shm->region;
+    shm->size = head + pairs + 2 * n * n * shm->region;
     char name[NAME_LEN] = "";
     int fd = -1;
     if (shm->local_rank == 0)

@@ -210,13 +210,37 @@ int mr_comm_exchange(mr_comm *comm, const int64_t *bytes, const bool *from, char
                      size_t errlen);
 /* The message from `src` in the last exchange, or NULL when none came. */
 const void *mr_comm_received(const mr_comm *comm, int src, size_t *bytes);
-/* Done reading what the last exchange received: senders may overwrite it. */
+/* Done reading every message received so far: senders may overwrite them.
+ * A rank may hold the messages of one exchange while the next arrives
+ * (each pair alternates between two buffers), not of two. */
 void mr_comm_release(mr_comm *comm);
 /* Every rank's `bytes` bytes (at most capacity) into all[rank * bytes]. */
 int mr_comm_allgather(mr_comm *comm, const void *mine, size_t bytes, void *all, char *err,
                       size_t errlen);
 /* Seconds spent waiting for other ranks since the communicator was made. */
 double mr_comm_wait_seconds(const mr_comm *comm);
+
+/* Measures one MoE layer's dispatch + combine between the ranks of `comm`
+ * (collective): every rank sends `tokens` random rows of `hidden` floats,
+ * each to top_k distinct random slots, runs trivial experts, and combines.
+ * For `moerun preflight` and the benchmarks. */
+typedef struct {
+    int hidden, top_k, slots_per_rank, tokens, iterations;
+    mr_ep_mode mode;
+    int ll_capacity;
+} mr_exchange_probe;
+
+typedef struct {
+    double seconds;                 /* per layer, the slowest rank's mean */
+    uint64_t dispatch_bytes;        /* this rank's dispatch messages, per layer */
+    uint64_t combine_bytes;         /* this rank's combine messages, per layer */
+    int64_t *dispatch_to, *combine_to; /* [ranks] if not NULL: the same, per destination */
+} mr_exchange_result;
+
+int mr_exchange_measure(mr_comm *comm, const mr_exchange_probe *probe, mr_exchange_result *out,
+                        char *err, size_t errlen);
+/* The buffer size mr_exchange_measure needs for `probe`. */
+size_t mr_exchange_probe_bytes(const mr_exchange_probe *probe);
 
 /* ------------------------------------------------------------------------
  * Model: config, tokenizer and weights of one folder, on one backend

@@ -5,8 +5,9 @@
  *             per expert), how many tokens go to each rank and slot;
  *   dispatch  every token row goes once to each such rank with its local
  *             slots and weights, written straight into that rank's receive
- *             buffer; the receiver places each (token, local slot) pair in
- *             a row grouped by slot, ready for one grouped expert GEMM;
+ *             buffer; the receiver lists each (token, local slot) pair as a
+ *             row grouped by slot, pointing at the token where it landed,
+ *             ready for one grouped expert GEMM;
  *   combine   each rank sums its experts' weighted outputs per token (f32
  *             products summed in double, as the combine op does) and sends
  *             one vector of doubles back per (token, rank); the source adds
@@ -68,12 +69,15 @@ size_t mr_ep_exchange_bytes(const mr_ep_shape *shape);
 int mr_ep_new(mr_comm *comm, const mr_ep_shape *shape, mr_ep **out, char *err, size_t errlen);
 void mr_ep_free(mr_ep *ep);
 
-/* What the local experts receive: rows grouped by local slot. */
+/* What the local experts receive: rows grouped by local slot.  The inputs
+ * stay where dispatch wrote them (x_rows points into the receive buffers,
+ * one copy of a token however many local experts it picked); they stay
+ * valid until mr_ep_combine. */
 typedef struct {
-    int rows;                /* (token, local slot) pairs received */
-    const int32_t *offsets;  /* [slots_per_rank + 1]: slot s owns rows offsets[s].. */
-    float *x;                /* [rows][hidden] */
-    float *y;                /* [rows][hidden]: the caller writes expert outputs here */
+    int rows;                   /* (token, local slot) pairs received */
+    const int32_t *offsets;     /* [slots_per_rank + 1]: slot s owns rows offsets[s].. */
+    const float *const *x_rows; /* [rows]: each row's input, hidden floats */
+    float *y;                   /* [rows][hidden]: the caller writes expert outputs here */
 } mr_ep_received;
 
 /* Sends the n tokens of x ([n][hidden]) with their top-k physical slots and

@@ -62,6 +62,8 @@ static void reduce(mr_ep *ep, float *out)
 
 int mr_ep_combine(mr_ep *ep, float *out, char *err, size_t errlen)
 {
+    /* The experts have read the dispatched rows: senders may reuse them. */
+    mr_comm_release(ep->comm);
     int rc = MR_ENGINE_OK;
     for (int r = 0; rc == MR_ENGINE_OK && r < ep->n_ranks; r++) {
         ep->bytes[r] = -1;

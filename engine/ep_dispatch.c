@@ -30,7 +30,7 @@ void mr_ep_free(mr_ep *ep)
     void *owned[] = {ep->bytes, ep->from, ep->ll_left, ep->overflow, ep->overflow_order,
                      ep->n_overflow, ep->sent, ep->partial,
                      ep->count, ep->tokens_from, ep->records_got, ep->base, ep->cursor,
-                     ep->offsets, ep->recv_local, ep->recv_row, ep->recv_weight, ep->x, ep->y,
+                     ep->offsets, ep->recv_local, ep->recv_row, ep->recv_weight, ep->x_rows, ep->y,
                      ep->acc};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
         free(owned[i]);
@@ -197,7 +197,7 @@ static int grow_receive(mr_ep *ep)
     }
     if (ep->recv_rows > ep->cap_rows) {
         int cap = ep->recv_rows > 2 * ep->cap_rows ? ep->recv_rows : 2 * ep->cap_rows;
-        if (!resize((void **)&ep->x, (size_t)cap, hidden * sizeof(float)) ||
+        if (!resize((void **)&ep->x_rows, (size_t)cap, sizeof(float *)) ||
             !resize((void **)&ep->y, (size_t)cap, hidden * sizeof(float)))
             return MR_ENGINE_ENOMEM;
         ep->cap_rows = cap;
@@ -247,7 +247,7 @@ static void read_headers(mr_ep *ep)
 
 static void unpack_records(mr_ep *ep)
 {
-    int k = ep->shape.top_k, spr = ep->shape.slots_per_rank, hidden = ep->shape.hidden;
+    int k = ep->shape.top_k, spr = ep->shape.slots_per_rank;
     for (int s = 0; s < ep->n_ranks; s++) {
         size_t bytes;
         const unsigned char *msg = mr_comm_received(ep->comm, s, &bytes);
@@ -261,8 +261,7 @@ static void unpack_records(mr_ep *ep)
             ep->recv_local[token] = r->n_local;
             for (int j = 0; j < r->n_local; j++) {
                 int row = ep->cursor[(size_t)s * spr + record_slots(r)[j]]++;
-                memcpy(ep->x + (size_t)row * hidden, record_x(r, k),
-                       (size_t)hidden * sizeof(float));
+                ep->x_rows[row] = record_x(r, k);
                 ep->recv_row[(size_t)token * k + j] = row;
                 ep->recv_weight[(size_t)token * k + j] = record_weights(r, k)[j];
             }
@@ -317,10 +316,8 @@ static int exchange_overflow(mr_ep *ep, const float *x, const int32_t *slots,
     if (rc != MR_ENGINE_OK || !any)
         return rc;
     rc = mr_comm_exchange(ep->comm, ep->bytes, ep->from, err, errlen);
-    if (rc == MR_ENGINE_OK) {
+    if (rc == MR_ENGINE_OK)
         unpack_records(ep);
-        mr_comm_release(ep->comm);
-    }
     return rc;
 }
 
@@ -363,10 +360,9 @@ int mr_ep_dispatch(mr_ep *ep, const float *x, const int32_t *slots, const float 
     if (rc != MR_ENGINE_OK)
         return rc;
     unpack_records(ep);
-    mr_comm_release(ep->comm);
     if (ll && (rc = exchange_overflow(ep, x, slots, weights, err, errlen)) != MR_ENGINE_OK)
         return rc;
-    *out = (mr_ep_received){.rows = ep->recv_rows, .offsets = ep->offsets, .x = ep->x,
-                            .y = ep->y};
+    *out = (mr_ep_received){.rows = ep->recv_rows, .offsets = ep->offsets,
+                            .x_rows = ep->x_rows, .y = ep->y};
     return MR_ENGINE_OK;
 }

@@ -49,7 +49,8 @@ struct mr_ep {
     int32_t *recv_local;  /* [tokens]: local picks of each received token */
     int32_t *recv_row;    /* [tokens][top_k]: the grouped row of each pick */
     float *recv_weight;   /* [tokens][top_k] */
-    float *x, *y;         /* [rows][hidden] */
+    const float **x_rows; /* [rows]: where each row's input landed */
+    float *y;             /* [rows][hidden] */
     double *acc;          /* [hidden] */
     const double **partial; /* [n_ranks]: the next row of each rank's sums */
 };

@@ -217,6 +217,7 @@ static void run_local_experts(const mr_model *m, mr_activations *a, const mr_lay
     }
     mr_expert_groups groups = {.groups = n_groups,
                                .offsets = a->group_offsets,
+                               .x_rows = got->x_rows,
                                .gate = a->group_gate,
                                .up = a->group_up,
                                .down = a->group_down,
@@ -224,7 +225,7 @@ static void run_local_experts(const mr_model *m, mr_activations *a, const mr_lay
                                .hidden = m->cfg.hidden_size,
                                .inter = m->cfg.moe_intermediate_size};
     if (n_groups > 0)
-        m->be->ops->expert_ffn(m->be, got->y, got->x, &groups);
+        m->be->ops->expert_ffn(m->be, got->y, NULL, &groups);
 }
 
 /* out = Σ_j weight_j · expert_j(h) over the token's top-k experts, the

@@ -89,16 +89,28 @@ static int min_int(int a, int b)
     return a < b ? a : b;
 }
 
-/* out[r][c] = x[r] · w[c] for r < rows, c < cols; x and out step by their
- * leading dimensions, w by k_len. */
-static void matmul_block(float *out, size_t ld_out, const float *x, size_t ld_x, int rows,
+/* Where a block's input rows are: x stepping by ld_x, or one pointer each. */
+typedef struct {
+    const float *x;
+    size_t ld_x;
+    const float *const *rows;
+} row_source;
+
+static const float *source_row(const row_source *src, int r)
+{
+    return src->rows ? src->rows[r] : src->x + (size_t)r * src->ld_x;
+}
+
+/* out[r][c] = x[r] · w[c] for r < rows, c < cols; out steps by ld_out, w
+ * by k_len. */
+static void matmul_block(float *out, size_t ld_out, const row_source *src, int rows,
                          const void *w, mr_tensor_type type, int cols, int k_len)
 {
     for (int r0 = 0; r0 < rows;) {
         int tile_rows = rows - r0 >= 4 ? 4 : rows - r0 >= 2 ? 2 : 1, tile_cols = TILE / tile_rows;
         const float *xr[MAX_TILE_ROWS];
         for (int i = 0; i < tile_rows; i++)
-            xr[i] = x + (size_t)(r0 + i) * ld_x;
+            xr[i] = source_row(src, r0 + i);
         for (int c0 = 0; c0 < cols; c0 += tile_cols) {
             const void *wc[TILE];
             for (int j = 0; j < tile_cols; j++)
@@ -139,8 +151,8 @@ void mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, m
 #pragma omp parallel for num_threads(be->threads) schedule(dynamic)
     for (int item = 0; item < col_blocks * row_blocks; item++) {
         int c0 = item % col_blocks * cols, r0 = item / col_blocks * BLOCK_ROWS;
-        matmul_block(out + (size_t)r0 * (size_t)out_dim + (size_t)c0, (size_t)out_dim,
-                     x + (size_t)r0 * (size_t)in_dim, (size_t)in_dim,
+        row_source src = {x + (size_t)r0 * (size_t)in_dim, (size_t)in_dim, NULL};
+        matmul_block(out + (size_t)r0 * (size_t)out_dim + (size_t)c0, (size_t)out_dim, &src,
                      min_int(BLOCK_ROWS, rows - r0), mr_cpu_weight_row(w, type, (size_t)c0, in_dim),
                      type, min_int(cols, out_dim - c0), in_dim);
     }
@@ -184,11 +196,12 @@ void mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_exp
             if (n == 0)
                 continue;
             size_t at = (size_t)r0 * (size_t)inter + (size_t)c0;
-            const float *xe = x + (size_t)r0 * (size_t)hidden;
-            matmul_block(gate + at, (size_t)inter, xe, (size_t)hidden, n,
+            row_source src = {g->x_rows ? NULL : x + (size_t)r0 * (size_t)hidden,
+                              (size_t)hidden, g->x_rows ? g->x_rows + r0 : NULL};
+            matmul_block(gate + at, (size_t)inter, &src, n,
                          mr_cpu_weight_row(g->gate[e], g->type, (size_t)c0, hidden), g->type, nc,
                          hidden);
-            matmul_block(up + at, (size_t)inter, xe, (size_t)hidden, n,
+            matmul_block(up + at, (size_t)inter, &src, n,
                          mr_cpu_weight_row(g->up[e], g->type, (size_t)c0, hidden), g->type, nc,
                          hidden);
             for (int r = 0; r < n; r++)
@@ -201,8 +214,8 @@ void mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_exp
             int r0 = g->offsets[e], n = g->offsets[e + 1] - r0;
             if (n == 0)
                 continue;
-            matmul_block(out + (size_t)r0 * (size_t)hidden + (size_t)c0, (size_t)hidden,
-                         gate + (size_t)r0 * (size_t)inter, (size_t)inter, n,
+            row_source src = {gate + (size_t)r0 * (size_t)inter, (size_t)inter, NULL};
+            matmul_block(out + (size_t)r0 * (size_t)hidden + (size_t)c0, (size_t)hidden, &src, n,
                          mr_cpu_weight_row(g->down[e], g->type, (size_t)c0, inter), g->type,
                          min_int(cols2, hidden - c0), inter);
         }

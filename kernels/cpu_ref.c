@@ -267,7 +267,7 @@ void mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expe
     FOR_EACH_ROW
     for (int r = 0; r < rows; r++) {
         size_t at = (size_t)r * (size_t)g->hidden;
-        expert_row(out + at, x + at, g, group_of_row(g, r),
+        expert_row(out + at, g->x_rows ? g->x_rows[r] : x + at, g, group_of_row(g, r),
                    h + (size_t)omp_get_thread_num() * (size_t)g->inter);
     }
     free(h);

@@ -57,10 +57,13 @@ typedef struct {
 /* Experts run as one grouped call: group g owns rows offsets[g] ..
  * offsets[g+1]-1 of x and out, and its weights are gate[g], up[g]
  * ([inter][hidden]) and down[g] ([hidden][inter]).  out = down(silu(gate(x))
- * * up(x)), unweighted; the caller combines. */
+ * * up(x)), unweighted; the caller combines.  With x_rows, input row r is
+ * x_rows[r] instead of x + r * hidden: expert parallelism reads tokens
+ * where dispatch delivered them, one copy per token rather than per pick. */
 typedef struct {
     int groups;
     const int32_t *offsets; /* [groups + 1], offsets[0] = 0 */
+    const float *const *x_rows; /* [rows] or NULL */
     const void *const *gate;
     const void *const *up;
     const void *const *down;

@@ -92,7 +92,7 @@ static void run_experts(const mr_ep_received *got, int rank)
         for (int row = got->offsets[e]; row < got->offsets[e + 1]; row++)
             for (int d = 0; d < HIDDEN; d++)
                 got->y[(size_t)row * HIDDEN + d] =
-                    got->x[(size_t)row * HIDDEN + d] * expert_a(slot) + expert_b(slot);
+                    got->x_rows[row][d] * expert_a(slot) + expert_b(slot);
     }
 }
 

@@ -563,14 +563,48 @@ static void experts_free(experts *e)
 
 static mr_expert_groups as_groups(const experts *e, const int32_t *offsets)
 {
-    return (mr_expert_groups){e->groups,
-                              offsets,
-                              (const void *const *)e->gate,
-                              (const void *const *)e->up,
-                              (const void *const *)e->down,
-                              e->type,
-                              e->hidden,
-                              e->inter};
+    return (mr_expert_groups){.groups = e->groups,
+                              .offsets = offsets,
+                              .gate = (const void *const *)e->gate,
+                              .up = (const void *const *)e->up,
+                              .down = (const void *const *)e->down,
+                              .type = e->type,
+                              .hidden = e->hidden,
+                              .inter = e->inter};
+}
+
+/* Rows read through x_rows, from anywhere, give the bits of the same rows
+ * laid out one after another: what expert parallelism relies on. */
+Test(kernels, expert_rows_read_in_place_give_the_same_bits)
+{
+    const int32_t offsets[] = {0, 5, 5, 19, 40};
+    const char *names[] = {"ref", "cpu"};
+    for (size_t b = 0; b < COUNT(names); b++)
+        for (size_t t = 0; t < COUNT(TYPES); t++) {
+            mr_backend *be = backend(names[b], 2);
+            experts e;
+            experts_init(&e, 4, 96, 48, TYPES[t]);
+            mr_expert_groups g = as_groups(&e, offsets);
+            size_t n = 40 * (size_t)e.hidden;
+            float *x = random_floats(n, 1.0f), *scattered = random_floats(3 * n, 1.0f);
+            const float *rows[40];
+            for (int r = 0; r < 40; r++) { /* backwards, with gaps */
+                float *at = scattered + (size_t)(39 - r) * 3 * e.hidden + 7;
+                memcpy(at, x + (size_t)r * e.hidden, sizeof(float) * e.hidden);
+                rows[r] = at;
+            }
+            float *want = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
+            be->ops->expert_ffn(be, want, x, &g);
+            g.x_rows = rows;
+            be->ops->expert_ffn(be, got, NULL, &g);
+            cr_assert_eq(memcmp(want, got, sizeof(float) * n), 0, "%s", names[b]);
+            free(x);
+            free(scattered);
+            free(want);
+            free(got);
+            experts_free(&e);
+            mr_backend_free(be);
+        }
 }
 
 Test(kernels, expert_ffn_matches_reference)
