@@ -22,12 +22,18 @@ static int send_partials(mr_ep *ep, int src, char *err, size_t errlen)
         int token = ep->base[src] + o;
         const int32_t *rows = ep->recv_row + (size_t)token * k;
         const float *w = ep->recv_weight + (size_t)token * k;
+        /* The first pick writes, the others add: one pass over out each. */
+        const float *y0 = ep->y + (size_t)rows[0] * hidden;
+        const float w0 = w[0];
+#pragma omp simd
         for (int d = 0; d < hidden; d++)
-            out[d] = 0;
-        for (int j = 0; j < ep->recv_local[token]; j++) {
+            out[d] = (double)(w0 * y0[d]);
+        for (int j = 1; j < ep->recv_local[token]; j++) {
             const float *y = ep->y + (size_t)rows[j] * hidden;
+            const float wj = w[j];
+#pragma omp simd
             for (int d = 0; d < hidden; d++)
-                out[d] += (double)(w[j] * y[d]);
+                out[d] += (double)(wj * y[d]);
         }
     }
     ep->bytes[src] = (int64_t)ep->tokens_from[src] * hidden * (int64_t)sizeof(double);
@@ -46,17 +52,23 @@ static void reduce(mr_ep *ep, float *out)
     }
     for (int t = 0; t < ep->n_tokens; t++) {
         const uint8_t *visits = ep->layout.in_rank + (size_t)t * ranks;
+        double *acc = ep->acc;
+#pragma omp simd
         for (int d = 0; d < hidden; d++)
-            ep->acc[d] = 0;
+            acc[d] = 0;
         for (int r = 0; r < ranks; r++) {
             if (!visits[r])
                 continue;
+            const double *part = next[r];
+#pragma omp simd
             for (int d = 0; d < hidden; d++)
-                ep->acc[d] += next[r][d];
+                acc[d] += part[d];
             next[r] += hidden;
         }
+        float *row = out + (size_t)t * hidden;
+#pragma omp simd
         for (int d = 0; d < hidden; d++)
-            out[(size_t)t * hidden + d] = (float)ep->acc[d];
+            row[d] = (float)acc[d];
     }
 }
 
