@@ -75,15 +75,13 @@ void mr_ref_attention(mr_backend *be, float *out, const float *q, const float *k
 void mr_ref_router_topk(mr_backend *be, int32_t *ids, float *weights, const float *logits, int rows,
                         int n_experts, int k, int renormalize);
 void mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
-void mr_ref_combine(mr_backend *be, float *out, const float *rows, const int32_t *row_of,
-                    const float *weight, int tokens, int k, int dim);
 void mr_ref_gather(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,
                    int dim);
 void mr_ref_add(mr_backend *be, float *y, const float *x, size_t n);
 /* The cheap ops, the same in both CPU backends. */
 #define MR_CPU_CHEAP_OPS                                                                           \
     .embed = mr_ref_embed, .rope_neox = mr_ref_rope_neox, .kv_store = mr_ref_kv_store,             \
-    .router_topk = mr_ref_router_topk, .combine = mr_ref_combine, .gather = mr_ref_gather,    \
+    .router_topk = mr_ref_router_topk, .gather = mr_ref_gather,    \
     .add = mr_ref_add
 
 #endif

@@ -164,21 +164,6 @@ static void expert_row(float *out, const float *x, const mr_expert_groups *g, in
     matmul_row(out, h, g->down[group], g->type, g->hidden, g->inter);
 }
 
-/* Each product is rounded to f32 and the products are summed in double.
- * That sum is exact unless the products span more than about 2^26, so it
- * does not depend on how the k products are grouped: expert parallelism
- * adds per-rank partial sums (as doubles) and gets the bits one rank gets. */
-static void combine_row(float *out, const float *rows, const int32_t *row_of, const float *weight,
-                        int k, int dim)
-{
-    for (int i = 0; i < dim; i++) {
-        double sum = 0;
-        for (int j = 0; j < k; j++)
-            sum += (double)(weight[j] * rows[(size_t)row_of[j] * (size_t)dim + (size_t)i]);
-        out[i] = (float)sum;
-    }
-}
-
 /* ---- the ops: each row function over every row ----
  * Rows run across be->threads, which is 1 for the ref backend; the fast
  * backend uses these as they are for its cheap ops, and for every op on a
@@ -271,15 +256,6 @@ void mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expe
                    h + (size_t)omp_get_thread_num() * (size_t)g->inter);
     }
     free(h);
-}
-
-void mr_ref_combine(mr_backend *be, float *out, const float *rows, const int32_t *row_of,
-                    const float *weight, int tokens, int k, int dim)
-{
-    FOR_EACH_ROW
-    for (int t = 0; t < tokens; t++)
-        combine_row(out + (size_t)t * (size_t)dim, rows, row_of + (size_t)t * (size_t)k,
-                    weight + (size_t)t * (size_t)k, k, dim);
 }
 
 void mr_ref_gather(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,

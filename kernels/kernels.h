@@ -113,13 +113,7 @@ typedef struct {
                         int rows, int n_experts, int k, int renormalize);
     /* SwiGLU experts, see mr_expert_groups. */
     void (*expert_ffn)(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
-    /* out[t] = sum over j of weight[t][j] * rows[row_of[t][j]], each
-     * product rounded to f32 and summed in double, so that the result does
-     * not depend on the order or grouping of the k terms; out is
-     * [tokens][dim]. */
-    void (*combine)(mr_backend *be, float *out, const float *rows, const int32_t *row_of,
-                    const float *weight, int tokens, int k, int dim);
-    /* out[i] = x[src[i]], rows of `dim`: tokens into expert order. */
+    /* out[i] = x[src[i]], rows of `dim`. */
     void (*gather)(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,
                    int dim);
     /* y += x, n floats. */

@@ -38,6 +38,10 @@ int mr_preflight_mpi_probe(void);
  * into hosts + rank * MR_PREFLIGHT_HOST_LEN.  Returns an MPI error code. */
 #define MR_PREFLIGHT_HOST_LEN 256
 int mr_preflight_exchange(char *hosts);
+/* One layer's dispatch + combine between the probe's ranks (collective):
+ * the slowest rank's seconds and the bytes this rank sent. */
+int mr_preflight_measure_exchange(int ranks, double *seconds, double *bytes, char *err,
+                                  size_t errlen);
 
 /* The verdicts, pure so the unit tests can reach them. */
 

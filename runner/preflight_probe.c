@@ -1,7 +1,8 @@
 /*
  * `moerun preflight --mpi-probe`: what mpirun starts on every rank when
  * preflight checks that MPI works.  Rank 0 prints one line for the parent
- * to read: "mpi-probe<TAB>RANKS<TAB>LIBRARY<TAB>HOST,HOST,...".
+ * to read: "mpi-probe<TAB>RANKS<TAB>LIBRARY<TAB>HOST,HOST,...", then
+ * "mpi-exchange<TAB>SECONDS<TAB>BYTES" for one timed MoE layer.
  */
 #include <mpi.h>
 #include <stdio.h>
@@ -48,6 +49,17 @@ int mr_preflight_mpi_probe(void)
         fflush(stdout);
     }
     free(hosts);
+    double seconds = 0, bytes = 0;
+    char err[512];
+    if (rc == MPI_SUCCESS &&
+        mr_preflight_measure_exchange(size, &seconds, &bytes, err, sizeof err) != MR_ENGINE_OK) {
+        fprintf(stderr, "exchange: %s\n", err);
+        rc = MPI_ERR_OTHER;
+    }
+    if (rc == MPI_SUCCESS && rank == 0) {
+        printf("mpi-exchange\t%.9f\t%.0f\n", seconds, bytes);
+        fflush(stdout);
+    }
     MPI_Finalize();
     return rc == MPI_SUCCESS ? MR_EXIT_OK : MR_EXIT_FAILED;
 }
