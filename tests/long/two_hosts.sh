@@ -43,6 +43,7 @@ REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 
 STAGE=startup   # what we are doing; the exit trap names it on failure
 TMP=""          # this run's temporary folder, made after the checks
+CHILD=""        # the pid run_bg waits for, which the exit trap ends
 
 say() { printf 'two_hosts: %s\n' "$*"; }
 die() { printf 'two_hosts: FAILED (stage: %s): %s\n' "$STAGE" "$*" >&2; exit 1; }
@@ -93,7 +94,14 @@ flock -n 9 || die "another two_hosts.sh run holds $LOCK"
 # Removes everything this script makes.  Safe to call when none of it exists:
 # first thing (leftovers of an aborted run) and last thing (the exit trap).
 cleanup() {
-    local ns pid
+    local ns pid i child=$CHILD
+    CHILD=""
+    if [[ -n $child ]]; then
+        # disown: no "Killed" notice from bash (timeout re-raises the
+        # SIGKILL its command gets below on itself).
+        disown "$child" 2>/dev/null || true
+        kill -TERM "$child" 2>/dev/null || true
+    fi
     for ns in "$NS_A" "$NS_B"; do
         if [[ -e /run/netns/$ns ]]; then
             # Processes still inside (mpirun, orted, ranks of a killed run)
@@ -104,6 +112,11 @@ cleanup() {
             ip netns delete "$ns" 2>/dev/null || true
         fi
         rm -rf "/etc/netns/$ns"
+    done
+    # The child ends once what it ran in the namespaces is gone.
+    for ((i = 0; i < 50; i++)); do
+        if [[ -z $child ]] || ! kill -0 "$child" 2>/dev/null; then break; fi
+        sleep 0.1
     done
     # Deleting a namespace deletes the veth end in it, and with it the peer;
     # a veth left in the root namespace by a half-done setup goes here.
@@ -123,10 +136,14 @@ cleanup() {
     fi
 }
 
+# The trap may fire inside a command whose output goes to a log file; it
+# writes to the script's own stdout and stderr, kept as fds 7 and 8.
+exec 7>&1 8>&2
 on_exit() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
+    exec 1>&7 2>&8
     cleanup
     if [[ $rc -ne 0 ]]; then
         printf 'two_hosts: FAILED at stage: %s (exit %d)\n' "$STAGE" "$rc" >&2
@@ -231,23 +248,55 @@ if ! "$IN_HOST" "$HOST_B" timeout 5 bash -c "exec 3<>/dev/tcp/$HOST_A/9" 2>"$TMP
 fi
 say "hosts ready: $HOST_A=$IP_A, $HOST_B=$IP_B, joined by $VETH_A<->$VETH_B"
 
+# run_bg CMD [ARG...]: run CMD in the background and wait for it.  Bash runs
+# a trap only once the foreground command is over; waiting with `wait`
+# instead lets Ctrl-C or a TERM clean up at once.  (mpirun under `timeout`
+# is in a process group of its own: Ctrl-C does not reach it directly.)
+run_bg() {
+    local rc=0
+    # The children get neither the lock (fd 9: they would keep it after
+    # this script was killed) nor the saved stdout and stderr.
+    "$@" 7>&- 8>&- 9>&- &
+    CHILD=$!
+    wait "$CHILD" || rc=$?
+    CHILD=""
+    return "$rc"
+}
+
 # --- mpirun across the two hosts ----------------------------------------------
-# What Open MPI 4.1 needs here (see tests/long/README.md):
-#   -H hosta:2,hostb:2     two slots per host; hosta is local because that is
-#                          mpirun's hostname and resolves to a local address
-#   plm_rsh_agent          our agent instead of ssh
-#   plm_rsh_no_tree_spawn  orted on hostb must not try to launch further
-#   oob/btl_tcp_if_include only the veth subnet, for the daemons' wire-up and
+# Found by trying each setting out (Open MPI 4.1.4, Debian 12).  Needed:
+#   plm_rsh_agent          our agent instead of ssh; it must hand the command
+#                          to a shell, as ssh does: it comes as one quoted
+#                          string (' orted --daemonize -mca ess "env" ...')
+#   --allow-run-as-root    mpirun refuses root without it
+#   distinct hostnames     not a flag: without the UTS namespaces both hosts
+#                          are "vm", and the ranks' shared-memory segments
+#                          (/dev/shm/vader_segment.<host>.<uid>.<job>.<local
+#                          rank>) collide across hosts: segfaults in vader
+#   -x NAME                for every variable the ranks on hostb need (the
+#                          agent gives orted a login environment)
+# Not needed on these two namespaces, which have no interface but lo and the
+# veth, but set so that nothing can leave the veth on any machine:
+#   oob/btl_tcp_if_include the veth subnet only, for the daemons' wire-up and
 #                          for the ranks' MPI traffic
-#   pml ob1                Debian's Open MPI also has the UCX PML, which would
-#                          pick its own transports and ignore the BTL list
-#   orte_tmpdir_base       session folders inside $TMP, cleaned up with it
-#   --wdir                 the ranks on hostb would start in $HOME otherwise
+#   pml ob1, btl self,vader,tcp
+#                          Debian's build also has the UCX PML, which picks
+#                          its own transports and ignores the BTL settings
+#   plm_rsh_no_tree_spawn  orted on hostb starts nothing further
+#   --wdir                 remote ranks start in mpirun's folder when their
+#                          host has it, else in $HOME: say which
+#   orte_tmpdir_base       session folders inside $TMP, removed with it
+# Not needed either: /etc/hosts entries (the agent picks the namespace from
+# the name; daemons and ranks exchange IP addresses; hosta is local because
+# it is mpirun's own hostname), --prefix (orted is /usr/bin/orted, on the
+# agent's PATH), orte_keep_fqdn_hostnames (no dots in the names), and
+# --oversubscribe (-H gives 2 slots per host).  The hosts files are there so
+# that the names resolve as on a real cluster.
 # Extra arguments go before the program (e.g. -x NAME).
 mpirun_two_hosts() {
     local limit=$1 wdir=$2
     shift 2
-    timeout --kill-after=10 "$limit" "$IN_HOST" "$HOST_A" \
+    run_bg timeout --kill-after=10 "$limit" "$IN_HOST" "$HOST_A" \
         mpirun --allow-run-as-root --oversubscribe --bind-to none \
         -H "$HOST_A:2,$HOST_B:2" -np 4 \
         --mca plm_rsh_agent "$AGENT" \
@@ -341,6 +390,30 @@ EOF
 # string a quote is always escaped, so the pattern only matches the field.
 normalize() { sed -E 's/"created":[0-9]+/"created":0/g' "$1" >"$2"; }
 
+# diff_excerpt A B: the first 5 lines that differ between A (4 ranks) and B
+# (1 rank), each shown around its first differing character (JSON lines are
+# long and start alike), and how many lines differ in all.
+diff_excerpt() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        while (1) {
+            ra = (getline la < a) > 0; rb = (getline lb < b) > 0
+            if (!ra && !rb) break
+            n++
+            if (!ra) la = "(no such line)"
+            if (!rb) lb = "(no such line)"
+            if (la == lb) continue
+            if (++bad > 5) continue
+            i = 1
+            while (i <= length(la) && substr(la, i, 1) == substr(lb, i, 1)) i++
+            s = i > 60 ? i - 60 : 1
+            printf "line %d, character %d:\n", n, i
+            printf "  4 ranks: %s%s\n", (s > 1 ? "..." : ""), substr(la, s, 180)
+            printf "  1 rank:  %s%s\n", (s > 1 ? "..." : ""), substr(lb, s, 180)
+        }
+        printf "%d of %d lines differ\n", bad, n
+    }'
+}
+
 run_moerun() {
     STAGE=moerun-prepare
     local dir=$TMP/moerun rc=0 t0=$SECONDS
@@ -365,8 +438,8 @@ run_moerun() {
         -x MOERUN -x MR_TINY_MODEL -x OMP_NUM_THREADS=1 \
         "$MOERUN" run "$dir/job-mpi.ini" >"$dir/mpi.log" 2>&1 || rc=$?
     read -r tx1 rx1 <<<"$(veth_bytes)"
-    tail -n 20 "$dir/mpi.log" | sed 's/^/  | /'
-    [[ $rc -eq 0 ]] || die "mpirun $MOERUN run job-mpi.ini exited $rc (log: $dir/mpi.log)"
+    tail -n "$([[ $rc -eq 0 ]] && echo 20 || echo 80)" "$dir/mpi.log" | sed 's/^/  | /'
+    [[ $rc -eq 0 ]] || die "mpirun $MOERUN run job-mpi.ini exited $rc (MR_TWO_HOSTS_KEEP=1 keeps the whole log)"
     # For reference: launching 4 processes that never talk to each other
     # moves about 2-5 KB over the veth (daemon wire-up, forwarded output).
     say "moerun: 4-rank run took $((SECONDS - t0))s; over the veth $HOST_B sent $((tx1 - tx0)) and received $((rx1 - rx0)) bytes"
@@ -375,7 +448,7 @@ run_moerun() {
     t0=$SECONDS
     say "moerun: 1 rank (launcher = local), the reference"
     rc=0
-    "$MOERUN" run "$dir/job-local.ini" >"$dir/local.log" 2>&1 || rc=$?
+    run_bg "$MOERUN" run "$dir/job-local.ini" >"$dir/local.log" 2>&1 || rc=$?
     tail -n 5 "$dir/local.log" | sed 's/^/  | /'
     [[ $rc -eq 0 ]] || die "$MOERUN run job-local.ini exited $rc"
     say "moerun: 1-rank run took $((SECONDS - t0))s"
@@ -392,9 +465,9 @@ run_moerun() {
         else
             failed=1
             say "moerun: $f DIFFERS: 4 ranks $(wc -l <"$dir/mpi.$f") lines, 1 rank $(wc -l <"$dir/local.$f") lines"
-            cmp "$dir/mpi.$f" "$dir/local.$f" | sed 's/^/  | /' || true
-            say "first differences (< 4 ranks, > 1 rank; lines cut at 300 characters):"
-            diff "$dir/mpi.$f" "$dir/local.$f" | head -n 20 | cut -c1-300 | sed 's/^/  | /' || true
+            cmp "$dir/mpi.$f" "$dir/local.$f" 2>&1 | sed 's/^/  | /' || true
+            say "first differences, from a little before the first differing character:"
+            diff_excerpt "$dir/mpi.$f" "$dir/local.$f" | sed 's/^/  | /' || true
         fi
     done
     [[ $failed -eq 0 ]] || die "the 4-rank run's output differs from the 1-rank run's"
