@@ -77,7 +77,7 @@ help:
 	@echo "make run        run the bundled default job ($(RUN_JOB))"
 	@echo "make bench      run the benchmarks under tests/bench/"
 	@echo "make asan       run the tests under AddressSanitizer + UBSan"
-	@echo "make check-long long randomized and soak tests"
+	@echo "make check-long long randomized and soak tests, MPI across two simulated hosts"
 	@echo "make clean      remove build outputs"
 
 deps:
@@ -154,8 +154,12 @@ asan: deps
 	@$(MAKE) --no-print-directory test BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
 
+# Then an MPI job across two hosts simulated with network namespaces (needs
+# root); tests/long/README.md says more.
 check-long: deps
 	@$(MAKE) --no-print-directory test MR_TEST_SCALE=50
+	MOERUN=$(abspath $(MOERUN)) MR_TINY_MODEL=$(abspath $(dir $(TINY_MODEL))) \
+	  bash tests/long/two_hosts.sh
 
 clean:
 	rm -rf build build-asan
