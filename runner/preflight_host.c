@@ -35,9 +35,11 @@ void mr_preflight_cpu(mr_preflight *pf)
         const mr_job *job = pf->job;
         int64_t ranks = job->parallel_ranks_per_node ? job->parallel_ranks_per_node
                                                      : job->parallel_ranks;
-        int64_t threads = job->engine_threads ? job->engine_threads : cores;
+        /* threads = 0: moerun shares a host's cores among its ranks. */
+        int64_t shared = cores / ranks > 1 ? cores / ranks : 1;
+        int64_t threads = job->engine_threads ? job->engine_threads : shared;
         snprintf(load, sizeof load, "; the job's %" PRId64 " ranks x %" PRId64 " threads%s %s",
-                 ranks, threads, job->engine_threads ? "" : " (all cores each)",
+                 ranks, threads, job->engine_threads ? "" : " (the cores shared)",
                  ranks * threads > cores ? "exceed the cores" : "fit");
         if (ranks * threads > cores)
             level = MR_PREFLIGHT_WARN;
