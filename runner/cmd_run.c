@@ -71,7 +71,7 @@ static int plan_on_first_rank(const mr_job *job, mr_plan *plan, int rank, int64_
 /* One rank of a job that mpirun or srun started. */
 static int run_rank(const mr_job *job, int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
+    mr_runner_mpi_init(&argc, &argv);
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);

@@ -12,25 +12,9 @@
 #include "runner/preflight.h"
 #include "runner/runner.h"
 
-#ifdef __SANITIZE_ADDRESS__
-#include <sanitizer/lsan_interface.h>
-
-/* Open MPI leaves much of what MPI_Init allocates to the end of the
- * process, in components it has unloaded by then, where no suppression can
- * name them; so under `make asan` the probe alone skips the leak check. */
-static int probe_started;
-int __lsan_is_turned_off(void)
-{
-    return probe_started;
-}
-#endif
-
 int mr_preflight_mpi_probe(void)
 {
-#ifdef __SANITIZE_ADDRESS__
-    probe_started = 1;
-#endif
-    MPI_Init(NULL, NULL);
+    mr_runner_mpi_init(NULL, NULL);
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);

@@ -92,6 +92,8 @@ typedef struct {
     mr_comm *comm;
 } mr_runner_world;
 
+/* MPI_Init, for every moerun process that joins an MPI world. */
+void mr_runner_mpi_init(int *argc, char ***argv);
 /* True in a process that mpirun or srun started. */
 bool mr_runner_under_mpi(void);
 /* launcher = local with several ranks: runs this command line (argv, from
