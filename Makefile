@@ -151,7 +151,8 @@ bench: deps
 	@for n in 2 4; do echo "== $(BENCH_MPI) on $$n ranks"; $(MPIRUN) -np $$n $(BENCH_MPI) || exit 1; done
 
 asan: deps
-	@$(MAKE) --no-print-directory test BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	@LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
+	  $(MAKE) --no-print-directory test BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
 
 # Then an MPI job across two hosts simulated with network namespaces (needs
