@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/clock.h"
 #include "engine/comm_internal.h"
 
 #define PAGE 4096u
@@ -24,13 +25,6 @@
 static size_t round_up(size_t n, size_t to)
 {
     return (n + to - 1) / to * to;
-}
-
-static double seconds_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static int create_segment(char *name, size_t size, char *err, size_t errlen)
@@ -118,7 +112,7 @@ enum { SPIN = 2000, YIELD = 200 };
 void mr_backoff_start(mr_backoff *b)
 {
     b->spins = 0;
-    b->started = seconds_now();
+    b->started = mr_clock_seconds();
     b->next_check = b->started + CHECK_EVERY;
 }
 
@@ -151,7 +145,7 @@ bool mr_backoff_pause(mr_comm *c, mr_backoff *b, char *err, size_t errlen)
         return true;
     }
     nanosleep(&(struct timespec){0, SLEEP_NS}, NULL);
-    double now = seconds_now();
+    double now = mr_clock_seconds();
     if (now < b->next_check)
         return true;
     b->next_check = now + CHECK_EVERY;
@@ -160,5 +154,5 @@ bool mr_backoff_pause(mr_comm *c, mr_backoff *b, char *err, size_t errlen)
 
 void mr_backoff_end(mr_comm *c, const mr_backoff *b)
 {
-    c->wait_seconds += seconds_now() - b->started;
+    c->wait_seconds += mr_clock_seconds() - b->started;
 }

@@ -8,16 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "engine/clock.h"
 #include "engine/ep_internal.h"
-
-static double seconds_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static uint64_t next_random(uint64_t *s)
 {
@@ -119,10 +112,10 @@ int mr_exchange_measure(mr_comm *comm, const mr_exchange_probe *p, mr_exchange_r
     double mine = 0;
     if (rc == MR_ENGINE_OK)
         rc = mr_comm_allgather(comm, &mine, sizeof mine, times, err, errlen);
-    double started = seconds_now();
+    double started = mr_clock_seconds();
     for (int i = 0; rc == MR_ENGINE_OK && i < p->iterations; i++)
         rc = one_layer(ep, x, slots, weights, p->tokens, y, false, err, errlen);
-    mine = (seconds_now() - started) / (p->iterations > 0 ? p->iterations : 1);
+    mine = (mr_clock_seconds() - started) / (p->iterations > 0 ? p->iterations : 1);
     if (rc == MR_ENGINE_OK)
         rc = mr_comm_allgather(comm, &mine, sizeof mine, times, err, errlen);
     if (rc == MR_ENGINE_OK) {

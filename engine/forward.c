@@ -20,8 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "engine/clock.h"
 #include "engine/ep.h"
 #include "engine/model_internal.h"
 
@@ -171,13 +171,6 @@ const mr_engine_stats *mr_forward_stats(const mr_activations *a)
     return &a->stats;
 }
 
-static double seconds_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Routing on the host: each (token, pick) to the physical slot that serves
  * it, the replica chosen by the token's position, so the choice is the
  * same whichever rank or batch the token is in. */
@@ -237,7 +230,7 @@ static int moe_block(mr_model *m, mr_activations *a, const mr_layer *L, int laye
     const mr_model_config *c = &m->cfg;
     mr_backend *be = m->be;
     int rows = s->rows;
-    double t0 = seconds_now(), wait0 = mr_ep_wait_seconds(a->ep);
+    double t0 = mr_clock_seconds(), wait0 = mr_ep_wait_seconds(a->ep);
     if (rows > 0) {
         be->ops->matmul(be, a->router_logits, a->h, L->router.data, L->router.type, rows,
                         c->num_experts, c->hidden_size);
@@ -250,11 +243,11 @@ static int moe_block(mr_model *m, mr_activations *a, const mr_layer *L, int laye
     int rc = mr_ep_dispatch(a->ep, a->h, a->host_slots, a->host_weights, rows, &got, err, errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
-    double t1 = seconds_now(), wait1 = mr_ep_wait_seconds(a->ep);
+    double t1 = mr_clock_seconds(), wait1 = mr_ep_wait_seconds(a->ep);
     run_local_experts(m, a, L, &got);
-    double t2 = seconds_now();
+    double t2 = mr_clock_seconds();
     rc = mr_ep_combine(a->ep, a->out, err, errlen);
-    double t3 = seconds_now(), wait3 = mr_ep_wait_seconds(a->ep);
+    double t3 = mr_clock_seconds(), wait3 = mr_ep_wait_seconds(a->ep);
     a->stats.dispatch_seconds += t1 - t0 - (wait1 - wait0);
     a->stats.experts_seconds += t2 - t1;
     a->stats.combine_seconds += t3 - t2 - (wait3 - wait1);
@@ -375,7 +368,7 @@ int mr_forward(mr_model *m, mr_kv_cache *kv, mr_activations *a, const mr_step *s
     op->embed(be, a->x, m->embed.data, m->embed.type, a->tokens, rows, c->hidden_size);
     for (int layer = 0; rc == MR_ENGINE_OK && layer < c->num_hidden_layers; layer++) {
         const mr_layer *L = &m->layers[layer];
-        double started = seconds_now();
+        double started = mr_clock_seconds();
         op->rmsnorm(be, a->h, a->x, L->input_norm.data, L->input_norm.type, rows,
                     c->hidden_size, c->rms_norm_eps);
         attention_block(m, kv, a, L, layer, s);
@@ -385,7 +378,7 @@ int mr_forward(mr_model *m, mr_kv_cache *kv, mr_activations *a, const mr_step *s
         if (!L->moe)
             dense_block(m, a, L, rows);
         be->ops->sync(be);
-        a->stats.attention_seconds += seconds_now() - started;
+        a->stats.attention_seconds += mr_clock_seconds() - started;
         if (L->moe)
             rc = moe_block(m, a, L, layer, s, err, errlen);
         op->add(be, a->x, a->out, hidden);
