@@ -11,6 +11,12 @@
 
 #include "engine/comm_internal.h"
 
+/* One message buffer: capacity bytes, at least one so malloc gives one. */
+static void *alloc_buffer(const mr_comm *c)
+{
+    return malloc(c->capacity ? c->capacity : 1);
+}
+
 static int alloc_tables(mr_comm *c, char *err, size_t errlen)
 {
     size_t n = (size_t)c->size;
@@ -24,10 +30,11 @@ static int alloc_tables(mr_comm *c, char *err, size_t errlen)
     c->statuses = malloc(2 * n * sizeof *c->statuses);
     c->recv_ptr = calloc(n, sizeof *c->recv_ptr);
     c->recv_bytes = calloc(n, sizeof *c->recv_bytes);
-    c->self_buf[0] = malloc(c->capacity ? c->capacity : 1);
-    c->self_buf[1] = malloc(c->capacity ? c->capacity : 1);
+    c->gather_bytes = malloc(n * sizeof *c->gather_bytes);
+    c->self_buf[0] = alloc_buffer(c);
+    c->self_buf[1] = alloc_buffer(c);
     if (!c->host_of || !c->local_of || !c->sent || !c->got || !c->mpi_send || !c->mpi_recv ||
-        !c->requests || !c->statuses || !c->recv_ptr || !c->recv_bytes || !c->self_buf[0] || !c->self_buf[1]) {
+        !c->requests || !c->statuses || !c->recv_ptr || !c->recv_bytes || !c->gather_bytes || !c->self_buf[0] || !c->self_buf[1]) {
         snprintf(err, errlen, "out of memory for a communicator of %d ranks", c->size);
         return MR_ENGINE_ENOMEM;
     }
@@ -105,9 +112,9 @@ static int alloc_staging(mr_comm *c, char *err, size_t errlen)
     for (int r = 0; r < c->size; r++) {
         if (r == c->rank || c->local_of[r] >= 0)
             continue;
-        c->mpi_send[r] = malloc(c->capacity ? c->capacity : 1);
-        c->mpi_recv[2 * r] = malloc(c->capacity ? c->capacity : 1);
-        c->mpi_recv[2 * r + 1] = malloc(c->capacity ? c->capacity : 1);
+        c->mpi_send[r] = alloc_buffer(c);
+        c->mpi_recv[2 * r] = alloc_buffer(c);
+        c->mpi_recv[2 * r + 1] = alloc_buffer(c);
         if (!c->mpi_send[r] || !c->mpi_recv[2 * r] || !c->mpi_recv[2 * r + 1]) {
             snprintf(err, errlen, "out of memory for MPI buffers of %zu bytes", c->capacity);
             return MR_ENGINE_ENOMEM;
@@ -187,6 +194,7 @@ void mr_comm_free(mr_comm *c)
     free(c->statuses);
     free(c->recv_ptr);
     free(c->recv_bytes);
+    free(c->gather_bytes);
     free(c->self_buf[0]);
     free(c->self_buf[1]);
     free(c);
@@ -399,11 +407,7 @@ void mr_comm_release(mr_comm *c)
 int mr_comm_allgather(mr_comm *c, const void *mine, size_t bytes, void *all, char *err,
                       size_t errlen)
 {
-    int64_t *sizes = malloc((size_t)c->size * sizeof *sizes);
-    if (!sizes) {
-        snprintf(err, errlen, "out of memory for an allgather");
-        return MR_ENGINE_ENOMEM;
-    }
+    int64_t *sizes = c->gather_bytes;
     int rc = MR_ENGINE_OK;
     for (int r = 0; rc == MR_ENGINE_OK && r < c->size; r++) {
         void *to;
@@ -421,6 +425,5 @@ int mr_comm_allgather(mr_comm *c, const void *mine, size_t bytes, void *all, cha
     }
     if (rc == MR_ENGINE_OK)
         mr_comm_release(c);
-    free(sizes);
     return rc;
 }

@@ -47,6 +47,7 @@ struct mr_comm {
     void **mpi_recv;  /* [size][2], alternating as the shm regions do */
     MPI_Request *requests;       /* [2 * size] */
     MPI_Status *statuses;        /* [2 * size] */
+    int64_t *gather_bytes; /* [size]: mr_comm_allgather's sizes, made once */
     /* What the last exchange received. */
     const void **recv_ptr; /* [size], NULL when nothing came */
     size_t *recv_bytes;

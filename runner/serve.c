@@ -38,6 +38,11 @@ typedef struct {
     uint64_t line_no;
 } slot;
 
+/* What each rank tells the others before a step. */
+typedef struct {
+    int32_t wants_shard, busy;
+} rank_state;
+
 typedef struct {
     const mr_job *job;
     const mr_plan *plan;
@@ -53,6 +58,7 @@ typedef struct {
     mr_line_reader *reader;
     mr_request_parser *parser;
     size_t next_shard; /* the first shard nobody has claimed */
+    rank_state *states; /* [world size]: every rank's, gathered before each step */
     slot *window; /* ring: entry of sequence number n at n % cap, for [head, head + len) */
     size_t cap, len;
     uint64_t head; /* sequence number of window's first entry */
@@ -346,11 +352,6 @@ static int open_shard(server *s, size_t index)
     return MR_EXIT_OK;
 }
 
-/* What each rank tells the others before a step. */
-typedef struct {
-    int32_t wants_shard, busy;
-} rank_state;
-
 /* Gathers every rank's state and hands out shards; *done when no rank has
  * work left and no shard is unclaimed. */
 static int claim_shards(server *s, bool *done)
@@ -359,13 +360,10 @@ static int claim_shards(server *s, bool *done)
     int size = s->world.size;
     rank_state mine = {.wants_shard = !s->reader && mr_engine_has_room(s->engine),
                        .busy = s->reader || mr_engine_in_flight(s->engine) > 0};
-    rank_state *all = malloc((size_t)size * sizeof *all);
-    if (!all)
-        return MR_EXIT_FAILED;
+    rank_state *all = s->states;
     int rc = mr_comm_allgather(s->world.comm, &mine, sizeof mine, all, err, sizeof err);
     if (rc != MR_ENGINE_OK) {
         fprintf(stderr, "moerun run: rank %d: %s\n", s->world.rank, err);
-        free(all);
         return MR_EXIT_FAILED;
     }
     bool busy = false;
@@ -378,7 +376,6 @@ static int claim_shards(server *s, bool *done)
         if (r == s->world.rank && (rc = open_shard(s, shard)) == MR_EXIT_OK)
             rc = feed(s);
     }
-    free(all);
     *done = !busy;
     return rc;
 }
@@ -395,7 +392,8 @@ static int load_engine(server *s)
         return MR_EXIT_INVALID;
     }
     int ranks = s->world.mpi ? (int)job->parallel_ranks : 1, threads = (int)job->engine_threads;
-    int slots = cfg.num_experts > 0 ? (cfg.num_experts + ranks - 1) / ranks : 1;
+    int slots =
+        cfg.num_experts > 0 ? mr_eplb_contiguous_slots_per_rank(cfg.num_experts, ranks) : 1;
     size_t capacity = mr_model_exchange_bytes(&cfg, slots, (int)job->engine_max_batch_tokens);
     rc = mr_runner_world_init(&s->world, job, capacity);
     if (rc != MR_EXIT_OK)
@@ -430,7 +428,8 @@ static int load_engine(server *s)
     }
     s->done_cap = (size_t)eo.max_sequences;
     s->done = calloc(s->done_cap, sizeof *s->done);
-    return s->done ? MR_EXIT_OK : MR_EXIT_FAILED;
+    s->states = calloc((size_t)s->world.size, sizeof *s->states);
+    return s->done && s->states ? MR_EXIT_OK : MR_EXIT_FAILED;
 }
 
 /* The model's name in result lines: its folder's last component. */
@@ -569,6 +568,7 @@ int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi, int64_t cr
         fclose(s.errors);
     free(s.window);
     free(s.done);
+    free(s.states);
     mr_tokens_free(&s.tokens);
     mr_request_parser_free(s.parser);
     mr_engine_free(s.engine);
