@@ -37,6 +37,12 @@ typedef struct {
  * has the same number of slots and none sits empty. */
 int mr_eplb_placement_contiguous(mr_eplb_placement *p, int layers, int experts, int ranks,
                                  char *err, size_t errlen);
+/* Slots per rank of the contiguous placement: experts over ranks, rounded
+ * up (what buffers are sized by before the placement is made). */
+static inline int mr_eplb_contiguous_slots_per_rank(int experts, int ranks)
+{
+    return (experts + ranks - 1) / ranks;
+}
 
 /* A placement from its phy2log ([layers][n_physical], copied); log2phy and
  * logcnt are derived.  Every logical expert must have a slot. */

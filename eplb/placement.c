@@ -107,7 +107,8 @@ int mr_eplb_placement_contiguous(mr_eplb_placement *p, int layers, int experts, 
     memset(p, 0, sizeof *p);
     if (ranks < 1 || experts < 1)
         return check_shape(layers, experts, experts, ranks, err, errlen);
-    int per_rank = (experts + ranks - 1) / ranks, n_physical = per_rank * ranks;
+    int per_rank = mr_eplb_contiguous_slots_per_rank(experts, ranks);
+    int n_physical = per_rank * ranks;
     int32_t *phy2log = malloc((size_t)(layers > 0 ? layers : 1) * (size_t)n_physical *
                               sizeof *phy2log);
     if (!phy2log) {

@@ -44,22 +44,26 @@ static int write_run_folder(const mr_job *job, const mr_plan *plan)
     return rc;
 }
 
+/* Plans the job, writes the run folder and shows the plan. */
+static int plan_job(const mr_job *job, mr_plan *plan)
+{
+    int rc = mr_runner_build_plan(job, plan);
+    if (rc == MR_EXIT_OK)
+        rc = write_run_folder(job, plan);
+    if (rc == MR_EXIT_OK) {
+        printf("job %s: planned into %s/%s\n", job->job_name, job->job_run_dir, MR_RUN_PLAN);
+        mr_runner_print_plan(stdout, plan);
+        fflush(stdout);
+    }
+    return rc;
+}
+
 /* The first rank plans and writes the run folder; the others read the
  * plan it wrote (the run folder is on storage every host sees). */
 static int plan_on_first_rank(const mr_job *job, mr_plan *plan, int rank, int64_t *created)
 {
-    int rc = MR_EXIT_OK;
     *created = (int64_t)time(NULL);
-    if (rank == 0) {
-        rc = mr_runner_build_plan(job, plan);
-        if (rc == MR_EXIT_OK)
-            rc = write_run_folder(job, plan);
-        if (rc == MR_EXIT_OK) {
-            printf("job %s: planned into %s/%s\n", job->job_name, job->job_run_dir, MR_RUN_PLAN);
-            mr_runner_print_plan(stdout, plan);
-            fflush(stdout);
-        }
-    }
+    int rc = rank == 0 ? plan_job(job, plan) : MR_EXIT_OK;
     MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
     /* One `created` for the whole job, whichever rank serves a line. */
     MPI_Bcast(created, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
@@ -100,15 +104,9 @@ static int run_rank(const mr_job *job, int argc, char **argv)
 static int run_alone(const mr_job *job)
 {
     mr_plan plan = {0};
-    int rc = mr_runner_build_plan(job, &plan);
+    int rc = plan_job(job, &plan);
     if (rc == MR_EXIT_OK)
-        rc = write_run_folder(job, &plan);
-    if (rc == MR_EXIT_OK) {
-        printf("job %s: planned into %s/%s\n", job->job_name, job->job_run_dir, MR_RUN_PLAN);
-        mr_runner_print_plan(stdout, &plan);
-        fflush(stdout);
         rc = mr_runner_serve(job, &plan, false, (int64_t)time(NULL));
-    }
     mr_plan_free(&plan);
     return rc;
 }
