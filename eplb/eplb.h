@@ -69,4 +69,103 @@ static inline int32_t mr_eplb_pick_slot(const mr_eplb_placement *p, int layer, i
     return p->log2phy[row * (size_t)p->max_replicas + (size_t)(key % (uint64_t)count)];
 }
 
+/* ------------------------------------------------------------------------
+ * Load and how well a placement balances it
+ * ------------------------------------------------------------------------
+ * A load is tokens per (layer, logical expert), [n_layers][n_logical], as
+ * doubles so traces of any scale and windows of summed counts fit.  A
+ * token of an expert with several replicas is served by one of them, picked
+ * evenly (mr_eplb_pick_slot), so each replica carries load / logcnt. */
+
+/* Tokens each rank serves in `layer` under `p`: rank_load[n_ranks]. */
+void mr_eplb_rank_loads(const mr_eplb_placement *p, const double *load, int layer,
+                        double *rank_load);
+
+typedef struct {
+    /* vLLM's figure: the sum over layers of the mean rank load over the sum
+     * of the maximum rank load; 1.0 is perfect balance. */
+    double balancedness;
+    /* the worst layer's max / mean rank load */
+    double max_over_mean;
+    /* the best balancedness any placement with this many slots per rank
+     * could reach: per layer the larger of total / ranks and the smallest
+     * possible largest per-replica load with n_physical slots */
+    double bound;
+} mr_eplb_score;
+
+void mr_eplb_evaluate(const mr_eplb_placement *p, const double *load, mr_eplb_score *out);
+
+/* ------------------------------------------------------------------------
+ * Solvers
+ * ------------------------------------------------------------------------ */
+typedef enum {
+    MR_EPLB_POLICY_AUTO,         /* solve global and hierarchical, keep the better */
+    MR_EPLB_POLICY_GLOBAL,       /* replicate by per-replica load, pack, improve by swaps */
+    MR_EPLB_POLICY_HIERARCHICAL, /* nodes first, then ranks inside each node */
+    MR_EPLB_POLICY_DEEPSEEK      /* deepseek-ai/EPLB's eplb.py, faithfully */
+} mr_eplb_policy;
+
+/* "auto", "global", "hierarchical", "deepseek"; NULL for an unknown value. */
+const char *mr_eplb_policy_name(mr_eplb_policy policy);
+int mr_eplb_policy_parse(const char *name, mr_eplb_policy *out);
+
+typedef struct {
+    mr_eplb_policy policy;
+    int n_physical; /* slots per layer: >= experts, a multiple of n_ranks */
+    int n_ranks;
+    int n_nodes;    /* <= 1: one node; must divide n_ranks */
+    int n_groups;   /* expert groups kept together on a node (DeepSeek's
+                     * num_groups); <= 1: none */
+    /* Migration-aware re-solve: the placement the ranks hold now (same
+     * shape), or NULL for a fresh solve.  Experts stay where they are unless
+     * moving them buys balance; at most max_moves experts move in all
+     * layers together (< 0: no bound). */
+    const mr_eplb_placement *current;
+    int max_moves;
+    uint64_t expert_bytes; /* weight bytes of one expert, for bytes_moved */
+} mr_eplb_solve_options;
+
+typedef struct {
+    mr_eplb_score before; /* of `current` (or the contiguous placement) */
+    mr_eplb_score after;
+    mr_eplb_policy chosen;  /* what auto picked */
+    int layers_changed;
+    int experts_moved;      /* (layer, rank, expert) a rank must newly load */
+    uint64_t bytes_moved;   /* experts_moved * expert_bytes */
+    double seconds;         /* solve time */
+} mr_eplb_solve_result;
+
+/* Chooses a placement for `load` ([layers][experts]) into *out (freed by
+ * the caller with mr_eplb_placement_free).  Deterministic: the same input
+ * gives the same placement on every rank. */
+int mr_eplb_solve(const double *load, int layers, int experts,
+                  const mr_eplb_solve_options *options, mr_eplb_placement *out,
+                  mr_eplb_solve_result *result, char *err, size_t errlen);
+
+/* ------------------------------------------------------------------------
+ * Load window: the last `steps` steps of per-expert counts (a ring)
+ * ------------------------------------------------------------------------ */
+typedef struct mr_eplb_window mr_eplb_window;
+
+int mr_eplb_window_create(int layers, int experts, int steps, mr_eplb_window **out,
+                          char *err, size_t errlen);
+void mr_eplb_window_free(mr_eplb_window *w);
+/* One step's tokens per (layer, logical expert), [layers][experts], summed
+ * over every rank; the oldest step drops out once the ring is full. */
+void mr_eplb_window_push(mr_eplb_window *w, const uint64_t *counts);
+/* The window's total per (layer, expert) into load[layers][experts]. */
+void mr_eplb_window_sum(const mr_eplb_window *w, double *load);
+int mr_eplb_window_filled(const mr_eplb_window *w); /* steps held, <= steps */
+
+/* ------------------------------------------------------------------------
+ * Traces: a load as a file (docs/eplb.md)
+ * ------------------------------------------------------------------------
+ * CSV, one row per MoE layer and one column per logical expert, token
+ * counts; '#' lines are comments and an optional header row names the
+ * columns.  *load is malloc'd [layers][experts]. */
+int mr_eplb_trace_read(const char *path, double **load, int *layers, int *experts,
+                       char *err, size_t errlen);
+int mr_eplb_trace_write(const char *path, const double *load, int layers, int experts,
+                        char *err, size_t errlen);
+
 #endif
