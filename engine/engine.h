@@ -272,6 +272,16 @@ size_t mr_model_exchange_bytes(const mr_model_config *cfg, int slots_per_rank,
                                int max_batch_tokens);
 const mr_tokenizer *mr_model_tokenizer(const mr_model *model);
 
+/* The expert placement the model runs by now. */
+const mr_eplb_placement *mr_model_placement(const mr_model *model);
+/* Switches to placement `p` (same layers, experts, slots and ranks) between
+ * two steps; every rank must switch between the same two steps.  A slot
+ * that keeps its expert, or takes one another slot of this rank held,
+ * copies nothing; the others load their expert from the model file, and
+ * *loaded counts them.  On failure the model keeps its old placement. */
+int mr_model_set_placement(mr_model *model, const mr_eplb_placement *p, int *loaded, char *err,
+                           size_t errlen);
+
 /* The logits of every position of one sequence, [n][vocab_size], from a
  * fresh KV cache.  For tests and tools; serving goes through mr_engine. */
 int mr_model_logits(mr_model *model, const int32_t *ids, int n, float *logits, char *err,

@@ -46,14 +46,66 @@ static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t
     return MR_ENGINE_OK;
 }
 
-/* Only the experts of this rank's slots are mapped: on the cpu backend
- * that is all the expert memory a rank uses. */
+/* The three weights of expert `e` of layer `layer`, checked for shape. */
+static int expert_tensors(const mr_model *m, int layer, int e, mr_tensor t[3], char *err,
+                          size_t errlen)
+{
+    const mr_model_config *c = &m->cfg;
+    int64_t hidden = c->hidden_size, inter = c->moe_intermediate_size;
+    static const char *const parts[3] = {"gate_proj", "up_proj", "down_proj"};
+    for (int i = 0; i < 3; i++) {
+        char name[256];
+        int64_t shape[2] = {i < 2 ? inter : hidden, i < 2 ? hidden : inter};
+        snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%d.%s.weight", layer, e,
+                 parts[i]);
+        int rc = mr_weights_get(m->weights, name, 2, shape, &t[i], err, errlen);
+        if (rc != MR_ENGINE_OK)
+            return rc;
+    }
+    if (t[1].type != t[0].type || t[2].type != t[0].type) {
+        snprintf(err, errlen, "model.layers.%d.mlp.experts.%d: gate, up and down must share "
+                 "one dtype", layer, e);
+        return MR_ENGINE_EINVAL;
+    }
+    return MR_ENGINE_OK;
+}
+
+/* Checks that expert e fits the slots of layer L (one dtype per layer). */
+static int expert_fits_slot(const mr_layer *L, int layer, int e, const mr_tensor t[3],
+                            char *err, size_t errlen)
+{
+    if (t[0].type == L->expert_type)
+        return MR_ENGINE_OK;
+    snprintf(err, errlen, "model.layers.%d.mlp.experts.%d: experts of one layer must share one "
+             "dtype", layer, e);
+    return MR_ENGINE_EINVAL;
+}
+
+/* Points slot s at buffer `buf` (gate, up, down back to back). */
+static void bind_slot(mr_layer *L, int s, unsigned char *buf)
+{
+    L->expert_gate[s] = buf;
+    L->expert_up[s] = buf + L->expert_tensor_bytes;
+    L->expert_down[s] = buf + 2 * L->expert_tensor_bytes;
+}
+
+static void upload_expert(mr_model *m, const mr_layer *L, const mr_tensor t[3],
+                          unsigned char *buf)
+{
+    for (int i = 0; i < 3; i++)
+        m->be->ops->upload(m->be, buf + (size_t)i * L->expert_tensor_bytes, t[i].data,
+                           t[i].bytes);
+}
+
+/* Only the experts of this rank's slots are loaded, each into a buffer the
+ * model owns rather than a view of the file, so that EPLB can later load
+ * another expert into a slot (mr_model_set_placement). */
 static int load_experts(loader *ld, mr_layer *L, int i)
 {
     mr_model *m = ld->m;
     const mr_model_config *c = &m->cfg;
-    int64_t hidden = c->hidden_size, inter = c->moe_intermediate_size;
-    int rc = load_weight(ld, &L->router, 2, c->num_experts, hidden, "model.layers.%d.mlp.gate.weight", i);
+    int rc = load_weight(ld, &L->router, 2, c->num_experts, c->hidden_size,
+                         "model.layers.%d.mlp.gate.weight", i);
     size_t slots = (size_t)m->slots_per_rank;
     L->expert_gate = calloc(slots, sizeof(void *));
     L->expert_up = calloc(slots, sizeof(void *));
@@ -64,27 +116,28 @@ static int load_experts(loader *ld, mr_layer *L, int i)
     }
     const int32_t *phy2log = m->placement.phy2log + (size_t)L->moe_index * m->placement.n_physical +
                              (size_t)m->rank * slots;
+    mr_tensor t[3];
+    if (rc == MR_ENGINE_OK)
+        rc = expert_tensors(m, i, phy2log[0], t, ld->err, ld->errlen);
+    if (rc != MR_ENGINE_OK)
+        return rc;
+    L->expert_type = t[0].type;
+    L->expert_tensor_bytes = t[0].bytes;
+    L->expert_store = m->be->ops->alloc(m->be, slots * 3 * t[0].bytes);
+    if (!L->expert_store) {
+        snprintf(ld->err, ld->errlen, "out of memory for the %zu expert slots of layer %d",
+                 slots, i);
+        return MR_ENGINE_ENOMEM;
+    }
     for (size_t s = 0; rc == MR_ENGINE_OK && s < slots; s++) {
-        int e = phy2log[s];
-        mr_weight g, u, d;
-        rc = load_weight(ld, &g, 2, inter, hidden, "model.layers.%d.mlp.experts.%d.gate_proj.weight", i, e);
+        rc = expert_tensors(m, i, phy2log[s], t, ld->err, ld->errlen);
         if (rc == MR_ENGINE_OK)
-            rc = load_weight(ld, &u, 2, inter, hidden, "model.layers.%d.mlp.experts.%d.up_proj.weight", i, e);
-        if (rc == MR_ENGINE_OK)
-            rc = load_weight(ld, &d, 2, hidden, inter, "model.layers.%d.mlp.experts.%d.down_proj.weight", i, e);
-        if (rc != MR_ENGINE_OK)
-            break;
-        if (s == 0)
-            L->expert_type = g.type;
-        if (g.type != L->expert_type || u.type != L->expert_type || d.type != L->expert_type) {
-            snprintf(ld->err, ld->errlen,
-                     "model.layers.%d.mlp.experts.%d: experts of one layer must share one dtype",
-                     i, e);
-            return MR_ENGINE_EINVAL;
+            rc = expert_fits_slot(L, i, phy2log[s], t, ld->err, ld->errlen);
+        if (rc == MR_ENGINE_OK) {
+            unsigned char *buf = (unsigned char *)L->expert_store + s * 3 * t[0].bytes;
+            bind_slot(L, (int)s, buf);
+            upload_expert(m, L, t, buf);
         }
-        L->expert_gate[s] = g.data;
-        L->expert_up[s] = u.data;
-        L->expert_down[s] = d.data;
     }
     return rc;
 }
@@ -204,6 +257,128 @@ static int place_experts(mr_model *m, const mr_model_options *options, char *err
     return MR_ENGINE_OK;
 }
 
+const mr_eplb_placement *mr_model_placement(const mr_model *m)
+{
+    return &m->placement;
+}
+
+/* Which buffer each of this rank's slots of one layer uses under the new
+ * placement: the buffer of a slot that already held the same expert where
+ * there is one (no copy), else a freed one that must be loaded. */
+typedef struct {
+    unsigned char **buffer; /* [slots] */
+    bool *load;             /* [slots]: the expert must come from the file */
+    bool *claimed;          /* [slots] scratch: old slot's buffer taken */
+} slot_plan;
+
+static void plan_layer_slots(const mr_layer *L, const int32_t *old, const int32_t *new,
+                             int slots, slot_plan *plan)
+{
+    for (int s = 0; s < slots; s++) {
+        plan->claimed[s] = false;
+        plan->buffer[s] = NULL;
+    }
+    for (int s = 0; s < slots; s++)
+        for (int t = 0; t < slots; t++)
+            if (!plan->claimed[t] && old[t] == new[s]) {
+                plan->claimed[t] = true;
+                plan->buffer[s] = (unsigned char *)L->expert_gate[t];
+                break;
+            }
+    int free_slot = 0;
+    for (int s = 0; s < slots; s++) {
+        plan->load[s] = plan->buffer[s] == NULL;
+        if (!plan->load[s])
+            continue;
+        while (plan->claimed[free_slot])
+            free_slot++;
+        plan->claimed[free_slot] = true;
+        plan->buffer[s] = (unsigned char *)L->expert_gate[free_slot];
+    }
+}
+
+/* Every expert this rank must newly load, checked before any slot is
+ * touched, so a failure leaves the model as it was. */
+static int check_new_experts(const mr_model *m, const mr_eplb_placement *p, char *err,
+                             size_t errlen)
+{
+    int slots = m->slots_per_rank;
+    for (int i = 0; i < m->cfg.num_hidden_layers; i++) {
+        const mr_layer *L = &m->layers[i];
+        if (!L->moe)
+            continue;
+        const int32_t *new = p->phy2log + (size_t)L->moe_index * p->n_physical +
+                             (size_t)m->rank * slots;
+        for (int s = 0; s < slots; s++) {
+            mr_tensor t[3];
+            int rc = expert_tensors(m, i, new[s], t, err, errlen);
+            if (rc == MR_ENGINE_OK)
+                rc = expert_fits_slot(L, i, new[s], t, err, errlen);
+            if (rc != MR_ENGINE_OK)
+                return rc;
+        }
+    }
+    return MR_ENGINE_OK;
+}
+
+int mr_model_set_placement(mr_model *m, const mr_eplb_placement *p, int *loaded, char *err,
+                           size_t errlen)
+{
+    const mr_eplb_placement *cur = &m->placement;
+    *loaded = 0;
+    if (p->n_layers != cur->n_layers || p->n_logical != cur->n_logical ||
+        p->n_physical != cur->n_physical || p->n_ranks != cur->n_ranks) {
+        snprintf(err, errlen, "the new expert placement has %d layers x %d experts in %d slots "
+                 "on %d ranks; the model runs %d x %d in %d slots on %d ranks",
+                 p->n_layers, p->n_logical, p->n_physical, p->n_ranks, cur->n_layers,
+                 cur->n_logical, cur->n_physical, cur->n_ranks);
+        return MR_ENGINE_EINVAL;
+    }
+    mr_eplb_placement next;
+    int rc = mr_eplb_placement_from_phy2log(&next, p->n_layers, p->n_logical, p->n_physical,
+                                            p->n_ranks, p->phy2log, err, errlen);
+    if (rc != MR_EPLB_OK)
+        return rc == MR_EPLB_ENOMEM ? MR_ENGINE_ENOMEM : MR_ENGINE_EINVAL;
+    if ((rc = check_new_experts(m, &next, err, errlen)) != MR_ENGINE_OK) {
+        mr_eplb_placement_free(&next);
+        return rc;
+    }
+    int slots = m->slots_per_rank;
+    slot_plan plan = {malloc((size_t)slots * sizeof *plan.buffer),
+                      malloc((size_t)slots * sizeof *plan.load),
+                      malloc((size_t)slots * sizeof *plan.claimed)};
+    if (!plan.buffer || !plan.load || !plan.claimed) {
+        snprintf(err, errlen, "out of memory moving experts");
+        rc = MR_ENGINE_ENOMEM;
+    }
+    for (int i = 0; rc == MR_ENGINE_OK && i < m->cfg.num_hidden_layers; i++) {
+        mr_layer *L = &m->layers[i];
+        if (!L->moe)
+            continue;
+        size_t row = (size_t)L->moe_index * p->n_physical + (size_t)m->rank * slots;
+        plan_layer_slots(L, cur->phy2log + row, next.phy2log + row, slots, &plan);
+        for (int s = 0; s < slots; s++) {
+            bind_slot(L, s, plan.buffer[s]);
+            if (!plan.load[s])
+                continue;
+            mr_tensor t[3];
+            expert_tensors(m, i, next.phy2log[row + (size_t)s], t, err, errlen);
+            upload_expert(m, L, t, plan.buffer[s]);
+            ++*loaded;
+        }
+    }
+    free(plan.buffer);
+    free(plan.load);
+    free(plan.claimed);
+    if (rc != MR_ENGINE_OK) {
+        mr_eplb_placement_free(&next);
+        return rc;
+    }
+    mr_eplb_placement_free(&m->placement);
+    m->placement = next;
+    return MR_ENGINE_OK;
+}
+
 size_t mr_model_exchange_bytes(const mr_model_config *cfg, int slots_per_rank,
                                int max_batch_tokens)
 {
@@ -264,6 +439,8 @@ void mr_model_free(mr_model *m)
         return;
     if (m->layers) {
         for (int i = 0; i < m->cfg.num_hidden_layers; i++) {
+            if (m->layers[i].expert_store)
+                m->be->ops->free(m->be, m->layers[i].expert_store);
             free(m->layers[i].expert_gate);
             free(m->layers[i].expert_up);
             free(m->layers[i].expert_down);

@@ -23,6 +23,8 @@ typedef struct {
     /* This rank's physical slots: [slots_per_rank], the logical expert in
      * each given by the placement. */
     const void **expert_gate, **expert_up, **expert_down;
+    void *expert_store;         /* the slots' weights: [slots][gate, up, down] */
+    size_t expert_tensor_bytes; /* one of gate, up, down */
     mr_weight dense_gate, dense_up, dense_down; /* layers that stay dense */
     mr_tensor_type expert_type;
 } mr_layer;

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "kernels/cpu_internal.h"
 
@@ -10,13 +11,21 @@
  * straddle lines at the start of a buffer. */
 #define CPU_ALIGN 64
 
+/* Buffers this large (expert weights that EPLB may rewrite, KV blocks) go
+ * on 2 MiB boundaries in transparent huge pages, for the TLB reasons
+ * cpu_weights.c gives. */
+#define HUGE_PAGE_BYTES (2u << 20)
+
 void *mr_cpu_alloc(mr_backend *be, size_t bytes)
 {
     (void)be;
     void *ptr = NULL;
-    size_t rounded = (bytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
-    if (posix_memalign(&ptr, CPU_ALIGN, rounded ? rounded : CPU_ALIGN) != 0)
+    size_t align = bytes >= HUGE_PAGE_BYTES ? HUGE_PAGE_BYTES : CPU_ALIGN;
+    size_t rounded = (bytes + align - 1) / align * align;
+    if (posix_memalign(&ptr, align, rounded ? rounded : align) != 0)
         return NULL;
+    if (align == HUGE_PAGE_BYTES)
+        madvise(ptr, rounded, MADV_HUGEPAGE);
     return ptr;
 }
 
