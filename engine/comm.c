@@ -404,8 +404,9 @@ void mr_comm_release(mr_comm *c)
     }
 }
 
-int mr_comm_allgather(mr_comm *c, const void *mine, size_t bytes, void *all, char *err,
-                      size_t errlen)
+/* One exchange of every rank's `bytes` bytes at `offset` of its message. */
+static int allgather_chunk(mr_comm *c, const unsigned char *mine, size_t total, size_t offset,
+                           size_t bytes, unsigned char *all, char *err, size_t errlen)
 {
     int64_t *sizes = c->gather_bytes;
     int rc = MR_ENGINE_OK;
@@ -414,16 +415,34 @@ int mr_comm_allgather(mr_comm *c, const void *mine, size_t bytes, void *all, cha
         sizes[r] = (int64_t)bytes;
         rc = mr_comm_send_buffer(c, r, &to, err, errlen);
         if (rc == MR_ENGINE_OK)
-            memcpy(to, mine, bytes);
+            memcpy(to, mine + offset, bytes);
     }
     if (rc == MR_ENGINE_OK)
         rc = mr_comm_exchange(c, sizes, NULL, err, errlen);
     for (int r = 0; rc == MR_ENGINE_OK && r < c->size; r++) {
         size_t got;
         const void *from = mr_comm_received(c, r, &got);
-        memcpy((unsigned char *)all + (size_t)r * bytes, from, bytes);
+        memcpy(all + (size_t)r * total + offset, from, bytes);
     }
     if (rc == MR_ENGINE_OK)
         mr_comm_release(c);
+    return rc;
+}
+
+int mr_comm_allgather(mr_comm *c, const void *mine, size_t bytes, void *all, char *err,
+                      size_t errlen)
+{
+    size_t offset = 0;
+    int rc = MR_ENGINE_OK;
+    if (bytes > 0 && c->capacity == 0) {
+        snprintf(err, errlen, "allgather of %zu bytes through a communicator without buffers",
+                 bytes);
+        return MR_ENGINE_EINVAL;
+    }
+    do {
+        size_t chunk = bytes - offset < c->capacity ? bytes - offset : c->capacity;
+        rc = allgather_chunk(c, mine, bytes, offset, chunk, all, err, errlen);
+        offset += chunk;
+    } while (rc == MR_ENGINE_OK && offset < bytes);
     return rc;
 }

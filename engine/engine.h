@@ -214,7 +214,8 @@ const void *mr_comm_received(const mr_comm *comm, int src, size_t *bytes);
  * A rank may hold the messages of one exchange while the next arrives
  * (each pair alternates between two buffers), not of two. */
 void mr_comm_release(mr_comm *comm);
-/* Every rank's `bytes` bytes (at most capacity) into all[rank * bytes]. */
+/* Every rank's `bytes` bytes into all[rank * bytes] (in several exchanges
+ * when bytes exceed the capacity). */
 int mr_comm_allgather(mr_comm *comm, const void *mine, size_t bytes, void *all, char *err,
                       size_t errlen);
 /* Seconds spent waiting for other ranks since the communicator was made. */
@@ -272,6 +273,9 @@ size_t mr_model_exchange_bytes(const mr_model_config *cfg, int slots_per_rank,
                                int max_batch_tokens);
 const mr_tokenizer *mr_model_tokenizer(const mr_model *model);
 
+/* Weight bytes of one routed expert (gate, up and down): what moving one
+ * costs.  0 for a model without MoE layers. */
+size_t mr_model_expert_bytes(const mr_model *model);
 /* The expert placement the model runs by now. */
 const mr_eplb_placement *mr_model_placement(const mr_model *model);
 /* Switches to placement `p` (same layers, experts, slots and ranks) between

@@ -257,6 +257,14 @@ static int place_experts(mr_model *m, const mr_model_options *options, char *err
     return MR_ENGINE_OK;
 }
 
+size_t mr_model_expert_bytes(const mr_model *m)
+{
+    for (int i = 0; i < m->cfg.num_hidden_layers; i++)
+        if (m->layers[i].moe)
+            return 3 * m->layers[i].expert_tensor_bytes;
+    return 0;
+}
+
 const mr_eplb_placement *mr_model_placement(const mr_model *m)
 {
     return &m->placement;

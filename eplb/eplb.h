@@ -37,6 +37,11 @@ typedef struct {
  * has the same number of slots and none sits empty. */
 int mr_eplb_placement_contiguous(mr_eplb_placement *p, int layers, int experts, int ranks,
                                  char *err, size_t errlen);
+/* The contiguous placement with n_physical slots (a multiple of ranks, at
+ * least experts): slot s holds s mod experts, the redundant slots holding
+ * replicas of the first experts until a solver knows better. */
+int mr_eplb_placement_round_robin(mr_eplb_placement *p, int layers, int experts, int n_physical,
+                                  int ranks, char *err, size_t errlen);
 /* Slots per rank of the contiguous placement: experts over ranks, rounded
  * up (what buffers are sized by before the placement is made). */
 static inline int mr_eplb_contiguous_slots_per_rank(int experts, int ranks)

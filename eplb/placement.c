@@ -101,16 +101,14 @@ oom:
     return MR_EPLB_ENOMEM;
 }
 
-int mr_eplb_placement_contiguous(mr_eplb_placement *p, int layers, int experts, int ranks,
-                                 char *err, size_t errlen)
+int mr_eplb_placement_round_robin(mr_eplb_placement *p, int layers, int experts, int n_physical,
+                                  int ranks, char *err, size_t errlen)
 {
     memset(p, 0, sizeof *p);
-    if (ranks < 1 || experts < 1)
-        return check_shape(layers, experts, experts, ranks, err, errlen);
-    int per_rank = mr_eplb_contiguous_slots_per_rank(experts, ranks);
-    int n_physical = per_rank * ranks;
-    int32_t *phy2log = malloc((size_t)(layers > 0 ? layers : 1) * (size_t)n_physical *
-                              sizeof *phy2log);
+    int rc = check_shape(layers, experts, n_physical, ranks, err, errlen);
+    if (rc != MR_EPLB_OK)
+        return rc;
+    int32_t *phy2log = malloc((size_t)layers * (size_t)n_physical * sizeof *phy2log);
     if (!phy2log) {
         snprintf(err, errlen, "out of memory for the expert placement");
         return MR_EPLB_ENOMEM;
@@ -118,8 +116,19 @@ int mr_eplb_placement_contiguous(mr_eplb_placement *p, int layers, int experts, 
     for (int l = 0; l < layers; l++)
         for (int s = 0; s < n_physical; s++)
             phy2log[(size_t)l * n_physical + s] = s % experts;
-    int rc = mr_eplb_placement_from_phy2log(p, layers, experts, n_physical, ranks, phy2log,
-                                            err, errlen);
+    rc = mr_eplb_placement_from_phy2log(p, layers, experts, n_physical, ranks, phy2log, err,
+                                        errlen);
     free(phy2log);
     return rc;
+}
+
+int mr_eplb_placement_contiguous(mr_eplb_placement *p, int layers, int experts, int ranks,
+                                 char *err, size_t errlen)
+{
+    if (ranks < 1 || experts < 1) {
+        memset(p, 0, sizeof *p);
+        return check_shape(layers, experts, experts, ranks, err, errlen);
+    }
+    int n_physical = mr_eplb_contiguous_slots_per_rank(experts, ranks) * ranks;
+    return mr_eplb_placement_round_robin(p, layers, experts, n_physical, ranks, err, errlen);
 }

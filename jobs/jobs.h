@@ -107,10 +107,12 @@ void mr_buf_free(mr_buf *b);
       "rebalance only when recent steps carried this many tokens per rank")                \
     X(eplb, redundant_experts, INT, "0", 0, 0, 1 << 16, NULL,                              \
       "extra physical expert slots for replicas of hot experts")                           \
-    X(eplb, strategy, ENUM, "auto", 0, 0, 0, "auto,global,hierarchical",                   \
-      "placement solver")                                                                  \
+    X(eplb, strategy, ENUM, "auto", 0, 0, 0, "auto,global,hierarchical,deepseek",          \
+      "placement solver (docs/eplb.md)")                                                   \
+    X(eplb, max_moves_percent, FLOAT, "10", 0, 0, 100, NULL,                               \
+      "online: at most this share of all expert slots takes a new expert per rebalance")   \
     X(eplb, calibration, PATH, NULL, 0, 0, 0, NULL,                                        \
-      "expert load trace for the static placement; none = uniform")                        \
+      "expert load trace for the static placement (docs/eplb.md); none = contiguous")      \
     X(checkpoint, interval_seconds, FLOAT, "60", 0, 1, 86400, NULL,                        \
       "seconds between checkpoints")                                                       \
     X(checkpoint, keep, INT, "3", 0, 1, 1000, NULL, "checkpoint generations kept")         \
@@ -125,8 +127,18 @@ typedef enum { MR_FORMAT_OPENAI_BATCH, MR_FORMAT_PROMPT } mr_input_format;
 typedef enum { MR_LAUNCHER_LOCAL, MR_LAUNCHER_MPI } mr_launcher;
 typedef enum { MR_DISPATCH_HIGH_THROUGHPUT, MR_DISPATCH_LOW_LATENCY } mr_dispatch_kind;
 typedef enum { MR_TRANSPORT_AUTO, MR_TRANSPORT_MPI } mr_transport_kind;
-typedef enum { MR_EPLB_OFF, MR_EPLB_STATIC, MR_EPLB_ONLINE, MR_EPLB_STATIC_ONLINE } mr_eplb_mode;
-typedef enum { MR_EPLB_AUTO, MR_EPLB_GLOBAL, MR_EPLB_HIERARCHICAL } mr_eplb_strategy;
+typedef enum {
+    MR_EPLB_MODE_OFF,
+    MR_EPLB_MODE_STATIC,
+    MR_EPLB_MODE_ONLINE,
+    MR_EPLB_MODE_STATIC_ONLINE
+} mr_eplb_mode;
+typedef enum {
+    MR_EPLB_STRATEGY_AUTO,
+    MR_EPLB_STRATEGY_GLOBAL,
+    MR_EPLB_STRATEGY_HIERARCHICAL,
+    MR_EPLB_STRATEGY_DEEPSEEK
+} mr_eplb_strategy;
 
 typedef struct {
     char **items;

@@ -109,6 +109,28 @@ int mr_runner_world_init(mr_runner_world *w, const mr_job *job, size_t capacity)
  * line.  Returns an exit code. */
 int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi, int64_t created);
 
+/* EPLB in a running job (balance.c). */
+typedef struct mr_runner_balancer mr_runner_balancer;
+/* Physical expert slots per rank: experts plus [eplb] redundant_experts,
+ * rounded up to fill every rank. */
+int mr_runner_eplb_slots_per_rank(const mr_job *job, int experts, int ranks);
+/* Nodes the hierarchical solvers may use: the hosts, when each runs as many
+ * ranks; else 1. */
+int mr_runner_eplb_nodes(mr_comm *comm);
+/* The placement a job starts with: solved from [eplb] calibration in a
+ * static mode, else contiguous.  Prints problems; returns an exit code. */
+int mr_runner_eplb_initial(const mr_job *job, const mr_model_config *cfg, int ranks, int nodes,
+                           bool print, mr_eplb_placement *out);
+int mr_runner_balancer_new(const mr_job *job, mr_model *model, mr_engine *engine, mr_comm *comm,
+                           mr_runner_balancer **out);
+void mr_runner_balancer_free(mr_runner_balancer *b);
+/* After every engine step, on every rank (collective every step_interval
+ * steps in an online mode). */
+int mr_runner_balancer_step(mr_runner_balancer *b);
+/* At the end, on every rank: the last measurement and expert_load.csv. */
+int mr_runner_balancer_finish(mr_runner_balancer *b);
+int mr_runner_balancer_rebalances(const mr_runner_balancer *b);
+
 /* Per-shard part files under RUN_DIR/parts, joined at the end. */
 int mr_runner_parts_open(const char *run_dir, uint32_t shard, FILE **results, FILE **errors);
 int mr_runner_parts_close(FILE *f);
@@ -119,6 +141,8 @@ int mr_runner_parts_join(const char *run_dir, size_t n_shards);
 #define MR_RUN_JOB "job.ini"
 #define MR_RUN_RESULTS "results.jsonl"
 #define MR_RUN_ERRORS "errors.jsonl"
+#define MR_RUN_EPLB_LOG "eplb.jsonl"        /* one record per online EPLB decision */
+#define MR_RUN_EXPERT_LOAD "expert_load.csv" /* the run's expert load, as a trace */
 
 /* "DIR/NAME" in a buffer the caller frees, or NULL when out of memory. */
 char *mr_runner_path(const char *dir, const char *name);

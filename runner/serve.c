@@ -49,6 +49,7 @@ typedef struct {
     mr_runner_world world;
     mr_model *model;
     mr_engine *engine;
+    mr_runner_balancer *balancer;
     const char *model_name;
     int64_t created;
     FILE *results, *errors; /* the part files of the shard being written */
@@ -193,8 +194,8 @@ static int step(server *s)
         fprintf(stderr, "moerun run: %s\n", err);
         return MR_EXIT_FAILED;
     }
-    int rc = MR_EXIT_OK;
-    for (size_t i = 0; i < n; i++) {
+    int rc = mr_runner_balancer_step(s->balancer);
+    for (size_t i = 0; rc == MR_EXIT_OK && i < n; i++) {
         int one = complete(s, &s->done[i]);
         rc = rc == MR_EXIT_OK ? one : rc;
     }
@@ -392,11 +393,16 @@ static int load_engine(server *s)
         return MR_EXIT_INVALID;
     }
     int ranks = s->world.mpi ? (int)job->parallel_ranks : 1, threads = (int)job->engine_threads;
-    int slots =
-        cfg.num_experts > 0 ? mr_eplb_contiguous_slots_per_rank(cfg.num_experts, ranks) : 1;
+    int slots = cfg.num_experts > 0 ? mr_runner_eplb_slots_per_rank(job, cfg.num_experts, ranks)
+                                    : 1;
     size_t capacity = mr_model_exchange_bytes(&cfg, slots, (int)job->engine_max_batch_tokens);
     rc = mr_runner_world_init(&s->world, job, capacity);
     if (rc != MR_EXIT_OK)
+        return rc;
+    mr_eplb_placement placement = {0};
+    bool moe = mr_config_moe_layers(&cfg) > 0;
+    if (moe && (rc = mr_runner_eplb_initial(job, &cfg, ranks, mr_runner_eplb_nodes(s->world.comm),
+                                            s->world.rank == 0, &placement)) != MR_EXIT_OK)
         return rc;
     if (threads <= 0) {
         /* Ranks that share a host share its cores. */
@@ -412,8 +418,11 @@ static int load_engine(server *s)
                            .dispatch = job->parallel_dispatch == MR_DISPATCH_LOW_LATENCY
                                            ? MR_EP_LOW_LATENCY
                                            : MR_EP_HIGH_THROUGHPUT,
-                           .ll_capacity = (int)job->parallel_ll_capacity};
-    if (mr_model_load(job->model_path, &mo, &s->model, err, sizeof err) != MR_ENGINE_OK) {
+                           .ll_capacity = (int)job->parallel_ll_capacity,
+                           .placement = moe ? &placement : NULL};
+    rc = mr_model_load(job->model_path, &mo, &s->model, err, sizeof err);
+    mr_eplb_placement_free(&placement);
+    if (rc != MR_ENGINE_OK) {
         fprintf(stderr, "moerun run: [model] path: %s\n", err);
         return MR_EXIT_INVALID;
     }
@@ -426,6 +435,9 @@ static int load_engine(server *s)
         fprintf(stderr, "moerun run: %s\n", err);
         return rc == MR_ENGINE_EINVAL ? MR_EXIT_INVALID : MR_EXIT_FAILED;
     }
+    if ((rc = mr_runner_balancer_new(job, s->model, s->engine, s->world.comm, &s->balancer)) !=
+        MR_EXIT_OK)
+        return rc;
     s->done_cap = (size_t)eo.max_sequences;
     s->done = calloc(s->done_cap, sizeof *s->done);
     s->states = calloc((size_t)s->world.size, sizeof *s->states);
@@ -534,8 +546,9 @@ static int finish(server *s, double started)
         return MR_EXIT_FAILED;
     }
     free(all);
-    int rc = s->world.rank == 0 ? mr_runner_parts_join(s->job->job_run_dir, s->plan->n_shards)
-                                : MR_EXIT_OK;
+    int rc = mr_runner_balancer_finish(s->balancer);
+    if (rc == MR_EXIT_OK && s->world.rank == 0)
+        rc = mr_runner_parts_join(s->job->job_run_dir, s->plan->n_shards);
     if (rc == MR_EXIT_OK)
         rc = summarise(s, now() - started);
     return rc;
@@ -571,6 +584,7 @@ int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi, int64_t cr
     free(s.states);
     mr_tokens_free(&s.tokens);
     mr_request_parser_free(s.parser);
+    mr_runner_balancer_free(s.balancer);
     mr_engine_free(s.engine);
     mr_model_free(s.model);
     mr_comm_free(s.world.comm);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "tests/common/fixture.h"
+#include "tests/common/job_run.h"
 
 static char *dir, *out, *err;
 
@@ -32,73 +33,19 @@ static void teardown(void)
 
 TestSuite(parallel, .init = setup, .fini = teardown, .timeout = 300);
 
-/* The first `n` bundled requests, a line that is not JSON and a repeated
- * custom_id, so errors.jsonl has lines from several shards too. */
 static void write_requests(int n)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/examples/requests.jsonl", getenv("MR_SOURCE_DIR"));
-    size_t len;
-    char *all = mr_test_read(path, &len);
-    cr_assert(all, "cannot read %s", path);
-    char *end = all;
-    for (int i = 0; i < n && end; i++)
-        end = strchr(end, '\n') + 1;
-    mr_buf b = {0};
-    size_t half = (size_t)(end - all) / 2;
-    while (all[half] != '\n')
-        half++;
-    mr_buf_append(&b, all, half + 1);
-    static const char bad[] = "{\"custom_id\": \"broken\", \"method\": \n";
-    mr_buf_append(&b, bad, sizeof bad - 1);
-    mr_buf_append(&b, all + half + 1, (size_t)(end - all) - half - 1);
-    mr_buf_append(&b, all, (size_t)(strchr(all, '\n') - all) + 1);
-    free(mr_test_write(dir, "requests.jsonl", b.data, b.len));
-    mr_buf_free(&b);
-    free(all);
+    mr_test_write_requests(dir, n);
 }
 
 static int run_job(const char *name, const char *extra)
 {
-    char ini[2048], file[256];
-    snprintf(ini, sizeof ini,
-             "[job]\nname = parallel\nrun_dir = runs/%s\n[model]\npath = model\n[input]\n"
-             "files = requests.jsonl\n[generation]\nmax_tokens = 12\nseed = 3\n"
-             "[engine]\nmax_batch_tokens = 128\nmax_sequences = 16\n%s",
-             name, extra);
-    snprintf(file, sizeof file, "%s.ini", name);
-    free(mr_test_write(dir, file, ini, (size_t)-1));
-    free(out);
-    free(err);
-    return mr_test_moerun(dir, &out, &err, "run", file, NULL);
-}
-
-/* A run's output file with the digits of every "created" zeroed: the one
- * thing a rerun may change. */
-static char *output_of(const char *name, const char *file)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/runs/%s/%s", dir, name, file);
-    size_t len;
-    char *text = mr_test_read(path, &len);
-    cr_assert(text, "no %s", path);
-    for (char *at = text; (at = strstr(at, "\"created\":"));) {
-        at += strlen("\"created\":");
-        while (*at >= '0' && *at <= '9')
-            *at++ = '0';
-    }
-    return text;
+    return mr_test_run_job(dir, name, extra, &out, &err);
 }
 
 static void assert_same_output(const char *a, const char *b)
 {
-    static const char *const files[] = {"results.jsonl", "errors.jsonl"};
-    for (int i = 0; i < 2; i++) {
-        char *x = output_of(a, files[i]), *y = output_of(b, files[i]);
-        cr_assert_str_eq(x, y, "%s of %s and %s differ", files[i], a, b);
-        free(x);
-        free(y);
-    }
+    mr_test_assert_same_output(dir, a, b);
 }
 
 Test(parallel, one_to_four_ranks_in_both_modes_give_the_same_bytes)

@@ -149,7 +149,7 @@ Test(job, defaults_fill_unset_keys)
     char *run_dir = NULL;
     cr_assert(asprintf(&run_dir, "%s/runs/job", dir) > 0);
     cr_assert_str_eq(job.job_run_dir, run_dir);
-    cr_assert_eq(job.eplb_mode, MR_EPLB_STATIC_ONLINE);
+    cr_assert_eq(job.eplb_mode, MR_EPLB_MODE_STATIC_ONLINE);
     cr_assert_eq(job.eplb_step_interval, 100);
     cr_assert_eq(job.generation_max_tokens, 256);
     cr_assert_eq(job.parallel_ranks, 1);
@@ -379,7 +379,7 @@ Test(job, empty_value_means_default)
                                   0, err, sizeof err),
                  MR_JOBS_OK, "%s", err);
     cr_assert_null(job.eplb_calibration);
-    cr_assert_eq(job.eplb_mode, MR_EPLB_STATIC_ONLINE);
+    cr_assert_eq(job.eplb_mode, MR_EPLB_MODE_STATIC_ONLINE);
     mr_job_free(&job);
 }
 
@@ -391,7 +391,7 @@ Test(job, crlf_job_file)
                                   "requests.jsonl\r\n[eplb]\r\nmode = off\r\n",
                                   NULL, 0, err, sizeof err),
                  MR_JOBS_OK, "%s", err);
-    cr_assert_eq(job.eplb_mode, MR_EPLB_OFF);
+    cr_assert_eq(job.eplb_mode, MR_EPLB_MODE_OFF);
     cr_assert_eq(job.input_files.count, 1);
     mr_job_free(&job);
 }

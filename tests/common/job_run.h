@@ -1,0 +1,23 @@
+/*
+ * Running a small job on the tiny model the way a user would, and comparing
+ * the output of two runs: for tests of parallel runs, EPLB and resume.
+ */
+#ifndef MR_TEST_JOB_RUN_H
+#define MR_TEST_JOB_RUN_H
+
+/* dir/requests.jsonl: the first `n` bundled requests, a line that is not
+ * JSON in the middle and a repeated custom_id at the end, so errors.jsonl
+ * has lines from several shards too. */
+void mr_test_write_requests(const char *dir, int n);
+
+/* Runs `moerun run NAME.ini` in dir for a job over requests.jsonl into
+ * runs/NAME, with `extra` appended to the job file.  *out and *err are
+ * replaced by the run's output (freed first).  Returns the exit code. */
+int mr_test_run_job(const char *dir, const char *name, const char *extra, char **out,
+                    char **err);
+
+/* Fails unless runs/A and runs/B have the same results.jsonl and
+ * errors.jsonl, but for the "created" times. */
+void mr_test_assert_same_output(const char *dir, const char *a, const char *b);
+
+#endif
