@@ -529,6 +529,10 @@ static int summarise(server *s, double seconds)
     printf("rank time: attention %.2f s, dispatch %.2f s, experts %.2f s, combine %.2f s, "
            "waiting %.2f s (%" PRIu64 " steps)\n",
            sum.attention, sum.dispatch, sum.experts, sum.combine, sum.wait, mine.steps);
+    if (job->eplb_mode == MR_EPLB_MODE_ONLINE || job->eplb_mode == MR_EPLB_MODE_STATIC_ONLINE)
+        printf("eplb: %d rebalance%s (%s/%s)\n", mr_runner_balancer_rebalances(s->balancer),
+               mr_runner_balancer_rebalances(s->balancer) == 1 ? "" : "s", job->job_run_dir,
+               MR_RUN_EPLB_LOG);
     printf("results: %s/%s\nerrors:  %s/%s\n", job->job_run_dir, MR_RUN_RESULTS,
            job->job_run_dir, MR_RUN_ERRORS);
     return MR_EXIT_OK;
