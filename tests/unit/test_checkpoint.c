@@ -72,6 +72,11 @@ static void assert_same_text(const char *a, const char *b)
               b ? b : "(null)");
 }
 
+static void assert_same_bytes(const void *a, const void *b, size_t len)
+{
+    cr_assert(len == 0 || memcmp(a, b, len) == 0);
+}
+
 static void assert_same_state(const mr_checkpoint_state *a, const mr_checkpoint_state *b)
 {
     cr_assert_eq(a->created, b->created);
@@ -85,19 +90,16 @@ static void assert_same_state(const mr_checkpoint_state *a, const mr_checkpoint_
                   x->tail_crc32 == y->tail_crc32);
     }
     cr_assert_eq(a->n_shards, b->n_shards);
-    cr_assert_eq(memcmp(a->shards, b->shards, a->n_shards * sizeof *a->shards), 0);
+    assert_same_bytes(a->shards, b->shards, a->n_shards * sizeof *a->shards);
     const mr_checkpoint_placement *p = &a->placement, *q = &b->placement;
     cr_assert(p->n_layers == q->n_layers && p->n_logical == q->n_logical &&
               p->n_physical == q->n_physical && p->n_ranks == q->n_ranks);
-    cr_assert_eq(memcmp(p->phy2log, q->phy2log,
-                        (size_t)p->n_layers * (size_t)p->n_physical * sizeof *p->phy2log),
-                 0);
+    assert_same_bytes(p->phy2log, q->phy2log,
+                      (size_t)p->n_layers * (size_t)p->n_physical * sizeof *p->phy2log);
     const mr_checkpoint_window *v = &a->window, *w = &b->window;
     cr_assert(v->n_layers == w->n_layers && v->n_experts == w->n_experts && v->steps == w->steps);
-    cr_assert_eq(memcmp(v->sum, w->sum,
-                        (size_t)v->n_layers * (size_t)v->n_experts * sizeof *v->sum),
-                 0);
-    cr_assert_eq(memcmp(&a->counters, &b->counters, sizeof a->counters), 0);
+    assert_same_bytes(v->sum, w->sum, (size_t)v->n_layers * (size_t)v->n_experts * sizeof *v->sum);
+    assert_same_bytes(&a->counters, &b->counters, sizeof a->counters);
 }
 
 /* Writes generations 1 and 2 (they differ in requests_ok). */
@@ -149,6 +151,7 @@ Test(checkpoint, round_trip_keeps_every_field)
     mr_checkpoint_state_free(&s);
     free(input);
     mr_test_rmtree(dir);
+    free(dir);
 }
 
 Test(checkpoint, an_empty_state_round_trips)
@@ -164,6 +167,7 @@ Test(checkpoint, an_empty_state_round_trips)
     mr_checkpoint_state_free(&got);
     mr_checkpoint_state_free(&s);
     mr_test_rmtree(dir);
+    free(dir);
 }
 
 Test(checkpoint, keeps_the_newest_generations_and_removes_leftovers)
@@ -192,6 +196,7 @@ Test(checkpoint, keeps_the_newest_generations_and_removes_leftovers)
     free(list);
     mr_checkpoint_state_free(&s);
     mr_test_rmtree(dir);
+    free(dir);
 }
 
 Test(checkpoint, a_bit_flip_falls_back_to_the_previous_generation)
@@ -205,6 +210,7 @@ Test(checkpoint, a_bit_flip_falls_back_to_the_previous_generation)
     cr_assert_eq(s.generation, 3, "a damaged generation's number is not reused");
     mr_checkpoint_state_free(&s);
     mr_test_rmtree(dir);
+    free(dir);
 }
 
 /* A flip in bits zstd does not read (reserved bits, padding) changes
@@ -239,6 +245,7 @@ Test(checkpoint, damage_anywhere_is_found_or_harmless)
     free(path);
     mr_checkpoint_state_free(&s);
     mr_test_rmtree(dir);
+    free(dir);
 }
 
 Test(checkpoint, a_truncated_generation_says_how_much_is_left)
@@ -252,6 +259,7 @@ Test(checkpoint, a_truncated_generation_says_how_much_is_left)
     assert_falls_back_to_1(dir, "truncated to 30 bytes, shorter than its 56-byte header");
     mr_checkpoint_state_free(&s);
     mr_test_rmtree(dir);
+    free(dir);
 }
 
 Test(checkpoint, a_torn_write_is_skipped)
@@ -274,6 +282,7 @@ Test(checkpoint, a_torn_write_is_skipped)
     free(first);
     mr_checkpoint_state_free(&s);
     mr_test_rmtree(dir);
+    free(dir);
 }
 
 /* Sets generation g's format version, with a header checksum to match. */
@@ -310,6 +319,7 @@ Test(checkpoint, another_format_version_is_an_error_naming_both)
     free(list);
     mr_checkpoint_state_free(&s);
     mr_test_rmtree(dir);
+    free(dir);
 }
 
 Test(checkpoint, no_good_generation_is_an_error_listing_each)
@@ -329,6 +339,7 @@ Test(checkpoint, no_good_generation_is_an_error_listing_each)
     cr_assert_str_eq(err, want);
     mr_checkpoint_state_free(&s);
     mr_test_rmtree(dir);
+    free(dir);
 }
 
 Test(checkpoint, several_damaged_generations_are_all_named)
@@ -351,6 +362,7 @@ Test(checkpoint, several_damaged_generations_are_all_named)
     mr_checkpoint_state_free(&got);
     mr_checkpoint_state_free(&s);
     mr_test_rmtree(dir);
+    free(dir);
 }
 
 Test(checkpoint, a_missing_folder_has_no_checkpoint)
@@ -368,6 +380,7 @@ Test(checkpoint, a_missing_folder_has_no_checkpoint)
     cr_assert_eq(n, 0);
     free(none);
     mr_test_rmtree(dir);
+    free(dir);
 }
 
 Test(checkpoint, impossible_values_are_refused)
@@ -391,6 +404,7 @@ Test(checkpoint, impossible_values_are_refused)
     cr_assert(strstr(err, "at least 1 generation must be kept"), "%s", err);
     mr_checkpoint_state_free(&s);
     mr_test_rmtree(dir);
+    free(dir);
 }
 
 /* ------------------------------------------------------------------------
@@ -489,6 +503,7 @@ Test(checkpoint, fingerprint_diff_names_what_changed)
     free(a);
     free(b);
     mr_test_rmtree(dir);
+    free(dir);
 }
 
 Test(checkpoint, fingerprint_of_a_missing_input_says_which)

@@ -138,6 +138,7 @@ Test(checkpoint_bundle, export_then_import_gives_the_same_bytes)
     free(moved);
     free(run);
     mr_test_rmtree(dir);
+    free(dir);
 }
 
 Test(checkpoint_bundle, a_bundle_inside_the_run_folder_leaves_itself_out)
@@ -162,6 +163,7 @@ Test(checkpoint_bundle, a_bundle_inside_the_run_folder_leaves_itself_out)
     free(moved);
     free(run);
     mr_test_rmtree(dir);
+    free(dir);
 }
 
 Test(checkpoint_bundle, export_refuses_a_link_in_the_run_folder)
@@ -196,6 +198,7 @@ Test(checkpoint_bundle, export_refuses_a_link_in_the_run_folder)
     free(bundle);
     free(run);
     mr_test_rmtree(dir);
+    free(dir);
 }
 
 /* ------------------------------------------------------------------------
@@ -259,6 +262,7 @@ static void assert_refused(const entry_spec *bad, const char *why)
     free(bundle);
     free(target);
     mr_test_rmtree(dir);
+    free(dir);
 }
 
 Test(checkpoint_bundle, an_absolute_path_is_refused)
@@ -308,4 +312,5 @@ Test(checkpoint_bundle, a_file_that_is_no_bundle_says_so)
     free(bundle);
     free(target);
     mr_test_rmtree(dir);
+    free(dir);
 }
