@@ -17,13 +17,12 @@
 
 #include "checkpoint/checkpoint_internal.h"
 
-#define TMP_SUFFIX ".tmp"
 #define CHUNK (1 << 16)
 
 static bool is_temporary(const char *path)
 {
-    size_t len = strlen(path), tmp = strlen(TMP_SUFFIX);
-    return len >= tmp && strcmp(path + len - tmp, TMP_SUFFIX) == 0;
+    size_t len = strlen(path), tmp = strlen(MR_CHECKPOINT_TMP);
+    return len >= tmp && strcmp(path + len - tmp, MR_CHECKPOINT_TMP) == 0;
 }
 
 /* What a file type is called in messages; NULL for the two a bundle holds. */
@@ -110,32 +109,6 @@ static int export_entry(const char *rel, const char *full, const struct stat *st
     return rc;
 }
 
-/* The part of `path` before its last name ("." when there is none) and
- * that name, without trailing slashes. */
-static int split_path(const char *path, char **parent, char **name)
-{
-    size_t len = strlen(path);
-    while (len > 1 && path[len - 1] == '/')
-        len--;
-    size_t cut = len;
-    while (cut > 0 && path[cut - 1] != '/')
-        cut--;
-    *parent = cut == 0 ? strdup(".") : cut == 1 ? strdup("/") : strndup(path, cut - 1);
-    *name = strndup(path + cut, len - cut);
-    return *parent && *name ? MR_CHECKPOINT_OK : MR_CHECKPOINT_ENOMEM;
-}
-
-static int fsync_parent(const char *path, char *err, size_t errlen)
-{
-    char *parent, *name;
-    int rc = split_path(path, &parent, &name) == MR_CHECKPOINT_OK
-                 ? mr_checkpoint_fsync_dir(parent, err, errlen)
-                 : mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_ENOMEM, "out of memory");
-    free(parent);
-    free(name);
-    return rc;
-}
-
 int mr_checkpoint_export(const char *run_dir, const char *bundle, char *err, size_t errlen)
 {
     struct stat st;
@@ -149,19 +122,16 @@ int mr_checkpoint_export(const char *run_dir, const char *bundle, char *err, siz
         x.skip_dev = st.st_dev;
         x.skip_ino = st.st_ino;
     }
-    char *tmp = malloc(strlen(bundle) + sizeof TMP_SUFFIX);
     x.buf = malloc(CHUNK);
     x.a = archive_write_new();
-    if (!tmp || !x.buf || !x.a) {
-        free(tmp);
+    if (!x.buf || !x.a) {
         free(x.buf);
         archive_write_free(x.a);
         return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_ENOMEM, "out of memory");
     }
-    sprintf(tmp, "%s" TMP_SUFFIX, bundle);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int rc = fd < 0 ? mr_checkpoint_fail_errno(err, errlen, "cannot create %s", tmp)
-                    : MR_CHECKPOINT_OK;
+    char *tmp;
+    int fd;
+    int rc = mr_checkpoint_temp_open(bundle, &tmp, &fd, err, errlen);
     if (rc == MR_CHECKPOINT_OK &&
         (archive_write_set_format_pax_restricted(x.a) != ARCHIVE_OK ||
          archive_write_add_filter_zstd(x.a) != ARCHIVE_OK ||
@@ -172,19 +142,8 @@ int mr_checkpoint_export(const char *run_dir, const char *bundle, char *err, siz
     if (archive_write_close(x.a) != ARCHIVE_OK && rc == MR_CHECKPOINT_OK)
         rc = archive_failed(x.a, bundle, err, errlen);
     archive_write_free(x.a);
-    if (rc == MR_CHECKPOINT_OK && fsync(fd) != 0)
-        rc = mr_checkpoint_fail_errno(err, errlen, "cannot sync %s", tmp);
-    if (fd >= 0 && close(fd) != 0 && rc == MR_CHECKPOINT_OK)
-        rc = mr_checkpoint_fail_errno(err, errlen, "cannot close %s", tmp);
-    if (rc == MR_CHECKPOINT_OK && rename(tmp, bundle) != 0)
-        rc = mr_checkpoint_fail_errno(err, errlen, "cannot rename %s to %s", tmp, bundle);
-    if (rc == MR_CHECKPOINT_OK)
-        rc = fsync_parent(bundle, err, errlen);
-    else if (fd >= 0)
-        unlink(tmp);
-    free(tmp);
     free(x.buf);
-    return rc;
+    return mr_checkpoint_temp_commit(fd, tmp, bundle, rc, err, errlen);
 }
 
 /* ------------------------------------------------------------------------
@@ -367,7 +326,7 @@ int mr_checkpoint_import(const char *bundle, const char *target_dir, char *err, 
     if (rc != MR_CHECKPOINT_OK)
         return rc;
     char *parent = NULL, *name = NULL, *real = NULL, *tmp = NULL;
-    if (split_path(target_dir, &parent, &name) != MR_CHECKPOINT_OK)
+    if (mr_checkpoint_split_path(target_dir, &parent, &name) != MR_CHECKPOINT_OK)
         rc = mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_ENOMEM, "out of memory");
     else if (!(real = realpath(parent, NULL)))
         rc = mr_checkpoint_fail_errno(err, errlen, "cannot import into %s", target_dir);

@@ -34,6 +34,21 @@ int mr_checkpoint_fail_errno(char *err, size_t errlen, const char *fmt, ...)
     return saved == ENOMEM ? MR_CHECKPOINT_ENOMEM : MR_CHECKPOINT_EIO;
 }
 
+void mr_checkpoint_vappendf(char *buf, size_t buflen, const char *fmt, va_list ap)
+{
+    size_t used = strlen(buf);
+    if (used + 1 < buflen)
+        vsnprintf(buf + used, buflen - used, fmt, ap);
+}
+
+void mr_checkpoint_appendf(char *buf, size_t buflen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    mr_checkpoint_vappendf(buf, buflen, fmt, ap);
+    va_end(ap);
+}
+
 char *mr_checkpoint_join(const char *dir, const char *name)
 {
     size_t a = strlen(dir), b = strlen(name);
@@ -114,6 +129,52 @@ int mr_checkpoint_read_file(const char *path, char **data, size_t *len, char *er
     } else {
         (*data)[*len] = '\0';
     }
+    return rc;
+}
+
+int mr_checkpoint_split_path(const char *path, char **parent, char **name)
+{
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/')
+        len--;
+    size_t cut = len;
+    while (cut > 0 && path[cut - 1] != '/')
+        cut--;
+    *parent = cut == 0 ? strdup(".") : cut == 1 ? strdup("/") : strndup(path, cut - 1);
+    *name = strndup(path + cut, len - cut);
+    return *parent && *name ? MR_CHECKPOINT_OK : MR_CHECKPOINT_ENOMEM;
+}
+
+int mr_checkpoint_temp_open(const char *path, char **tmp, int *fd, char *err, size_t errlen)
+{
+    *fd = -1;
+    if (!(*tmp = malloc(strlen(path) + sizeof MR_CHECKPOINT_TMP)))
+        return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_ENOMEM, "out of memory");
+    sprintf(*tmp, "%s" MR_CHECKPOINT_TMP, path);
+    *fd = open(*tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    return *fd < 0 ? mr_checkpoint_fail_errno(err, errlen, "cannot create %s", *tmp)
+                   : MR_CHECKPOINT_OK;
+}
+
+int mr_checkpoint_temp_commit(int fd, char *tmp, const char *path, int rc, char *err,
+                              size_t errlen)
+{
+    if (rc == MR_CHECKPOINT_OK && fsync(fd) != 0)
+        rc = mr_checkpoint_fail_errno(err, errlen, "cannot sync %s", tmp);
+    if (fd >= 0 && close(fd) != 0 && rc == MR_CHECKPOINT_OK)
+        rc = mr_checkpoint_fail_errno(err, errlen, "cannot close %s", tmp);
+    if (rc == MR_CHECKPOINT_OK && rename(tmp, path) != 0)
+        rc = mr_checkpoint_fail_errno(err, errlen, "cannot rename %s to %s", tmp, path);
+    char *parent = NULL, *name = NULL;
+    if (rc == MR_CHECKPOINT_OK && mr_checkpoint_split_path(path, &parent, &name) != 0)
+        rc = mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_ENOMEM, "out of memory");
+    if (rc == MR_CHECKPOINT_OK)
+        rc = mr_checkpoint_fsync_dir(parent, err, errlen);
+    else if (fd >= 0)
+        unlink(tmp);
+    free(parent);
+    free(name);
+    free(tmp);
     return rc;
 }
 

@@ -107,15 +107,11 @@ static void note(diff *d, const char *fmt, ...) __attribute__((format(printf, 2,
 
 static void note(diff *d, const char *fmt, ...)
 {
-    size_t used = strlen(d->buf);
-    d->count++;
-    if (used + 2 >= d->len)
-        return;
-    if (used)
-        d->buf[used++] = '\n';
+    if (d->count++)
+        mr_checkpoint_appendf(d->buf, d->len, "\n");
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(d->buf + used, d->len - used, fmt, ap);
+    mr_checkpoint_vappendf(d->buf, d->len, fmt, ap);
     va_end(ap);
 }
 

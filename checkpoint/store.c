@@ -25,7 +25,6 @@ static const unsigned char MAGIC[8] = {0x89, 'M', 'R', 'C', 'K', 'P', 'T', '\n'}
 #define HEADER_CRC_AT 52
 #define PREFIX "state-"
 #define SUFFIX ".ckpt.zst"
-#define TMP_SUFFIX ".tmp"
 /* No real state comes near this; a header asking for more is damaged. */
 #define MAX_PAYLOAD (1ULL << 30)
 #define ZSTD_LEVEL 3
@@ -127,10 +126,10 @@ static bool parse_name(const char *name, uint64_t *number)
 /* The leftover of an interrupted write: state-....ckpt.zst.tmp. */
 static bool is_temporary(const char *name)
 {
-    size_t len = strlen(name), tmp = strlen(TMP_SUFFIX);
+    size_t len = strlen(name), tmp = strlen(MR_CHECKPOINT_TMP);
     uint64_t number;
     char base[64];
-    if (len <= tmp || len - tmp >= sizeof base || strcmp(name + len - tmp, TMP_SUFFIX) != 0)
+    if (len <= tmp || len - tmp >= sizeof base || strcmp(name + len - tmp, MR_CHECKPOINT_TMP) != 0)
         return false;
     memcpy(base, name, len - tmp);
     base[len - tmp] = '\0';
@@ -226,22 +225,13 @@ static int encode(const char *payload, size_t len, header *h, unsigned char **ou
     return rc;
 }
 
-/* dir/name appears whole or not at all, and survives a power cut once
- * this returns: temporary file, fsync, rename, fsync of the folder. */
 static int write_durably(const char *dir, const char *name, const unsigned char *data,
                          size_t len, char *err, size_t errlen)
 {
-    char *path = mr_checkpoint_join(dir, name);
-    char *tmp = path ? malloc(strlen(path) + sizeof TMP_SUFFIX) : NULL;
-    if (!tmp) {
-        free(path);
-        return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_ENOMEM, "out of memory");
-    }
-    sprintf(tmp, "%s" TMP_SUFFIX, path);
-    int rc = MR_CHECKPOINT_OK;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        rc = mr_checkpoint_fail_errno(err, errlen, "cannot create %s", tmp);
+    char *path = mr_checkpoint_join(dir, name), *tmp = NULL;
+    int fd = -1;
+    int rc = path ? mr_checkpoint_temp_open(path, &tmp, &fd, err, errlen)
+                  : mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_ENOMEM, "out of memory");
     for (size_t done = 0; rc == MR_CHECKPOINT_OK && done < len;) {
         ssize_t n = write(fd, data + done, len - done);
         if (n < 0 && errno != EINTR)
@@ -249,17 +239,8 @@ static int write_durably(const char *dir, const char *name, const unsigned char 
         else if (n > 0)
             done += (size_t)n;
     }
-    if (rc == MR_CHECKPOINT_OK && fsync(fd) != 0)
-        rc = mr_checkpoint_fail_errno(err, errlen, "cannot sync %s", tmp);
-    if (fd >= 0 && close(fd) != 0 && rc == MR_CHECKPOINT_OK)
-        rc = mr_checkpoint_fail_errno(err, errlen, "cannot close %s", tmp);
-    if (rc == MR_CHECKPOINT_OK && rename(tmp, path) != 0)
-        rc = mr_checkpoint_fail_errno(err, errlen, "cannot rename %s to %s", tmp, name);
-    if (rc == MR_CHECKPOINT_OK)
-        rc = mr_checkpoint_fsync_dir(dir, err, errlen);
-    else if (fd >= 0)
-        unlink(tmp);
-    free(tmp);
+    if (tmp)
+        rc = mr_checkpoint_temp_commit(fd, tmp, path, rc, err, errlen);
     free(path);
     return rc;
 }
@@ -475,36 +456,21 @@ int mr_checkpoint_list(const char *dir, mr_checkpoint_info **list, size_t *n, ch
     return rc;
 }
 
-/* Appends to a message buffer, keeping what fits. */
-static void append(char *buf, size_t buflen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void append(char *buf, size_t buflen, const char *fmt, ...)
-{
-    size_t used = strlen(buf);
-    if (used + 1 >= buflen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf + used, buflen - used, fmt, ap);
-    va_end(ap);
-}
-
 /* The warning for falling back past `skipped` damaged generations to `used`. */
 static void fallback_warning(char *warning, size_t warnlen, const mr_checkpoint_info *skipped,
                              size_t n_skipped, const mr_checkpoint_info *used)
 {
     for (size_t i = 0; i < n_skipped; i++)
-        append(warning, warnlen, "checkpoint %.*s is damaged (%s); ", stem(skipped[i].name),
+        mr_checkpoint_appendf(warning, warnlen, "checkpoint %.*s is damaged (%s); ", stem(skipped[i].name),
                skipped[i].name, skipped[i].problem);
     double lost = skipped[0].written - used->written;
-    append(warning, warnlen, "using %.*s, written %.0f s ", stem(used->name), used->name,
+    mr_checkpoint_appendf(warning, warnlen, "using %.*s, written %.0f s ", stem(used->name), used->name,
            lost > 0 ? lost : 0);
     if (n_skipped == 1)
-        append(warning, warnlen, "earlier");
+        mr_checkpoint_appendf(warning, warnlen, "earlier");
     else
-        append(warning, warnlen, "before %.*s", stem(skipped[0].name), skipped[0].name);
-    append(warning, warnlen, ": progress after it will be redone");
+        mr_checkpoint_appendf(warning, warnlen, "before %.*s", stem(skipped[0].name), skipped[0].name);
+    mr_checkpoint_appendf(warning, warnlen, ": progress after it will be redone");
 }
 
 int mr_checkpoint_load_latest(const char *dir, mr_checkpoint_state *state, char *warning,
@@ -536,7 +502,7 @@ int mr_checkpoint_load_latest(const char *dir, mr_checkpoint_state *state, char 
     } else if (rc == MR_CHECKPOINT_EINVAL) {
         snprintf(err, errlen, "no usable checkpoint in %s:", dir);
         for (size_t k = 0; k < n; k++)
-            append(err, errlen, " %.*s is damaged (%s)%s", stem(infos[k].name), infos[k].name,
+            mr_checkpoint_appendf(err, errlen, " %.*s is damaged (%s)%s", stem(infos[k].name), infos[k].name,
                    infos[k].problem, k + 1 < n ? ";" : "");
     }
     free(infos);

@@ -15,27 +15,42 @@
 #include "tests/unit/checkpoint_sample.h"
 
 static char err[1024], warning[1024];
+/* Every test has a scratch folder and a sample state. */
+static char *dir;
+static mr_checkpoint_state s;
 
-static void sample(mr_checkpoint_state *s)
+static void setup(void)
 {
-    cr_assert_eq(checkpoint_sample(s, 12, 3, 8, 10, 2, err, sizeof err), MR_CHECKPOINT_OK, "%s",
+    dir = mr_test_tmpdir();
+    cr_assert_eq(checkpoint_sample(&s, 12, 3, 8, 10, 2, err, sizeof err), MR_CHECKPOINT_OK, "%s",
                  err);
 }
 
-static void write_ok(const char *dir, mr_checkpoint_state *s, int keep)
+static void teardown(void)
 {
-    cr_assert_eq(mr_checkpoint_write(dir, s, keep, err, sizeof err), MR_CHECKPOINT_OK, "%s",
+}
+
+TestSuite(checkpoint, .init = setup, .fini = teardown);
+
+static void write_ok(int keep)
+{
+    cr_assert_eq(mr_checkpoint_write(dir, &s, keep, err, sizeof err), MR_CHECKPOINT_OK, "%s",
                  err);
 }
 
-static char *generation_path(const char *dir, unsigned generation)
+static int load(mr_checkpoint_state *got)
+{
+    return mr_checkpoint_load_latest(dir, got, warning, sizeof warning, err, sizeof err);
+}
+
+static char *generation_path(unsigned generation)
 {
     char *path = NULL;
     cr_assert(asprintf(&path, "%s/state-%06u.ckpt.zst", dir, generation) > 0);
     return path;
 }
 
-static bool exists(const char *dir, const char *name)
+static bool exists(const char *name)
 {
     char *path = NULL;
     cr_assert(asprintf(&path, "%s/%s", dir, name) > 0);
@@ -46,9 +61,9 @@ static bool exists(const char *dir, const char *name)
 
 /* Sets byte `at` of generation g (negative: from the end) to value, or
  * flips the bits of value in it. */
-static void poke(const char *dir, unsigned g, long at, unsigned char value, bool flip)
+static void poke(unsigned g, long at, unsigned char value, bool flip)
 {
-    char *path = generation_path(dir, g);
+    char *path = generation_path(g);
     size_t len;
     char *data = mr_test_read(path, &len);
     cr_assert(data, "%s", path);
@@ -59,9 +74,9 @@ static void poke(const char *dir, unsigned g, long at, unsigned char value, bool
     free(path);
 }
 
-static void cut(const char *dir, unsigned g, off_t len)
+static void cut(unsigned g, off_t len)
 {
-    char *path = generation_path(dir, g);
+    char *path = generation_path(g);
     cr_assert_eq(truncate(path, len), 0);
     free(path);
 }
@@ -103,19 +118,18 @@ static void assert_same_state(const mr_checkpoint_state *a, const mr_checkpoint_
 }
 
 /* Writes generations 1 and 2 (they differ in requests_ok). */
-static void two_generations(const char *dir, mr_checkpoint_state *s)
+static void two_generations(void)
 {
-    sample(s);
-    write_ok(dir, s, 3);
-    s->counters.requests_ok++;
-    write_ok(dir, s, 3);
+    write_ok(3);
+    s.counters.requests_ok++;
+    write_ok(3);
 }
 
 /* Loads with a fallback to generation 1, whose warning names `why`. */
-static void assert_falls_back_to_1(const char *dir, const char *why)
+static void assert_falls_back_to_1(const char *why)
 {
     mr_checkpoint_state got;
-    cr_assert_eq(mr_checkpoint_load_latest(dir, &got, warning, sizeof warning, err, sizeof err),
+    cr_assert_eq(load(&got),
                  MR_CHECKPOINT_OK, "%s", err);
     cr_assert_eq(got.generation, 1);
     char want[256];
@@ -128,61 +142,50 @@ static void assert_falls_back_to_1(const char *dir, const char *why)
 
 Test(checkpoint, round_trip_keeps_every_field)
 {
-    char *dir = mr_test_tmpdir();
     char *input = mr_test_write(dir, "in/a.jsonl", "{\"custom_id\": \"1\"}\n", (size_t)-1);
-    mr_checkpoint_state s, got;
-    sample(&s);
+    mr_checkpoint_state got;
     mr_checkpoint_fingerprint_free(&s.fingerprint);
     const char *inputs[] = {input};
     cr_assert_eq(mr_checkpoint_fingerprint_make(&s.fingerprint, CHECKPOINT_SAMPLE_JOB,
                                                 CHECKPOINT_SAMPLE_CONFIG, inputs, 1, err,
                                                 sizeof err),
                  MR_CHECKPOINT_OK, "%s", err);
-    write_ok(dir, &s, 3);
+    write_ok(3);
     cr_assert_eq(s.generation, 1);
-    cr_assert(exists(dir, "state-000001.ckpt.zst"));
-    cr_assert_eq(mr_checkpoint_load_latest(dir, &got, warning, sizeof warning, err, sizeof err),
+    cr_assert(exists("state-000001.ckpt.zst"));
+    cr_assert_eq(load(&got),
                  MR_CHECKPOINT_OK, "%s", err);
     cr_assert_str_eq(warning, "");
     cr_assert_eq(got.generation, 1);
     cr_assert_float_eq(got.written, s.written, 1e-5);
     assert_same_state(&s, &got);
     mr_checkpoint_state_free(&got);
-    mr_checkpoint_state_free(&s);
     free(input);
-    mr_test_rmtree(dir);
-    free(dir);
 }
 
 Test(checkpoint, an_empty_state_round_trips)
 {
-    char *dir = mr_test_tmpdir();
-    mr_checkpoint_state s, got;
+    mr_checkpoint_state got;
+    mr_checkpoint_state_free(&s);
     cr_assert_eq(mr_checkpoint_state_init(&s, 0, err, sizeof err), MR_CHECKPOINT_OK);
-    write_ok(dir, &s, 1);
-    cr_assert_eq(mr_checkpoint_load_latest(dir, &got, warning, sizeof warning, err, sizeof err),
+    write_ok(1);
+    cr_assert_eq(load(&got),
                  MR_CHECKPOINT_OK, "%s", err);
     cr_assert_null(got.fingerprint.job, "a missing job text stays missing");
     assert_same_state(&s, &got);
     mr_checkpoint_state_free(&got);
-    mr_checkpoint_state_free(&s);
-    mr_test_rmtree(dir);
-    free(dir);
 }
 
 Test(checkpoint, keeps_the_newest_generations_and_removes_leftovers)
 {
-    char *dir = mr_test_tmpdir();
-    mr_checkpoint_state s;
-    sample(&s);
-    write_ok(dir, &s, 3);
+    write_ok(3);
     free(mr_test_write(dir, "state-000002.ckpt.zst.tmp", "torn", 4));
     for (int i = 0; i < 4; i++)
-        write_ok(dir, &s, 3);
+        write_ok(3);
     cr_assert_eq(s.generation, 5);
-    cr_assert(!exists(dir, "state-000001.ckpt.zst") && !exists(dir, "state-000002.ckpt.zst"));
-    cr_assert(exists(dir, "state-000003.ckpt.zst") && exists(dir, "state-000005.ckpt.zst"));
-    cr_assert(!exists(dir, "state-000002.ckpt.zst.tmp"), "leftovers go once a write is durable");
+    cr_assert(!exists("state-000001.ckpt.zst") && !exists("state-000002.ckpt.zst"));
+    cr_assert(exists("state-000003.ckpt.zst") && exists("state-000005.ckpt.zst"));
+    cr_assert(!exists("state-000002.ckpt.zst.tmp"), "leftovers go once a write is durable");
     mr_checkpoint_info *list;
     size_t n;
     cr_assert_eq(mr_checkpoint_list(dir, &list, &n, err, sizeof err), MR_CHECKPOINT_OK, "%s",
@@ -194,23 +197,15 @@ Test(checkpoint, keeps_the_newest_generations_and_removes_leftovers)
         cr_assert_gt(list[i].bytes, 56);
     }
     free(list);
-    mr_checkpoint_state_free(&s);
-    mr_test_rmtree(dir);
-    free(dir);
 }
 
 Test(checkpoint, a_bit_flip_falls_back_to_the_previous_generation)
 {
-    char *dir = mr_test_tmpdir();
-    mr_checkpoint_state s;
-    two_generations(dir, &s);
-    poke(dir, 2, -1, 0x10, true); /* in the zstd frame's checksum */
-    assert_falls_back_to_1(dir, "checksum mismatch");
-    write_ok(dir, &s, 3);
+    two_generations();
+    poke(2, -1, 0x10, true); /* in the zstd frame's checksum */
+    assert_falls_back_to_1("checksum mismatch");
+    write_ok(3);
     cr_assert_eq(s.generation, 3, "a damaged generation's number is not reused");
-    mr_checkpoint_state_free(&s);
-    mr_test_rmtree(dir);
-    free(dir);
 }
 
 /* A flip in bits zstd does not read (reserved bits, padding) changes
@@ -218,17 +213,14 @@ Test(checkpoint, a_bit_flip_falls_back_to_the_previous_generation)
  * ever loaded. */
 Test(checkpoint, damage_anywhere_is_found_or_harmless)
 {
-    char *dir = mr_test_tmpdir();
-    mr_checkpoint_state s;
-    two_generations(dir, &s);
-    char *path = generation_path(dir, 2);
+    two_generations();
+    char *path = generation_path(2);
     size_t len, seen = 0;
     free(mr_test_read(path, &len));
     for (size_t at = 0; at < len; at++) {
-        poke(dir, 2, (long)at, 0x01, true);
+        poke(2, (long)at, 0x01, true);
         mr_checkpoint_state got;
-        cr_assert_eq(mr_checkpoint_load_latest(dir, &got, warning, sizeof warning, err,
-                                               sizeof err),
+        cr_assert_eq(load(&got),
                      MR_CHECKPOINT_OK, "byte %zu: %s", at, err);
         if (got.generation == 1) {
             cr_assert(strstr(warning, "state-000002 is damaged ("), "%s", warning);
@@ -237,58 +229,45 @@ Test(checkpoint, damage_anywhere_is_found_or_harmless)
             assert_same_state(&s, &got);
         }
         mr_checkpoint_state_free(&got);
-        poke(dir, 2, (long)at, 0x01, true);
+        poke(2, (long)at, 0x01, true);
     }
     cr_assert_gt(seen, len * 99 / 100, "%zu of %zu flips seen", seen, len);
-    poke(dir, 2, 20, 0x01, true); /* the generation number */
-    assert_falls_back_to_1(dir, "header checksum mismatch");
+    poke(2, 20, 0x01, true); /* the generation number */
+    assert_falls_back_to_1("header checksum mismatch");
     free(path);
-    mr_checkpoint_state_free(&s);
-    mr_test_rmtree(dir);
-    free(dir);
 }
 
 Test(checkpoint, a_truncated_generation_says_how_much_is_left)
 {
-    char *dir = mr_test_tmpdir();
-    mr_checkpoint_state s;
-    two_generations(dir, &s);
-    cut(dir, 2, 100);
-    assert_falls_back_to_1(dir, "truncated to 100 of ");
-    cut(dir, 2, 30);
-    assert_falls_back_to_1(dir, "truncated to 30 bytes, shorter than its 56-byte header");
-    mr_checkpoint_state_free(&s);
-    mr_test_rmtree(dir);
-    free(dir);
+    two_generations();
+    cut(2, 100);
+    assert_falls_back_to_1("truncated to 100 of ");
+    cut(2, 30);
+    assert_falls_back_to_1("truncated to 30 bytes, shorter than its 56-byte header");
 }
 
 Test(checkpoint, a_torn_write_is_skipped)
 {
-    char *dir = mr_test_tmpdir();
-    mr_checkpoint_state s;
-    two_generations(dir, &s);
+    two_generations();
     /* Power cut: generation 2 renamed but its data never reached the disk,
      * and the write of generation 3 stopped half way. */
-    cut(dir, 2, 0);
-    char *first = generation_path(dir, 1);
+    cut(2, 0);
+    char *first = generation_path(1);
     size_t len;
     char *half = mr_test_read(first, &len);
     free(mr_test_write(dir, "state-000003.ckpt.zst.tmp", half, len / 2));
-    assert_falls_back_to_1(dir, "empty: its write was cut off");
-    write_ok(dir, &s, 3);
+    assert_falls_back_to_1("empty: its write was cut off");
+    write_ok(3);
     cr_assert_eq(s.generation, 3);
-    cr_assert(!exists(dir, "state-000003.ckpt.zst.tmp"));
+    cr_assert(!exists("state-000003.ckpt.zst.tmp"));
     free(half);
     free(first);
-    mr_checkpoint_state_free(&s);
-    mr_test_rmtree(dir);
-    free(dir);
 }
 
 /* Sets generation g's format version, with a header checksum to match. */
-static void set_version(const char *dir, unsigned g, unsigned char version)
+static void set_version(unsigned g, unsigned char version)
 {
-    char *path = generation_path(dir, g);
+    char *path = generation_path(g);
     size_t len;
     unsigned char *data = (unsigned char *)mr_test_read(path, &len);
     data[8] = version;
@@ -302,11 +281,10 @@ static void set_version(const char *dir, unsigned g, unsigned char version)
 
 Test(checkpoint, another_format_version_is_an_error_naming_both)
 {
-    char *dir = mr_test_tmpdir();
-    mr_checkpoint_state s, got;
-    two_generations(dir, &s);
-    set_version(dir, 2, 7);
-    cr_assert_eq(mr_checkpoint_load_latest(dir, &got, warning, sizeof warning, err, sizeof err),
+    mr_checkpoint_state got;
+    two_generations();
+    set_version(2, 7);
+    cr_assert_eq(load(&got),
                  MR_CHECKPOINT_EVERSION);
     cr_assert(strstr(err, "checkpoint state-000002 was written in format version 7, but this "
                           "moerun reads version 1"),
@@ -317,19 +295,15 @@ Test(checkpoint, another_format_version_is_an_error_naming_both)
     cr_assert(!list[0].good && list[1].good);
     cr_assert_str_eq(list[0].problem, "format version 7; this moerun reads version 1");
     free(list);
-    mr_checkpoint_state_free(&s);
-    mr_test_rmtree(dir);
-    free(dir);
 }
 
 Test(checkpoint, no_good_generation_is_an_error_listing_each)
 {
-    char *dir = mr_test_tmpdir();
-    mr_checkpoint_state s, got;
-    two_generations(dir, &s);
-    poke(dir, 2, -1, 0x10, true);
-    cut(dir, 1, 0);
-    cr_assert_eq(mr_checkpoint_load_latest(dir, &got, warning, sizeof warning, err, sizeof err),
+    mr_checkpoint_state got;
+    two_generations();
+    poke(2, -1, 0x10, true);
+    cut(1, 0);
+    cr_assert_eq(load(&got),
                  MR_CHECKPOINT_EINVAL);
     char want[1024];
     snprintf(want, sizeof want,
@@ -337,20 +311,16 @@ Test(checkpoint, no_good_generation_is_an_error_listing_each)
              "zstd frame); state-000001 is damaged (empty: its write was cut off)",
              dir);
     cr_assert_str_eq(err, want);
-    mr_checkpoint_state_free(&s);
-    mr_test_rmtree(dir);
-    free(dir);
 }
 
 Test(checkpoint, several_damaged_generations_are_all_named)
 {
-    char *dir = mr_test_tmpdir();
-    mr_checkpoint_state s, got;
-    two_generations(dir, &s);
-    write_ok(dir, &s, 3);
-    cut(dir, 3, 0);
-    cut(dir, 2, 0);
-    cr_assert_eq(mr_checkpoint_load_latest(dir, &got, warning, sizeof warning, err, sizeof err),
+    mr_checkpoint_state got;
+    two_generations();
+    write_ok(3);
+    cut(3, 0);
+    cut(2, 0);
+    cr_assert_eq(load(&got),
                  MR_CHECKPOINT_OK, "%s", err);
     cr_assert_eq(got.generation, 1);
     cr_assert(strstr(warning, "checkpoint state-000003 is damaged (empty: its write was cut "
@@ -360,14 +330,10 @@ Test(checkpoint, several_damaged_generations_are_all_named)
     cr_assert(strstr(warning, " s before state-000003: progress after it will be redone"), "%s",
               warning);
     mr_checkpoint_state_free(&got);
-    mr_checkpoint_state_free(&s);
-    mr_test_rmtree(dir);
-    free(dir);
 }
 
 Test(checkpoint, a_missing_folder_has_no_checkpoint)
 {
-    char *dir = mr_test_tmpdir();
     char *none = NULL;
     cr_assert(asprintf(&none, "%s/checkpoint", dir) > 0);
     mr_checkpoint_state got;
@@ -379,14 +345,10 @@ Test(checkpoint, a_missing_folder_has_no_checkpoint)
     cr_assert_eq(mr_checkpoint_list(none, &list, &n, err, sizeof err), MR_CHECKPOINT_OK);
     cr_assert_eq(n, 0);
     free(none);
-    mr_test_rmtree(dir);
-    free(dir);
 }
 
 Test(checkpoint, impossible_values_are_refused)
 {
-    mr_checkpoint_state s;
-    sample(&s);
     static const int32_t outside[] = {0, 1, 5, 2};
     cr_assert_eq(mr_checkpoint_set_placement(&s, 1, 3, 4, 2, outside, err, sizeof err),
                  MR_CHECKPOINT_EINVAL);
@@ -395,16 +357,12 @@ Test(checkpoint, impossible_values_are_refused)
                  MR_CHECKPOINT_EINVAL);
     cr_assert(strstr(err, "in 5 slots over 2 ranks is impossible"), "%s", err);
     cr_assert_eq(s.placement.n_layers, 3, "a refused placement leaves the old one");
-    char *dir = mr_test_tmpdir();
     s.counters.tokens_in = 1ULL << 60;
     cr_assert_eq(mr_checkpoint_write(dir, &s, 3, err, sizeof err), MR_CHECKPOINT_EINVAL);
     cr_assert_str_eq(err, "counters.tokens_in is not a whole number from 0 to 2^53, so a "
                           "checkpoint cannot hold it");
     cr_assert_eq(mr_checkpoint_write(dir, &s, 0, err, sizeof err), MR_CHECKPOINT_EINVAL);
     cr_assert(strstr(err, "at least 1 generation must be kept"), "%s", err);
-    mr_checkpoint_state_free(&s);
-    mr_test_rmtree(dir);
-    free(dir);
 }
 
 /* ------------------------------------------------------------------------
@@ -418,7 +376,7 @@ static void fingerprint(mr_checkpoint_fingerprint *fp, const char *job, const ch
 }
 
 /* A file of `len` bytes of a repeating pattern, with byte `at` set to x. */
-static char *pattern_file(const char *dir, const char *name, size_t len, size_t at, char x)
+static char *pattern_file(const char *name, size_t len, size_t at, char x)
 {
     char *data = malloc(len);
     for (size_t i = 0; i < len; i++)
@@ -432,9 +390,8 @@ static char *pattern_file(const char *dir, const char *name, size_t len, size_t 
 
 Test(checkpoint, fingerprint_diff_names_what_changed)
 {
-    char *dir = mr_test_tmpdir();
-    char *a = pattern_file(dir, "a.jsonl", 1234, (size_t)-1, 0);
-    char *b = pattern_file(dir, "b.jsonl", 300000, (size_t)-1, 0);
+    char *a = pattern_file("a.jsonl", 1234, (size_t)-1, 0);
+    char *b = pattern_file("b.jsonl", 300000, (size_t)-1, 0);
     const char *inputs[] = {a, b};
     mr_checkpoint_fingerprint then, now;
     fingerprint(&then, CHECKPOINT_SAMPLE_JOB, CHECKPOINT_SAMPLE_CONFIG, inputs, 2);
@@ -447,8 +404,8 @@ Test(checkpoint, fingerprint_diff_names_what_changed)
     cr_assert_str_eq(what, "", "reformatting config.json changes nothing");
     mr_checkpoint_fingerprint_free(&now);
 
-    free(pattern_file(dir, "a.jsonl", 1300, (size_t)-1, 0));
-    free(pattern_file(dir, "b.jsonl", 300000, 299000, '!'));
+    free(pattern_file("a.jsonl", 1300, (size_t)-1, 0));
+    free(pattern_file("b.jsonl", 300000, 299000, '!'));
     char *job = strdup(CHECKPOINT_SAMPLE_JOB);
     memcpy(strstr(job, "= 256"), "= 512", 5);
     fingerprint(&now, job,
@@ -466,7 +423,7 @@ Test(checkpoint, fingerprint_diff_names_what_changed)
     cr_assert_str_eq(what, want);
     mr_checkpoint_fingerprint_free(&now);
 
-    free(pattern_file(dir, "b.jsonl", 300000, 10, '!'));
+    free(pattern_file("b.jsonl", 300000, 10, '!'));
     fingerprint(&now, CHECKPOINT_SAMPLE_JOB, CHECKPOINT_SAMPLE_CONFIG, inputs + 1, 1);
     mr_checkpoint_fingerprint_diff(&then, &now, what, sizeof what);
     snprintf(want, sizeof want, "input %s changed in its first 64 KiB\ninput %s is gone", b, a);
@@ -474,8 +431,8 @@ Test(checkpoint, fingerprint_diff_names_what_changed)
     mr_checkpoint_fingerprint_free(&now);
 
     const char *swapped[] = {b, a};
-    free(pattern_file(dir, "a.jsonl", 1234, (size_t)-1, 0));
-    free(pattern_file(dir, "b.jsonl", 300000, (size_t)-1, 0));
+    free(pattern_file("a.jsonl", 1234, (size_t)-1, 0));
+    free(pattern_file("b.jsonl", 300000, (size_t)-1, 0));
     fingerprint(&now, "[job]\nname = sample\n\n[engine]\nmax_batch_tokens = 256\nthreads = "
                       "0\nbackend = ref\n\n[generation]\nstop = [\"\\n\\n\"]\n",
                 CHECKPOINT_SAMPLE_CONFIG, swapped, 2);
@@ -502,8 +459,6 @@ Test(checkpoint, fingerprint_diff_names_what_changed)
     free(job);
     free(a);
     free(b);
-    mr_test_rmtree(dir);
-    free(dir);
 }
 
 Test(checkpoint, fingerprint_of_a_missing_input_says_which)
