@@ -51,9 +51,11 @@ typedef struct {
     char *buf;
 } exporter;
 
-static int archive_failed(struct archive *a, const char *bundle, char *err, size_t errlen)
+/* libarchive's message for a failure on `a`, returning `code`. */
+static int archive_failed(struct archive *a, const char *bundle, int code, char *err,
+                          size_t errlen)
 {
-    return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EIO, "bundle %s: %s", bundle,
+    return mr_checkpoint_fail(err, errlen, code, "bundle %s: %s", bundle,
                               archive_error_string(a) ? archive_error_string(a)
                                                       : "libarchive failed");
 }
@@ -71,7 +73,7 @@ static int copy_into(exporter *x, const char *full, char *err, size_t errlen)
         if (n < 0)
             rc = mr_checkpoint_fail_errno(err, errlen, "cannot read %s", full);
         else if (n > 0 && archive_write_data(x->a, x->buf, (size_t)n) != n)
-            rc = archive_failed(x->a, x->bundle, err, errlen);
+            rc = archive_failed(x->a, x->bundle, MR_CHECKPOINT_EIO, err, errlen);
         if (n <= 0 || rc != MR_CHECKPOINT_OK)
             break;
     }
@@ -102,7 +104,7 @@ static int export_entry(const char *rel, const char *full, const struct stat *st
     archive_entry_set_mtime(e, st->st_mtim.tv_sec, st->st_mtim.tv_nsec);
     int rc = archive_write_header(x->a, e) == ARCHIVE_OK
                  ? MR_CHECKPOINT_OK
-                 : archive_failed(x->a, x->bundle, err, errlen);
+                 : archive_failed(x->a, x->bundle, MR_CHECKPOINT_EIO, err, errlen);
     archive_entry_free(e);
     if (rc == MR_CHECKPOINT_OK && S_ISREG(st->st_mode))
         rc = copy_into(x, full, err, errlen);
@@ -136,11 +138,11 @@ int mr_checkpoint_export(const char *run_dir, const char *bundle, char *err, siz
         (archive_write_set_format_pax_restricted(x.a) != ARCHIVE_OK ||
          archive_write_add_filter_zstd(x.a) != ARCHIVE_OK ||
          archive_write_open_fd(x.a, fd) != ARCHIVE_OK))
-        rc = archive_failed(x.a, bundle, err, errlen);
+        rc = archive_failed(x.a, bundle, MR_CHECKPOINT_EIO, err, errlen);
     if (rc == MR_CHECKPOINT_OK)
         rc = mr_checkpoint_walk(run_dir, export_entry, &x, err, errlen);
     if (archive_write_close(x.a) != ARCHIVE_OK && rc == MR_CHECKPOINT_OK)
-        rc = archive_failed(x.a, bundle, err, errlen);
+        rc = archive_failed(x.a, bundle, MR_CHECKPOINT_EIO, err, errlen);
     archive_write_free(x.a);
     free(x.buf);
     return mr_checkpoint_temp_commit(fd, tmp, bundle, rc, err, errlen);
@@ -190,11 +192,16 @@ typedef struct {
     struct archive *in, *out;
 } importer;
 
-static int read_failed(const importer *im, struct archive *a, char *err, size_t errlen)
+/* A bundle that cannot be read is bad input; a folder that cannot be
+ * written is the system's failure. */
+static int read_failed(const importer *im, char *err, size_t errlen)
 {
-    return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL, "bundle %s: %s", im->bundle,
-                              archive_error_string(a) ? archive_error_string(a)
-                                                      : "libarchive failed");
+    return archive_failed(im->in, im->bundle, MR_CHECKPOINT_EINVAL, err, errlen);
+}
+
+static int write_failed(const importer *im, char *err, size_t errlen)
+{
+    return archive_failed(im->out, im->bundle, MR_CHECKPOINT_EIO, err, errlen);
 }
 
 static int unpack_entry(importer *im, struct archive_entry *e, char *err, size_t errlen)
@@ -202,12 +209,12 @@ static int unpack_entry(importer *im, struct archive_entry *e, char *err, size_t
     const char *name = NULL;
     char why[PATH_MAX + 64];
     const char *no = refusal(e, &name, why, sizeof why);
+    const char *path = archive_entry_pathname(e);
     if (no)
         return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
                                   "bundle %s refused: entry '%s' %s; a bundle holds only files "
                                   "and folders inside the run folder",
-                                  im->bundle, archive_entry_pathname(e) ? archive_entry_pathname(e) : "",
-                                  no);
+                                  im->bundle, path ? path : "", no);
     if (!*name)
         return MR_CHECKPOINT_OK; /* the run folder itself */
     char *full = mr_checkpoint_join(im->dir, name);
@@ -215,20 +222,23 @@ static int unpack_entry(importer *im, struct archive_entry *e, char *err, size_t
         return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_ENOMEM, "out of memory");
     archive_entry_set_pathname(e, full);
     free(full);
+    /* Whatever the bundle says, the owner can read and clean up the run. */
+    bool dir = archive_entry_filetype(e) == AE_IFDIR;
+    archive_entry_set_perm(e, (archive_entry_perm(e) & 0777) | (dir ? 0700 : 0600));
     if (archive_write_header(im->out, e) != ARCHIVE_OK)
-        return read_failed(im, im->out, err, errlen);
+        return write_failed(im, err, errlen);
     const void *block;
     size_t size;
     int64_t offset;
     int r;
     while ((r = archive_read_data_block(im->in, &block, &size, &offset)) == ARCHIVE_OK)
         if (archive_write_data_block(im->out, block, size, offset) != ARCHIVE_OK)
-            return read_failed(im, im->out, err, errlen);
+            return write_failed(im, err, errlen);
     if (r != ARCHIVE_EOF)
-        return read_failed(im, im->in, err, errlen);
+        return read_failed(im, err, errlen);
     return archive_write_finish_entry(im->out) == ARCHIVE_OK
                ? MR_CHECKPOINT_OK
-               : read_failed(im, im->out, err, errlen);
+               : write_failed(im, err, errlen);
 }
 
 static int unpack(importer *im, char *err, size_t errlen)
@@ -236,7 +246,7 @@ static int unpack(importer *im, char *err, size_t errlen)
     if (archive_read_support_filter_all(im->in) != ARCHIVE_OK ||
         archive_read_support_format_tar(im->in) != ARCHIVE_OK ||
         archive_read_open_filename(im->in, im->bundle, CHUNK) != ARCHIVE_OK)
-        return read_failed(im, im->in, err, errlen);
+        return read_failed(im, err, errlen);
     /* libarchive's own guards back ours up.  Its absolute-path guard cannot
      * be used: every name is rewritten under the absolute temporary folder,
      * and our check refuses absolute names before that. */
@@ -247,9 +257,9 @@ static int unpack(importer *im, char *err, size_t errlen)
     int r, rc = MR_CHECKPOINT_OK;
     while (rc == MR_CHECKPOINT_OK && (r = archive_read_next_header(im->in, &e)) != ARCHIVE_EOF)
         rc = r == ARCHIVE_OK ? unpack_entry(im, e, err, errlen)
-                             : read_failed(im, im->in, err, errlen);
+                             : read_failed(im, err, errlen);
     if (rc == MR_CHECKPOINT_OK && archive_write_close(im->out) != ARCHIVE_OK)
-        rc = read_failed(im, im->out, err, errlen);
+        rc = write_failed(im, err, errlen);
     return rc;
 }
 
@@ -342,6 +352,8 @@ int mr_checkpoint_import(const char *bundle, const char *target_dir, char *err, 
     archive_write_free(im.out);
     if (rc == MR_CHECKPOINT_OK)
         rc = mr_checkpoint_walk(tmp, sync_entry, NULL, err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = mr_checkpoint_fsync_dir(tmp, err, errlen);
     if (rc == MR_CHECKPOINT_OK && rename(tmp, target_dir) != 0)
         rc = mr_checkpoint_fail_errno(err, errlen, "cannot rename %s to %s", tmp, target_dir);
     if (rc == MR_CHECKPOINT_OK)

@@ -533,9 +533,9 @@ int mr_checkpoint_state_from_json(mr_checkpoint_state *state, const char *json, 
 {
     memset(state, 0, sizeof *state);
     cJSON *root = cJSON_ParseWithLength(json, len);
-    int rc = root ? parse(root, state, err, errlen)
-                  : mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
-                                       "the payload is not JSON");
+    int rc = cJSON_IsObject(root) ? parse(root, state, err, errlen)
+                                  : mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                                                       "the payload is not a JSON object");
     cJSON_Delete(root);
     if (rc != MR_CHECKPOINT_OK)
         mr_checkpoint_state_free(state);

@@ -413,11 +413,14 @@ static int load_one(const char *dir, const generation *g, mr_checkpoint_info *in
         rc = verify((const unsigned char *)file, len, info, &payload, &payload_len, err,
                     errlen);
     }
-    char why[sizeof info->problem];
-    if (rc == MR_CHECKPOINT_OK &&
-        mr_checkpoint_state_from_json(state, payload, payload_len, why, sizeof why) !=
-            MR_CHECKPOINT_OK)
-        rc = damaged(info, "invalid content: %s", why);
+    if (rc == MR_CHECKPOINT_OK) {
+        char why[sizeof info->problem];
+        rc = mr_checkpoint_state_from_json(state, payload, payload_len, why, sizeof why);
+        if (rc == MR_CHECKPOINT_ENOMEM)
+            snprintf(err, errlen, "%s", why);
+        else if (rc != MR_CHECKPOINT_OK)
+            rc = damaged(info, "invalid content: %s", why);
+    }
     if (rc == MR_CHECKPOINT_OK) {
         state->generation = g->number;
         state->written = info->written;

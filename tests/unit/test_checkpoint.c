@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #include "checkpoint/checkpoint.h"
 #include "tests/common/fixture.h"
@@ -264,16 +265,36 @@ Test(checkpoint, a_torn_write_is_skipped)
     free(first);
 }
 
-/* Sets generation g's format version, with a header checksum to match. */
-static void set_version(unsigned g, unsigned char version)
+static void put32(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Rewrites generation g as a moerun of format `version` would write it,
+ * holding `payload` (NULL: its own), every checksum valid. */
+static void forge(unsigned g, unsigned char version, const char *payload)
 {
     char *path = generation_path(g);
-    size_t len;
+    size_t len, n = payload ? strlen(payload) : 0;
     unsigned char *data = (unsigned char *)mr_test_read(path, &len);
+    if (payload) {
+        size_t cap = 56 + ZSTD_compressBound(n);
+        cr_assert(data = realloc(data, cap));
+        ZSTD_CCtx *cctx = ZSTD_createCCtx();
+        ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+        size_t frame = ZSTD_compress2(cctx, data + 56, cap - 56, payload, n);
+        ZSTD_freeCCtx(cctx);
+        cr_assert(!ZSTD_isError(frame));
+        put32(data + 32, n);
+        put32(data + 36, 0);
+        put32(data + 40, frame);
+        put32(data + 44, 0);
+        put32(data + 48, crc32(0, (const Bytef *)payload, (uInt)n));
+        len = 56 + frame;
+    }
     data[8] = version;
-    uLong crc = crc32(0, data, 52);
-    for (int i = 0; i < 4; i++)
-        data[52 + i] = (unsigned char)(crc >> (8 * i));
+    put32(data + 52, crc32(0, data, 52));
     free(mr_test_write(dir, strrchr(path, '/') + 1, (char *)data, len));
     free(data);
     free(path);
@@ -283,9 +304,8 @@ Test(checkpoint, another_format_version_is_an_error_naming_both)
 {
     mr_checkpoint_state got;
     two_generations();
-    set_version(2, 7);
-    cr_assert_eq(load(&got),
-                 MR_CHECKPOINT_EVERSION);
+    forge(2, 7, NULL);
+    cr_assert_eq(load(&got), MR_CHECKPOINT_EVERSION);
     cr_assert(strstr(err, "checkpoint state-000002 was written in format version 7, but this "
                           "moerun reads version 1"),
               "%s", err);
@@ -295,6 +315,17 @@ Test(checkpoint, another_format_version_is_an_error_naming_both)
     cr_assert(!list[0].good && list[1].good);
     cr_assert_str_eq(list[0].problem, "format version 7; this moerun reads version 1");
     free(list);
+}
+
+Test(checkpoint, sound_but_invalid_content_names_the_key)
+{
+    two_generations();
+    forge(2, 1, "{\"created\": 1}");
+    assert_falls_back_to_1("invalid content: fingerprint is missing or not an object");
+    forge(2, 1, "{\"created\": 1.5}");
+    assert_falls_back_to_1("invalid content: created is not a whole number within ±2^53");
+    forge(2, 1, "[1, 2]");
+    assert_falls_back_to_1("invalid content: the payload is not a JSON object");
 }
 
 Test(checkpoint, no_good_generation_is_an_error_listing_each)
