@@ -94,14 +94,25 @@ static const char *type_what(field_type t)
     return "";
 }
 
-/* False when a JSON number cannot hold the value exactly. */
+/* False when the value is out of the type's range (what the reader would
+ * refuse) or a JSON number cannot hold it exactly.  The 64-bit ranges are
+ * checked on the integers: 2^53 + 1 rounds to a double that looks fine. */
 static bool get_number(field_type t, const void *p, double *out)
 {
+    const int64_t exact = (int64_t)1 << 53;
     switch (t) {
-    case F_INT: *out = *(const int *)p; return true;
+    case F_INT: *out = *(const int *)p; return *out >= 0;
     case F_U32: *out = *(const uint32_t *)p; return true;
-    case F_I64: *out = (double)*(const int64_t *)p; return fabs(*out) <= MAX_EXACT;
-    case F_U64: *out = (double)*(const uint64_t *)p; return *out <= MAX_EXACT;
+    case F_I64: {
+        int64_t v = *(const int64_t *)p;
+        *out = (double)v;
+        return v >= -exact && v <= exact;
+    }
+    case F_U64: {
+        uint64_t v = *(const uint64_t *)p;
+        *out = (double)v;
+        return v <= (uint64_t)exact;
+    }
     case F_DOUBLE: *out = *(const double *)p; return isfinite(*out);
     default: return false;
     }

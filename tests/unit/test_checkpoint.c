@@ -388,7 +388,7 @@ Test(checkpoint, impossible_values_are_refused)
                  MR_CHECKPOINT_EINVAL);
     cr_assert(strstr(err, "in 5 slots over 2 ranks is impossible"), "%s", err);
     cr_assert_eq(s.placement.n_layers, 3, "a refused placement leaves the old one");
-    s.counters.tokens_in = 1ULL << 60;
+    s.counters.tokens_in = (1ULL << 53) + 1; /* the nearest double is 2^53 */
     cr_assert_eq(mr_checkpoint_write(dir, &s, 3, err, sizeof err), MR_CHECKPOINT_EINVAL);
     cr_assert_str_eq(err, "counters.tokens_in is not a whole number from 0 to 2^53, so a "
                           "checkpoint cannot hold it");
