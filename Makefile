@@ -19,7 +19,7 @@ PYMODS := numpy:python3-numpy
 PYTHON := /usr/bin/python3
 
 # Libraries linked into moerun today; later modules add theirs here.
-LINK_PKGS := inih libcjson libarchive zlib libpcre2-8 libutf8proc libibverbs ompi-c
+LINK_PKGS := inih libcjson libzstd libarchive zlib libpcre2-8 libutf8proc libibverbs ompi-c
 
 CUDA_HOME ?= /usr/local/cuda
 HAVE_CUDA := $(shell test -x $(CUDA_HOME)/bin/nvcc && echo 1 || echo 0)
@@ -35,7 +35,7 @@ CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) $(SAN) -fopenmp -I. $(PKG_CFLAGS) \
              -DMR_VERSION=\"$(VERSION)\" -DMR_HAVE_CUDA=$(HAVE_CUDA) $(CFLAGS)
 LDLIBS_ALL = -fopenmp $(PKG_LIBS) -lm $(LDLIBS)
 
-MODULES  := jobs engine kernels eplb
+MODULES  := jobs engine kernels eplb checkpoint
 LIB_SRC  := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 MAIN_SRC := $(wildcard runner/*.c)
 TEST_SRC := $(wildcard tests/common/*.c tests/unit/*.c tests/system/*.c)

@@ -1,0 +1,554 @@
+/*
+ * The run state in memory and as the JSON payload of a generation.
+ *
+ * Every struct is described once, as a table of its fields, and the same
+ * tables write and read it, so the two directions cannot drift apart and
+ * the JSON keys are the C member names (docs/checkpoint-format.md).
+ */
+#include <cjson/cJSON.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checkpoint/checkpoint_internal.h"
+
+typedef enum { F_BOOL, F_INT, F_U32, F_I64, F_U64, F_DOUBLE, F_STR } field_type;
+
+typedef struct {
+    const char *name;
+    field_type type;
+    size_t offset;
+} field;
+
+#define FIELD(type, st, member) {#member, type, offsetof(st, member)}
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+static const field FINGERPRINT_FIELDS[] = {
+    FIELD(F_STR, mr_checkpoint_fingerprint, job),
+    FIELD(F_STR, mr_checkpoint_fingerprint, model_config),
+};
+static const field INPUT_FIELDS[] = {
+    FIELD(F_STR, mr_checkpoint_input, path),
+    FIELD(F_U64, mr_checkpoint_input, size),
+    FIELD(F_U32, mr_checkpoint_input, head_crc32),
+    FIELD(F_U32, mr_checkpoint_input, tail_crc32),
+};
+static const field SHARD_FIELDS[] = {
+    FIELD(F_U32, mr_checkpoint_shard, index),
+    FIELD(F_U64, mr_checkpoint_shard, next_line),
+    FIELD(F_U64, mr_checkpoint_shard, results_offset),
+    FIELD(F_U64, mr_checkpoint_shard, errors_offset),
+    FIELD(F_BOOL, mr_checkpoint_shard, done),
+};
+static const field PLACEMENT_FIELDS[] = {
+    FIELD(F_INT, mr_checkpoint_placement, n_layers),
+    FIELD(F_INT, mr_checkpoint_placement, n_logical),
+    FIELD(F_INT, mr_checkpoint_placement, n_physical),
+    FIELD(F_INT, mr_checkpoint_placement, n_ranks),
+};
+static const field WINDOW_FIELDS[] = {
+    FIELD(F_INT, mr_checkpoint_window, n_layers),
+    FIELD(F_INT, mr_checkpoint_window, n_experts),
+    FIELD(F_U64, mr_checkpoint_window, steps),
+};
+static const field COUNTER_FIELDS[] = {
+    FIELD(F_U64, mr_checkpoint_counters, requests_ok),
+    FIELD(F_U64, mr_checkpoint_counters, requests_failed),
+    FIELD(F_U64, mr_checkpoint_counters, tokens_in),
+    FIELD(F_U64, mr_checkpoint_counters, tokens_out),
+    FIELD(F_DOUBLE, mr_checkpoint_counters, wall_seconds),
+    FIELD(F_DOUBLE, mr_checkpoint_counters, rank_seconds),
+    FIELD(F_U64, mr_checkpoint_counters, preemptions),
+    FIELD(F_DOUBLE, mr_checkpoint_counters, preemption_lost_seconds),
+    FIELD(F_U64, mr_checkpoint_counters, attempts),
+};
+static const field STATE_FIELDS[] = {
+    FIELD(F_I64, mr_checkpoint_state, created),
+};
+
+/* JSON numbers are doubles: integers beyond 2^53 would come back altered. */
+#define MAX_EXACT 9007199254740992.0
+
+static size_t type_size(field_type t)
+{
+    switch (t) {
+    case F_INT: return sizeof(int);
+    case F_U32: return sizeof(uint32_t);
+    default: return sizeof(uint64_t);
+    }
+}
+
+static const char *type_what(field_type t)
+{
+    switch (t) {
+    case F_BOOL: return "true or false";
+    case F_INT: return "a whole number from 0 to 2147483647";
+    case F_U32: return "a whole number from 0 to 4294967295";
+    case F_I64: return "a whole number within ±2^53";
+    case F_U64: return "a whole number from 0 to 2^53";
+    case F_DOUBLE: return "a number";
+    case F_STR: return "a string or null";
+    }
+    return "";
+}
+
+/* False when the value is out of the type's range (what the reader would
+ * refuse) or a JSON number cannot hold it exactly.  The 64-bit ranges are
+ * checked on the integers: 2^53 + 1 rounds to a double that looks fine. */
+static bool get_number(field_type t, const void *p, double *out)
+{
+    const int64_t exact = (int64_t)1 << 53;
+    switch (t) {
+    case F_INT: *out = *(const int *)p; return *out >= 0;
+    case F_U32: *out = *(const uint32_t *)p; return true;
+    case F_I64: {
+        int64_t v = *(const int64_t *)p;
+        *out = (double)v;
+        return v >= -exact && v <= exact;
+    }
+    case F_U64: {
+        uint64_t v = *(const uint64_t *)p;
+        *out = (double)v;
+        return v <= (uint64_t)exact;
+    }
+    case F_DOUBLE: *out = *(const double *)p; return isfinite(*out);
+    default: return false;
+    }
+}
+
+static bool set_number(field_type t, double d, void *p)
+{
+    if (t == F_DOUBLE) {
+        *(double *)p = d;
+        return true;
+    }
+    if (d != floor(d))
+        return false;
+    switch (t) {
+    case F_INT:
+        if (d < 0 || d > INT_MAX)
+            return false;
+        *(int *)p = (int)d;
+        return true;
+    case F_U32:
+        if (d < 0 || d > UINT32_MAX)
+            return false;
+        *(uint32_t *)p = (uint32_t)d;
+        return true;
+    case F_I64:
+        if (fabs(d) > MAX_EXACT)
+            return false;
+        *(int64_t *)p = (int64_t)d;
+        return true;
+    case F_U64:
+        if (d < 0 || d > MAX_EXACT)
+            return false;
+        *(uint64_t *)p = (uint64_t)d;
+        return true;
+    default:
+        return false;
+    }
+}
+
+static int out_of_memory(char *err, size_t errlen)
+{
+    return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_ENOMEM, "out of memory");
+}
+
+/* Attaches item to obj (under name) or to an array (name NULL); frees it
+ * when that fails. */
+static int attach(cJSON *to, const char *name, cJSON *item, char *err, size_t errlen)
+{
+    if (item && (name ? cJSON_AddItemToObject(to, name, item) : cJSON_AddItemToArray(to, item)))
+        return MR_CHECKPOINT_OK;
+    cJSON_Delete(item);
+    return out_of_memory(err, errlen);
+}
+
+static int number_to_json(cJSON *to, const char *name, field_type t, const void *p,
+                          const char *where, char *err, size_t errlen)
+{
+    double d;
+    if (!get_number(t, p, &d))
+        return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                                  "%s%s%s is not %s, so a checkpoint cannot hold it", where,
+                                  *where && name ? "." : "", name ? name : "", type_what(t));
+    return attach(to, name, cJSON_CreateNumber(d), err, errlen);
+}
+
+static int fields_to_json(cJSON *obj, const void *base, const field *f, size_t n,
+                          const char *where, char *err, size_t errlen)
+{
+    int rc = MR_CHECKPOINT_OK;
+    for (size_t i = 0; rc == MR_CHECKPOINT_OK && i < n; i++) {
+        const char *p = (const char *)base + f[i].offset;
+        if (f[i].type == F_BOOL) {
+            rc = attach(obj, f[i].name, cJSON_CreateBool(*(const bool *)p), err, errlen);
+        } else if (f[i].type == F_STR) {
+            const char *s = *(char *const *)p;
+            rc = attach(obj, f[i].name, s ? cJSON_CreateString(s) : cJSON_CreateNull(), err,
+                        errlen);
+        } else {
+            rc = number_to_json(obj, f[i].name, f[i].type, p, where, err, errlen);
+        }
+    }
+    return rc;
+}
+
+static int field_from_json(const cJSON *item, const field *f, char *p)
+{
+    switch (f->type) {
+    case F_BOOL:
+        if (!cJSON_IsBool(item))
+            return MR_CHECKPOINT_EINVAL;
+        *(bool *)p = cJSON_IsTrue(item);
+        return MR_CHECKPOINT_OK;
+    case F_STR:
+        if (cJSON_IsNull(item))
+            return MR_CHECKPOINT_OK;
+        if (!cJSON_IsString(item))
+            return MR_CHECKPOINT_EINVAL;
+        return (*(char **)p = strdup(item->valuestring)) ? MR_CHECKPOINT_OK
+                                                         : MR_CHECKPOINT_ENOMEM;
+    default:
+        return cJSON_IsNumber(item) && set_number(f->type, item->valuedouble, p)
+                   ? MR_CHECKPOINT_OK
+                   : MR_CHECKPOINT_EINVAL;
+    }
+}
+
+static int fields_from_json(const cJSON *obj, void *base, const field *f, size_t n,
+                            const char *where, char *err, size_t errlen)
+{
+    if (!cJSON_IsObject(obj))
+        return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                                  "%s is missing or not an object", where);
+    for (size_t i = 0; i < n; i++) {
+        const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, f[i].name);
+        const char *dot = *where ? "." : "";
+        if (!item)
+            return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL, "%s%s%s is missing",
+                                      where, dot, f[i].name);
+        int rc = field_from_json(item, &f[i], (char *)base + f[i].offset);
+        if (rc == MR_CHECKPOINT_ENOMEM)
+            return out_of_memory(err, errlen);
+        if (rc != MR_CHECKPOINT_OK)
+            return mr_checkpoint_fail(err, errlen, rc, "%s%s%s is not %s", where, dot,
+                                      f[i].name, type_what(f[i].type));
+    }
+    return MR_CHECKPOINT_OK;
+}
+
+/* A struct's fields as a new member `name` of parent, returned in *obj. */
+static int object_to_json(cJSON *parent, const char *name, cJSON **obj, const void *base,
+                          const field *f, size_t n, char *err, size_t errlen)
+{
+    *obj = cJSON_AddObjectToObject(parent, name);
+    return *obj ? fields_to_json(*obj, base, f, n, name, err, errlen)
+                : out_of_memory(err, errlen);
+}
+
+/* An array of structs, one object each. */
+static int records_to_json(cJSON *parent, const char *name, const void *items, size_t count,
+                           size_t stride, const field *f, size_t n, char *err, size_t errlen)
+{
+    cJSON *array = cJSON_AddArrayToObject(parent, name);
+    int rc = array ? MR_CHECKPOINT_OK : out_of_memory(err, errlen);
+    for (size_t i = 0; rc == MR_CHECKPOINT_OK && i < count; i++) {
+        cJSON *obj = cJSON_CreateObject();
+        char where[96];
+        snprintf(where, sizeof where, "%s[%zu]", name, i);
+        if ((rc = attach(array, NULL, obj, err, errlen)) == MR_CHECKPOINT_OK)
+            rc = fields_to_json(obj, (const char *)items + i * stride, f, n, where, err, errlen);
+    }
+    return rc;
+}
+
+/* *items is set (calloc'd, count entries) before they are read, so the
+ * caller's free releases what was read before a failure. */
+static int records_from_json(const cJSON *parent, const char *name, void **items,
+                             size_t *count, size_t stride, const field *f, size_t n,
+                             char *err, size_t errlen)
+{
+    const cJSON *array = cJSON_GetObjectItemCaseSensitive(parent, name);
+    if (!cJSON_IsArray(array))
+        return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                                  "%s is missing or not an array", name);
+    size_t size = (size_t)cJSON_GetArraySize(array);
+    if (!(*items = calloc(size ? size : 1, stride)))
+        return out_of_memory(err, errlen);
+    *count = size;
+    size_t i = 0;
+    for (const cJSON *obj = array->child; obj; obj = obj->next, i++) {
+        char where[96];
+        snprintf(where, sizeof where, "%s[%zu]", name, i);
+        int rc = fields_from_json(obj, (char *)*items + i * stride, f, n, where, err, errlen);
+        if (rc != MR_CHECKPOINT_OK)
+            return rc;
+    }
+    return MR_CHECKPOINT_OK;
+}
+
+/* A [rows][cols] matrix as an array of row arrays. */
+static int rows_to_json(cJSON *parent, const char *name, const void *data, field_type t,
+                        int rows, int cols, char *err, size_t errlen)
+{
+    cJSON *array = cJSON_AddArrayToObject(parent, name);
+    int rc = array ? MR_CHECKPOINT_OK : out_of_memory(err, errlen);
+    const char *p = data;
+    for (int r = 0; rc == MR_CHECKPOINT_OK && r < rows; r++) {
+        cJSON *row = cJSON_CreateArray();
+        rc = attach(array, NULL, row, err, errlen);
+        for (int c = 0; rc == MR_CHECKPOINT_OK && c < cols; c++, p += type_size(t))
+            rc = number_to_json(row, NULL, t, p, name, err, errlen);
+    }
+    return rc;
+}
+
+static int rows_from_json(const cJSON *parent, const char *where, const char *name,
+                          field_type t, int rows, int cols, void **data, char *err,
+                          size_t errlen)
+{
+    const cJSON *array = cJSON_GetObjectItemCaseSensitive(parent, name);
+    if (!cJSON_IsArray(array) || cJSON_GetArraySize(array) != rows)
+        return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                                  "%s.%s is not an array of %d rows", where, name, rows);
+    /* Every row is measured before the matrix is allocated, so a damaged
+     * shape cannot ask for more memory than the payload's size. */
+    int r = 0;
+    for (const cJSON *row = array->child; row; row = row->next, r++)
+        if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != cols)
+            return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                                      "%s.%s[%d] is not an array of %d numbers", where, name,
+                                      r, cols);
+    size_t size = type_size(t);
+    char *p = calloc((size_t)rows * (size_t)cols + 1, size);
+    if (!(*data = p))
+        return out_of_memory(err, errlen);
+    r = 0;
+    for (const cJSON *row = array->child; row; row = row->next, r++) {
+        int c = 0;
+        for (const cJSON *x = row->child; x; x = x->next, c++, p += size)
+            if (!cJSON_IsNumber(x) || !set_number(t, x->valuedouble, p))
+                return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                                          "%s.%s[%d][%d] is not %s", where, name, r, c,
+                                          type_what(t));
+    }
+    return MR_CHECKPOINT_OK;
+}
+
+static int check_placement(const mr_checkpoint_placement *p, char *err, size_t errlen)
+{
+    if (p->n_layers == 0)
+        return MR_CHECKPOINT_OK;
+    if (p->n_layers < 0 || p->n_logical < 1 || p->n_ranks < 1 || p->n_physical < p->n_logical ||
+        p->n_physical % p->n_ranks != 0)
+        return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                                  "placement of %d layers of %d experts in %d slots over "
+                                  "%d ranks is impossible",
+                                  p->n_layers, p->n_logical, p->n_physical, p->n_ranks);
+    for (size_t i = 0; i < (size_t)p->n_layers * (size_t)p->n_physical; i++)
+        if (p->phy2log[i] < 0 || p->phy2log[i] >= p->n_logical)
+            return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                                      "placement: layer %zu slot %zu holds expert %d, not one "
+                                      "of 0..%d",
+                                      i / (size_t)p->n_physical, i % (size_t)p->n_physical,
+                                      (int)p->phy2log[i], p->n_logical - 1);
+    return MR_CHECKPOINT_OK;
+}
+
+/* Inputs are matched by path when fingerprints are compared. */
+static int check_inputs(const mr_checkpoint_fingerprint *fp, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < fp->n_inputs; i++)
+        if (!fp->inputs[i].path)
+            return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                                      "fingerprint.inputs[%zu].path is null", i);
+    return MR_CHECKPOINT_OK;
+}
+
+static int check_shards(const mr_checkpoint_state *state, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < state->n_shards; i++)
+        if (state->shards[i].index != i)
+            return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                                      "shards[%zu] has index %u: shards must be in id order",
+                                      i, (unsigned)state->shards[i].index);
+    return MR_CHECKPOINT_OK;
+}
+
+int mr_checkpoint_state_init(mr_checkpoint_state *state, size_t n_shards, char *err,
+                             size_t errlen)
+{
+    memset(state, 0, sizeof *state);
+    if (n_shards > UINT32_MAX)
+        return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL, "%zu shards are too many",
+                                  n_shards);
+    if (n_shards && !(state->shards = calloc(n_shards, sizeof *state->shards)))
+        return out_of_memory(err, errlen);
+    state->n_shards = n_shards;
+    for (size_t i = 0; i < n_shards; i++)
+        state->shards[i].index = (uint32_t)i;
+    return MR_CHECKPOINT_OK;
+}
+
+void mr_checkpoint_state_free(mr_checkpoint_state *state)
+{
+    mr_checkpoint_fingerprint_free(&state->fingerprint);
+    free(state->shards);
+    free(state->placement.phy2log);
+    free(state->window.sum);
+    memset(state, 0, sizeof *state);
+}
+
+/* A copy of a [rows][cols] matrix; rows 0 copies nothing. */
+static int copy_rows(void **to, const void *from, int rows, int cols, size_t size, char *err,
+                     size_t errlen)
+{
+    size_t bytes = (size_t)rows * (size_t)cols * size;
+    void *copy = NULL;
+    if (rows < 0 || cols < 0)
+        return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                                  "a %d x %d matrix has a negative size", rows, cols);
+    if (bytes && !(copy = malloc(bytes)))
+        return out_of_memory(err, errlen);
+    if (bytes)
+        memcpy(copy, from, bytes);
+    free(*to);
+    *to = copy;
+    return MR_CHECKPOINT_OK;
+}
+
+int mr_checkpoint_set_placement(mr_checkpoint_state *state, int n_layers, int n_logical,
+                                int n_physical, int n_ranks, const int32_t *phy2log,
+                                char *err, size_t errlen)
+{
+    mr_checkpoint_placement p = {n_layers, n_logical, n_physical, n_ranks, (int32_t *)phy2log};
+    int rc = check_placement(&p, err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = copy_rows((void **)&state->placement.phy2log, phy2log, n_layers, n_physical,
+                       sizeof *phy2log, err, errlen);
+    if (rc == MR_CHECKPOINT_OK) {
+        p.phy2log = state->placement.phy2log;
+        state->placement = p;
+    }
+    return rc;
+}
+
+int mr_checkpoint_set_window(mr_checkpoint_state *state, int n_layers, int n_experts,
+                             uint64_t steps, const uint64_t *sum, char *err, size_t errlen)
+{
+    int rc = copy_rows((void **)&state->window.sum, sum, n_layers, n_experts, sizeof *sum, err,
+                       errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        state->window = (mr_checkpoint_window){n_layers, n_experts, steps, state->window.sum};
+    return rc;
+}
+
+static int build(cJSON *root, const mr_checkpoint_state *s, char *err, size_t errlen)
+{
+    const mr_checkpoint_fingerprint *fp = &s->fingerprint;
+    cJSON *fpj = NULL, *pj = NULL, *wj = NULL, *cj = NULL;
+    int rc = fields_to_json(root, s, STATE_FIELDS, COUNT(STATE_FIELDS), "", err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = object_to_json(root, "fingerprint", &fpj, fp, FINGERPRINT_FIELDS,
+                            COUNT(FINGERPRINT_FIELDS), err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = records_to_json(fpj, "inputs", fp->inputs, fp->n_inputs, sizeof *fp->inputs,
+                             INPUT_FIELDS, COUNT(INPUT_FIELDS), err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = records_to_json(root, "shards", s->shards, s->n_shards, sizeof *s->shards,
+                             SHARD_FIELDS, COUNT(SHARD_FIELDS), err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = object_to_json(root, "placement", &pj, &s->placement, PLACEMENT_FIELDS,
+                            COUNT(PLACEMENT_FIELDS), err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = rows_to_json(pj, "phy2log", s->placement.phy2log, F_INT, s->placement.n_layers,
+                          s->placement.n_physical, err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = object_to_json(root, "window", &wj, &s->window, WINDOW_FIELDS,
+                            COUNT(WINDOW_FIELDS), err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = rows_to_json(wj, "sum", s->window.sum, F_U64, s->window.n_layers,
+                          s->window.n_experts, err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = object_to_json(root, "counters", &cj, &s->counters, COUNTER_FIELDS,
+                            COUNT(COUNTER_FIELDS), err, errlen);
+    return rc;
+}
+
+_Static_assert(sizeof(int) == sizeof(int32_t), "phy2log is read and written as int");
+
+int mr_checkpoint_state_to_json(const mr_checkpoint_state *state, char **json, size_t *len,
+                                char *err, size_t errlen)
+{
+    *json = NULL;
+    *len = 0;
+    cJSON *root = cJSON_CreateObject();
+    int rc = root ? build(root, state, err, errlen) : out_of_memory(err, errlen);
+    if (rc == MR_CHECKPOINT_OK && !(*json = cJSON_PrintUnformatted(root)))
+        rc = out_of_memory(err, errlen);
+    if (*json)
+        *len = strlen(*json);
+    cJSON_Delete(root);
+    return rc;
+}
+
+static int parse(const cJSON *root, mr_checkpoint_state *s, char *err, size_t errlen)
+{
+    mr_checkpoint_fingerprint *fp = &s->fingerprint;
+    const cJSON *fpj = cJSON_GetObjectItemCaseSensitive(root, "fingerprint");
+    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(root, "placement");
+    const cJSON *wj = cJSON_GetObjectItemCaseSensitive(root, "window");
+    int rc = fields_from_json(root, s, STATE_FIELDS, COUNT(STATE_FIELDS), "", err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = fields_from_json(fpj, fp, FINGERPRINT_FIELDS, COUNT(FINGERPRINT_FIELDS),
+                              "fingerprint", err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = records_from_json(fpj, "inputs", (void **)&fp->inputs, &fp->n_inputs,
+                               sizeof *fp->inputs, INPUT_FIELDS, COUNT(INPUT_FIELDS), err,
+                               errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = check_inputs(fp, err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = records_from_json(root, "shards", (void **)&s->shards, &s->n_shards,
+                               sizeof *s->shards, SHARD_FIELDS, COUNT(SHARD_FIELDS), err,
+                               errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = check_shards(s, err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = fields_from_json(pj, &s->placement, PLACEMENT_FIELDS, COUNT(PLACEMENT_FIELDS),
+                              "placement", err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = rows_from_json(pj, "placement", "phy2log", F_INT, s->placement.n_layers,
+                            s->placement.n_physical, (void **)&s->placement.phy2log, err,
+                            errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = check_placement(&s->placement, err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = fields_from_json(wj, &s->window, WINDOW_FIELDS, COUNT(WINDOW_FIELDS), "window",
+                              err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = rows_from_json(wj, "window", "sum", F_U64, s->window.n_layers,
+                            s->window.n_experts, (void **)&s->window.sum, err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = fields_from_json(cJSON_GetObjectItemCaseSensitive(root, "counters"), &s->counters,
+                              COUNTER_FIELDS, COUNT(COUNTER_FIELDS), "counters", err, errlen);
+    return rc;
+}
+
+int mr_checkpoint_state_from_json(mr_checkpoint_state *state, const char *json, size_t len,
+                                  char *err, size_t errlen)
+{
+    memset(state, 0, sizeof *state);
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    int rc = cJSON_IsObject(root) ? parse(root, state, err, errlen)
+                                  : mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                                                       "the payload is not a JSON object");
+    cJSON_Delete(root);
+    if (rc != MR_CHECKPOINT_OK)
+        mr_checkpoint_state_free(state);
+    return rc;
+}

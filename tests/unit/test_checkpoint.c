@@ -1,0 +1,502 @@
+/* Checkpoint generations: every field comes back, old ones are pruned, and
+ * a damaged newest generation falls back to the previous good one with a
+ * message that says what was lost. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "checkpoint/checkpoint.h"
+#include "tests/common/fixture.h"
+#include "tests/unit/checkpoint_sample.h"
+
+static char err[1024], warning[1024];
+/* Every test has a scratch folder and a sample state. */
+static char *dir;
+static mr_checkpoint_state s;
+
+static void setup(void)
+{
+    dir = mr_test_tmpdir();
+    cr_assert_eq(checkpoint_sample(&s, 12, 3, 8, 10, 2, err, sizeof err), MR_CHECKPOINT_OK, "%s",
+                 err);
+}
+
+static void teardown(void)
+{
+}
+
+TestSuite(checkpoint, .init = setup, .fini = teardown);
+
+static void write_ok(int keep)
+{
+    cr_assert_eq(mr_checkpoint_write(dir, &s, keep, err, sizeof err), MR_CHECKPOINT_OK, "%s",
+                 err);
+}
+
+static int load(mr_checkpoint_state *got)
+{
+    return mr_checkpoint_load_latest(dir, got, warning, sizeof warning, err, sizeof err);
+}
+
+static char *generation_path(unsigned generation)
+{
+    char *path = NULL;
+    cr_assert(asprintf(&path, "%s/state-%06u.ckpt.zst", dir, generation) > 0);
+    return path;
+}
+
+static bool exists(const char *name)
+{
+    char *path = NULL;
+    cr_assert(asprintf(&path, "%s/%s", dir, name) > 0);
+    bool yes = access(path, F_OK) == 0;
+    free(path);
+    return yes;
+}
+
+/* Sets byte `at` of generation g (negative: from the end) to value, or
+ * flips the bits of value in it. */
+static void poke(unsigned g, long at, unsigned char value, bool flip)
+{
+    char *path = generation_path(g);
+    size_t len;
+    char *data = mr_test_read(path, &len);
+    cr_assert(data, "%s", path);
+    size_t i = at < 0 ? len - (size_t)-at : (size_t)at;
+    data[i] = (char)(flip ? data[i] ^ value : value);
+    free(mr_test_write(dir, strrchr(path, '/') + 1, data, len));
+    free(data);
+    free(path);
+}
+
+static void cut(unsigned g, off_t len)
+{
+    char *path = generation_path(g);
+    cr_assert_eq(truncate(path, len), 0);
+    free(path);
+}
+
+static void assert_same_text(const char *a, const char *b)
+{
+    cr_assert((!a && !b) || (a && b && strcmp(a, b) == 0), "'%s' != '%s'", a ? a : "(null)",
+              b ? b : "(null)");
+}
+
+static void assert_same_bytes(const void *a, const void *b, size_t len)
+{
+    cr_assert(len == 0 || memcmp(a, b, len) == 0);
+}
+
+static void assert_same_state(const mr_checkpoint_state *a, const mr_checkpoint_state *b)
+{
+    cr_assert_eq(a->created, b->created);
+    assert_same_text(a->fingerprint.job, b->fingerprint.job);
+    assert_same_text(a->fingerprint.model_config, b->fingerprint.model_config);
+    cr_assert_eq(a->fingerprint.n_inputs, b->fingerprint.n_inputs);
+    for (size_t i = 0; i < a->fingerprint.n_inputs; i++) {
+        const mr_checkpoint_input *x = &a->fingerprint.inputs[i], *y = &b->fingerprint.inputs[i];
+        cr_assert_str_eq(x->path, y->path);
+        cr_assert(x->size == y->size && x->head_crc32 == y->head_crc32 &&
+                  x->tail_crc32 == y->tail_crc32);
+    }
+    cr_assert_eq(a->n_shards, b->n_shards);
+    assert_same_bytes(a->shards, b->shards, a->n_shards * sizeof *a->shards);
+    const mr_checkpoint_placement *p = &a->placement, *q = &b->placement;
+    cr_assert(p->n_layers == q->n_layers && p->n_logical == q->n_logical &&
+              p->n_physical == q->n_physical && p->n_ranks == q->n_ranks);
+    assert_same_bytes(p->phy2log, q->phy2log,
+                      (size_t)p->n_layers * (size_t)p->n_physical * sizeof *p->phy2log);
+    const mr_checkpoint_window *v = &a->window, *w = &b->window;
+    cr_assert(v->n_layers == w->n_layers && v->n_experts == w->n_experts && v->steps == w->steps);
+    assert_same_bytes(v->sum, w->sum, (size_t)v->n_layers * (size_t)v->n_experts * sizeof *v->sum);
+    assert_same_bytes(&a->counters, &b->counters, sizeof a->counters);
+}
+
+/* Writes generations 1 and 2 (they differ in requests_ok). */
+static void two_generations(void)
+{
+    write_ok(3);
+    s.counters.requests_ok++;
+    write_ok(3);
+}
+
+/* Loads with a fallback to generation 1, whose warning names `why`. */
+static void assert_falls_back_to_1(const char *why)
+{
+    mr_checkpoint_state got;
+    cr_assert_eq(load(&got),
+                 MR_CHECKPOINT_OK, "%s", err);
+    cr_assert_eq(got.generation, 1);
+    char want[256];
+    snprintf(want, sizeof want, "checkpoint state-000002 is damaged (%s", why);
+    cr_assert(strstr(warning, want), "%s", warning);
+    cr_assert(strstr(warning, "); using state-000001, written "), "%s", warning);
+    cr_assert(strstr(warning, " s earlier: progress after it will be redone"), "%s", warning);
+    mr_checkpoint_state_free(&got);
+}
+
+Test(checkpoint, round_trip_keeps_every_field)
+{
+    char *input = mr_test_write(dir, "in/a.jsonl", "{\"custom_id\": \"1\"}\n", (size_t)-1);
+    mr_checkpoint_state got;
+    mr_checkpoint_fingerprint_free(&s.fingerprint);
+    const char *inputs[] = {input};
+    cr_assert_eq(mr_checkpoint_fingerprint_make(&s.fingerprint, CHECKPOINT_SAMPLE_JOB,
+                                                CHECKPOINT_SAMPLE_CONFIG, inputs, 1, err,
+                                                sizeof err),
+                 MR_CHECKPOINT_OK, "%s", err);
+    write_ok(3);
+    cr_assert_eq(s.generation, 1);
+    cr_assert(exists("state-000001.ckpt.zst"));
+    cr_assert_eq(load(&got),
+                 MR_CHECKPOINT_OK, "%s", err);
+    cr_assert_str_eq(warning, "");
+    cr_assert_eq(got.generation, 1);
+    cr_assert_float_eq(got.written, s.written, 1e-5);
+    assert_same_state(&s, &got);
+    mr_checkpoint_state_free(&got);
+    free(input);
+}
+
+Test(checkpoint, an_empty_state_round_trips)
+{
+    mr_checkpoint_state got;
+    mr_checkpoint_state_free(&s);
+    cr_assert_eq(mr_checkpoint_state_init(&s, 0, err, sizeof err), MR_CHECKPOINT_OK);
+    write_ok(1);
+    cr_assert_eq(load(&got),
+                 MR_CHECKPOINT_OK, "%s", err);
+    cr_assert_null(got.fingerprint.job, "a missing job text stays missing");
+    assert_same_state(&s, &got);
+    mr_checkpoint_state_free(&got);
+}
+
+Test(checkpoint, keeps_the_newest_generations_and_removes_leftovers)
+{
+    write_ok(3);
+    free(mr_test_write(dir, "state-000002.ckpt.zst.tmp", "torn", 4));
+    for (int i = 0; i < 4; i++)
+        write_ok(3);
+    cr_assert_eq(s.generation, 5);
+    cr_assert(!exists("state-000001.ckpt.zst") && !exists("state-000002.ckpt.zst"));
+    cr_assert(exists("state-000003.ckpt.zst") && exists("state-000005.ckpt.zst"));
+    cr_assert(!exists("state-000002.ckpt.zst.tmp"), "leftovers go once a write is durable");
+    mr_checkpoint_info *list;
+    size_t n;
+    cr_assert_eq(mr_checkpoint_list(dir, &list, &n, err, sizeof err), MR_CHECKPOINT_OK, "%s",
+                 err);
+    cr_assert_eq(n, 3);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_eq(list[i].generation, 5 - i, "newest first");
+        cr_assert(list[i].good, "%s", list[i].problem);
+        cr_assert_gt(list[i].bytes, 56);
+    }
+    free(list);
+}
+
+Test(checkpoint, a_bit_flip_falls_back_to_the_previous_generation)
+{
+    two_generations();
+    poke(2, -1, 0x10, true); /* in the zstd frame's checksum */
+    assert_falls_back_to_1("checksum mismatch");
+    write_ok(3);
+    cr_assert_eq(s.generation, 3, "a damaged generation's number is not reused");
+}
+
+/* A flip in bits zstd does not read (reserved bits, padding) changes
+ * nothing; every other flip must be seen.  Either way no altered state is
+ * ever loaded. */
+Test(checkpoint, damage_anywhere_is_found_or_harmless)
+{
+    two_generations();
+    char *path = generation_path(2);
+    size_t len, seen = 0;
+    free(mr_test_read(path, &len));
+    for (size_t at = 0; at < len; at++) {
+        poke(2, (long)at, 0x01, true);
+        mr_checkpoint_state got;
+        cr_assert_eq(load(&got),
+                     MR_CHECKPOINT_OK, "byte %zu: %s", at, err);
+        if (got.generation == 1) {
+            cr_assert(strstr(warning, "state-000002 is damaged ("), "%s", warning);
+            seen++;
+        } else {
+            assert_same_state(&s, &got);
+        }
+        mr_checkpoint_state_free(&got);
+        poke(2, (long)at, 0x01, true);
+    }
+    cr_assert_gt(seen, len * 99 / 100, "%zu of %zu flips seen", seen, len);
+    poke(2, 20, 0x01, true); /* the generation number */
+    assert_falls_back_to_1("header checksum mismatch");
+    free(path);
+}
+
+Test(checkpoint, a_truncated_generation_says_how_much_is_left)
+{
+    two_generations();
+    cut(2, 100);
+    assert_falls_back_to_1("truncated to 100 of ");
+    cut(2, 30);
+    assert_falls_back_to_1("truncated to 30 bytes, shorter than its 56-byte header");
+}
+
+Test(checkpoint, a_torn_write_is_skipped)
+{
+    two_generations();
+    /* Power cut: generation 2 renamed but its data never reached the disk,
+     * and the write of generation 3 stopped half way. */
+    cut(2, 0);
+    char *first = generation_path(1);
+    size_t len;
+    char *half = mr_test_read(first, &len);
+    free(mr_test_write(dir, "state-000003.ckpt.zst.tmp", half, len / 2));
+    assert_falls_back_to_1("empty: its write was cut off");
+    write_ok(3);
+    cr_assert_eq(s.generation, 3);
+    cr_assert(!exists("state-000003.ckpt.zst.tmp"));
+    free(half);
+    free(first);
+}
+
+static void put32(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Rewrites generation g as a moerun of format `version` would write it,
+ * holding `payload` (NULL: its own), every checksum valid. */
+static void forge(unsigned g, unsigned char version, const char *payload)
+{
+    char *path = generation_path(g);
+    size_t len, n = payload ? strlen(payload) : 0;
+    unsigned char *data = (unsigned char *)mr_test_read(path, &len);
+    if (payload) {
+        size_t cap = 56 + ZSTD_compressBound(n);
+        cr_assert(data = realloc(data, cap));
+        ZSTD_CCtx *cctx = ZSTD_createCCtx();
+        ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+        size_t frame = ZSTD_compress2(cctx, data + 56, cap - 56, payload, n);
+        ZSTD_freeCCtx(cctx);
+        cr_assert(!ZSTD_isError(frame));
+        put32(data + 32, n);
+        put32(data + 36, 0);
+        put32(data + 40, frame);
+        put32(data + 44, 0);
+        put32(data + 48, crc32(0, (const Bytef *)payload, (uInt)n));
+        len = 56 + frame;
+    }
+    data[8] = version;
+    put32(data + 52, crc32(0, data, 52));
+    free(mr_test_write(dir, strrchr(path, '/') + 1, (char *)data, len));
+    free(data);
+    free(path);
+}
+
+Test(checkpoint, another_format_version_is_an_error_naming_both)
+{
+    mr_checkpoint_state got;
+    two_generations();
+    forge(2, 7, NULL);
+    cr_assert_eq(load(&got), MR_CHECKPOINT_EVERSION);
+    cr_assert(strstr(err, "checkpoint state-000002 was written in format version 7, but this "
+                          "moerun reads version 1"),
+              "%s", err);
+    mr_checkpoint_info *list;
+    size_t n;
+    cr_assert_eq(mr_checkpoint_list(dir, &list, &n, err, sizeof err), MR_CHECKPOINT_OK);
+    cr_assert(!list[0].good && list[1].good);
+    cr_assert_str_eq(list[0].problem, "format version 7; this moerun reads version 1");
+    free(list);
+}
+
+Test(checkpoint, sound_but_invalid_content_names_the_key)
+{
+    two_generations();
+    forge(2, 1, "{\"created\": 1}");
+    assert_falls_back_to_1("invalid content: fingerprint is missing or not an object");
+    forge(2, 1, "{\"created\": 1.5}");
+    assert_falls_back_to_1("invalid content: created is not a whole number within ±2^53");
+    forge(2, 1, "[1, 2]");
+    assert_falls_back_to_1("invalid content: the payload is not a JSON object");
+}
+
+Test(checkpoint, no_good_generation_is_an_error_listing_each)
+{
+    mr_checkpoint_state got;
+    two_generations();
+    poke(2, -1, 0x10, true);
+    cut(1, 0);
+    cr_assert_eq(load(&got),
+                 MR_CHECKPOINT_EINVAL);
+    char want[1024];
+    snprintf(want, sizeof want,
+             "no usable checkpoint in %s: state-000002 is damaged (checksum mismatch in the "
+             "zstd frame); state-000001 is damaged (empty: its write was cut off)",
+             dir);
+    cr_assert_str_eq(err, want);
+}
+
+Test(checkpoint, several_damaged_generations_are_all_named)
+{
+    mr_checkpoint_state got;
+    two_generations();
+    write_ok(3);
+    cut(3, 0);
+    cut(2, 0);
+    cr_assert_eq(load(&got),
+                 MR_CHECKPOINT_OK, "%s", err);
+    cr_assert_eq(got.generation, 1);
+    cr_assert(strstr(warning, "checkpoint state-000003 is damaged (empty: its write was cut "
+                              "off); checkpoint state-000002 is damaged (empty: its write was "
+                              "cut off); using state-000001, written "),
+              "%s", warning);
+    cr_assert(strstr(warning, " s before state-000003: progress after it will be redone"), "%s",
+              warning);
+    mr_checkpoint_state_free(&got);
+}
+
+Test(checkpoint, a_missing_folder_has_no_checkpoint)
+{
+    char *none = NULL;
+    cr_assert(asprintf(&none, "%s/checkpoint", dir) > 0);
+    mr_checkpoint_state got;
+    cr_assert_eq(mr_checkpoint_load_latest(none, &got, warning, sizeof warning, err, sizeof err),
+                 MR_CHECKPOINT_ENOENT);
+    cr_assert(strstr(err, "no checkpoint in "), "%s", err);
+    mr_checkpoint_info *list;
+    size_t n;
+    cr_assert_eq(mr_checkpoint_list(none, &list, &n, err, sizeof err), MR_CHECKPOINT_OK);
+    cr_assert_eq(n, 0);
+    free(none);
+}
+
+Test(checkpoint, impossible_values_are_refused)
+{
+    static const int32_t outside[] = {0, 1, 5, 2};
+    cr_assert_eq(mr_checkpoint_set_placement(&s, 1, 3, 4, 2, outside, err, sizeof err),
+                 MR_CHECKPOINT_EINVAL);
+    cr_assert_str_eq(err, "placement: layer 0 slot 2 holds expert 5, not one of 0..2");
+    cr_assert_eq(mr_checkpoint_set_placement(&s, 1, 3, 5, 2, outside, err, sizeof err),
+                 MR_CHECKPOINT_EINVAL);
+    cr_assert(strstr(err, "in 5 slots over 2 ranks is impossible"), "%s", err);
+    cr_assert_eq(s.placement.n_layers, 3, "a refused placement leaves the old one");
+    s.counters.tokens_in = (1ULL << 53) + 1; /* the nearest double is 2^53 */
+    cr_assert_eq(mr_checkpoint_write(dir, &s, 3, err, sizeof err), MR_CHECKPOINT_EINVAL);
+    cr_assert_str_eq(err, "counters.tokens_in is not a whole number from 0 to 2^53, so a "
+                          "checkpoint cannot hold it");
+    cr_assert_eq(mr_checkpoint_write(dir, &s, 0, err, sizeof err), MR_CHECKPOINT_EINVAL);
+    cr_assert(strstr(err, "at least 1 generation must be kept"), "%s", err);
+}
+
+/* ------------------------------------------------------------------------
+ * Fingerprints
+ * ------------------------------------------------------------------------ */
+static void fingerprint(mr_checkpoint_fingerprint *fp, const char *job, const char *config,
+                        const char *const *inputs, size_t n)
+{
+    cr_assert_eq(mr_checkpoint_fingerprint_make(fp, job, config, inputs, n, err, sizeof err),
+                 MR_CHECKPOINT_OK, "%s", err);
+}
+
+/* A file of `len` bytes of a repeating pattern, with byte `at` set to x. */
+static char *pattern_file(const char *name, size_t len, size_t at, char x)
+{
+    char *data = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        data[i] = (char)('a' + i % 23);
+    if (at < len)
+        data[at] = x;
+    char *path = mr_test_write(dir, name, data, len);
+    free(data);
+    return path;
+}
+
+Test(checkpoint, fingerprint_diff_names_what_changed)
+{
+    char *a = pattern_file("a.jsonl", 1234, (size_t)-1, 0);
+    char *b = pattern_file("b.jsonl", 300000, (size_t)-1, 0);
+    const char *inputs[] = {a, b};
+    mr_checkpoint_fingerprint then, now;
+    fingerprint(&then, CHECKPOINT_SAMPLE_JOB, CHECKPOINT_SAMPLE_CONFIG, inputs, 2);
+    fingerprint(&now, CHECKPOINT_SAMPLE_JOB,
+                "{\"num_experts\":128,\"hidden_size\":2048,\n  \"model_type\":\"qwen3_moe\","
+                "\"num_experts_per_tok\":8}",
+                inputs, 2);
+    char what[2048];
+    cr_assert_eq(mr_checkpoint_fingerprint_diff(&then, &now, what, sizeof what), 0, "%s", what);
+    cr_assert_str_eq(what, "", "reformatting config.json changes nothing");
+    mr_checkpoint_fingerprint_free(&now);
+
+    free(pattern_file("a.jsonl", 1300, (size_t)-1, 0));
+    free(pattern_file("b.jsonl", 300000, 299000, '!'));
+    char *job = strdup(CHECKPOINT_SAMPLE_JOB);
+    memcpy(strstr(job, "= 256"), "= 512", 5);
+    fingerprint(&now, job,
+                "{\"model_type\": \"qwen3_moe\", \"num_experts\": 64, "
+                "\"num_experts_per_tok\": 8, \"hidden_size\": 2048}",
+                inputs, 2);
+    cr_assert_eq(mr_checkpoint_fingerprint_diff(&then, &now, what, sizeof what), 4, "%s", what);
+    char want[2048];
+    snprintf(want, sizeof want,
+             "job key [engine] max_batch_tokens changed 256 → 512\n"
+             "model config key num_experts changed 128 → 64\n"
+             "input %s changed size 1234 → 1300\n"
+             "input %s changed in its last 64 KiB",
+             a, b);
+    cr_assert_str_eq(what, want);
+    mr_checkpoint_fingerprint_free(&now);
+
+    free(pattern_file("b.jsonl", 300000, 10, '!'));
+    fingerprint(&now, CHECKPOINT_SAMPLE_JOB, CHECKPOINT_SAMPLE_CONFIG, inputs + 1, 1);
+    mr_checkpoint_fingerprint_diff(&then, &now, what, sizeof what);
+    snprintf(want, sizeof want, "input %s changed in its first 64 KiB\ninput %s is gone", b, a);
+    cr_assert_str_eq(what, want);
+    mr_checkpoint_fingerprint_free(&now);
+
+    const char *swapped[] = {b, a};
+    free(pattern_file("a.jsonl", 1234, (size_t)-1, 0));
+    free(pattern_file("b.jsonl", 300000, (size_t)-1, 0));
+    fingerprint(&now, "[job]\nname = sample\n\n[engine]\nmax_batch_tokens = 256\nthreads = "
+                      "0\nbackend = ref\n\n[generation]\nstop = [\"\\n\\n\"]\n",
+                CHECKPOINT_SAMPLE_CONFIG, swapped, 2);
+    cr_assert_eq(mr_checkpoint_fingerprint_diff(&then, &now, what, sizeof what), 3, "%s", what);
+    snprintf(want, sizeof want,
+             "job key [engine] backend is new (ref)\n"
+             "job key [job] run_dir was removed (it was /runs/sample)\n"
+             "input files are listed in another order (%s is now number 1)",
+             b);
+    cr_assert_str_eq(what, want);
+    cr_assert_eq(mr_checkpoint_fingerprint_diff(&then, &now, what, 20), 3,
+                 "a short buffer cuts the text, not the count");
+    cr_assert_eq(strlen(what), 19);
+    mr_checkpoint_fingerprint_free(&now);
+
+    fingerprint(&now, CHECKPOINT_SAMPLE_JOB, CHECKPOINT_SAMPLE_CONFIG, inputs, 2);
+    free(now.inputs[0].path);
+    now.inputs[0].path = strdup("/moved/a.jsonl");
+    mr_checkpoint_fingerprint_diff(&then, &now, what, sizeof what);
+    snprintf(want, sizeof want, "input /moved/a.jsonl is new\ninput %s is gone", a);
+    cr_assert_str_eq(what, want);
+    mr_checkpoint_fingerprint_free(&now);
+    mr_checkpoint_fingerprint_free(&then);
+    free(job);
+    free(a);
+    free(b);
+}
+
+Test(checkpoint, fingerprint_of_a_missing_input_says_which)
+{
+    mr_checkpoint_fingerprint fp;
+    const char *inputs[] = {"/nonexistent/in.jsonl"};
+    cr_assert_eq(mr_checkpoint_fingerprint_make(&fp, "", NULL, inputs, 1, err, sizeof err),
+                 MR_CHECKPOINT_EIO);
+    cr_assert_str_eq(err, "cannot open input /nonexistent/in.jsonl: No such file or directory");
+}
