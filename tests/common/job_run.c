@@ -35,10 +35,10 @@ int mr_test_run_job(const char *dir, const char *name, const char *extra, char *
 {
     char ini[4096], file[256];
     snprintf(ini, sizeof ini,
-             "[job]\nname = %s\nrun_dir = runs/%s\n[model]\npath = model\n[input]\n"
+             "[job]\nname = same\nrun_dir = runs/%s\n[model]\npath = model\n[input]\n"
              "files = requests.jsonl\n[generation]\nmax_tokens = 12\nseed = 3\n"
              "[engine]\nmax_batch_tokens = 128\nmax_sequences = 16\n%s",
-             name, name, extra);
+             name, extra);
     snprintf(file, sizeof file, "%s.ini", name);
     free(mr_test_write(dir, file, ini, (size_t)-1));
     free(*out);

@@ -11,7 +11,8 @@
 void mr_test_write_requests(const char *dir, int n);
 
 /* Runs `moerun run NAME.ini` in dir for a job over requests.jsonl into
- * runs/NAME, with `extra` appended to the job file.  *out and *err are
+ * runs/NAME, with `extra` appended to the job file.  Every job has the same
+ * [job] name, which result ids derive from.  *out and *err are
  * replaced by the run's output (freed first).  Returns the exit code. */
 int mr_test_run_job(const char *dir, const char *name, const char *extra, char **out,
                     char **err);
