@@ -89,9 +89,11 @@ typedef struct {
     double balancedness;
     /* the worst layer's max / mean rank load */
     double max_over_mean;
-    /* the best balancedness any placement with this many slots per rank
-     * could reach: per layer the larger of total / ranks and the smallest
-     * possible largest per-replica load with n_physical slots */
+    /* a bound on the balancedness any placement with this many slots per
+     * rank could reach: per layer the largest rank load is at least the
+     * mean, at least the smallest possible heaviest replica with n_physical
+     * slots, and at least that replica plus the least the other slots of
+     * its rank can carry */
     double bound;
 } mr_eplb_score;
 

@@ -33,19 +33,41 @@ void mr_eplb_rank_loads(const mr_eplb_placement *p, const double *load, int laye
                              rank_load);
 }
 
-/* The least any rank's largest load can be: the mean, or one replica of
- * the expert that stays heaviest however the slots are handed out. */
-static double layer_floor(const double *load, int experts, int n_physical, int n_ranks,
-                          int32_t *cnt, mr_eplb_heap_entry *heap)
+typedef struct {
+    double *rank_load;        /* [n_ranks] */
+    int32_t *cnt, *ids;       /* [experts] */
+    double *least;            /* [experts] */
+    mr_eplb_heap_entry *heap; /* [experts] */
+    mr_eplb_sort_entry *sort; /* [2 experts] */
+} score_work;
+
+/* The least any rank's largest load can be, the largest of:
+ *   - the mean;
+ *   - the heaviest replica when the slots are handed out to make it as
+ *     light as can be (replication by per-replica load);
+ *   - that replica plus the other slots of its rank at their lightest: a
+ *     replica of expert e weighs at least load / (spare slots + 1), and one
+ *     expert fills at most that many of the rank's other slots. */
+static double layer_floor(score_work *w, const double *load, int experts, int n_physical,
+                          int n_ranks)
 {
-    double total = 0;
+    int others = n_physical / n_ranks - 1, most = n_physical - experts + 1;
+    double total = 0, replica = 0, rest = 0;
     for (int e = 0; e < experts; e++)
         total += load[e];
-    mr_eplb_replicate(load, experts, n_physical, cnt, NULL, heap);
-    double replica = 0;
-    for (int e = 0; e < experts; e++)
-        replica = load[e] / cnt[e] > replica ? load[e] / cnt[e] : replica;
-    return total / n_ranks > replica ? total / n_ranks : replica;
+    mr_eplb_replicate(load, experts, n_physical, w->cnt, NULL, w->heap);
+    for (int e = 0; e < experts; e++) {
+        replica = load[e] / w->cnt[e] > replica ? load[e] / w->cnt[e] : replica;
+        w->least[e] = load[e] / most;
+    }
+    mr_eplb_sort_desc(w->least, experts, w->ids, w->sort);
+    for (int i = experts - 1; i >= 0 && others > 0; i--) {
+        int take = others < most ? others : most;
+        rest += take * w->least[w->ids[i]];
+        others -= take;
+    }
+    double floor = replica + rest;
+    return total / n_ranks > floor ? total / n_ranks : floor;
 }
 
 static double ratio_or_one(double num, double den)
@@ -56,14 +78,17 @@ static double ratio_or_one(double num, double den)
 int mr_eplb_evaluate(const mr_eplb_placement *p, const double *load, mr_eplb_score *out,
                      char *err, size_t errlen)
 {
-    double *rank_load = malloc((size_t)p->n_ranks * sizeof *rank_load);
-    int32_t *cnt = malloc((size_t)p->n_logical * sizeof *cnt);
-    mr_eplb_heap_entry *heap = malloc((size_t)p->n_logical * sizeof *heap);
-    if (!rank_load || !cnt || !heap) {
-        free(rank_load);
-        free(cnt);
-        free(heap);
-        return MR_EPLB_OOM(err, errlen);
+    score_work w;
+    mr_eplb_arena a = {0};
+    for (int pass = 0; pass < 2; pass++) {
+        MR_EPLB_TAKE(&a, w.rank_load, p->n_ranks);
+        MR_EPLB_TAKE(&a, w.cnt, p->n_logical);
+        MR_EPLB_TAKE(&a, w.ids, p->n_logical);
+        MR_EPLB_TAKE(&a, w.least, p->n_logical);
+        MR_EPLB_TAKE(&a, w.heap, p->n_logical);
+        MR_EPLB_TAKE(&a, w.sort, 2 * p->n_logical);
+        if (pass == 0 && mr_eplb_arena_alloc(&a, err, errlen) != MR_EPLB_OK)
+            return MR_EPLB_ENOMEM;
     }
     double sum_mean = 0, sum_max = 0, sum_floor = 0, worst = 1;
     for (int l = 0; l < p->n_layers; l++) {
@@ -71,24 +96,21 @@ int mr_eplb_evaluate(const mr_eplb_placement *p, const double *load, mr_eplb_sco
         double max = mr_eplb_layer_rank_loads(p->phy2log + (size_t)l * p->n_physical,
                                               p->logcnt + (size_t)l * p->n_logical,
                                               layer_load, p->n_physical, p->n_ranks,
-                                              rank_load);
+                                              w.rank_load);
         double total = 0;
         for (int r = 0; r < p->n_ranks; r++)
-            total += rank_load[r];
+            total += w.rank_load[r];
         double mean = total / p->n_ranks;
         sum_mean += mean;
         sum_max += max;
-        sum_floor += layer_floor(layer_load, p->n_logical, p->n_physical, p->n_ranks, cnt,
-                                 heap);
+        sum_floor += layer_floor(&w, layer_load, p->n_logical, p->n_physical, p->n_ranks);
         double ratio = ratio_or_one(max, mean);
         worst = ratio > worst ? ratio : worst;
     }
     out->balancedness = ratio_or_one(sum_mean, sum_max);
     out->max_over_mean = worst;
     out->bound = ratio_or_one(sum_mean, sum_floor);
-    free(rank_load);
-    free(cnt);
-    free(heap);
+    free(a.base);
     return MR_EPLB_OK;
 }
 

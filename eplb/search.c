@@ -312,7 +312,7 @@ int mr_eplb_layer_improve(mr_eplb_layer *L, int max_moves, double floor)
     int moves = 0;
     /* Within a hundredth of a percent of the floor there is nothing left
      * worth the time. */
-    while (moves < max_moves && mr_eplb_layer_max(L) > floor * (1 + 1e-4)) {
+    while (moves < max_moves && mr_eplb_layer_max(L) > floor * (1 + 1e-6)) {
         /* Swaps first: they are cheap to find, and re-replication is
          * looked for only when they run out. */
         mr_eplb_move best = {.kind = MR_EPLB_MOVE_NONE};
