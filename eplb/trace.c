@@ -96,7 +96,7 @@ static int read_row(trace_reader *t, char *text)
         column++;
         if (!is_count(field) && column == 1 && t->width == 0) {
             t->header = true;
-            t->width = 1;
+            t->width = next ? 2 : 1;
             for (; next && *next; next++)
                 t->width += *next == ',';
             return MR_EPLB_OK;
