@@ -16,7 +16,9 @@
 
 typedef enum {
     MR_EPLB_OK = 0,
-    MR_EPLB_EINVAL = -1, /* the placement asked for is impossible: the message says why */
+    MR_EPLB_EINVAL = -1, /* the placement asked for is impossible, or a trace is malformed:
+                          * the message says why */
+    MR_EPLB_EIO = -2,    /* a file could not be read or written */
     MR_EPLB_ENOMEM = -3
 } mr_eplb_status;
 
@@ -92,13 +94,31 @@ typedef struct {
     double balancedness;
     /* the worst layer's max / mean rank load */
     double max_over_mean;
-    /* the best balancedness any placement with this many slots per rank
-     * could reach: per layer the larger of total / ranks and the smallest
-     * possible largest per-replica load with n_physical slots */
+    /* a bound on the balancedness any placement with this many slots per
+     * rank could reach: per layer the largest rank load is at least the
+     * mean, at least the smallest possible heaviest replica with n_physical
+     * slots, and at least that replica plus the least the other slots of
+     * its rank can carry */
     double bound;
 } mr_eplb_score;
 
-void mr_eplb_evaluate(const mr_eplb_placement *p, const double *load, mr_eplb_score *out);
+int mr_eplb_evaluate(const mr_eplb_placement *p, const double *load, mr_eplb_score *out,
+                     char *err, size_t errlen);
+
+/* With n_groups groups of consecutive experts (DeepSeek's expert groups)
+ * and n_nodes nodes of consecutive ranks: the share of the load that each
+ * group serves on the one node serving most of it, over all layers.  1.0
+ * when every group lives on one node; a token routed within few groups
+ * then crosses few nodes. */
+int mr_eplb_group_locality(const mr_eplb_placement *p, const double *load, int n_nodes,
+                           int n_groups, double *out, char *err, size_t errlen);
+
+/* What moving the ranks from one placement to another costs: the (layer,
+ * rank, expert) triples where a rank must load an expert it did not hold in
+ * that layer, and in *layers_changed (may be NULL) the layers whose phy2log
+ * differs.  -1 when the two differ in shape. */
+int mr_eplb_moves(const mr_eplb_placement *from, const mr_eplb_placement *to,
+                  int *layers_changed);
 
 /* ------------------------------------------------------------------------
  * Solvers

@@ -1,0 +1,160 @@
+/*
+ * The greedy steps DeepSeek's EPLB and moerun's solvers share: a heap that
+ * breaks ties by the lower id (torch's sort and max are not stable; ours
+ * are, so every rank computes the same placement), replication by
+ * per-replica load, and the heaviest-first order replicas are packed in.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "eplb/eplb_internal.h"
+
+void *mr_eplb_take(mr_eplb_arena *a, size_t n, size_t size)
+{
+    void *p = a->base ? a->base + a->used : NULL;
+    a->used += (n * size + 15) & ~(size_t)15;
+    return p;
+}
+
+int mr_eplb_arena_alloc(mr_eplb_arena *a, char *err, size_t errlen)
+{
+    a->base = malloc(a->used ? a->used : 1);
+    a->used = 0;
+    return a->base ? MR_EPLB_OK : MR_EPLB_OOM(err, errlen);
+}
+
+int mr_eplb_each_layer(const mr_eplb_shape *s, const double *load, int layers,
+                       int32_t *phy2log, void *work, mr_eplb_carve_fn carve,
+                       mr_eplb_layer_fn layer, char *err, size_t errlen)
+{
+    mr_eplb_arena a = {0};
+    carve(work, &a, s);
+    int rc = mr_eplb_arena_alloc(&a, err, errlen);
+    if (rc != MR_EPLB_OK)
+        return rc;
+    carve(work, &a, s);
+    for (int l = 0; l < layers; l++)
+        layer(work, s, load + (size_t)l * s->experts, phy2log + (size_t)l * s->n_physical);
+    free(a.base);
+    return MR_EPLB_OK;
+}
+
+static bool above(const mr_eplb_heap_entry *a, const mr_eplb_heap_entry *b)
+{
+    return a->key > b->key || (a->key == b->key && a->id < b->id);
+}
+
+static void sift_down(mr_eplb_heap *h, int i)
+{
+    mr_eplb_heap_entry *e = h->e;
+    for (;;) {
+        int top = i, l = 2 * i + 1, r = l + 1;
+        if (l < h->n && above(&e[l], &e[top]))
+            top = l;
+        if (r < h->n && above(&e[r], &e[top]))
+            top = r;
+        if (top == i)
+            return;
+        mr_eplb_heap_entry t = e[i];
+        e[i] = e[top];
+        e[top] = t;
+        i = top;
+    }
+}
+
+void mr_eplb_heap_push(mr_eplb_heap *h, double key, int32_t id)
+{
+    int i = h->n++;
+    h->e[i] = (mr_eplb_heap_entry){key, id};
+    while (i > 0 && above(&h->e[i], &h->e[(i - 1) / 2])) {
+        mr_eplb_heap_entry t = h->e[i];
+        h->e[i] = h->e[(i - 1) / 2];
+        h->e[(i - 1) / 2] = t;
+        i = (i - 1) / 2;
+    }
+}
+
+void mr_eplb_heap_build(mr_eplb_heap *h)
+{
+    for (int i = h->n / 2 - 1; i >= 0; i--)
+        sift_down(h, i);
+}
+
+void mr_eplb_heap_pop(mr_eplb_heap *h)
+{
+    h->e[0] = h->e[--h->n];
+    sift_down(h, 0);
+}
+
+void mr_eplb_heap_sift_top(mr_eplb_heap *h)
+{
+    sift_down(h, 0);
+}
+
+void mr_eplb_replicate(const double *load, int experts, int n_physical, int32_t *cnt,
+                       int32_t *order, mr_eplb_heap_entry *heap)
+{
+    mr_eplb_heap h = {heap, experts};
+    for (int e = 0; e < experts; e++) {
+        cnt[e] = 1;
+        if (order)
+            order[e] = e;
+        heap[e] = (mr_eplb_heap_entry){load[e], e};
+    }
+    mr_eplb_heap_build(&h);
+    for (int s = experts; s < n_physical; s++) {
+        int32_t e = h.e[0].id;
+        if (order)
+            order[s] = e;
+        h.e[0].key = load[e] / ++cnt[e];
+        mr_eplb_heap_sift_top(&h);
+    }
+}
+
+/* A key whose unsigned order is w's descending order (for w not NaN). */
+static uint64_t descending_key(double w)
+{
+    uint64_t u;
+    memcpy(&u, &w, sizeof u);
+    return u >> 63 ? u : ~(u | (uint64_t)1 << 63);
+}
+
+/* LSD radix sort on the keys, a byte at a time: no comparisons to
+ * mispredict, and stable, so equal weights keep the lower id first. */
+void mr_eplb_sort_desc(const double *w, int n, int32_t *ids, mr_eplb_sort_entry *scratch)
+{
+    mr_eplb_sort_entry *from = scratch, *to = scratch + n;
+    for (int i = 0; i < n; i++)
+        from[i] = (mr_eplb_sort_entry){descending_key(w[i]), i};
+    for (int shift = 0; shift < 64 && n > 1; shift += 8) {
+        size_t start[257] = {0};
+        for (int i = 0; i < n; i++)
+            start[((from[i].key >> shift) & 255) + 1]++;
+        if (start[((from[0].key >> shift) & 255) + 1] == (size_t)n)
+            continue; /* every key has this byte */
+        for (int d = 0; d < 256; d++)
+            start[d + 1] += start[d];
+        for (int i = 0; i < n; i++)
+            to[start[(from[i].key >> shift) & 255]++] = from[i];
+        mr_eplb_sort_entry *t = from;
+        from = to;
+        to = t;
+    }
+    for (int i = 0; i < n; i++)
+        ids[i] = from[i].id;
+}
+
+void mr_eplb_replica_weights(const double *load, const int32_t *cnt, int experts, double *w)
+{
+    for (int e = 0; e < experts; e++)
+        w[e] = load[e] / cnt[e];
+}
+
+void mr_eplb_count_replicas(const int32_t *phy2log, int n_physical, int experts,
+                            int32_t *cnt)
+{
+    for (int e = 0; e < experts; e++)
+        cnt[e] = 0;
+    for (int s = 0; s < n_physical; s++)
+        cnt[phy2log[s]]++;
+}
