@@ -227,7 +227,8 @@ Test(job, enum_typo_suggests_the_choice)
     cr_assert_eq(mr_test_load_job(&job, dir, BASE_INI "[eplb]\nstrategy = hierarchial\n", NULL,
                                   0, err, sizeof err),
                  MR_JOBS_EINVAL);
-    cr_assert(strstr(err, "job.ini:6: eplb.strategy must be one of auto,global,hierarchical; "
+    cr_assert(strstr(err, "job.ini:6: eplb.strategy must be one of "
+                          "auto,global,hierarchical,deepseek; "
                           "did you mean 'hierarchical'?"),
               "%s", err);
 }
