@@ -90,46 +90,35 @@ static int parse_plan_args(int argc, char **argv, plan_args *a)
     };
     *a = (plan_args){.nodes = 1, .groups = 1, .max_moves = -1, .n_policies = 1,
                      .policy = {MR_EPLB_POLICY_AUTO}};
+    const struct {
+        int code, least;
+        int *out;
+    } counts[] = {{OPT_RANKS, 1, &a->ranks},         {OPT_NODES, 1, &a->nodes},
+                  {OPT_REDUNDANT, 0, &a->redundant}, {OPT_GROUPS, 1, &a->groups},
+                  {OPT_MAX_MOVES, 0, &a->max_moves}};
     opterr = 0;
     optind = 1;
-    int c, rc = -1;
-    while (rc < 0 && (c = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
-        switch (c) {
-        case 'h':
+    int c, rc = -1, at;
+    while (rc < 0 && (c = getopt_long(argc, argv, ":h", options, &at)) != -1) {
+        if (c == 'h') {
             fputs(mr_runner_usage(COMMAND), stdout);
             return MR_EXIT_OK;
-        case ':':
-            return mr_runner_usage_error(COMMAND, "option '%s' needs a value", argv[optind - 1]);
-        case OPT_RANKS:
-            rc = parse_count("--ranks", optarg, 1, &a->ranks);
-            break;
-        case OPT_NODES:
-            rc = parse_count("--nodes", optarg, 1, &a->nodes);
-            break;
-        case OPT_REDUNDANT:
-            rc = parse_count("--redundant", optarg, 0, &a->redundant);
-            break;
-        case OPT_GROUPS:
-            rc = parse_count("--groups", optarg, 1, &a->groups);
-            break;
-        case OPT_MAX_MOVES:
-            rc = parse_count("--max-moves", optarg, 0, &a->max_moves);
-            break;
-        case OPT_POLICY:
-            rc = parse_policies(optarg, a);
-            break;
-        case OPT_JSON:
-            a->json = optarg;
-            break;
-        case OPT_EVAL:
-            a->eval = optarg;
-            break;
-        case OPT_CURRENT:
-            a->current = optarg;
-            break;
-        default:
-            return mr_runner_usage_error(COMMAND, "unknown option '%s'", argv[optind - 1]);
         }
+        if (c == ':')
+            return mr_runner_usage_error(COMMAND, "option '%s' needs a value", argv[optind - 1]);
+        if (c == '?')
+            return mr_runner_usage_error(COMMAND, "unknown option '%s'", argv[optind - 1]);
+        for (size_t i = 0; i < sizeof counts / sizeof *counts; i++)
+            if (counts[i].code == c) {
+                char option[32];
+                snprintf(option, sizeof option, "--%s", options[at].name);
+                rc = parse_count(option, optarg, counts[i].least, counts[i].out);
+            }
+        if (c == OPT_POLICY)
+            rc = parse_policies(optarg, a);
+        a->json = c == OPT_JSON ? optarg : a->json;
+        a->eval = c == OPT_EVAL ? optarg : a->eval;
+        a->current = c == OPT_CURRENT ? optarg : a->current;
     }
     if (rc >= 0)
         return rc;
