@@ -24,10 +24,6 @@
 
 /* Stop when the balancedness is this close to the fresh solve's. */
 #define GOOD_ENOUGH 0.991
-/* A move's cost when it loads nothing new (it undoes an earlier one):
- * cheap, not free, so that moves still have to buy balance. */
-#define FREE_MOVE_COST 0.25
-
 /* Donors a re-replication is sought among: more than a fresh solve
  * tries, since after a drift the replicas worth taking back can be many. */
 #define SEARCH_BREADTH 16
