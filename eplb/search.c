@@ -173,7 +173,8 @@ static void best_swap(mr_eplb_layer *L, int budget, mr_eplb_move *best)
                 double gain = top - (after > rest ? after : rest);
                 if (gain / least_cost <= best->rate || holds(L, m, b->item[sb]))
                     continue;
-                mr_eplb_move mv = {.kind = MR_EPLB_MOVE_SWAP, .slot = sa, .other = sb, .gain = gain};
+                mr_eplb_move mv = {
+                    .kind = MR_EPLB_MOVE_SWAP, .slot = sa, .other = sb, .gain = gain};
                 consider(L, mv, budget, best);
             }
         }
