@@ -1,7 +1,8 @@
 /*
  * eplb -- where routed experts live: the logical → physical → rank maps
- * (named as in DeepSeek's EPLB: phy2log, log2phy, logcnt), and later the
- * load statistics and solvers that choose them.
+ * (named as in DeepSeek's EPLB: phy2log, log2phy, logcnt), the load
+ * statistics (a window of per-expert token counts, trace files) and the
+ * solvers that choose them (docs/eplb.md).
  *
  * A model has E logical experts per MoE layer.  A placement spreads P >= E
  * physical slots evenly over R ranks (P / R slots each, slot s on rank
@@ -124,14 +125,18 @@ int mr_eplb_moves(const mr_eplb_placement *from, const mr_eplb_placement *to,
  * Solvers
  * ------------------------------------------------------------------------ */
 typedef enum {
-    MR_EPLB_POLICY_AUTO,         /* solve global and hierarchical, keep the better */
-    MR_EPLB_POLICY_GLOBAL,       /* replicate by per-replica load, pack, improve by swaps */
-    MR_EPLB_POLICY_HIERARCHICAL, /* nodes first, then ranks inside each node */
+    MR_EPLB_POLICY_AUTO,         /* global, and across nodes hierarchical: the more
+                                  * balanced, hierarchical on a tie */
+    MR_EPLB_POLICY_GLOBAL,       /* replicate, pack, then swaps and re-replication
+                                  * (eplb/global.c) */
+    MR_EPLB_POLICY_HIERARCHICAL, /* global's balance, expert groups kept on nodes as
+                                  * far as that costs none (eplb/hierarchical.c) */
     MR_EPLB_POLICY_DEEPSEEK      /* deepseek-ai/EPLB's eplb.py, faithfully */
 } mr_eplb_policy;
 
 /* "auto", "global", "hierarchical", "deepseek"; NULL for an unknown value. */
 const char *mr_eplb_policy_name(mr_eplb_policy policy);
+/* The policy of a name; MR_EPLB_EINVAL for an unknown one. */
 int mr_eplb_policy_parse(const char *name, mr_eplb_policy *out);
 
 typedef struct {
@@ -144,25 +149,34 @@ typedef struct {
     /* Migration-aware re-solve: the placement the ranks hold now (same
      * shape), or NULL for a fresh solve.  Experts stay where they are unless
      * moving them buys balance; at most max_moves experts move in all
-     * layers together (< 0: no bound). */
+     * layers together (< 0: no bound), counted as experts_moved is.  The
+     * policy's fresh solve is the target; moves stop once balancedness is
+     * within 1% of it. */
     const mr_eplb_placement *current;
     int max_moves;
     uint64_t expert_bytes; /* weight bytes of one expert, for bytes_moved */
 } mr_eplb_solve_options;
 
 typedef struct {
-    mr_eplb_score before; /* of `current` (or the contiguous placement) */
+    /* of `current`; without one, of mr_eplb_placement_contiguous (which has
+     * its own slot count, so its bound may differ from after's) */
+    mr_eplb_score before;
     mr_eplb_score after;
-    mr_eplb_policy chosen;  /* what auto picked */
-    int layers_changed;
+    mr_eplb_policy chosen;  /* the policy that made it: what auto picked */
+    /* Against `current` (0 without one): */
+    int layers_changed;     /* layers whose phy2log differs */
     int experts_moved;      /* (layer, rank, expert) a rank must newly load */
     uint64_t bytes_moved;   /* experts_moved * expert_bytes */
-    double seconds;         /* solve time */
+    double seconds;         /* the solve, scoring left out */
 } mr_eplb_solve_result;
 
 /* Chooses a placement for `load` ([layers][experts]) into *out (freed by
  * the caller with mr_eplb_placement_free).  Deterministic: the same input
- * gives the same placement on every rank. */
+ * gives the same placement on every rank.  `result` may be NULL, which
+ * skips the scoring.  MR_EPLB_EINVAL when the options do not fit (slots
+ * fewer than experts or not dividing over the ranks, ranks not dividing
+ * over the nodes, experts not over the groups, a load not a finite
+ * non-negative count, `current` of another shape), with the message. */
 int mr_eplb_solve(const double *load, int layers, int experts,
                   const mr_eplb_solve_options *options, mr_eplb_placement *out,
                   mr_eplb_solve_result *result, char *err, size_t errlen);
@@ -186,10 +200,14 @@ int mr_eplb_window_filled(const mr_eplb_window *w); /* steps held, <= steps */
  * Traces: a load as a file (docs/eplb.md)
  * ------------------------------------------------------------------------
  * CSV, one row per MoE layer and one column per logical expert, token
- * counts; '#' lines are comments and an optional header row names the
- * columns.  *load is malloc'd [layers][experts]. */
+ * counts (non-negative numbers); '#' lines are comments and an optional
+ * header row (its first field not a number) names the columns.  *load is
+ * malloc'd [layers][experts].  A malformed trace is MR_EPLB_EINVAL with
+ * "FILE:LINE: column N: what"; one that cannot be opened, MR_EPLB_EIO. */
 int mr_eplb_trace_read(const char *path, double **load, int *layers, int *experts,
                        char *err, size_t errlen);
+/* A '#' comment, a header "e0,e1,...", then the rows (whole counts
+ * without a decimal point, others exactly). */
 int mr_eplb_trace_write(const char *path, const double *load, int layers, int experts,
                         char *err, size_t errlen);
 

@@ -19,19 +19,16 @@
  *   3. place the global solution's ranks on nodes (whole ranks, so no load
  *      changes), each on the node whose home groups it holds most load of,
  *      as far as nodes have room;
- *   4. swap replicas between ranks of different nodes where that brings
- *      load home, as long as both ranks stay at or under M and no rank gets
- *      two replicas of an expert; repeated while a pass swaps anything.
+ *   4. one pass over the slots away from home: swap each with the replica
+ *      on its home node that brings most load home, as long as both ranks
+ *      stay at or under M and no rank gets two replicas of an expert (more
+ *      passes bring home a few percent more, for as much time again).
  * Without groups (or with one node) there is nothing to keep together and
  * the global solution stands.
  */
 #include <string.h>
 
 #include "eplb/eplb_internal.h"
-
-/* Passes of step 4: each only adds home load, and the first few do nearly
- * all of it. */
-#define LOCALITY_PASSES 1
 
 typedef struct {
     int32_t *cnt;             /* [experts] */
@@ -147,7 +144,7 @@ static void place_ranks(locality_work *w, const mr_eplb_shape *s, int32_t *phy2l
 
 /* Step 4 for the replica in `slot`, away from its home: the swap with a
  * replica on its home node that brings the most load home under the cap. */
-static bool bring_home(locality_work *w, const mr_eplb_shape *s, int slot, double cap)
+static void bring_home(locality_work *w, const mr_eplb_shape *s, int slot, double cap)
 {
     mr_eplb_bins *b = &w->bins;
     int per_node = s->n_ranks / s->n_nodes;
@@ -155,7 +152,7 @@ static bool bring_home(locality_work *w, const mr_eplb_shape *s, int slot, doubl
     int32_t x = b->item[slot];
     int h = w->home[group_of(s, x)];
     if (h == n1 || w->w[x] <= 0)
-        return false;
+        return;
     double best = 0;
     int best_slot = -1;
     for (int r2 = h * per_node; r2 < (h + 1) * per_node; r2++) {
@@ -173,10 +170,8 @@ static bool bring_home(locality_work *w, const mr_eplb_shape *s, int slot, doubl
             }
         }
     }
-    if (best_slot < 0 || best <= w->w[x] * 1e-12)
-        return false;
-    mr_eplb_bins_swap(b, slot, best_slot);
-    return true;
+    if (best_slot >= 0 && best > w->w[x] * 1e-12)
+        mr_eplb_bins_swap(b, slot, best_slot);
 }
 
 static void localize_layer(void *work, const mr_eplb_shape *s, const double *load,
@@ -189,13 +184,8 @@ static void localize_layer(void *work, const mr_eplb_shape *s, const double *loa
     place_ranks(w, s, phy2log);
     mr_eplb_bins_load(&w->bins, phy2log, w->w);
     double cap = w->bins.load[mr_eplb_bins_max(&w->bins)];
-    for (int pass = 0; pass < LOCALITY_PASSES; pass++) {
-        bool swapped = false;
-        for (int slot = 0; slot < s->n_physical; slot++)
-            swapped |= bring_home(w, s, slot, cap);
-        if (!swapped)
-            break;
-    }
+    for (int slot = 0; slot < s->n_physical; slot++)
+        bring_home(w, s, slot, cap);
     memcpy(phy2log, w->bins.item, (size_t)s->n_physical * sizeof *phy2log);
 }
 

@@ -24,10 +24,6 @@
 
 /* Stop when the balancedness is this close to the fresh solve's. */
 #define GOOD_ENOUGH 0.991
-/* A move's cost when it loads nothing new (it undoes an earlier one):
- * cheap, not free, so that moves still have to buy balance. */
-#define FREE_MOVE_COST 0.25
-
 /* Donors a re-replication is sought among: more than a fresh solve
  * tries, since after a drift the replicas worth taking back can be many. */
 #define SEARCH_BREADTH 16
@@ -285,7 +281,8 @@ static mr_eplb_move plan_move(migrate_work *w, const double *load, int l, int pl
     mr_eplb_count_replicas(row, s->n_physical, s->experts, w->cnt);
     double after = mr_eplb_layer_rank_loads(row, w->cnt, load + (size_t)l * s->experts,
                                             s->n_physical, s->n_ranks, w->rank_load);
-    int cost = mr_eplb_layer_moves(w->orig + (size_t)l * s->n_physical, row, s->n_physical, s->per_rank) -
+    int cost = mr_eplb_layer_moves(w->orig + (size_t)l * s->n_physical, row, s->n_physical,
+                                   s->per_rank) -
                w->moved[l];
     mr_eplb_move mv = {.kind = MR_EPLB_MOVE_LAYER, .slot = plan, .gain = max - after, .cost = cost};
     mv.rate = mv.gain / (cost > 1 ? cost : 1);

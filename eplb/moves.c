@@ -18,7 +18,8 @@ int mr_eplb_layer_moves(const int32_t *from, const int32_t *to, int n_physical, 
     int moves = 0;
     for (int r = 0; r < n_physical; r += per_rank)
         for (int i = 0; i < per_rank; i++)
-            if (!mr_eplb_in_slots(to + r, i, to[r + i]) && !mr_eplb_in_slots(from + r, per_rank, to[r + i]))
+            if (!mr_eplb_in_slots(to + r, i, to[r + i]) &&
+                !mr_eplb_in_slots(from + r, per_rank, to[r + i]))
                 moves++;
     return moves;
 }

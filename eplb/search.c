@@ -3,13 +3,12 @@
  * loaded rank:
  *   swap     a replica of the most loaded rank trades places with a lighter
  *            one of another rank;
- *   replica  a slot whose expert has replicas to spare goes to another
- *            expert: one of the most loaded rank (whose load then splits
- *            further), or, when the slot is on that rank, any expert.
- * Swaps alone keep the replica counts of the first replication, which
- * minimises the heaviest replica but can leave more heavy replicas than
- * ranks can pair with light ones; replica moves trade a little of that
- * minimum for a packing that fits.
+ *   replica  an expert of the most loaded rank gets one more replica (its
+ *            load there splits further), in a slot given up by an expert
+ *            whose other replicas grow least for it.
+ * Swaps alone keep the replica counts they start from; after a change of
+ * load (migration) those are wrong, and replica moves put them right one
+ * slot at a time.
  *
  * Without a cost function (a fresh solve) a move's gain is how far it lowers
  * the most loaded of the ranks it touches below the most loaded rank's
@@ -174,7 +173,8 @@ static void best_swap(mr_eplb_layer *L, int budget, mr_eplb_move *best)
                 double gain = top - (after > rest ? after : rest);
                 if (gain / least_cost <= best->rate || holds(L, m, b->item[sb]))
                     continue;
-                mr_eplb_move mv = {.kind = MR_EPLB_MOVE_SWAP, .slot = sa, .other = sb, .gain = gain};
+                mr_eplb_move mv = {
+                    .kind = MR_EPLB_MOVE_SWAP, .slot = sa, .other = sb, .gain = gain};
                 consider(L, mv, budget, best);
             }
         }

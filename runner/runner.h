@@ -39,6 +39,7 @@ int mr_runner_help(int argc, char **argv);
 int mr_runner_make_model(int argc, char **argv);
 int mr_runner_tokenize(int argc, char **argv);
 int mr_runner_preflight(int argc, char **argv);
+int mr_runner_eplb(int argc, char **argv);
 
 /* The options a command may take, as bits of `allowed`.  The values are the
  * getopt codes; they stay clear of ASCII letters. */
