@@ -38,6 +38,7 @@ typedef struct {
     int32_t *by_load;         /* [groups] */
     mr_eplb_sort_entry *sort; /* [2 max(groups, ranks)] */
     int32_t *home;            /* [groups] */
+    int32_t *expert_home;     /* [experts]: its group's home, looked up without a division */
     double *node_load;        /* [nodes] */
     int32_t *node_room;       /* [nodes]: slots not yet promised to a group */
     double *affinity;         /* [ranks * nodes]: home load a rank holds per node */
@@ -60,6 +61,7 @@ static void carve(void *work, mr_eplb_arena *a, const mr_eplb_shape *s)
     MR_EPLB_TAKE(a, w->by_load, s->n_groups);
     MR_EPLB_TAKE(a, w->sort, 2 * (s->n_ranks > s->n_groups ? s->n_ranks : s->n_groups));
     MR_EPLB_TAKE(a, w->home, s->n_groups);
+    MR_EPLB_TAKE(a, w->expert_home, s->experts);
     MR_EPLB_TAKE(a, w->node_load, s->n_nodes);
     MR_EPLB_TAKE(a, w->node_room, s->n_nodes);
     MR_EPLB_TAKE(a, w->affinity, pairs);
@@ -103,6 +105,8 @@ static void choose_homes(locality_work *w, const mr_eplb_shape *s, const int32_t
         w->node_load[n] += w->group_load[g];
         w->node_room[n] -= w->group_items[g];
     }
+    for (int e = 0; e < s->experts; e++)
+        w->expert_home[e] = w->home[group_of(s, e)];
 }
 
 /* Step 3: rewrites phy2log with its ranks in their new places.  Ranks
@@ -113,7 +117,7 @@ static void place_ranks(locality_work *w, const mr_eplb_shape *s, int32_t *phy2l
     int nodes = s->n_nodes, per_node = s->n_ranks / nodes;
     memset(w->affinity, 0, (size_t)s->n_ranks * (size_t)nodes * sizeof *w->affinity);
     for (int i = 0; i < s->n_physical; i++)
-        w->affinity[(size_t)(i / s->per_rank) * nodes + (size_t)w->home[group_of(s, phy2log[i])]] +=
+        w->affinity[(size_t)(i / s->per_rank) * nodes + (size_t)w->expert_home[phy2log[i]]] +=
             w->w[phy2log[i]];
     for (int r = 0; r < s->n_ranks; r++) {
         w->strongest[r] = 0;
@@ -150,7 +154,7 @@ static void bring_home(locality_work *w, const mr_eplb_shape *s, int slot, doubl
     int per_node = s->n_ranks / s->n_nodes;
     int r1 = slot / s->per_rank, n1 = r1 / per_node;
     int32_t x = b->item[slot];
-    int h = w->home[group_of(s, x)];
+    int h = w->expert_home[x];
     if (h == n1 || w->w[x] <= 0)
         return;
     double best = 0;
@@ -160,7 +164,7 @@ static void bring_home(locality_work *w, const mr_eplb_shape *s, int slot, doubl
             continue;
         for (int j = r2 * s->per_rank; j < (r2 + 1) * s->per_rank; j++) {
             int32_t y = b->item[j];
-            int home_y = w->home[group_of(s, y)];
+            int home_y = w->expert_home[y];
             double gain = w->w[x] + w->w[y] * ((home_y == n1) - (home_y == h));
             double d = w->w[x] - w->w[y];
             if (gain > best && b->load[r1] - d <= cap && b->load[r2] + d <= cap &&
