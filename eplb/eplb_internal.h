@@ -144,6 +144,7 @@ struct mr_eplb_layer {
     mr_eplb_sort_entry *sort; /* [2 max(experts, n_ranks)] */
     int32_t *donors, *takers; /* candidate lists */
     double *key;              /* [experts] */
+    double *top_w;            /* [per_rank]: the most loaded rank's replica weights */
     uint32_t *stamp;          /* [n_ranks]: ranks a move touches */
     uint32_t gen;
     int breadth;              /* donors and takers a replica search tries */

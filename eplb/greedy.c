@@ -39,27 +39,30 @@ int mr_eplb_each_layer(const mr_eplb_shape *s, const double *load, int layers,
     return MR_EPLB_OK;
 }
 
+/* Bitwise rather than logical operators: both sides are cheap, and heap
+ * comparisons are too random for a branch to be guessed. */
 static bool above(const mr_eplb_heap_entry *a, const mr_eplb_heap_entry *b)
 {
-    return a->key > b->key || (a->key == b->key && a->id < b->id);
+    return (a->key > b->key) | ((a->key == b->key) & (a->id < b->id));
 }
 
+/* Entry i moves down to its place: a hole descends, each level taking the
+ * child above the other, until neither child is above the entry. */
 static void sift_down(mr_eplb_heap *h, int i)
 {
-    mr_eplb_heap_entry *e = h->e;
+    mr_eplb_heap_entry *e = h->e, moving = e[i];
     for (;;) {
-        int top = i, l = 2 * i + 1, r = l + 1;
-        if (l < h->n && above(&e[l], &e[top]))
-            top = l;
-        if (r < h->n && above(&e[r], &e[top]))
-            top = r;
-        if (top == i)
-            return;
-        mr_eplb_heap_entry t = e[i];
-        e[i] = e[top];
-        e[top] = t;
-        i = top;
+        int c = 2 * i + 1;
+        if (c >= h->n)
+            break;
+        if (c + 1 < h->n && above(&e[c + 1], &e[c]))
+            c++;
+        if (!above(&e[c], &moving))
+            break;
+        e[i] = e[c];
+        i = c;
     }
+    e[i] = moving;
 }
 
 void mr_eplb_heap_push(mr_eplb_heap *h, double key, int32_t id)
