@@ -55,8 +55,9 @@ static void sift_down(mr_eplb_heap *h, int i)
         int c = 2 * i + 1;
         if (c >= h->n)
             break;
-        if (c + 1 < h->n && above(&e[c + 1], &e[c]))
-            c++;
+        /* An add, not a branch: which child is above is a coin toss. */
+        if (c + 1 < h->n)
+            c += above(&e[c + 1], &e[c]);
         if (!above(&e[c], &moving))
             break;
         e[i] = e[c];
