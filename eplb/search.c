@@ -10,11 +10,11 @@
  * load (migration) those are wrong, and replica moves put them right one
  * slot at a time.
  *
- * Without a cost function (a fresh solve) a move's gain is how far it lowers
- * the most loaded of the ranks it touches below the most loaded rank's
- * load, which lets the search walk through ranks tied at the top.  With one
- * (migration) the gain is the drop of the layer's largest rank load, and
- * moves are ranked by gain per expert moved.
+ * A move's gain is how far it lowers the most loaded of the ranks it
+ * touches below the most loaded rank's load, which lets the search walk
+ * through ranks tied at the top (the layer's largest load drops only when
+ * the last of them comes down).  With a cost function (migration) moves
+ * are ranked by gain per expert moved.
  */
 #include <math.h>
 #include <string.h>
@@ -142,14 +142,7 @@ static void next_stamp(mr_eplb_layer *L)
 static double gain_of(const mr_eplb_layer *L, double touched)
 {
     double top = mr_eplb_layer_max(L);
-    if (!L->cost)
-        return L->stamp[L->by_load[0]] == L->gen ? top - touched : 0;
-    for (int i = 0; i < L->s->n_ranks; i++)
-        if (L->stamp[L->by_load[i]] != L->gen) {
-            double rest = L->bins.load[L->by_load[i]];
-            return top - (rest > touched ? rest : touched);
-        }
-    return top - touched;
+    return L->stamp[L->by_load[0]] == L->gen ? top - touched : 0;
 }
 
 /* The least gain, relative to the most loaded rank, a move must bring: in
@@ -191,10 +184,6 @@ static void best_swap(mr_eplb_layer *L, int budget, mr_eplb_move *best)
         double gap = top - b->load[r], light = b->load[r];
         if (gap / 2 <= bar)
             break;
-        /* With a cost, a gain is the layer's: the rest stay as they are. */
-        double rest = 0;
-        if (L->cost && s->n_ranks > 2)
-            rest = b->load[L->by_load[L->by_load[1] == r ? 2 : 1]];
         const int32_t *theirs = b->item + (size_t)r * k;
         for (int a = 0; a < k; a++) {
             if (holds(L, r, b->item[m * k + a]))
@@ -204,8 +193,7 @@ static void best_swap(mr_eplb_layer *L, int budget, mr_eplb_move *best)
                  * wrong way, or too much, gains nothing and fails the test
                  * on the gain, and this loop runs with no branch to guess. */
                 double d = top_w[a] - w[theirs[j]];
-                double after = top - d > light + d ? top - d : light + d;
-                double gain = top - (after > rest ? after : rest);
+                double gain = top - (top - d > light + d ? top - d : light + d);
                 if (gain <= bar || holds(L, m, theirs[j]))
                     continue;
                 mr_eplb_move mv = {
