@@ -1,8 +1,7 @@
 /* EPLB solvers: valid and deterministic placements for every policy on
  * random and adversarial loads, the bound never beaten (by any placement
- * of small layers, enumerated), DeepSeek's README
- * example reproduced, global near the bound, migration within its move
- * budget. */
+ * of small layers, enumerated), DeepSeek's README example reproduced,
+ * global near the bound, migration within its move budget. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdbool.h>
