@@ -115,15 +115,14 @@ void mr_eplb_bins_pack(mr_eplb_bins *b, const int32_t *items, int n, bool spread
 typedef enum {
     MR_EPLB_MOVE_NONE,
     MR_EPLB_MOVE_SWAP,
-    MR_EPLB_MOVE_REPLICA,
-    MR_EPLB_MOVE_LAYER /* migration: the layer takes a planned placement */
+    MR_EPLB_MOVE_REPLICA
 } mr_eplb_move_kind;
 
 typedef struct {
     mr_eplb_move_kind kind;
-    int slot, other; /* swap: two slots; replica: `slot` takes expert `other`;
-                      * layer: `slot` names the plan */
-    double gain;     /* how far the most loaded rank comes down */
+    int slot, other; /* swap: two slots; replica: `slot` takes expert `other` */
+    double gain;     /* how far the most loaded of the ranks it touches comes
+                      * down below the most loaded rank's load */
     int cost;        /* experts moved (migration), else 1 */
     double rate;     /* gain per cost */
 } mr_eplb_move;
@@ -144,6 +143,7 @@ struct mr_eplb_layer {
     mr_eplb_sort_entry *sort; /* [2 max(experts, n_ranks)] */
     int32_t *donors, *takers; /* candidate lists */
     double *key;              /* [experts] */
+    double *top_w;            /* [per_rank]: the most loaded rank's replica weights */
     uint32_t *stamp;          /* [n_ranks]: ranks a move touches */
     uint32_t gen;
     int breadth;              /* donors and takers a replica search tries */

@@ -1,20 +1,34 @@
 /*
  * Migration-aware re-solve.  Moving an expert means copying its weights to
  * a rank (hundreds of MB for a large model), so a re-solve should not
- * reshuffle every rank for the last percent of balance.  Starting from the
- * placement the ranks hold, this applies one change at a time, in whichever
- * layer it lowers the largest rank load most per expert a rank must newly
- * load:
- *   - a swap or a re-replication from search.c (one or two experts moved);
- *   - recount: the layer's replica counts become the fresh solve's, each
- *     new replica taking a slot freed by an expert with too many, on the
- *     lightest rank that has one (as many experts moved as replicas added);
- *   - adopt: the layer takes the fresh solve's placement, its ranks and
- *     slots first matched to the current ones so that what can stays put.
- * Recounting first and polishing with swaps moves a small part of what a
- * fresh solve would, since most experts keep their replica counts.
- * It stops when the moves allowed are spent, when nothing helps, or when
- * balancedness is within 1% of the fresh solve's.
+ * reshuffle every rank for the last percent of balance.  The moves allowed
+ * go where they buy the most: each layer gets a few ways to improve, each
+ * a curve of (experts moved, largest rank load), and the budget is spent
+ * across all layers on the steepest stretch of any curve first.
+ *   1. Per layer, three ways:
+ *      - walk: from the placement the ranks hold, the local search of
+ *        search.c one move at a time (a swap, two experts moved; or a
+ *        re-replication, one: a slot of an expert now cold goes to one
+ *        now hot on the most loaded rank), each the most gain per expert
+ *        moved; every step is a point of the curve;
+ *      - recount, then walk: the replica counts become the fresh solve's
+ *        (each new replica in a slot freed by an expert with too many, on
+ *        the lightest rank that has one), then the walk from there;
+ *      - adopt: the fresh solve, its ranks and slots first matched to the
+ *        current ones so that what can stays put (one point).
+ *      A walk stops at the fresh solve's largest load, at the moves the
+ *      fresh solve would take, or when nothing helps.
+ *   2. Of a layer's points only those cheaper than every better one count,
+ *      and of those the lower convex hull: its stretches give the most
+ *      balance per move in order.
+ *   3. Across layers, the stretch with the most gain per move is taken
+ *      while the budget allows (a stretch that does not fit gives way to
+ *      the best point of the layer that does), until balancedness is within
+ *      1% of the fresh solve's.
+ * A walk ranks moves by how far they lower the most loaded of the ranks
+ * they touch, so it passes through ranks tied at the top, where no single
+ * move lowers the layer's largest load; the curve records that load, so
+ * such a passage is paid for only when it ends lower.
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -30,15 +44,36 @@
 
 static int move_cost(const mr_eplb_layer *L, const mr_eplb_move *mv, void *ctx);
 
+/* Where a point of a layer's curve starts from. */
+enum { FROM_CURRENT, FROM_RECOUNT, FROM_FRESH, N_STARTS };
+
+/* A point of a layer's curve: the start and how many of its walk's moves. */
+typedef struct {
+    int cost;   /* experts moved in all, against what the ranks hold */
+    double max; /* the layer's largest rank load */
+    int start, steps;
+} point;
+
+/* One move of a walk, enough to replay it on a layer's phy2log. */
+typedef struct {
+    mr_eplb_move_kind kind;
+    int32_t slot, other;
+} step;
+
 typedef struct {
     const mr_eplb_shape *s;
     const int32_t *orig;      /* [layers][n_physical]: what the ranks hold */
-    int32_t *cur;             /* [layers][n_physical]: the placement being changed */
     int32_t *fresh;           /* [layers][n_physical]: the fresh solve, relabelled */
     int32_t *recount;         /* [layers][n_physical]: the current, recounted */
-    double *cur_max, *fresh_max;
-    int *moved, *fresh_cost;  /* [layers] */
-    mr_eplb_move *best;       /* [layers] */
+    double *fresh_max;        /* [layers] */
+    int *fresh_cost;          /* [layers] */
+    int max_steps;            /* a walk's length at most */
+    step *walks;              /* [layers][2][max_steps] */
+    int max_points;           /* a layer's points at most */
+    point *points;            /* [layers][max_points] */
+    int *n_points, *n_hull, *at; /* [layers] */
+    bool *done;               /* [layers] */
+    int32_t *hull;            /* [layers][max_points]: indices into the points */
     int32_t *cnt, *target;    /* [experts] */
     double *w;                /* [experts] */
     int32_t *first, *slots;   /* each current expert's slots, while relabelling */
@@ -59,14 +94,20 @@ static void carve(migrate_work *w, mr_eplb_arena *a, const mr_eplb_shape *s, int
     size_t slots = (size_t)layers * (size_t)s->n_physical;
     size_t squares = (size_t)s->n_ranks * (size_t)s->n_ranks;
     size_t sorted = squares > (size_t)s->experts ? squares : (size_t)s->experts;
-    MR_EPLB_TAKE(a, w->cur, slots);
+    w->max_steps = 2 * s->n_physical;
+    w->max_points = 2 * (w->max_steps + 1) + 1;
+    size_t points = (size_t)layers * (size_t)w->max_points;
     MR_EPLB_TAKE(a, w->fresh, slots);
     MR_EPLB_TAKE(a, w->recount, slots);
-    MR_EPLB_TAKE(a, w->cur_max, layers);
     MR_EPLB_TAKE(a, w->fresh_max, layers);
-    MR_EPLB_TAKE(a, w->moved, layers);
     MR_EPLB_TAKE(a, w->fresh_cost, layers);
-    MR_EPLB_TAKE(a, w->best, layers);
+    MR_EPLB_TAKE(a, w->walks, (size_t)layers * 2 * (size_t)w->max_steps);
+    MR_EPLB_TAKE(a, w->points, points);
+    MR_EPLB_TAKE(a, w->n_points, layers);
+    MR_EPLB_TAKE(a, w->n_hull, layers);
+    MR_EPLB_TAKE(a, w->at, layers);
+    MR_EPLB_TAKE(a, w->done, layers);
+    MR_EPLB_TAKE(a, w->hull, points);
     MR_EPLB_TAKE(a, w->cnt, s->experts);
     MR_EPLB_TAKE(a, w->target, s->experts);
     MR_EPLB_TAKE(a, w->w, s->experts);
@@ -225,7 +266,7 @@ static void plan_recount(migrate_work *w, const double *load, int l)
 {
     const mr_eplb_shape *s = w->s;
     int k = s->per_rank, n_free = 0;
-    const int32_t *cur = w->cur + (size_t)l * s->n_physical;
+    const int32_t *cur = w->orig + (size_t)l * s->n_physical;
     int32_t *row = w->recount + (size_t)l * s->n_physical;
     double *rank_load = w->rank_load;
     index_slots(w, cur);
@@ -273,72 +314,152 @@ static void plan_recount(migrate_work *w, const double *load, int l)
     }
 }
 
-/* Replacing layer l with a plan (`plan`: 0 fresh, 1 recount), as a move. */
-static mr_eplb_move plan_move(migrate_work *w, const double *load, int l, int plan, double max)
+/* ------------------------------------------------------------------------
+ * Curves and the budget
+ * ------------------------------------------------------------------------ */
+
+static void add_point(migrate_work *w, int l, int cost, double max, int start, int steps)
 {
-    const mr_eplb_shape *s = w->s;
-    const int32_t *row = (plan ? w->recount : w->fresh) + (size_t)l * s->n_physical;
-    mr_eplb_count_replicas(row, s->n_physical, s->experts, w->cnt);
-    double after = mr_eplb_layer_rank_loads(row, w->cnt, load + (size_t)l * s->experts,
-                                            s->n_physical, s->n_ranks, w->rank_load);
-    int cost = mr_eplb_layer_moves(w->orig + (size_t)l * s->n_physical, row, s->n_physical,
-                                   s->per_rank) -
-               w->moved[l];
-    mr_eplb_move mv = {.kind = MR_EPLB_MOVE_LAYER, .slot = plan, .gain = max - after, .cost = cost};
-    mv.rate = mv.gain / (cost > 1 ? cost : 1);
-    return mv;
+    point *p = w->points + (size_t)l * w->max_points + w->n_points[l]++;
+    *p = (point){.cost = cost, .max = max, .start = start, .steps = steps};
 }
 
-/* Layer l's best move within budget; sets its cur_max. */
-static mr_eplb_move best_move(migrate_work *w, const double *load, int l, int budget)
+/* Layer l's walk from `row` (start FROM_CURRENT or FROM_RECOUNT), its
+ * points added, while it costs at most `cap` experts moved. */
+static void walk(migrate_work *w, const double *load, int l, int start, const int32_t *row,
+                 int cap)
 {
     const mr_eplb_shape *s = w->s;
     mr_eplb_layer *L = &w->layer;
-    plan_recount(w, load + (size_t)l * s->experts, l);
-    L->cost_ctx = (void *)(w->orig + (size_t)l * s->n_physical);
-    mr_eplb_layer_index(L, load + (size_t)l * s->experts, w->cur + (size_t)l * s->n_physical);
-    double max = mr_eplb_layer_max(L);
-    w->cur_max[l] = max;
-    mr_eplb_move best = {.kind = MR_EPLB_MOVE_NONE};
-    for (int plan = 0; plan < 2; plan++) {
-        mr_eplb_move mv = plan_move(w, load, l, plan, max);
-        if (mv.gain > max * 1e-9 && mv.cost <= budget && mv.rate > best.rate)
-            best = mv;
+    const int32_t *orig = w->orig + (size_t)l * s->n_physical;
+    step *steps = w->walks + ((size_t)l * 2 + (size_t)start) * (size_t)w->max_steps;
+    L->cost_ctx = (void *)orig;
+    mr_eplb_layer_index(L, load, row);
+    int cost = mr_eplb_layer_moves(orig, row, s->n_physical, s->per_rank);
+    add_point(w, l, cost, mr_eplb_layer_max(L), start, 0);
+    for (int n = 0; n < w->max_steps && cost < cap && mr_eplb_layer_max(L) > w->fresh_max[l];
+         n++) {
+        mr_eplb_move best = {.kind = MR_EPLB_MOVE_NONE};
+        mr_eplb_layer_best(L, cap - cost, &best);
+        if (best.kind == MR_EPLB_MOVE_NONE)
+            break;
+        steps[n] = (step){best.kind, best.slot, best.other};
+        mr_eplb_layer_apply(L, &best);
+        cost += best.cost;
+        add_point(w, l, cost, mr_eplb_layer_max(L), start, n + 1);
     }
-    mr_eplb_layer_best(L, budget, &best);
-    return best;
 }
 
-static void apply(migrate_work *w, int l, const mr_eplb_move *mv)
+static int by_cost(const void *pa, const void *pb)
 {
-    int32_t *row = w->cur + (size_t)l * w->s->n_physical;
-    if (mv->kind == MR_EPLB_MOVE_LAYER) {
-        memcpy(row, (mv->slot ? w->recount : w->fresh) + (size_t)l * w->s->n_physical,
-               (size_t)w->s->n_physical * sizeof *row);
-    } else if (mv->kind == MR_EPLB_MOVE_SWAP) {
-        int32_t t = row[mv->slot];
-        row[mv->slot] = row[mv->other];
-        row[mv->other] = t;
-    } else {
-        row[mv->slot] = mv->other;
-    }
-    w->moved[l] += mv->cost;
+    const point *a = pa, *b = pb;
+    if (a->cost != b->cost)
+        return a->cost < b->cost ? -1 : 1;
+    if (a->max != b->max)
+        return a->max < b->max ? -1 : 1;
+    if (a->start != b->start)
+        return a->start < b->start ? -1 : 1;
+    return (a->steps > b->steps) - (a->steps < b->steps);
 }
 
-/* The fresh solve, matched to the current ranks, and what each layer's
- * largest rank load is now and would be after it. */
-static void prepare(migrate_work *w, const double *load, int layers)
+/* Layer l's points cut to those cheaper than every better one (in order
+ * of cost), and the lower convex hull of those into w->hull. */
+static void hull_of(migrate_work *w, int l)
+{
+    point *p = w->points + (size_t)l * w->max_points;
+    int32_t *h = w->hull + (size_t)l * w->max_points;
+    qsort(p, (size_t)w->n_points[l], sizeof *p, by_cost);
+    int kept = 0;
+    for (int i = 0; i < w->n_points[l]; i++)
+        if (kept == 0 || p[i].max < p[kept - 1].max)
+            p[kept++] = p[i];
+    w->n_points[l] = kept;
+    int n = 0;
+    for (int i = 0; i < kept; i++) {
+        /* The last vertex goes while the stretch to it is no steeper than
+         * the one past it to this point. */
+        while (n >= 2) {
+            const point *a = &p[h[n - 2]], *b = &p[h[n - 1]];
+            if ((a->max - b->max) * (double)(p[i].cost - a->cost) >
+                (a->max - p[i].max) * (double)(b->cost - a->cost))
+                break;
+            n--;
+        }
+        h[n++] = i;
+    }
+    w->n_hull[l] = n;
+    w->at[l] = 0;
+    w->done[l] = false;
+}
+
+/* The point layer l is at. */
+static const point *at_point(const migrate_work *w, int l)
+{
+    return w->points + (size_t)l * w->max_points + w->hull[(size_t)l * w->max_points + w->at[l]];
+}
+
+/* Layer l moves on to its best point within `budget` more moves (not on
+ * the hull: it is the layer's last step). */
+static void best_within(migrate_work *w, int l, int budget)
+{
+    const point *p = w->points + (size_t)l * w->max_points, *now = at_point(w, l);
+    int best = -1;
+    for (int i = 0; i < w->n_points[l] && p[i].cost - now->cost <= budget; i++)
+        if (p[i].max < now->max)
+            best = i;
+    w->done[l] = true;
+    if (best >= 0) {
+        /* The hull's slot at[l] now names the point taken. */
+        w->hull[(size_t)l * w->max_points + w->at[l]] = best;
+    }
+}
+
+/* Layer l's phy2log at its chosen point, into out. */
+static void replay(migrate_work *w, int l, int32_t *out)
+{
+    const mr_eplb_shape *s = w->s;
+    const point *p = at_point(w, l);
+    size_t off = (size_t)l * s->n_physical;
+    const int32_t *from = p->start == FROM_FRESH     ? w->fresh + off
+                          : p->start == FROM_RECOUNT ? w->recount + off
+                                                     : w->orig + off;
+    memcpy(out, from, (size_t)s->n_physical * sizeof *out);
+    const step *steps = w->walks + ((size_t)l * 2 + (size_t)p->start) * (size_t)w->max_steps;
+    for (int n = 0; p->start != FROM_FRESH && n < p->steps; n++) {
+        if (steps[n].kind == MR_EPLB_MOVE_SWAP) {
+            int32_t t = out[steps[n].slot];
+            out[steps[n].slot] = out[steps[n].other];
+            out[steps[n].other] = t;
+        } else {
+            out[steps[n].slot] = steps[n].other;
+        }
+    }
+}
+
+/* The fresh solve, matched to the current ranks, what it costs and its
+ * largest rank load; then each layer's curve. */
+static void curves(migrate_work *w, const double *load, int layers, int budget)
 {
     const mr_eplb_shape *s = w->s;
     for (int l = 0; l < layers; l++) {
         const int32_t *orig = w->orig + (size_t)l * s->n_physical;
         int32_t *fresh = w->fresh + (size_t)l * s->n_physical;
+        const double *layer_load = load + (size_t)l * s->experts;
         relabel(w, orig, fresh);
         w->fresh_cost[l] = mr_eplb_layer_moves(orig, fresh, s->n_physical, s->per_rank);
-        w->moved[l] = 0;
         mr_eplb_count_replicas(fresh, s->n_physical, s->experts, w->cnt);
-        w->fresh_max[l] = mr_eplb_layer_rank_loads(fresh, w->cnt, load + (size_t)l * s->experts,
-                                                   s->n_physical, s->n_ranks, w->rank_load);
+        w->fresh_max[l] = mr_eplb_layer_rank_loads(fresh, w->cnt, layer_load, s->n_physical,
+                                                   s->n_ranks, w->rank_load);
+        w->n_points[l] = 0;
+        add_point(w, l, w->fresh_cost[l], w->fresh_max[l], FROM_FRESH, 0);
+        /* Past the fresh solve's cost adopting it is as good. */
+        int cap = budget < w->fresh_cost[l] ? budget : w->fresh_cost[l];
+        walk(w, layer_load, l, FROM_CURRENT, orig, cap);
+        plan_recount(w, layer_load, l);
+        const int32_t *recount = w->recount + (size_t)l * s->n_physical;
+        if (memcmp(recount, orig, (size_t)s->n_physical * sizeof *orig) != 0)
+            walk(w, layer_load, l, FROM_RECOUNT, recount, cap);
+        hull_of(w, l);
     }
 }
 
@@ -355,35 +476,47 @@ int mr_eplb_migrate(const mr_eplb_shape *s, const double *load, int layers,
     carve(&w, &a, s, layers);
     size_t slots = (size_t)layers * (size_t)s->n_physical;
     memcpy(w.fresh, target, slots * sizeof *target);
-    memcpy(w.cur, current, slots * sizeof *current);
-    prepare(&w, load, layers);
     int budget = max_moves < 0 ? INT_MAX : max_moves;
+    curves(&w, load, layers, budget);
     double sum_cur = 0, sum_fresh = 0;
     for (int l = 0; l < layers; l++) {
-        w.best[l] = best_move(&w, load, l, budget);
-        sum_cur += w.cur_max[l];
+        sum_cur += at_point(&w, l)->max;
         sum_fresh += w.fresh_max[l];
     }
-    /* Every move lowers a layer's maximum, so this ends; the cap is a
-     * guard against crawling by rounding-sized gains. */
-    for (size_t step = 0; step < 4 * slots && sum_cur * GOOD_ENOUGH > sum_fresh; step++) {
+    while (sum_cur * GOOD_ENOUGH > sum_fresh) {
+        /* The steepest next stretch of any layer (ties: the lower layer). */
         int l = -1;
-        for (int i = 0; i < layers; i++)
-            if (w.best[i].kind != MR_EPLB_MOVE_NONE && (l < 0 || w.best[i].rate > w.best[l].rate))
+        double steepest = 0;
+        for (int i = 0; i < layers; i++) {
+            if (w.done[i] || w.at[i] + 1 >= w.n_hull[i])
+                continue;
+            const point *now = at_point(&w, i);
+            const point *next = w.points + (size_t)i * w.max_points +
+                                w.hull[(size_t)i * w.max_points + w.at[i] + 1];
+            double slope = (now->max - next->max) / (next->cost - now->cost);
+            if (l < 0 || slope > steepest) {
                 l = i;
+                steepest = slope;
+            }
+        }
         if (l < 0)
             break;
-        if (w.best[l].cost > budget) {
-            w.best[l] = best_move(&w, load, l, budget);
-            continue;
+        const point *now = at_point(&w, l);
+        const point *next =
+            w.points + (size_t)l * w.max_points + w.hull[(size_t)l * w.max_points + w.at[l] + 1];
+        double before = now->max;
+        if (next->cost - now->cost <= budget) {
+            budget -= next->cost - now->cost;
+            w.at[l]++;
+        } else {
+            int cost = now->cost;
+            best_within(&w, l, budget);
+            budget -= at_point(&w, l)->cost - cost;
         }
-        apply(&w, l, &w.best[l]);
-        budget -= w.best[l].cost;
-        double before = w.cur_max[l];
-        w.best[l] = best_move(&w, load, l, budget);
-        sum_cur += w.cur_max[l] - before;
+        sum_cur += at_point(&w, l)->max - before;
     }
-    memcpy(target, w.cur, slots * sizeof *target);
+    for (int l = 0; l < layers; l++)
+        replay(&w, l, target + (size_t)l * s->n_physical);
     free(a.base);
     return MR_EPLB_OK;
 }

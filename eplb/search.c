@@ -10,11 +10,11 @@
  * load (migration) those are wrong, and replica moves put them right one
  * slot at a time.
  *
- * Without a cost function (a fresh solve) a move's gain is how far it lowers
- * the most loaded of the ranks it touches below the most loaded rank's
- * load, which lets the search walk through ranks tied at the top.  With one
- * (migration) the gain is the drop of the layer's largest rank load, and
- * moves are ranked by gain per expert moved.
+ * A move's gain is how far it lowers the most loaded of the ranks it
+ * touches below the most loaded rank's load, which lets the search walk
+ * through ranks tied at the top (the layer's largest load drops only when
+ * the last of them comes down).  With a cost function (migration) moves
+ * are ranked by gain per expert moved.
  */
 #include <math.h>
 #include <string.h>
@@ -39,6 +39,7 @@ void mr_eplb_layer_carve(mr_eplb_layer *L, mr_eplb_arena *a, const mr_eplb_shape
     MR_EPLB_TAKE(a, L->donors, s->experts);
     MR_EPLB_TAKE(a, L->takers, s->experts + s->per_rank + 1);
     MR_EPLB_TAKE(a, L->key, s->experts);
+    MR_EPLB_TAKE(a, L->top_w, s->per_rank);
     MR_EPLB_TAKE(a, L->stamp, s->n_ranks);
     mr_eplb_bins_carve(&L->bins, a, s->n_ranks, s->per_rank, s->experts);
     if (a->base)
@@ -63,8 +64,15 @@ static void index_slots(mr_eplb_layer *L)
         L->slots[fill[item[i]]++] = i;
 }
 
+/* Whether rank a comes before rank b in by_load: more loaded, or equally
+ * loaded and lower. */
+static bool ranks_before(const double *load, int32_t a, int32_t b)
+{
+    return load[a] > load[b] || (load[a] == load[b] && a < b);
+}
+
 /* Re-sort the ranks by load after a move: insertion, as a move changes
- * few ranks' loads, and equal loads keep the lower rank first. */
+ * few ranks' loads. */
 static void sort_ranks(mr_eplb_layer *L)
 {
     const double *load = L->bins.load;
@@ -72,12 +80,31 @@ static void sort_ranks(mr_eplb_layer *L)
     for (int i = 1; i < L->s->n_ranks; i++) {
         int32_t r = order[i];
         int j = i;
-        while (j > 0 && (load[order[j - 1]] < load[r] ||
-                         (load[order[j - 1]] == load[r] && order[j - 1] > r))) {
+        while (j > 0 && ranks_before(load, r, order[j - 1])) {
             order[j] = order[j - 1];
             j--;
         }
         order[j] = r;
+    }
+}
+
+/* After a swap only its two ranks' loads change: take both out and put
+ * each back in its place, which gives the order sort_ranks would (the
+ * order is total) with a pass of the rank ids alone. */
+static void resort_pair(mr_eplb_layer *L, int32_t a, int32_t b)
+{
+    const double *load = L->bins.load;
+    int32_t *order = L->by_load;
+    int n = L->s->n_ranks, kept = 0;
+    for (int i = 0; i < n; i++)
+        if (order[i] != a && order[i] != b)
+            order[kept++] = order[i];
+    const int32_t put[2] = {a, b};
+    for (int p = 0; p < 2; p++) {
+        int i = kept++;
+        for (; i > 0 && ranks_before(load, put[p], order[i - 1]); i--)
+            order[i] = order[i - 1];
+        order[i] = put[p];
     }
 }
 
@@ -115,14 +142,7 @@ static void next_stamp(mr_eplb_layer *L)
 static double gain_of(const mr_eplb_layer *L, double touched)
 {
     double top = mr_eplb_layer_max(L);
-    if (!L->cost)
-        return L->stamp[L->by_load[0]] == L->gen ? top - touched : 0;
-    for (int i = 0; i < L->s->n_ranks; i++)
-        if (L->stamp[L->by_load[i]] != L->gen) {
-            double rest = L->bins.load[L->by_load[i]];
-            return top - (rest > touched ? rest : touched);
-        }
-    return top - touched;
+    return L->stamp[L->by_load[0]] == L->gen ? top - touched : 0;
 }
 
 /* The least gain, relative to the most loaded rank, a move must bring: in
@@ -148,34 +168,38 @@ static void best_swap(mr_eplb_layer *L, int budget, mr_eplb_move *best)
 {
     const mr_eplb_shape *s = L->s;
     const mr_eplb_bins *b = &L->bins;
+    const double *w = L->w;
+    double *top_w = L->top_w;
     int k = s->per_rank, m = L->by_load[0];
     double top = b->load[m], least_cost = L->cost ? FREE_MOVE_COST : 1;
+    for (int a = 0; a < k; a++)
+        top_w[a] = w[b->item[m * k + a]];
+    /* A swap must gain more than this: the best rate at the least cost (a
+     * power of two, so the product is exact). */
+    double bar = best->rate * least_cost;
     /* Lightest ranks first: a swap with rank r gains at most half the gap,
      * so once that cannot beat the best, no heavier rank can. */
     for (int i = s->n_ranks - 1; i > 0; i--) {
         int r = L->by_load[i];
         double gap = top - b->load[r], light = b->load[r];
-        if (gap / 2 / least_cost <= best->rate)
+        if (gap / 2 <= bar)
             break;
-        /* With a cost, a gain is the layer's: the rest stay as they are. */
-        double rest = 0;
-        if (L->cost && s->n_ranks > 2)
-            rest = b->load[L->by_load[L->by_load[1] == r ? 2 : 1]];
-        for (int sa = m * k; sa < (m + 1) * k; sa++) {
-            int32_t x = b->item[sa];
-            if (holds(L, r, x))
+        const int32_t *theirs = b->item + (size_t)r * k;
+        for (int a = 0; a < k; a++) {
+            if (holds(L, r, b->item[m * k + a]))
                 continue;
-            for (int sb = r * k; sb < (r + 1) * k; sb++) {
-                double d = L->w[x] - L->w[b->item[sb]];
-                if (d <= 0 || d >= gap)
-                    continue;
-                double after = top - d > light + d ? top - d : light + d;
-                double gain = top - (after > rest ? after : rest);
-                if (gain / least_cost <= best->rate || holds(L, m, b->item[sb]))
+            for (int j = 0; j < k; j++) {
+                /* No test of d's sign or size: a swap that moves load the
+                 * wrong way, or too much, gains nothing and fails the test
+                 * on the gain, and this loop runs with no branch to guess. */
+                double d = top_w[a] - w[theirs[j]];
+                double gain = top - (top - d > light + d ? top - d : light + d);
+                if (gain <= bar || holds(L, m, theirs[j]))
                     continue;
                 mr_eplb_move mv = {
-                    .kind = MR_EPLB_MOVE_SWAP, .slot = sa, .other = sb, .gain = gain};
+                    .kind = MR_EPLB_MOVE_SWAP, .slot = m * k + a, .other = r * k + j, .gain = gain};
                 consider(L, mv, budget, best);
+                bar = best->rate * least_cost;
             }
         }
     }
@@ -302,9 +326,11 @@ void mr_eplb_layer_apply(mr_eplb_layer *L, const mr_eplb_move *mv)
         mr_eplb_bins_swap(&L->bins, mv->slot, mv->other);
         move_slot(L, x, mv->slot, mv->other);
         move_slot(L, y, mv->other, mv->slot);
-    } else
+        resort_pair(L, mv->slot / L->s->per_rank, mv->other / L->s->per_rank);
+    } else {
         give_slot(L, mv->slot, mv->other);
-    sort_ranks(L);
+        sort_ranks(L);
+    }
 }
 
 int mr_eplb_layer_improve(mr_eplb_layer *L, int max_moves, double floor)

@@ -1,9 +1,10 @@
 /* EPLB solvers: valid and deterministic placements for every policy on
- * random and adversarial loads, the bound never beaten, DeepSeek's README
- * example reproduced, global near the bound, migration within its move
- * budget. */
+ * random and adversarial loads, the bound never beaten (by any placement
+ * of small layers, enumerated), DeepSeek's README example reproduced,
+ * global near the bound, migration within its move budget. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -233,6 +234,72 @@ Test(eplb_solve, global_is_within_two_percent_of_a_reachable_bound)
         cr_assert_gt(r.after.balancedness, r.before.balancedness);
         mr_eplb_placement_free(&p);
     }
+}
+
+/* The best balancedness of one layer over every placement (every phy2log
+ * that gives each expert a slot), by enumeration: small shapes only. */
+static double best_by_enumeration(const double *load, int experts, int physical, int ranks)
+{
+    int32_t phy2log[16], cnt[16];
+    double rank_load[16], total = 0, best_max = HUGE_VAL;
+    for (int e = 0; e < experts; e++)
+        total += load[e];
+    memset(phy2log, 0, sizeof phy2log);
+    for (;;) {
+        memset(cnt, 0, sizeof cnt);
+        for (int i = 0; i < physical; i++)
+            cnt[phy2log[i]]++;
+        bool every = true;
+        for (int e = 0; e < experts; e++)
+            every = every && cnt[e] > 0;
+        if (every) {
+            double max = 0;
+            for (int r = 0; r < ranks; r++) {
+                rank_load[r] = 0;
+                for (int i = r * (physical / ranks); i < (r + 1) * (physical / ranks); i++)
+                    rank_load[r] += load[phy2log[i]] / cnt[phy2log[i]];
+                max = rank_load[r] > max ? rank_load[r] : max;
+            }
+            best_max = max < best_max ? max : best_max;
+        }
+        int i = 0;
+        while (i < physical && ++phy2log[i] == experts)
+            phy2log[i++] = 0;
+        if (i == physical)
+            break;
+    }
+    return best_max > 0 ? total / ranks / best_max : 1.0;
+}
+
+/* The bound is a bound: no placement at all beats it, checked against
+ * every placement of small random layers (uniform, skewed, with zeros). */
+Test(eplb_solve, no_placement_beats_the_bound)
+{
+    rng = 23;
+    static const struct {
+        int experts, physical, ranks;
+    } small[] = {{4, 6, 2}, {4, 6, 3}, {3, 6, 3}, {5, 6, 3}, {4, 8, 4}, {6, 6, 2}, {5, 8, 2}};
+    int rounds = 12 * scale();
+    for (int round = 0; round < rounds; round++)
+        for (size_t i = 0; i < sizeof small / sizeof small[0]; i++) {
+            int E = small[i].experts, P = small[i].physical, R = small[i].ranks;
+            double load[8];
+            if (round % 3 == 0)
+                zipf(load, 1, E, 0.5 + 2 * uniform(), 1e4);
+            else
+                for (int e = 0; e < E; e++)
+                    load[e] = uniform() < 0.2 ? 0 : floor(uniform() * 1000);
+            mr_eplb_placement p;
+            mr_eplb_score score;
+            cr_assert_eq(mr_eplb_placement_round_robin(&p, 1, E, P, R, err, sizeof err),
+                         MR_EPLB_OK, "%s", err);
+            cr_assert_eq(mr_eplb_evaluate(&p, load, &score, err, sizeof err), MR_EPLB_OK);
+            double best = best_by_enumeration(load, E, P, R);
+            cr_assert_leq(best, score.bound * (1 + 1e-9),
+                          "%d experts, %d slots, %d ranks: %.9f reachable, bound %.9f", E, P,
+                          R, best, score.bound);
+            mr_eplb_placement_free(&p);
+        }
 }
 
 /* A fifth of each layer's experts trade load with one up to 4 places away
