@@ -158,6 +158,8 @@ static void print_keys(void)
             printf("default %s", keys[i].default_value ? keys[i].default_value : "(none)");
         if (keys[i].choices)
             printf("; one of %s", keys[i].choices);
+        if (keys[i].flags & MR_KEY_RESUME)
+            printf("; may change on resume");
         printf("\n      %s\n", keys[i].help);
     }
 }
