@@ -167,28 +167,6 @@ static int parse_options(const char *command, const mr_runner_args *args, run_op
     return -1;
 }
 
-int mr_runner_run(int argc, char **argv)
-{
-    mr_runner_args args;
-    run_options opt;
-    int rc = mr_runner_parse_args(argc, argv, MR_OPT_SET | MR_OPT_FORCE_NEW | MR_OPT_MAX_RESTARTS,
-                                  "JOB.ini", &args);
-    if (rc < 0)
-        rc = parse_options("run", &args, &opt);
-    if (rc >= 0) {
-        mr_runner_free_args(&args);
-        return rc;
-    }
-    mr_job job;
-    rc = mr_runner_load_job(&args, &job);
-    if (rc == MR_EXIT_OK) {
-        rc = start(&job, &opt, "run", &args, argc, argv);
-        mr_job_free(&job);
-    }
-    mr_runner_free_args(&args);
-    return rc;
-}
-
 /* RUN_DIR/job.ini, with run_dir pointing at where the folder is now (it
  * may have moved, or come from a bundle). */
 static int load_run_job(mr_runner_args *args, mr_job *job)
@@ -219,23 +197,42 @@ static int load_run_job(mr_runner_args *args, mr_job *job)
     return rc;
 }
 
-int mr_runner_resume(int argc, char **argv)
+static int load_job_file(mr_runner_args *args, mr_job *job)
 {
+    return mr_runner_load_job(args, job);
+}
+
+/* run and resume: parse, load the job, start. */
+static int run_command(int argc, char **argv, unsigned allowed, const char *operand,
+                       int (*load)(mr_runner_args *, mr_job *))
+{
+    const char *command = argv[0];
     mr_runner_args args;
     run_options opt;
-    int rc = mr_runner_parse_args(argc, argv, MR_OPT_SET | MR_OPT_MAX_RESTARTS, "RUN_DIR", &args);
+    int rc = mr_runner_parse_args(argc, argv, allowed, operand, &args);
     if (rc < 0)
-        rc = parse_options("resume", &args, &opt);
+        rc = parse_options(command, &args, &opt);
     if (rc >= 0) {
         mr_runner_free_args(&args);
         return rc;
     }
     mr_job job;
-    rc = load_run_job(&args, &job);
+    rc = load(&args, &job);
     if (rc == MR_EXIT_OK) {
-        rc = start(&job, &opt, "resume", &args, argc, argv);
+        rc = start(&job, &opt, command, &args, argc, argv);
         mr_job_free(&job);
     }
     mr_runner_free_args(&args);
     return rc;
+}
+
+int mr_runner_run(int argc, char **argv)
+{
+    return run_command(argc, argv, MR_OPT_SET | MR_OPT_FORCE_NEW | MR_OPT_MAX_RESTARTS,
+                       "JOB.ini", load_job_file);
+}
+
+int mr_runner_resume(int argc, char **argv)
+{
+    return run_command(argc, argv, MR_OPT_SET | MR_OPT_MAX_RESTARTS, "RUN_DIR", load_run_job);
 }
