@@ -213,6 +213,9 @@ int mr_runner_parts_join(const char *run_dir, const mr_checkpoint_state *state)
     char *joined = mr_runner_path(run_dir, JOINED_DIR);
     if (rc == MR_EXIT_OK && (!parts || !joined))
         rc = MR_EXIT_FAILED;
+    /* A leftover from a removal a kill cut short goes first. */
+    if (rc == MR_EXIT_OK)
+        rc = mr_runner_remove_tree(joined);
     if (rc == MR_EXIT_OK && access(parts, F_OK) == 0)
         rc = rename_or_say(parts, joined);
     if (rc == MR_EXIT_OK)
