@@ -183,7 +183,8 @@ Test(resume, sigkill_at_random_moments_then_resume_gives_the_same_bytes)
     unsigned seed = given ? (unsigned)strtoul(given, NULL, 10)
                           : (unsigned)time(NULL) ^ (unsigned)getpid() << 8;
     unsigned rng = seed;
-    /* check-long's scale of 50 would take hours here: 10 gives its 200. */
+    /* check-long's scale of 50 would be 1000 kills, some 20 minutes; 10 gives the
+     * 200 it asks for. */
     int factor = scale && atoi(scale) > 0 ? atoi(scale) : 1;
     int target = 20 * (factor < 10 ? factor : 10);
     fprintf(stderr, "resume fault test: seed %u (MR_FAULT_SEED=%u replays it), %d kills\n",
