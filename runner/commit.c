@@ -200,7 +200,8 @@ static int gather_progress(mr_runner_commit *c)
     }
     /* This rank's entries go after the gathered ones: [size * most | most]. */
     commit_shard *own = c->shards + (size_t)c->size * most;
-    memset(own, 0, most * sizeof *own);
+    if (most > 0)
+        memset(own, 0, most * sizeof *own);
     for (size_t i = 0; i < c->n_changed; i++) {
         const mr_checkpoint_shard *s = &c->state->shards[c->changed_list[i]];
         own[i] = (commit_shard){s->next_line, s->results_offset, s->errors_offset, s->index,
