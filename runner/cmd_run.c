@@ -131,9 +131,10 @@ static int supervise(const mr_job *job, const run_options *opt, const char *comm
     free(argv);
     int sig = mr_runner_stop_signal();
     if (sig && rc == MR_EXIT_STOPPED)
-        printf("job %s: stopped by %s: durable %.2f s after the signal; `moerun resume %s` goes "
-               "on\n",
+        printf("job %s: stopped by %s: the ranks ended %.2f s after it%s; `moerun resume %s` "
+               "goes on\n",
                job->job_name, mr_runner_signal_name(sig), mr_runner_stop_seconds(),
+               mr_runner_stop_count() > 1 ? ", at once after a second signal" : "",
                job->job_run_dir);
     return rc;
 }

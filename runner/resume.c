@@ -61,18 +61,35 @@ static int make_fingerprint(const mr_job *job, mr_checkpoint_fingerprint *fp)
     return rc;
 }
 
-/* --force-new: everything an earlier run wrote into the run folder. */
+#define REMOVED_DIR MR_CHECKPOINT_DIR ".removed"
+
+static int remove_in(const char *run_dir, const char *name)
+{
+    char *path = mr_runner_path(run_dir, name);
+    int rc = path ? mr_runner_remove_tree(path) : MR_EXIT_FAILED;
+    free(path);
+    return rc;
+}
+
+/* --force-new: everything an earlier run wrote into the run folder.  The
+ * checkpoints go first, in one rename, so that a kill half way leaves the
+ * old run whole or a folder that starts afresh, never old progress without
+ * the parts it counts. */
 static int remove_run_state(const char *run_dir)
 {
-    static const char *const names[] = {MR_CHECKPOINT_DIR, MR_RUN_PARTS, MR_RUN_PARTS ".joined",
-                                        MR_RUN_RESULTS,    MR_RUN_ERRORS, MR_RUN_EPLB_LOG,
-                                        MR_RUN_EXPERT_LOAD, MR_RUN_PLAN,  MR_RUN_JOB};
-    int rc = MR_EXIT_OK;
-    for (size_t i = 0; rc == MR_EXIT_OK && i < sizeof names / sizeof names[0]; i++) {
-        char *path = mr_runner_path(run_dir, names[i]);
-        rc = path ? mr_runner_remove_tree(path) : MR_EXIT_FAILED;
-        free(path);
+    static const char *const names[] = {REMOVED_DIR,   MR_RUN_PARTS,    MR_RUN_PARTS ".joined",
+                                        MR_RUN_RESULTS, MR_RUN_ERRORS,  MR_RUN_EPLB_LOG,
+                                        MR_RUN_EXPERT_LOAD, MR_RUN_PLAN, MR_RUN_JOB};
+    char *ckpt = mr_runner_checkpoint_dir(run_dir), *removed = mr_runner_path(run_dir, REMOVED_DIR);
+    int rc = ckpt && removed ? remove_in(run_dir, REMOVED_DIR) : MR_EXIT_FAILED;
+    if (rc == MR_EXIT_OK && rename(ckpt, removed) != 0 && errno != ENOENT) {
+        fprintf(stderr, "moerun run: renaming %s: %s\n", ckpt, strerror(errno));
+        rc = MR_EXIT_FAILED;
     }
+    for (size_t i = 0; rc == MR_EXIT_OK && i < sizeof names / sizeof names[0]; i++)
+        rc = remove_in(run_dir, names[i]);
+    free(ckpt);
+    free(removed);
     return rc;
 }
 
@@ -195,7 +212,10 @@ static int plan_job(const mr_job *job, mr_plan *plan)
 static int fresh_state(const mr_job *job, mr_plan *plan, mr_checkpoint_state *state)
 {
     char err[512];
-    int rc = plan_job(job, plan);
+    /* What a --force-new that was cut short left. */
+    int rc = remove_in(job->job_run_dir, REMOVED_DIR);
+    if (rc == MR_EXIT_OK)
+        rc = plan_job(job, plan);
     if (rc == MR_EXIT_OK && mr_checkpoint_state_init(state, plan->n_shards, err, sizeof err) !=
                                 MR_CHECKPOINT_OK) {
         fprintf(stderr, "moerun run: %s\n", err);
@@ -251,11 +271,17 @@ static int resumed_state(const mr_job *job, mr_plan *plan, mr_checkpoint_state *
     }
     if (rc != MR_EXIT_OK)
         return rc;
-    char *results = mr_runner_path(job->job_run_dir, MR_RUN_RESULTS);
-    *finished = all_done(state) && !mr_runner_parts_exist(job->job_run_dir) && results &&
-                access(results, F_OK) == 0;
-    free(results);
     uint64_t done = 0, lines = state->counters.requests_ok + state->counters.requests_failed;
+    /* The parts are removed only once both joined files are in place, and
+     * joined only once every shard is done: no parts but the joined files
+     * and some progress is a finished run, even when a damaged newest
+     * generation left an older one to load. */
+    char *results = mr_runner_path(job->job_run_dir, MR_RUN_RESULTS);
+    char *errors = mr_runner_path(job->job_run_dir, MR_RUN_ERRORS);
+    *finished = (all_done(state) || lines > 0) && !mr_runner_parts_exist(job->job_run_dir) &&
+                results && errors && access(results, F_OK) == 0 && access(errors, F_OK) == 0;
+    free(results);
+    free(errors);
     for (size_t i = 0; i < state->n_shards; i++)
         done += state->shards[i].done;
     if (*finished) {

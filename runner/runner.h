@@ -129,6 +129,8 @@ void mr_runner_signals_durable(void);
 /* The first stop signal, or 0; and seconds since it came. */
 int mr_runner_stop_signal(void);
 double mr_runner_stop_seconds(void);
+/* How many stop signals came (a second one stops at once). */
+int mr_runner_stop_count(void);
 const char *mr_runner_signal_name(int sig);
 
 /* Resuming (resume.c).  In the process that waits on the ranks: refuse a

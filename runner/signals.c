@@ -18,6 +18,7 @@
 #include "runner/runner.h"
 
 static volatile sig_atomic_t stop_signal;
+static volatile sig_atomic_t n_stops;     /* how many came */
 static volatile sig_atomic_t supervising; /* in the parent that launched mpirun */
 static volatile sig_atomic_t forward_to;  /* mpirun's pid while it runs, else 0 */
 static volatile sig_atomic_t durable;     /* the stop is checkpointed: nothing to lose */
@@ -32,6 +33,7 @@ static void say(const char *text)
 
 static void on_stop(int sig)
 {
+    n_stops++;
     if (supervising) {
         if (forward_to > 0)
             kill((pid_t)forward_to, SIGUSR1);
@@ -106,6 +108,11 @@ void mr_runner_signals_durable(void)
 int mr_runner_stop_signal(void)
 {
     return stop_signal;
+}
+
+int mr_runner_stop_count(void)
+{
+    return n_stops;
 }
 
 double mr_runner_stop_seconds(void)

