@@ -8,6 +8,21 @@
 #include "tests/common/fixture.h"
 #include "tests/common/job_run.h"
 
+void mr_test_scratch_open(mr_test_scratch *t)
+{
+    *t = (mr_test_scratch){.dir = mr_test_tmpdir()};
+    mr_test_make_model(t->dir);
+}
+
+void mr_test_scratch_close(mr_test_scratch *t)
+{
+    mr_test_rmtree(t->dir);
+    free(t->dir);
+    free(t->out);
+    free(t->err);
+    *t = (mr_test_scratch){0};
+}
+
 void mr_test_write_requests(const char *dir, int n)
 {
     char path[4096];

@@ -5,6 +5,14 @@
 #ifndef MR_TEST_JOB_RUN_H
 #define MR_TEST_JOB_RUN_H
 
+/* A test's scratch folder, with the tiny model linked in as dir/model, and
+ * the output of the last moerun it ran: for a suite's .init and .fini. */
+typedef struct {
+    char *dir, *out, *err;
+} mr_test_scratch;
+void mr_test_scratch_open(mr_test_scratch *t);
+void mr_test_scratch_close(mr_test_scratch *t);
+
 /* dir/requests.jsonl: the first `n` bundled requests, a line that is not
  * JSON in the middle and a repeated custom_id at the end, so errors.jsonl
  * has lines from several shards too. */

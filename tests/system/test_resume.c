@@ -22,21 +22,16 @@
 #include "tests/common/fixture.h"
 #include "tests/common/job_run.h"
 
-static char *dir, *out, *err;
+static mr_test_scratch t;
 
 static void setup(void)
 {
-    dir = mr_test_tmpdir();
-    out = err = NULL;
-    mr_test_make_model(dir);
+    mr_test_scratch_open(&t);
 }
 
 static void teardown(void)
 {
-    mr_test_rmtree(dir);
-    free(dir);
-    free(out);
-    free(err);
+    mr_test_scratch_close(&t);
 }
 
 TestSuite(resume, .init = setup, .fini = teardown, .timeout = 900);
@@ -45,7 +40,7 @@ TestSuite(resume, .init = setup, .fini = teardown, .timeout = 900);
 /* Checkpoints often, so that kills land between them. */
 #define OFTEN "[checkpoint]\ninterval_seconds = 0.2\n"
 
-/* dir/... from a format; the caller frees it. */
+/* A path in the scratch folder, from a format; the caller frees it. */
 static char *in_dir(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static char *in_dir(const char *fmt, ...)
 {
@@ -54,7 +49,7 @@ static char *in_dir(const char *fmt, ...)
     va_start(ap, fmt);
     cr_assert(vasprintf(&rel, fmt, ap) >= 0);
     va_end(ap);
-    cr_assert(asprintf(&path, "%s/%s", dir, rel) >= 0);
+    cr_assert(asprintf(&path, "%s/%s", t.dir, rel) >= 0);
     free(rel);
     return path;
 }
@@ -67,16 +62,16 @@ static int moerun(const char *arg, ...)
     for (int i = 1; a[i - 1] && i < 7; i++)
         a[i] = va_arg(ap, const char *);
     va_end(ap);
-    free(out);
-    free(err);
-    return mr_test_moerun(dir, &out, &err, a[0], a[1], a[2], a[3], a[4], a[5], a[6], NULL);
+    free(t.out);
+    free(t.err);
+    return mr_test_moerun(t.dir, &t.out, &t.err, a[0], a[1], a[2], a[3], a[4], a[5], a[6], NULL);
 }
 
 /* The uninterrupted run every test compares with: one rank, no mpirun. */
 static void run_reference(int requests)
 {
-    mr_test_write_requests(dir, requests);
-    cr_assert_eq(mr_test_run_job(dir, "ref", RANKS(1), &out, &err), 0, "%s%s", out, err);
+    mr_test_write_requests(t.dir, requests);
+    cr_assert_eq(mr_test_run_job(t.dir, "ref", RANKS(1), &t.out, &t.err), 0, "%s%s", t.out, t.err);
 }
 
 /* Waits up to `limit` seconds; true and its exit code once pid has ended. */
@@ -173,7 +168,7 @@ static void assert_each_id_once(const char *name, int results, int errors)
 /* mr_test_write_requests(n): n requests, a broken line and a repeated id. */
 static void assert_complete(const char *name, int requests)
 {
-    mr_test_assert_same_output(dir, "ref", name);
+    mr_test_assert_same_output(t.dir, "ref", name);
     assert_each_id_once(name, requests, 2);
 }
 
@@ -190,7 +185,7 @@ Test(resume, sigkill_at_random_moments_then_resume_gives_the_same_bytes)
     fprintf(stderr, "resume fault test: seed %u (MR_FAULT_SEED=%u replays it), %d kills\n",
             seed, seed, target);
     run_reference(120);
-    mr_test_write_job(dir, "fault", RANKS(4) OFTEN);
+    mr_test_write_job(t.dir, "fault", RANKS(4) OFTEN);
     int kills = 0, cycles = 0;
     while (kills < target) {
         /* One cycle: the job from scratch, killed a few times, then let
@@ -198,7 +193,7 @@ Test(resume, sigkill_at_random_moments_then_resume_gives_the_same_bytes)
         int last = kills + 3 + rand_r(&rng) % 6;
         last = last < target ? last : target;
         for (bool first = true;; first = false) {
-            pid_t pid = mr_test_spawn_moerun(dir, "fault.log", "run", "fault.ini",
+            pid_t pid = mr_test_spawn_moerun(t.dir, "fault.log", "run", "fault.ini",
                                              first ? "--force-new" : NULL, NULL);
             int code;
             if (ended(pid, kills < last ? uniform(&rng, 0.1, 1.5) : 120, &code)) {
@@ -219,7 +214,7 @@ Test(resume, sigkill_at_random_moments_then_resume_gives_the_same_bytes)
             kills++;
         }
         cycles++;
-        mr_test_assert_same_output(dir, "ref", "fault");
+        mr_test_assert_same_output(t.dir, "ref", "fault");
         assert_each_id_once("fault", 120, 2);
     }
     fprintf(stderr, "resume fault test: seed %u: %d kills in %d runs, all the same bytes\n", seed,
@@ -240,13 +235,15 @@ static void wait_serving(const char *name, pid_t pid)
     free(parts);
 }
 
-/* Runs NAME.ini and stops it with SIGTERM once it serves; returns the
- * seconds from the signal to the end. */
-static double stop_midway(const char *name, const char *log)
+/* Runs the job with `extra` as NAME and stops it with SIGTERM once it
+ * serves; returns the seconds from the signal to the end. */
+static double stop_a_run(const char *name, const char *extra)
 {
-    char ini[256];
+    char ini[256], log[256];
     snprintf(ini, sizeof ini, "%s.ini", name);
-    pid_t pid = mr_test_spawn_moerun(dir, log, "run", ini, NULL);
+    snprintf(log, sizeof log, "%s.log", name);
+    mr_test_write_job(t.dir, name, extra);
+    pid_t pid = mr_test_spawn_moerun(t.dir, log, "run", ini, NULL);
     wait_serving(name, pid);
     usleep(150000);
     double t0 = mr_test_seconds();
@@ -274,8 +271,7 @@ Test(resume, sigterm_stops_within_the_grace_and_loses_no_completed_request)
 {
     run_reference(240);
     /* The default interval: the stop's is the only checkpoint mid-run. */
-    mr_test_write_job(dir, "term", RANKS(4) "[checkpoint]\ngrace_seconds = 5\n");
-    double took = stop_midway("term", "term.log");
+    double took = stop_a_run("term", RANKS(4) "[checkpoint]\ngrace_seconds = 5\n");
     cr_assert_lt(took, 5.0, "the stop took %.2f s, beyond the 5 s grace", took);
     /* Every line written to a part file before the stop is committed. */
     char *ckpt = in_dir("runs/term/checkpoint"), warning[512], msg[1024];
@@ -294,36 +290,34 @@ Test(resume, sigterm_stops_within_the_grace_and_loses_no_completed_request)
     }
     mr_checkpoint_state_free(&st);
     free(ckpt);
-    cr_assert_eq(moerun("resume", "runs/term", NULL), 0, "%s%s", out, err);
-    cr_assert(strstr(out, "resuming from checkpoint"), "%s", out);
+    cr_assert_eq(moerun("resume", "runs/term", NULL), 0, "%s%s", t.out, t.err);
+    cr_assert(strstr(t.out, "resuming from checkpoint"), "%s", t.out);
     assert_complete("term", 240);
 }
 
 Test(resume, a_4_rank_run_resumes_on_2_ranks_and_a_2_rank_run_on_3)
 {
     run_reference(120);
-    mr_test_write_job(dir, "four", RANKS(4));
-    stop_midway("four", "four.log");
+    stop_a_run("four", RANKS(4));
     cr_assert_eq(moerun("resume", "runs/four", "--set", "parallel.ranks=2", NULL), 0, "%s%s",
-                 out, err);
-    cr_assert(strstr(out, "starting 2 ranks"), "%s", out);
-    cr_assert(strstr(out, "eplb: static placement from the checkpoint's load window"), "%s",
-              out);
+                 t.out, t.err);
+    cr_assert(strstr(t.out, "starting 2 ranks"), "%s", t.out);
+    cr_assert(strstr(t.out, "eplb: static placement from the checkpoint's load window"), "%s",
+              t.out);
     assert_complete("four", 120);
 
-    mr_test_write_job(dir, "two", RANKS(2));
-    stop_midway("two", "two.log");
+    stop_a_run("two", RANKS(2));
     cr_assert_eq(moerun("resume", "runs/two", "--set", "parallel.ranks=3", NULL), 0, "%s%s",
-                 out, err);
-    cr_assert(strstr(out, "starting 3 ranks"), "%s", out);
+                 t.out, t.err);
+    cr_assert(strstr(t.out, "starting 3 ranks"), "%s", t.out);
     assert_complete("two", 120);
 }
 
 Test(resume, a_rank_that_dies_is_restarted_from_the_last_checkpoint)
 {
     run_reference(120);
-    mr_test_write_job(dir, "sup", RANKS(4) OFTEN);
-    pid_t pid = mr_test_spawn_moerun(dir, "sup.log", "run", "sup.ini", "--max-restarts", "2",
+    mr_test_write_job(t.dir, "sup", RANKS(4) OFTEN);
+    pid_t pid = mr_test_spawn_moerun(t.dir, "sup.log", "run", "sup.ini", "--max-restarts", "2",
                                      NULL);
     wait_serving("sup", pid);
     usleep(300000);
@@ -344,22 +338,22 @@ Test(resume, a_rank_that_dies_is_restarted_from_the_last_checkpoint)
 
 Test(resume, a_changed_job_is_refused_with_what_changed_and_force_new_starts_over)
 {
-    mr_test_write_requests(dir, 6);
-    cr_assert_eq(mr_test_run_job(dir, "job", RANKS(1), &out, &err), 0, "%s%s", out, err);
+    mr_test_write_requests(t.dir, 6);
+    cr_assert_eq(mr_test_run_job(t.dir, "job", RANKS(1), &t.out, &t.err), 0, "%s%s", t.out, t.err);
     cr_assert_eq(moerun("run", "job.ini", "--set", "generation.max_tokens=13", NULL), 3,
-                 "%s%s", out, err);
-    cr_assert(strstr(err, "holds a checkpoint of another job; what changed:"), "%s", err);
-    cr_assert(strstr(err, "job key [generation] max_tokens changed 12 → 13"), "%s", err);
-    cr_assert(strstr(err, "--force-new"), "%s", err);
+                 "%s%s", t.out, t.err);
+    cr_assert(strstr(t.err, "holds a checkpoint of another job; what changed:"), "%s", t.err);
+    cr_assert(strstr(t.err, "job key [generation] max_tokens changed 12 → 13"), "%s", t.err);
+    cr_assert(strstr(t.err, "--force-new"), "%s", t.err);
     /* Keys that do not change results may. */
-    cr_assert_eq(moerun("run", "job.ini", "--set", "parallel.ranks=2", NULL), 0, "%s%s", out,
-                 err);
-    cr_assert(strstr(out, "already finished"), "%s", out);
+    cr_assert_eq(moerun("run", "job.ini", "--set", "parallel.ranks=2", NULL), 0, "%s%s", t.out,
+                 t.err);
+    cr_assert(strstr(t.out, "already finished"), "%s", t.out);
     cr_assert_eq(moerun("run", "job.ini", "--set", "generation.max_tokens=13", "--force-new",
                         NULL),
-                 0, "%s%s", out, err);
-    cr_assert(strstr(out, "planned into"), "%s", out);
-    cr_assert(strstr(out, "served 6 requests"), "%s", out);
+                 0, "%s%s", t.out, t.err);
+    cr_assert(strstr(t.out, "planned into"), "%s", t.out);
+    cr_assert(strstr(t.out, "served 6 requests"), "%s", t.out);
 }
 
 /* The newest generation in runs/NAME/checkpoint, read whole. */
@@ -389,8 +383,8 @@ static void write_bytes(const char *path, const char *bytes, size_t len)
 
 Test(resume, damaged_and_foreign_checkpoints_are_named_through_the_cli)
 {
-    mr_test_write_requests(dir, 6);
-    cr_assert_eq(mr_test_run_job(dir, "job", RANKS(1), &out, &err), 0, "%s%s", out, err);
+    mr_test_write_requests(t.dir, 6);
+    cr_assert_eq(mr_test_run_job(t.dir, "job", RANKS(1), &t.out, &t.err), 0, "%s%s", t.out, t.err);
     char *results = in_dir("runs/job/results.jsonl"), *before = mr_test_read(results, NULL);
     /* A flipped bit: the older generation is used, with a warning. */
     size_t len;
@@ -399,11 +393,11 @@ Test(resume, damaged_and_foreign_checkpoints_are_named_through_the_cli)
     write_bytes(path, bytes, len);
     free(bytes);
     free(path);
-    cr_assert_eq(moerun("status", "runs/job", NULL), 0, "%s%s", out, err);
-    cr_assert(strstr(out, "damaged: "), "%s", out);
-    cr_assert_eq(moerun("run", "job.ini", NULL), 0, "%s%s", out, err);
-    cr_assert(strstr(err, "is damaged ("), "%s", err);
-    cr_assert(strstr(err, "progress after it will be redone"), "%s", err);
+    cr_assert_eq(moerun("status", "runs/job", NULL), 0, "%s%s", t.out, t.err);
+    cr_assert(strstr(t.out, "damaged: "), "%s", t.out);
+    cr_assert_eq(moerun("run", "job.ini", NULL), 0, "%s%s", t.out, t.err);
+    cr_assert(strstr(t.err, "is damaged ("), "%s", t.err);
+    cr_assert(strstr(t.err, "progress after it will be redone"), "%s", t.err);
     char *after = mr_test_read(results, NULL);
     cr_assert_str_eq(after, before, "the results changed when served again");
     free(after);
@@ -418,9 +412,9 @@ Test(resume, damaged_and_foreign_checkpoints_are_named_through_the_cli)
     write_bytes(path, bytes, len);
     free(bytes);
     free(path);
-    cr_assert_eq(moerun("run", "job.ini", NULL), 3, "%s%s", out, err);
-    cr_assert(strstr(err, "was written in format version 2, but this moerun reads version 1"),
-              "%s", err);
+    cr_assert_eq(moerun("run", "job.ini", NULL), 3, "%s%s", t.out, t.err);
+    cr_assert(strstr(t.err, "was written in format version 2, but this moerun reads version 1"),
+              "%s", t.err);
     /* Every generation truncated: nothing to resume from, each named. */
     char *ckpt = in_dir("runs/job/checkpoint"), msg[256];
     mr_checkpoint_info *list;
@@ -433,35 +427,34 @@ Test(resume, damaged_and_foreign_checkpoints_are_named_through_the_cli)
     }
     free(list);
     free(ckpt);
-    cr_assert_eq(moerun("resume", "runs/job", NULL), 3, "%s%s", out, err);
-    cr_assert(strstr(err, "no usable checkpoint in"), "%s", err);
-    cr_assert(strstr(err, "truncated to 10 bytes"), "%s", err);
-    cr_assert_eq(moerun("run", "job.ini", "--force-new", NULL), 0, "%s%s", out, err);
+    cr_assert_eq(moerun("resume", "runs/job", NULL), 3, "%s%s", t.out, t.err);
+    cr_assert(strstr(t.err, "no usable checkpoint in"), "%s", t.err);
+    cr_assert(strstr(t.err, "truncated to 10 bytes"), "%s", t.err);
+    cr_assert_eq(moerun("run", "job.ini", "--force-new", NULL), 0, "%s%s", t.out, t.err);
 }
 
 Test(resume, a_stopped_run_moves_through_a_bundle_and_a_malicious_bundle_is_refused)
 {
     run_reference(120);
-    mr_test_write_job(dir, "move", RANKS(2));
-    stop_midway("move", "move.log");
+    stop_a_run("move", RANKS(2));
     cr_assert_eq(moerun("checkpoint", "export", "runs/move", "move.tar.zst", NULL), 0, "%s%s",
-                 out, err);
+                 t.out, t.err);
     cr_assert_eq(moerun("checkpoint", "import", "move.tar.zst", "runs/moved", NULL), 0, "%s%s",
-                 out, err);
-    cr_assert_eq(moerun("resume", "runs/moved", NULL), 0, "%s%s", out, err);
-    cr_assert(strstr(out, "resuming from checkpoint"), "%s", out);
+                 t.out, t.err);
+    cr_assert_eq(moerun("resume", "runs/moved", NULL), 0, "%s%s", t.out, t.err);
+    cr_assert(strstr(t.out, "resuming from checkpoint"), "%s", t.out);
     assert_complete("moved", 120);
 
     /* A bundle whose `parts` is a link out of the run folder. */
-    mr_test_writef(dir, "evil/plan.json", "{}");
+    mr_test_writef(t.dir, "evil/plan.json", "{}");
     char *evil = in_dir("evil"), *link = in_dir("evil/parts"), *command = NULL;
     cr_assert_eq(symlink("/etc", link), 0);
-    cr_assert(asprintf(&command, "tar --zstd -cf %s/evil.tar.zst -C %s plan.json parts", dir,
+    cr_assert(asprintf(&command, "tar --zstd -cf %s/evil.tar.zst -C %s plan.json parts", t.dir,
                        evil) > 0);
     cr_assert_eq(system(command), 0, "%s", command);
     cr_assert_eq(moerun("checkpoint", "import", "evil.tar.zst", "runs/evil", NULL), 3, "%s%s",
-                 out, err);
-    cr_assert(strstr(err, "entry 'parts' is a symbolic link (to '/etc')"), "%s", err);
+                 t.out, t.err);
+    cr_assert(strstr(t.err, "entry 'parts' is a symbolic link (to '/etc')"), "%s", t.err);
     char *target = in_dir("runs/evil");
     cr_assert_neq(access(target, F_OK), 0, "a refused bundle left %s", target);
     free(target);
