@@ -146,9 +146,11 @@ $(SMALL_MODEL): | $(MOERUN)
 
 # Benchmarks take the small model's folder as their first argument.
 bench: deps
-	@$(MAKE) --no-print-directory $(BENCH_BIN) $(SMALL_MODEL)
+	@$(MAKE) --no-print-directory $(BENCH_BIN) $(MOERUN) $(SMALL_MODEL)
 	@for b in $(filter-out $(BENCH_MPI),$(BENCH_BIN)); do echo "== $$b"; $$b $(abspath $(dir $(SMALL_MODEL))) || exit 1; done
 	@for n in 2 4; do echo "== $(BENCH_MPI) on $$n ranks"; $(MPIRUN) -np $$n $(BENCH_MPI) || exit 1; done
+	@echo "== tests/bench/bench_resume.sh"
+	@MOERUN=$(abspath $(MOERUN)) bash tests/bench/bench_resume.sh $(abspath $(dir $(SMALL_MODEL)))
 
 asan: deps
 	@LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \

@@ -564,14 +564,19 @@ static void convert(loader *L, mr_job *job, int k, const char *text, const char 
     }
 }
 
+/* The job file's folder, absolute, so that the paths the job resolves
+ * against it mean the same files from any working folder: `moerun resume`
+ * reads them back from RUN_DIR/job.ini. */
 static char *dir_of(const char *path)
 {
     const char *slash = strrchr(path, '/');
-    if (!slash)
-        return strdup(".");
-    if (slash == path)
-        return strdup("/");
-    return strndup(path, (size_t)(slash - path));
+    char *dir = !slash ? strdup(".") : slash == path ? strdup("/")
+                                                     : strndup(path, (size_t)(slash - path));
+    char *absolute = dir ? realpath(dir, NULL) : NULL;
+    if (!absolute)
+        return dir;
+    free(dir);
+    return absolute;
 }
 
 /* The default name is the job file's name without folder and extension. */
@@ -757,11 +762,14 @@ static int append_text(mr_buf *out, const char *a, const char *b, const char *c)
     return rc;
 }
 
-int mr_job_format(const mr_job *job, mr_buf *out)
+/* Every key but those with a flag in `skip`; a section left empty is left out. */
+static int format_keys(const mr_job *job, int skip, mr_buf *out)
 {
     const char *section = "";
     for (size_t k = 0; k < N_KEYS; k++) {
         const mr_job_key_info *info = &key_info[k];
+        if (info->flags & skip)
+            continue;
         int rc = MR_JOBS_OK;
         if (strcmp(section, info->section) != 0) {
             rc = append_text(out, *section ? "\n[" : "[", info->section, "]\n");
@@ -777,4 +785,14 @@ int mr_job_format(const mr_job *job, mr_buf *out)
             return rc;
     }
     return MR_JOBS_OK;
+}
+
+int mr_job_format(const mr_job *job, mr_buf *out)
+{
+    return format_keys(job, 0, out);
+}
+
+int mr_job_format_fingerprint(const mr_job *job, mr_buf *out)
+{
+    return format_keys(job, MR_KEY_RESUME, out);
 }

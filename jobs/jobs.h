@@ -45,26 +45,27 @@ void mr_buf_free(mr_buf *b);
  *            ENUM (one of `choices`, stored as its index), STRINGS (a JSON
  *            string or array of strings)
  *   default  text parsed exactly as a value in the file would be; NULL = none
- *   flags    MR_KEY_REQUIRED or 0
+ *   flags    MR_KEY_REQUIRED, MR_KEY_RESUME or 0
  *   min,max  inclusive range for INT and FLOAT
  */
 #define MR_JOB_KEYS(X)                                                                     \
     X(job, name, STR, NULL, 0, 0, 0, NULL,                                                 \
       "job name, used in result ids and the report; default: the job file's name")         \
-    X(job, run_dir, PATH, NULL, 0, 0, 0, NULL,                                             \
+    X(job, run_dir, PATH, NULL, MR_KEY_RESUME, 0, 0, NULL,                                 \
       "folder for results, errors, plan and checkpoints; default: runs/<name>")            \
     X(model, path, PATH, NULL, MR_KEY_REQUIRED, 0, 0, NULL,                                \
       "model folder in the Hugging Face layout (config.json, *.safetensors)")              \
     X(engine, backend, ENUM, "cpu", 0, 0, 0, "cpu,ref",                                    \
-      "compute backend: cpu (AVX-512, threads) or ref (plain loops, for checking)")       \
-    X(engine, threads, INT, "0", 0, 0, 4096, NULL, "compute threads per rank; 0 = all cores") \
-    X(engine, max_batch_tokens, INT, "512", 0, 1, 1 << 20, NULL,                          \
+      "compute backend: cpu (AVX-512, threads) or ref (plain loops, for checking)")        \
+    X(engine, threads, INT, "0", MR_KEY_RESUME, 0, 4096, NULL,                             \
+      "compute threads per rank; 0 = all cores")                                           \
+    X(engine, max_batch_tokens, INT, "512", 0, 1, 1 << 20, NULL,                           \
       "tokens (prompt chunks + decodes) in one forward step")                              \
     X(engine, max_sequences, INT, "64", 0, 1, 1 << 16, NULL,                               \
       "sequences decoding at once; at most max_batch_tokens")                              \
-    X(engine, kv_block_size, INT, "16", 0, 1, 4096, NULL, "tokens per KV cache block")    \
+    X(engine, kv_block_size, INT, "16", 0, 1, 4096, NULL, "tokens per KV cache block")     \
     X(engine, kv_blocks, INT, "4096", 0, 1, 1 << 24, NULL,                                 \
-      "KV cache blocks per rank; a sequence reserves its blocks when admitted")           \
+      "KV cache blocks per rank; a sequence reserves its blocks when admitted")            \
     X(input, files, PATHS, NULL, MR_KEY_REQUIRED, 0, 0, NULL,                              \
       "request files: paths or globs, .jsonl plain or .gz/.zst/.xz compressed")            \
     X(input, format, ENUM, "openai-batch", 0, 0, 0, "openai-batch,prompt",                 \
@@ -85,41 +86,53 @@ void mr_buf_free(mr_buf *b);
       "job seed; each request's sampler is seeded from it and the request's custom_id")    \
     X(generation, stop, STRINGS, "[]", 0, 0, 0, NULL,                                      \
       "default stop strings: a JSON string or array of strings")                           \
-    X(parallel, ranks, INT, "1", 0, 1, 1 << 16, NULL, "number of ranks (one per GPU)")     \
-    X(parallel, ranks_per_node, INT, "0", 0, 0, 1 << 10, NULL,                             \
+    X(parallel, ranks, INT, "1", MR_KEY_RESUME, 1, 1 << 16, NULL,                          \
+      "number of ranks (one per GPU)")                                                     \
+    X(parallel, ranks_per_node, INT, "0", MR_KEY_RESUME, 0, 1 << 10, NULL,                 \
       "ranks on one host; 0 = all ranks of a local run, or as MPI places them")            \
-    X(parallel, launcher, ENUM, "local", 0, 0, 0, "local,mpi",                             \
+    X(parallel, launcher, ENUM, "local", MR_KEY_RESUME, 0, 0, "local,mpi",                 \
       "local: moerun starts the ranks; mpi: started by mpirun or srun")                    \
-    X(parallel, dispatch, ENUM, "high-throughput", 0, 0, 0, "high-throughput,low-latency",  \
+    X(parallel, dispatch, ENUM, "high-throughput", MR_KEY_RESUME, 0, 0,                    \
+      "high-throughput,low-latency",                                                       \
       "token exchange: counts first, then exact payloads; or one exchange of fixed size")  \
-    X(parallel, ll_capacity, INT, "128", 0, 1, 1 << 20, NULL,                              \
+    X(parallel, ll_capacity, INT, "128", MR_KEY_RESUME, 1, 1 << 20, NULL,                  \
       "low-latency: tokens one rank sends each expert slot of another in the one exchange;"\
       " more go in a second")                                                              \
-    X(parallel, transport, ENUM, "auto", 0, 0, 0, "auto,mpi",                              \
+    X(parallel, transport, ENUM, "auto", MR_KEY_RESUME, 0, 0, "auto,mpi",                  \
       "auto: shared memory between ranks on one host, MPI between hosts; mpi: MPI for all")\
-    X(eplb, mode, ENUM, "static+online", 0, 0, 0, "off,static,online,static+online",       \
+    X(eplb, mode, ENUM, "static+online", MR_KEY_RESUME, 0, 0,                              \
+      "off,static,online,static+online",                                                   \
       "expert-parallel load balancing")                                                    \
-    X(eplb, step_interval, INT, "100", 0, 1, 1 << 30, NULL,                                \
+    X(eplb, step_interval, INT, "100", MR_KEY_RESUME, 1, 1 << 30, NULL,                    \
       "steps between online rebalances")                                                   \
-    X(eplb, window_steps, INT, "200", 0, 1, 1 << 20, NULL,                                 \
+    X(eplb, window_steps, INT, "200", MR_KEY_RESUME, 1, 1 << 20, NULL,                     \
       "steps of expert load the online solver looks back on")                              \
-    X(eplb, min_batch_tokens, INT, "64", 0, 0, 1 << 30, NULL,                              \
+    X(eplb, min_batch_tokens, INT, "64", MR_KEY_RESUME, 0, 1 << 30, NULL,                  \
       "rebalance only when recent steps carried this many tokens per rank")                \
-    X(eplb, redundant_experts, INT, "0", 0, 0, 1 << 16, NULL,                              \
+    X(eplb, redundant_experts, INT, "0", MR_KEY_RESUME, 0, 1 << 16, NULL,                  \
       "extra physical expert slots for replicas of hot experts")                           \
-    X(eplb, strategy, ENUM, "auto", 0, 0, 0, "auto,global,hierarchical,deepseek",          \
+    X(eplb, strategy, ENUM, "auto", MR_KEY_RESUME, 0, 0,                                   \
+      "auto,global,hierarchical,deepseek",                                                 \
       "placement solver (docs/eplb.md)")                                                   \
-    X(eplb, max_moves_percent, FLOAT, "10", 0, 0, 100, NULL,                               \
+    X(eplb, max_moves_percent, FLOAT, "10", MR_KEY_RESUME, 0, 100, NULL,                   \
       "online: at most this share of all expert slots takes a new expert per rebalance")   \
-    X(eplb, calibration, PATH, NULL, 0, 0, 0, NULL,                                        \
+    X(eplb, calibration, PATH, NULL, MR_KEY_RESUME, 0, 0, NULL,                            \
       "expert load trace for the static placement (docs/eplb.md); none = contiguous")      \
-    X(checkpoint, interval_seconds, FLOAT, "60", 0, 1, 86400, NULL,                        \
+    X(checkpoint, interval_seconds, FLOAT, "60", MR_KEY_RESUME, 0.1, 86400, NULL,          \
       "seconds between checkpoints")                                                       \
-    X(checkpoint, keep, INT, "3", 0, 1, 1000, NULL, "checkpoint generations kept")         \
-    X(cost, gpu_hour_usd, FLOAT, "0", 0, 0, 1e6, NULL, "on-demand price of one GPU hour")  \
-    X(cost, spot_gpu_hour_usd, FLOAT, "0", 0, 0, 1e6, NULL, "spot price of one GPU hour")
+    X(checkpoint, keep, INT, "3", MR_KEY_RESUME, 1, 1000, NULL,                            \
+      "checkpoint generations kept")                                                       \
+    X(checkpoint, grace_seconds, INT, "20", MR_KEY_RESUME, 1, 3600, NULL,                  \
+      "after SIGTERM, SIGINT or SIGUSR1: seconds to finish the step, commit and stop")     \
+    X(cost, gpu_hour_usd, FLOAT, "0", MR_KEY_RESUME, 0, 1e6, NULL,                         \
+      "on-demand price of one GPU hour")                                                   \
+    X(cost, spot_gpu_hour_usd, FLOAT, "0", MR_KEY_RESUME, 0, 1e6, NULL,                    \
+      "spot price of one GPU hour")
 
 #define MR_KEY_REQUIRED 1
+/* The key may differ when a run resumes: it changes how the job runs, never
+ * what it writes, so it is left out of the checkpoint's fingerprint. */
+#define MR_KEY_RESUME 2
 
 /* The orders below are the orders of the `choices` lists above. */
 typedef enum { MR_BACKEND_CPU, MR_BACKEND_REF } mr_backend_kind;
@@ -176,9 +189,12 @@ int mr_job_load(mr_job *job, const char *path, const mr_job_override *overrides,
                 size_t n_overrides, char *err, size_t errlen);
 void mr_job_free(mr_job *job);
 
-/* The job after defaults and overrides, as INI text (for fingerprints and
- * `moerun validate --print`). */
+/* The job after defaults and overrides, as INI text (for RUN_DIR/job.ini
+ * and `moerun validate --print`). */
 int mr_job_format(const mr_job *job, mr_buf *out);
+/* The same without the MR_KEY_RESUME keys: what a resumed run must share
+ * with the run it continues (the checkpoint's fingerprint). */
+int mr_job_format_fingerprint(const mr_job *job, mr_buf *out);
 
 /* The key table, for `moerun help keys` and the documentation test. */
 typedef struct {

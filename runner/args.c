@@ -36,6 +36,8 @@ int mr_runner_parse_args(int argc, char **argv, unsigned allowed, const char *op
         {"preset", required_argument, NULL, MR_OPT_PRESET},
         {"seed", required_argument, NULL, MR_OPT_SEED},
         {"decode", no_argument, NULL, MR_OPT_DECODE},
+        {"force-new", no_argument, NULL, MR_OPT_FORCE_NEW},
+        {"max-restarts", required_argument, NULL, MR_OPT_MAX_RESTARTS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -57,6 +59,9 @@ int mr_runner_parse_args(int argc, char **argv, unsigned allowed, const char *op
         args->print |= c == MR_OPT_PRINT;
         args->json |= c == MR_OPT_JSON;
         args->decode |= c == MR_OPT_DECODE;
+        args->force_new |= c == MR_OPT_FORCE_NEW;
+        if (c == MR_OPT_MAX_RESTARTS)
+            args->max_restarts = optarg;
         if (c == MR_OPT_PRESET)
             args->preset = optarg;
         if (c == MR_OPT_SEED)

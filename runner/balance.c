@@ -89,12 +89,88 @@ static bool uses_static(const mr_job *job)
     return job->eplb_mode == MR_EPLB_MODE_STATIC || job->eplb_mode == MR_EPLB_MODE_STATIC_ONLINE;
 }
 
+/* The checkpoint's placement, when the resumed run has its shape. */
+static bool saved_placement_fits(const mr_checkpoint_placement *p, int layers, int experts,
+                                 int n_physical, int ranks)
+{
+    return p->n_layers == layers && p->n_logical == experts && p->n_physical == n_physical &&
+           p->n_ranks == ranks;
+}
+
+/* The checkpoint's load window, as a load to solve from, when it has the
+ * model's shape and holds any steps; else NULL. */
+static double *saved_load(const mr_checkpoint_window *w, int layers, int experts)
+{
+    if (w->n_layers != layers || w->n_experts != experts || w->steps == 0)
+        return NULL;
+    size_t cells = (size_t)layers * experts;
+    double *load = malloc(cells * sizeof *load);
+    for (size_t i = 0; load && i < cells; i++)
+        load[i] = (double)w->sum[i];
+    return load;
+}
+
+static int solve_initial(const mr_job *job, const double *load, int layers, int experts,
+                         int n_physical, int ranks, int nodes, bool print, const char *from,
+                         mr_eplb_placement *out)
+{
+    char err[1024];
+    mr_eplb_solve_options opt = {.policy = policy_of(job), .n_physical = n_physical,
+                                 .n_ranks = ranks, .n_nodes = nodes, .n_groups = 1,
+                                 .max_moves = -1};
+    mr_eplb_solve_result res;
+    if (mr_eplb_solve(load, layers, experts, &opt, out, &res, err, sizeof err) != MR_EPLB_OK) {
+        fprintf(stderr, "moerun run: eplb: placement from %s: %s\n", from, err);
+        return MR_EXIT_INVALID;
+    }
+    if (print)
+        printf("eplb: static placement from %s (%s): balancedness %.3f -> %.3f on %d ranks\n",
+               from, mr_eplb_policy_name(res.chosen), res.before.balancedness,
+               res.after.balancedness, ranks);
+    return MR_EXIT_OK;
+}
+
+/* A resumed run keeps its placement on as many ranks, and re-solves one
+ * from the saved load on another count; -1 when the checkpoint has
+ * neither for this shape. */
+static int resumed_placement(const mr_job *job, const mr_checkpoint_state *resume, int layers,
+                             int experts, int n_physical, int ranks, int nodes, bool print,
+                             mr_eplb_placement *out)
+{
+    char err[1024];
+    const mr_checkpoint_placement *p = &resume->placement;
+    if (saved_placement_fits(p, layers, experts, n_physical, ranks)) {
+        if (mr_eplb_placement_from_phy2log(out, layers, experts, n_physical, ranks, p->phy2log,
+                                           err, sizeof err) != MR_EPLB_OK) {
+            fprintf(stderr, "moerun run: eplb: the checkpoint's placement: %s\n", err);
+            return MR_EXIT_INVALID;
+        }
+        if (print)
+            printf("eplb: placement of the checkpoint kept on %d ranks\n", ranks);
+        return MR_EXIT_OK;
+    }
+    double *load = saved_load(&resume->window, layers, experts);
+    if (!load)
+        return -1;
+    int rc = solve_initial(job, load, layers, experts, n_physical, ranks, nodes, print,
+                           "the checkpoint's load window", out);
+    free(load);
+    return rc;
+}
+
 int mr_runner_eplb_initial(const mr_job *job, const mr_model_config *cfg, int ranks, int nodes,
-                           bool print, mr_eplb_placement *out)
+                           bool print, const mr_checkpoint_state *resume,
+                           mr_eplb_placement *out)
 {
     char err[1024];
     int layers = mr_config_moe_layers(cfg), experts = cfg->num_experts;
     int n_physical = mr_runner_eplb_slots_per_rank(job, experts, ranks) * ranks;
+    if (resume && job->eplb_mode != MR_EPLB_MODE_OFF) {
+        int rc = resumed_placement(job, resume, layers, experts, n_physical, ranks, nodes, print,
+                                   out);
+        if (rc >= 0)
+            return rc;
+    }
     if (!uses_static(job) || !job->eplb_calibration) {
         int rc = mr_eplb_placement_round_robin(out, layers, experts, n_physical, ranks, err,
                                                sizeof err);
@@ -117,25 +193,14 @@ int mr_runner_eplb_initial(const mr_job *job, const mr_model_config *cfg, int ra
         free(load);
         return MR_EXIT_INVALID;
     }
-    mr_eplb_solve_options opt = {.policy = policy_of(job), .n_physical = n_physical,
-                                 .n_ranks = ranks, .n_nodes = nodes, .n_groups = 1,
-                                 .max_moves = -1};
-    mr_eplb_solve_result res;
-    int rc = mr_eplb_solve(load, layers, experts, &opt, out, &res, err, sizeof err);
+    int rc = solve_initial(job, load, layers, experts, n_physical, ranks, nodes, print, path,
+                           out);
     free(load);
-    if (rc != MR_EPLB_OK) {
-        fprintf(stderr, "moerun run: [eplb] calibration: %s\n", err);
-        return MR_EXIT_INVALID;
-    }
-    if (print)
-        printf("eplb: static placement from %s (%s): balancedness %.3f -> %.3f on %d ranks\n",
-               path, mr_eplb_policy_name(res.chosen), res.before.balancedness,
-               res.after.balancedness, ranks);
-    return MR_EXIT_OK;
+    return rc;
 }
 
 int mr_runner_balancer_new(const mr_job *job, mr_model *model, mr_engine *engine, mr_comm *comm,
-                           mr_runner_balancer **out)
+                           const mr_checkpoint_state *resume, mr_runner_balancer **out)
 {
     char err[512];
     const mr_model_config *cfg = mr_model_config_get(model);
@@ -173,9 +238,15 @@ int mr_runner_balancer_new(const mr_job *job, mr_model *model, mr_engine *engine
         fprintf(stderr, "moerun run: eplb: %s\n", err);
         return MR_EXIT_FAILED;
     }
+    /* The saved window is the world's sum: one rank holds it, as one step
+     * that drops out like any other. */
+    const mr_checkpoint_window *saved = resume ? &resume->window : NULL;
+    if (b->rank == 0 && saved && saved->n_layers == b->layers &&
+        saved->n_experts == b->experts && saved->steps > 0)
+        mr_eplb_window_push(b->window, saved->sum);
     if (b->rank == 0 && b->online) {
         char *path = mr_runner_path(job->job_run_dir, MR_RUN_EPLB_LOG);
-        b->log = path ? fopen(path, "w") : NULL;
+        b->log = path ? fopen(path, resume ? "a" : "w") : NULL;
         if (!b->log)
             fprintf(stderr, "moerun run: cannot write %s\n", path ? path : MR_RUN_EPLB_LOG);
         free(path);
@@ -225,27 +296,36 @@ static uint64_t rank_tokens(const mr_engine_stats *st, int layer)
     return tokens;
 }
 
-/* Gathers every rank's window and figures since the last decision; sums
- * the windows into b->load (rank order, the same sum everywhere). */
-static int gather(mr_runner_balancer *b, const mr_engine_stats *st)
+/* Allgathers the first `len` doubles of every rank's b->mine and sums
+ * their first layers x experts into b->load (rank order, the same sum
+ * everywhere). */
+static int gather_sum(mr_runner_balancer *b, size_t len)
 {
     char err[512];
     size_t cells = (size_t)b->layers * b->experts;
-    mr_eplb_window_sum(b->window, b->mine);
-    for (int l = 0; l < b->layers; l++)
-        b->mine[cells + l] = (double)(rank_tokens(st, l) - b->mark_rank_tokens[l]);
-    b->mine[cells + b->layers] = (double)(st->tokens - b->mark_tokens);
-    b->mine[cells + b->layers + 1] = st->wait_seconds - b->mark_wait;
-    if (mr_comm_allgather(b->comm, b->mine, b->msg_len * sizeof *b->mine, b->all, err,
-                          sizeof err) != MR_ENGINE_OK) {
+    if (mr_comm_allgather(b->comm, b->mine, len * sizeof *b->mine, b->all, err, sizeof err) !=
+        MR_ENGINE_OK) {
         fprintf(stderr, "moerun run: rank %d: eplb: %s\n", b->rank, err);
         return MR_EXIT_FAILED;
     }
     memset(b->load, 0, cells * sizeof *b->load);
     for (int r = 0; r < b->ranks; r++)
         for (size_t i = 0; i < cells; i++)
-            b->load[i] += b->all[(size_t)r * b->msg_len + i];
+            b->load[i] += b->all[(size_t)r * len + i];
     return MR_EXIT_OK;
+}
+
+/* Gathers every rank's window and figures since the last decision; sums
+ * the windows into b->load. */
+static int gather(mr_runner_balancer *b, const mr_engine_stats *st)
+{
+    size_t cells = (size_t)b->layers * b->experts;
+    mr_eplb_window_sum(b->window, b->mine);
+    for (int l = 0; l < b->layers; l++)
+        b->mine[cells + l] = (double)(rank_tokens(st, l) - b->mark_rank_tokens[l]);
+    b->mine[cells + b->layers] = (double)(st->tokens - b->mark_tokens);
+    b->mine[cells + b->layers + 1] = st->wait_seconds - b->mark_wait;
+    return gather_sum(b, b->msg_len);
 }
 
 static double rank_part(const mr_runner_balancer *b, int rank, size_t index)
@@ -448,24 +528,44 @@ static int write_trace(mr_runner_balancer *b)
         for (int e = 0; e < b->experts; e++)
             b->mine[(size_t)l * b->experts + e] =
                 (double)total[(size_t)b->moe_layer[l] * b->experts + e];
-    if (mr_comm_allgather(b->comm, b->mine, cells * sizeof *b->mine, b->all, err, sizeof err) !=
-        MR_ENGINE_OK) {
-        fprintf(stderr, "moerun run: rank %d: eplb: %s\n", b->rank, err);
-        return MR_EXIT_FAILED;
-    }
-    if (b->rank != 0)
-        return MR_EXIT_OK;
-    memset(b->load, 0, cells * sizeof *b->load);
-    for (int r = 0; r < b->ranks; r++)
-        for (size_t i = 0; i < cells; i++)
-            b->load[i] += b->all[(size_t)r * cells + i];
+    int rc = gather_sum(b, cells);
+    if (rc != MR_EXIT_OK || b->rank != 0)
+        return rc;
     char *path = mr_runner_path(b->job->job_run_dir, MR_RUN_EXPERT_LOAD);
-    int rc = path && mr_eplb_trace_write(path, b->load, b->layers, b->experts, err,
-                                         sizeof err) == MR_EPLB_OK;
-    if (!rc)
+    bool ok = path && mr_eplb_trace_write(path, b->load, b->layers, b->experts, err,
+                                          sizeof err) == MR_EPLB_OK;
+    if (!ok)
         fprintf(stderr, "moerun run: %s\n", path ? err : "out of memory");
     free(path);
-    return rc ? MR_EXIT_OK : MR_EXIT_FAILED;
+    return ok ? MR_EXIT_OK : MR_EXIT_FAILED;
+}
+
+int mr_runner_balancer_checkpoint(mr_runner_balancer *b, mr_checkpoint_state *state)
+{
+    if (b->layers == 0)
+        return MR_EXIT_OK;
+    char err[512];
+    size_t cells = (size_t)b->layers * b->experts;
+    mr_eplb_window_sum(b->window, b->mine);
+    int rc = gather_sum(b, cells);
+    if (rc != MR_EXIT_OK || b->rank != 0)
+        return rc;
+    /* Counts are whole numbers well inside a double's exact range. */
+    uint64_t *sum = malloc(cells * sizeof *sum);
+    for (size_t i = 0; sum && i < cells; i++)
+        sum[i] = (uint64_t)b->load[i];
+    const mr_eplb_placement *p = mr_model_placement(b->model);
+    bool ok = sum &&
+              mr_checkpoint_set_placement(state, p->n_layers, p->n_logical, p->n_physical,
+                                          p->n_ranks, p->phy2log, err, sizeof err) ==
+                  MR_CHECKPOINT_OK &&
+              mr_checkpoint_set_window(state, b->layers, b->experts,
+                                       (uint64_t)mr_eplb_window_filled(b->window), sum, err,
+                                       sizeof err) == MR_CHECKPOINT_OK;
+    if (!ok)
+        fprintf(stderr, "moerun run: checkpoint: %s\n", sum ? err : "out of memory");
+    free(sum);
+    return ok ? MR_EXIT_OK : MR_EXIT_FAILED;
 }
 
 int mr_runner_balancer_finish(mr_runner_balancer *b)

@@ -1,80 +1,48 @@
 /*
- * moerun run: check the job, plan its shards into the run folder, serve.
- * The plan and the resolved job are written before anything is served, so
- * that `moerun status` and a resumed run always find them.
+ * moerun run and moerun resume: check the job, plan it or take up the
+ * run it continues, serve.  With the local launcher this process starts the
+ * ranks through mpirun, waits on them, forwards stop signals and, with
+ * --max-restarts, starts them again from the last checkpoint when a rank
+ * dies.
  */
+#include <limits.h>
 #include <mpi.h>
 #include <stdio.h>
-#include <time.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "runner/runner.h"
 
-static int write_buf(const char *dir, const char *name, const mr_buf *buf)
-{
-    char err[512];
-    char *path = mr_runner_path(dir, name);
-    int rc = path ? mr_runner_write_atomic(path, buf->data, buf->len, err, sizeof err)
-                  : MR_JOBS_ENOMEM;
-    if (rc != MR_JOBS_OK)
-        fprintf(stderr, "moerun run: %s\n", path ? err : "out of memory");
-    free(path);
-    return rc == MR_JOBS_OK ? MR_EXIT_OK : MR_EXIT_FAILED;
-}
+typedef struct {
+    bool force_new;
+    int max_restarts;
+} run_options;
 
-static int write_run_folder(const mr_job *job, const mr_plan *plan)
+/* The planning rank prepares the run folder; the others then read the plan
+ * and the checkpoint it wrote (the run folder is on storage every host
+ * sees). */
+static int prepare_on_first_rank(const mr_job *job, bool force_new, int rank, mr_plan *plan,
+                                 mr_checkpoint_state *state, bool *finished)
 {
-    char err[512];
-    if (mr_runner_mkdir_p(job->job_run_dir, err, sizeof err) != MR_JOBS_OK) {
-        fprintf(stderr, "moerun run: [job] run_dir: %s\n", err);
-        return MR_EXIT_FAILED;
-    }
-    mr_buf job_text = {0}, plan_text = {0};
-    int rc = MR_EXIT_FAILED;
-    if (mr_job_format(job, &job_text) == MR_JOBS_OK &&
-        mr_plan_format(plan, &plan_text) == MR_JOBS_OK) {
-        rc = write_buf(job->job_run_dir, MR_RUN_JOB, &job_text);
-        if (rc == MR_EXIT_OK)
-            rc = write_buf(job->job_run_dir, MR_RUN_PLAN, &plan_text);
-    } else {
-        fprintf(stderr, "moerun run: out of memory\n");
-    }
-    mr_buf_free(&job_text);
-    mr_buf_free(&plan_text);
-    return rc;
-}
-
-/* Plans the job, writes the run folder and shows the plan. */
-static int plan_job(const mr_job *job, mr_plan *plan)
-{
-    int rc = mr_runner_build_plan(job, plan);
-    if (rc == MR_EXIT_OK)
-        rc = write_run_folder(job, plan);
-    if (rc == MR_EXIT_OK) {
-        printf("job %s: planned into %s/%s\n", job->job_name, job->job_run_dir, MR_RUN_PLAN);
-        mr_runner_print_plan(stdout, plan);
-        fflush(stdout);
-    }
-    return rc;
-}
-
-/* The first rank plans and writes the run folder; the others read the
- * plan it wrote (the run folder is on storage every host sees). */
-static int plan_on_first_rank(const mr_job *job, mr_plan *plan, int rank, int64_t *created)
-{
-    *created = (int64_t)time(NULL);
-    int rc = rank == 0 ? plan_job(job, plan) : MR_EXIT_OK;
-    MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    /* One `created` for the whole job, whichever rank serves a line. */
-    MPI_Bcast(created, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
-    if (rc == MR_EXIT_OK && rank != 0)
+    int flags[2] = {rank == 0 ? mr_runner_prepare(job, force_new, plan, state, finished)
+                              : MR_EXIT_OK,
+                    rank == 0 && *finished};
+    MPI_Bcast(flags, 2, MPI_INT, 0, MPI_COMM_WORLD);
+    int rc = flags[0];
+    *finished = flags[1];
+    if (rc == MR_EXIT_OK && !*finished && rank != 0) {
         rc = mr_runner_load_plan(job->job_run_dir, plan);
+        if (rc == MR_EXIT_OK)
+            rc = mr_runner_load_state(job, state);
+    }
     return rc;
 }
 
 /* One rank of a job that mpirun or srun started. */
-static int run_rank(const mr_job *job, int argc, char **argv)
+static int run_rank(const mr_job *job, const run_options *opt, int argc, char **argv)
 {
+    mr_runner_signals_catch((int)job->checkpoint_grace_seconds);
     mr_runner_mpi_init(&argc, &argv);
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -87,55 +55,185 @@ static int run_rank(const mr_job *job, int argc, char **argv)
         MPI_Finalize();
         return MR_EXIT_INVALID;
     }
+    if (opt->max_restarts > 0 && rank == 0)
+        fprintf(stderr, "moerun run: --max-restarts supervises ranks that moerun starts itself "
+                        "(launcher = local); under mpirun or srun it is ignored\n");
     mr_plan plan = {0};
-    int64_t created;
-    int rc = plan_on_first_rank(job, &plan, rank, &created);
-    if (rc == MR_EXIT_OK)
-        rc = mr_runner_serve(job, &plan, true, created);
+    mr_checkpoint_state state = {0};
+    bool finished = false;
+    int rc = prepare_on_first_rank(job, opt->force_new, rank, &plan, &state, &finished);
+    /* Until serving starts, every rank has the same rc and may end cleanly. */
+    bool agreed = rc != MR_EXIT_OK || finished;
+    if (!agreed)
+        rc = mr_runner_serve(job, &plan, true, &state);
     mr_plan_free(&plan);
+    mr_checkpoint_state_free(&state);
     fflush(stdout);
-    /* One rank's failure must stop all: the others may be waiting on it. */
-    if (rc != MR_EXIT_OK && size > 1)
+    /* One rank's failure must stop all: the others may be waiting on it.  A
+     * stop is agreed by every rank. */
+    if (!agreed && rc != MR_EXIT_OK && rc != MR_EXIT_STOPPED && size > 1)
         MPI_Abort(MPI_COMM_WORLD, rc);
     MPI_Finalize();
     return rc;
 }
 
-static int run_alone(const mr_job *job)
+static int run_alone(const mr_job *job, const run_options *opt)
 {
+    mr_runner_signals_catch((int)job->checkpoint_grace_seconds);
     mr_plan plan = {0};
-    int rc = plan_job(job, &plan);
-    if (rc == MR_EXIT_OK)
-        rc = mr_runner_serve(job, &plan, false, (int64_t)time(NULL));
+    mr_checkpoint_state state = {0};
+    bool finished = false;
+    int rc = mr_runner_prepare(job, opt->force_new, &plan, &state, &finished);
+    if (rc == MR_EXIT_OK && !finished)
+        rc = mr_runner_serve(job, &plan, false, &state);
     mr_plan_free(&plan);
+    mr_checkpoint_state_free(&state);
     return rc;
 }
 
-int mr_runner_run(int argc, char **argv)
+/* The command line the ranks run: the command, its operand and the
+ * overrides; --force-new is done before they start, and restarts are this
+ * process's business. */
+static char **rank_argv(const char *command, const mr_runner_args *args, int *argc)
 {
+    char **argv = calloc(2 * args->n_overrides + 3, sizeof *argv);
+    if (!argv)
+        return NULL;
+    int n = 0;
+    argv[n++] = (char *)command;
+    argv[n++] = (char *)args->operand;
+    for (size_t i = 0; i < args->n_overrides; i++) {
+        argv[n++] = "--set";
+        argv[n++] = (char *)args->overrides[i].assignment;
+    }
+    *argc = n;
+    return argv;
+}
+
+/* The local launcher: mpirun, again from the last checkpoint while ranks
+ * die and restarts are left. */
+static int supervise(const mr_job *job, const run_options *opt, const char *command,
+                     const mr_runner_args *args)
+{
+    int rc = mr_runner_resume_check(job, opt->force_new), argc;
+    char **argv = rc == MR_EXIT_OK ? rank_argv(command, args, &argc) : NULL;
+    if (rc == MR_EXIT_OK && !argv)
+        rc = MR_EXIT_FAILED;
+    for (int restarts = 0; rc == MR_EXIT_OK; restarts++) {
+        rc = mr_runner_launch_local(job, argc, argv);
+        if (rc != MR_EXIT_FAILED || mr_runner_stop_signal() || restarts >= opt->max_restarts)
+            break;
+        printf("job %s: a rank died; restarting from the last checkpoint (restart %d of %d)\n",
+               job->job_name, restarts + 1, opt->max_restarts);
+        fflush(stdout);
+        rc = MR_EXIT_OK;
+    }
+    free(argv);
+    int sig = mr_runner_stop_signal();
+    if (sig && rc == MR_EXIT_STOPPED)
+        printf("job %s: stopped by %s: the ranks ended %.2f s after it%s; `moerun resume %s` "
+               "goes on\n",
+               job->job_name, mr_runner_signal_name(sig), mr_runner_stop_seconds(),
+               mr_runner_stop_count() > 1 ? ", at once after a second signal" : "",
+               job->job_run_dir);
+    return rc;
+}
+
+static int start(const mr_job *job, const run_options *opt, const char *command,
+                 const mr_runner_args *args, int argc, char **argv)
+{
+    if (mr_runner_under_mpi())
+        return run_rank(job, opt, argc, argv);
+    if (job->parallel_ranks == 1 && opt->max_restarts == 0)
+        return run_alone(job, opt);
+    if (job->parallel_launcher == MR_LAUNCHER_LOCAL)
+        return supervise(job, opt, command, args);
+    fprintf(stderr, "moerun run: [parallel] launcher = mpi: start moerun with mpirun or "
+                    "srun, one process per rank (see docs/running.md), or set "
+                    "launcher = local\n");
+    return MR_EXIT_INVALID;
+}
+
+static int parse_options(const char *command, const mr_runner_args *args, run_options *opt)
+{
+    *opt = (run_options){.force_new = args->force_new};
+    if (!args->max_restarts)
+        return -1;
+    char *end;
+    long n = strtol(args->max_restarts, &end, 10);
+    if (*args->max_restarts == '\0' || *end || n < 0 || n > 1000)
+        return mr_runner_usage_error(command, "--max-restarts takes a whole number 0..1000, "
+                                              "not '%s'", args->max_restarts);
+    opt->max_restarts = (int)n;
+    return -1;
+}
+
+/* RUN_DIR/job.ini, with run_dir pointing at where the folder is now (it
+ * may have moved, or come from a bundle). */
+static int load_run_job(mr_runner_args *args, mr_job *job)
+{
+    char where[PATH_MAX];
+    if (!realpath(args->operand, where)) {
+        perror(args->operand);
+        return MR_EXIT_INVALID;
+    }
+    char *path = mr_runner_path(where, MR_RUN_JOB);
+    char *run_dir = malloc(strlen(where) + 16);
+    int rc = path && run_dir ? MR_EXIT_OK : MR_EXIT_FAILED;
+    if (rc == MR_EXIT_OK && access(path, F_OK) != 0) {
+        fprintf(stderr, "%s: not a run folder: it has no %s (moerun run writes one)\n",
+                args->operand, MR_RUN_JOB);
+        rc = MR_EXIT_INVALID;
+    }
+    if (rc == MR_EXIT_OK) {
+        sprintf(run_dir, "job.run_dir=%s", where);
+        args->overrides[args->n_overrides++].assignment = run_dir;
+        mr_runner_args at = *args;
+        at.operand = path;
+        rc = mr_runner_load_job(&at, job);
+        args->n_overrides--;
+    }
+    free(path);
+    free(run_dir);
+    return rc;
+}
+
+static int load_job_file(mr_runner_args *args, mr_job *job)
+{
+    return mr_runner_load_job(args, job);
+}
+
+/* run and resume: parse, load the job, start. */
+static int run_command(int argc, char **argv, unsigned allowed, const char *operand,
+                       int (*load)(mr_runner_args *, mr_job *))
+{
+    const char *command = argv[0];
     mr_runner_args args;
-    int rc = mr_runner_parse_args(argc, argv, MR_OPT_SET, "JOB.ini", &args);
+    run_options opt;
+    int rc = mr_runner_parse_args(argc, argv, allowed, operand, &args);
+    if (rc < 0)
+        rc = parse_options(command, &args, &opt);
     if (rc >= 0) {
         mr_runner_free_args(&args);
         return rc;
     }
     mr_job job;
-    rc = mr_runner_load_job(&args, &job);
+    rc = load(&args, &job);
     if (rc == MR_EXIT_OK) {
-        if (mr_runner_under_mpi())
-            rc = run_rank(&job, argc, argv);
-        else if (job.parallel_ranks == 1)
-            rc = run_alone(&job);
-        else if (job.parallel_launcher == MR_LAUNCHER_LOCAL)
-            rc = mr_runner_launch_local(&job, argc, argv);
-        else {
-            fprintf(stderr, "moerun run: [parallel] launcher = mpi: start moerun with mpirun or "
-                            "srun, one process per rank (see docs/running.md), or set "
-                            "launcher = local\n");
-            rc = MR_EXIT_INVALID;
-        }
+        rc = start(&job, &opt, command, &args, argc, argv);
         mr_job_free(&job);
     }
     mr_runner_free_args(&args);
     return rc;
+}
+
+int mr_runner_run(int argc, char **argv)
+{
+    return run_command(argc, argv, MR_OPT_SET | MR_OPT_FORCE_NEW | MR_OPT_MAX_RESTARTS,
+                       "JOB.ini", load_job_file);
+}
+
+int mr_runner_resume(int argc, char **argv)
+{
+    return run_command(argc, argv, MR_OPT_SET | MR_OPT_MAX_RESTARTS, "RUN_DIR", load_run_job);
 }

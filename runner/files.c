@@ -2,8 +2,11 @@
  * Files of the run folder.  Everything moerun writes there is written
  * whole or not at all: a reader (or a resumed run) never sees half a file.
  */
+/* nftw is an X/Open function */
+#define _XOPEN_SOURCE 700
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +46,16 @@ int mr_runner_mkdir_p(const char *path, char *err, size_t errlen)
     return rc;
 }
 
+int mr_runner_sync_folder(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
 /* The rename is durable only once the folder that holds the name is
  * synced too. */
 static int sync_parent(const char *path)
@@ -53,13 +66,26 @@ static int sync_parent(const char *path)
     char *slash = strrchr(dir, '/');
     if (slash)
         *(slash == dir ? slash + 1 : slash) = '\0';
-    int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY);
+    int rc = mr_runner_sync_folder(slash ? dir : ".");
     free(dir);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
     return rc;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+int mr_runner_remove_tree(const char *path)
+{
+    /* FTW_PHYS: a link is removed, never followed. */
+    if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 || errno == ENOENT)
+        return MR_EXIT_OK;
+    fprintf(stderr, "moerun: removing %s: %s\n", path, strerror(errno));
+    return MR_EXIT_FAILED;
 }
 
 int mr_runner_write_atomic(const char *path, const void *data, size_t len, char *err,

@@ -9,18 +9,44 @@
 #include "runner/runner.h"
 
 static const mr_runner_command commands[] = {
-    {"run", mr_runner_run, "plan and run a job",
-     "usage: moerun run JOB.ini [--set SECTION.KEY=VALUE]...\n"
+    {"run", mr_runner_run, "plan and run a job, or resume it",
+     "usage: moerun run JOB.ini [--set SECTION.KEY=VALUE]... [--force-new]\n"
+     "                  [--max-restarts N]\n"
      "\n"
      "Check the job and its inputs, cut the inputs into shards, write the plan\n"
      "into the run folder ([job] run_dir) and serve every request, writing\n"
-     "results.jsonl and errors.jsonl there.\n"
+     "results.jsonl and errors.jsonl there.  Progress is checkpointed every\n"
+     "[checkpoint] interval_seconds.  When the run folder holds a checkpoint of\n"
+     "the same job, the run resumes from it; a changed job is refused with what\n"
+     "changed.  SIGTERM, SIGINT or SIGUSR1 stops every rank after its current\n"
+     "step with its progress checkpointed (exit code 4); a second signal stops\n"
+     "at once.\n"
      "\n"
      "  --set SECTION.KEY=VALUE  override one job key (repeatable)\n"
+     "  --force-new              start over: remove the old run's checkpoint,\n"
+     "                           parts and results first\n"
+     "  --max-restarts N         launcher = local: when a rank dies, start the\n"
+     "                           ranks again from the last checkpoint, up to N\n"
+     "                           times (default 0)\n"
      "  -h, --help               show this help\n"
      "\n"
      "Exit codes: 0 done (bad request lines become error records), 1 system\n"
-     "error, 2 bad command line, 3 invalid job, input or model.\n"},
+     "error or a rank died, 2 bad command line, 3 invalid job, input, model or\n"
+     "run folder (a changed job), 4 stopped by a signal (resumable).\n"},
+    {"resume", mr_runner_resume, "go on with a stopped run from its checkpoint",
+     "usage: moerun resume RUN_DIR [--set SECTION.KEY=VALUE]... [--max-restarts N]\n"
+     "\n"
+     "Run the job in RUN_DIR/job.ini from the last checkpoint in RUN_DIR, as\n"
+     "`moerun run` does when the run folder has one, wherever the folder now is\n"
+     "(run_dir is set to RUN_DIR).  Keys that do not change the results, such\n"
+     "as [parallel] ranks, may be set anew: a run resumes on another number of\n"
+     "ranks, with the same results.\n"
+     "\n"
+     "  --set SECTION.KEY=VALUE  override one job key (repeatable)\n"
+     "  --max-restarts N         as for `moerun run`\n"
+     "  -h, --help               show this help\n"
+     "\n"
+     "Exit codes as for `moerun run`; 3 also when RUN_DIR is not a run folder.\n"},
     {"validate", mr_runner_validate, "check a job, its inputs and its model path without running",
      "usage: moerun validate JOB.ini [--set SECTION.KEY=VALUE]... [--print]\n"
      "\n"
@@ -37,8 +63,10 @@ static const mr_runner_command commands[] = {
     {"status", mr_runner_status, "show the plan and progress of a run folder",
      "usage: moerun status RUN_DIR\n"
      "\n"
-     "Print the inputs, shards and request counts of the run's plan, and how many\n"
-     "results and error records have been written.\n"
+     "Print the inputs, shards and request counts of the run's plan, how many\n"
+     "results and error records have been written, the progress the newest good\n"
+     "checkpoint committed and every checkpoint generation (damaged ones with\n"
+     "why).\n"
      "\n"
      "Exit codes: 0 shown, 1 unreadable files, 2 bad command line, 3 not a run\n"
      "folder or a damaged plan.\n"},
@@ -53,6 +81,18 @@ static const mr_runner_command commands[] = {
      "\n"
      "Exit codes: 0 shown, 1 unreadable files, 2 bad command line, 3 not a run\n"
      "folder or damaged result lines.\n"},
+    {"checkpoint", mr_runner_checkpoint, "move a run folder to another cluster as one file",
+     "usage: moerun checkpoint export RUN_DIR FILE.tar.zst\n"
+     "       moerun checkpoint import FILE.tar.zst RUN_DIR\n"
+     "\n"
+     "export writes the run folder (plan, job, checkpoints, parts, results) as a\n"
+     "zstd-compressed tar file, atomically.  import unpacks one into RUN_DIR,\n"
+     "which must not exist or be empty; a bundle with an absolute path, a `..`,\n"
+     "a link or a device file is refused whole, naming the entry, and leaves\n"
+     "nothing behind.  Then `moerun resume RUN_DIR` goes on with the run.\n"
+     "\n"
+     "Exit codes: 0 done, 1 system error, 2 bad command line, 3 not a run folder,\n"
+     "or a damaged or refused bundle.\n"},
     {"make-model", mr_runner_make_model, "write a random Qwen3-MoE model for tests and benchmarks",
      "usage: moerun make-model DIR [--preset tiny|small] [--seed N]\n"
      "\n"
@@ -170,7 +210,7 @@ static void print_overview(FILE *to)
         fprintf(to, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(to, "\n`moerun help COMMAND` or `moerun COMMAND --help` shows one command.\n"
                 "Exit codes: 0 ok, 1 system error, 2 usage, 3 invalid job, input or\n"
-                "model (docs/cli.md).\n");
+                "model, 4 stopped by a signal (docs/cli.md).\n");
 }
 
 static void print_keys(void)
@@ -190,6 +230,8 @@ static void print_keys(void)
             printf("default %s", keys[i].default_value ? keys[i].default_value : "(none)");
         if (keys[i].choices)
             printf("; one of %s", keys[i].choices);
+        if (keys[i].flags & MR_KEY_RESUME)
+            printf("; may change on resume");
         printf("\n      %s\n", keys[i].help);
     }
 }
@@ -227,6 +269,7 @@ static const char *suggest_command(const char *name)
 
 int main(int argc, char **argv)
 {
+    mr_runner_mark_start();
     if (argc < 2) {
         print_overview(stderr);
         return MR_EXIT_USAGE;

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "checkpoint/checkpoint.h"
 #include "engine/engine.h"
 #include "jobs/jobs.h"
 
@@ -18,7 +19,8 @@ enum {
     MR_EXIT_OK = 0,
     MR_EXIT_FAILED = 1,    /* a system error: I/O, memory, a signal */
     MR_EXIT_USAGE = 2,     /* the command line is wrong */
-    MR_EXIT_INVALID = 3    /* the job, an input, the model or the run folder is wrong */
+    MR_EXIT_INVALID = 3,   /* the job, an input, the model or the run folder is wrong */
+    MR_EXIT_STOPPED = 4    /* stopped by a signal; the checkpoint resumes it */
 };
 
 typedef struct {
@@ -32,6 +34,8 @@ typedef struct {
 const char *mr_runner_usage(const char *command);
 
 int mr_runner_run(int argc, char **argv);
+int mr_runner_resume(int argc, char **argv);
+int mr_runner_checkpoint(int argc, char **argv);
 int mr_runner_validate(int argc, char **argv);
 int mr_runner_status(int argc, char **argv);
 int mr_runner_report(int argc, char **argv);
@@ -51,15 +55,17 @@ enum {
     MR_OPT_SEED = 0x1000,
     MR_OPT_DECODE = 0x2000,
     /* Not an option: the command runs without an operand too. */
-    MR_ARGS_OPERAND_OPTIONAL = 0x4000
+    MR_ARGS_OPERAND_OPTIONAL = 0x4000,
+    MR_OPT_FORCE_NEW = 0x8000,
+    MR_OPT_MAX_RESTARTS = 0x10000
 };
 
 typedef struct {
     const char *operand; /* the job file or run folder */
     mr_job_override *overrides;
     size_t n_overrides;
-    bool print, json, decode;
-    const char *preset, *seed; /* as given; the command checks them */
+    bool print, json, decode, force_new;
+    const char *preset, *seed, *max_restarts; /* as given; the command checks them */
 } mr_runner_args;
 
 /* Parse `COMMAND [options] OPERAND`.  Returns -1 when the command should go
@@ -77,6 +83,11 @@ int mr_runner_mkdir_p(const char *path, char *err, size_t errlen);
 int mr_runner_write_atomic(const char *path, const void *data, size_t len, char *err,
                            size_t errlen);
 int mr_runner_read_file(const char *path, mr_buf *out, char *err, size_t errlen);
+/* fsync of a folder, so the renames in it survive a power cut; -1 and errno. */
+int mr_runner_sync_folder(const char *dir);
+/* Removes a file or a folder with everything in it (links are removed, not
+ * followed); a missing one is fine.  Prints problems; returns an exit code. */
+int mr_runner_remove_tree(const char *path);
 /* Load RUN_DIR/plan.json, printing problems; returns an exit code. */
 int mr_runner_load_plan(const char *dir, mr_plan *plan);
 /* Open a run-folder file for reading; *f is NULL when it does not exist.
@@ -93,22 +104,61 @@ typedef struct {
     mr_comm *comm;
 } mr_runner_world;
 
+/* The Unix time this job's processes started: the launching `moerun run`
+ * marks it (main) and hands it to the ranks it starts. */
+void mr_runner_mark_start(void);
+double mr_runner_start_time(void);
+
 /* MPI_Init, for every moerun process that joins an MPI world. */
 void mr_runner_mpi_init(int *argc, char ***argv);
 /* True in a process that mpirun or srun started. */
 bool mr_runner_under_mpi(void);
 /* launcher = local with several ranks: runs this command line (argv, from
- * the command name on) once per rank under mpirun and waits; returns an
- * exit code. */
+ * the command name on) once per rank under mpirun and waits, forwarding
+ * stop signals; returns an exit code (MR_EXIT_FAILED when a rank died). */
 int mr_runner_launch_local(const mr_job *job, int argc, char **argv);
+
+/* Stop signals (signals.c): SIGTERM, SIGINT and SIGUSR1.  A rank catches
+ * them: the first is noted for the work loop and bounded by an alarm of
+ * grace_seconds, a second exits at once with MR_EXIT_STOPPED.  The parent
+ * that waits on mpirun forwards each to `pid` as SIGUSR1 (0: none now). */
+void mr_runner_signals_catch(int grace_seconds);
+void mr_runner_signals_forward(int pid);
+/* The stop is checkpointed: from now on a signal (mpirun ending the
+ * other ranks as the first exits) ends the rank quietly. */
+void mr_runner_signals_durable(void);
+/* The first stop signal, or 0; and seconds since it came. */
+int mr_runner_stop_signal(void);
+double mr_runner_stop_seconds(void);
+/* How many stop signals came (a second one stops at once). */
+int mr_runner_stop_count(void);
+const char *mr_runner_signal_name(int sig);
+
+/* Resuming (resume.c).  In the process that waits on the ranks: refuse a
+ * run folder that holds another job's checkpoint (MR_EXIT_INVALID, with
+ * what changed), or with force_new remove the old run's state. */
+int mr_runner_resume_check(const mr_job *job, bool force_new);
+/* On the planning rank: the same check, then either the plan and the
+ * checkpoint of the run to resume, or a fresh plan and state; writes
+ * job.ini and a first checkpoint generation of this attempt.  *finished
+ * when the run folder holds a finished run.  Returns an exit code. */
+int mr_runner_prepare(const mr_job *job, bool force_new, mr_plan *plan,
+                      mr_checkpoint_state *state, bool *finished);
+/* On the other ranks, after the planning rank: the checkpoint it wrote. */
+int mr_runner_load_state(const mr_job *job, mr_checkpoint_state *state);
+/* RUN_DIR/checkpoint, in a buffer the caller frees (NULL: out of memory). */
+char *mr_runner_checkpoint_dir(const char *run_dir);
 /* Makes w->comm with buffers of `capacity` bytes (w->mpi set by the
  * caller); returns an exit code. */
 int mr_runner_world_init(mr_runner_world *w, const mr_job *job, size_t capacity);
 
 /* Serve every request of a planned job into its run folder, this rank's
- * share of it when there are several; `created` goes into every result
- * line.  Returns an exit code. */
-int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi, int64_t created);
+ * share of it when there are several, going on from the committed progress
+ * in `state` (state->created goes into every result line).  Returns an
+ * exit code: MR_EXIT_STOPPED after a stop signal, once the progress is
+ * checkpointed. */
+int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi,
+                    mr_checkpoint_state *state);
 
 /* EPLB in a running job (balance.c). */
 typedef struct mr_runner_balancer mr_runner_balancer;
@@ -118,12 +168,21 @@ int mr_runner_eplb_slots_per_rank(const mr_job *job, int experts, int ranks);
 /* Nodes the hierarchical solvers may use: the hosts, when each runs as many
  * ranks; else 1. */
 int mr_runner_eplb_nodes(mr_comm *comm);
-/* The placement a job starts with: solved from [eplb] calibration in a
- * static mode, else contiguous.  Prints problems; returns an exit code. */
+/* The placement a job starts with.  A resumed run (`resume` not NULL)
+ * takes the checkpoint's placement when it has this shape and rank count,
+ * else solves one from the checkpoint's load window.  Otherwise it is
+ * solved from [eplb] calibration in a static mode, or contiguous.  Prints
+ * problems; returns an exit code. */
 int mr_runner_eplb_initial(const mr_job *job, const mr_model_config *cfg, int ranks, int nodes,
-                           bool print, mr_eplb_placement *out);
+                           bool print, const mr_checkpoint_state *resume,
+                           mr_eplb_placement *out);
+/* A resumed run (`resume` not NULL) starts its window from the
+ * checkpoint's and appends to eplb.jsonl. */
 int mr_runner_balancer_new(const mr_job *job, mr_model *model, mr_engine *engine, mr_comm *comm,
-                           mr_runner_balancer **out);
+                           const mr_checkpoint_state *resume, mr_runner_balancer **out);
+/* Collective: the placement and the world's load window into rank 0's
+ * state, for a checkpoint. */
+int mr_runner_balancer_checkpoint(mr_runner_balancer *b, mr_checkpoint_state *state);
 void mr_runner_balancer_free(mr_runner_balancer *b);
 /* After every engine step, on every rank (collective every step_interval
  * steps in an online mode). */
@@ -133,9 +192,50 @@ int mr_runner_balancer_finish(mr_runner_balancer *b);
 int mr_runner_balancer_rebalances(const mr_runner_balancer *b);
 
 /* Per-shard part files under RUN_DIR/parts, joined at the end. */
+/* Cuts a shard's part files back to its committed offsets, before it is
+ * served (again). */
+int mr_runner_parts_cut(const char *run_dir, const mr_checkpoint_shard *shard);
+/* Opens them to append. */
 int mr_runner_parts_open(const char *run_dir, uint32_t shard, FILE **results, FILE **errors);
+/* Flushes and fsyncs; close also closes. */
+int mr_runner_parts_sync(FILE *f);
 int mr_runner_parts_close(FILE *f);
-int mr_runner_parts_join(const char *run_dir, size_t n_shards);
+/* Joins the committed bytes of every shard's parts, in shard order, into
+ * results.jsonl and errors.jsonl; only then removes the parts. */
+int mr_runner_parts_join(const char *run_dir, const mr_checkpoint_state *state);
+/* Whether RUN_DIR/parts exists: a run whose shards are all done is
+ * finished once its parts are joined and gone. */
+bool mr_runner_parts_exist(const char *run_dir);
+
+/* Committing progress (commit.c).  Each rank notes the lines it reads and
+ * writes per shard; every [checkpoint] interval_seconds (rank 0's clock
+ * decides, and tells the others in the per-step gather), at a stop and at
+ * the end, the ranks make their part files durable and send what they
+ * wrote to rank 0, which writes a checkpoint generation. */
+typedef struct mr_runner_commit mr_runner_commit;
+int mr_runner_commit_new(const mr_job *job, mr_checkpoint_state *state, mr_comm *comm,
+                         mr_runner_commit **out);
+void mr_runner_commit_free(mr_runner_commit *c);
+/* A line of `shard` was read and will be written. */
+void mr_runner_commit_read(mr_runner_commit *c, uint32_t shard);
+/* Every line of `shard` has been read. */
+void mr_runner_commit_read_all(mr_runner_commit *c, uint32_t shard);
+/* Line `line_no` of `shard` was written: `bytes` to the results part, or
+ * to the errors part when is_error; a result's token counts. */
+void mr_runner_commit_written(mr_runner_commit *c, uint32_t shard, uint64_t line_no,
+                              bool is_error, size_t bytes, int64_t prompt_tokens,
+                              int64_t completion_tokens);
+/* Rank 0: whether interval_seconds have passed since the last checkpoint. */
+bool mr_runner_commit_due(const mr_runner_commit *c);
+/* The first step of this attempt is done (a resumed run counts the restart
+ * as time lost to its preemption). */
+void mr_runner_commit_first_step(mr_runner_commit *c);
+/* Collective, once every rank's part files are synced: gather, checkpoint.
+ * Returns an exit code. */
+int mr_runner_commit_checkpoint(mr_runner_commit *c, mr_runner_balancer *balancer);
+/* Rank 0: the checkpoints this attempt wrote and what they cost, a line,
+ * and the job's totals over all attempts when it has resumed. */
+void mr_runner_commit_report(const mr_runner_commit *c, double wall_seconds);
 
 /* Run-folder file names, relative to [job] run_dir. */
 #define MR_RUN_PLAN "plan.json"
@@ -144,6 +244,7 @@ int mr_runner_parts_join(const char *run_dir, size_t n_shards);
 #define MR_RUN_ERRORS "errors.jsonl"
 #define MR_RUN_EPLB_LOG "eplb.jsonl"        /* one record per online EPLB decision */
 #define MR_RUN_EXPERT_LOAD "expert_load.csv" /* the run's expert load, as a trace */
+#define MR_RUN_PARTS "parts"                /* per-shard part files while serving */
 
 /* "DIR/NAME" in a buffer the caller frees, or NULL when out of memory. */
 char *mr_runner_path(const char *dir, const char *name);

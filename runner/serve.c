@@ -15,6 +15,14 @@
  * window holds finished lines until every earlier line is done, so the
  * output files are the same bytes whatever the batch size, rank count or
  * timing.
+ *
+ * The same gather carries checkpoints and stops: rank 0 says when
+ * [checkpoint] interval_seconds have passed, any rank that a stop signal
+ * reached says so, and every rank then syncs its part files and joins the
+ * checkpoint (commit.c) between the same two steps.  A resumed run skips
+ * the shards its checkpoint has done and serves the others from their
+ * first uncommitted line, after cutting their parts back to what was
+ * committed.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -36,11 +44,14 @@ typedef struct {
     mr_endpoint endpoint;
     uint32_t file_index, shard;
     uint64_t line_no;
+    int64_t prompt_tokens, completion_tokens;
 } slot;
 
 /* What each rank tells the others before a step. */
 typedef struct {
     int32_t wants_shard, busy;
+    int32_t stop;       /* the stop signal that reached this rank, or 0 */
+    int32_t checkpoint; /* rank 0: interval_seconds have passed */
 } rank_state;
 
 typedef struct {
@@ -50,12 +61,15 @@ typedef struct {
     mr_model *model;
     mr_engine *engine;
     mr_runner_balancer *balancer;
+    mr_checkpoint_state *state; /* committed progress: what is left to serve */
+    mr_runner_commit *commit;
     const char *model_name;
     int64_t created;
     FILE *results, *errors; /* the part files of the shard being written */
     int64_t writing;        /* that shard, or -1 */
     /* The shard being read. */
     const mr_shard *reading;
+    uint64_t skip_before; /* its lines before this one are committed */
     mr_line_reader *reader;
     mr_request_parser *parser;
     size_t next_shard; /* the first shard nobody has claimed */
@@ -74,7 +88,7 @@ static slot *window_at(server *s, uint64_t seq)
     return &s->window[seq % s->cap];
 }
 
-static int window_push(server *s, uint64_t *seq)
+static int window_push(server *s, uint64_t line_no, uint64_t *seq)
 {
     if (s->len == s->cap) {
         size_t cap = s->cap ? 2 * s->cap : 256;
@@ -88,7 +102,8 @@ static int window_push(server *s, uint64_t *seq)
         s->cap = cap;
     }
     *seq = s->head + s->len++;
-    *window_at(s, *seq) = (slot){.shard = s->reading->id};
+    *window_at(s, *seq) = (slot){.shard = s->reading->id, .line_no = line_no};
+    mr_runner_commit_read(s->commit, s->reading->id);
     return MR_EXIT_OK;
 }
 
@@ -120,6 +135,9 @@ static int window_flush(server *s)
             return MR_EXIT_FAILED;
         FILE *to = e->is_error ? s->errors : s->results;
         bool ok = fwrite(e->line, 1, e->len, to) == e->len;
+        if (ok)
+            mr_runner_commit_written(s->commit, e->shard, e->line_no, e->is_error, e->len,
+                                     e->prompt_tokens, e->completion_tokens);
         free(e->line);
         free(e->custom_id);
         free(e->model);
@@ -147,7 +165,7 @@ static int add_error(server *s, const char *file, uint64_t line_no, const mr_req
 {
     uint64_t seq;
     mr_buf buf = {0};
-    if (window_push(s, &seq) != MR_EXIT_OK ||
+    if (window_push(s, line_no, &seq) != MR_EXIT_OK ||
         mr_error_format(&buf, s->job->job_name, file, line_no, error) != MR_JOBS_OK) {
         mr_buf_free(&buf);
         fprintf(stderr, "moerun run: out of memory\n");
@@ -182,6 +200,8 @@ static int complete(server *s, const mr_completion_out *c)
     s->n_ok++;
     s->prompt_tokens += (uint64_t)c->prompt_tokens;
     s->completion_tokens += (uint64_t)c->completion_tokens;
+    e->prompt_tokens = c->prompt_tokens;
+    e->completion_tokens = c->completion_tokens;
     return take_buf(e, &buf, false);
 }
 
@@ -254,14 +274,13 @@ static int submit(server *s, const mr_request *req, const char *file)
         return add_error(s, file, req->line_no, &error);
     }
     uint64_t seq;
-    if (window_push(s, &seq) != MR_EXIT_OK)
+    if (window_push(s, req->line_no, &seq) != MR_EXIT_OK)
         return MR_EXIT_FAILED;
     slot *e = window_at(s, seq);
     e->custom_id = strdup(req->custom_id);
     e->model = req->model ? strdup(req->model) : NULL;
     e->endpoint = req->endpoint;
     e->file_index = req->file_index;
-    e->line_no = req->line_no;
     const mr_sampling *sp = &req->sampling;
     mr_generation gen = {.handle = seq,
                          .prompt = s->tokens.ids,
@@ -326,12 +345,15 @@ static int feed(server *s)
         mr_line line;
         int got = mr_line_reader_next(s->reader, &line, err, sizeof err);
         if (got == 1) {
-            rc = serve_line(s, s->parser, s->reading, &line);
+            if (line.line_no >= s->skip_before)
+                rc = serve_line(s, s->parser, s->reading, &line);
             continue;
         }
         if (got < 0) {
             fprintf(stderr, "moerun run: %s\n", err);
             rc = MR_EXIT_FAILED;
+        } else {
+            mr_runner_commit_read_all(s->commit, s->reading->id);
         }
         mr_line_reader_close(s->reader);
         s->reader = NULL;
@@ -344,6 +366,10 @@ static int open_shard(server *s, size_t index)
     char err[1024];
     const mr_shard *shard = &s->plan->shards[index];
     const mr_plan_file *f = &s->plan->files[shard->file_index];
+    int rc = mr_runner_parts_cut(s->job->job_run_dir, &s->state->shards[index]);
+    if (rc != MR_EXIT_OK)
+        return rc;
+    s->skip_before = s->state->shards[index].next_line;
     if (mr_line_reader_open(&s->reader, f->path, shard->begin, shard->end, shard->first_line,
                             (size_t)s->job->input_max_line_bytes, err, sizeof err) != MR_JOBS_OK) {
         fprintf(stderr, "moerun run: %s\n", err);
@@ -353,14 +379,25 @@ static int open_shard(server *s, size_t index)
     return MR_EXIT_OK;
 }
 
+/* The first shard from `next` on that the checkpoint has not done. */
+static size_t next_open_shard(const server *s, size_t next)
+{
+    while (next < s->plan->n_shards && s->state->shards[next].done)
+        next++;
+    return next;
+}
+
 /* Gathers every rank's state and hands out shards; *done when no rank has
- * work left and no shard is unclaimed. */
-static int claim_shards(server *s, bool *done)
+ * work left and no shard is unclaimed.  *checkpoint when one is due, and
+ * *stop (the signal) when a stop signal reached any rank. */
+static int claim_shards(server *s, bool *done, bool *checkpoint, int *stop)
 {
     char err[512];
     int size = s->world.size;
     rank_state mine = {.wants_shard = !s->reader && mr_engine_has_room(s->engine),
-                       .busy = s->reader || mr_engine_in_flight(s->engine) > 0};
+                       .busy = s->reader || mr_engine_in_flight(s->engine) > 0,
+                       .stop = mr_runner_stop_signal(),
+                       .checkpoint = s->world.rank == 0 && mr_runner_commit_due(s->commit)};
     rank_state *all = s->states;
     int rc = mr_comm_allgather(s->world.comm, &mine, sizeof mine, all, err, sizeof err);
     if (rc != MR_ENGINE_OK) {
@@ -368,8 +405,12 @@ static int claim_shards(server *s, bool *done)
         return MR_EXIT_FAILED;
     }
     bool busy = false;
+    *checkpoint = all[0].checkpoint;
+    *stop = 0;
     for (int r = 0; r < size; r++) {
         busy = busy || all[r].busy;
+        *stop = *stop ? *stop : all[r].stop;
+        s->next_shard = next_open_shard(s, s->next_shard);
         if (!all[r].wants_shard || s->next_shard >= s->plan->n_shards)
             continue;
         size_t shard = s->next_shard++;
@@ -399,10 +440,14 @@ static int load_engine(server *s)
     rc = mr_runner_world_init(&s->world, job, capacity);
     if (rc != MR_EXIT_OK)
         return rc;
+    if ((rc = mr_runner_commit_new(job, s->state, s->world.comm, &s->commit)) != MR_EXIT_OK)
+        return rc;
     mr_eplb_placement placement = {0};
     bool moe = mr_config_moe_layers(&cfg) > 0;
+    const mr_checkpoint_state *resume = s->state->counters.attempts > 1 ? s->state : NULL;
     if (moe && (rc = mr_runner_eplb_initial(job, &cfg, ranks, mr_runner_eplb_nodes(s->world.comm),
-                                            s->world.rank == 0, &placement)) != MR_EXIT_OK)
+                                            s->world.rank == 0, resume, &placement)) !=
+                   MR_EXIT_OK)
         return rc;
     if (threads <= 0) {
         /* Ranks that share a host share its cores. */
@@ -435,8 +480,8 @@ static int load_engine(server *s)
         fprintf(stderr, "moerun run: %s\n", err);
         return rc == MR_ENGINE_EINVAL ? MR_EXIT_INVALID : MR_EXIT_FAILED;
     }
-    if ((rc = mr_runner_balancer_new(job, s->model, s->engine, s->world.comm, &s->balancer)) !=
-        MR_EXIT_OK)
+    if ((rc = mr_runner_balancer_new(job, s->model, s->engine, s->world.comm, resume,
+                                     &s->balancer)) != MR_EXIT_OK)
         return rc;
     s->done_cap = (size_t)eo.max_sequences;
     s->done = calloc(s->done_cap, sizeof *s->done);
@@ -465,16 +510,51 @@ static double now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Claim, feed, step, until the world agrees there is nothing left. */
-static int serve_loop(server *s)
+/* The part files this rank has open, durable, then the checkpoint. */
+static int checkpoint(server *s)
 {
     int rc = MR_EXIT_OK;
+    if (s->results && mr_runner_parts_sync(s->results) != MR_EXIT_OK)
+        rc = MR_EXIT_FAILED;
+    if (s->errors && mr_runner_parts_sync(s->errors) != MR_EXIT_OK)
+        rc = MR_EXIT_FAILED;
+    /* Joined even after a failed sync: the others are waiting in it. */
+    int joined = mr_runner_commit_checkpoint(s->commit, s->balancer);
+    return rc == MR_EXIT_OK ? joined : rc;
+}
+
+static int stopped(server *s, int sig)
+{
+    mr_runner_signals_durable();
+    if (s->world.rank == 0) {
+        double since = mr_runner_stop_seconds();
+        printf("job %s: stopped by %s: progress committed in checkpoint generation %" PRIu64,
+               s->job->job_name, mr_runner_signal_name(sig), s->state->generation);
+        if (mr_runner_stop_signal())
+            printf(", %.2f s after the signal", since);
+        printf("; `moerun resume %s` goes on\n", s->job->job_run_dir);
+        fflush(stdout);
+    }
+    return MR_EXIT_STOPPED;
+}
+
+/* Claim, feed, step, until the world agrees there is nothing left or to
+ * stop; checkpoint when rank 0 says one is due. */
+static int serve_loop(server *s)
+{
+    int rc = MR_EXIT_OK, stop = 0;
     for (;;) {
-        bool done = false;
-        if ((rc = feed(s)) != MR_EXIT_OK || (rc = claim_shards(s, &done)) != MR_EXIT_OK || done)
+        bool done = false, due = false;
+        if ((rc = feed(s)) != MR_EXIT_OK ||
+            (rc = claim_shards(s, &done, &due, &stop)) != MR_EXIT_OK || done)
             break;
+        if ((due || stop) && (rc = checkpoint(s)) != MR_EXIT_OK)
+            break;
+        if (stop)
+            return stopped(s, stop);
         if ((rc = step(s)) != MR_EXIT_OK)
             break;
+        mr_runner_commit_first_step(s->commit);
     }
     if (rc == MR_EXIT_OK)
         rc = window_flush(s);
@@ -538,30 +618,28 @@ static int summarise(server *s, double seconds)
     return MR_EXIT_OK;
 }
 
-/* Every rank's parts are closed before the first rank joins them. */
+/* Every rank's parts are closed and the last checkpoint has every shard
+ * done before the first rank joins them. */
 static int finish(server *s, double started)
 {
-    char err[512];
-    int32_t ok = 1, *all = malloc((size_t)s->world.size * sizeof *all);
-    if (!all || mr_comm_allgather(s->world.comm, &ok, sizeof ok, all, err, sizeof err) !=
-                    MR_ENGINE_OK) {
-        fprintf(stderr, "moerun run: rank %d: %s\n", s->world.rank, all ? err : "out of memory");
-        free(all);
-        return MR_EXIT_FAILED;
-    }
-    free(all);
-    int rc = mr_runner_balancer_finish(s->balancer);
+    int rc = mr_runner_commit_checkpoint(s->commit, s->balancer);
+    if (rc == MR_EXIT_OK)
+        rc = mr_runner_balancer_finish(s->balancer);
     if (rc == MR_EXIT_OK && s->world.rank == 0)
-        rc = mr_runner_parts_join(s->job->job_run_dir, s->plan->n_shards);
+        rc = mr_runner_parts_join(s->job->job_run_dir, s->state);
     if (rc == MR_EXIT_OK)
         rc = summarise(s, now() - started);
+    if (rc == MR_EXIT_OK)
+        mr_runner_commit_report(s->commit, now() - started);
     return rc;
 }
 
-int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi, int64_t created)
+int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi,
+                    mr_checkpoint_state *state)
 {
     server s = {.job = job, .plan = plan, .model_name = model_name(job->model_path),
-                .created = created, .writing = -1, .world = {.mpi = mpi}};
+                .state = state, .created = state->created, .writing = -1,
+                .world = {.mpi = mpi}};
     double start = now();
     int rc = load_engine(&s);
     s.parser = rc == MR_EXIT_OK ? mr_request_parser_new(job) : NULL;
@@ -589,6 +667,7 @@ int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi, int64_t cr
     mr_tokens_free(&s.tokens);
     mr_request_parser_free(s.parser);
     mr_runner_balancer_free(s.balancer);
+    mr_runner_commit_free(s.commit);
     mr_engine_free(s.engine);
     mr_model_free(s.model);
     mr_comm_free(s.world.comm);

@@ -10,8 +10,11 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "runner/runner.h"
@@ -38,6 +41,29 @@ void mr_runner_mpi_init(int *argc, char ***argv)
     MPI_Init(argc, argv);
 }
 
+/* The Unix time the job's processes started, handed down to the ranks. */
+#define STARTED_ENV "MR_STARTED_AT"
+
+static void set_start_time(bool replace)
+{
+    char text[64];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(text, sizeof text, "%.6f", (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9);
+    setenv(STARTED_ENV, text, replace);
+}
+
+void mr_runner_mark_start(void)
+{
+    set_start_time(false);
+}
+
+double mr_runner_start_time(void)
+{
+    const char *text = getenv(STARTED_ENV);
+    return text ? strtod(text, NULL) : 0;
+}
+
 bool mr_runner_under_mpi(void)
 {
     /* Open MPI's mpirun, PMIx launchers (srun --mpi=pmix) and PMI-1/2. */
@@ -46,9 +72,28 @@ bool mr_runner_under_mpi(void)
 
 /* mpirun's options: as root it must be told that is fine; more ranks than
  * cores is fine for CPU ranks that sleep while they wait; binding would
- * pin each rank's threads to one core; ranks read no standard input. */
+ * pin each rank's threads to one core; ranks read no standard input; and
+ * -q, since a rank's exit code already says why it stopped (4 after a stop
+ * signal is no failure to explain). */
 static const char *const MPIRUN_OPTIONS[] = {"--allow-run-as-root", "--oversubscribe",
-                                             "--bind-to", "none", "--stdin", "none"};
+                                             "--bind-to", "none", "--stdin", "none", "-q"};
+
+/* The child becomes mpirun in a process group of its own, so that a
+ * terminal's Ctrl-C reaches only this parent, which forwards it as the
+ * SIGUSR1 mpirun passes on; and mpirun dies with the parent, so a killed
+ * `moerun run` leaves no ranks behind. */
+static void exec_mpirun(char **args, pid_t parent)
+{
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127);
+    execvp("mpirun", args);
+    fprintf(stderr, "moerun run: cannot start mpirun (%s); install Open MPI (the "
+                    "openmpi-bin package) or run with [parallel] ranks = 1\n",
+            strerror(errno));
+    _exit(127);
+}
 
 int mr_runner_launch_local(const mr_job *job, int argc, char **argv)
 {
@@ -76,27 +121,33 @@ int mr_runner_launch_local(const mr_job *job, int argc, char **argv)
     args[at++] = exe;
     for (int i = 0; i < argc; i++)
         args[at++] = argv[i];
-    printf("job %s: starting %s ranks on this host through mpirun\n", job->job_name, ranks);
+    printf("job %s: starting %s rank%s on this host through mpirun\n", job->job_name, ranks,
+           job->parallel_ranks == 1 ? "" : "s");
     fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execvp("mpirun", args);
-        fprintf(stderr, "moerun run: cannot start mpirun (%s); install Open MPI (the "
-                        "openmpi-bin package) or run with [parallel] ranks = 1\n",
-                strerror(errno));
-        _exit(127);
-    }
+    fflush(stderr);
+    set_start_time(true);
+    pid_t parent = getpid(), pid = fork();
+    if (pid == 0)
+        exec_mpirun(args, parent);
     free(args);
+    if (pid > 0)
+        mr_runner_signals_forward((int)pid);
     int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) < 0) {
+    pid_t waited = -1;
+    while (pid > 0 && (waited = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
+        continue;
+    mr_runner_signals_forward(0);
+    if (waited < 0) {
         perror("moerun run: mpirun");
         return MR_EXIT_FAILED;
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
         return MR_EXIT_OK;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (code == MR_EXIT_STOPPED || code == MR_EXIT_INVALID)
+        return code;
     fprintf(stderr, "moerun run: the job stopped: a rank failed (mpirun exit %d)\n", code);
-    return code == MR_EXIT_INVALID ? MR_EXIT_INVALID : MR_EXIT_FAILED;
+    return MR_EXIT_FAILED;
 }
 
 int mr_runner_world_init(mr_runner_world *w, const mr_job *job, size_t capacity)

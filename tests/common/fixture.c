@@ -123,25 +123,18 @@ static char *drain(int fd)
     return b.data ? b.data : strdup("");
 }
 
-int mr_test_moerun(const char *cwd, char **out, char **err, const char *arg, ...)
+/* Forks $MOERUN with `first` and the arguments after it in cwd, its
+ * output into out_fd and err_fd and /dev/null as its input. */
+static pid_t spawn(const char *cwd, int out_fd, int err_fd, const char *first, va_list ap)
 {
     const char *moerun = getenv("MOERUN");
     cr_assert(moerun, "MOERUN must name the moerun binary (make test sets it)");
     const char *argv[64] = {moerun};
     size_t argc = 1;
-    va_list ap;
-    va_start(ap, arg);
-    for (const char *a = arg; a; a = va_arg(ap, const char *)) {
+    for (const char *a = first; a; a = va_arg(ap, const char *)) {
         cr_assert(argc < 63);
         argv[argc++] = a;
     }
-    va_end(ap);
-
-    char out_path[] = "/tmp/moerun-out-XXXXXX", err_path[] = "/tmp/moerun-err-XXXXXX";
-    int out_fd = mkstemp(out_path), err_fd = mkstemp(err_path);
-    cr_assert(out_fd >= 0 && err_fd >= 0);
-    unlink(out_path);
-    unlink(err_path);
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0) {
@@ -154,6 +147,20 @@ int mr_test_moerun(const char *cwd, char **out, char **err, const char *arg, ...
         execv(moerun, (char *const *)argv);
         _exit(127);
     }
+    return pid;
+}
+
+int mr_test_moerun(const char *cwd, char **out, char **err, const char *arg, ...)
+{
+    char out_path[] = "/tmp/moerun-out-XXXXXX", err_path[] = "/tmp/moerun-err-XXXXXX";
+    int out_fd = mkstemp(out_path), err_fd = mkstemp(err_path);
+    cr_assert(out_fd >= 0 && err_fd >= 0);
+    unlink(out_path);
+    unlink(err_path);
+    va_list ap;
+    va_start(ap, arg);
+    pid_t pid = spawn(cwd, out_fd, err_fd, arg, ap);
+    va_end(ap);
     int status;
     cr_assert_eq(waitpid(pid, &status, 0), pid);
     lseek(out_fd, 0, SEEK_SET);
@@ -169,4 +176,19 @@ int mr_test_moerun(const char *cwd, char **out, char **err, const char *arg, ...
         free(e);
     cr_assert(WIFEXITED(status), "moerun died of signal %d", WTERMSIG(status));
     return WEXITSTATUS(status);
+}
+
+pid_t mr_test_spawn_moerun(const char *cwd, const char *log, const char *arg, ...)
+{
+    char *path = NULL;
+    cr_assert(asprintf(&path, "%s/%s", cwd, log) > 0);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0666);
+    cr_assert(fd >= 0, "cannot create %s", path);
+    free(path);
+    va_list ap;
+    va_start(ap, arg);
+    pid_t pid = spawn(cwd, fd, fd, arg, ap);
+    va_end(ap);
+    close(fd);
+    return pid;
 }

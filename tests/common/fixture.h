@@ -6,6 +6,7 @@
 #define MR_TEST_FIXTURE_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "jobs/jobs.h"
 
@@ -34,5 +35,8 @@ int mr_test_load_job(mr_job *job, const char *dir, const char *ini,
 /* Run $MOERUN with args (NULL-terminated) in `cwd`; stdout and stderr are
  * captured (each NUL-terminated).  Returns the exit code. */
 int mr_test_moerun(const char *cwd, char **out, char **err, const char *arg, ...);
+/* The same without waiting: stdout and stderr go to the file cwd/log.
+ * Returns the pid. */
+pid_t mr_test_spawn_moerun(const char *cwd, const char *log, const char *arg, ...);
 
 #endif

@@ -1,10 +1,27 @@
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tests/common/fixture.h"
 #include "tests/common/job_run.h"
+
+void mr_test_scratch_open(mr_test_scratch *t)
+{
+    *t = (mr_test_scratch){.dir = mr_test_tmpdir()};
+    mr_test_make_model(t->dir);
+}
+
+void mr_test_scratch_close(mr_test_scratch *t)
+{
+    mr_test_rmtree(t->dir);
+    free(t->dir);
+    free(t->out);
+    free(t->err);
+    *t = (mr_test_scratch){0};
+}
 
 void mr_test_write_requests(const char *dir, int n)
 {
@@ -30,20 +47,57 @@ void mr_test_write_requests(const char *dir, int n)
     free(all);
 }
 
+void mr_test_write_job(const char *dir, const char *name, const char *extra)
+{
+    char file[256];
+    snprintf(file, sizeof file, "%s.ini", name);
+    mr_test_writef(dir, file,
+                   "[job]\nname = same\nrun_dir = runs/%s\n[model]\npath = model\n[input]\n"
+                   "files = requests.jsonl\n[generation]\nmax_tokens = 12\nseed = 3\n"
+                   "[engine]\nmax_batch_tokens = 128\nmax_sequences = 16\n%s",
+                   name, extra);
+}
+
 int mr_test_run_job(const char *dir, const char *name, const char *extra, char **out,
                     char **err)
 {
-    char ini[4096], file[256];
-    snprintf(ini, sizeof ini,
-             "[job]\nname = same\nrun_dir = runs/%s\n[model]\npath = model\n[input]\n"
-             "files = requests.jsonl\n[generation]\nmax_tokens = 12\nseed = 3\n"
-             "[engine]\nmax_batch_tokens = 128\nmax_sequences = 16\n%s",
-             name, extra);
+    char file[256];
     snprintf(file, sizeof file, "%s.ini", name);
-    free(mr_test_write(dir, file, ini, (size_t)-1));
+    mr_test_write_job(dir, name, extra);
     free(*out);
     free(*err);
     return mr_test_moerun(dir, out, err, "run", file, NULL);
+}
+
+int mr_test_children(pid_t parent, pid_t *kids, int cap)
+{
+    int n = 0;
+    DIR *proc = opendir("/proc");
+    struct dirent *e;
+    while (proc && (e = readdir(proc)) && n < cap) {
+        char path[300], text[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t len = fread(text, 1, sizeof text - 1, f);
+        fclose(f);
+        text[len] = '\0';
+        char *close = strrchr(text, ')');
+        int ppid;
+        if (close && sscanf(close + 2, "%*c %d", &ppid) == 1 && ppid == parent)
+            kids[n++] = (pid_t)atoi(e->d_name);
+    }
+    if (proc)
+        closedir(proc);
+    return n;
+}
+
+double mr_test_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* A run's output file with the digits of every "created" zeroed: the one

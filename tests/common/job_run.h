@@ -5,10 +5,23 @@
 #ifndef MR_TEST_JOB_RUN_H
 #define MR_TEST_JOB_RUN_H
 
+/* A test's scratch folder, with the tiny model linked in as dir/model, and
+ * the output of the last moerun it ran: for a suite's .init and .fini. */
+typedef struct {
+    char *dir, *out, *err;
+} mr_test_scratch;
+void mr_test_scratch_open(mr_test_scratch *t);
+void mr_test_scratch_close(mr_test_scratch *t);
+
 /* dir/requests.jsonl: the first `n` bundled requests, a line that is not
  * JSON in the middle and a repeated custom_id at the end, so errors.jsonl
  * has lines from several shards too. */
 void mr_test_write_requests(const char *dir, int n);
+
+#include <sys/types.h>
+
+/* dir/NAME.ini: the job mr_test_run_job runs, with `extra` appended. */
+void mr_test_write_job(const char *dir, const char *name, const char *extra);
 
 /* Runs `moerun run NAME.ini` in dir for a job over requests.jsonl into
  * runs/NAME, with `extra` appended to the job file.  Every job has the same
@@ -20,5 +33,10 @@ int mr_test_run_job(const char *dir, const char *name, const char *extra, char *
 /* Fails unless runs/A and runs/B have the same results.jsonl and
  * errors.jsonl, but for the "created" times. */
 void mr_test_assert_same_output(const char *dir, const char *a, const char *b);
+
+/* The processes `parent` started, from /proc; at most cap. */
+int mr_test_children(pid_t parent, pid_t *kids, int cap);
+/* Seconds on the monotonic clock. */
+double mr_test_seconds(void);
 
 #endif

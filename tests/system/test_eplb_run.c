@@ -116,8 +116,8 @@ Test(eplb_run, a_static_placement_comes_from_the_trace_an_earlier_run_wrote)
                                  "calibration = runs/first/expert_load.csv\n",
                                  &out, &err),
                  0, "%s%s", out, err);
-    cr_assert(strstr(out, "eplb: static placement from ./runs/first/expert_load.csv"), "%s",
-              out);
+    cr_assert(strstr(out, "eplb: static placement from /"), "%s", out);
+    cr_assert(strstr(out, "/runs/first/expert_load.csv ("), "%s", out);
     mr_test_assert_same_output(dir, "first", "calibrated");
 }
 

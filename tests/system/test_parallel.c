@@ -2,13 +2,11 @@
  * modes and over both transports; a rank that dies stops the job. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "tests/common/fixture.h"
@@ -83,38 +81,6 @@ Test(parallel, launcher_mpi_outside_mpirun_says_how_to_start_it)
     cr_assert(strstr(err, "launcher = mpi: start moerun with mpirun or srun"), "%s", err);
 }
 
-/* Children of `parent`, from /proc. */
-static int children_of(pid_t parent, pid_t *kids, int cap)
-{
-    int n = 0;
-    DIR *proc = opendir("/proc");
-    struct dirent *e;
-    while (proc && (e = readdir(proc)) && n < cap) {
-        char path[300], text[512];
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t len = fread(text, 1, sizeof text - 1, f);
-        fclose(f);
-        text[len] = '\0';
-        char *close = strrchr(text, ')');
-        int ppid;
-        if (close && sscanf(close + 2, "%*c %d", &ppid) == 1 && ppid == parent)
-            kids[n++] = (pid_t)atoi(e->d_name);
-    }
-    if (proc)
-        closedir(proc);
-    return n;
-}
-
-static double seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 Test(parallel, a_rank_that_dies_stops_the_job_within_ten_seconds)
 {
     write_requests(200);
@@ -135,18 +101,18 @@ Test(parallel, a_rank_that_dies_stops_the_job_within_ten_seconds)
     /* Wait for the ranks to be serving: the part files appear. */
     char parts[4096];
     snprintf(parts, sizeof parts, "%s/runs/kill/parts", dir);
-    double start = seconds();
-    while (access(parts, F_OK) != 0 && seconds() - start < 60)
+    double start = mr_test_seconds();
+    while (access(parts, F_OK) != 0 && mr_test_seconds() - start < 60)
         usleep(50000);
     cr_assert_eq(access(parts, F_OK), 0, "the job never started serving");
     pid_t mpirun[4], ranks[8];
-    cr_assert_eq(children_of(pid, mpirun, 4), 1, "moerun run should have started mpirun");
-    cr_assert_eq(children_of(mpirun[0], ranks, 8), 3, "mpirun should have started 3 ranks");
+    cr_assert_eq(mr_test_children(pid, mpirun, 4), 1, "moerun run should have started mpirun");
+    cr_assert_eq(mr_test_children(mpirun[0], ranks, 8), 3, "mpirun should have started 3 ranks");
     cr_assert_eq(kill(ranks[1], SIGKILL), 0);
-    double killed = seconds();
+    double killed = mr_test_seconds();
     int status = 0;
     pid_t done = 0;
-    while ((done = waitpid(pid, &status, WNOHANG)) == 0 && seconds() - killed < 10)
+    while ((done = waitpid(pid, &status, WNOHANG)) == 0 && mr_test_seconds() - killed < 10)
         usleep(20000);
     if (done == 0) {
         kill(pid, SIGKILL);
