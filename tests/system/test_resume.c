@@ -184,6 +184,10 @@ Test(resume, sigkill_at_random_moments_then_resume_gives_the_same_bytes)
     int target = 20 * (factor < 10 ? factor : 10);
     fprintf(stderr, "resume fault test: seed %u (MR_FAULT_SEED=%u replays it), %d kills\n",
             seed, seed, target);
+    /* A killed mpirun leaves its session folder (8 MB) and shared memory
+     * files behind: they go with the scratch folder, not /tmp and /dev/shm. */
+    setenv("OMPI_MCA_orte_tmpdir_base", t.dir, 1);
+    setenv("OMPI_MCA_btl_vader_backing_directory", t.dir, 1);
     run_reference(120);
     mr_test_write_job(t.dir, "fault", RANKS(4) OFTEN);
     int kills = 0, cycles = 0;
