@@ -13,7 +13,8 @@ PKGS := inih:libinih-dev libcjson:libcjson-dev libzstd:libzstd-dev \
         libibverbs:libibverbs-dev criterion:libcriterion-dev
 # Programs the build or the tests run -> Debian package.
 PROGS := pkg-config:pkg-config mpirun:openmpi-bin gzip:gzip xz:xz-utils zstd:zstd \
-         node:nodejs npm:npm
+         node:nodejs npm:npm promtool:prometheus xmllint:libxml2-utils \
+         rsvg-convert:librsvg2-bin
 # Python modules the test references use (run with Debian's own python3).
 PYMODS := numpy:python3-numpy
 PYTHON := /usr/bin/python3
@@ -45,7 +46,8 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ := $(MAIN_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 # runner/ files the unit tests link: pure functions, no main().
-RUNNER_TESTED := $(BUILD)/runner/preflight_rules.o
+RUNNER_TESTED := $(BUILD)/runner/preflight_rules.o $(BUILD)/runner/files.o \
+                 $(BUILD)/runner/report_cost.o
 BENCH_BIN:= $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 # Benchmarks of several ranks run under mpirun (as root, more ranks than cores).
 BENCH_MPI:= $(BUILD)/bench/bench_dispatch

@@ -127,7 +127,9 @@ void mr_buf_free(mr_buf *b);
     X(cost, gpu_hour_usd, FLOAT, "0", MR_KEY_RESUME, 0, 1e6, NULL,                         \
       "on-demand price of one GPU hour")                                                   \
     X(cost, spot_gpu_hour_usd, FLOAT, "0", MR_KEY_RESUME, 0, 1e6, NULL,                    \
-      "spot price of one GPU hour")
+      "spot price of one GPU hour")                                                       \
+    X(report, progress_seconds, FLOAT, "10", MR_KEY_RESUME, 0.1, 86400, NULL,              \
+      "seconds between progress log lines, metrics.prom refreshes and timeline samples")
 
 #define MR_KEY_REQUIRED 1
 /* The key may differ when a run resumes: it changes how the job runs, never

@@ -1,0 +1,107 @@
+/*
+ * The job report (private to runner/): what a job did and what it cost,
+ * the metrics file a node exporter scrapes while it runs, and the pictures
+ * report.md links.  docs/report.md is the reference for every figure.
+ *
+ * Everything here is computed from files in the run folder (results,
+ * errors, the checkpoint's counters, timeline.jsonl, eplb.jsonl,
+ * expert_load.csv), so `moerun report RUN_DIR` after the job writes the
+ * same report the job wrote at its end, and a resumed job's report covers
+ * every attempt.
+ */
+#ifndef MR_RUNNER_REPORT_H
+#define MR_RUNNER_REPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jobs/jobs.h"
+
+/* Run-folder files the report reads or writes. */
+#define MR_RUN_REPORT_JSON "report.json"
+#define MR_RUN_REPORT_MD "report.md"
+#define MR_RUN_METRICS "metrics.prom"
+#define MR_RUN_TIMELINE "timeline.jsonl" /* one record of every rank's meters per sample */
+#define MR_RUN_HEATMAP_SVG "expert_load.svg"
+#define MR_RUN_BUSY_SVG "rank_busy.svg"
+
+/* ------------------------------------------------------------------------
+ * Cost (report_cost.c): rank-hours times the price, divided by tokens
+ * ------------------------------------------------------------------------ */
+typedef struct {
+    double usd;              /* rank_hours * price per GPU hour */
+    double usd_per_mtok_input, usd_per_mtok_output, usd_per_mtok_total;
+} mr_report_price;
+
+typedef struct {
+    double rank_hours;
+    mr_report_price on_demand, spot;
+} mr_report_cost;
+
+/* Each per-million figure is the whole cost over that kind of token (0
+ * when there are none): the input and output figures are what the job
+ * would have cost per million had only that kind been counted, so they
+ * do not add up to the total. */
+void mr_report_cost_compute(double rank_seconds, double gpu_hour_usd, double spot_gpu_hour_usd,
+                            uint64_t prompt_tokens, uint64_t completion_tokens,
+                            mr_report_cost *out);
+
+/* ------------------------------------------------------------------------
+ * Pictures (report_svg.c)
+ * ------------------------------------------------------------------------ */
+
+/* One heatmap: rows x cols cells coloured by value. */
+typedef struct {
+    const char *title;     /* above the panel: "Before EPLB: ..." */
+    const char *row_name;  /* "MoE layer", "rank": in tooltips and the axis label */
+    const char *col_name;  /* "expert", "slot", "seconds" */
+    int rows, cols;
+    const double *values;  /* [rows][cols] */
+    /* Optional [rows] / [cols] labels for ticks and tooltips; NULL: the
+     * index from 0. */
+    const double *row_labels, *col_labels;
+    /* A vertical rule every col_group columns (a rank's slots); 0: none. */
+    int col_group;
+} mr_report_heatmap;
+
+/* An SVG file of n panels stacked top to bottom under one title, sharing
+ * one colour scale from 0 to scale_max (<= 0: the largest value of all
+ * panels), with a legend saying `unit`.  Every cell is one
+ * <rect class="cell"> with a <title> tooltip ("MoE layer 3, expert 17:
+ * 1234 tokens").  Written atomically.  Returns 0, or -1 with err set. */
+int mr_report_svg_heatmaps(const char *path, const char *title, const mr_report_heatmap *panels,
+                           int n_panels, double scale_max, const char *unit, char *err,
+                           size_t errlen);
+
+/* ------------------------------------------------------------------------
+ * Metrics (metrics.c): the Prometheus text exposition format, written the
+ * node-exporter textfile way (a temporary file renamed over the old one)
+ * ------------------------------------------------------------------------ */
+typedef struct {
+    const char *job;                 /* the job name: a label on every series */
+    uint64_t requests_ok, requests_failed, requests_planned;
+    uint64_t tokens_prompt, tokens_completion;
+    double tokens_per_second;        /* since the last sample */
+    double wall_seconds, rank_seconds; /* the job so far, every attempt */
+    uint64_t attempts, preemptions;
+    int ranks;
+    uint64_t eplb_rebalances;
+    double rank_imbalance;           /* busiest rank's expert tokens / mean, recent */
+    /* Per MoE layer; layers 0: a dense model, no expert series. */
+    int layers, experts;
+    const int *layer_ids;            /* [layers]: the model layer index */
+    const double *layer_rank_imbalance;   /* [layers], recent */
+    const double *layer_expert_imbalance; /* [layers]: max / mean tokens per expert */
+    const uint64_t *expert_tokens;   /* [layers][experts]: tokens routed, the job so far */
+    const double *rank_busy;         /* [ranks]: busy share since the last sample */
+    double updated;                  /* Unix time of the sample */
+} mr_report_metrics;
+
+/* Appends the exposition text to out.  Returns 0, or -1 when out of memory. */
+int mr_report_metrics_format(const mr_report_metrics *m, mr_buf *out);
+/* Formats and writes it to path atomically.  Returns 0, or -1 with err set. */
+int mr_report_metrics_write(const char *path, const mr_report_metrics *m, char *err,
+                            size_t errlen);
+
+#endif
