@@ -518,28 +518,6 @@ int mr_runner_balancer_step(mr_runner_balancer *b)
     return close_interval(b, false);
 }
 
-/* The run's whole load as a trace a later run can calibrate from. */
-static int write_trace(mr_runner_balancer *b)
-{
-    char err[1024];
-    size_t cells = (size_t)b->layers * b->experts;
-    const uint64_t *total = mr_engine_expert_counts(b->engine);
-    for (int l = 0; l < b->layers; l++)
-        for (int e = 0; e < b->experts; e++)
-            b->mine[(size_t)l * b->experts + e] =
-                (double)total[(size_t)b->moe_layer[l] * b->experts + e];
-    int rc = gather_sum(b, cells);
-    if (rc != MR_EXIT_OK || b->rank != 0)
-        return rc;
-    char *path = mr_runner_path(b->job->job_run_dir, MR_RUN_EXPERT_LOAD);
-    bool ok = path && mr_eplb_trace_write(path, b->load, b->layers, b->experts, err,
-                                          sizeof err) == MR_EPLB_OK;
-    if (!ok)
-        fprintf(stderr, "moerun run: %s\n", path ? err : "out of memory");
-    free(path);
-    return ok ? MR_EXIT_OK : MR_EXIT_FAILED;
-}
-
 int mr_runner_balancer_checkpoint(mr_runner_balancer *b, mr_checkpoint_state *state)
 {
     if (b->layers == 0)
@@ -572,8 +550,7 @@ int mr_runner_balancer_finish(mr_runner_balancer *b)
 {
     if (b->layers == 0)
         return MR_EXIT_OK;
-    int rc = b->online ? close_interval(b, true) : MR_EXIT_OK;
-    return rc == MR_EXIT_OK ? write_trace(b) : rc;
+    return b->online ? close_interval(b, true) : MR_EXIT_OK;
 }
 
 int mr_runner_balancer_rebalances(const mr_runner_balancer *b)

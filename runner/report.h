@@ -48,6 +48,53 @@ void mr_report_cost_compute(double rank_seconds, double gpu_hour_usd, double spo
                             mr_report_cost *out);
 
 /* ------------------------------------------------------------------------
+ * The report itself (report.c gathers it, report_format.c writes it)
+ * ------------------------------------------------------------------------ */
+
+/* Seconds of rank time by stage, summed over ranks and attempts. */
+typedef struct {
+    double attention, dispatch, experts, combine, wait;
+} mr_report_stages;
+
+typedef struct {
+    char job[256], run_dir[4096];
+    bool finished; /* results.jsonl and errors.jsonl are joined */
+    uint64_t requests_planned, requests_ok, requests_failed;
+    uint64_t tokens_prompt, tokens_completion;
+    /* Every attempt, from the checkpoint's counters. */
+    double wall_seconds, rank_seconds;
+    uint64_t attempts, preemptions;
+    double preemption_lost_seconds;
+    int ranks; /* the last attempt's */
+    double gpu_hour_usd, spot_gpu_hour_usd;
+    mr_report_cost cost;
+    /* From timeline.jsonl; steps and rows are the last attempt's world. */
+    bool timed;
+    mr_report_stages stages;
+    uint64_t steps, rows;         /* forward steps; token rows over all ranks */
+    double tokens_per_rank_step;  /* rows / (ranks * steps) */
+    /* EPLB. */
+    char eplb_mode[32];
+    uint64_t eplb_decisions, eplb_rebalances, experts_moved;
+    double bytes_moved;
+    bool measured; /* online: the ranks' measured imbalance, before and after */
+    double measured_before, measured_after;
+    bool predicted; /* from expert_load.csv and the final placement */
+    double predicted_without, predicted_with, expert_imbalance;
+    /* Planning advice, in plain sentences. */
+    bool paid_off;
+    char advice[1024];
+    bool heatmap, busy_map; /* the SVGs were drawn */
+} mr_report;
+
+/* report_format.c */
+void mr_report_advise(mr_report *r);
+/* Appends report.json's text / report.md's / the terminal's. */
+int mr_report_format_json(const mr_report *r, mr_buf *out);
+int mr_report_format_markdown(const mr_report *r, mr_buf *out);
+int mr_report_format_text(const mr_report *r, mr_buf *out);
+
+/* ------------------------------------------------------------------------
  * Pictures (report_svg.c)
  * ------------------------------------------------------------------------ */
 

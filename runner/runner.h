@@ -109,6 +109,10 @@ typedef struct {
 void mr_runner_mark_start(void);
 double mr_runner_start_time(void);
 
+/* Whether progress goes to a terminal: the launching `moerun run` decides
+ * (its stdout), as the ranks' output reaches it through mpirun's pipes. */
+bool mr_runner_progress_tty(void);
+
 /* MPI_Init, for every moerun process that joins an MPI world. */
 void mr_runner_mpi_init(int *argc, char ***argv);
 /* True in a process that mpirun or srun started. */
@@ -190,6 +194,34 @@ int mr_runner_balancer_step(mr_runner_balancer *b);
 /* At the end, on every rank: the last measurement and expert_load.csv. */
 int mr_runner_balancer_finish(mr_runner_balancer *b);
 int mr_runner_balancer_rebalances(const mr_runner_balancer *b);
+
+/* The job's meters while it runs (meter.c): every [report]
+ * progress_seconds the ranks gather their counts, stage times and expert
+ * load; rank 0 appends to timeline.jsonl, rewrites metrics.prom and
+ * expert_load.csv and logs a progress line, or keeps a live line on a
+ * terminal. */
+typedef struct mr_runner_meter mr_runner_meter;
+/* What this rank finished in this attempt. */
+typedef struct {
+    uint64_t ok, failed, prompt_tokens, completion_tokens;
+} mr_runner_progress;
+int mr_runner_meter_new(const mr_job *job, const mr_plan *plan, const mr_checkpoint_state *state,
+                        mr_model *model, mr_engine *engine, const mr_runner_balancer *balancer,
+                        mr_comm *comm, mr_runner_meter **out);
+void mr_runner_meter_free(mr_runner_meter *m);
+/* Rank 0: whether progress_seconds have passed since the last sample. */
+bool mr_runner_meter_due(const mr_runner_meter *m);
+/* Collective: one sample; `final` at the end of an attempt. */
+int mr_runner_meter_sample(mr_runner_meter *m, const mr_runner_progress *mine, bool final);
+/* Rank 0, every step: redraws the live line on a terminal from the
+ * records this attempt finished and the tokens they hold, world-wide. */
+void mr_runner_meter_live(mr_runner_meter *m, uint64_t done, uint64_t tokens);
+
+/* The job report (report.c), from the files in the run folder: writes
+ * report.json, report.md and the SVGs there and prints the report to
+ * `to` (NULL: nothing), as text or as report.json's JSON.  Returns an
+ * exit code. */
+int mr_runner_report_write(const char *run_dir, FILE *to, bool json);
 
 /* Per-shard part files under RUN_DIR/parts, joined at the end. */
 /* Cuts a shard's part files back to its committed offsets, before it is

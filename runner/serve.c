@@ -52,6 +52,8 @@ typedef struct {
     int32_t wants_shard, busy;
     int32_t stop;       /* the stop signal that reached this rank, or 0 */
     int32_t checkpoint; /* rank 0: interval_seconds have passed */
+    int32_t sample;     /* rank 0: [report] progress_seconds have passed */
+    uint64_t done, tokens; /* records and tokens finished in this attempt */
 } rank_state;
 
 typedef struct {
@@ -63,6 +65,7 @@ typedef struct {
     mr_runner_balancer *balancer;
     mr_checkpoint_state *state; /* committed progress: what is left to serve */
     mr_runner_commit *commit;
+    mr_runner_meter *meter;
     const char *model_name;
     int64_t created;
     FILE *results, *errors; /* the part files of the shard being written */
@@ -388,16 +391,20 @@ static size_t next_open_shard(const server *s, size_t next)
 }
 
 /* Gathers every rank's state and hands out shards; *done when no rank has
- * work left and no shard is unclaimed.  *checkpoint when one is due, and
- * *stop (the signal) when a stop signal reached any rank. */
-static int claim_shards(server *s, bool *done, bool *checkpoint, int *stop)
+ * work left and no shard is unclaimed.  *checkpoint when one is due,
+ * *sample when the meters are, and *stop (the signal) when a stop signal
+ * reached any rank. */
+static int claim_shards(server *s, bool *done, bool *checkpoint, bool *sample, int *stop)
 {
     char err[512];
     int size = s->world.size;
     rank_state mine = {.wants_shard = !s->reader && mr_engine_has_room(s->engine),
                        .busy = s->reader || mr_engine_in_flight(s->engine) > 0,
                        .stop = mr_runner_stop_signal(),
-                       .checkpoint = s->world.rank == 0 && mr_runner_commit_due(s->commit)};
+                       .checkpoint = s->world.rank == 0 && mr_runner_commit_due(s->commit),
+                       .sample = s->world.rank == 0 && mr_runner_meter_due(s->meter),
+                       .done = s->n_ok + s->n_failed,
+                       .tokens = s->prompt_tokens + s->completion_tokens};
     rank_state *all = s->states;
     int rc = mr_comm_allgather(s->world.comm, &mine, sizeof mine, all, err, sizeof err);
     if (rc != MR_ENGINE_OK) {
@@ -405,9 +412,13 @@ static int claim_shards(server *s, bool *done, bool *checkpoint, int *stop)
         return MR_EXIT_FAILED;
     }
     bool busy = false;
+    uint64_t records = 0, tokens = 0;
     *checkpoint = all[0].checkpoint;
+    *sample = all[0].sample;
     *stop = 0;
     for (int r = 0; r < size; r++) {
+        records += all[r].done;
+        tokens += all[r].tokens;
         busy = busy || all[r].busy;
         *stop = *stop ? *stop : all[r].stop;
         s->next_shard = next_open_shard(s, s->next_shard);
@@ -419,6 +430,7 @@ static int claim_shards(server *s, bool *done, bool *checkpoint, int *stop)
             rc = feed(s);
     }
     *done = !busy;
+    mr_runner_meter_live(s->meter, records, tokens);
     return rc;
 }
 
@@ -481,7 +493,9 @@ static int load_engine(server *s)
         return rc == MR_ENGINE_EINVAL ? MR_EXIT_INVALID : MR_EXIT_FAILED;
     }
     if ((rc = mr_runner_balancer_new(job, s->model, s->engine, s->world.comm, resume,
-                                     &s->balancer)) != MR_EXIT_OK)
+                                     &s->balancer)) != MR_EXIT_OK ||
+        (rc = mr_runner_meter_new(job, s->plan, s->state, s->model, s->engine, s->balancer,
+                                  s->world.comm, &s->meter)) != MR_EXIT_OK)
         return rc;
     s->done_cap = (size_t)eo.max_sequences;
     s->done = calloc(s->done_cap, sizeof *s->done);
@@ -523,6 +537,12 @@ static int checkpoint(server *s)
     return rc == MR_EXIT_OK ? joined : rc;
 }
 
+static int sample(server *s, bool final)
+{
+    mr_runner_progress mine = {s->n_ok, s->n_failed, s->prompt_tokens, s->completion_tokens};
+    return mr_runner_meter_sample(s->meter, &mine, final);
+}
+
 static int stopped(server *s, int sig)
 {
     mr_runner_signals_durable();
@@ -544,11 +564,13 @@ static int serve_loop(server *s)
 {
     int rc = MR_EXIT_OK, stop = 0;
     for (;;) {
-        bool done = false, due = false;
+        bool done = false, due = false, meter = false;
         if ((rc = feed(s)) != MR_EXIT_OK ||
-            (rc = claim_shards(s, &done, &due, &stop)) != MR_EXIT_OK || done)
+            (rc = claim_shards(s, &done, &due, &meter, &stop)) != MR_EXIT_OK || done)
             break;
         if ((due || stop) && (rc = checkpoint(s)) != MR_EXIT_OK)
+            break;
+        if ((meter || stop) && (rc = sample(s, stop != 0)) != MR_EXIT_OK)
             break;
         if (stop)
             return stopped(s, stop);
@@ -619,18 +641,23 @@ static int summarise(server *s, double seconds)
 }
 
 /* Every rank's parts are closed and the last checkpoint has every shard
- * done before the first rank joins them. */
+ * done before the first rank joins them; the report then reads the
+ * joined files. */
 static int finish(server *s, double started)
 {
     int rc = mr_runner_commit_checkpoint(s->commit, s->balancer);
     if (rc == MR_EXIT_OK)
         rc = mr_runner_balancer_finish(s->balancer);
+    if (rc == MR_EXIT_OK)
+        rc = sample(s, true);
     if (rc == MR_EXIT_OK && s->world.rank == 0)
         rc = mr_runner_parts_join(s->job->job_run_dir, s->state);
     if (rc == MR_EXIT_OK)
         rc = summarise(s, now() - started);
     if (rc == MR_EXIT_OK)
         mr_runner_commit_report(s->commit, now() - started);
+    if (rc == MR_EXIT_OK && s->world.rank == 0)
+        rc = mr_runner_report_write(s->job->job_run_dir, stdout, false);
     return rc;
 }
 
@@ -666,6 +693,7 @@ int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi,
     free(s.states);
     mr_tokens_free(&s.tokens);
     mr_request_parser_free(s.parser);
+    mr_runner_meter_free(s.meter);
     mr_runner_balancer_free(s.balancer);
     mr_runner_commit_free(s.commit);
     mr_engine_free(s.engine);

@@ -53,9 +53,19 @@ static void set_start_time(bool replace)
     setenv(STARTED_ENV, text, replace);
 }
 
+/* Whether the launching process's stdout is a terminal, for the ranks. */
+#define TTY_ENV "MR_PROGRESS_TTY"
+
 void mr_runner_mark_start(void)
 {
     set_start_time(false);
+    setenv(TTY_ENV, isatty(STDOUT_FILENO) ? "1" : "0", 0);
+}
+
+bool mr_runner_progress_tty(void)
+{
+    const char *tty = getenv(TTY_ENV);
+    return tty ? strcmp(tty, "1") == 0 : isatty(STDOUT_FILENO);
 }
 
 double mr_runner_start_time(void)

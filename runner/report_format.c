@@ -1,0 +1,336 @@
+/*
+ * The report in its three forms: report.json for programs, report.md for
+ * people (with the pictures), and the few lines a terminal shows at the
+ * end of a job.  docs/report.md describes every figure.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "runner/report.h"
+#include "runner/runner.h"
+
+/* The published rules of thumb for when wide EP with EPLB pays off: the
+ * hottest expert's load over the mean, and tokens per rank per step. */
+#define SKEW_RULE 2.5
+#define BATCH_RULE 64.0
+
+static int append(mr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int append(mr_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || mr_buf_reserve(b, (size_t)n + 1) != MR_JOBS_OK)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+static bool eplb_on(const mr_report *r)
+{
+    return r->eplb_mode[0] && strcmp(r->eplb_mode, "off") != 0;
+}
+
+static double tokens_per_second(const mr_report *r)
+{
+    return r->wall_seconds > 0
+               ? (double)(r->tokens_prompt + r->tokens_completion) / r->wall_seconds
+               : 0;
+}
+
+/* The rank imbalance EPLB left and would have started from: measured by
+ * the ranks when online, else predicted from the job's load. */
+static void imbalance_pair(const mr_report *r, double *without, double *with)
+{
+    *without = r->measured ? r->measured_before : r->predicted_without;
+    *with = r->measured ? r->measured_after : r->predicted_with;
+}
+
+void mr_report_advise(mr_report *r)
+{
+    char *a = r->advice;
+    size_t n = sizeof r->advice;
+    double skew = r->expert_imbalance, batch = r->tokens_per_rank_step, without, with;
+    bool skewed = skew >= SKEW_RULE, big = batch >= BATCH_RULE;
+    imbalance_pair(r, &without, &with);
+    r->paid_off = false;
+    if (!r->predicted || !r->timed) {
+        snprintf(a, n, "%s", r->predicted || r->timed
+                                 ? "Too little was measured to judge wide EP for this job."
+                                 : "This job ran no routed experts (or its expert load was "
+                                   "not recorded), so expert parallelism does not apply.");
+        return;
+    }
+    if (r->ranks <= 1) {
+        snprintf(a, n,
+                 "The job ran on one rank, so expert parallelism did not come into it; with "
+                 "expert load %.1fx max/mean and %.0f tokens per step, wide EP with EPLB %s.",
+                 skew, batch,
+                 skewed && big ? "would likely pay off on more ranks"
+                 : !big ? "would likely not pay off (the rules of thumb want 64 or more "
+                          "tokens per rank per step)"
+                        : "would have little to balance (it pays off above about 2.5x)");
+        return;
+    }
+    int k;
+    if (!big)
+        k = snprintf(a, n,
+                     "Wide EP did not pay off: each rank stepped with only %.0f tokens (the rule "
+                     "of thumb is 64 or more), so the all-to-all cost more than balancing saved; "
+                     "run on fewer ranks or raise [engine] max_batch_tokens and max_sequences.",
+                     batch);
+    else if (!skewed)
+        k = snprintf(a, n,
+                     "Wide EP suited the batch (%.0f tokens per rank per step) but EPLB had "
+                     "little to gain: expert load was only %.1fx max/mean, and it pays off above "
+                     "about 2.5x.",
+                     batch, skew);
+    else if (!eplb_on(r))
+        k = snprintf(a, n,
+                     "Wide EP had work to balance but EPLB was off: expert load was %.1fx "
+                     "max/mean with %.0f tokens per rank per step, so [eplb] mode = "
+                     "static+online should lower the rank imbalance of %.2f.",
+                     skew, batch, without);
+    else {
+        r->paid_off = true;
+        k = snprintf(a, n,
+                     "Wide EP and EPLB paid off: expert load was %.1fx max/mean (above the "
+                     "~2.5x rule of thumb) with %.0f tokens per rank per step (above ~64), and "
+                     "EPLB took the rank imbalance from %.2f to %.2f.",
+                     skew, batch, without, with);
+    }
+    double busy = r->stages.attention + r->stages.dispatch + r->stages.experts +
+                  r->stages.combine;
+    if (k > 0 && (size_t)k < n && busy > 0)
+        snprintf(a + k, n - (size_t)k,
+                 " Ranks spent %.0f%% of their step time waiting for each other.",
+                 100.0 * r->stages.wait / busy);
+}
+
+/* ---- report.json ---- */
+
+static void add_price(cJSON *cost, const char *name, const char *per_mtok,
+                      const mr_report_price *p)
+{
+    cJSON_AddNumberToObject(cost, name, p->usd);
+    cJSON *m = cJSON_AddObjectToObject(cost, per_mtok);
+    cJSON_AddNumberToObject(m, "input", p->usd_per_mtok_input);
+    cJSON_AddNumberToObject(m, "output", p->usd_per_mtok_output);
+    cJSON_AddNumberToObject(m, "total", p->usd_per_mtok_total);
+}
+
+static cJSON *eplb_json(const mr_report *r)
+{
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "mode", r->eplb_mode);
+    cJSON_AddNumberToObject(e, "decisions", (double)r->eplb_decisions);
+    cJSON_AddNumberToObject(e, "rebalances", (double)r->eplb_rebalances);
+    cJSON_AddNumberToObject(e, "experts_moved", (double)r->experts_moved);
+    cJSON_AddNumberToObject(e, "bytes_moved", r->bytes_moved);
+    if (r->measured) {
+        cJSON_AddNumberToObject(e, "rank_imbalance_before", r->measured_before);
+        cJSON_AddNumberToObject(e, "rank_imbalance_after", r->measured_after);
+    }
+    if (r->predicted) {
+        cJSON_AddNumberToObject(e, "expert_imbalance", r->expert_imbalance);
+        cJSON_AddNumberToObject(e, "predicted_rank_imbalance_without", r->predicted_without);
+        cJSON_AddNumberToObject(e, "predicted_rank_imbalance_with", r->predicted_with);
+    }
+    return e;
+}
+
+int mr_report_format_json(const mr_report *r, mr_buf *out)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "job", r->job);
+    cJSON_AddStringToObject(j, "run_dir", r->run_dir);
+    cJSON_AddBoolToObject(j, "finished", r->finished);
+    cJSON *req = cJSON_AddObjectToObject(j, "requests");
+    cJSON_AddNumberToObject(req, "ok", (double)r->requests_ok);
+    cJSON_AddNumberToObject(req, "failed", (double)r->requests_failed);
+    cJSON_AddNumberToObject(req, "planned", (double)r->requests_planned);
+    cJSON *tok = cJSON_AddObjectToObject(j, "tokens");
+    cJSON_AddNumberToObject(tok, "prompt", (double)r->tokens_prompt);
+    cJSON_AddNumberToObject(tok, "completion", (double)r->tokens_completion);
+    cJSON_AddNumberToObject(tok, "total", (double)(r->tokens_prompt + r->tokens_completion));
+    cJSON_AddNumberToObject(j, "wall_seconds", r->wall_seconds);
+    cJSON_AddNumberToObject(j, "rank_seconds", r->rank_seconds);
+    cJSON_AddNumberToObject(j, "rank_hours", r->cost.rank_hours);
+    cJSON_AddNumberToObject(j, "ranks", r->ranks);
+    cJSON_AddNumberToObject(j, "attempts", (double)r->attempts);
+    cJSON_AddNumberToObject(j, "tokens_per_second", tokens_per_second(r));
+    cJSON_AddNumberToObject(j, "tokens_per_second_per_rank",
+                            r->ranks > 0 ? tokens_per_second(r) / r->ranks : 0);
+    cJSON *cost = cJSON_AddObjectToObject(j, "cost");
+    cJSON_AddNumberToObject(cost, "gpu_hour_usd", r->gpu_hour_usd);
+    cJSON_AddNumberToObject(cost, "spot_gpu_hour_usd", r->spot_gpu_hour_usd);
+    add_price(cost, "on_demand_usd", "on_demand_usd_per_mtok", &r->cost.on_demand);
+    add_price(cost, "spot_usd", "spot_usd_per_mtok", &r->cost.spot);
+    cJSON_AddNumberToObject(j, "preemptions", (double)r->preemptions);
+    cJSON_AddNumberToObject(j, "preemption_lost_seconds", r->preemption_lost_seconds);
+    if (r->timed) {
+        cJSON *st = cJSON_AddObjectToObject(j, "step_seconds");
+        cJSON_AddNumberToObject(st, "attention", r->stages.attention);
+        cJSON_AddNumberToObject(st, "dispatch", r->stages.dispatch);
+        cJSON_AddNumberToObject(st, "experts", r->stages.experts);
+        cJSON_AddNumberToObject(st, "combine", r->stages.combine);
+        cJSON_AddNumberToObject(st, "wait", r->stages.wait);
+        cJSON_AddNumberToObject(j, "steps", (double)r->steps);
+        cJSON_AddNumberToObject(j, "tokens_per_rank_step", r->tokens_per_rank_step);
+    }
+    cJSON_AddItemToObject(j, "eplb", eplb_json(r));
+    cJSON *advice = cJSON_AddObjectToObject(j, "advice");
+    cJSON_AddBoolToObject(advice, "wide_ep_paid_off", r->paid_off);
+    cJSON_AddStringToObject(advice, "text", r->advice);
+    char *text = cJSON_Print(j);
+    int rc = text && mr_buf_append(out, text, strlen(text)) == MR_JOBS_OK &&
+                     mr_buf_append(out, "\n", 1) == MR_JOBS_OK
+                 ? 0
+                 : -1;
+    cJSON_free(text);
+    cJSON_Delete(j);
+    return rc;
+}
+
+/* ---- shared sentences ---- */
+
+static int stage_line(const mr_report *r, mr_buf *out)
+{
+    const mr_report_stages *s = &r->stages;
+    double all = s->attention + s->dispatch + s->experts + s->combine;
+    if (all <= 0)
+        all = 1;
+    return append(out,
+                  "attention %.0f%%, dispatch %.0f%%, experts %.0f%%, combine %.0f%% of %.1f "
+                  "rank-seconds in %" PRIu64 " steps; waiting for other ranks %.0f%%",
+                  100 * s->attention / all, 100 * s->dispatch / all, 100 * s->experts / all,
+                  100 * s->combine / all, s->attention + s->dispatch + s->experts + s->combine,
+                  r->steps, 100 * s->wait / all);
+}
+
+static int eplb_line(const mr_report *r, mr_buf *out)
+{
+    int rc = append(out, "%s; %" PRIu64 " rebalance%s of %" PRIu64 " decisions, %" PRIu64
+                         " experts (%.1f MiB) moved",
+                    r->eplb_mode, r->eplb_rebalances, r->eplb_rebalances == 1 ? "" : "s",
+                    r->eplb_decisions, r->experts_moved, r->bytes_moved / (1 << 20));
+    if (rc == 0 && r->measured)
+        rc = append(out, "; measured rank imbalance %.2f before, %.2f after",
+                    r->measured_before, r->measured_after);
+    if (rc == 0 && r->predicted)
+        rc = append(out, "; on the job's load: rank imbalance %.2f without EPLB, %.2f with "
+                         "(expert load %.2fx max/mean)",
+                    r->predicted_without, r->predicted_with, r->expert_imbalance);
+    return rc;
+}
+
+static int price_line(const char *name, double per_hour, const mr_report_price *p, mr_buf *out)
+{
+    return append(out, "%s $%.4f at $%.2f per GPU-hour: $%.4f per million tokens ($%.4f per "
+                       "million input, $%.4f per million output)",
+                  name, p->usd, per_hour, p->usd_per_mtok_total, p->usd_per_mtok_input,
+                  p->usd_per_mtok_output);
+}
+
+static const char *state_of(const mr_report *r)
+{
+    return r->finished ? "finished" : "not finished: counts are the last checkpoint's";
+}
+
+/* ---- the terminal ---- */
+
+int mr_report_format_text(const mr_report *r, mr_buf *out)
+{
+    int rc = append(out, "report: job %s (%s; %" PRIu64 " attempt%s)\n", r->job, state_of(r),
+                    r->attempts, r->attempts == 1 ? "" : "s");
+    rc = rc ? rc : append(out, "  requests:    %" PRIu64 " served, %" PRIu64 " failed, of %" PRIu64 "\n",
+                          r->requests_ok, r->requests_failed, r->requests_planned);
+    rc = rc ? rc : append(out, "  tokens:      %" PRIu64 " prompt + %" PRIu64 " completion\n",
+                          r->tokens_prompt, r->tokens_completion);
+    rc = rc ? rc : append(out, "  time:        %.1f s wall, %.4f rank-hours on %d rank%s; %.0f "
+                               "tokens/s, %.0f per rank\n",
+                          r->wall_seconds, r->cost.rank_hours, r->ranks,
+                          r->ranks == 1 ? "" : "s", tokens_per_second(r),
+                          r->ranks > 0 ? tokens_per_second(r) / r->ranks : 0);
+    rc = rc ? rc : append(out, "  cost:        ");
+    rc = rc ? rc : price_line("on demand", r->gpu_hour_usd, &r->cost.on_demand, out);
+    rc = rc ? rc : append(out, "\n               ");
+    rc = rc ? rc : price_line("spot", r->spot_gpu_hour_usd, &r->cost.spot, out);
+    rc = rc ? rc : append(out, "\n  preemptions: %" PRIu64 ", costing %.1f rank-seconds\n",
+                          r->preemptions, r->preemption_lost_seconds);
+    if (r->timed) {
+        rc = rc ? rc : append(out, "  step time:   ");
+        rc = rc ? rc : stage_line(r, out);
+        rc = rc ? rc : append(out, "\n");
+    }
+    rc = rc ? rc : append(out, "  eplb:        ");
+    rc = rc ? rc : eplb_line(r, out);
+    rc = rc ? rc : append(out, "\n  advice:      %s\n  report:      %s/%s\n", r->advice,
+                          r->run_dir, MR_RUN_REPORT_MD);
+    return rc;
+}
+
+/* ---- report.md ---- */
+
+static int price_row(const char *name, double per_hour, const mr_report_price *p, mr_buf *out)
+{
+    return append(out, "| %s | $%.2f | $%.4f | $%.4f | $%.4f | $%.4f |\n", name, per_hour, p->usd,
+                  p->usd_per_mtok_input, p->usd_per_mtok_output, p->usd_per_mtok_total);
+}
+
+int mr_report_format_markdown(const mr_report *r, mr_buf *out)
+{
+    int rc = append(out, "# Job report: %s\n\n%s; %" PRIu64 " attempt%s, %" PRIu64
+                         " preemption%s.  How each figure is computed: moerun's "
+                         "docs/report.md.\n\n",
+                    r->job, r->finished ? "Finished" : "Not finished: counts are the last "
+                                                       "checkpoint's",
+                    r->attempts, r->attempts == 1 ? "" : "s", r->preemptions,
+                    r->preemptions == 1 ? "" : "s");
+    rc = rc ? rc : append(out, "## Summary\n\n> %s\n\n| | |\n|---|---|\n", r->advice);
+    rc = rc ? rc : append(out, "| requests served | %" PRIu64 " of %" PRIu64 " |\n"
+                               "| requests failed | %" PRIu64 " (errors.jsonl) |\n"
+                               "| prompt tokens | %" PRIu64 " |\n| completion tokens | %" PRIu64 " |\n",
+                          r->requests_ok, r->requests_planned, r->requests_failed,
+                          r->tokens_prompt, r->tokens_completion);
+    rc = rc ? rc : append(out, "| wall time | %.1f s |\n| ranks | %d |\n| rank-hours | %.4f |\n"
+                               "| throughput | %.0f tokens/s (%.0f per rank) |\n"
+                               "| time lost to preemptions | %.1f rank-seconds |\n\n",
+                          r->wall_seconds, r->ranks, r->cost.rank_hours, tokens_per_second(r),
+                          r->ranks > 0 ? tokens_per_second(r) / r->ranks : 0,
+                          r->preemption_lost_seconds);
+    rc = rc ? rc : append(out, "## Cost\n\nRank-hours × price per GPU-hour, idle and recovery "
+                               "time included; each per-million figure divides the whole cost "
+                               "by that kind of token.\n\n"
+                               "| price | per GPU-hour | job | per M input | per M output | per M "
+                               "total |\n|---|---|---|---|---|---|\n");
+    rc = rc ? rc : price_row("on demand", r->gpu_hour_usd, &r->cost.on_demand, out);
+    rc = rc ? rc : price_row("spot", r->spot_gpu_hour_usd, &r->cost.spot, out);
+    if (r->timed) {
+        rc = rc ? rc : append(out, "\n## Step time\n\n");
+        rc = rc ? rc : stage_line(r, out);
+        rc = rc ? rc : append(out, "; %.1f tokens per rank per step.\n", r->tokens_per_rank_step);
+    }
+    rc = rc ? rc : append(out, "\n## Expert load and EPLB\n\n");
+    rc = rc ? rc : eplb_line(r, out);
+    rc = rc ? rc : append(out, ".\n");
+    if (r->heatmap)
+        rc = rc ? rc : append(out, "\nTokens per expert slot, before and after EPLB:\n\n"
+                                   "![tokens per expert slot](%s)\n", MR_RUN_HEATMAP_SVG);
+    if (r->busy_map)
+        rc = rc ? rc : append(out, "\n## Ranks over time\n\nShare of each interval every rank "
+                                   "spent computing rather than waiting or idle:\n\n"
+                                   "![busy share per rank](%s)\n", MR_RUN_BUSY_SVG);
+    rc = rc ? rc : append(out, "\n## Files\n\nresults.jsonl, errors.jsonl, report.json, "
+                               "metrics.prom, timeline.jsonl, expert_load.csv%s\n",
+                          eplb_on(r) ? ", eplb.jsonl" : "");
+    return rc;
+}
