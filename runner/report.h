@@ -135,17 +135,19 @@ typedef struct {
     int ranks;
     uint64_t eplb_rebalances;
     double rank_imbalance;           /* busiest rank's expert tokens / mean, recent */
-    /* Per MoE layer; layers 0: a dense model, no expert series. */
+    /* Per MoE layer; layers 0: a dense model, no expert series.  Each of
+     * the three arrays after layer_ids may be NULL: its family is left out. */
     int layers, experts;
-    const int *layer_ids;            /* [layers]: the model layer index */
+    const int *layer_ids;            /* [layers]: the model layer index, the "layer" label */
     const double *layer_rank_imbalance;   /* [layers], recent */
     const double *layer_expert_imbalance; /* [layers]: max / mean tokens per expert */
     const uint64_t *expert_tokens;   /* [layers][experts]: tokens routed, the job so far */
-    const double *rank_busy;         /* [ranks]: busy share since the last sample */
+    const double *rank_busy;         /* [ranks]: busy share since the last sample, or NULL */
     double updated;                  /* Unix time of the sample */
 } mr_report_metrics;
 
-/* Appends the exposition text to out.  Returns 0, or -1 when out of memory. */
+/* Appends the exposition text to out.  Returns 0, or -1 when out of memory
+ * (out is then as it was).  A double that is not finite is written as 0. */
 int mr_report_metrics_format(const mr_report_metrics *m, mr_buf *out);
 /* Formats and writes it to path atomically.  Returns 0, or -1 with err set. */
 int mr_report_metrics_write(const char *path, const mr_report_metrics *m, char *err,
