@@ -367,7 +367,7 @@ static const char *format_eta(double seconds, char *buf, size_t len)
 }
 
 /* "quickstart: 120/242 requests (49.6%), 1234 tokens/s, ETA 0:00:12, rank
- * imbalance 1.08". */
+ * imbalance 1.08"; the imbalance once a sample has measured it. */
 static void progress_text(const mr_runner_meter *m, uint64_t done_here, double tokens_per_second,
                           char *out, size_t len)
 {
@@ -376,13 +376,14 @@ static void progress_text(const mr_runner_meter *m, uint64_t done_here, double t
     double elapsed = mr_clock_seconds() - m->started;
     double rate = elapsed > 0 ? (double)done_here / elapsed : 0;
     double left = m->planned > done ? (double)(m->planned - done) : 0;
-    snprintf(out, len,
-             "%s: %" PRIu64 "/%" PRIu64 " requests (%.1f%%), %.0f tokens/s, ETA %s, rank "
-             "imbalance %.2f",
-             m->job->job_name, done, m->planned,
-             m->planned ? 100.0 * (double)done / (double)m->planned : 100.0, tokens_per_second,
-             format_eta(rate > 0 ? left / rate : left > 0 ? -1 : 0, eta, sizeof eta),
-             m->rank_imbalance);
+    int n = snprintf(out, len,
+                     "%s: %" PRIu64 "/%" PRIu64 " requests (%.1f%%), %.0f tokens/s, ETA %s",
+                     m->job->job_name, done, m->planned,
+                     m->planned ? 100.0 * (double)done / (double)m->planned : 100.0,
+                     tokens_per_second,
+                     format_eta(rate > 0 ? left / rate : left > 0 ? -1 : 0, eta, sizeof eta));
+    if (m->rank_imbalance > 0 && n > 0 && (size_t)n < len)
+        snprintf(out + n, len - (size_t)n, ", rank imbalance %.2f", m->rank_imbalance);
 }
 
 void mr_runner_meter_live(mr_runner_meter *m, uint64_t done, uint64_t tokens)

@@ -265,7 +265,7 @@ static bool draw_busy(const char *dir, const mr_report *r, const cJSON *timeline
             *b = span[c] > 0 ? fmin(fmax(*b / span[c], 0), 1) : 0;
         }
     char err[1024], title[512], *path = mr_runner_path(dir, MR_RUN_BUSY_SVG);
-    snprintf(title, sizeof title, "%s: share of time each rank computed (the rest it waited)",
+    snprintf(title, sizeof title, "%s: share of time each rank computed",
              r->job);
     mr_report_heatmap panel = {.title = "Busy share per rank over the job", .row_name = "rank",
                                .col_name = "second", .rows = ranks, .cols = cols,

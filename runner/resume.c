@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "runner/report.h"
 #include "runner/runner.h"
 
 char *mr_runner_checkpoint_dir(const char *run_dir)
@@ -228,26 +230,37 @@ static int fresh_state(const mr_job *job, mr_plan *plan, mr_checkpoint_state *st
     return rc;
 }
 
-/* When the parts were last written: the work after the last checkpoint,
- * which a resume redoes, ended about then. */
-static double parts_written(const char *run_dir)
+static double modified(const char *path)
 {
+    struct stat st;
+    if (!path || stat(path, &st) != 0)
+        return 0;
+    return (double)st.st_mtim.tv_sec + (double)st.st_mtim.tv_nsec * 1e-9;
+}
+
+/* When the last attempt was last seen working: the newest write to a part
+ * file or to the meters' files (rewritten every progress_seconds).  The
+ * work after the last checkpoint, which a resume redoes, ended about then. */
+static double last_seen(const char *run_dir)
+{
+    static const char *const meters[] = {MR_RUN_TIMELINE, MR_RUN_METRICS};
     char *dir = mr_runner_path(run_dir, MR_RUN_PARTS);
     DIR *d = dir ? opendir(dir) : NULL;
     double newest = 0;
     struct dirent *e;
     while (d && (e = readdir(d))) {
-        char *path = mr_runner_path(dir, e->d_name);
-        struct stat st;
-        if (path && e->d_name[0] != '.' && stat(path, &st) == 0) {
-            double t = (double)st.st_mtim.tv_sec + (double)st.st_mtim.tv_nsec * 1e-9;
-            newest = t > newest ? t : newest;
-        }
+        char *path = e->d_name[0] != '.' ? mr_runner_path(dir, e->d_name) : NULL;
+        newest = fmax(newest, modified(path));
         free(path);
     }
     if (d)
         closedir(d);
     free(dir);
+    for (size_t i = 0; i < sizeof meters / sizeof *meters; i++) {
+        char *path = mr_runner_path(run_dir, meters[i]);
+        newest = fmax(newest, modified(path));
+        free(path);
+    }
     return newest;
 }
 
@@ -298,10 +311,14 @@ static int resumed_state(const mr_job *job, mr_plan *plan, mr_checkpoint_state *
            ago > 0 ? ago : 0, done, state->n_shards, lines);
     fflush(stdout);
     mr_checkpoint_counters *k = &state->counters;
-    double redone = parts_written(job->job_run_dir) - state->written;
+    /* The stopped attempt held its ranks past its last checkpoint: that
+     * time is paid for, and its work is done again. */
+    double redone = fmax(last_seen(job->job_run_dir) - state->written, 0);
     k->attempts++;
     k->preemptions++;
-    k->preemption_lost_seconds += redone > 0 ? redone * (double)job->parallel_ranks : 0;
+    k->wall_seconds += redone;
+    k->rank_seconds += redone * (double)job->parallel_ranks;
+    k->preemption_lost_seconds += redone * (double)job->parallel_ranks;
     return MR_EXIT_OK;
 }
 

@@ -585,38 +585,24 @@ static int serve_loop(server *s)
     return rc;
 }
 
-/* The figures every rank adds to the summary. */
-typedef struct {
-    uint64_t ok, failed, prompt_tokens, completion_tokens, steps;
-    double attention, dispatch, experts, combine, wait;
-} rank_totals;
-
+/* The attempt's line; the report after it covers the whole job. */
 static int summarise(server *s, double seconds)
 {
     char err[512];
-    mr_engine_stats st;
-    mr_engine_get_stats(s->engine, &st);
-    rank_totals mine = {s->n_ok, s->n_failed, s->prompt_tokens, s->completion_tokens, st.steps,
-                        st.attention_seconds, st.dispatch_seconds, st.experts_seconds,
-                        st.combine_seconds, st.wait_seconds};
-    rank_totals *all = calloc((size_t)s->world.size, sizeof *all);
+    mr_runner_progress mine = {s->n_ok, s->n_failed, s->prompt_tokens, s->completion_tokens};
+    mr_runner_progress *all = calloc((size_t)s->world.size, sizeof *all);
     if (!all || mr_comm_allgather(s->world.comm, &mine, sizeof mine, all, err, sizeof err) !=
                     MR_ENGINE_OK) {
         fprintf(stderr, "moerun run: rank %d: %s\n", s->world.rank, all ? err : "out of memory");
         free(all);
         return MR_EXIT_FAILED;
     }
-    rank_totals sum = {0};
+    mr_runner_progress sum = {0};
     for (int r = 0; r < s->world.size; r++) {
         sum.ok += all[r].ok;
         sum.failed += all[r].failed;
         sum.prompt_tokens += all[r].prompt_tokens;
         sum.completion_tokens += all[r].completion_tokens;
-        sum.attention += all[r].attention;
-        sum.dispatch += all[r].dispatch;
-        sum.experts += all[r].experts;
-        sum.combine += all[r].combine;
-        sum.wait += all[r].wait;
     }
     free(all);
     if (s->world.rank != 0)
@@ -628,13 +614,6 @@ static int summarise(server *s, double seconds)
            sum.ok, sum.ok == 1 ? "" : "s", sum.failed, sum.prompt_tokens, sum.completion_tokens,
            seconds, seconds > 0 ? tokens / seconds : 0.0, s->world.size,
            s->world.size == 1 ? "" : "s");
-    printf("rank time: attention %.2f s, dispatch %.2f s, experts %.2f s, combine %.2f s, "
-           "waiting %.2f s (%" PRIu64 " steps)\n",
-           sum.attention, sum.dispatch, sum.experts, sum.combine, sum.wait, mine.steps);
-    if (job->eplb_mode == MR_EPLB_MODE_ONLINE || job->eplb_mode == MR_EPLB_MODE_STATIC_ONLINE)
-        printf("eplb: %d rebalance%s (%s/%s)\n", mr_runner_balancer_rebalances(s->balancer),
-               mr_runner_balancer_rebalances(s->balancer) == 1 ? "" : "s", job->job_run_dir,
-               MR_RUN_EPLB_LOG);
     printf("results: %s/%s\nerrors:  %s/%s\n", job->job_run_dir, MR_RUN_RESULTS,
            job->job_run_dir, MR_RUN_ERRORS);
     return MR_EXIT_OK;
