@@ -107,7 +107,7 @@ static int open_rank0(mr_runner_meter *m, const mr_plan *plan, const mr_checkpoi
     bool resumed = state->counters.attempts > 1;
     size_t cells = (size_t)m->layers * m->experts;
     m->base = state->counters;
-    m->planned = plan->n_requests + plan->n_invalid;
+    m->planned = plan->n_requests + plan->n_invalid + plan->n_duplicates;
     m->base_rebalances = resumed ? count_rebalances(dir) : 0;
     m->base_load = resumed && cells ? earlier_load(dir, m->layers, m->experts) : NULL;
     m->prev = calloc(m->msg_len * (size_t)m->ranks, sizeof *m->prev);

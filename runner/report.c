@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -435,13 +436,13 @@ static void add_expert_load(const char *dir, mr_report *r, const mr_checkpoint_p
 
 static int gather(const char *dir, mr_report *r)
 {
-    char warning[4096], err[4096];
-    snprintf(r->run_dir, sizeof r->run_dir, "%s", dir);
+    char warning[4096], err[4096], where[PATH_MAX];
+    snprintf(r->run_dir, sizeof r->run_dir, "%s", realpath(dir, where) ? where : dir);
     mr_plan plan = {0};
     int rc = mr_runner_load_plan(dir, &plan);
     if (rc == MR_EXIT_OK)
         rc = read_job(dir, r);
-    r->requests_planned = plan.n_requests + plan.n_invalid;
+    r->requests_planned = plan.n_requests + plan.n_invalid + plan.n_duplicates;
     mr_plan_free(&plan);
     if (rc != MR_EXIT_OK)
         return rc;

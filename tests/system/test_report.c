@@ -1,0 +1,334 @@
+/* The job report as a user meets it: printed at the end of `moerun run`,
+ * written into the run folder with metrics.prom and two pictures, again by
+ * `moerun report`, and over every attempt of a resumed job. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "tests/common/fixture.h"
+#include "tests/common/job_run.h"
+#include "tests/common/report_check.h"
+
+static mr_test_scratch t;
+
+static void setup(void)
+{
+    mr_test_scratch_open(&t);
+}
+
+static void teardown(void)
+{
+    mr_test_scratch_close(&t);
+}
+
+TestSuite(report, .init = setup, .fini = teardown, .timeout = 300);
+
+/* Two ranks, online EPLB that rebalances early, prices, and a sample
+ * every tenth of a second. */
+#define JOB                                                                                 \
+    "[parallel]\nranks = 2\n"                                                               \
+    "[eplb]\nmode = online\nredundant_experts = 2\nstep_interval = 4\nmin_batch_tokens = 0\n" \
+    "[cost]\ngpu_hour_usd = 3.60\nspot_gpu_hour_usd = 1.20\n"                               \
+    "[report]\nprogress_seconds = 0.1\n"
+
+/* t.dir/runs/RUN/FILE, or the run folder when file is NULL. */
+static char *in_run(const char *run, const char *file)
+{
+    char *path;
+    cr_assert(asprintf(&path, "%s/runs/%s%s%s", t.dir, run, file ? "/" : "", file ? file : "") >
+              0);
+    return path;
+}
+
+static int moerun(const char *a, const char *b, const char *c)
+{
+    free(t.out);
+    free(t.err);
+    return mr_test_moerun(t.dir, &t.out, &t.err, a, b, c, NULL);
+}
+
+static int count_lines(const char *path)
+{
+    char *text = mr_test_read(path, NULL);
+    int n = 0;
+    for (char *c = text; c && *c; c++)
+        n += *c == '\n';
+    free(text);
+    return n;
+}
+
+/* MoE layers and experts, from the header comment of expert_load.csv. */
+static void load_shape(const char *run, int *layers, int *experts)
+{
+    char *path = in_run(run, "expert_load.csv"), *text = mr_test_read(path, NULL);
+    cr_assert(text && sscanf(text, "# moerun expert load trace: tokens per expert, %d MoE "
+                                   "layers x %d experts",
+                             layers, experts) == 2,
+              "%s", text ? text : path);
+    free(text);
+    free(path);
+}
+
+static double expert_load_total(const char *run)
+{
+    char *path = in_run(run, "expert_load.csv"), *text = mr_test_read(path, NULL);
+    double sum = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"))
+        if (line[0] >= '0' && line[0] <= '9')
+            for (char *field = line; field; field = strchr(field, ','), field = field ? field + 1 : NULL)
+                sum += strtod(field, NULL);
+    free(text);
+    free(path);
+    return sum;
+}
+
+/* The expert series of metrics.prom: how many, and their sum. */
+static int expert_series(const char *path, double *sum)
+{
+    char *text = mr_test_read(path, NULL);
+    int n = 0;
+    *sum = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"))
+        if (!strncmp(line, "moerun_expert_tokens_total{", 27)) {
+            n++;
+            *sum += strtod(strrchr(line, ' ') + 1, NULL);
+        }
+    free(text);
+    return n;
+}
+
+Test(report, a_two_rank_job_reports_what_its_result_files_hold)
+{
+    mr_test_write_requests(t.dir, 40);
+    cr_assert_eq(mr_test_run_job(t.dir, "two", JOB, &t.out, &t.err), 0, "%s%s", t.out, t.err);
+    char *run = in_run("two", NULL);
+    cJSON *report = mr_test_check_report(run);
+    cr_assert_eq(mr_test_json_number(report, "requests.ok"), 40);
+    cr_assert_eq(mr_test_json_number(report, "requests.failed"), 2);
+    cr_assert_eq(mr_test_json_number(report, "ranks"), 2);
+    cr_assert_eq(mr_test_json_number(report, "attempts"), 1);
+    cr_assert_eq(mr_test_json_number(report, "preemptions"), 0);
+    cr_assert_geq(mr_test_json_number(report, "eplb.rebalances"), 1, "%s", t.out);
+    /* One attempt: rank time is its wall time on both ranks. */
+    cr_assert_float_eq(mr_test_json_number(report, "rank_seconds"),
+                       2 * mr_test_json_number(report, "wall_seconds"), 1e-9);
+    cr_assert(strstr(t.out, "report: job same (finished; 1 attempt)"), "%s", t.out);
+    cr_assert(strstr(t.out, "progress: same: "), "no progress line in a log:\n%s", t.out);
+
+    /* `moerun report` writes and prints the same report again. */
+    char *printed = strdup(strstr(t.out, "report: job same"));
+    cr_assert_eq(moerun("report", "runs/two", NULL), 0, "%s", t.err);
+    cr_assert_str_eq(t.out, printed);
+    char *json_path = in_run("two", "report.json"), *json = mr_test_read(json_path, NULL);
+    cr_assert_eq(moerun("report", "runs/two", "--json"), 0, "%s", t.err);
+    cr_assert_str_eq(t.out, json);
+
+    /* The step count is every rank's, and the timeline's last record is final. */
+    char *timeline = in_run("two", "timeline.jsonl");
+    int samples = count_lines(timeline);
+    cr_assert_geq(samples, 2);
+
+    char *metrics = in_run("two", "metrics.prom");
+    mr_test_assert_promtool_accepts(metrics);
+    int layers, experts;
+    double routed;
+    load_shape("two", &layers, &experts);
+    cr_assert_eq(expert_series(metrics, &routed), layers * experts);
+    cr_assert_float_eq(routed, expert_load_total("two"), 0.5);
+
+    /* Experts in order over 2 ranks, then the final placement with 2
+     * redundant slots; and one busy cell per rank and sample. */
+    char *heatmap = in_run("two", "expert_load.svg");
+    char *busy = in_run("two", "rank_busy.svg");
+    int in_order = (experts + 1) / 2 * 2, final = (experts + 2 + 1) / 2 * 2;
+    cr_assert_eq(mr_test_svg_cells(heatmap), layers * in_order + layers * final);
+    cr_assert_eq(mr_test_svg_cells(busy), 2 * samples);
+    char *md_path = in_run("two", "report.md"), *md = mr_test_read(md_path, NULL);
+    cr_assert(strstr(md, "](expert_load.svg)") && strstr(md, "](rank_busy.svg)"), "%s", md);
+
+    /* A person can look at it: it renders. */
+    char *command;
+    cr_assert(asprintf(&command, "rsvg-convert -o '%s/heatmap.png' '%s'", t.dir, heatmap) > 0);
+    cr_assert_eq(system(command), 0, "%s", command);
+    char *png;
+    cr_assert(asprintf(&png, "%s/heatmap.png", t.dir) > 0);
+    size_t png_len = 0;
+    free(mr_test_read(png, &png_len));
+    cr_assert_gt(png_len, 1000);
+    free(png);
+    free(command);
+    free(md);
+    free(md_path);
+    free(heatmap);
+    free(busy);
+    free(metrics);
+    free(timeline);
+    free(json);
+    free(json_path);
+    free(printed);
+    cJSON_Delete(report);
+    free(run);
+}
+
+static const char *advice_of(const cJSON *report)
+{
+    return cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(report, "advice"), "text"));
+}
+
+Test(report, the_advice_follows_the_measured_batch)
+{
+    /* The test job decodes 16 sequences per rank at most: small steps. */
+    mr_test_write_requests(t.dir, 240);
+    cr_assert_eq(mr_test_run_job(t.dir, "small", "[parallel]\nranks = 2\n", &t.out, &t.err), 0,
+                 "%s%s", t.out, t.err);
+    char *run = in_run("small", NULL);
+    cJSON *report = mr_test_check_report(run);
+    cr_assert_lt(mr_test_json_number(report, "tokens_per_rank_step"), 64);
+    cr_assert(strstr(advice_of(report), "Wide EP did not pay off"), "%s", advice_of(report));
+    /* No prices: the cost is 0, not a division by nothing. */
+    cr_assert_eq(mr_test_json_number(report, "cost.on_demand_usd"), 0);
+    cr_assert_eq(mr_test_json_number(report, "cost.spot_usd_per_mtok.total"), 0);
+    cJSON_Delete(report);
+    free(run);
+
+    /* 64 sequences per rank, and the tiny model's skewed router. */
+    mr_test_writef(t.dir, "big.ini",
+                   "[job]\nname = same\nrun_dir = runs/big\n[model]\npath = model\n"
+                   "[input]\nfiles = requests.jsonl\n[generation]\nmax_tokens = 24\n"
+                   "[engine]\nmax_batch_tokens = 512\nmax_sequences = 64\n"
+                   "[parallel]\nranks = 2\n[eplb]\nmode = online\nstep_interval = 10\n");
+    cr_assert_eq(moerun("run", "big.ini", NULL), 0, "%s%s", t.out, t.err);
+    run = in_run("big", NULL);
+    report = mr_test_check_report(run);
+    cr_assert_geq(mr_test_json_number(report, "tokens_per_rank_step"), 64);
+    cr_assert_geq(mr_test_json_number(report, "eplb.expert_imbalance"), 2.5);
+    cr_assert(strstr(advice_of(report), "Wide EP and EPLB paid off"), "%s", advice_of(report));
+    cJSON_Delete(report);
+    free(run);
+}
+
+/* Waits for `pid`; its exit code. */
+static int wait_exit(pid_t pid)
+{
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* The job's time as its attempts' last timeline records saw it. */
+static double attempts_seconds(const char *path, int *attempts, double *steps)
+{
+    char *text = mr_test_read(path, NULL);
+    double seconds = 0;
+    *attempts = 0;
+    *steps = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *rec = cJSON_Parse(line);
+        if (cJSON_IsTrue(cJSON_GetObjectItem(rec, "final"))) {
+            (*attempts)++;
+            seconds += cJSON_GetObjectItem(rec, "seconds")->valuedouble;
+            cJSON *ranks = cJSON_GetObjectItem(rec, "ranks");
+            *steps += cJSON_GetArrayItem(cJSON_GetObjectItem(ranks, "steps"), 0)->valuedouble;
+        }
+        cJSON_Delete(rec);
+    }
+    free(text);
+    return seconds;
+}
+
+Test(report, a_resumed_job_counts_every_attempt_once)
+{
+    mr_test_write_requests(t.dir, 240);
+    mr_test_write_job(t.dir, "resumed", JOB);
+    double t0 = mr_test_seconds();
+    pid_t pid = mr_test_spawn_moerun(t.dir, "first.log", "run", "resumed.ini", NULL);
+    /* Stop it once it has sampled a few times. */
+    char *timeline = in_run("resumed", "timeline.jsonl");
+    while (count_lines(timeline) < 3 && mr_test_seconds() - t0 < 60)
+        usleep(10000);
+    cr_assert_eq(kill(pid, SIGTERM), 0);
+    cr_assert_eq(wait_exit(pid), 4, "the first attempt did not stop on SIGTERM");
+    double first = mr_test_seconds() - t0;
+
+    /* A stopped job reports what its checkpoint committed. */
+    cr_assert_eq(moerun("report", "runs/resumed", NULL), 0, "%s", t.err);
+    cr_assert(strstr(t.out, "not finished"), "%s", t.out);
+    char *run = in_run("resumed", NULL);
+    cJSON *stopped = mr_test_check_report(run);
+    cr_assert_lt(mr_test_json_number(stopped, "requests.ok"), 240);
+
+    double t1 = mr_test_seconds();
+    cr_assert_eq(moerun("resume", "runs/resumed", NULL), 0, "%s%s", t.out, t.err);
+    double second = mr_test_seconds() - t1;
+    cJSON *report = mr_test_check_report(run);
+    cr_assert_eq(mr_test_json_number(report, "requests.ok"), 240);
+    cr_assert_eq(mr_test_json_number(report, "attempts"), 2);
+    cr_assert_eq(mr_test_json_number(report, "preemptions"), 1);
+    /* Each attempt's time once: no more than the two processes lived, and
+     * at least what their meters saw. */
+    int attempts;
+    double steps, seen = attempts_seconds(timeline, &attempts, &steps);
+    double wall = mr_test_json_number(report, "wall_seconds");
+    cr_assert_eq(attempts, 2);
+    cr_assert_leq(wall, first + second, "wall %.2f s, the processes lived %.2f s", wall,
+                  first + second);
+    cr_assert_geq(wall, seen - 0.05, "wall %.2f s, the attempts saw %.2f s", wall, seen);
+    cr_assert_float_eq(mr_test_json_number(report, "rank_seconds"), 2 * wall, 1e-9);
+    cr_assert_eq(mr_test_json_number(report, "steps"), steps);
+    cJSON_Delete(stopped);
+    cJSON_Delete(report);
+    free(run);
+    free(timeline);
+}
+
+Test(report, a_terminal_gets_one_live_line)
+{
+    mr_test_write_requests(t.dir, 40);
+    mr_test_write_job(t.dir, "tty", JOB);
+    /* script(1) gives moerun a terminal, as a user's shell would. */
+    char *command;
+    cr_assert(asprintf(&command, "cd '%s' && script -qefc '%s run tty.ini' /dev/null", t.dir,
+                       getenv("MOERUN")) > 0);
+    FILE *p = popen(command, "r");
+    char *out = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&out, &len);
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0)
+        fwrite(buf, 1, n, mem);
+    fclose(mem);
+    cr_assert_eq(pclose(p), 0, "%s", out);
+    cr_assert(strstr(out, "\r\033[Ksame: "), "no live line:\n%s", out);
+    cr_assert_null(strstr(out, "progress: "), "log lines on a terminal:\n%s", out);
+    free(out);
+    free(command);
+}
+
+Test(report, damaged_meter_files_are_named_and_the_rest_reported)
+{
+    mr_test_write_requests(t.dir, 12);
+    cr_assert_eq(mr_test_run_job(t.dir, "hurt", "[parallel]\nranks = 1\n", &t.out, &t.err), 0,
+                 "%s%s", t.out, t.err);
+    char *timeline = in_run("hurt", "timeline.jsonl");
+    int lines = count_lines(timeline);
+    FILE *f = fopen(timeline, "a");
+    fputs("{\"attempt\": 1, \"seco\n", f);
+    fclose(f);
+    cr_assert_eq(moerun("report", "runs/hurt", NULL), 0, "%s", t.err);
+    char want[64];
+    snprintf(want, sizeof want, "timeline.jsonl:%d: not a JSON record", lines + 1);
+    cr_assert(strstr(t.err, want), "%s", t.err);
+    cr_assert(strstr(t.out, "requests:    12 served, 2 failed"), "%s", t.out);
+    cr_assert_eq(moerun("report", "nowhere", NULL), 3);
+    cr_assert(strstr(t.err, "nowhere"), "%s", t.err);
+    free(timeline);
+}
