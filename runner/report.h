@@ -116,7 +116,9 @@ typedef struct {
  * one colour scale from 0 to scale_max (<= 0: the largest value of all
  * panels), with a legend saying `unit`.  Every cell is one
  * <rect class="cell"> with a <title> tooltip ("MoE layer 3, expert 17:
- * 1234 tokens").  Written atomically.  Returns 0, or -1 with err set. */
+ * 1234 tokens").  A NULL title is left out; NULL names read "row" and
+ * "column", a NULL unit is none.  Negative or non-finite values are
+ * refused.  Written atomically.  Returns 0, or -1 with err set. */
 int mr_report_svg_heatmaps(const char *path, const char *title, const mr_report_heatmap *panels,
                            int n_panels, double scale_max, const char *unit, char *err,
                            size_t errlen);

@@ -292,8 +292,8 @@ Test(cli, report_sums_result_lines)
     free(mr_test_write(dir, "runs/cli/errors.jsonl", errors.data, errors.len));
 
     cr_assert_eq(moerun("report", "runs/cli"), 0, "%s", err);
-    cr_assert(strstr(out, "requests: 2 served, 1 failed"), "%s", out);
-    cr_assert(strstr(out, "tokens:   21 prompt + 16 completion = 37"), "%s", out);
+    cr_assert(strstr(out, "requests:    2 served, 1 failed"), "%s", out);
+    cr_assert(strstr(out, "tokens:      21 prompt + 16 completion"), "%s", out);
     cr_assert_eq(moerun("report", "runs/cli", "--json"), 0);
     cJSON *json = cJSON_Parse(out);
     cr_assert(json, "%s", out);
