@@ -256,7 +256,8 @@ static bool draw_busy(const char *dir, const mr_report *r, const cJSON *timeline
         const cJSON *rec = cJSON_GetArrayItem(timeline, i), *prev = previous(timeline, i);
         int col = i / per_column;
         span[col] += num(rec, "seconds") - (prev ? num(prev, "seconds") : 0);
-        at[col] = num(rec, "job_seconds");
+        /* Tenths of a second are all a tick or tooltip needs. */
+        at[col] = round(num(rec, "job_seconds") * 10) / 10;
         for (int k = 0; k < rank_count(rec); k++)
             busy[(size_t)k * cols + col] += busy_seconds(rec, k) - (prev ? busy_seconds(prev, k) : 0);
     }
