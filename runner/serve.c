@@ -619,6 +619,23 @@ static int summarise(server *s, double seconds)
     return MR_EXIT_OK;
 }
 
+/* The others wait here while rank 0 joins and reports: waiting in the
+ * communicator notices a rank that dies, waiting in MPI_Finalize does
+ * not. */
+static int leave_together(server *s)
+{
+    char err[512];
+    int32_t mine = 0, *all = calloc((size_t)s->world.size, sizeof *all);
+    snprintf(err, sizeof err, "out of memory");
+    int rc = all ? mr_comm_allgather(s->world.comm, &mine, sizeof mine, all, err, sizeof err)
+                 : MR_ENGINE_ENOMEM;
+    free(all);
+    if (rc == MR_ENGINE_OK)
+        return MR_EXIT_OK;
+    fprintf(stderr, "moerun run: rank %d: %s\n", s->world.rank, err);
+    return MR_EXIT_FAILED;
+}
+
 /* Every rank's parts are closed and the last checkpoint has every shard
  * done before the first rank joins them; the report then reads the
  * joined files. */
@@ -637,7 +654,7 @@ static int finish(server *s, double started)
         mr_runner_commit_report(s->commit, now() - started);
     if (rc == MR_EXIT_OK && s->world.rank == 0)
         rc = mr_runner_report_write(s->job->job_run_dir, stdout, false);
-    return rc;
+    return rc == MR_EXIT_OK ? leave_together(s) : rc;
 }
 
 int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi,
