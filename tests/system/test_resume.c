@@ -172,6 +172,18 @@ static void assert_complete(const char *name, int requests)
     assert_each_id_once(name, requests, 2);
 }
 
+/* Whether the ranks of the run logging to `log` are past MPI_Init: rank 0
+ * says what it serves only after it.  A rank killed inside MPI_Init can
+ * leave Open MPI's mpirun waiting for it for good ("PMIX ERROR:
+ * UNREACHABLE"), which no moerun code can see. */
+static bool ranks_joined(const char *log)
+{
+    char *text = log_of(log);
+    bool joined = strstr(text, "planned into") || strstr(text, "resuming from");
+    free(text);
+    return joined;
+}
+
 Test(resume, sigkill_at_random_moments_then_resume_gives_the_same_bytes)
 {
     const char *given = getenv("MR_FAULT_SEED"), *scale = getenv("MR_TEST_SCALE");
@@ -206,11 +218,13 @@ Test(resume, sigkill_at_random_moments_then_resume_gives_the_same_bytes)
                 free(log);
                 break;
             }
-            if (rand_r(&rng) % 2 && kill_a_rank(pid, &rng)) {
+            if (rand_r(&rng) % 2 && ranks_joined("fault.log") && kill_a_rank(pid, &rng)) {
                 /* mpirun takes the job down when a rank dies. */
                 if (!ended(pid, 30, &code)) {
                     kill_all(pid);
-                    cr_assert_fail("seed %u: the job ran on 30 s after a rank died", seed);
+                    char *log = log_of("fault.log");
+                    cr_assert_fail("seed %u: the job ran on 30 s after a rank died:\n%s", seed,
+                                   log);
                 }
             } else {
                 kill_all(pid);
