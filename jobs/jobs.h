@@ -10,6 +10,7 @@
 #ifndef MR_JOBS_H
 #define MR_JOBS_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,6 +31,9 @@ typedef struct {
 
 int mr_buf_reserve(mr_buf *b, size_t extra);
 int mr_buf_append(mr_buf *b, const void *data, size_t len);
+/* Appends formatted text (NUL-terminated, like mr_buf_append). */
+int mr_buf_printf(mr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int mr_buf_vprintf(mr_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 void mr_buf_free(mr_buf *b);
 
 /* ------------------------------------------------------------------------

@@ -26,28 +26,10 @@ static void appendf(exposition *x, const char *fmt, ...)
 {
     if (x->failed)
         return;
-    char line[256];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
+    x->failed = mr_buf_vprintf(x->out, fmt, ap) != MR_JOBS_OK;
     va_end(ap);
-    if (n < 0) {
-        x->failed = true;
-        return;
-    }
-    if ((size_t)n < sizeof line) {
-        x->failed = mr_buf_append(x->out, line, (size_t)n) != MR_JOBS_OK;
-        return;
-    }
-    /* A long job name: format again straight into the buffer. */
-    if (mr_buf_reserve(x->out, (size_t)n) != MR_JOBS_OK) {
-        x->failed = true;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(x->out->data + x->out->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    x->out->len += (size_t)n;
 }
 
 /* The format's escapes for a label value: \\, \" and \n. */

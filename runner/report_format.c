@@ -4,7 +4,6 @@
  * end of a job.  docs/report.md describes every figure.
  */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,22 +16,6 @@
  * hottest expert's load over the mean, and tokens per rank per step. */
 #define SKEW_RULE 2.5
 #define BATCH_RULE 64.0
-
-static int append(mr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int append(mr_buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || mr_buf_reserve(b, (size_t)n + 1) != MR_JOBS_OK)
-        return -1;
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-    return 0;
-}
 
 static bool eplb_on(const mr_report *r)
 {
@@ -200,44 +183,53 @@ int mr_report_format_json(const mr_report *r, mr_buf *out)
     return rc;
 }
 
-/* ---- shared sentences ---- */
+/* ---- shared sentences ----
+ * The writers below append unconditionally and report whether any append
+ * failed: the only failure is running out of memory, and the caller then
+ * throws the text away. */
 
-static int stage_line(const mr_report *r, mr_buf *out)
+static bool stage_line(const mr_report *r, mr_buf *out)
 {
     const mr_report_stages *s = &r->stages;
     double all = s->attention + s->dispatch + s->experts + s->combine;
     if (all <= 0)
         all = 1;
-    return append(out,
-                  "attention %.0f%%, dispatch %.0f%%, experts %.0f%%, combine %.0f%% of %.1f "
-                  "rank-seconds in %" PRIu64 " steps; waiting for other ranks %.0f%%",
-                  100 * s->attention / all, 100 * s->dispatch / all, 100 * s->experts / all,
-                  100 * s->combine / all, s->attention + s->dispatch + s->experts + s->combine,
-                  r->steps, 100 * s->wait / all);
+    return mr_buf_printf(out,
+                         "attention %.0f%%, dispatch %.0f%%, experts %.0f%%, combine %.0f%% of "
+                         "%.1f rank-seconds in %" PRIu64 " steps; waiting for other ranks %.0f%%",
+                         100 * s->attention / all, 100 * s->dispatch / all,
+                         100 * s->experts / all, 100 * s->combine / all,
+                         s->attention + s->dispatch + s->experts + s->combine, r->steps,
+                         100 * s->wait / all) != MR_JOBS_OK;
 }
 
-static int eplb_line(const mr_report *r, mr_buf *out)
+static bool eplb_line(const mr_report *r, mr_buf *out)
 {
-    int rc = append(out, "%s; %" PRIu64 " rebalance%s of %" PRIu64 " decisions, %" PRIu64
-                         " experts (%.1f MiB) moved",
-                    r->eplb_mode, r->eplb_rebalances, r->eplb_rebalances == 1 ? "" : "s",
-                    r->eplb_decisions, r->experts_moved, r->bytes_moved / (1 << 20));
-    if (rc == 0 && r->measured)
-        rc = append(out, "; measured rank imbalance %.2f before, %.2f after",
-                    r->measured_before, r->measured_after);
-    if (rc == 0 && r->predicted)
-        rc = append(out, "; on the job's load: rank imbalance %.2f without EPLB, %.2f with "
-                         "(expert load %.2fx max/mean)",
-                    r->predicted_without, r->predicted_with, r->expert_imbalance);
-    return rc;
+    bool failed = mr_buf_printf(out,
+                                "%s; %" PRIu64 " rebalance%s of %" PRIu64 " decisions, %" PRIu64
+                                " experts (%.1f MiB) moved",
+                                r->eplb_mode, r->eplb_rebalances,
+                                r->eplb_rebalances == 1 ? "" : "s", r->eplb_decisions,
+                                r->experts_moved, r->bytes_moved / (1 << 20)) != MR_JOBS_OK;
+    if (r->measured)
+        failed |= mr_buf_printf(out, "; measured rank imbalance %.2f before, %.2f after",
+                                r->measured_before, r->measured_after) != MR_JOBS_OK;
+    if (r->predicted)
+        failed |= mr_buf_printf(out,
+                                "; on the job's load: rank imbalance %.2f without EPLB, %.2f "
+                                "with (expert load %.2fx max/mean)",
+                                r->predicted_without, r->predicted_with,
+                                r->expert_imbalance) != MR_JOBS_OK;
+    return failed;
 }
 
-static int price_line(const char *name, double per_hour, const mr_report_price *p, mr_buf *out)
+static bool price_line(const char *name, double per_hour, const mr_report_price *p, mr_buf *out)
 {
-    return append(out, "%s $%.4f at $%.2f per GPU-hour: $%.4f per million tokens ($%.4f per "
-                       "million input, $%.4f per million output)",
-                  name, p->usd, per_hour, p->usd_per_mtok_total, p->usd_per_mtok_input,
-                  p->usd_per_mtok_output);
+    return mr_buf_printf(out,
+                         "%s $%.4f at $%.2f per GPU-hour: $%.4f per million tokens ($%.4f per "
+                         "million input, $%.4f per million output)",
+                         name, p->usd, per_hour, p->usd_per_mtok_total, p->usd_per_mtok_input,
+                         p->usd_per_mtok_output) != MR_JOBS_OK;
 }
 
 static const char *state_of(const mr_report *r)
@@ -249,88 +241,104 @@ static const char *state_of(const mr_report *r)
 
 int mr_report_format_text(const mr_report *r, mr_buf *out)
 {
-    int rc = append(out, "report: job %s (%s; %" PRIu64 " attempt%s)\n", r->job, state_of(r),
-                    r->attempts, r->attempts == 1 ? "" : "s");
-    rc = rc ? rc : append(out, "  requests:    %" PRIu64 " served, %" PRIu64 " failed, of %" PRIu64 "\n",
-                          r->requests_ok, r->requests_failed, r->requests_planned);
-    rc = rc ? rc : append(out, "  tokens:      %" PRIu64 " prompt + %" PRIu64 " completion\n",
-                          r->tokens_prompt, r->tokens_completion);
-    rc = rc ? rc : append(out, "  time:        %.1f s wall, %.4f rank-hours on %d rank%s; %.0f "
-                               "tokens/s, %.0f per rank\n",
-                          r->wall_seconds, r->cost.rank_hours, r->ranks,
-                          r->ranks == 1 ? "" : "s", tokens_per_second(r),
-                          r->ranks > 0 ? tokens_per_second(r) / r->ranks : 0);
-    rc = rc ? rc : append(out, "  cost:        ");
-    rc = rc ? rc : price_line("on demand", r->gpu_hour_usd, &r->cost.on_demand, out);
-    rc = rc ? rc : append(out, "\n               ");
-    rc = rc ? rc : price_line("spot", r->spot_gpu_hour_usd, &r->cost.spot, out);
-    rc = rc ? rc : append(out, "\n  preemptions: %" PRIu64 ", costing %.1f rank-seconds\n",
-                          r->preemptions, r->preemption_lost_seconds);
+    double per_second = tokens_per_second(r);
+    bool failed = mr_buf_printf(out, "report: job %s (%s; %" PRIu64 " attempt%s)\n", r->job,
+                                state_of(r), r->attempts,
+                                r->attempts == 1 ? "" : "s") != MR_JOBS_OK;
+    failed |= mr_buf_printf(out,
+                            "  requests:    %" PRIu64 " served, %" PRIu64 " failed, of %" PRIu64
+                            "\n  tokens:      %" PRIu64 " prompt + %" PRIu64 " completion\n",
+                            r->requests_ok, r->requests_failed, r->requests_planned,
+                            r->tokens_prompt, r->tokens_completion) != MR_JOBS_OK;
+    failed |= mr_buf_printf(out,
+                            "  time:        %.1f s wall, %.4f rank-hours on %d rank%s; %.0f "
+                            "tokens/s, %.0f per rank\n  cost:        ",
+                            r->wall_seconds, r->cost.rank_hours, r->ranks,
+                            r->ranks == 1 ? "" : "s", per_second,
+                            r->ranks > 0 ? per_second / r->ranks : 0) != MR_JOBS_OK;
+    failed |= price_line("on demand", r->gpu_hour_usd, &r->cost.on_demand, out);
+    failed |= mr_buf_printf(out, "\n               ") != MR_JOBS_OK;
+    failed |= price_line("spot", r->spot_gpu_hour_usd, &r->cost.spot, out);
+    failed |= mr_buf_printf(out, "\n  preemptions: %" PRIu64 ", costing %.1f rank-seconds\n",
+                            r->preemptions, r->preemption_lost_seconds) != MR_JOBS_OK;
     if (r->timed) {
-        rc = rc ? rc : append(out, "  step time:   ");
-        rc = rc ? rc : stage_line(r, out);
-        rc = rc ? rc : append(out, "\n");
+        failed |= mr_buf_printf(out, "  step time:   ") != MR_JOBS_OK;
+        failed |= stage_line(r, out);
+        failed |= mr_buf_printf(out, "\n") != MR_JOBS_OK;
     }
-    rc = rc ? rc : append(out, "  eplb:        ");
-    rc = rc ? rc : eplb_line(r, out);
-    rc = rc ? rc : append(out, "\n  advice:      %s\n  report:      %s/%s\n", r->advice,
-                          r->run_dir, MR_RUN_REPORT_MD);
-    return rc;
+    failed |= mr_buf_printf(out, "  eplb:        ") != MR_JOBS_OK;
+    failed |= eplb_line(r, out);
+    failed |= mr_buf_printf(out, "\n  advice:      %s\n  report:      %s/%s\n", r->advice,
+                            r->run_dir, MR_RUN_REPORT_MD) != MR_JOBS_OK;
+    return failed ? -1 : 0;
 }
 
 /* ---- report.md ---- */
 
-static int price_row(const char *name, double per_hour, const mr_report_price *p, mr_buf *out)
+static bool price_row(const char *name, double per_hour, const mr_report_price *p, mr_buf *out)
 {
-    return append(out, "| %s | $%.2f | $%.4f | $%.4f | $%.4f | $%.4f |\n", name, per_hour, p->usd,
-                  p->usd_per_mtok_input, p->usd_per_mtok_output, p->usd_per_mtok_total);
+    return mr_buf_printf(out, "| %s | $%.2f | $%.4f | $%.4f | $%.4f | $%.4f |\n", name, per_hour,
+                         p->usd, p->usd_per_mtok_input, p->usd_per_mtok_output,
+                         p->usd_per_mtok_total) != MR_JOBS_OK;
 }
 
 int mr_report_format_markdown(const mr_report *r, mr_buf *out)
 {
-    int rc = append(out, "# Job report: %s\n\n%s; %" PRIu64 " attempt%s, %" PRIu64
-                         " preemption%s.  How each figure is computed: moerun's "
-                         "docs/report.md.\n\n",
-                    r->job, r->finished ? "Finished" : "Not finished: counts are the last "
-                                                       "checkpoint's",
-                    r->attempts, r->attempts == 1 ? "" : "s", r->preemptions,
-                    r->preemptions == 1 ? "" : "s");
-    rc = rc ? rc : append(out, "## Summary\n\n> %s\n\n| | |\n|---|---|\n", r->advice);
-    rc = rc ? rc : append(out, "| requests served | %" PRIu64 " of %" PRIu64 " |\n"
-                               "| requests failed | %" PRIu64 " (errors.jsonl) |\n"
-                               "| prompt tokens | %" PRIu64 " |\n| completion tokens | %" PRIu64 " |\n",
-                          r->requests_ok, r->requests_planned, r->requests_failed,
-                          r->tokens_prompt, r->tokens_completion);
-    rc = rc ? rc : append(out, "| wall time | %.1f s |\n| ranks | %d |\n| rank-hours | %.4f |\n"
-                               "| throughput | %.0f tokens/s (%.0f per rank) |\n"
-                               "| time lost to preemptions | %.1f rank-seconds |\n\n",
-                          r->wall_seconds, r->ranks, r->cost.rank_hours, tokens_per_second(r),
-                          r->ranks > 0 ? tokens_per_second(r) / r->ranks : 0,
-                          r->preemption_lost_seconds);
-    rc = rc ? rc : append(out, "## Cost\n\nRank-hours × price per GPU-hour, idle and recovery "
-                               "time included; each per-million figure divides the whole cost "
-                               "by that kind of token.\n\n"
-                               "| price | per GPU-hour | job | per M input | per M output | per M "
-                               "total |\n|---|---|---|---|---|---|\n");
-    rc = rc ? rc : price_row("on demand", r->gpu_hour_usd, &r->cost.on_demand, out);
-    rc = rc ? rc : price_row("spot", r->spot_gpu_hour_usd, &r->cost.spot, out);
+    double per_second = tokens_per_second(r);
+    bool failed =
+        mr_buf_printf(out,
+                      "# Job report: %s\n\n%s; %" PRIu64 " attempt%s, %" PRIu64
+                      " preemption%s.  How each figure is computed: moerun's docs/report.md.\n\n"
+                      "## Summary\n\n> %s\n\n| | |\n|---|---|\n",
+                      r->job,
+                      r->finished ? "Finished" : "Not finished: counts are the last checkpoint's",
+                      r->attempts, r->attempts == 1 ? "" : "s", r->preemptions,
+                      r->preemptions == 1 ? "" : "s", r->advice) != MR_JOBS_OK;
+    failed |= mr_buf_printf(out,
+                            "| requests served | %" PRIu64 " of %" PRIu64 " |\n"
+                            "| requests failed | %" PRIu64 " (errors.jsonl) |\n"
+                            "| prompt tokens | %" PRIu64 " |\n"
+                            "| completion tokens | %" PRIu64 " |\n",
+                            r->requests_ok, r->requests_planned, r->requests_failed,
+                            r->tokens_prompt, r->tokens_completion) != MR_JOBS_OK;
+    failed |= mr_buf_printf(out,
+                            "| wall time | %.1f s |\n| ranks | %d |\n| rank-hours | %.4f |\n"
+                            "| throughput | %.0f tokens/s (%.0f per rank) |\n"
+                            "| time lost to preemptions | %.1f rank-seconds |\n\n",
+                            r->wall_seconds, r->ranks, r->cost.rank_hours, per_second,
+                            r->ranks > 0 ? per_second / r->ranks : 0,
+                            r->preemption_lost_seconds) != MR_JOBS_OK;
+    failed |= mr_buf_printf(out,
+                            "## Cost\n\nRank-hours × price per GPU-hour, idle and recovery time "
+                            "included; each per-million figure divides the whole cost by that "
+                            "kind of token.\n\n"
+                            "| price | per GPU-hour | job | per M input | per M output | per M "
+                            "total |\n|---|---|---|---|---|---|\n") != MR_JOBS_OK;
+    failed |= price_row("on demand", r->gpu_hour_usd, &r->cost.on_demand, out);
+    failed |= price_row("spot", r->spot_gpu_hour_usd, &r->cost.spot, out);
     if (r->timed) {
-        rc = rc ? rc : append(out, "\n## Step time\n\n");
-        rc = rc ? rc : stage_line(r, out);
-        rc = rc ? rc : append(out, "; %.1f tokens per rank per step.\n", r->tokens_per_rank_step);
+        failed |= mr_buf_printf(out, "\n## Step time\n\n") != MR_JOBS_OK;
+        failed |= stage_line(r, out);
+        failed |= mr_buf_printf(out, "; %.1f tokens per rank per step.\n",
+                                r->tokens_per_rank_step) != MR_JOBS_OK;
     }
-    rc = rc ? rc : append(out, "\n## Expert load and EPLB\n\n");
-    rc = rc ? rc : eplb_line(r, out);
-    rc = rc ? rc : append(out, ".\n");
+    failed |= mr_buf_printf(out, "\n## Expert load and EPLB\n\n") != MR_JOBS_OK;
+    failed |= eplb_line(r, out);
+    failed |= mr_buf_printf(out, ".\n") != MR_JOBS_OK;
     if (r->heatmap)
-        rc = rc ? rc : append(out, "\nTokens per expert slot, before and after EPLB:\n\n"
-                                   "![tokens per expert slot](%s)\n", MR_RUN_HEATMAP_SVG);
+        failed |= mr_buf_printf(out,
+                                "\nTokens per expert slot, before and after EPLB:\n\n"
+                                "![tokens per expert slot](%s)\n",
+                                MR_RUN_HEATMAP_SVG) != MR_JOBS_OK;
     if (r->busy_map)
-        rc = rc ? rc : append(out, "\n## Ranks over time\n\nShare of each interval every rank "
-                                   "spent computing rather than waiting or idle:\n\n"
-                                   "![busy share per rank](%s)\n", MR_RUN_BUSY_SVG);
-    rc = rc ? rc : append(out, "\n## Files\n\nresults.jsonl, errors.jsonl, report.json, "
-                               "metrics.prom, timeline.jsonl, expert_load.csv%s\n",
-                          eplb_on(r) ? ", eplb.jsonl" : "");
-    return rc;
+        failed |= mr_buf_printf(out,
+                                "\n## Ranks over time\n\nShare of each interval every rank spent "
+                                "computing rather than waiting or idle:\n\n"
+                                "![busy share per rank](%s)\n",
+                                MR_RUN_BUSY_SVG) != MR_JOBS_OK;
+    failed |= mr_buf_printf(out,
+                            "\n## Files\n\nresults.jsonl, errors.jsonl, report.json, "
+                            "metrics.prom, timeline.jsonl, expert_load.csv%s\n",
+                            eplb_on(r) ? ", eplb.jsonl" : "") != MR_JOBS_OK;
+    return failed ? -1 : 0;
 }

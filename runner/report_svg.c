@@ -40,18 +40,12 @@ typedef struct {
 
 __attribute__((format(printf, 2, 3))) static void put(svg_text *s, const char *fmt, ...)
 {
+    if (s->failed)
+        return;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    s->failed = mr_buf_vprintf(&s->buf, fmt, ap) != MR_JOBS_OK;
     va_end(ap);
-    if (s->failed || n < 0 || mr_buf_reserve(&s->buf, (size_t)n) != MR_JOBS_OK) {
-        s->failed = true;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(s->buf.data + s->buf.len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    s->buf.len += (size_t)n;
 }
 
 static void put_escaped(svg_text *s, const char *text)
