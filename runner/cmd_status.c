@@ -3,7 +3,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "runner/runner.h"
 
@@ -36,9 +35,7 @@ static void print_generations(const char *dir)
         return;
     }
     printf("  checkpoints in %s: %zu\n", dir, n);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    double now = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    double now = mr_runner_unix_seconds();
     for (size_t i = 0; i < n; i++) {
         printf("    %-24s %8.1f KiB  written %.1f s ago  %s%s\n", list[i].name,
                (double)list[i].bytes / 1024, now - list[i].written,

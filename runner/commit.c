@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "engine/clock.h"
 #include "runner/runner.h"
@@ -57,13 +56,6 @@ struct mr_runner_commit {
     double seconds, max_seconds;
 };
 
-static double unix_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 int mr_runner_commit_new(const mr_job *job, mr_checkpoint_state *state, mr_comm *comm,
                          mr_runner_commit **out)
 {
@@ -76,8 +68,6 @@ int mr_runner_commit_new(const mr_job *job, mr_checkpoint_state *state, mr_comm 
                             .rank = mr_comm_rank(comm), .size = mr_comm_size(comm),
                             .base = state->counters, .started = mr_runner_start_time(),
                             .last = mr_clock_seconds()};
-    if (c->started <= 0)
-        c->started = unix_now();
     c->pending = calloc(n, sizeof *c->pending);
     c->read_all = calloc(n, sizeof *c->read_all);
     c->changed = calloc(n, sizeof *c->changed);
@@ -161,7 +151,7 @@ void mr_runner_commit_first_step(mr_runner_commit *c)
     if (c->stepped)
         return;
     c->stepped = true;
-    double seconds = unix_now() - c->started;
+    double seconds = mr_runner_unix_seconds() - c->started;
     if (c->rank == 0 && c->base.attempts > 1)
         printf("job %s: resumed: %.2f s from process start to the first new step\n",
                c->job->job_name, seconds);
@@ -229,7 +219,7 @@ static int gather_progress(mr_runner_commit *c)
                 .done = e->done != 0};
         }
     }
-    double wall = unix_now() - c->started;
+    double wall = mr_runner_unix_seconds() - c->started;
     k->wall_seconds += wall;
     k->rank_seconds += wall * c->size;
     k->preemption_lost_seconds += c->restart_lost;

@@ -60,13 +60,6 @@ struct mr_runner_meter {
     FILE *timeline;
 };
 
-static double unix_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* "rebalanced" records of an earlier attempt's eplb.jsonl. */
 static uint64_t count_rebalances(const char *run_dir)
 {
@@ -141,7 +134,7 @@ int mr_runner_meter_new(const mr_job *job, const mr_plan *plan, const mr_checkpo
                            .layers = mr_config_moe_layers(cfg), .experts = cfg->num_experts,
                            .last = mr_clock_seconds(), .tty = mr_runner_progress_tty()};
     m->started = m->last;
-    m->process_start = mr_runner_start_time() > 0 ? mr_runner_start_time() : unix_now();
+    m->process_start = mr_runner_start_time();
     if (m->layers == 0)
         m->experts = 0;
     m->msg_len = M_FIXED + (size_t)m->layers + (size_t)m->layers * m->experts;
@@ -420,7 +413,7 @@ int mr_runner_meter_sample(mr_runner_meter *m, const mr_runner_progress *mine, b
     double tokens_per_second = interval > 0 ? (tokens - before) / interval : 0;
     derive(m, interval);
     /* Wall time counts from process start, as the checkpoint's does. */
-    double elapsed = unix_now() - m->process_start;
+    double elapsed = mr_runner_unix_seconds() - m->process_start;
     int rc = append_timeline(m, elapsed, final);
     if (rc == MR_EXIT_OK)
         rc = write_metrics(m, elapsed, tokens_per_second);

@@ -108,6 +108,8 @@ typedef struct {
  * marks it (main) and hands it to the ranks it starts. */
 void mr_runner_mark_start(void);
 double mr_runner_start_time(void);
+/* The Unix time now, in seconds: for dates and spans across processes. */
+double mr_runner_unix_seconds(void);
 
 /* Whether progress goes to a terminal: the launching `moerun run` decides
  * (its stdout), as the ranks' output reaches it through mpirun's pipes. */
