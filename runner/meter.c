@@ -221,6 +221,13 @@ static double ratio(double max, double mean)
     return mean > 0 ? max / mean : 1.0;
 }
 
+void mr_runner_meter_totals(const mr_runner_meter *m, mr_runner_progress *out)
+{
+    *out = (mr_runner_progress){(uint64_t)sum_of(m, M_OK), (uint64_t)sum_of(m, M_FAILED),
+                                (uint64_t)sum_of(m, M_PROMPT),
+                                (uint64_t)sum_of(m, M_COMPLETION)};
+}
+
 /* Rank 0: busy shares, imbalances and the job's load from the gather. */
 static void derive(mr_runner_meter *m, double interval)
 {

@@ -215,6 +215,8 @@ void mr_runner_meter_free(mr_runner_meter *m);
 bool mr_runner_meter_due(const mr_runner_meter *m);
 /* Collective: one sample; `final` at the end of an attempt. */
 int mr_runner_meter_sample(mr_runner_meter *m, const mr_runner_progress *mine, bool final);
+/* Rank 0: this attempt's world totals at the last sample. */
+void mr_runner_meter_totals(const mr_runner_meter *m, mr_runner_progress *out);
 /* Rank 0, every step: redraws the live line on a terminal from the
  * records this attempt finished and the tokens they hold, world-wide. */
 void mr_runner_meter_live(mr_runner_meter *m, uint64_t done, uint64_t tokens);

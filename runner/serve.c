@@ -585,29 +585,13 @@ static int serve_loop(server *s)
     return rc;
 }
 
-/* The attempt's line; the report after it covers the whole job. */
-static int summarise(server *s, double seconds)
+/* Rank 0: the attempt's line, from the meters' final sample; the report
+ * after it covers the whole job. */
+static void summarise(const server *s, double seconds)
 {
-    char err[512];
-    mr_runner_progress mine = {s->n_ok, s->n_failed, s->prompt_tokens, s->completion_tokens};
-    mr_runner_progress *all = calloc((size_t)s->world.size, sizeof *all);
-    if (!all || mr_comm_allgather(s->world.comm, &mine, sizeof mine, all, err, sizeof err) !=
-                    MR_ENGINE_OK) {
-        fprintf(stderr, "moerun run: rank %d: %s\n", s->world.rank, all ? err : "out of memory");
-        free(all);
-        return MR_EXIT_FAILED;
-    }
-    mr_runner_progress sum = {0};
-    for (int r = 0; r < s->world.size; r++) {
-        sum.ok += all[r].ok;
-        sum.failed += all[r].failed;
-        sum.prompt_tokens += all[r].prompt_tokens;
-        sum.completion_tokens += all[r].completion_tokens;
-    }
-    free(all);
-    if (s->world.rank != 0)
-        return MR_EXIT_OK;
     const mr_job *job = s->job;
+    mr_runner_progress sum;
+    mr_runner_meter_totals(s->meter, &sum);
     uint64_t tokens = sum.prompt_tokens + sum.completion_tokens;
     printf("served %" PRIu64 " request%s, %" PRIu64 " failed; %" PRIu64 " prompt + %" PRIu64
            " completion tokens in %.1f s (%.0f tokens/s) on %d rank%s\n",
@@ -616,7 +600,6 @@ static int summarise(server *s, double seconds)
            s->world.size == 1 ? "" : "s");
     printf("results: %s/%s\nerrors:  %s/%s\n", job->job_run_dir, MR_RUN_RESULTS,
            job->job_run_dir, MR_RUN_ERRORS);
-    return MR_EXIT_OK;
 }
 
 /* The others wait here while rank 0 joins and reports: waiting in the
@@ -648,12 +631,11 @@ static int finish(server *s, double started)
         rc = sample(s, true);
     if (rc == MR_EXIT_OK && s->world.rank == 0)
         rc = mr_runner_parts_join(s->job->job_run_dir, s->state);
-    if (rc == MR_EXIT_OK)
-        rc = summarise(s, now() - started);
-    if (rc == MR_EXIT_OK)
+    if (rc == MR_EXIT_OK && s->world.rank == 0) {
+        summarise(s, now() - started);
         mr_runner_commit_report(s->commit, now() - started);
-    if (rc == MR_EXIT_OK && s->world.rank == 0)
         rc = mr_runner_report_write(s->job->job_run_dir, stdout, false);
+    }
     return rc == MR_EXIT_OK ? leave_together(s) : rc;
 }
 
