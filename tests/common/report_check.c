@@ -143,8 +143,7 @@ cJSON *mr_test_check_report(const char *run_dir)
     return report;
 }
 
-/* The output of a shell command and its exit status. */
-static char *command_output(const char *command, int *status)
+char *mr_test_command_output(const char *command, int *status)
 {
     FILE *p = popen(command, "r");
     cr_assert(p, "cannot run %s", command);
@@ -165,7 +164,7 @@ void mr_test_assert_promtool_accepts(const char *path)
     char *command;
     int status;
     cr_assert(asprintf(&command, "promtool check metrics < '%s' 2>&1", path) > 0);
-    char *out = command_output(command, &status);
+    char *out = mr_test_command_output(command, &status);
     cr_assert(status == 0 && out[0] == '\0', "promtool rejects %s (status %d):\n%s", path, status,
               out);
     free(out);
@@ -177,7 +176,7 @@ int mr_test_svg_cells(const char *path)
     char *command;
     int status;
     cr_assert(asprintf(&command, "xmllint --noout '%s' 2>&1", path) > 0);
-    char *out = command_output(command, &status);
+    char *out = mr_test_command_output(command, &status);
     cr_assert(status == 0 && out[0] == '\0', "xmllint: %s is not well-formed:\n%s", path, out);
     free(out);
     free(command);
@@ -185,7 +184,7 @@ int mr_test_svg_cells(const char *path)
                        "xmllint --xpath 'count(//*[local-name()=\"rect\"][@class=\"cell\"])' "
                        "'%s'",
                        path) > 0);
-    out = command_output(command, &status);
+    out = mr_test_command_output(command, &status);
     cr_assert_eq(status, 0, "xmllint --xpath on %s: %s", path, out);
     int cells = atoi(out);
     free(out);

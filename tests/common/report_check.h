@@ -19,6 +19,10 @@ cJSON *mr_test_check_report(const char *run_dir);
  * the test when it is missing. */
 double mr_test_json_number(const cJSON *root, const char *path);
 
+/* What a shell command printed on stdout (the caller frees it), and its
+ * wait status. */
+char *mr_test_command_output(const char *command, int *status);
+
 /* Fails unless `promtool check metrics` accepts the file without a word. */
 void mr_test_assert_promtool_accepts(const char *path);
 

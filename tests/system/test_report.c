@@ -297,16 +297,9 @@ Test(report, a_terminal_gets_one_live_line)
     char *command;
     cr_assert(asprintf(&command, "cd '%s' && script -qefc '%s run tty.ini' /dev/null", t.dir,
                        getenv("MOERUN")) > 0);
-    FILE *p = popen(command, "r");
-    char *out = NULL;
-    size_t len = 0;
-    FILE *mem = open_memstream(&out, &len);
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0)
-        fwrite(buf, 1, n, mem);
-    fclose(mem);
-    cr_assert_eq(pclose(p), 0, "%s", out);
+    int status;
+    char *out = mr_test_command_output(command, &status);
+    cr_assert_eq(status, 0, "%s", out);
     cr_assert(strstr(out, "\r\033[Ksame: "), "no live line:\n%s", out);
     cr_assert_null(strstr(out, "progress: "), "log lines on a terminal:\n%s", out);
     free(out);

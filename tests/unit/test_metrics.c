@@ -7,10 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include "runner/report.h"
 #include "tests/common/fixture.h"
+#include "tests/common/report_check.h"
 
 static char err[512];
 static char *dir, *path;
@@ -72,17 +72,7 @@ static mr_report_metrics dense_job(void)
 static char *write_and_check(const mr_report_metrics *m)
 {
     cr_assert_eq(mr_report_metrics_write(path, m, err, sizeof err), 0, "%s", err);
-    char *cmd = NULL;
-    cr_assert(asprintf(&cmd, "promtool check metrics < '%s' 2>&1", path) > 0);
-    FILE *p = popen(cmd, "r");
-    cr_assert(p, "cannot run %s", cmd);
-    char said[4096];
-    size_t n = fread(said, 1, sizeof said - 1, p);
-    said[n] = '\0';
-    int status = pclose(p);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0 && n == 0,
-              "%s: status %d, said:\n%s", cmd, status, said);
-    free(cmd);
+    mr_test_assert_promtool_accepts(path);
     char *text = mr_test_read(path, NULL);
     cr_assert(text);
     return text;

@@ -12,6 +12,7 @@
 
 #include "runner/report.h"
 #include "tests/common/fixture.h"
+#include "tests/common/report_check.h"
 
 static char *dir;
 
@@ -46,28 +47,6 @@ static int shell(const char *fmt, ...)
     return rc;
 }
 
-static void assert_well_formed(const char *path)
-{
-    cr_assert_eq(shell("xmllint --noout '%s'", path), 0, "xmllint rejects %s", path);
-}
-
-static int count_cells(const char *path)
-{
-    char *cmd = NULL;
-    cr_assert(asprintf(&cmd,
-                       "xmllint --xpath 'count(//*[local-name()=\"rect\"][@class=\"cell\"])' "
-                       "'%s'",
-                       path) > 0);
-    FILE *p = popen(cmd, "r");
-    cr_assert(p, "%s", cmd);
-    char out[64] = "";
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = '\0';
-    cr_assert_eq(pclose(p), 0, "%s", cmd);
-    free(cmd);
-    return atoi(out);
-}
-
 static bool file_has(const char *path, const char *text)
 {
     char *data = mr_test_read(path, NULL);
@@ -99,8 +78,7 @@ Test(report_svg, expert_load_has_a_cell_and_tooltip_per_slot)
 {
     char *path = in_dir("expert_load.svg"), err[256] = "";
     cr_assert_eq(write_expert_load(path, "Expert load", err), 0, "%s", err);
-    assert_well_formed(path);
-    cr_assert_eq(count_cells(path), 2 * 4 * 10);
+    cr_assert_eq(mr_test_svg_cells(path), 2 * 4 * 10);
     cr_assert(file_has(path, "<title>MoE layer 2, slot 7: 27 tokens</title>"));
     cr_assert(file_has(path, "<title>MoE layer 3, slot 9: 29 tokens</title>"));
     cr_assert(file_has(path, "xmlns=\"http://www.w3.org/2000/svg\""));
@@ -123,8 +101,7 @@ Test(report_svg, rank_busy_labels_columns_in_seconds)
     cr_assert_eq(mr_report_svg_heatmaps(path, "Rank busy share", &panel, 1, 1, "busy share",
                                         err, sizeof err),
                  0, "%s", err);
-    assert_well_formed(path);
-    cr_assert_eq(count_cells(path), 3 * 7);
+    cr_assert_eq(mr_test_svg_cells(path), 3 * 7);
     cr_assert(file_has(path, "<title>rank 1, seconds 10: 0.286 busy share</title>"));
     cr_assert(file_has(path, "<title>rank 2, seconds 30: 1 busy share</title>"));
     free(path);
@@ -134,9 +111,8 @@ Test(report_svg, callers_text_is_escaped)
 {
     char *path = in_dir("escaped.svg"), err[256] = "";
     cr_assert_eq(write_expert_load(path, "Load <&> \"it's\"", err), 0, "%s", err);
-    assert_well_formed(path);
+    cr_assert_eq(mr_test_svg_cells(path), 2 * 4 * 10);
     cr_assert(file_has(path, "Load &lt;&amp;&gt; &quot;it&apos;s&quot;"));
-    cr_assert_eq(count_cells(path), 2 * 4 * 10);
     free(path);
 }
 
@@ -192,8 +168,7 @@ Test(report_svg, all_zero_values_still_draw)
     char *path = in_dir("zero.svg"), err[256] = "";
     cr_assert_eq(mr_report_svg_heatmaps(path, NULL, &panel, 1, 0, NULL, err, sizeof err), 0,
                  "%s", err);
-    assert_well_formed(path);
-    cr_assert_eq(count_cells(path), 6);
+    cr_assert_eq(mr_test_svg_cells(path), 6);
     cr_assert(file_has(path, "<title>row 1, column 2: 0</title>"));
     free(path);
 }
@@ -237,8 +212,7 @@ Test(report_svg, librsvg_draws_small_and_large_maps)
     cr_assert_eq(mr_report_svg_heatmaps(svg, "Expert load", &panel, 1, 0, "tokens", err,
                                         sizeof err),
                  0, "%s", err);
-    assert_well_formed(svg);
-    cr_assert_eq(count_cells(svg), LAYERS * SLOTS);
+    cr_assert_eq(mr_test_svg_cells(svg), LAYERS * SLOTS);
     expect_drawn(svg, png);
     free(load);
     free(svg);
