@@ -122,12 +122,23 @@ int mr_runner_parts_close(FILE *f)
     return rc;
 }
 
-bool mr_runner_parts_exist(const char *run_dir)
+static bool parts_exist(const char *run_dir)
 {
     char *dir = mr_runner_path(run_dir, MR_RUN_PARTS);
     bool exists = !dir || access(dir, F_OK) == 0;
     free(dir);
     return exists;
+}
+
+bool mr_runner_parts_joined(const char *run_dir)
+{
+    char *results = mr_runner_path(run_dir, MR_RUN_RESULTS);
+    char *errors = mr_runner_path(run_dir, MR_RUN_ERRORS);
+    bool joined = results && errors && access(results, F_OK) == 0 &&
+                  access(errors, F_OK) == 0 && !parts_exist(run_dir);
+    free(results);
+    free(errors);
+    return joined;
 }
 
 /* Appends the committed bytes of a shard's part (none: no file) to `to`. */

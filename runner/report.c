@@ -137,14 +137,6 @@ static int read_results(const char *dir, mr_report *r)
     return rc;
 }
 
-static bool joined(const char *dir)
-{
-    char *results = mr_runner_path(dir, MR_RUN_RESULTS);
-    bool yes = results && access(results, F_OK) == 0 && !mr_runner_parts_exist(dir);
-    free(results);
-    return yes;
-}
-
 /* ---- JSON lines files: timeline.jsonl and eplb.jsonl ---- */
 
 static double num(const cJSON *obj, const char *name)
@@ -463,7 +455,7 @@ static int gather(const char *dir, mr_report *r)
     r->attempts = k->attempts;
     r->preemptions = k->preemptions;
     r->preemption_lost_seconds = k->preemption_lost_seconds;
-    r->finished = joined(dir);
+    r->finished = mr_runner_parts_joined(dir);
     if (r->finished) {
         rc = read_results(dir, r);
     } else {

@@ -20,7 +20,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "runner/report.h"
 #include "runner/runner.h"
@@ -291,12 +290,7 @@ static int resumed_state(const mr_job *job, mr_plan *plan, mr_checkpoint_state *
      * joined only once every shard is done: no parts but the joined files
      * and some progress is a finished run, even when a damaged newest
      * generation left an older one to load. */
-    char *results = mr_runner_path(job->job_run_dir, MR_RUN_RESULTS);
-    char *errors = mr_runner_path(job->job_run_dir, MR_RUN_ERRORS);
-    *finished = (all_done(state) || lines > 0) && !mr_runner_parts_exist(job->job_run_dir) &&
-                results && errors && access(results, F_OK) == 0 && access(errors, F_OK) == 0;
-    free(results);
-    free(errors);
+    *finished = (all_done(state) || lines > 0) && mr_runner_parts_joined(job->job_run_dir);
     for (size_t i = 0; i < state->n_shards; i++)
         done += state->shards[i].done;
     if (*finished) {

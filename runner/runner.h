@@ -239,9 +239,10 @@ int mr_runner_parts_close(FILE *f);
 /* Joins the committed bytes of every shard's parts, in shard order, into
  * results.jsonl and errors.jsonl; only then removes the parts. */
 int mr_runner_parts_join(const char *run_dir, const mr_checkpoint_state *state);
-/* Whether RUN_DIR/parts exists: a run whose shards are all done is
- * finished once its parts are joined and gone. */
-bool mr_runner_parts_exist(const char *run_dir);
+/* Whether results.jsonl and errors.jsonl are in place and RUN_DIR/parts
+ * is gone: the join is complete, and a run whose shards are all done is
+ * finished. */
+bool mr_runner_parts_joined(const char *run_dir);
 
 /* Committing progress (commit.c).  Each rank notes the lines it reads and
  * writes per shard; every [checkpoint] interval_seconds (rank 0's clock
