@@ -174,58 +174,88 @@ static cJSON *read_records(const char *dir, const char *name)
     return all;
 }
 
-static double rank_value(const cJSON *rec, const char *field, int rank)
+/* The per-rank arrays of a timeline record, in the order read_ranks
+ * fills them. */
+enum { F_STEPS, F_TOKENS, F_ATTENTION, F_DISPATCH, F_EXPERTS, F_COMBINE, F_WAIT, F_COUNT };
+
+static const cJSON *rank_array(const cJSON *rec, const char *field)
 {
-    const cJSON *ranks = cJSON_GetObjectItemCaseSensitive(rec, "ranks");
-    const cJSON *v = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(ranks, field), rank);
-    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+    return cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(rec, "ranks"), field);
 }
 
 static int rank_count(const cJSON *rec)
 {
-    const cJSON *ranks = cJSON_GetObjectItemCaseSensitive(rec, "ranks");
-    return cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(ranks, "steps"));
+    return cJSON_GetArraySize(rank_array(rec, "steps"));
 }
 
-/* Seconds rank `rank` computed up to `rec`: its stages less the waiting
- * inside dispatch and combine. */
-static double busy_seconds(const cJSON *rec, int rank)
+static int most_ranks(const cJSON *timeline)
 {
-    return rank_value(rec, "attention", rank) + rank_value(rec, "dispatch", rank) +
-           rank_value(rec, "experts", rank) + rank_value(rec, "combine", rank) -
-           rank_value(rec, "wait", rank);
+    int most = 0;
+    const cJSON *rec;
+    cJSON_ArrayForEach(rec, timeline)
+    {
+        int ranks = rank_count(rec);
+        most = ranks > most ? ranks : most;
+    }
+    return most;
 }
 
-/* The record before `i` in the same attempt, or NULL at an attempt's start. */
-static const cJSON *previous(const cJSON *timeline, int i)
+/* v[field * cap + rank]: a record's per-rank values, each array walked
+ * once (cJSON arrays are lists); 0 past the record's own ranks. */
+static void read_ranks(const cJSON *rec, double *v, int cap)
 {
-    const cJSON *rec = cJSON_GetArrayItem(timeline, i);
-    const cJSON *prev = i > 0 ? cJSON_GetArrayItem(timeline, i - 1) : NULL;
-    return prev && num(prev, "attempt") == num(rec, "attempt") ? prev : NULL;
+    static const char *const fields[F_COUNT] = {"steps",    "tokens",  "attention", "dispatch",
+                                                "experts",  "combine", "wait"};
+    memset(v, 0, (size_t)F_COUNT * cap * sizeof *v);
+    for (int f = 0; f < F_COUNT; f++) {
+        const cJSON *item;
+        int k = 0;
+        cJSON_ArrayForEach(item, rank_array(rec, fields[f]))
+        {
+            if (k >= cap)
+                break;
+            v[(size_t)f * cap + k++] = cJSON_IsNumber(item) ? item->valuedouble : 0;
+        }
+    }
+}
+
+/* Seconds rank k computed: its stages less the waiting inside dispatch
+ * and combine. */
+static double busy_seconds(const double *v, int cap, int k)
+{
+    return v[F_ATTENTION * cap + k] + v[F_DISPATCH * cap + k] + v[F_EXPERTS * cap + k] +
+           v[F_COMBINE * cap + k] - v[F_WAIT * cap + k];
+}
+
+static bool same_attempt(const cJSON *a, const cJSON *b)
+{
+    return a && b && num(a, "attempt") == num(b, "attempt");
 }
 
 /* Stage times and batch size: each attempt's last record holds its totals. */
 static void add_stages(mr_report *r, const cJSON *timeline)
 {
-    int n = cJSON_GetArraySize(timeline);
-    double rank_steps = 0;
-    for (int i = 0; i < n; i++) {
-        const cJSON *rec = cJSON_GetArrayItem(timeline, i), *next = cJSON_GetArrayItem(timeline, i + 1);
-        if (next && num(next, "attempt") == num(rec, "attempt"))
+    int cap = most_ranks(timeline);
+    double *v = calloc((size_t)F_COUNT * (cap ? cap : 1), sizeof *v), rank_steps = 0;
+    const cJSON *rec;
+    cJSON_ArrayForEach(rec, timeline)
+    {
+        if (!v || same_attempt(rec, rec->next))
             continue;
-        int ranks = rank_count(rec);
-        for (int k = 0; k < ranks; k++) {
-            r->stages.attention += rank_value(rec, "attention", k);
-            r->stages.dispatch += rank_value(rec, "dispatch", k);
-            r->stages.experts += rank_value(rec, "experts", k);
-            r->stages.combine += rank_value(rec, "combine", k);
-            r->stages.wait += rank_value(rec, "wait", k);
-            r->rows += (uint64_t)rank_value(rec, "tokens", k);
-            rank_steps += rank_value(rec, "steps", k);
+        read_ranks(rec, v, cap);
+        for (int k = 0; k < cap; k++) {
+            r->stages.attention += v[F_ATTENTION * cap + k];
+            r->stages.dispatch += v[F_DISPATCH * cap + k];
+            r->stages.experts += v[F_EXPERTS * cap + k];
+            r->stages.combine += v[F_COMBINE * cap + k];
+            r->stages.wait += v[F_WAIT * cap + k];
+            r->rows += (uint64_t)v[F_TOKENS * cap + k];
+            rank_steps += v[F_STEPS * cap + k];
         }
-        r->steps += ranks > 0 ? (uint64_t)rank_value(rec, "steps", 0) : 0;
+        r->steps += cap > 0 ? (uint64_t)v[F_STEPS * cap] : 0;
         r->timed = true;
     }
+    free(v);
     r->tokens_per_rank_step = rank_steps > 0 ? (double)r->rows / rank_steps : 0;
 }
 
@@ -233,25 +263,35 @@ static void add_stages(mr_report *r, const cJSON *timeline)
  * samples, merged into at most BUSY_COLUMNS columns. */
 static bool draw_busy(const char *dir, const mr_report *r, const cJSON *timeline)
 {
-    int n = cJSON_GetArraySize(timeline), ranks = 0;
-    for (int i = 0; i < n; i++)
-        ranks = rank_count(cJSON_GetArrayItem(timeline, i)) > ranks
-                    ? rank_count(cJSON_GetArrayItem(timeline, i))
-                    : ranks;
+    int n = cJSON_GetArraySize(timeline), ranks = most_ranks(timeline);
     if (n == 0 || ranks == 0)
         return false;
     int per_column = (n + BUSY_COLUMNS - 1) / BUSY_COLUMNS, cols = (n + per_column - 1) / per_column;
     double *busy = calloc((size_t)ranks * cols, sizeof *busy);
     double *span = calloc((size_t)cols, sizeof *span), *at = calloc((size_t)cols, sizeof *at);
-    bool ok = busy && span && at;
-    for (int i = 0; ok && i < n; i++) {
-        const cJSON *rec = cJSON_GetArrayItem(timeline, i), *prev = previous(timeline, i);
-        int col = i / per_column;
-        span[col] += num(rec, "seconds") - (prev ? num(prev, "seconds") : 0);
+    double *now = calloc((size_t)F_COUNT * ranks, sizeof *now);
+    double *before = calloc((size_t)F_COUNT * ranks, sizeof *before);
+    bool ok = busy && span && at && now && before;
+    const cJSON *rec, *prev = NULL;
+    int i = 0;
+    cJSON_ArrayForEach(rec, timeline)
+    {
+        if (!ok)
+            break;
+        /* An attempt's first interval starts at its process start, from 0. */
+        bool continues = same_attempt(prev, rec);
+        int col = i++ / per_column;
+        read_ranks(rec, now, ranks);
+        span[col] += num(rec, "seconds") - (continues ? num(prev, "seconds") : 0);
         /* Tenths of a second are all a tick or tooltip needs. */
         at[col] = round(num(rec, "job_seconds") * 10) / 10;
-        for (int k = 0; k < rank_count(rec); k++)
-            busy[(size_t)k * cols + col] += busy_seconds(rec, k) - (prev ? busy_seconds(prev, k) : 0);
+        for (int k = 0; k < ranks; k++)
+            busy[(size_t)k * cols + col] += busy_seconds(now, ranks, k) -
+                                            (continues ? busy_seconds(before, ranks, k) : 0);
+        double *swap = before;
+        before = now;
+        now = swap;
+        prev = rec;
     }
     for (int k = 0; ok && k < ranks; k++)
         for (int c = 0; c < cols; c++) {
@@ -259,8 +299,7 @@ static bool draw_busy(const char *dir, const mr_report *r, const cJSON *timeline
             *b = span[c] > 0 ? fmin(fmax(*b / span[c], 0), 1) : 0;
         }
     char err[1024], title[512], *path = mr_runner_path(dir, MR_RUN_BUSY_SVG);
-    snprintf(title, sizeof title, "%s: share of time each rank computed",
-             r->job);
+    snprintf(title, sizeof title, "%s: share of time each rank computed", r->job);
     mr_report_heatmap panel = {.title = "Busy share per rank over the job", .row_name = "rank",
                                .col_name = "second", .rows = ranks, .cols = cols,
                                .values = busy, .col_labels = at};
@@ -274,16 +313,17 @@ static bool draw_busy(const char *dir, const mr_report *r, const cJSON *timeline
     free(busy);
     free(span);
     free(at);
+    free(now);
+    free(before);
     return ok;
 }
 
-/* Step-weighted measured imbalance of the records [from, to) that have
- * one; -1 when none. */
-static double measured_mean(const cJSON *eplb, int from, int to)
+/* Token-weighted measured imbalance of the records from `from` up to
+ * `to` (not included; NULL: the end); -1 when none. */
+static double measured_mean(const cJSON *from, const cJSON *to)
 {
     double sum = 0, weight = 0;
-    for (int i = from; i < to; i++) {
-        const cJSON *rec = cJSON_GetArrayItem(eplb, i);
+    for (const cJSON *rec = from; rec && rec != to; rec = rec->next) {
         double w = num(rec, "steps") * num(rec, "tokens_per_rank_step");
         sum += w * num(rec, "rank_imbalance_measured");
         weight += w;
@@ -293,23 +333,24 @@ static double measured_mean(const cJSON *eplb, int from, int to)
 
 static void add_eplb(mr_report *r, const cJSON *eplb)
 {
-    int n = cJSON_GetArraySize(eplb), first = -1;
-    for (int i = 0; i < n; i++) {
-        const cJSON *rec = cJSON_GetArrayItem(eplb, i);
+    const cJSON *rec, *first = NULL;
+    cJSON_ArrayForEach(rec, eplb)
+    {
         const char *action = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rec, "action"));
         if (!action || !strcmp(action, "final"))
             continue;
         r->eplb_decisions++;
         if (strcmp(action, "rebalanced"))
             continue;
-        first = first < 0 ? i : first;
+        first = first ? first : rec;
         r->eplb_rebalances++;
         r->experts_moved += (uint64_t)num(rec, "experts_moved");
         r->bytes_moved += num(rec, "bytes_moved");
     }
     /* A rebalance record measured the interval before it switched. */
-    double before = measured_mean(eplb, 0, first < 0 ? n : first + 1);
-    double after = first < 0 ? before : measured_mean(eplb, first + 1, n);
+    const cJSON *head = eplb ? eplb->child : NULL;
+    double before = measured_mean(head, first ? first->next : NULL);
+    double after = first ? measured_mean(first->next, NULL) : before;
     r->measured = before > 0 && after > 0;
     r->measured_before = before;
     r->measured_after = after;
