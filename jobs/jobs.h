@@ -57,6 +57,8 @@ void mr_buf_free(mr_buf *b);
       "job name, used in result ids and the report; default: the job file's name")         \
     X(job, run_dir, PATH, NULL, MR_KEY_RESUME, 0, 0, NULL,                                 \
       "folder for results, errors, plan and checkpoints; default: runs/<name>")            \
+    X(job, max_error_ratio, FLOAT, "1", MR_KEY_RESUME, 0, 1, NULL,                         \
+      "share of failed requests above which the job exits 7; 1 = only when all failed")    \
     X(model, path, PATH, NULL, MR_KEY_REQUIRED, 0, 0, NULL,                                \
       "model folder in the Hugging Face layout (config.json, *.safetensors)")              \
     X(engine, backend, ENUM, "cpu", 0, 0, 0, "cpu,ref",                                    \
@@ -104,6 +106,10 @@ void mr_buf_free(mr_buf *b);
       " more go in a second")                                                              \
     X(parallel, transport, ENUM, "auto", MR_KEY_RESUME, 0, 0, "auto,mpi",                  \
       "auto: shared memory between ranks on one host, MPI between hosts; mpi: MPI for all")\
+    X(parallel, stall_seconds, FLOAT, "300", MR_KEY_RESUME, 1, 86400, NULL,                \
+      "a step in which no rank makes progress for this long is a stall: the job stops")   \
+    X(parallel, start_seconds, FLOAT, "180", MR_KEY_RESUME, 1, 86400, NULL,                \
+      "every rank must have joined the job within this many seconds of launch")           \
     X(eplb, mode, ENUM, "static+online", MR_KEY_RESUME, 0, 0,                              \
       "off,static,online,static+online",                                                   \
       "expert-parallel load balancing")                                                    \

@@ -20,7 +20,11 @@ enum {
     MR_EXIT_FAILED = 1,    /* a system error: I/O, memory, a signal */
     MR_EXIT_USAGE = 2,     /* the command line is wrong */
     MR_EXIT_INVALID = 3,   /* the job, an input, the model or the run folder is wrong */
-    MR_EXIT_STOPPED = 4    /* stopped by a signal; the checkpoint resumes it */
+    MR_EXIT_STOPPED = 4,   /* stopped by a signal; the checkpoint resumes it */
+    MR_EXIT_RANK_FAILED = 5, /* a rank died, stalled or never joined; --max-restarts retries */
+    MR_EXIT_DISK_FULL = 6, /* no space left for a run-folder file; resume once space is freed */
+    MR_EXIT_REQUESTS_FAILED = 7 /* finished, but more requests failed than
+                                 * [job] max_error_ratio allows */
 };
 
 typedef struct {
