@@ -100,9 +100,11 @@ typedef struct {
     uint64_t requests_ok, requests_failed;
     uint64_t tokens_in, tokens_out;
     double wall_seconds, rank_seconds;
-    uint64_t preemptions;
+    uint64_t preemptions;           /* resumes after a preemption notice or a crash */
     double preemption_lost_seconds; /* work redone and restarts after preemptions */
     uint64_t attempts;              /* runs of the job: 1 + resumes */
+    uint64_t user_stops;            /* resumes after a user's stop (SIGINT, moerun stop) */
+    uint64_t stopped_by_user;       /* 1 while the attempt that wrote it ended on one */
 } mr_checkpoint_counters;
 
 typedef struct {

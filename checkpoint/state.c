@@ -63,6 +63,8 @@ static const field COUNTER_FIELDS[] = {
     FIELD(F_U64, mr_checkpoint_counters, preemptions),
     FIELD(F_DOUBLE, mr_checkpoint_counters, preemption_lost_seconds),
     FIELD(F_U64, mr_checkpoint_counters, attempts),
+    FIELD(F_U64, mr_checkpoint_counters, user_stops),
+    FIELD(F_U64, mr_checkpoint_counters, stopped_by_user),
 };
 static const field STATE_FIELDS[] = {
     FIELD(F_I64, mr_checkpoint_state, created),

@@ -1,5 +1,6 @@
 /* Command-line parsing shared by the commands: one option table, with each
  * command saying which of the options it takes. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +18,14 @@ int mr_runner_usage_error(const char *command, const char *fmt, ...)
     fprintf(stderr, "\nRun 'moerun %s --help' for usage.\n", command);
     va_end(ap);
     return MR_EXIT_USAGE;
+}
+
+/* SECTION.KEY=VALUE, both names non-empty: the shape --set takes.  What
+ * the names mean is the job loader's to check. */
+static bool is_assignment(const char *text)
+{
+    const char *dot = strchr(text, '.'), *eq = strchr(text, '=');
+    return dot && eq && dot > text && eq > dot + 1;
 }
 
 int mr_runner_parse_args(int argc, char **argv, unsigned allowed, const char *operand,
@@ -54,6 +63,9 @@ int mr_runner_parse_args(int argc, char **argv, unsigned allowed, const char *op
                                          argv[optind - 1]);
         if (c == '?' || !(allowed & (unsigned)c))
             return mr_runner_usage_error(command, "unknown option '%s'", argv[optind - 1]);
+        if (c == MR_OPT_SET && !is_assignment(optarg))
+            return mr_runner_usage_error(command, "--set takes SECTION.KEY=VALUE, not '%s'",
+                                         optarg);
         if (c == MR_OPT_SET)
             args->overrides[args->n_overrides++].assignment = optarg;
         args->print |= c == MR_OPT_PRINT;
@@ -88,6 +100,14 @@ void mr_runner_free_args(mr_runner_args *args)
 int mr_runner_load_job(const mr_runner_args *args, mr_job *job)
 {
     static char err[1 << 16];
+    /* A job file that cannot be read is a system error (exit 1), not an
+     * invalid job. */
+    FILE *f = fopen(args->operand, "r");
+    if (!f) {
+        fprintf(stderr, "%s: %s\n", args->operand, strerror(errno));
+        return MR_EXIT_FAILED;
+    }
+    fclose(f);
     int rc = mr_job_load(job, args->operand, args->overrides, args->n_overrides, err,
                          sizeof err);
     if (rc == MR_JOBS_OK)

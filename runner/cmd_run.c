@@ -17,19 +17,25 @@
 typedef struct {
     bool force_new;
     int max_restarts;
+    int argc; /* the command line, from the command name on: the owner's record */
+    char **argv;
 } run_options;
 
-/* The planning rank prepares the run folder; the others then read the plan
- * and the checkpoint it wrote (the run folder is on storage every host
- * sees). */
-static int prepare_on_first_rank(const mr_job *job, bool force_new, int rank, mr_plan *plan,
-                                 mr_checkpoint_state *state, bool *finished)
+/* The planning rank takes the run folder (unless the supervising `moerun
+ * run` holds it) and prepares it; the others then read the plan and the
+ * checkpoint it wrote (the run folder is on storage every host sees). */
+static int prepare_on_first_rank(const mr_job *job, const run_options *opt, int rank,
+                                 mr_plan *plan, mr_checkpoint_state *state, bool *finished,
+                                 mr_runner_lock **lock)
 {
-    int flags[2] = {rank == 0 ? mr_runner_prepare(job, force_new, plan, state, finished)
-                              : MR_EXIT_OK,
-                    rank == 0 && *finished};
+    int rc = MR_EXIT_OK;
+    if (rank == 0 && !mr_runner_supervised())
+        rc = mr_runner_lock_take(job->job_run_dir, opt->argc, opt->argv, lock);
+    if (rank == 0 && rc == MR_EXIT_OK)
+        rc = mr_runner_prepare(job, opt->force_new, plan, state, finished);
+    int flags[2] = {rc, rank == 0 && *finished};
     MPI_Bcast(flags, 2, MPI_INT, 0, MPI_COMM_WORLD);
-    int rc = flags[0];
+    rc = flags[0];
     *finished = flags[1];
     if (rc == MR_EXIT_OK && !*finished && rank != 0) {
         rc = mr_runner_load_plan(job->job_run_dir, plan);
@@ -42,11 +48,15 @@ static int prepare_on_first_rank(const mr_job *job, bool force_new, int rank, mr
 /* One rank of a job that mpirun or srun started. */
 static int run_rank(const mr_job *job, const run_options *opt, int argc, char **argv)
 {
-    mr_runner_signals_catch((int)job->checkpoint_grace_seconds);
     mr_runner_mpi_init(&argc, &argv);
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
+    /* Every rank has its stop handlers (run_command set them first): a
+     * supervisor may now pass stops on rather than end the start-up. */
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (rank == 0)
+        mr_runner_mark_joined();
     if (size != job->parallel_ranks) {
         if (rank == 0)
             fprintf(stderr, "moerun run: [parallel] ranks is %lld but MPI started %d ranks; "
@@ -60,8 +70,9 @@ static int run_rank(const mr_job *job, const run_options *opt, int argc, char **
                         "(launcher = local); under mpirun or srun it is ignored\n");
     mr_plan plan = {0};
     mr_checkpoint_state state = {0};
+    mr_runner_lock *lock = NULL;
     bool finished = false;
-    int rc = prepare_on_first_rank(job, opt->force_new, rank, &plan, &state, &finished);
+    int rc = prepare_on_first_rank(job, opt, rank, &plan, &state, &finished, &lock);
     /* Until serving starts, every rank has the same rc and may end cleanly. */
     bool agreed = rc != MR_EXIT_OK || finished;
     if (!agreed)
@@ -71,23 +82,28 @@ static int run_rank(const mr_job *job, const run_options *opt, int argc, char **
     fflush(stdout);
     /* One rank's failure must stop all: the others may be waiting on it.  A
      * stop is agreed by every rank. */
-    if (!agreed && rc != MR_EXIT_OK && rc != MR_EXIT_STOPPED && size > 1)
+    if (!agreed && rc != MR_EXIT_OK && rc != MR_EXIT_STOPPED &&
+        rc != MR_EXIT_REQUESTS_FAILED && size > 1)
         MPI_Abort(MPI_COMM_WORLD, rc);
     MPI_Finalize();
+    mr_runner_lock_release(lock);
     return rc;
 }
 
 static int run_alone(const mr_job *job, const run_options *opt)
 {
-    mr_runner_signals_catch((int)job->checkpoint_grace_seconds);
     mr_plan plan = {0};
     mr_checkpoint_state state = {0};
+    mr_runner_lock *lock;
     bool finished = false;
-    int rc = mr_runner_prepare(job, opt->force_new, &plan, &state, &finished);
+    int rc = mr_runner_lock_take(job->job_run_dir, opt->argc, opt->argv, &lock);
+    if (rc == MR_EXIT_OK)
+        rc = mr_runner_prepare(job, opt->force_new, &plan, &state, &finished);
     if (rc == MR_EXIT_OK && !finished)
         rc = mr_runner_serve(job, &plan, false, &state);
     mr_plan_free(&plan);
     mr_checkpoint_state_free(&state);
+    mr_runner_lock_release(lock);
     return rc;
 }
 
@@ -110,28 +126,37 @@ static char **rank_argv(const char *command, const mr_runner_args *args, int *ar
     return argv;
 }
 
-/* The local launcher: mpirun, again from the last checkpoint while ranks
- * die and restarts are left. */
+/* The local launcher: this process owns the run folder and runs mpirun,
+ * again from the last checkpoint while ranks fail and restarts are left.
+ * A stop, a changed job, a full disk or too many failed requests is no
+ * reason to try again. */
 static int supervise(const mr_job *job, const run_options *opt, const char *command,
                      const mr_runner_args *args)
 {
-    int rc = mr_runner_resume_check(job, opt->force_new), argc;
+    mr_runner_signals_supervise();
+    alarm(0); /* a stop while the job was read set one; here stops only count */
+    mr_runner_lock *lock;
+    int rc = mr_runner_lock_take(job->job_run_dir, opt->argc, opt->argv, &lock), argc = 0;
+    if (rc == MR_EXIT_OK)
+        rc = mr_runner_resume_check(job, opt->force_new);
     char **argv = rc == MR_EXIT_OK ? rank_argv(command, args, &argc) : NULL;
     if (rc == MR_EXIT_OK && !argv)
         rc = MR_EXIT_FAILED;
     for (int restarts = 0; rc == MR_EXIT_OK; restarts++) {
         rc = mr_runner_launch_local(job, argc, argv);
-        if (rc != MR_EXIT_FAILED || mr_runner_stop_signal() || restarts >= opt->max_restarts)
+        if (rc != MR_EXIT_RANK_FAILED || mr_runner_stop_signal() ||
+            restarts >= opt->max_restarts)
             break;
-        printf("job %s: a rank died; restarting from the last checkpoint (restart %d of %d)\n",
+        printf("job %s: a rank failed; restarting from the last checkpoint (restart %d of %d)\n",
                job->job_name, restarts + 1, opt->max_restarts);
         fflush(stdout);
         rc = MR_EXIT_OK;
     }
     free(argv);
+    mr_runner_lock_release(lock);
     int sig = mr_runner_stop_signal();
     if (sig && rc == MR_EXIT_STOPPED)
-        printf("job %s: stopped by %s: the ranks ended %.2f s after it%s; `moerun resume %s` "
+        printf("job %s: stopped by %s: ended %.2f s after it%s; `moerun resume %s` "
                "goes on\n",
                job->job_name, mr_runner_signal_name(sig), mr_runner_stop_seconds(),
                mr_runner_stop_count() > 1 ? ", at once after a second signal" : "",
@@ -154,9 +179,10 @@ static int start(const mr_job *job, const run_options *opt, const char *command,
     return MR_EXIT_INVALID;
 }
 
-static int parse_options(const char *command, const mr_runner_args *args, run_options *opt)
+static int parse_options(const char *command, const mr_runner_args *args, run_options *opt,
+                         int argc, char **argv)
 {
-    *opt = (run_options){.force_new = args->force_new};
+    *opt = (run_options){.force_new = args->force_new, .argc = argc, .argv = argv};
     if (!args->max_restarts)
         return -1;
     char *end;
@@ -207,12 +233,14 @@ static int load_job_file(mr_runner_args *args, mr_job *job)
 static int run_command(int argc, char **argv, unsigned allowed, const char *operand,
                        int (*load)(mr_runner_args *, mr_job *))
 {
+    /* Before anything else: a stop that comes now must not be lost. */
+    mr_runner_signals_catch();
     const char *command = argv[0];
     mr_runner_args args;
     run_options opt;
     int rc = mr_runner_parse_args(argc, argv, allowed, operand, &args);
     if (rc < 0)
-        rc = parse_options(command, &args, &opt);
+        rc = parse_options(command, &args, &opt, argc, argv);
     if (rc >= 0) {
         mr_runner_free_args(&args);
         return rc;
@@ -220,6 +248,7 @@ static int run_command(int argc, char **argv, unsigned allowed, const char *oper
     mr_job job;
     rc = load(&args, &job);
     if (rc == MR_EXIT_OK) {
+        mr_runner_signals_grace((int)job.checkpoint_grace_seconds);
         rc = start(&job, &opt, command, &args, argc, argv);
         mr_job_free(&job);
     }

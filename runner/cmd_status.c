@@ -19,10 +19,11 @@ static void print_committed(const mr_checkpoint_state *st, uint64_t total)
            k->requests_ok, k->requests_failed,
            total ? 100.0 * (double)lines / (double)total : 100.0, done, st->n_shards,
            st->generation);
-    printf("  attempts: %" PRIu64 ", %" PRIu64 " preemption%s costing %.1f rank-seconds; "
-           "%.1f s wall, %.1f rank-seconds in all\n",
+    printf("  attempts: %" PRIu64 ", %" PRIu64 " preemption%s costing %.1f rank-seconds, %" PRIu64
+           " user stop%s; %.1f s wall, %.1f rank-seconds in all\n",
            k->attempts, k->preemptions, k->preemptions == 1 ? "" : "s",
-           k->preemption_lost_seconds, k->wall_seconds, k->rank_seconds);
+           k->preemption_lost_seconds, k->user_stops, k->user_stops == 1 ? "" : "s",
+           k->wall_seconds, k->rank_seconds);
 }
 
 static void print_generations(const char *dir)
@@ -86,6 +87,12 @@ int mr_runner_status(int argc, char **argv)
                             : done == 0 && committed == 0 ? "planned, nothing served yet"
                                                           : "in progress or stopped";
         printf("run %s: %s\n", dir, state);
+        char owner[1024];
+        int pid;
+        if (mr_runner_lock_owner(dir, &pid, owner, sizeof owner))
+            printf("  owner: %s\n", owner[0] ? owner : "a moerun whose record is not written yet");
+        else
+            printf("  owner: none (no moerun is running this folder)\n");
         mr_runner_print_plan(stdout, &plan);
         printf("  written: %llu results, %llu error records (%llu of %llu lines, %.1f%%)\n",
                (unsigned long long)results, (unsigned long long)errors,

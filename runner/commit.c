@@ -155,8 +155,15 @@ void mr_runner_commit_first_step(mr_runner_commit *c)
     if (c->rank == 0 && c->base.attempts > 1)
         printf("job %s: resumed: %.2f s from process start to the first new step\n",
                c->job->job_name, seconds);
-    if (c->base.attempts > 1)
+    if (c->base.attempts > 1 && !c->base.stopped_by_user)
         c->restart_lost = seconds * c->size;
+    /* From here on this attempt's own end decides how the next resume counts. */
+    c->base.stopped_by_user = 0;
+}
+
+void mr_runner_commit_stopping(mr_runner_commit *c, bool by_user)
+{
+    c->base.stopped_by_user = by_user;
 }
 
 static int gather(mr_runner_commit *c, const void *mine, size_t bytes, void *all)

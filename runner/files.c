@@ -160,3 +160,8 @@ int mr_runner_read_file(const char *path, mr_buf *out, char *err, size_t errlen)
     fclose(f);
     return rc;
 }
+
+int mr_runner_exit_for_errno(int err)
+{
+    return err == ENOSPC || err == EDQUOT ? MR_EXIT_DISK_FULL : MR_EXIT_FAILED;
+}

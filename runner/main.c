@@ -18,21 +18,25 @@ static const mr_runner_command commands[] = {
      "results.jsonl and errors.jsonl there.  Progress is checkpointed every\n"
      "[checkpoint] interval_seconds.  When the run folder holds a checkpoint of\n"
      "the same job, the run resumes from it; a changed job is refused with what\n"
-     "changed.  SIGTERM, SIGINT or SIGUSR1 stops every rank after its current\n"
-     "step with its progress checkpointed (exit code 4); a second signal stops\n"
-     "at once.\n"
+     "changed.  One run owns a run folder: a second run of it is refused.\n"
+     "SIGTERM or SIGUSR1 (a preemption notice) and SIGINT (a user's stop, as\n"
+     "`moerun stop` sends) stop every rank after its current step with its\n"
+     "progress checkpointed (exit code 4); a second signal stops at once.\n"
      "\n"
      "  --set SECTION.KEY=VALUE  override one job key (repeatable)\n"
      "  --force-new              start over: remove the old run's checkpoint,\n"
      "                           parts and results first\n"
-     "  --max-restarts N         launcher = local: when a rank dies, start the\n"
-     "                           ranks again from the last checkpoint, up to N\n"
-     "                           times (default 0)\n"
+     "  --max-restarts N         launcher = local: when a rank dies, stalls or\n"
+     "                           does not join, start the ranks again from the\n"
+     "                           last checkpoint, up to N times (default 0)\n"
      "  -h, --help               show this help\n"
      "\n"
      "Exit codes: 0 done (bad request lines become error records), 1 system\n"
-     "error or a rank died, 2 bad command line, 3 invalid job, input, model or\n"
-     "run folder (a changed job), 4 stopped by a signal (resumable).\n"},
+     "error, 2 bad command line, 3 invalid job, input, model or run folder (a\n"
+     "changed job, a folder another run owns), 4 stopped by a signal\n"
+     "(resumable), 5 a rank died, stalled or did not join, 6 disk full\n"
+     "(resumable once space is freed), 7 more failed requests than [job]\n"
+     "max_error_ratio allows.\n"},
     {"resume", mr_runner_resume, "go on with a stopped run from its checkpoint",
      "usage: moerun resume RUN_DIR [--set SECTION.KEY=VALUE]... [--max-restarts N]\n"
      "\n"
@@ -60,6 +64,17 @@ static const mr_runner_command commands[] = {
      "\n"
      "Exit codes: 0 valid (invalid request lines only warn: they become error\n"
      "records), 2 bad command line, 3 invalid job, input or model path.\n"},
+    {"stop", mr_runner_stop, "stop the run that owns a run folder, resumably",
+     "usage: moerun stop RUN_DIR\n"
+     "\n"
+     "Send the moerun that runs RUN_DIR (on this host) a user's stop, as its\n"
+     "Ctrl-C would: every rank finishes its step, checkpoints and exits 4, and\n"
+     "the report counts a user stop, not a preemption.  Waits up to 120 s for\n"
+     "it to end.  `moerun resume RUN_DIR` goes on.\n"
+     "\n"
+     "Exit codes: 0 stopped, 1 it did not end in time or cannot be signalled,\n"
+     "2 bad command line, 3 nothing runs RUN_DIR, or its owner is on another\n"
+     "host.\n"},
     {"status", mr_runner_status, "show the plan and progress of a run folder",
      "usage: moerun status RUN_DIR\n"
      "\n"
@@ -209,8 +224,9 @@ static void print_overview(FILE *to)
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(to, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(to, "\n`moerun help COMMAND` or `moerun COMMAND --help` shows one command.\n"
-                "Exit codes: 0 ok, 1 system error, 2 usage, 3 invalid job, input or\n"
-                "model, 4 stopped by a signal (docs/cli.md).\n");
+                "Exit codes: 0 ok, 1 system error, 2 usage, 3 invalid job, input,\n"
+                "model or run folder, 4 stopped by a signal, 5 a rank failed, 6 disk\n"
+                "full, 7 too many failed requests (docs/cli.md).\n");
 }
 
 static void print_keys(void)

@@ -325,6 +325,7 @@ static int write_metrics(mr_runner_meter *m, double elapsed, double tokens_per_s
         .rank_seconds = m->base.rank_seconds + elapsed * m->ranks,
         .attempts = m->base.attempts,
         .preemptions = m->base.preemptions,
+        .user_stops = m->base.user_stops,
         .ranks = m->ranks,
         .eplb_rebalances = m->base_rebalances + (uint64_t)mr_runner_balancer_rebalances(m->balancer),
         .rank_imbalance = m->rank_imbalance,

@@ -146,8 +146,11 @@ int mr_report_metrics_format(const mr_report_metrics *m, mr_buf *out)
            "Attempts of the job: the first run and every resume.");
     sample_count(&x, "moerun_attempts", "", m->attempts);
     family(&x, "moerun_preemptions_total", "counter",
-           "Resumes of the job after it stopped unfinished.");
+           "Resumes of the job after a preemption notice or a crash.");
     sample_count(&x, "moerun_preemptions_total", "", m->preemptions);
+    family(&x, "moerun_user_stops_total", "counter",
+           "Resumes of the job after a user stopped it (SIGINT, moerun stop).");
+    sample_count(&x, "moerun_user_stops_total", "", m->user_stops);
     family(&x, "moerun_ranks", "gauge", "Ranks of the current attempt.");
     sample_count(&x, "moerun_ranks", "", (uint64_t)m->ranks);
     family(&x, "moerun_eplb_rebalances_total", "counter",

@@ -495,6 +495,7 @@ static int gather(const char *dir, mr_report *r)
     r->rank_seconds = k->rank_seconds;
     r->attempts = k->attempts;
     r->preemptions = k->preemptions;
+    r->user_stops = k->user_stops;
     r->preemption_lost_seconds = k->preemption_lost_seconds;
     r->finished = mr_runner_parts_joined(dir);
     if (r->finished) {

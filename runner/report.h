@@ -63,7 +63,7 @@ typedef struct {
     uint64_t tokens_prompt, tokens_completion;
     /* Every attempt, from the checkpoint's counters. */
     double wall_seconds, rank_seconds;
-    uint64_t attempts, preemptions;
+    uint64_t attempts, preemptions, user_stops;
     double preemption_lost_seconds;
     int ranks; /* the last attempt's */
     double gpu_hour_usd, spot_gpu_hour_usd;
@@ -133,7 +133,7 @@ typedef struct {
     uint64_t tokens_prompt, tokens_completion;
     double tokens_per_second;        /* since the last sample */
     double wall_seconds, rank_seconds; /* the job so far, every attempt */
-    uint64_t attempts, preemptions;
+    uint64_t attempts, preemptions, user_stops;
     int ranks;
     uint64_t eplb_rebalances;
     double rank_imbalance;           /* busiest rank's expert tokens / mean, recent */

@@ -158,6 +158,7 @@ int mr_report_format_json(const mr_report *r, mr_buf *out)
     add_price(cost, "on_demand_usd", "on_demand_usd_per_mtok", &r->cost.on_demand);
     add_price(cost, "spot_usd", "spot_usd_per_mtok", &r->cost.spot);
     cJSON_AddNumberToObject(j, "preemptions", (double)r->preemptions);
+    cJSON_AddNumberToObject(j, "user_stops", (double)r->user_stops);
     cJSON_AddNumberToObject(j, "preemption_lost_seconds", r->preemption_lost_seconds);
     if (r->timed) {
         cJSON *st = cJSON_AddObjectToObject(j, "step_seconds");
@@ -259,8 +260,11 @@ int mr_report_format_text(const mr_report *r, mr_buf *out)
     failed |= price_line("on demand", r->gpu_hour_usd, &r->cost.on_demand, out);
     failed |= mr_buf_printf(out, "\n               ") != MR_JOBS_OK;
     failed |= price_line("spot", r->spot_gpu_hour_usd, &r->cost.spot, out);
-    failed |= mr_buf_printf(out, "\n  preemptions: %" PRIu64 ", costing %.1f rank-seconds\n",
-                            r->preemptions, r->preemption_lost_seconds) != MR_JOBS_OK;
+    failed |= mr_buf_printf(out,
+                            "\n  preemptions: %" PRIu64 ", costing %.1f rank-seconds; user "
+                            "stops: %" PRIu64 "\n",
+                            r->preemptions, r->preemption_lost_seconds,
+                            r->user_stops) != MR_JOBS_OK;
     if (r->timed) {
         failed |= mr_buf_printf(out, "  step time:   ") != MR_JOBS_OK;
         failed |= stage_line(r, out);
@@ -288,12 +292,14 @@ int mr_report_format_markdown(const mr_report *r, mr_buf *out)
     bool failed =
         mr_buf_printf(out,
                       "# Job report: %s\n\n%s; %" PRIu64 " attempt%s, %" PRIu64
-                      " preemption%s.  How each figure is computed: moerun's docs/report.md.\n\n"
+                      " preemption%s, %" PRIu64 " user stop%s.  How each figure is computed: "
+                      "moerun's docs/report.md.\n\n"
                       "## Summary\n\n> %s\n\n| | |\n|---|---|\n",
                       r->job,
                       r->finished ? "Finished" : "Not finished: counts are the last checkpoint's",
                       r->attempts, r->attempts == 1 ? "" : "s", r->preemptions,
-                      r->preemptions == 1 ? "" : "s", r->advice) != MR_JOBS_OK;
+                      r->preemptions == 1 ? "" : "s", r->user_stops,
+                      r->user_stops == 1 ? "" : "s", r->advice) != MR_JOBS_OK;
     failed |= mr_buf_printf(out,
                             "| requests served | %" PRIu64 " of %" PRIu64 " |\n"
                             "| requests failed | %" PRIu64 " (errors.jsonl) |\n"

@@ -308,13 +308,18 @@ static int resumed_state(const mr_job *job, mr_plan *plan, mr_checkpoint_state *
     fflush(stdout);
     mr_checkpoint_counters *k = &state->counters;
     /* The stopped attempt held its ranks past its last checkpoint: that
-     * time is paid for, and its work is done again. */
+     * time is paid for, and its work is done again.  A user's stop is no
+     * preemption: its time counts, not as lost to one. */
     double redone = fmax(last_seen(job->job_run_dir) - state->written, 0);
     k->attempts++;
-    k->preemptions++;
     k->wall_seconds += redone;
     k->rank_seconds += redone * (double)job->parallel_ranks;
-    k->preemption_lost_seconds += redone * (double)job->parallel_ranks;
+    if (k->stopped_by_user) {
+        k->user_stops++;
+    } else {
+        k->preemptions++;
+        k->preemption_lost_seconds += redone * (double)job->parallel_ranks;
+    }
     return MR_EXIT_OK;
 }
 

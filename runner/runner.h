@@ -42,6 +42,7 @@ int mr_runner_resume(int argc, char **argv);
 int mr_runner_checkpoint(int argc, char **argv);
 int mr_runner_validate(int argc, char **argv);
 int mr_runner_status(int argc, char **argv);
+int mr_runner_stop(int argc, char **argv);
 int mr_runner_report(int argc, char **argv);
 int mr_runner_help(int argc, char **argv);
 int mr_runner_make_model(int argc, char **argv);
@@ -99,6 +100,22 @@ int mr_runner_load_plan(const char *dir, mr_plan *plan);
 int mr_runner_open_run_file(const char *dir, const char *name, FILE **f, char **path);
 /* Count the lines of a run-folder file; a missing file has none. */
 int mr_runner_count_lines(const char *dir, const char *name, uint64_t *lines);
+/* The exit code for a failed write: MR_EXIT_DISK_FULL for ENOSPC and
+ * EDQUOT, else MR_EXIT_FAILED. */
+int mr_runner_exit_for_errno(int err);
+
+/* One owner per run folder (runner/lock.c).  `run` and `resume` take the
+ * lock before they touch the folder and hold it to the end; the kernel
+ * drops it with the process.  Taking it creates the folder; a folder that
+ * another process owns is refused with MR_EXIT_INVALID and a message naming
+ * the owner.  argv (argc entries from the command name on) is recorded as
+ * the owner's command line. */
+typedef struct mr_runner_lock mr_runner_lock;
+int mr_runner_lock_take(const char *run_dir, int argc, char **argv, mr_runner_lock **out);
+void mr_runner_lock_release(mr_runner_lock *lock);
+/* Whether a live process owns run_dir; *owner describes it, *pid is its pid
+ * when it runs on this host (else 0). */
+bool mr_runner_lock_owner(const char *run_dir, int *pid, char *owner, size_t len);
 
 /* The ranks of a job: this one's place in them and the communicator the
  * engine exchanges tokens through.  Without MPI it is a world of one. */
@@ -124,22 +141,36 @@ void mr_runner_mpi_init(int *argc, char ***argv);
 /* True in a process that mpirun or srun started. */
 bool mr_runner_under_mpi(void);
 /* launcher = local with several ranks: runs this command line (argv, from
- * the command name on) once per rank under mpirun and waits, forwarding
- * stop signals; returns an exit code (MR_EXIT_FAILED when a rank died). */
+ * the command name on) once per rank under mpirun and waits, passing stop
+ * signals on.  Returns mpirun's exit code when it is one of the ranks'
+ * (0, MR_EXIT_INVALID, MR_EXIT_STOPPED, MR_EXIT_DISK_FULL,
+ * MR_EXIT_REQUESTS_FAILED), MR_EXIT_STOPPED when a stop came before the
+ * ranks had joined, else MR_EXIT_RANK_FAILED (a rank died, or they did not
+ * all join within [parallel] start_seconds). */
 int mr_runner_launch_local(const mr_job *job, int argc, char **argv);
+/* In a rank: whether a supervising `moerun run` started it (then that
+ * process owns the run folder); and, once every rank has its signal
+ * handlers, tell that process the ranks have joined. */
+bool mr_runner_supervised(void);
+void mr_runner_mark_joined(void);
 
-/* Stop signals (signals.c): SIGTERM, SIGINT and SIGUSR1.  A rank catches
- * them: the first is noted for the work loop and bounded by an alarm of
- * grace_seconds, a second exits at once with MR_EXIT_STOPPED.  The parent
- * that waits on mpirun forwards each to `pid` as SIGUSR1 (0: none now). */
-void mr_runner_signals_catch(int grace_seconds);
-void mr_runner_signals_forward(int pid);
+/* Stop signals (signals.c): SIGTERM and SIGUSR1 (preemption notices),
+ * SIGINT and SIGUSR2 (a user's stop).  mr_runner_signals_catch, first thing
+ * in `run` and `resume`: the first is noted for the work loop and bounded
+ * by an alarm of grace_seconds, a second exits at once with
+ * MR_EXIT_STOPPED.  mr_runner_signals_supervise: in the process that waits
+ * on mpirun, signals are only noted, for its wait loop to pass on. */
+void mr_runner_signals_catch(void);
+void mr_runner_signals_grace(int grace_seconds);
+void mr_runner_signals_supervise(void);
 /* The stop is checkpointed: from now on a signal (mpirun ending the
  * other ranks as the first exits) ends the rank quietly. */
 void mr_runner_signals_durable(void);
 /* The first stop signal, or 0; and seconds since it came. */
 int mr_runner_stop_signal(void);
 double mr_runner_stop_seconds(void);
+/* Whether `sig` is a user's stop rather than a preemption notice. */
+bool mr_runner_stop_by_user(int sig);
 /* How many stop signals came (a second one stops at once). */
 int mr_runner_stop_count(void);
 const char *mr_runner_signal_name(int sig);
@@ -271,6 +302,9 @@ bool mr_runner_commit_due(const mr_runner_commit *c);
 /* The first step of this attempt is done (a resumed run counts the restart
  * as time lost to its preemption). */
 void mr_runner_commit_first_step(mr_runner_commit *c);
+/* The checkpoint about to be written ends the attempt on a stop signal: a
+ * user's stop (by_user) or a preemption notice; the next resume counts it. */
+void mr_runner_commit_stopping(mr_runner_commit *c, bool by_user);
 /* Collective, once every rank's part files are synced: gather, checkpoint.
  * Returns an exit code. */
 int mr_runner_commit_checkpoint(mr_runner_commit *c, mr_runner_balancer *balancer);
@@ -286,6 +320,7 @@ void mr_runner_commit_report(const mr_runner_commit *c, double wall_seconds);
 #define MR_RUN_EPLB_LOG "eplb.jsonl"        /* one record per online EPLB decision */
 #define MR_RUN_EXPERT_LOAD "expert_load.csv" /* the run's expert load, as a trace */
 #define MR_RUN_PARTS "parts"                /* per-shard part files while serving */
+#define MR_RUN_LOCK "owner.lock"            /* the owner's lock and record */
 
 /* "DIR/NAME" in a buffer the caller frees, or NULL when out of memory. */
 char *mr_runner_path(const char *dir, const char *name);

@@ -568,6 +568,8 @@ static int serve_loop(server *s)
         if ((rc = feed(s)) != MR_EXIT_OK ||
             (rc = claim_shards(s, &done, &due, &meter, &stop)) != MR_EXIT_OK || done)
             break;
+        if (stop)
+            mr_runner_commit_stopping(s->commit, mr_runner_stop_by_user(stop));
         if ((due || stop) && (rc = checkpoint(s)) != MR_EXIT_OK)
             break;
         if ((meter || stop) && (rc = sample(s, stop != 0)) != MR_EXIT_OK)
@@ -604,19 +606,38 @@ static void summarise(const server *s, double seconds)
 
 /* The others wait here while rank 0 joins and reports: waiting in the
  * communicator notices a rank that dies, waiting in MPI_Finalize does
- * not. */
-static int leave_together(server *s)
+ * not.  Every rank leaves with rank 0's verdict. */
+static int leave_together(server *s, int verdict)
 {
     char err[512];
-    int32_t mine = 0, *all = calloc((size_t)s->world.size, sizeof *all);
+    int32_t mine = verdict, *all = calloc((size_t)s->world.size, sizeof *all);
     snprintf(err, sizeof err, "out of memory");
     int rc = all ? mr_comm_allgather(s->world.comm, &mine, sizeof mine, all, err, sizeof err)
                  : MR_ENGINE_ENOMEM;
+    verdict = all ? all[0] : verdict;
     free(all);
     if (rc == MR_ENGINE_OK)
-        return MR_EXIT_OK;
+        return verdict;
     fprintf(stderr, "moerun run: rank %d: %s\n", s->world.rank, err);
     return MR_EXIT_FAILED;
+}
+
+/* Rank 0, every record written: more failed requests than [job]
+ * max_error_ratio allows (by default: every one failed) fails the job. */
+static int judge_failures(const server *s)
+{
+    const mr_checkpoint_counters *k = &s->state->counters;
+    uint64_t total = k->requests_ok + k->requests_failed;
+    double ratio = s->job->job_max_error_ratio, share = total ? (double)k->requests_failed /
+                                                                    (double)total
+                                                              : 0;
+    bool failed = ratio >= 1 ? total > 0 && k->requests_ok == 0 : share > ratio;
+    if (!failed)
+        return MR_EXIT_OK;
+    fprintf(stderr, "moerun run: %" PRIu64 " of %" PRIu64 " requests failed (%.1f%%), more than "
+                    "[job] max_error_ratio = %g allows; every record is in %s/%s\n",
+            k->requests_failed, total, 100 * share, ratio, s->job->job_run_dir, MR_RUN_ERRORS);
+    return MR_EXIT_REQUESTS_FAILED;
 }
 
 /* Every rank's parts are closed and the last checkpoint has every shard
@@ -636,7 +657,9 @@ static int finish(server *s, double started)
         mr_runner_commit_report(s->commit, now() - started);
         rc = mr_runner_report_write(s->job->job_run_dir, stdout, false);
     }
-    return rc == MR_EXIT_OK ? leave_together(s) : rc;
+    if (rc == MR_EXIT_OK && s->world.rank == 0)
+        rc = judge_failures(s);
+    return rc == MR_EXIT_OK || rc == MR_EXIT_REQUESTS_FAILED ? leave_together(s, rc) : rc;
 }
 
 int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi,

@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -113,6 +114,87 @@ static void exec_mpirun(char **args, pid_t parent)
     _exit(127);
 }
 
+/* The file a supervised rank 0 writes once every rank has joined; the
+ * supervisor made it and names it here. */
+#define JOIN_ENV "MR_JOIN_FILE"
+
+bool mr_runner_supervised(void)
+{
+    return getenv(JOIN_ENV) != NULL;
+}
+
+void mr_runner_mark_joined(void)
+{
+    const char *path = getenv(JOIN_ENV);
+    FILE *f = path ? fopen(path, "w") : NULL;
+    if (f) {
+        fputs("joined\n", f);
+        fclose(f);
+    }
+}
+
+static bool joined(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && st.st_size > 0;
+}
+
+/* What the supervisor's wait ended with. */
+typedef enum { WAIT_EXITED, WAIT_STOPPED_EARLY, WAIT_NO_JOIN } wait_end;
+
+/*
+ * Waits for mpirun (pid), polling: every stop signal that came is passed
+ * on once the ranks have joined (their handlers are in place by then); a
+ * stop before that, or no join within [parallel] start_seconds, ends the
+ * launch: mpirun kills its ranks on SIGTERM, and the whole process group
+ * gets SIGKILL a few seconds later in case mpirun itself hangs (a rank
+ * killed inside MPI_Init can leave it waiting for good).
+ */
+static wait_end wait_ranks(const mr_job *job, pid_t pid, const char *join_file, int *status)
+{
+    struct timespec tick = {0, 20 * 1000 * 1000};
+    double started = mr_runner_unix_seconds(), killed_at = 0;
+    bool ranks_joined = false;
+    int passed_on = 0;
+    wait_end end = WAIT_EXITED;
+    for (;;) {
+        pid_t w = waitpid(pid, status, WNOHANG);
+        if (w == pid || (w < 0 && errno != EINTR))
+            return w == pid ? end : WAIT_EXITED;
+        ranks_joined = ranks_joined || joined(join_file);
+        double now = mr_runner_unix_seconds();
+        int stops = mr_runner_stop_count(), sig = mr_runner_stop_signal();
+        if (killed_at == 0 && stops > passed_on && ranks_joined) {
+            for (; passed_on < stops; passed_on++)
+                kill(pid, mr_runner_stop_by_user(sig) ? SIGUSR2 : SIGUSR1);
+        } else if (killed_at == 0 && stops > 0 && !ranks_joined) {
+            end = WAIT_STOPPED_EARLY;
+        } else if (killed_at == 0 && !ranks_joined &&
+                   now - started > job->parallel_start_seconds) {
+            fprintf(stderr, "moerun run: the ranks did not all join within [parallel] "
+                            "start_seconds (%g s): ending this attempt\n",
+                    job->parallel_start_seconds);
+            end = WAIT_NO_JOIN;
+        }
+        if (end != WAIT_EXITED && killed_at == 0) {
+            killed_at = now;
+            kill(pid, SIGTERM);
+        } else if (killed_at > 0 && now - killed_at > 3) {
+            kill(-pid, SIGKILL);
+            kill(pid, SIGKILL);
+        }
+        nanosleep(&tick, NULL);
+    }
+}
+
+/* The ranks' exit codes that say what happened; anything else is a rank
+ * that died or could not start. */
+static bool rank_exit_code(int code)
+{
+    return code == MR_EXIT_OK || code == MR_EXIT_INVALID || code == MR_EXIT_STOPPED ||
+           code == MR_EXIT_DISK_FULL || code == MR_EXIT_REQUESTS_FAILED;
+}
+
 int mr_runner_launch_local(const mr_job *job, int argc, char **argv)
 {
     char exe[PATH_MAX];
@@ -122,12 +204,24 @@ int mr_runner_launch_local(const mr_job *job, int argc, char **argv)
         return MR_EXIT_FAILED;
     }
     exe[n] = '\0';
+    if (mr_runner_stop_signal())
+        return MR_EXIT_STOPPED; /* before the ranks started: nothing to stop */
+    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char join_file[PATH_MAX];
+    snprintf(join_file, sizeof join_file, "%s/moerun-join-XXXXXX", tmp);
+    int join_fd = mkstemp(join_file);
+    if (join_fd < 0) {
+        fprintf(stderr, "moerun run: cannot make a file in %s: %s\n", tmp, strerror(errno));
+        return MR_EXIT_FAILED;
+    }
+    close(join_fd);
     size_t n_opts = sizeof MPIRUN_OPTIONS / sizeof MPIRUN_OPTIONS[0];
     char ranks[32];
     snprintf(ranks, sizeof ranks, "%lld", (long long)job->parallel_ranks);
     char **args = calloc(n_opts + (size_t)argc + 6, sizeof *args);
     if (!args) {
         fprintf(stderr, "moerun run: out of memory\n");
+        unlink(join_file);
         return MR_EXIT_FAILED;
     }
     size_t at = 0;
@@ -144,28 +238,32 @@ int mr_runner_launch_local(const mr_job *job, int argc, char **argv)
     fflush(stdout);
     fflush(stderr);
     set_start_time(true);
+    setenv(JOIN_ENV, join_file, 1);
     pid_t parent = getpid(), pid = fork();
     if (pid == 0)
         exec_mpirun(args, parent);
+    unsetenv(JOIN_ENV);
     free(args);
-    if (pid > 0)
-        mr_runner_signals_forward((int)pid);
     int status = 0;
-    pid_t waited = -1;
-    while (pid > 0 && (waited = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
-        continue;
-    mr_runner_signals_forward(0);
-    if (waited < 0) {
-        perror("moerun run: mpirun");
+    wait_end end = pid > 0 ? wait_ranks(job, pid, join_file, &status) : WAIT_EXITED;
+    unlink(join_file);
+    if (pid < 0) {
+        perror("moerun run: starting mpirun");
         return MR_EXIT_FAILED;
     }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        return MR_EXIT_OK;
+    if (end == WAIT_STOPPED_EARLY) {
+        fprintf(stderr, "moerun run: %s came while the ranks were starting: they were ended; "
+                        "the last checkpoint is kept\n",
+                mr_runner_signal_name(mr_runner_stop_signal()));
+        return MR_EXIT_STOPPED;
+    }
+    if (end == WAIT_NO_JOIN)
+        return MR_EXIT_RANK_FAILED;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (code == MR_EXIT_STOPPED || code == MR_EXIT_INVALID)
+    if (rank_exit_code(code))
         return code;
     fprintf(stderr, "moerun run: the job stopped: a rank failed (mpirun exit %d)\n", code);
-    return MR_EXIT_FAILED;
+    return MR_EXIT_RANK_FAILED;
 }
 
 int mr_runner_world_init(mr_runner_world *w, const mr_job *job, size_t capacity)

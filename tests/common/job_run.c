@@ -1,9 +1,12 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tests/common/fixture.h"
 #include "tests/common/job_run.h"
@@ -98,6 +101,40 @@ double mr_test_seconds(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+bool mr_test_ended(pid_t pid, double limit, int *code)
+{
+    double until = mr_test_seconds() + limit;
+    int status;
+    for (;;) {
+        pid_t got = waitpid(pid, &status, WNOHANG);
+        if (got == pid) {
+            *code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            return true;
+        }
+        if (mr_test_seconds() >= until)
+            return false;
+        usleep(5000);
+    }
+}
+
+int mr_test_tree(pid_t pid, pid_t *pids, int cap)
+{
+    int n = 1;
+    pids[0] = pid;
+    for (int i = 0; i < n && n < cap; i++)
+        n += mr_test_children(pids[i], pids + n, cap - n);
+    return n;
+}
+
+void mr_test_kill_tree(pid_t pid)
+{
+    pid_t pids[64];
+    int n = mr_test_tree(pid, pids, 64), code;
+    for (int i = 0; i < n; i++)
+        kill(pids[i], SIGKILL);
+    cr_assert(mr_test_ended(pid, 30, &code));
 }
 
 /* A run's output file with the digits of every "created" zeroed: the one

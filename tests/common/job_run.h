@@ -18,6 +18,7 @@ void mr_test_scratch_close(mr_test_scratch *t);
  * has lines from several shards too. */
 void mr_test_write_requests(const char *dir, int n);
 
+#include <stdbool.h>
 #include <sys/types.h>
 
 /* dir/NAME.ini: the job mr_test_run_job runs, with `extra` appended. */
@@ -38,5 +39,12 @@ void mr_test_assert_same_output(const char *dir, const char *a, const char *b);
 int mr_test_children(pid_t parent, pid_t *kids, int cap);
 /* Seconds on the monotonic clock. */
 double mr_test_seconds(void);
+/* Waits up to `limit` seconds; true and its exit code once pid has ended. */
+bool mr_test_ended(pid_t pid, double limit, int *code);
+/* pid and every process below it, parents first; at most cap. */
+int mr_test_tree(pid_t pid, pid_t *pids, int cap);
+/* SIGKILL to pid and every process below it at once, as when a node is
+ * taken back; waits for pid. */
+void mr_test_kill_tree(pid_t pid);
 
 #endif
