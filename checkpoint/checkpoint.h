@@ -26,7 +26,8 @@ typedef enum {
     MR_CHECKPOINT_EIO = -2,      /* the system failed us: open, write, fsync, rename */
     MR_CHECKPOINT_ENOMEM = -3,
     MR_CHECKPOINT_ENOENT = -4,   /* no checkpoint yet: a fresh run */
-    MR_CHECKPOINT_EVERSION = -5  /* written by a moerun with another format version */
+    MR_CHECKPOINT_EVERSION = -5, /* written by a moerun with another format version */
+    MR_CHECKPOINT_ENOSPC = -6    /* a write failed: no space left (or over quota) */
 } mr_checkpoint_status;
 
 /* The format version this moerun writes and reads. */

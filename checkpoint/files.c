@@ -31,6 +31,11 @@ int mr_checkpoint_fail_errno(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
     if (n >= 0 && (size_t)n < errlen)
         snprintf(err + n, errlen - (size_t)n, ": %s", strerror(saved));
+    if (saved == ENOSPC || saved == EDQUOT) {
+        size_t used = strlen(err);
+        snprintf(err + used, errlen - used, " (the disk is full)");
+        return MR_CHECKPOINT_ENOSPC;
+    }
     return saved == ENOMEM ? MR_CHECKPOINT_ENOMEM : MR_CHECKPOINT_EIO;
 }
 

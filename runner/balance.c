@@ -11,6 +11,7 @@
  * change: a token's replica is picked by its position and combine sums in a
  * fixed order, whatever the placement.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -247,11 +248,10 @@ int mr_runner_balancer_new(const mr_job *job, mr_model *model, mr_engine *engine
     if (b->rank == 0 && b->online) {
         char *path = mr_runner_path(job->job_run_dir, MR_RUN_EPLB_LOG);
         b->log = path ? fopen(path, resume ? "a" : "w") : NULL;
-        if (!b->log)
-            fprintf(stderr, "moerun run: cannot write %s\n", path ? path : MR_RUN_EPLB_LOG);
+        int rc = b->log ? MR_EXIT_OK : path ? mr_runner_write_failed(path, errno) : MR_EXIT_FAILED;
         free(path);
-        if (!b->log)
-            return MR_EXIT_FAILED;
+        if (rc != MR_EXIT_OK)
+            return rc;
     }
     return MR_EXIT_OK;
 }
@@ -487,10 +487,13 @@ static int close_interval(mr_runner_balancer *b, bool final)
         rc = decide(b, per_rank_step, record);
     if (rc == MR_EXIT_OK && b->log) {
         char *line = cJSON_PrintUnformatted(record);
-        if (!line || fprintf(b->log, "%s\n", line) < 0 || fflush(b->log) != 0) {
-            fprintf(stderr, "moerun run: cannot write %s/%s\n", b->job->job_run_dir,
-                    MR_RUN_EPLB_LOG);
+        if (!line) {
             rc = MR_EXIT_FAILED;
+        } else if (fprintf(b->log, "%s\n", line) < 0 || fflush(b->log) != 0) {
+            int err = errno;
+            char *path = mr_runner_path(b->job->job_run_dir, MR_RUN_EPLB_LOG);
+            rc = mr_runner_write_failed(path ? path : MR_RUN_EPLB_LOG, err);
+            free(path);
         }
         free(line);
     }

@@ -29,6 +29,7 @@ int mr_runner_stop(int argc, char **argv)
         mr_runner_free_args(&args);
         return rc;
     }
+    rc = MR_EXIT_OK;
     const char *dir = args.operand;
     char owner[1024];
     int pid;

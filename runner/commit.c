@@ -248,7 +248,7 @@ int mr_runner_commit_checkpoint(mr_runner_commit *c, mr_runner_balancer *balance
                     : MR_CHECKPOINT_ENOMEM;
         if (w != MR_CHECKPOINT_OK)
             fprintf(stderr, "moerun run: checkpoint: %s\n", dir ? err : "out of memory");
-        ok = w == MR_CHECKPOINT_OK;
+        ok = w == MR_CHECKPOINT_OK ? 1 : w == MR_CHECKPOINT_ENOSPC ? -1 : 0;
         free(dir);
     }
     /* Every rank learns whether the write is durable: a stop must not
@@ -258,15 +258,19 @@ int mr_runner_commit_checkpoint(mr_runner_commit *c, mr_runner_balancer *balance
         free(all);
         return MR_EXIT_FAILED;
     }
-    for (int r = 0; r < c->size; r++)
-        ok = ok && all[r];
+    /* 1 everywhere: durable; a -1 (a full disk) says why it is not. */
+    bool full = false;
+    for (int r = 0; r < c->size; r++) {
+        full = full || all[r] < 0;
+        ok = ok > 0 && all[r] > 0;
+    }
     free(all);
     double seconds = mr_clock_seconds() - t0;
     c->last = mr_clock_seconds();
     c->written++;
     c->seconds += seconds;
     c->max_seconds = seconds > c->max_seconds ? seconds : c->max_seconds;
-    return ok ? MR_EXIT_OK : MR_EXIT_FAILED;
+    return ok ? MR_EXIT_OK : full ? MR_EXIT_DISK_FULL : MR_EXIT_FAILED;
 }
 
 void mr_runner_commit_report(const mr_runner_commit *c, double wall_seconds)

@@ -161,7 +161,18 @@ int mr_runner_read_file(const char *path, mr_buf *out, char *err, size_t errlen)
     return rc;
 }
 
-int mr_runner_exit_for_errno(int err)
+int mr_runner_write_failed(const char *path, int err)
 {
-    return err == ENOSPC || err == EDQUOT ? MR_EXIT_DISK_FULL : MR_EXIT_FAILED;
+    if (err != ENOSPC && err != EDQUOT) {
+        fprintf(stderr, "moerun run: cannot write %s: %s\n", path, strerror(err));
+        return MR_EXIT_FAILED;
+    }
+    const char *slash = strrchr(path, '/');
+    int folder = slash ? (int)(slash - path) : 1;
+    fprintf(stderr,
+            "moerun run: cannot write %s: %s: the disk that holds %.*s is full%s.  Nothing "
+            "committed is lost: free space there, then resume the run (moerun resume).\n",
+            path, strerror(err), folder, slash ? path : ".",
+            err == EDQUOT ? " (over quota)" : "");
+    return MR_EXIT_DISK_FULL;
 }

@@ -103,26 +103,29 @@ int mr_runner_lock_take(const char *run_dir, int argc, char **argv, mr_runner_lo
 {
     char err[512];
     *out = NULL;
-    if (mr_runner_mkdir_p(run_dir, err, sizeof err) != MR_JOBS_OK) {
-        fprintf(stderr, "moerun run: [job] run_dir: %s\n", err);
-        return mr_runner_exit_for_errno(errno);
-    }
+    if (mr_runner_mkdir_p(run_dir, err, sizeof err) != MR_JOBS_OK)
+        return mr_runner_write_failed(run_dir, errno);
     char *path = mr_runner_path(run_dir, MR_RUN_LOCK);
-    int fd = path ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644) : -1;
+    int fd = path ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644) : -1, rc = MR_EXIT_OK;
     if (fd < 0) {
-        fprintf(stderr, "moerun run: cannot open %s: %s\n", path ? path : run_dir,
-                path ? strerror(errno) : "out of memory");
+        rc = path ? mr_runner_write_failed(path, errno) : MR_EXIT_FAILED;
         free(path);
-        return path ? mr_runner_exit_for_errno(errno) : MR_EXIT_FAILED;
+        return rc;
     }
     struct flock fl = whole_file(F_WRLCK);
-    int rc = MR_EXIT_OK;
     if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
         if (errno == EAGAIN || errno == EACCES) {
-            char owner[1024];
-            cJSON *rec = read_record(fd);
-            describe_owner(rec, owner, sizeof owner);
-            cJSON_Delete(rec);
+            /* An owner that has just taken the lock writes its record
+             * within microseconds: give it a moment to say who it is. */
+            char owner[1024] = "";
+            struct timespec tick = {0, 20 * 1000 * 1000};
+            for (int tries = 0; !owner[0] && tries < 50; tries++) {
+                cJSON *rec = read_record(fd);
+                describe_owner(rec, owner, sizeof owner);
+                cJSON_Delete(rec);
+                if (!owner[0])
+                    nanosleep(&tick, NULL);
+            }
             fprintf(stderr,
                     "moerun run: %s is in use by another moerun: %s\n"
                     "One run folder has one owner; wait for it to end, stop it (moerun stop "
@@ -140,8 +143,7 @@ int mr_runner_lock_take(const char *run_dir, int argc, char **argv, mr_runner_lo
         }
         rc = MR_EXIT_INVALID;
     } else if (write_record(fd, argc, argv) != 0) {
-        fprintf(stderr, "moerun run: cannot write %s: %s\n", path, strerror(errno));
-        rc = mr_runner_exit_for_errno(errno);
+        rc = mr_runner_write_failed(path, errno);
     }
     free(path);
     mr_runner_lock *lock = rc == MR_EXIT_OK ? malloc(sizeof *lock) : NULL;

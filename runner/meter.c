@@ -11,6 +11,7 @@
  * expert_load.csv holds the whole job's load: a resumed attempt adds its
  * own to what the file held, and it doubles as a calibration trace.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -111,13 +112,14 @@ static int open_rank0(mr_runner_meter *m, const mr_plan *plan, const mr_checkpoi
     m->busy = calloc((size_t)m->ranks, sizeof *m->busy);
     char *path = mr_runner_path(dir, MR_RUN_TIMELINE);
     m->timeline = path ? fopen(path, resumed ? "a" : "w") : NULL;
-    if (!m->timeline)
-        fprintf(stderr, "moerun run: cannot write %s\n", path ? path : MR_RUN_TIMELINE);
+    int rc = m->prev && m->job_load && m->job_load_counts && m->layer_rank && m->layer_expert &&
+                     m->busy && path
+                 ? MR_EXIT_OK
+                 : MR_EXIT_FAILED;
+    if (rc == MR_EXIT_OK && !m->timeline)
+        rc = mr_runner_write_failed(path, errno);
     free(path);
-    return m->prev && m->job_load && m->job_load_counts && m->layer_rank && m->layer_expert &&
-                   m->busy && m->timeline
-               ? MR_EXIT_OK
-               : MR_EXIT_FAILED;
+    return rc;
 }
 
 int mr_runner_meter_new(const mr_job *job, const mr_plan *plan, const mr_checkpoint_state *state,
@@ -302,12 +304,16 @@ static int append_timeline(mr_runner_meter *m, double elapsed, bool final)
     for (size_t i = 0; i < sizeof fields / sizeof *fields; i++)
         cJSON_AddItemToObject(ranks, fields[i].name, per_rank(m, fields[i].index));
     char *line = cJSON_PrintUnformatted(rec);
-    bool ok = line && fprintf(m->timeline, "%s\n", line) > 0 && fflush(m->timeline) == 0;
-    if (!ok)
-        fprintf(stderr, "moerun run: cannot write %s/%s\n", m->job->job_run_dir, MR_RUN_TIMELINE);
+    int rc = line ? MR_EXIT_OK : MR_EXIT_FAILED;
+    if (line && (fprintf(m->timeline, "%s\n", line) < 0 || fflush(m->timeline) != 0)) {
+        int err = errno;
+        char *path = mr_runner_path(m->job->job_run_dir, MR_RUN_TIMELINE);
+        rc = mr_runner_write_failed(path ? path : MR_RUN_TIMELINE, err);
+        free(path);
+    }
     free(line);
     cJSON_Delete(rec);
-    return ok ? MR_EXIT_OK : MR_EXIT_FAILED;
+    return rc;
 }
 
 static int write_metrics(mr_runner_meter *m, double elapsed, double tokens_per_second)
@@ -337,11 +343,14 @@ static int write_metrics(mr_runner_meter *m, double elapsed, double tokens_per_s
         .expert_tokens = m->job_load_counts,
         .rank_busy = m->busy,
         .updated = (double)time(NULL)};
-    bool ok = path && mr_report_metrics_write(path, &x, err, sizeof err) == 0;
-    if (!ok)
-        fprintf(stderr, "moerun run: %s\n", path ? err : "out of memory");
+    int rc = path ? MR_EXIT_OK : MR_EXIT_FAILED;
+    if (path && mr_report_metrics_write(path, &x, err, sizeof err) != 0) {
+        rc = mr_runner_write_failed(path, errno);
+        if (rc != MR_EXIT_DISK_FULL)
+            fprintf(stderr, "moerun run: %s\n", err);
+    }
     free(path);
-    return ok ? MR_EXIT_OK : MR_EXIT_FAILED;
+    return rc;
 }
 
 static int write_load(const mr_runner_meter *m)

@@ -170,10 +170,13 @@ static int write_buf(const char *dir, const char *name, const mr_buf *buf)
     char *path = mr_runner_path(dir, name);
     int rc = path ? mr_runner_write_atomic(path, buf->data, buf->len, err, sizeof err)
                   : MR_JOBS_ENOMEM;
-    if (rc != MR_JOBS_OK)
+    int exit_code = rc == MR_JOBS_OK ? MR_EXIT_OK : MR_EXIT_FAILED;
+    if (rc == MR_JOBS_EIO)
+        exit_code = mr_runner_write_failed(path, errno);
+    else if (rc != MR_JOBS_OK)
         fprintf(stderr, "moerun run: %s\n", path ? err : "out of memory");
     free(path);
-    return rc == MR_JOBS_OK ? MR_EXIT_OK : MR_EXIT_FAILED;
+    return exit_code;
 }
 
 /* RUN_DIR/job.ini: the job as this attempt runs it. */
@@ -343,11 +346,14 @@ int mr_runner_prepare(const mr_job *job, bool force_new, mr_plan *plan,
     if (rc == MR_EXIT_OK && loaded && !*finished)
         rc = write_job(job);
     char *dir = mr_runner_checkpoint_dir(job->job_run_dir);
-    if (rc == MR_EXIT_OK && !*finished &&
-        (!dir || mr_checkpoint_write(dir, state, (int)job->checkpoint_keep, err, sizeof err) !=
-                     MR_CHECKPOINT_OK)) {
+    int written = !dir ? MR_CHECKPOINT_ENOMEM
+                       : rc == MR_EXIT_OK && !*finished
+                             ? mr_checkpoint_write(dir, state, (int)job->checkpoint_keep, err,
+                                                   sizeof err)
+                             : MR_CHECKPOINT_OK;
+    if (rc == MR_EXIT_OK && written != MR_CHECKPOINT_OK) {
         fprintf(stderr, "moerun run: checkpoint: %s\n", dir ? err : "out of memory");
-        rc = MR_EXIT_FAILED;
+        rc = written == MR_CHECKPOINT_ENOSPC ? MR_EXIT_DISK_FULL : MR_EXIT_FAILED;
     }
     free(dir);
     mr_checkpoint_fingerprint_free(&fp);

@@ -100,9 +100,10 @@ int mr_runner_load_plan(const char *dir, mr_plan *plan);
 int mr_runner_open_run_file(const char *dir, const char *name, FILE **f, char **path);
 /* Count the lines of a run-folder file; a missing file has none. */
 int mr_runner_count_lines(const char *dir, const char *name, uint64_t *lines);
-/* The exit code for a failed write: MR_EXIT_DISK_FULL for ENOSPC and
- * EDQUOT, else MR_EXIT_FAILED. */
-int mr_runner_exit_for_errno(int err);
+/* A write to `path` failed with errno `err`: prints what failed (for a
+ * full disk, that it is full and which folder) and returns the exit code,
+ * MR_EXIT_DISK_FULL for ENOSPC and EDQUOT, else MR_EXIT_FAILED. */
+int mr_runner_write_failed(const char *path, int err);
 
 /* One owner per run folder (runner/lock.c).  `run` and `resume` take the
  * lock before they touch the folder and hold it to the end; the kernel
