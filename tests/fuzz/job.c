@@ -17,6 +17,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     dir = mr_fuzz_tmpdir();
+    /* A HOME longer than the job's folder, so that a "~/" path built in a
+     * buffer sized for the folder (or the other way round) overflows. */
+    char home[300] = "/home/";
+    memset(home + 6, 'h', sizeof home - 7);
+    home[sizeof home - 1] = '\0';
+    mr_fuzz_check(setenv("HOME", home, 1) == 0, "setenv HOME");
     /* Inputs for `files` to name, one by name and two by glob. */
     free(mr_fuzz_write(dir, "r.jsonl", "{\"id\": 1, \"prompt\": \"hi\"}\n", 26));
     free(mr_fuzz_write(dir, "a.jsonl", "", 0));
