@@ -67,7 +67,7 @@ MR_TEST_SCALE ?= 1
 export MR_TEST_SCALE
 RUN_JOB  ?= examples/quickstart.ini
 
-.PHONY: all deps test run bench asan check-long clean help
+.PHONY: all deps test run bench asan fuzz check-long clean help
 .DEFAULT_GOAL := all
 
 all: deps
@@ -80,7 +80,8 @@ help:
 	@echo "make run        run the bundled default job ($(RUN_JOB))"
 	@echo "make bench      run the benchmarks under tests/bench/"
 	@echo "make asan       run the tests under AddressSanitizer + UBSan"
-	@echo "make check-long long randomized and soak tests, MPI across two simulated hosts"
+	@echo "make fuzz       fuzz the parsers with libFuzzer, FUZZ_SECONDS=$(FUZZ_SECONDS) each (tests/fuzz/)"
+	@echo "make check-long long randomized and soak tests, MPI across two simulated hosts, longer fuzzing"
 	@echo "make clean      remove build outputs"
 
 deps:
@@ -88,6 +89,7 @@ deps:
 	for p in $(PKGS); do pkg-config --exists $${p%%:*} 2>/dev/null || missing="$$missing $${p#*:}"; done; \
 	for p in $(PROGS); do command -v $${p%%:*} >/dev/null 2>&1 || missing="$$missing $${p#*:}"; done; \
 	for p in $(PYMODS); do test -x $(PYTHON) && $(PYTHON) -c "import $${p%%:*}" 2>/dev/null || missing="$$missing $${p#*:}"; done; \
+	for p in $(DEBS); do dpkg-query -W -f '$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "deps: installing$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "deps: need root to apt-get install$$missing" >&2; exit 1; fi; \
@@ -160,14 +162,46 @@ asan: deps
 	  $(MAKE) --no-print-directory test BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
 
+# Fuzzing (tests/fuzz/README.md): libFuzzer, which comes with Debian's
+# clang, in a build of its own with the library under ASan and UBSan, so
+# that `make` and `make test` never need clang.
+FUZZ_CC      := clang-14
+FUZZ_BUILD   := build-fuzz
+# Debian packages installed as such, beyond what `make deps` finds by
+# pkg-config or on the PATH.  The sanitizer and libFuzzer runtimes are only
+# recommended by clang-14, which --no-install-recommends skips; the library
+# builds with OpenMP, which is clang's own libomp.
+FUZZ_DEBS    := clang-14 libclang-rt-14-dev libomp-14-dev
+# Seconds each target runs: the six of them take a few minutes.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := $(filter-out fuzz,$(basename $(notdir $(wildcard tests/fuzz/*.c))))
+# Coverage for libFuzzer, ASan and UBSan on every object.  Instrumented
+# loops cannot be vectorised, which clang reports for the kernels' `omp
+# simd` loops: no fault of theirs.
+FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
+                -Wno-pass-failed
+FUZZ_OBJ     := $(FUZZ_TARGETS:%=$(BUILD)/tests/fuzz/%.o) $(BUILD)/tests/fuzz/fuzz.o
+
+$(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/fuzz.o $(LIBMR)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ $(LDLIBS_ALL)
+
+fuzz: DEBS := $(FUZZ_DEBS)
+fuzz: deps
+	@$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz/%) BUILD=$(FUZZ_BUILD) \
+	  CC=$(FUZZ_CC) OPT="-O1 -g -fno-omit-frame-pointer" SAN="$(FUZZ_SAN)"
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_TARGETS)
+
 # Then an MPI job across two hosts simulated with network namespaces (needs
-# root); tests/long/README.md says more.
+# root; tests/long/README.md says more), then five minutes of fuzzing per
+# target.
 check-long: deps
 	@$(MAKE) --no-print-directory test MR_TEST_SCALE=50
 	MOERUN=$(abspath $(MOERUN)) MR_TINY_MODEL=$(abspath $(dir $(TINY_MODEL))) \
 	  bash tests/long/two_hosts.sh
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=300
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan $(FUZZ_BUILD)
 
--include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d)

@@ -136,7 +136,9 @@ static int load_vocab(mr_tokenizer *t, const cJSON *vocab, error_sink *e)
     cJSON_ArrayForEach(item, vocab)
     {
         size_t n = strlen(item->string);
-        if (!mr_grow((void **)&buf, &cap, n, 1)) {
+        /* One more than the bytes, so that an empty entry ("") still has a
+         * buffer: copying zero bytes from NULL is undefined. */
+        if (!mr_grow((void **)&buf, &cap, n + 1, 1)) {
             rc = MR_ENGINE_ENOMEM;
             break;
         }

@@ -329,8 +329,10 @@ static void apply_override(loader *L, const char *assignment)
 static char *join_path(const char *dir, const char *path)
 {
     const char *home = getenv("HOME");
+    /* Only "~/" means the home folder: "~x" is a name like any other. */
+    bool in_home = path[0] == '~' && path[1] == '/' && home;
     char *out;
-    if (path[0] == '~' && path[1] == '/' && home)
+    if (in_home)
         out = malloc(strlen(home) + strlen(path));
     else if (path[0] == '/')
         return strdup(path);
@@ -338,7 +340,7 @@ static char *join_path(const char *dir, const char *path)
         out = malloc(strlen(dir) + strlen(path) + 2);
     if (!out)
         return NULL;
-    if (path[0] == '~')
+    if (in_home)
         sprintf(out, "%s%s", home, path + 1);
     else
         sprintf(out, "%s/%s", dir, path);

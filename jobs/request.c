@@ -57,6 +57,10 @@ void mr_request_parser_free(mr_request_parser *p)
 
 static void set_error(mr_request_error *error, const char *code, const char *file,
                       uint64_t line_no, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
+
+static void set_error(mr_request_error *error, const char *code, const char *file,
+                      uint64_t line_no, const char *fmt, va_list ap)
 {
     snprintf(error->code, sizeof error->code, "%s", code);
     int n = snprintf(error->message, sizeof error->message, "%s:%llu: ", file,

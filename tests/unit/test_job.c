@@ -488,6 +488,28 @@ Test(job, globs_quotes_and_duplicates_in_files)
     cr_assert(strstr(err, "pattern 'nothing-*.jsonl' matches no file"), "%s", err);
 }
 
+/* "~/" is the home folder, "~x" a name like any other.  A HOME longer than
+ * the job's folder once overflowed the path made of "~x" (tests/fuzz). */
+Test(job, tilde_is_home_only_before_a_slash)
+{
+    char home[512], expect[600];
+    memset(home, 'h', sizeof home - 1);
+    home[0] = '/';
+    home[sizeof home - 1] = '\0';
+    cr_assert_eq(setenv("HOME", home, 1), 0);
+    mr_job job;
+    cr_assert_eq(mr_test_load_job(&job, dir,
+                                  "[model]\npath = ~x\n[input]\nfiles = requests.jsonl\n"
+                                  "[eplb]\ncalibration = ~/trace.jsonl\n",
+                                  NULL, 0, err, sizeof err),
+                 MR_JOBS_OK, "%s", err);
+    snprintf(expect, sizeof expect, "%s/~x", dir);
+    cr_assert_str_eq(job.model_path, expect);
+    snprintf(expect, sizeof expect, "%s/trace.jsonl", home);
+    cr_assert_str_eq(job.eplb_calibration, expect);
+    mr_job_free(&job);
+}
+
 Test(job, all_errors_are_reported_at_once)
 {
     mr_job job;
