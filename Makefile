@@ -129,10 +129,13 @@ $(BUILD)/bench/%: tests/bench/%.c $(LIBMR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIBMR) $(LDLIBS_ALL)
 
+# Tests run two at a time, each with ranks and threads of its own, on a few
+# cores: OpenMP threads that spin while they wait would take the cores the
+# others need (a job ran 8x slower so), so they sleep instead.
 test: deps
 	@$(MAKE) --no-print-directory $(MOERUN) $(TESTBIN) $(EP_CHECK) $(HF_TOKENIZER) $(TINY_MODEL)
 	MOERUN=$(abspath $(MOERUN)) MR_SOURCE_DIR=$(CURDIR) MR_NODE_DIR=$(abspath $(NODE_DIR)) \
-	  MR_EP_CHECK=$(abspath $(EP_CHECK)) \
+	  MR_EP_CHECK=$(abspath $(EP_CHECK)) OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} \
 	  MR_PYTHON=$(PYTHON) MR_TINY_MODEL=$(abspath $(dir $(TINY_MODEL))) \
 	  $(TESTBIN) -j$(TEST_JOBS) $(TEST_ARGS)
 

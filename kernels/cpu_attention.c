@@ -13,6 +13,7 @@
  * the call, so a token's arithmetic is the same in any batch.
  */
 #include <math.h>
+#include <omp.h>
 
 #include "kernels/cpu_fast_internal.h"
 
@@ -143,11 +144,38 @@ MR_AVX512 static void attend(head_group *hg, const float *k_cache, const float *
         scale_out(hg->out[h], 1.0f / hg->total[h], hg->dim);
 }
 
+/* Without AVX-512: a query head at a time on cpu_avx2.c, each thread with
+ * a context's worth of scores; without AVX2 either, the reference. */
+static void avx2_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
+                           const float *v_cache, const mr_attention_args *a)
+{
+    int longest = 0;
+    for (int r = 0; r < a->rows; r++)
+        longest = a->pos[r] + 1 > longest ? a->pos[r] + 1 : longest;
+    mr_cpu_fast *fast = be->impl;
+    float *scores = mr_fast_avx2(be) ? mr_cpu_scratch_get(&fast->scores,
+                                                          (size_t)be->threads * (size_t)longest *
+                                                              sizeof *scores + 1)
+                                     : NULL;
+    if (!scores) {
+        mr_ref_attention(be, out, q, k_cache, v_cache, a);
+        return;
+    }
+    int group = a->n_q_heads / a->n_kv_heads;
+#pragma omp parallel for num_threads(be->threads) schedule(dynamic)
+    for (int item = 0; item < a->rows * a->n_q_heads; item++) {
+        int row = item / a->n_q_heads, h = item % a->n_q_heads;
+        size_t at = ((size_t)row * (size_t)a->n_q_heads + (size_t)h) * (size_t)a->head_dim;
+        mr_avx2_attend_head(out + at, q + at, k_cache, v_cache, a, row, h / group,
+                            scores + (size_t)omp_get_thread_num() * (size_t)longest);
+    }
+}
+
 void mr_fast_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
                        const float *v_cache, const mr_attention_args *a)
 {
     if (!mr_fast_avx512(be)) {
-        mr_ref_attention(be, out, q, k_cache, v_cache, a);
+        avx2_attention(be, out, q, k_cache, v_cache, a);
         return;
     }
     int group = a->n_q_heads / a->n_kv_heads;

@@ -2,12 +2,14 @@
  * The "cpu" backend: AVX-512 kernels on OpenMP threads for the ops that
  * carry the arithmetic (matmul, expert FFN, attention, RMSNorm); the cheap
  * ops are the reference ones run across threads.  On a CPU without AVX-512
- * every op is the reference one across threads: slower, still
+ * but with AVX2 and FMA the same ops run cpu_avx2.c's kernels; with
+ * neither, every op is the reference one across threads: slower, still
  * batch-invariant.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels/cpu_fast_internal.h"
 
@@ -19,8 +21,17 @@ int mr_cpu_fast_init(mr_backend *be, char *err, size_t errlen)
         return -1;
     }
     __builtin_cpu_init();
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     fast->avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    /* MR_CPU_ISA=avx2 or =ref takes a slower path on purpose: tests and
+     * benchmarks compare the paths on one machine. */
+    const char *isa = getenv("MR_CPU_ISA");
+    if (isa && (strcmp(isa, "avx2") == 0 || strcmp(isa, "ref") == 0))
+        fast->avx512 = false;
+    if (isa && strcmp(isa, "ref") == 0)
+        avx2 = false;
+    fast->avx2 = !fast->avx512 && avx2;
     be->impl = fast;
     return 0;
 }
@@ -31,6 +42,7 @@ void mr_cpu_fast_release(mr_backend *be)
     if (!fast)
         return;
     mr_cpu_scratch_free(&fast->expert);
+    mr_cpu_scratch_free(&fast->scores);
     mr_cpu_fast_free_weights(fast);
     free(fast);
     be->impl = NULL;
@@ -52,14 +64,18 @@ MR_AVX512 static void rmsnorm_row(float *out, const float *x, const void *w, mr_
 static void fast_rmsnorm(mr_backend *be, float *out, const float *x, const void *w,
                          mr_tensor_type type, int rows, int dim, float eps)
 {
-    if (!mr_fast_avx512(be)) {
+    if (!mr_fast_avx512(be) && !mr_fast_avx2(be)) {
         mr_ref_rmsnorm(be, out, x, w, type, rows, dim, eps);
         return;
     }
+    bool avx512 = mr_fast_avx512(be);
 #pragma omp parallel for num_threads(be->threads) if (rows > 1)
     for (int r = 0; r < rows; r++) {
         size_t at = (size_t)r * (size_t)dim;
-        rmsnorm_row(out + at, x + at, w, type, dim, eps);
+        if (avx512)
+            rmsnorm_row(out + at, x + at, w, type, dim, eps);
+        else
+            mr_avx2_rmsnorm_row(out + at, x + at, w, type, dim, eps);
     }
 }
 

@@ -75,13 +75,23 @@ MR_AVX512_INLINE void tile_of_height(float out[TILE], const float *const *x, con
         tile(out, x, w, 1, type, k_len);
 }
 
-MR_AVX512 static void tile_any(float out[TILE], const float *const *x, const void *const *w,
-                               int rows, mr_tensor_type type, int k_len)
+MR_AVX512 static void avx512_tile(float out[TILE], const float *const *x, const void *const *w,
+                                  int rows, mr_tensor_type type, int k_len)
 {
     if (type == MR_TENSOR_BF16)
         tile_of_height(out, x, w, rows, MR_TENSOR_BF16, k_len);
     else
         tile_of_height(out, x, w, rows, MR_TENSOR_F32, k_len);
+}
+
+/* One tile of either ISA (cpu_avx2.c keeps the same lanes and tree). */
+typedef void tile_fn(float out[TILE], const float *const *x, const void *const *w, int rows,
+                     mr_tensor_type type, int k_len);
+
+/* This CPU's tile, or NULL: the reference runs. */
+static tile_fn *tile_of(const mr_backend *be)
+{
+    return mr_fast_avx512(be) ? avx512_tile : mr_fast_avx2(be) ? mr_avx2_tile : NULL;
 }
 
 static int min_int(int a, int b)
@@ -103,8 +113,8 @@ static const float *source_row(const row_source *src, int r)
 
 /* out[r][c] = x[r] · w[c] for r < rows, c < cols; out steps by ld_out, w
  * by k_len. */
-static void matmul_block(float *out, size_t ld_out, const row_source *src, int rows,
-                         const void *w, mr_tensor_type type, int cols, int k_len)
+static void matmul_block(tile_fn *run_tile, float *out, size_t ld_out, const row_source *src,
+                         int rows, const void *w, mr_tensor_type type, int cols, int k_len)
 {
     for (int r0 = 0; r0 < rows;) {
         int tile_rows = rows - r0 >= 4 ? 4 : rows - r0 >= 2 ? 2 : 1, tile_cols = TILE / tile_rows;
@@ -116,7 +126,7 @@ static void matmul_block(float *out, size_t ld_out, const row_source *src, int r
             for (int j = 0; j < tile_cols; j++)
                 wc[j] = mr_cpu_weight_row(w, type, (size_t)min_int(c0 + j, cols - 1), k_len);
             float t[TILE];
-            tile_any(t, xr, wc, tile_rows, type, k_len);
+            run_tile(t, xr, wc, tile_rows, type, k_len);
             for (int i = 0; i < tile_rows; i++)
                 for (int j = 0; j < min_int(tile_cols, cols - c0); j++)
                     out[(size_t)(r0 + i) * ld_out + (size_t)(c0 + j)] = t[i * tile_cols + j];
@@ -142,7 +152,8 @@ static int blocks_of(int n, int block)
 void mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
                     int rows, int out_dim, int in_dim)
 {
-    if (!mr_fast_avx512(be)) {
+    tile_fn *run_tile = tile_of(be);
+    if (!run_tile) {
         mr_ref_matmul(be, out, x, w, type, rows, out_dim, in_dim);
         return;
     }
@@ -152,7 +163,7 @@ void mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, m
     for (int item = 0; item < col_blocks * row_blocks; item++) {
         int c0 = item % col_blocks * cols, r0 = item / col_blocks * BLOCK_ROWS;
         row_source src = {x + (size_t)r0 * (size_t)in_dim, (size_t)in_dim, NULL};
-        matmul_block(out + (size_t)r0 * (size_t)out_dim + (size_t)c0, (size_t)out_dim, &src,
+        matmul_block(run_tile, out + (size_t)r0 * (size_t)out_dim + (size_t)c0, (size_t)out_dim, &src,
                      min_int(BLOCK_ROWS, rows - r0), mr_cpu_weight_row(w, type, (size_t)c0, in_dim),
                      type, min_int(cols, out_dim - c0), in_dim);
     }
@@ -178,9 +189,10 @@ void mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_exp
     int rows = g->offsets[g->groups], hidden = g->hidden, inter = g->inter;
     size_t h_len = (size_t)rows * (size_t)inter;
     mr_cpu_fast *fast = be->impl;
-    float *gate =
-        fast->avx512 ? mr_cpu_scratch_get(&fast->expert, 2 * h_len * sizeof *gate + 1) : NULL;
-    if (!gate) { /* no AVX-512, or no memory: the reference needs one row of scratch */
+    tile_fn *run_tile = tile_of(be);
+    void (*silu)(float *, const float *, int) = fast->avx512 ? silu_mul : mr_avx2_silu_mul;
+    float *gate = run_tile ? mr_cpu_scratch_get(&fast->expert, 2 * h_len * sizeof *gate + 1) : NULL;
+    if (!gate) { /* no vector ISA, or no memory: the reference needs one row of scratch */
         mr_ref_expert_ffn(be, out, x, g);
         return;
     }
@@ -198,15 +210,15 @@ void mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_exp
             size_t at = (size_t)r0 * (size_t)inter + (size_t)c0;
             row_source src = {g->x_rows ? NULL : x + (size_t)r0 * (size_t)hidden,
                               (size_t)hidden, g->x_rows ? g->x_rows + r0 : NULL};
-            matmul_block(gate + at, (size_t)inter, &src, n,
+            matmul_block(run_tile, gate + at, (size_t)inter, &src, n,
                          mr_cpu_weight_row(g->gate[e], g->type, (size_t)c0, hidden), g->type, nc,
                          hidden);
-            matmul_block(up + at, (size_t)inter, &src, n,
+            matmul_block(run_tile, up + at, (size_t)inter, &src, n,
                          mr_cpu_weight_row(g->up[e], g->type, (size_t)c0, hidden), g->type, nc,
                          hidden);
             for (int r = 0; r < n; r++)
-                silu_mul(gate + at + (size_t)r * (size_t)inter, up + at + (size_t)r * (size_t)inter,
-                         nc);
+                silu(gate + at + (size_t)r * (size_t)inter, up + at + (size_t)r * (size_t)inter,
+                     nc);
         }
 #pragma omp for schedule(dynamic)
         for (int item = 0; item < g->groups * blocks2; item++) {
@@ -215,7 +227,8 @@ void mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_exp
             if (n == 0)
                 continue;
             row_source src = {gate + (size_t)r0 * (size_t)inter, (size_t)inter, NULL};
-            matmul_block(out + (size_t)r0 * (size_t)hidden + (size_t)c0, (size_t)hidden, &src, n,
+            matmul_block(run_tile, out + (size_t)r0 * (size_t)hidden + (size_t)c0, (size_t)hidden, &src,
+                         n,
                          mr_cpu_weight_row(g->down[e], g->type, (size_t)c0, inter), g->type,
                          min_int(cols2, hidden - c0), inter);
         }

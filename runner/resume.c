@@ -82,7 +82,7 @@ static int remove_run_state(const char *run_dir)
         REMOVED_DIR,      MR_RUN_PARTS,       MR_RUN_PARTS ".joined", MR_RUN_RESULTS,
         MR_RUN_ERRORS,    MR_RUN_EPLB_LOG,    MR_RUN_EXPERT_LOAD,     MR_RUN_TIMELINE,
         MR_RUN_METRICS,   MR_RUN_REPORT_JSON, MR_RUN_REPORT_MD,       MR_RUN_HEATMAP_SVG,
-        MR_RUN_BUSY_SVG,  MR_RUN_PLAN,        MR_RUN_JOB};
+        MR_RUN_BUSY_SVG,  MR_RUN_PLAN,        MR_RUN_JOB,             MR_RUN_HEARTBEATS};
     char *ckpt = mr_runner_checkpoint_dir(run_dir), *removed = mr_runner_path(run_dir, REMOVED_DIR);
     int rc = ckpt && removed ? remove_in(run_dir, REMOVED_DIR) : MR_EXIT_FAILED;
     if (rc == MR_EXIT_OK && rename(ckpt, removed) != 0 && errno != ENOENT) {

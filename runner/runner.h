@@ -155,6 +155,17 @@ int mr_runner_launch_local(const mr_job *job, int argc, char **argv);
 bool mr_runner_supervised(void);
 void mr_runner_mark_joined(void);
 
+/* Stall detection (watchdog.c): a thread per rank writes the rank's
+ * heartbeat into RUN_DIR/ranks once a second and, when no step has
+ * finished for [parallel] stall_seconds, names the ranks whose heartbeat
+ * stopped and ends the rank with MR_EXIT_RANK_FAILED.  The watch starts at
+ * the first mr_runner_watchdog_step and rests after a pause. */
+typedef struct mr_runner_watchdog mr_runner_watchdog;
+int mr_runner_watchdog_start(const mr_job *job, int rank, int size, mr_runner_watchdog **out);
+void mr_runner_watchdog_step(mr_runner_watchdog *w);
+void mr_runner_watchdog_pause(mr_runner_watchdog *w);
+void mr_runner_watchdog_stop(mr_runner_watchdog *w);
+
 /* Stop signals (signals.c): SIGTERM and SIGUSR1 (preemption notices),
  * SIGINT and SIGUSR2 (a user's stop).  mr_runner_signals_catch, first thing
  * in `run` and `resume`: the first is noted for the work loop and bounded
@@ -322,6 +333,7 @@ void mr_runner_commit_report(const mr_runner_commit *c, double wall_seconds);
 #define MR_RUN_EXPERT_LOAD "expert_load.csv" /* the run's expert load, as a trace */
 #define MR_RUN_PARTS "parts"                /* per-shard part files while serving */
 #define MR_RUN_LOCK "owner.lock"            /* the owner's lock and record */
+#define MR_RUN_HEARTBEATS "ranks"           /* each rank's heartbeat, for stall detection */
 
 /* "DIR/NAME" in a buffer the caller frees, or NULL when out of memory. */
 char *mr_runner_path(const char *dir, const char *name);

@@ -65,6 +65,7 @@ typedef struct {
     mr_runner_balancer *balancer;
     mr_checkpoint_state *state; /* committed progress: what is left to serve */
     mr_runner_commit *commit;
+    mr_runner_watchdog *watchdog;
     mr_runner_meter *meter;
     const char *model_name;
     int64_t created;
@@ -454,6 +455,9 @@ static int load_engine(server *s)
         return rc;
     if ((rc = mr_runner_commit_new(job, s->state, s->world.comm, &s->commit)) != MR_EXIT_OK)
         return rc;
+    if ((rc = mr_runner_watchdog_start(job, s->world.rank, s->world.size, &s->watchdog)) !=
+        MR_EXIT_OK)
+        return rc;
     mr_eplb_placement placement = {0};
     bool moe = mr_config_moe_layers(&cfg) > 0;
     const mr_checkpoint_state *resume = s->state->counters.attempts > 1 ? s->state : NULL;
@@ -563,6 +567,7 @@ static int stopped(server *s, int sig)
 static int serve_loop(server *s)
 {
     int rc = MR_EXIT_OK, stop = 0;
+    mr_runner_watchdog_step(s->watchdog); /* serving starts: the watch begins */
     for (;;) {
         bool done = false, due = false, meter = false;
         if ((rc = feed(s)) != MR_EXIT_OK ||
@@ -578,6 +583,7 @@ static int serve_loop(server *s)
             return stopped(s, stop);
         if ((rc = step(s)) != MR_EXIT_OK)
             break;
+        mr_runner_watchdog_step(s->watchdog);
         mr_runner_commit_first_step(s->commit);
     }
     if (rc == MR_EXIT_OK)
@@ -675,6 +681,9 @@ int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi,
         rc = MR_EXIT_FAILED;
     if (rc == MR_EXIT_OK)
         rc = serve_loop(&s);
+    /* Rank 0 alone joins the parts while the others wait: no steps to watch. */
+    if (s.watchdog)
+        mr_runner_watchdog_pause(s.watchdog);
     if (rc == MR_EXIT_OK)
         rc = finish(&s, start);
     for (size_t i = 0; i < s.len; i++) {
@@ -697,6 +706,7 @@ int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi,
     mr_runner_meter_free(s.meter);
     mr_runner_balancer_free(s.balancer);
     mr_runner_commit_free(s.commit);
+    mr_runner_watchdog_stop(s.watchdog);
     mr_engine_free(s.engine);
     mr_model_free(s.model);
     mr_comm_free(s.world.comm);

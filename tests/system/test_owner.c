@@ -94,7 +94,7 @@ static void wait_serving(const char *name, pid_t pid, const char *log)
 
 Test(owner, a_second_run_of_a_folder_is_refused_and_the_first_finishes_the_same)
 {
-    run_reference(120);
+    run_reference(60);
     mr_test_write_job(t.dir, "twice", RANKS(2));
     /* Started together, then again while the winner serves: what Slurm's
      * --requeue or a restarted pod does. */
@@ -131,7 +131,7 @@ Test(owner, a_second_run_of_a_folder_is_refused_and_the_first_finishes_the_same)
 
 Test(owner, a_killed_owner_leaves_the_folder_free_to_resume)
 {
-    run_reference(120);
+    run_reference(60);
     mr_test_write_job(t.dir, "killed", RANKS(2) "[checkpoint]\ninterval_seconds = 0.2\n");
     pid_t pid = mr_test_spawn_moerun(t.dir, "killed.log", "run", "killed.ini", NULL);
     wait_serving("killed", pid, "killed.log");
@@ -142,7 +142,7 @@ Test(owner, a_killed_owner_leaves_the_folder_free_to_resume)
 
 Test(owner, moerun_stop_is_a_user_stop_not_a_preemption)
 {
-    run_reference(120);
+    run_reference(60);
     mr_test_write_job(t.dir, "user", RANKS(2));
     pid_t pid = mr_test_spawn_moerun(t.dir, "user.log", "run", "user.ini", NULL);
     wait_serving("user", pid, "user.log");

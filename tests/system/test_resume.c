@@ -74,49 +74,11 @@ static void run_reference(int requests)
     cr_assert_eq(mr_test_run_job(t.dir, "ref", RANKS(1), &t.out, &t.err), 0, "%s%s", t.out, t.err);
 }
 
-/* Waits up to `limit` seconds; true and its exit code once pid has ended. */
-static bool ended(pid_t pid, double limit, int *code)
-{
-    double until = mr_test_seconds() + limit;
-    int status;
-    for (;;) {
-        pid_t got = waitpid(pid, &status, WNOHANG);
-        if (got == pid) {
-            *code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            return true;
-        }
-        if (mr_test_seconds() >= until)
-            return false;
-        usleep(5000);
-    }
-}
-
-/* pid and every process below it, parents first. */
-static int tree(pid_t pid, pid_t *pids, int cap)
-{
-    int n = 1;
-    pids[0] = pid;
-    for (int i = 0; i < n && n < cap; i++)
-        n += mr_test_children(pids[i], pids + n, cap - n);
-    return n;
-}
-
-/* SIGKILL to the whole `moerun run`: itself, mpirun and every rank, at
- * once, as when a node is taken back. */
-static void kill_all(pid_t pid)
-{
-    pid_t pids[64];
-    int n = tree(pid, pids, 64), code;
-    for (int i = 0; i < n; i++)
-        kill(pids[i], SIGKILL);
-    cr_assert(ended(pid, 30, &code));
-}
-
 /* SIGKILL to one rank; false when no rank runs yet. */
 static bool kill_a_rank(pid_t pid, unsigned *seed)
 {
     pid_t pids[64];
-    int n = tree(pid, pids, 64);
+    int n = mr_test_tree(pid, pids, 64);
     /* parent, mpirun, then the ranks */
     if (n < 3)
         return false;
@@ -172,17 +134,6 @@ static void assert_complete(const char *name, int requests)
     assert_each_id_once(name, requests, 2);
 }
 
-/* Whether the ranks of the run logging to `log` are past MPI_Init: rank 0
- * says what it serves only after it.  A rank killed inside MPI_Init can
- * leave Open MPI's mpirun waiting for it for good ("PMIX ERROR:
- * UNREACHABLE"), which no moerun code can see. */
-static bool ranks_joined(const char *log)
-{
-    char *text = log_of(log);
-    bool joined = strstr(text, "planned into") || strstr(text, "resuming from");
-    free(text);
-    return joined;
-}
 
 Test(resume, sigkill_at_random_moments_then_resume_gives_the_same_bytes)
 {
@@ -201,7 +152,9 @@ Test(resume, sigkill_at_random_moments_then_resume_gives_the_same_bytes)
     setenv("OMPI_MCA_orte_tmpdir_base", t.dir, 1);
     setenv("OMPI_MCA_btl_vader_backing_directory", t.dir, 1);
     run_reference(120);
-    mr_test_write_job(t.dir, "fault", RANKS(4) OFTEN);
+    /* A rank killed inside MPI_Init can leave mpirun waiting for good:
+     * start_seconds ends such an attempt. */
+    mr_test_write_job(t.dir, "fault", RANKS(4) "start_seconds = 10\n" OFTEN);
     int kills = 0, cycles = 0;
     while (kills < target) {
         /* One cycle: the job from scratch, killed a few times, then let
@@ -212,22 +165,23 @@ Test(resume, sigkill_at_random_moments_then_resume_gives_the_same_bytes)
             pid_t pid = mr_test_spawn_moerun(t.dir, "fault.log", "run", "fault.ini",
                                              first ? "--force-new" : NULL, NULL);
             int code;
-            if (ended(pid, kills < last ? uniform(&rng, 0.1, 1.5) : 120, &code)) {
+            if (mr_test_ended(pid, kills < last ? uniform(&rng, 0.1, 1.5) : 120, &code)) {
                 char *log = log_of("fault.log");
                 cr_assert_eq(code, 0, "seed %u, kill %d: exit %d\n%s", seed, kills, code, log);
                 free(log);
                 break;
             }
-            if (rand_r(&rng) % 2 && ranks_joined("fault.log") && kill_a_rank(pid, &rng)) {
+            /* A rank at any moment, start-up included, or the whole job. */
+            if (rand_r(&rng) % 2 && kill_a_rank(pid, &rng)) {
                 /* mpirun takes the job down when a rank dies. */
-                if (!ended(pid, 30, &code)) {
-                    kill_all(pid);
+                if (!mr_test_ended(pid, 30, &code)) {
+                    mr_test_kill_tree(pid);
                     char *log = log_of("fault.log");
                     cr_assert_fail("seed %u: the job ran on 30 s after a rank died:\n%s", seed,
                                    log);
                 }
             } else {
-                kill_all(pid);
+                mr_test_kill_tree(pid);
             }
             kills++;
         }
@@ -246,7 +200,7 @@ static void wait_serving(const char *name, pid_t pid)
     double until = mr_test_seconds() + 60;
     int code;
     while (access(parts, F_OK) != 0 && mr_test_seconds() < until) {
-        cr_assert(!ended(pid, 0, &code), "%s ended (exit %d) before serving", name, code);
+        cr_assert(!mr_test_ended(pid, 0, &code), "%s ended (exit %d) before serving", name, code);
         usleep(5000);
     }
     cr_assert_eq(access(parts, F_OK), 0, "%s never started serving", name);
@@ -267,11 +221,11 @@ static double stop_a_run(const char *name, const char *extra)
     double t0 = mr_test_seconds();
     cr_assert_eq(kill(pid, SIGTERM), 0);
     int code;
-    bool done = ended(pid, 60, &code);
+    bool done = mr_test_ended(pid, 60, &code);
     double took = mr_test_seconds() - t0;
     char *text = log_of(log);
     if (!done)
-        kill_all(pid);
+        mr_test_kill_tree(pid);
     cr_assert(done, "%s ran on 60 s after SIGTERM:\n%s", name, text);
     cr_assert_eq(code, 4, "%s: exit %d after SIGTERM, not 4:\n%s", name, code, text);
     cr_assert(strstr(text, "stopped by SIGTERM"), "%s", text);
@@ -342,12 +296,12 @@ Test(resume, a_rank_that_dies_is_restarted_from_the_last_checkpoint)
     unsigned seed = 1;
     cr_assert(kill_a_rank(pid, &seed));
     int code;
-    bool done = ended(pid, 120, &code);
+    bool done = mr_test_ended(pid, 120, &code);
     char *log = log_of("sup.log");
     if (!done)
-        kill_all(pid);
+        mr_test_kill_tree(pid);
     cr_assert(done && code == 0, "exit %d:\n%s", code, log);
-    cr_assert(strstr(log, "a rank died; restarting from the last checkpoint (restart 1 of 2)"),
+    cr_assert(strstr(log, "a rank failed; restarting from the last checkpoint (restart 1 of 2)"),
               "%s", log);
     cr_assert(strstr(log, "resuming from checkpoint"), "%s", log);
     free(log);

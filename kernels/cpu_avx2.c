@@ -1,0 +1,158 @@
+/*
+ * The fast CPU backend's kernels on CPUs with AVX2 and FMA but no AVX-512
+ * (many AMD EPYC and older Intel parts): without them every op would run
+ * the double-precision reference, some fifty times slower.
+ *
+ * A dot product keeps the 16-lane order of cpu_fast_internal.h, each
+ * 16-lane accumulator held as two 8-lane halves (lanes 0-7 and 8-15), one
+ * FMA per lane in increasing k, a short tail loaded as zeros, and the lanes
+ * added in mr_reduce16's tree (l + l+8 first): the same operations on the
+ * same values as the AVX-512 tile, so a matmul or expert FFN value is
+ * meant to come out the same bits on either (the AVX-512 machines check
+ * it; this one cannot).  SiLU and attention use a straightforward 8-lane
+ * form of their own, fixed per token, so batch invariance holds here too.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu_fast_internal.h"
+
+#define AVX2 __attribute__((target("avx2,fma")))
+#define AVX2_INLINE AVX2 __attribute__((always_inline)) static inline
+
+/* Lanes [k, k + n) of a weight row as f32, n <= 8, the rest 0. */
+AVX2_INLINE __m256 load8(const void *row, mr_tensor_type type, int k, int n)
+{
+    if (n >= 8) {
+        if (type == MR_TENSOR_BF16) {
+            __m128i half = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + k));
+            return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
+        }
+        return _mm256_loadu_ps((const float *)row + k);
+    }
+    float lanes[8] = {0};
+    for (int i = 0; i < n; i++)
+        lanes[i] = mr_cpu_weight_at(row, type, (size_t)(k + i));
+    return _mm256_loadu_ps(lanes);
+}
+
+/* The 16 lanes k .. k+15 (left of them present) as two halves. */
+typedef struct {
+    __m256 lo, hi;
+} v16;
+
+AVX2_INLINE v16 load16(const void *row, mr_tensor_type type, int k, int left)
+{
+    return (v16){load8(row, type, k, left), load8(row, type, k + 8, left - 8)};
+}
+
+AVX2_INLINE v16 fma16(v16 a, v16 b, v16 acc)
+{
+    return (v16){_mm256_fmadd_ps(a.lo, b.lo, acc.lo), _mm256_fmadd_ps(a.hi, b.hi, acc.hi)};
+}
+
+/* mr_reduce16's tree: (lo + hi), then quarters, pairs, the last pair. */
+AVX2_INLINE float reduce16(v16 v)
+{
+    __m256 eighths = _mm256_add_ps(v.lo, v.hi);
+    __m128 quarters =
+        _mm_add_ps(_mm256_castps256_ps128(eighths), _mm256_extractf128_ps(eighths, 1));
+    __m128 pairs = _mm_add_ps(quarters, _mm_movehl_ps(quarters, quarters));
+    return _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)));
+}
+
+#define TILE 16
+
+/* out[r * cols + c] = x[r] · w[c] for rows × (16 / rows) columns. */
+AVX2_INLINE void tile_rows(float out[TILE], const float *const *x, const void *const *w, int rows,
+                           mr_tensor_type type, int k_len)
+{
+    int cols = TILE / rows;
+    v16 acc[TILE];
+    for (int i = 0; i < TILE; i++)
+        acc[i] = (v16){_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int k = 0; k < k_len; k += 16) {
+        int left = k_len - k;
+        v16 xv[4];
+        for (int r = 0; r < rows; r++)
+            xv[r] = load16(x[r], MR_TENSOR_F32, k, left);
+        for (int c = 0; c < cols; c++) {
+            v16 wv = load16(w[c], type, k, left);
+            for (int r = 0; r < rows; r++)
+                acc[r * cols + c] = fma16(xv[r], wv, acc[r * cols + c]);
+        }
+    }
+    for (int i = 0; i < TILE; i++)
+        out[i] = reduce16(acc[i]);
+}
+
+AVX2 void mr_avx2_tile(float out[16], const float *const *x, const void *const *w, int rows,
+                       mr_tensor_type type, int k_len)
+{
+    /* One instance per height and type, each fully unrolled. */
+    if (type == MR_TENSOR_BF16)
+        rows == 4   ? tile_rows(out, x, w, 4, MR_TENSOR_BF16, k_len)
+        : rows == 2 ? tile_rows(out, x, w, 2, MR_TENSOR_BF16, k_len)
+                    : tile_rows(out, x, w, 1, MR_TENSOR_BF16, k_len);
+    else
+        rows == 4   ? tile_rows(out, x, w, 4, MR_TENSOR_F32, k_len)
+        : rows == 2 ? tile_rows(out, x, w, 2, MR_TENSOR_F32, k_len)
+                    : tile_rows(out, x, w, 1, MR_TENSOR_F32, k_len);
+}
+
+/* x · w over n elements, f32 both, in the 16-lane order. */
+AVX2_INLINE float dot16(const float *x, const float *w, int n)
+{
+    v16 acc = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int k = 0; k < n; k += 16)
+        acc = fma16(load16(x, MR_TENSOR_F32, k, n - k), load16(w, MR_TENSOR_F32, k, n - k), acc);
+    return reduce16(acc);
+}
+
+AVX2 void mr_avx2_silu_mul(float *gate, const float *up, int n)
+{
+    for (int j = 0; j < n; j++)
+        gate[j] = gate[j] / (1.0f + expf(-gate[j])) * up[j];
+}
+
+AVX2 void mr_avx2_rmsnorm_row(float *out, const float *x, const void *w, mr_tensor_type type,
+                              int dim, float eps)
+{
+    float inv_rms = 1.0f / sqrtf(dot16(x, x, dim) / (float)dim + eps);
+    for (int i = 0; i < dim; i++)
+        out[i] = x[i] * inv_rms * mr_cpu_weight_at(w, type, (size_t)i);
+}
+
+/* One query head against positions 0..last of its KV head: scores in
+ * `scores` (last + 1 of them), softmax, then the weighted sum of V in
+ * position order. */
+AVX2 void mr_avx2_attend_head(float *out, const float *q, const float *k_cache,
+                              const float *v_cache, const mr_attention_args *a, int row,
+                              int kv_head, float *scores)
+{
+    int last = a->pos[row], d = a->head_dim;
+    float max = -INFINITY;
+    for (int p = 0; p <= last; p++) {
+        const float *k = k_cache + mr_cpu_kv_offset(a, row, p, kv_head);
+        scores[p] = dot16(q, k, d) * a->scale;
+        max = fmaxf(max, scores[p]);
+    }
+    float total = 0;
+    for (int p = 0; p <= last; p++) {
+        scores[p] = expf(scores[p] - max);
+        total += scores[p];
+    }
+    for (int i = 0; i < d; i += 8) {
+        int n = d - i < 8 ? d - i : 8;
+        __m256 acc = _mm256_setzero_ps();
+        for (int p = 0; p <= last; p++) {
+            const float *v = v_cache + mr_cpu_kv_offset(a, row, p, kv_head);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(scores[p]), load8(v, MR_TENSOR_F32, i, n), acc);
+        }
+        float lanes[8];
+        _mm256_storeu_ps(lanes, _mm256_mul_ps(acc, _mm256_set1_ps(1.0f / total)));
+        memcpy(out + i, lanes, (size_t)n * sizeof *out);
+    }
+}
