@@ -567,12 +567,14 @@ static int stopped(server *s, int sig)
 static int serve_loop(server *s)
 {
     int rc = MR_EXIT_OK, stop = 0;
-    mr_runner_watchdog_step(s->watchdog); /* serving starts: the watch begins */
     for (;;) {
         bool done = false, due = false, meter = false;
         if ((rc = feed(s)) != MR_EXIT_OK ||
             (rc = claim_shards(s, &done, &due, &meter, &stop)) != MR_EXIT_OK || done)
             break;
+        /* Every rank got through the gather: progress.  The first one is
+         * when all have loaded the model, so the watch starts there. */
+        mr_runner_watchdog_step(s->watchdog);
         if (stop)
             mr_runner_commit_stopping(s->commit, mr_runner_stop_by_user(stop));
         if ((due || stop) && (rc = checkpoint(s)) != MR_EXIT_OK)

@@ -4,7 +4,9 @@
  * others waiting in the step's exchange for good; death is noticed by the
  * transports, a stall is not.  So every rank runs a watchdog thread:
  *
- *   1. The work loop counts each step it finishes (mr_runner_watchdog_step).
+ *   1. The work loop counts each step and each gather before one that it
+ *      gets through (mr_runner_watchdog_step); the watch starts at the
+ *      first, once every rank has loaded the model.
  *   2. Once a second the thread writes the rank's heartbeat, a one-line
  *      file RUN_DIR/ranks/rank-NNNNN: its step count, host, pid and the
  *      time.  A rank that is stopped or frozen stops writing it, whatever
@@ -21,9 +23,9 @@
  * Limits: the heartbeats live in the run folder, which every host sees;
  * on NFS a reader sees a heartbeat as fresh as the server's attribute and
  * close-to-open caching allows (seconds), far below stall_seconds.  A step
- * or checkpoint that legitimately takes longer than stall_seconds (a model
- * load is not watched: the watch starts at the first step) is taken for a
- * stall: stall_seconds must exceed the slowest step.
+ * or checkpoint that legitimately takes longer than stall_seconds is taken
+ * for a stall: stall_seconds must exceed the slowest step (a model load is
+ * not watched).
  */
 #include <errno.h>
 #include <fcntl.h>

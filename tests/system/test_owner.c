@@ -184,9 +184,13 @@ Test(owner, sigterm_in_the_first_half_second_is_never_swallowed)
         kill(pid, SIGTERM);
         int code = finish(pid, 120, "early.log");
         char *log = log_of("early.log");
-        cr_assert_eq(code, 4, "seed %u, SIGTERM after %.3f s: exit %d\n%s", seed, delay, code,
-                     log);
-        cr_assert(strstr(log, "stopped by SIGTERM"), "%s", log);
+        /* Before moerun's main runs (the loader is still mapping its
+         * libraries) SIGTERM ends it as it ends any program, having written
+         * nothing; from main on it is a stop. */
+        bool unstarted = code == 128 + SIGTERM && !strstr(log, "job same");
+        cr_assert(code == 4 || unstarted, "seed %u, SIGTERM after %.3f s: exit %d\n%s", seed,
+                  delay, code, log);
+        cr_assert(unstarted || strstr(log, "stopped by SIGTERM"), "%s", log);
         free(log);
         cr_assert_eq(moerun("run", "early.ini", NULL), 0, "%s%s", t.out, t.err);
         mr_test_assert_same_output(t.dir, "ref", "early");

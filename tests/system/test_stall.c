@@ -64,8 +64,8 @@ static void stall_a_rank(const char *name, const char *restarts, int want_code)
     cr_assert_eq(kill(rank, SIGSTOP), 0);
     double stopped = mr_test_seconds();
     int code;
-    /* Ends within stall_seconds (3) + 10 s, or, restarted, finishes. */
-    bool ended = mr_test_ended(pid, want_code == 0 ? 240 : 13, &code);
+    /* Ends within stall_seconds (5) + 10 s, or, restarted, finishes. */
+    bool ended = mr_test_ended(pid, want_code == 0 ? 240 : 15, &code);
     double took = mr_test_seconds() - stopped;
     char *log = log_of("stall.log");
     if (!ended) {
@@ -78,7 +78,7 @@ static void stall_a_rank(const char *name, const char *restarts, int want_code)
     cr_assert(strstr(log, "did not arrive: rank "), "%s", log);
     cr_assert(strstr(log, "on host "), "%s", log);
     fprintf(stderr, "stall test: the job noticed a stalled rank and ended %.1f s after it "
-                    "stopped (stall_seconds = 3)\n", took);
+                    "stopped (stall_seconds = 5)\n", took);
     free(log);
 }
 
@@ -87,12 +87,12 @@ Test(stall, a_stopped_rank_ends_the_job_and_a_restart_finishes_it)
     mr_test_write_requests(t.dir, 120);
     cr_assert_eq(mr_test_run_job(t.dir, "ref", "[parallel]\nranks = 1\n", &t.out, &t.err), 0,
                  "%s%s", t.out, t.err);
-    mr_test_write_job(t.dir, "stall", "[parallel]\nranks = 2\nstall_seconds = 3\n"
+    mr_test_write_job(t.dir, "stall", "[parallel]\nranks = 2\nstall_seconds = 5\n"
                                       "[checkpoint]\ninterval_seconds = 0.5\n");
     stall_a_rank("stall", "0", 5);
 
     /* Again over the MPI transport, restarted: the same bytes. */
-    mr_test_write_job(t.dir, "again", "[parallel]\nranks = 2\nstall_seconds = 3\n"
+    mr_test_write_job(t.dir, "again", "[parallel]\nranks = 2\nstall_seconds = 5\n"
                                       "transport = mpi\n[checkpoint]\ninterval_seconds = 0.5\n");
     stall_a_rank("again", "1", 0);
     char *log = log_of("stall.log");
