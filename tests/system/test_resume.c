@@ -423,7 +423,7 @@ Test(resume, damaged_and_foreign_checkpoints_are_named_through_the_cli)
     free(results);
     /* Another format version: refused, naming both. */
     bytes = newest_generation("job", &len, &path);
-    bytes[8] = 2;
+    bytes[8] = MR_CHECKPOINT_VERSION + 1;
     uint32_t crc = (uint32_t)crc32(0, (const unsigned char *)bytes, 52);
     for (int i = 0; i < 4; i++)
         bytes[52 + i] = (char)(crc >> (8 * i));
@@ -431,8 +431,10 @@ Test(resume, damaged_and_foreign_checkpoints_are_named_through_the_cli)
     free(bytes);
     free(path);
     cr_assert_eq(moerun("run", "job.ini", NULL), 3, "%s%s", t.out, t.err);
-    cr_assert(strstr(t.err, "was written in format version 2, but this moerun reads version 1"),
-              "%s", t.err);
+    char want[128];
+    snprintf(want, sizeof want, "was written in format version %d, but this moerun reads "
+             "version %d", MR_CHECKPOINT_VERSION + 1, MR_CHECKPOINT_VERSION);
+    cr_assert(strstr(t.err, want), "%s", t.err);
     /* Every generation truncated: nothing to resume from, each named. */
     char *ckpt = in_dir("runs/job/checkpoint"), msg[256];
     mr_checkpoint_info *list;
