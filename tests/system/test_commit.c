@@ -2,8 +2,10 @@
  * have finished behind long ones commits the short ones and carries the
  * long ones' tokens, so the resume serves no finished request again and
  * goes on with the long ones where they were, to the same bytes as a run
- * that never stopped; the join refuses parts that miss or repeat a line's
- * record; a max_tokens that cannot fit the context is an error record. */
+ * that never stopped (in the engine: a generation given its earlier tokens
+ * ends as if it never stopped); the join refuses parts that miss or repeat
+ * a line's record; a max_tokens that cannot fit the context is an error
+ * record. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <signal.h>
@@ -16,6 +18,7 @@
 #include <cjson/cJSON.h>
 
 #include "checkpoint/checkpoint.h"
+#include "engine/engine.h"
 #include "tests/common/fixture.h"
 #include "tests/common/job_run.h"
 
@@ -264,4 +267,103 @@ Test(commit, a_max_tokens_beyond_the_context_is_an_error_record)
     cJSON_Delete(j);
     free(text);
     free(path);
+}
+
+/* ------------------------------------------------------------------------
+ * In the engine
+ * ------------------------------------------------------------------------ */
+static mr_engine *new_engine(mr_model *model)
+{
+    char err[512];
+    mr_engine *engine;
+    mr_engine_options eo = {.max_batch_tokens = 64, .max_sequences = 4, .kv_block_size = 16,
+                            .kv_blocks = 16};
+    cr_assert_eq(mr_engine_create(model, &eo, &engine, err, sizeof err), MR_ENGINE_OK, "%s", err);
+    return engine;
+}
+
+/* Steps until generation 0 finishes; its completion. */
+static mr_completion_out run_to_the_end(mr_engine *engine)
+{
+    char err[512];
+    mr_completion_out done[4];
+    size_t n = 0;
+    while (n == 0)
+        cr_assert_eq(mr_engine_step(engine, done, 4, &n, err, sizeof err), MR_ENGINE_OK, "%s",
+                     err);
+    return done[0];
+}
+
+Test(commit, a_generation_goes_on_from_its_earlier_tokens_to_the_same_text)
+{
+    char err[512];
+    mr_model *model;
+    mr_model_options mo = {.backend = "cpu", .threads = 1};
+    cr_assert_eq(mr_model_load(mr_test_tiny_model(), &mo, &model, err, sizeof err), MR_ENGINE_OK,
+                 "%s", err);
+    static const char prompt[] = "Simmer the stock with thyme, then";
+    mr_tokens tokens = {0};
+    cr_assert_eq(mr_tokenizer_encode(mr_model_tokenizer(model), prompt, sizeof prompt - 1,
+                                     &tokens, err, sizeof err),
+                 MR_ENGINE_OK, "%s", err);
+    mr_generation g = {.prompt = tokens.ids, .n_prompt = tokens.count,
+                       .sampling = {.max_tokens = 12, .temperature = 0.8, .top_p = 0.9,
+                                    .seed = 7, .ignore_eos = true}};
+    mr_engine *engine = new_engine(model);
+    cr_assert_eq(mr_engine_submit(engine, &g, err, sizeof err), MR_ENGINE_OK, "%s", err);
+    mr_completion_out whole = run_to_the_end(engine);
+    cr_assert_eq(whole.completion_tokens, 12);
+    mr_engine_free(engine);
+
+    /* Stopped after its first token (the one prefill samples), half way,
+     * and one token before the end. */
+    static const size_t stops[] = {1, 6, 11};
+    for (size_t i = 0; i < sizeof stops / sizeof *stops; i++) {
+        engine = new_engine(model);
+        cr_assert_eq(mr_engine_submit(engine, &g, err, sizeof err), MR_ENGINE_OK, "%s", err);
+        const int32_t *so_far;
+        size_t n = 0;
+        mr_completion_out none[4];
+        size_t n_done;
+        for (;;) {
+            cr_assert(mr_engine_generated(engine, 0, &so_far, &n));
+            if (n >= stops[i])
+                break;
+            cr_assert_eq(mr_engine_step(engine, none, 4, &n_done, err, sizeof err), MR_ENGINE_OK,
+                         "%s", err);
+        }
+        int32_t earlier[32];
+        memcpy(earlier, so_far, n * sizeof *earlier);
+        mr_engine_free(engine);
+
+        engine = new_engine(model);
+        mr_generation again = g;
+        again.generated = earlier;
+        again.n_generated = n;
+        cr_assert_eq(mr_engine_submit(engine, &again, err, sizeof err), MR_ENGINE_OK, "%s", err);
+        cr_assert(mr_engine_generated(engine, 0, &so_far, &n) && n == stops[i]);
+        mr_completion_out rest = run_to_the_end(engine);
+        cr_assert_str_eq(rest.text, whole.text, "stopped after %zu tokens", stops[i]);
+        cr_assert(rest.completion_tokens == whole.completion_tokens &&
+                  rest.prompt_tokens == whole.prompt_tokens && rest.finish == whole.finish);
+        free(rest.text);
+        mr_engine_free(engine);
+    }
+
+    /* Tokens it could not have generated without finishing are refused. */
+    engine = new_engine(model);
+    int32_t too_many[12] = {0}, outside[1] = {2048};
+    mr_generation bad = g;
+    bad.generated = too_many;
+    bad.n_generated = 12;
+    cr_assert_eq(mr_engine_submit(engine, &bad, err, sizeof err), MR_ENGINE_EINVAL);
+    cr_assert(strstr(err, "comes with 12 earlier completion tokens"), "%s", err);
+    bad.generated = outside;
+    bad.n_generated = 1;
+    cr_assert_eq(mr_engine_submit(engine, &bad, err, sizeof err), MR_ENGINE_EINVAL);
+    cr_assert(strstr(err, "is 2048, not in the vocabulary"), "%s", err);
+    mr_engine_free(engine);
+    free(whole.text);
+    mr_tokens_free(&tokens);
+    mr_model_free(model);
 }
