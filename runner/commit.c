@@ -287,7 +287,8 @@ static int by_shard_and_line(const void *a, const void *b)
  * in line order; a live line's tokens are what the engine has generated. */
 static int pack(mr_runner_commit *c, const mr_engine *engine)
 {
-    qsort(c->open, c->n_open, sizeof *c->open, by_shard_and_line);
+    if (c->n_open)
+        qsort(c->open, c->n_open, sizeof *c->open, by_shard_and_line);
     for (size_t i = 0; i < c->n_open; i++)
         mark_changed(c, c->open[i].shard);
     c->mine.len = 0;

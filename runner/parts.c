@@ -341,7 +341,8 @@ static int join_all(const mr_job *job, const mr_plan *plan, const mr_checkpoint_
                       : MR_EXIT_FAILED;
             free(path);
         }
-        qsort(list.items, list.n, sizeof *list.items, by_line);
+        if (list.n)
+            qsort(list.items, list.n, sizeof *list.items, by_line);
         if (rc == MR_EXIT_OK)
             rc = join_shard(job, plan, &plan->shards[i], &list, parts, to);
         for (int k = 0; k < 2; k++)

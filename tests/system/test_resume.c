@@ -172,6 +172,17 @@ static void assert_complete(const char *name, int requests)
     assert_each_id_once(name, requests, 2);
 }
 
+/* The completion tokens the run logging to `log` went on from, when it
+ * resumed requests that were in flight at its checkpoint. */
+static unsigned long long tokens_carried(const char *log)
+{
+    static const char key[] = " requests in flight go on from the ";
+    char *text = log_of(log), *at = strstr(text, key);
+    unsigned long long n = at ? strtoull(at + sizeof key - 1, NULL, 10) : 0;
+    free(text);
+    return n;
+}
+
 /* Whether the ranks of the run logging to `log` are past MPI_Init: rank 0
  * says what it serves only after it.  A rank killed inside MPI_Init can
  * leave Open MPI's mpirun waiting for it for good ("PMIX ERROR:
@@ -202,7 +213,7 @@ Test(resume, sigkill_at_random_moments_then_resume_gives_the_same_bytes)
     setenv("OMPI_MCA_btl_vader_backing_directory", t.dir, 1);
     run_reference(120);
     mr_test_write_job(t.dir, "fault", RANKS(4) OFTEN);
-    int kills = 0, cycles = 0;
+    int kills = 0, cycles = 0, carried = 0;
     while (kills < target) {
         /* One cycle: the job from scratch, killed a few times, then let
          * finish. */
@@ -212,7 +223,10 @@ Test(resume, sigkill_at_random_moments_then_resume_gives_the_same_bytes)
             pid_t pid = mr_test_spawn_moerun(t.dir, "fault.log", "run", "fault.ini",
                                              first ? "--force-new" : NULL, NULL);
             int code;
-            if (ended(pid, kills < last ? uniform(&rng, 0.1, 1.5) : 120, &code)) {
+            bool done = ended(pid, kills < last ? uniform(&rng, 0.1, 1.5) : 120, &code);
+            /* A kill mid-generation: the resume goes on from its tokens. */
+            carried += tokens_carried("fault.log") > 0;
+            if (done) {
                 char *log = log_of("fault.log");
                 cr_assert_eq(code, 0, "seed %u, kill %d: exit %d\n%s", seed, kills, code, log);
                 free(log);
@@ -235,8 +249,9 @@ Test(resume, sigkill_at_random_moments_then_resume_gives_the_same_bytes)
         mr_test_assert_same_output(t.dir, "ref", "fault");
         assert_each_id_once("fault", 120, 2);
     }
-    fprintf(stderr, "resume fault test: seed %u: %d kills in %d runs, all the same bytes\n", seed,
-            kills, cycles);
+    fprintf(stderr, "resume fault test: seed %u: %d kills in %d runs, all the same bytes; %d "
+                    "resumes went on from the tokens of requests in flight\n",
+            seed, kills, cycles, carried);
 }
 
 /* Waits until runs/NAME is serving: its part files appear. */
