@@ -31,7 +31,7 @@ typedef enum {
 } mr_checkpoint_status;
 
 /* The format version this moerun writes and reads. */
-#define MR_CHECKPOINT_VERSION 1
+#define MR_CHECKPOINT_VERSION 2
 /* The run folder's subfolder that holds the generations. */
 #define MR_CHECKPOINT_DIR "checkpoint"
 
@@ -72,15 +72,33 @@ size_t mr_checkpoint_fingerprint_diff(const mr_checkpoint_fingerprint *then,
  * Run state
  * ------------------------------------------------------------------------ */
 
-/* A shard's committed progress: every input line before next_line has its
- * result or error record in the shard's part files, within the offsets. */
+/* A request that was read but had no record yet when the checkpoint was
+ * written: a resumed run serves it again, going on from the completion
+ * tokens it had generated.  Nothing else of the sampler is needed: a
+ * request's random stream is seeded from the request and takes one draw
+ * per token, so the token count is its place in the stream. */
+typedef struct {
+    uint64_t line;   /* its line number in the shard's file */
+    int32_t *tokens; /* completion tokens generated so far (malloc'd; NULL when none) */
+    size_t n_tokens;
+} mr_checkpoint_in_flight;
+
+/* A shard's committed progress.  Records are committed as they finish, in
+ * any order: every line before next_line has its result or error record
+ * within the offsets of the shard's part files, except the lines in
+ * in_flight; no line from next_line on has been read. */
 typedef struct {
     uint32_t index;          /* the shard's id in plan.json */
-    uint64_t next_line;      /* 1-based line number in its file; 0: nothing committed */
+    uint64_t next_line;      /* 1-based line number in its file; 0: nothing read */
     uint64_t results_offset; /* bytes of the results part that are committed */
     uint64_t errors_offset;  /* and of the errors part */
+    mr_checkpoint_in_flight *in_flight; /* in line order (malloc'd; NULL when none) */
+    size_t n_in_flight;
     bool done;
 } mr_checkpoint_shard;
+
+/* Frees a shard's in_flight list and empties it. */
+void mr_checkpoint_in_flight_free(mr_checkpoint_shard *shard);
 
 /* Where routed experts live: eplb's phy2log and its shape.  n_layers 0: none. */
 typedef struct {

@@ -381,6 +381,107 @@ static int check_shards(const mr_checkpoint_state *state, char *err, size_t errl
     return MR_CHECKPOINT_OK;
 }
 
+/* A shard's in_flight list as its object's member: [{"line": L, "tokens": [...]}]. */
+static int in_flight_to_json(cJSON *obj, const mr_checkpoint_shard *shard, const char *where,
+                             char *err, size_t errlen)
+{
+    cJSON *array = cJSON_AddArrayToObject(obj, "in_flight");
+    int rc = array ? MR_CHECKPOINT_OK : out_of_memory(err, errlen);
+    for (size_t i = 0; rc == MR_CHECKPOINT_OK && i < shard->n_in_flight; i++) {
+        const mr_checkpoint_in_flight *f = &shard->in_flight[i];
+        cJSON *one = cJSON_CreateObject(), *tokens = NULL;
+        rc = attach(array, NULL, one, err, errlen);
+        if (rc == MR_CHECKPOINT_OK)
+            rc = number_to_json(one, "line", F_U64, &f->line, where, err, errlen);
+        if (rc == MR_CHECKPOINT_OK)
+            rc = attach(one, "tokens", tokens = cJSON_CreateArray(), err, errlen);
+        for (size_t t = 0; rc == MR_CHECKPOINT_OK && t < f->n_tokens; t++)
+            rc = attach(tokens, NULL, cJSON_CreateNumber(f->tokens[t]), err, errlen);
+    }
+    return rc;
+}
+
+static int shards_to_json(cJSON *root, const mr_checkpoint_state *s, char *err, size_t errlen)
+{
+    int rc = records_to_json(root, "shards", s->shards, s->n_shards, sizeof *s->shards,
+                             SHARD_FIELDS, COUNT(SHARD_FIELDS), err, errlen);
+    cJSON *obj = cJSON_GetObjectItemCaseSensitive(root, "shards");
+    obj = obj ? obj->child : NULL;
+    for (size_t i = 0; rc == MR_CHECKPOINT_OK && i < s->n_shards; i++, obj = obj->next) {
+        char where[96];
+        snprintf(where, sizeof where, "shards[%zu].in_flight", i);
+        rc = in_flight_to_json(obj, &s->shards[i], where, err, errlen);
+    }
+    return rc;
+}
+
+/* One in_flight entry; its line must come after `after` (the list is in
+ * line order, so no line is in it twice) and before the shard's next_line. */
+static int in_flight_from_json(const cJSON *obj, mr_checkpoint_in_flight *f, uint64_t after,
+                               uint64_t next_line, const char *where, char *err, size_t errlen)
+{
+    const cJSON *line = cJSON_GetObjectItemCaseSensitive(obj, "line");
+    const cJSON *tokens = cJSON_GetObjectItemCaseSensitive(obj, "tokens");
+    if (!cJSON_IsNumber(line) || !set_number(F_U64, line->valuedouble, &f->line))
+        return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL, "%s.line is not %s", where,
+                                  type_what(F_U64));
+    if (f->line <= after || f->line >= next_line)
+        return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                                  "%s.line %llu is not after the entry before it and below the "
+                                  "shard's next_line %llu",
+                                  where, (unsigned long long)f->line,
+                                  (unsigned long long)next_line);
+    if (!cJSON_IsArray(tokens))
+        return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                                  "%s.tokens is missing or not an array", where);
+    size_t n = (size_t)cJSON_GetArraySize(tokens), t = 0;
+    if (n && !(f->tokens = malloc(n * sizeof *f->tokens)))
+        return out_of_memory(err, errlen);
+    f->n_tokens = n;
+    for (const cJSON *x = tokens->child; x; x = x->next, t++) {
+        uint32_t id;
+        if (!cJSON_IsNumber(x) || !set_number(F_U32, x->valuedouble, &id) || id > INT32_MAX)
+            return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                                      "%s.tokens[%zu] is not a token id from 0 to 2147483647",
+                                      where, t);
+        f->tokens[t] = (int32_t)id;
+    }
+    return MR_CHECKPOINT_OK;
+}
+
+static int shards_from_json(const cJSON *root, mr_checkpoint_state *s, char *err, size_t errlen)
+{
+    int rc = records_from_json(root, "shards", (void **)&s->shards, &s->n_shards,
+                               sizeof *s->shards, SHARD_FIELDS, COUNT(SHARD_FIELDS), err, errlen);
+    if (rc == MR_CHECKPOINT_OK)
+        rc = check_shards(s, err, errlen);
+    const cJSON *obj = rc == MR_CHECKPOINT_OK ? cJSON_GetObjectItemCaseSensitive(root, "shards")
+                                              : NULL;
+    obj = obj ? obj->child : NULL;
+    for (size_t i = 0; rc == MR_CHECKPOINT_OK && i < s->n_shards; i++, obj = obj->next) {
+        mr_checkpoint_shard *shard = &s->shards[i];
+        const cJSON *array = cJSON_GetObjectItemCaseSensitive(obj, "in_flight");
+        char where[96];
+        snprintf(where, sizeof where, "shards[%zu].in_flight", i);
+        if (!cJSON_IsArray(array))
+            return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                                      "%s is missing or not an array", where);
+        size_t n = (size_t)cJSON_GetArraySize(array), k = 0;
+        if (n && !(shard->in_flight = calloc(n, sizeof *shard->in_flight)))
+            return out_of_memory(err, errlen);
+        shard->n_in_flight = n;
+        uint64_t after = 0;
+        for (const cJSON *one = array->child; rc == MR_CHECKPOINT_OK && one; one = one->next) {
+            char at[128];
+            snprintf(at, sizeof at, "%s[%zu]", where, k);
+            rc = in_flight_from_json(one, &shard->in_flight[k], after, shard->next_line, at, err,
+                                     errlen);
+            after = shard->in_flight[k++].line;
+        }
+    }
+    return rc;
+}
+
 int mr_checkpoint_state_init(mr_checkpoint_state *state, size_t n_shards, char *err,
                              size_t errlen)
 {
@@ -396,9 +497,20 @@ int mr_checkpoint_state_init(mr_checkpoint_state *state, size_t n_shards, char *
     return MR_CHECKPOINT_OK;
 }
 
+void mr_checkpoint_in_flight_free(mr_checkpoint_shard *shard)
+{
+    for (size_t i = 0; i < shard->n_in_flight; i++)
+        free(shard->in_flight[i].tokens);
+    free(shard->in_flight);
+    shard->in_flight = NULL;
+    shard->n_in_flight = 0;
+}
+
 void mr_checkpoint_state_free(mr_checkpoint_state *state)
 {
     mr_checkpoint_fingerprint_free(&state->fingerprint);
+    for (size_t i = 0; state->shards && i < state->n_shards; i++)
+        mr_checkpoint_in_flight_free(&state->shards[i]);
     free(state->shards);
     free(state->placement.phy2log);
     free(state->window.sum);
@@ -461,8 +573,7 @@ static int build(cJSON *root, const mr_checkpoint_state *s, char *err, size_t er
         rc = records_to_json(fpj, "inputs", fp->inputs, fp->n_inputs, sizeof *fp->inputs,
                              INPUT_FIELDS, COUNT(INPUT_FIELDS), err, errlen);
     if (rc == MR_CHECKPOINT_OK)
-        rc = records_to_json(root, "shards", s->shards, s->n_shards, sizeof *s->shards,
-                             SHARD_FIELDS, COUNT(SHARD_FIELDS), err, errlen);
+        rc = shards_to_json(root, s, err, errlen);
     if (rc == MR_CHECKPOINT_OK)
         rc = object_to_json(root, "placement", &pj, &s->placement, PLACEMENT_FIELDS,
                             COUNT(PLACEMENT_FIELDS), err, errlen);
@@ -515,11 +626,7 @@ static int parse(const cJSON *root, mr_checkpoint_state *s, char *err, size_t er
     if (rc == MR_CHECKPOINT_OK)
         rc = check_inputs(fp, err, errlen);
     if (rc == MR_CHECKPOINT_OK)
-        rc = records_from_json(root, "shards", (void **)&s->shards, &s->n_shards,
-                               sizeof *s->shards, SHARD_FIELDS, COUNT(SHARD_FIELDS), err,
-                               errlen);
-    if (rc == MR_CHECKPOINT_OK)
-        rc = check_shards(s, err, errlen);
+        rc = shards_from_json(root, s, err, errlen);
     if (rc == MR_CHECKPOINT_OK)
         rc = fields_from_json(pj, &s->placement, PLACEMENT_FIELDS, COUNT(PLACEMENT_FIELDS),
                               "placement", err, errlen);

@@ -341,6 +341,13 @@ typedef struct {
     const int32_t *prompt;    /* copied at submit */
     size_t n_prompt;
     mr_sampling_params sampling; /* stop strings copied at submit */
+    /* Completion tokens an earlier run of this generation produced before it
+     * stopped (mr_engine_generated gave them), copied at submit; NULL and 0
+     * for a new one.  They are prefilled after the prompt and sampling goes
+     * on after them: the completion is the same as if it had never stopped,
+     * as prefill and decode give the same logits. */
+    const int32_t *generated;
+    size_t n_generated;
 } mr_generation;
 
 typedef enum { MR_FINISH_STOP, MR_FINISH_LENGTH } mr_finish_reason;
@@ -359,9 +366,13 @@ typedef struct mr_engine mr_engine;
 int mr_engine_create(mr_model *model, const mr_engine_options *options, mr_engine **out,
                      char *err, size_t errlen);
 void mr_engine_free(mr_engine *engine);
-/* Whether a prompt of n tokens can ever be served by this engine; when not,
- * err says why (for the request's error record). */
-bool mr_engine_fits(const mr_engine *engine, size_t n_prompt, char *err, size_t errlen);
+/* Whether a prompt of n_prompt tokens and a completion of up to max_tokens
+ * (0: the prompt alone) fit in one sequence of this engine; when not, err
+ * says why (for the request's error record).  mr_engine_submit checks the
+ * prompt alone: a completion that would outgrow the sequence ends there,
+ * with MR_FINISH_LENGTH. */
+bool mr_engine_fits(const mr_engine *engine, size_t n_prompt, size_t max_tokens, char *err,
+                    size_t errlen);
 /* True while the engine would admit another sequence right away. */
 bool mr_engine_has_room(const mr_engine *engine);
 /* Queues a generation (it must fit).  */
@@ -372,6 +383,12 @@ int mr_engine_submit(mr_engine *engine, const mr_generation *gen, char *err, siz
 int mr_engine_step(mr_engine *engine, mr_completion_out *done, size_t cap, size_t *n_done,
                    char *err, size_t errlen);
 size_t mr_engine_in_flight(const mr_engine *engine);
+/* The completion tokens the queued or running generation `handle` has
+ * produced so far, its earlier ones included (valid until the next step):
+ * what a checkpoint keeps so that a resumed run goes on from them.  False
+ * when no generation in flight has that handle. */
+bool mr_engine_generated(const mr_engine *engine, uint64_t handle, const int32_t **tokens,
+                         size_t *n);
 /* Tokens routed to each (layer, expert) since the engine was created,
  * [num_hidden_layers][num_experts]: the load EPLB balances. */
 const uint64_t *mr_engine_expert_counts(const mr_engine *engine);

@@ -8,7 +8,11 @@
  *
  * Batching never changes a result: every kernel is row-invariant, so a
  * token's logits are the same bits whether it shares its step with 0 or
- * 255 other tokens, or is prefilled in one chunk or three.
+ * 255 other tokens, or is prefilled in one chunk or three.  The same holds
+ * between prefill and decode, which is what lets a generation that stopped
+ * go on: its earlier completion tokens are prefilled after the prompt, its
+ * random stream is moved on one draw per token, and the next token sampled
+ * is the one it would have sampled had it never stopped.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +27,7 @@ typedef struct {
     uint64_t admitted; /* admission order: prefill goes first come, first served */
     int32_t *tokens;   /* prompt, then what was sampled */
     int n_prompt, n_tokens, n_cached, max_tokens_total;
+    int n_prefill; /* the prompt and the earlier completion tokens it came with */
     int32_t *blocks;
     int n_blocks;
     mr_sampling_params sampling;
@@ -36,8 +41,8 @@ typedef struct {
 /* A submitted generation waiting for a slot and its KV blocks. */
 typedef struct {
     uint64_t handle;
-    int32_t *prompt;
-    int n_prompt;
+    int32_t *prompt; /* then the earlier completion tokens, n_generated of them */
+    int n_prompt, n_generated;
     mr_sampling_params sampling;
     char **stop;
 } pending;
@@ -186,18 +191,25 @@ nomem:
     return MR_ENGINE_ENOMEM;
 }
 
-bool mr_engine_fits(const mr_engine *e, size_t n_prompt, char *err, size_t errlen)
+bool mr_engine_fits(const mr_engine *e, size_t n_prompt, size_t max_tokens, char *err,
+                    size_t errlen)
 {
     if (n_prompt == 0) {
         snprintf(err, errlen, "the prompt is empty");
         return false;
     }
-    if (n_prompt > (size_t)e->max_seq_len) {
+    if (n_prompt + max_tokens > (size_t)e->max_seq_len) {
+        char what[128];
+        if (max_tokens)
+            snprintf(what, sizeof what, "%zu prompt tokens and max_tokens %zu make %zu", n_prompt,
+                     max_tokens, n_prompt + max_tokens);
+        else
+            snprintf(what, sizeof what, "the prompt has %zu tokens", n_prompt);
         snprintf(err, errlen,
-                 "the prompt has %zu tokens; this engine holds at most %d per sequence "
+                 "%s; this engine holds at most %d per sequence "
                  "(the smaller of the KV cache, %d blocks of %d, and the model's "
                  "max_position_embeddings, %d)",
-                 n_prompt, e->max_seq_len, e->opt.kv_blocks, e->opt.kv_block_size,
+                 what, e->max_seq_len, e->opt.kv_blocks, e->opt.kv_block_size,
                  e->m->cfg.max_position_embeddings);
         return false;
     }
@@ -217,6 +229,72 @@ bool mr_engine_has_room(const mr_engine *e)
     return mr_engine_in_flight(e) < (size_t)e->opt.max_sequences;
 }
 
+bool mr_engine_generated(const mr_engine *e, uint64_t handle, const int32_t **tokens, size_t *n)
+{
+    for (int i = 0; i < e->opt.max_sequences; i++) {
+        const sequence *s = &e->seqs[i];
+        if (s->used && s->handle == handle) {
+            *tokens = s->tokens + s->n_prompt;
+            *n = (size_t)(s->n_tokens - s->n_prompt);
+            return true;
+        }
+    }
+    for (int i = 0; i < e->queue_len; i++) {
+        const pending *p = &e->queue[(e->queue_head + i) % e->opt.max_sequences];
+        if (p->handle == handle) {
+            *tokens = p->prompt + p->n_prompt;
+            *n = (size_t)p->n_generated;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The tokens a sequence of this prompt and these sampling parameters may
+ * hold (its KV reservation), less the one last token, which is sampled but
+ * never run. */
+static int sequence_length(const mr_engine *e, long n_prompt, const mr_sampling_params *sp)
+{
+    long want = n_prompt + (sp->max_tokens > 0 ? sp->max_tokens : 1) - 1;
+    return (int)(want < e->max_seq_len ? want : e->max_seq_len);
+}
+
+static bool is_eos(const mr_engine *e, int32_t id)
+{
+    for (int i = 0; i < e->n_eos; i++)
+        if (e->eos[i] == id)
+            return true;
+    return false;
+}
+
+/* Earlier completion tokens must be ones this generation could have
+ * produced without finishing: ids of the vocabulary, no end of sequence,
+ * fewer than max_tokens and within the sequence. */
+static int check_generated(const mr_engine *e, const mr_generation *g, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < g->n_generated; i++) {
+        int32_t id = g->generated[i];
+        if (id < 0 || id >= e->vocab || (!g->sampling.ignore_eos && is_eos(e, id))) {
+            snprintf(err, errlen,
+                     "earlier completion token %zu of generation %llu is %d, %s", i,
+                     (unsigned long long)g->handle, (int)id,
+                     id < 0 || id >= e->vocab ? "not in the vocabulary"
+                                              : "an end of sequence, which would have ended it");
+            return MR_ENGINE_EINVAL;
+        }
+    }
+    if (g->n_generated > 0 &&
+        ((long)g->n_generated >= g->sampling.max_tokens ||
+         (long)(g->n_prompt + g->n_generated) > sequence_length(e, (long)g->n_prompt, &g->sampling))) {
+        snprintf(err, errlen,
+                 "generation %llu comes with %zu earlier completion tokens: as many as its "
+                 "max_tokens (%d) or its sequence allows, so it would have finished",
+                 (unsigned long long)g->handle, g->n_generated, g->sampling.max_tokens);
+        return MR_ENGINE_EINVAL;
+    }
+    return MR_ENGINE_OK;
+}
+
 static char **copy_stop(const mr_sampling_params *s)
 {
     char **stop = calloc(s->n_stop ? s->n_stop : 1, sizeof *stop);
@@ -230,14 +308,20 @@ static char **copy_stop(const mr_sampling_params *s)
 
 int mr_engine_submit(mr_engine *e, const mr_generation *g, char *err, size_t errlen)
 {
-    if (!mr_engine_fits(e, g->n_prompt, err, errlen))
+    if (!mr_engine_fits(e, g->n_prompt, 0, err, errlen))
         return MR_ENGINE_EINVAL;
     if (!mr_engine_has_room(e)) {
         snprintf(err, errlen, "the engine is full: wait for mr_engine_has_room");
         return MR_ENGINE_EINVAL;
     }
-    pending p = {.handle = g->handle, .n_prompt = (int)g->n_prompt, .sampling = g->sampling};
-    p.prompt = malloc(g->n_prompt * sizeof(int32_t));
+    int rc = check_generated(e, g, err, errlen);
+    if (rc != MR_ENGINE_OK)
+        return rc;
+    pending p = {.handle = g->handle,
+                 .n_prompt = (int)g->n_prompt,
+                 .n_generated = (int)g->n_generated,
+                 .sampling = g->sampling};
+    p.prompt = malloc((g->n_prompt + g->n_generated) * sizeof(int32_t));
     p.stop = copy_stop(&g->sampling);
     if (!p.prompt || !p.stop) {
         free(p.prompt);
@@ -246,24 +330,69 @@ int mr_engine_submit(mr_engine *e, const mr_generation *g, char *err, size_t err
         return MR_ENGINE_ENOMEM;
     }
     memcpy(p.prompt, g->prompt, g->n_prompt * sizeof(int32_t));
+    if (g->n_generated)
+        memcpy(p.prompt + g->n_prompt, g->generated, g->n_generated * sizeof(int32_t));
     p.sampling.stop = (const char *const *)p.stop;
     e->queue[(e->queue_head + e->queue_len++) % e->opt.max_sequences] = p;
+    return MR_ENGINE_OK;
+}
+
+/* The first stop string in the text, searched only where the newest token
+ * could have completed one. */
+static bool cut_at_stop(sequence *s, size_t old_len)
+{
+    for (size_t i = 0; i < s->sampling.n_stop; i++) {
+        size_t n = strlen(s->stop[i]);
+        if (n == 0 || s->text_len < n)
+            continue;
+        size_t from = old_len >= n ? old_len - n + 1 : 0;
+        for (size_t at = from; at + n <= s->text_len; at++)
+            if (memcmp(s->text + at, s->stop[i], n) == 0) {
+                s->text_len = at;
+                return true;
+            }
+    }
+    return false;
+}
+
+/* A sequence that comes with earlier completion tokens takes up where it
+ * stopped: its text and detokenizer hold what those tokens made, and its
+ * random stream is one draw on per token, as mr_sample takes one draw
+ * whatever it samples. */
+static int replay(mr_engine *e, sequence *s, char *err, size_t errlen)
+{
+    for (int i = s->n_prompt; i < s->n_tokens; i++) {
+        size_t old_len = s->text_len;
+        mr_rng_uniform(&s->rng);
+        if (mr_detok_push(e->m->tokenizer, &s->detok, s->tokens[i], &s->text, &s->text_len,
+                          &s->text_cap) != MR_ENGINE_OK) {
+            snprintf(err, errlen, "out of memory admitting a sequence");
+            return MR_ENGINE_ENOMEM;
+        }
+        if (cut_at_stop(s, old_len)) {
+            snprintf(err, errlen,
+                     "the earlier completion tokens of generation %llu end in a stop string, "
+                     "so it would have finished",
+                     (unsigned long long)s->handle);
+            return MR_ENGINE_EINVAL;
+        }
+    }
     return MR_ENGINE_OK;
 }
 
 /* Moves waiting generations into free slots while their KV fits, in
  * submission order: a long prompt at the head waits rather than being
  * overtaken forever by short ones. */
-static int admit(mr_engine *e)
+static int admit(mr_engine *e, char *err, size_t errlen)
 {
+    int rc;
     while (e->queue_len > 0) {
         pending *p = &e->queue[e->queue_head];
         int free_slot = -1;
         for (int i = 0; i < e->opt.max_sequences && free_slot < 0; i++)
             if (!e->seqs[i].used)
                 free_slot = i;
-        long want = (long)p->n_prompt + (p->sampling.max_tokens > 0 ? p->sampling.max_tokens : 1) - 1;
-        int length = (int)(want < e->max_seq_len ? want : e->max_seq_len);
+        int length = sequence_length(e, p->n_prompt, &p->sampling);
         int n_blocks = (length + e->opt.kv_block_size - 1) / e->opt.kv_block_size;
         if (free_slot < 0 || n_blocks > e->kv.n_free)
             return MR_ENGINE_OK;
@@ -273,7 +402,8 @@ static int admit(mr_engine *e)
                         .admitted = e->admissions++,
                         .tokens = realloc(p->prompt, ((size_t)length + 1) * sizeof(int32_t)),
                         .n_prompt = p->n_prompt,
-                        .n_tokens = p->n_prompt,
+                        .n_tokens = p->n_prompt + p->n_generated,
+                        .n_prefill = p->n_prompt + p->n_generated,
                         .max_tokens_total = length + 1,
                         .blocks = malloc((size_t)n_blocks * sizeof(int32_t)),
                         .n_blocks = n_blocks,
@@ -284,12 +414,15 @@ static int admit(mr_engine *e)
         if (!s->tokens || !s->blocks) {
             s->n_blocks = 0;
             release(e, s);
+            snprintf(err, errlen, "out of memory admitting a sequence");
             return MR_ENGINE_ENOMEM;
         }
         mr_kv_cache_take(&e->kv, n_blocks, s->blocks);
         memcpy(e->block_table + (size_t)free_slot * e->max_blocks, s->blocks,
                (size_t)n_blocks * sizeof(int32_t));
         mr_rng_seed(&s->rng, s->sampling.seed);
+        if ((rc = replay(e, s, err, errlen)) != MR_ENGINE_OK)
+            return rc;
     }
     return MR_ENGINE_OK;
 }
@@ -324,50 +457,24 @@ static int build_step(mr_engine *e, int *n_logits)
         int oldest = -1;
         for (int i = 0; i < e->opt.max_sequences; i++) {
             const sequence *s = &e->seqs[i];
-            if (s->used && !s->prefilled && s->n_cached < s->n_prompt &&
+            if (s->used && !s->prefilled && s->n_cached < s->n_prefill &&
                 (oldest < 0 || s->admitted < e->seqs[oldest].admitted))
                 oldest = i;
         }
         if (oldest < 0)
             break;
         sequence *s = &e->seqs[oldest];
-        while (rows < budget && s->n_cached < s->n_prompt) {
+        while (rows < budget && s->n_cached < s->n_prefill) {
             add_row(e, &rows, oldest, s->n_cached, s->tokens[s->n_cached]);
             s->n_cached++;
         }
-        if (s->n_cached == s->n_prompt) {
+        if (s->n_cached == s->n_prefill) {
             s->prefilled = true;
             e->logit_rows[*n_logits] = rows - 1;
             e->logit_seq[(*n_logits)++] = oldest;
         }
     }
     return rows;
-}
-
-static bool is_eos(const mr_engine *e, int32_t id)
-{
-    for (int i = 0; i < e->n_eos; i++)
-        if (e->eos[i] == id)
-            return true;
-    return false;
-}
-
-/* The first stop string in the text, searched only where the newest token
- * could have completed one. */
-static bool cut_at_stop(sequence *s, size_t old_len)
-{
-    for (size_t i = 0; i < s->sampling.n_stop; i++) {
-        size_t n = strlen(s->stop[i]);
-        if (n == 0 || s->text_len < n)
-            continue;
-        size_t from = old_len >= n ? old_len - n + 1 : 0;
-        for (size_t at = from; at + n <= s->text_len; at++)
-            if (memcmp(s->text + at, s->stop[i], n) == 0) {
-                s->text_len = at;
-                return true;
-            }
-    }
-    return false;
 }
 
 /* Appends a sampled token; true when the sequence is finished. */
@@ -427,13 +534,11 @@ int mr_engine_step(mr_engine *e, mr_completion_out *done, size_t cap, size_t *n_
         snprintf(err, errlen, "mr_engine_step needs room for %d completions", e->opt.max_sequences);
         return MR_ENGINE_EINVAL;
     }
-    int rc = admit(e);
-    int n_logits = 0;
-    int rows = rc == MR_ENGINE_OK ? build_step(e, &n_logits) : 0;
-    if (rc != MR_ENGINE_OK) {
-        snprintf(err, errlen, "out of memory admitting a sequence");
+    int rc = admit(e, err, errlen);
+    if (rc != MR_ENGINE_OK)
         return rc;
-    }
+    int n_logits = 0;
+    int rows = build_step(e, &n_logits);
     /* With other ranks, a step with nothing to run still joins theirs. */
     if (rows == 0 && (!e->m->comm || mr_comm_size(e->m->comm) == 1))
         return MR_ENGINE_OK;

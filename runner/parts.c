@@ -1,15 +1,21 @@
 /*
  * Part files: each rank writes the results and errors of every shard it
  * serves into that shard's own pair of files under RUN_DIR/parts, so ranks
- * never share an output file; when every rank is done, the first rank joins
- * the parts in shard order, which is input order, into results.jsonl and
- * errors.jsonl.
+ * never share an output file.  A record is written as soon as its request
+ * finishes, in whatever order requests finish, behind its input line
+ * number ("17 {...}\n"); when every rank is done, the first rank joins the
+ * parts into results.jsonl and errors.jsonl in input order, without the
+ * numbers, so the joined files are the same bytes whatever the finishing
+ * order, rank count or stops.
  *
  * Only the bytes a checkpoint committed count: a resumed run cuts a shard's
  * parts back to its committed offsets before serving the shard again, and
- * the join copies exactly the committed bytes.  The parts are removed only
- * once both joined files are in place (the folder is first renamed away, so
- * that a kill while removing it leaves no half set of parts to join).
+ * the join reads exactly the committed bytes.  The join also reads the
+ * inputs again, to check that every line but a blank one has exactly one
+ * record, and writes nothing when one has none or several.  The parts are
+ * removed only once both joined files are in place (the folder is first
+ * renamed away, so that a kill while removing it leaves no half set of
+ * parts to join).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -141,46 +147,215 @@ bool mr_runner_parts_joined(const char *run_dir)
     return joined;
 }
 
-/* Appends the committed bytes of a shard's part (none: no file) to `to`. */
-static int append_part(FILE *to, const char *run_dir, const mr_checkpoint_shard *shard, int kind)
+int mr_runner_parts_write(FILE *f, uint64_t line_no, const char *record, size_t len,
+                          size_t *bytes)
 {
-    char *path = part_path(run_dir, shard->index, KINDS[kind]);
-    uint64_t left = committed(shard, kind), size;
-    int rc = path ? part_size(path, &size) : MR_EXIT_FAILED;
-    if (rc == MR_EXIT_OK && size < left)
-        rc = shorter_than_committed(path, size, left);
-    FILE *from = rc == MR_EXIT_OK && left ? fopen(path, "rb") : NULL;
-    if (rc == MR_EXIT_OK && left && !from)
-        rc = MR_EXIT_FAILED;
-    char buf[1 << 16];
-    while (rc == MR_EXIT_OK && left) {
-        size_t want = left < sizeof buf ? (size_t)left : sizeof buf;
-        size_t n = fread(buf, 1, want, from);
-        if (n != want || fwrite(buf, 1, n, to) != n)
-            rc = MR_EXIT_FAILED;
-        left -= n;
+    int key = fprintf(f, "%" PRIu64 " ", line_no);
+    if (key < 0 || fwrite(record, 1, len, f) != len) {
+        perror("moerun run: writing a part file");
+        return MR_EXIT_FAILED;
     }
-    if (from)
-        fclose(from);
-    if (rc == MR_EXIT_FAILED)
-        fprintf(stderr, "moerun run: joining %s: %s\n", path ? path : "a part",
-                strerror(errno));
-    free(path);
+    *bytes = (size_t)key + len;
+    return MR_EXIT_OK;
+}
+
+/* A record in a shard's parts: its input line, and where it lies in the
+ * part of its kind (after the line number; its newline included). */
+typedef struct {
+    uint64_t line, offset, len;
+    int kind;
+} record;
+
+typedef struct {
+    record *items;
+    size_t n, cap;
+} records;
+
+static int add_record(records *list, record r)
+{
+    if (list->n == list->cap) {
+        size_t cap = list->cap ? 2 * list->cap : 1024;
+        record *grown = realloc(list->items, cap * sizeof *grown);
+        if (!grown) {
+            fprintf(stderr, "moerun run: out of memory\n");
+            return MR_EXIT_FAILED;
+        }
+        list->items = grown;
+        list->cap = cap;
+    }
+    list->items[list->n++] = r;
+    return MR_EXIT_OK;
+}
+
+static int damaged_part(const char *path, uint64_t offset, const char *what)
+{
+    fprintf(stderr, "moerun run: %s: byte %" PRIu64 ": %s: the run folder is damaged; start "
+                    "over with --force-new\n", path, offset, what);
+    return MR_EXIT_INVALID;
+}
+
+/* Lists the committed records of one part of a shard (none: no file).
+ * *f is left open for copying. */
+static int index_part(const char *path, uint64_t committed, int kind, records *list, FILE **f)
+{
+    uint64_t size, at = 0;
+    int rc = part_size(path, &size);
+    if (rc == MR_EXIT_OK && size < committed)
+        rc = shorter_than_committed(path, size, committed);
+    if (rc != MR_EXIT_OK || committed == 0)
+        return rc;
+    if (!(*f = fopen(path, "rb"))) {
+        fprintf(stderr, "moerun run: %s: %s\n", path, strerror(errno));
+        return MR_EXIT_FAILED;
+    }
+    while (rc == MR_EXIT_OK && at < committed) {
+        uint64_t line = 0, digits = 0;
+        int ch;
+        while ((ch = getc(*f)) >= '0' && ch <= '9' && digits < 19) {
+            line = line * 10 + (uint64_t)(ch - '0');
+            digits++;
+        }
+        if (ch != ' ' || digits == 0)
+            return damaged_part(path, at, "a record without its line number");
+        uint64_t start = at + digits + 1, end = start;
+        while ((ch = getc(*f)) != EOF && ch != '\n')
+            end++;
+        if (ch != '\n' || end + 1 > committed)
+            return damaged_part(path, start, "a record cut short");
+        rc = add_record(list, (record){line, start, end + 1 - start, kind});
+        at = end + 1;
+    }
     return rc;
 }
 
-/* RUN_DIR/NAME.tmp, joined from every shard's parts of one kind. */
-static int join_kind(const char *run_dir, const mr_checkpoint_state *state, int kind,
-                     const char *tmp)
+static int by_line(const void *a, const void *b)
 {
-    FILE *to = fopen(tmp, "wb");
-    int rc = to ? MR_EXIT_OK : MR_EXIT_FAILED;
-    if (!to)
-        fprintf(stderr, "moerun run: %s: %s\n", tmp, strerror(errno));
-    for (size_t i = 0; rc == MR_EXIT_OK && i < state->n_shards; i++)
-        rc = append_part(to, run_dir, &state->shards[i], kind);
-    if (to && mr_runner_parts_close(to) != MR_EXIT_OK)
+    const record *x = a, *y = b;
+    if (x->line != y->line)
+        return x->line < y->line ? -1 : 1;
+    return x->kind - y->kind;
+}
+
+/* Copies a record from its part to the joined file of its kind. */
+static int copy_record(FILE *from, FILE *to, const record *r)
+{
+    char buf[1 << 16];
+    if (fseeko(from, (off_t)r->offset, SEEK_SET) != 0)
+        return MR_EXIT_FAILED;
+    for (uint64_t left = r->len; left;) {
+        size_t want = left < sizeof buf ? (size_t)left : sizeof buf;
+        if (fread(buf, 1, want, from) != want || fwrite(buf, 1, want, to) != want)
+            return MR_EXIT_FAILED;
+        left -= want;
+    }
+    return MR_EXIT_OK;
+}
+
+static int missing_or_twice(const char *file, uint64_t line_no, uint32_t shard, size_t have,
+                            bool blank)
+{
+    if (blank)
+        fprintf(stderr, "moerun run: %s:%" PRIu64 " is blank, yet shard %u's parts hold a "
+                        "record for it", file, line_no, (unsigned)shard);
+    else if (have == 0)
+        fprintf(stderr, "moerun run: %s:%" PRIu64 " has no result or error record in shard "
+                        "%u's parts", file, line_no, (unsigned)shard);
+    else
+        fprintf(stderr, "moerun run: %s:%" PRIu64 " has %zu records in shard %u's parts",
+                file, line_no, have, (unsigned)shard);
+    fprintf(stderr, "; the run is not finished and results.jsonl and errors.jsonl are not "
+                    "written: the run folder is damaged; start over with --force-new\n");
+    return MR_EXIT_INVALID;
+}
+
+/* Walks a shard's input lines and its records (sorted by line) together:
+ * every line but a blank one has exactly one record, which goes to the
+ * joined file of its kind. */
+static int join_shard(const mr_job *job, const mr_plan *plan, const mr_shard *shard,
+                      const records *list, FILE *const parts[2], FILE *const to[2])
+{
+    char err[1024];
+    const char *file = plan->files[shard->file_index].path;
+    mr_line_reader *reader;
+    if (mr_line_reader_open(&reader, file, shard->begin, shard->end, shard->first_line,
+                            (size_t)job->input_max_line_bytes, err, sizeof err) != MR_JOBS_OK) {
+        fprintf(stderr, "moerun run: %s\n", err);
+        return MR_EXIT_FAILED;
+    }
+    int rc = MR_EXIT_OK, got;
+    size_t j = 0;
+    mr_line line;
+    while (rc == MR_EXIT_OK && (got = mr_line_reader_next(reader, &line, err, sizeof err)) == 1) {
+        if (j < list->n && list->items[j].line < line.line_no)
+            break; /* a record for no line of the shard: said below */
+        size_t have = 0;
+        while (j + have < list->n && list->items[j + have].line == line.line_no)
+            have++;
+        bool blank = !line.too_long && mr_line_is_blank(line.data, line.len);
+        if (blank ? have != 0 : have != 1) {
+            rc = missing_or_twice(file, line.line_no, shard->id, have, blank);
+        } else if (have == 1) {
+            const record *r = &list->items[j++];
+            if (copy_record(parts[r->kind], to[r->kind], r) != MR_EXIT_OK) {
+                fprintf(stderr, "moerun run: joining shard %u's parts: %s\n",
+                        (unsigned)shard->id, strerror(errno));
+                rc = MR_EXIT_FAILED;
+            }
+        }
+    }
+    if (rc == MR_EXIT_OK && got < 0) {
+        fprintf(stderr, "moerun run: %s\n", err);
         rc = MR_EXIT_FAILED;
+    }
+    if (rc == MR_EXIT_OK && j < list->n) {
+        fprintf(stderr, "moerun run: shard %u's parts hold a record for line %" PRIu64
+                        " of %s, which is not one of its lines (%" PRIu64 " to %" PRIu64
+                        "): the run folder is damaged; start over with --force-new\n",
+                (unsigned)shard->id, list->items[j].line, file, shard->first_line,
+                shard->first_line + shard->n_lines - 1);
+        rc = MR_EXIT_INVALID;
+    }
+    mr_line_reader_close(reader);
+    return rc;
+}
+
+/* RUN_DIR/results.jsonl.tmp and errors.jsonl.tmp, joined from every shard's
+ * parts. */
+static int join_all(const mr_job *job, const mr_plan *plan, const mr_checkpoint_state *state,
+                    char *const tmps[2])
+{
+    FILE *to[2] = {NULL, NULL};
+    int rc = MR_EXIT_OK;
+    for (int k = 0; rc == MR_EXIT_OK && k < 2; k++)
+        if (!(to[k] = fopen(tmps[k], "wb"))) {
+            fprintf(stderr, "moerun run: %s: %s\n", tmps[k], strerror(errno));
+            rc = MR_EXIT_FAILED;
+        }
+    records list = {0};
+    for (size_t i = 0; rc == MR_EXIT_OK && i < state->n_shards; i++) {
+        FILE *parts[2] = {NULL, NULL};
+        list.n = 0;
+        for (int k = 0; rc == MR_EXIT_OK && k < 2; k++) {
+            char *path = part_path(job->job_run_dir, (uint32_t)i, KINDS[k]);
+            rc = path ? index_part(path, committed(&state->shards[i], k), k, &list, &parts[k])
+                      : MR_EXIT_FAILED;
+            free(path);
+        }
+        if (list.n)
+            qsort(list.items, list.n, sizeof *list.items, by_line);
+        if (rc == MR_EXIT_OK)
+            rc = join_shard(job, plan, &plan->shards[i], &list, parts, to);
+        for (int k = 0; k < 2; k++)
+            if (parts[k])
+                fclose(parts[k]);
+    }
+    free(list.items);
+    for (int k = 0; k < 2; k++)
+        if (to[k] && mr_runner_parts_close(to[k]) != MR_EXIT_OK && rc == MR_EXIT_OK)
+            rc = MR_EXIT_FAILED;
+    if (rc != MR_EXIT_OK)
+        for (int k = 0; k < 2; k++)
+            unlink(tmps[k]);
     return rc;
 }
 
@@ -201,9 +376,11 @@ static int rename_or_say(const char *from, const char *to)
     return MR_EXIT_FAILED;
 }
 
-int mr_runner_parts_join(const char *run_dir, const mr_checkpoint_state *state)
+int mr_runner_parts_join(const mr_job *job, const mr_plan *plan,
+                         const mr_checkpoint_state *state)
 {
     static const char *const names[2] = {MR_RUN_RESULTS, MR_RUN_ERRORS};
+    const char *run_dir = job->job_run_dir;
     char *paths[2], *tmps[2];
     int rc = MR_EXIT_OK;
     for (int k = 0; k < 2; k++) {
@@ -212,8 +389,8 @@ int mr_runner_parts_join(const char *run_dir, const mr_checkpoint_state *state)
         if (!tmps[k])
             rc = MR_EXIT_FAILED;
     }
-    for (int k = 0; rc == MR_EXIT_OK && k < 2; k++)
-        rc = join_kind(run_dir, state, k, tmps[k]);
+    if (rc == MR_EXIT_OK)
+        rc = join_all(job, plan, state, tmps);
     for (int k = 0; rc == MR_EXIT_OK && k < 2; k++)
         rc = rename_or_say(tmps[k], paths[k]);
     if (rc == MR_EXIT_OK && mr_runner_sync_folder(run_dir) != 0) {

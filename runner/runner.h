@@ -280,12 +280,20 @@ int mr_runner_report_write(const char *run_dir, FILE *to, bool json);
 int mr_runner_parts_cut(const char *run_dir, const mr_checkpoint_shard *shard);
 /* Opens them to append. */
 int mr_runner_parts_open(const char *run_dir, uint32_t shard, FILE **results, FILE **errors);
+/* Appends the record (`len` bytes, its newline included) of input line
+ * `line_no` to a part; *bytes is what the part grew by. */
+int mr_runner_parts_write(FILE *f, uint64_t line_no, const char *record, size_t len,
+                          size_t *bytes);
 /* Flushes and fsyncs; close also closes. */
 int mr_runner_parts_sync(FILE *f);
 int mr_runner_parts_close(FILE *f);
-/* Joins the committed bytes of every shard's parts, in shard order, into
- * results.jsonl and errors.jsonl; only then removes the parts. */
-int mr_runner_parts_join(const char *run_dir, const mr_checkpoint_state *state);
+/* Joins the committed records of every shard's parts, in input order,
+ * into results.jsonl and errors.jsonl, checking against the inputs that
+ * every line but a blank one has exactly one record (MR_EXIT_INVALID,
+ * naming the first line that has none or several, and nothing written
+ * when not); only then removes the parts. */
+int mr_runner_parts_join(const mr_job *job, const mr_plan *plan,
+                         const mr_checkpoint_state *state);
 /* Whether results.jsonl and errors.jsonl are in place and RUN_DIR/parts
  * is gone: the join is complete, and a run whose shards are all done is
  * finished. */
@@ -295,17 +303,31 @@ bool mr_runner_parts_joined(const char *run_dir);
  * writes per shard; every [checkpoint] interval_seconds (rank 0's clock
  * decides, and tells the others in the per-step gather), at a stop and at
  * the end, the ranks make their part files durable and send what they
- * wrote to rank 0, which writes a checkpoint generation. */
+ * wrote, and the tokens of what is still in flight, to rank 0, which
+ * writes a checkpoint generation. */
 typedef struct mr_runner_commit mr_runner_commit;
 int mr_runner_commit_new(const mr_job *job, mr_checkpoint_state *state, mr_comm *comm,
                          mr_runner_commit **out);
 void mr_runner_commit_free(mr_runner_commit *c);
-/* A line of `shard` was read and will be written. */
-void mr_runner_commit_read(mr_runner_commit *c, uint32_t shard);
+/* This rank claimed `shard`: the lines its checkpoint had in flight are
+ * carried until they are read again.  Returns an exit code. */
+int mr_runner_commit_open(mr_runner_commit *c, uint32_t shard);
+/* Whether line `line_no` of `shard` was in flight at the checkpoint this
+ * attempt resumed from and is not read again yet; the completion tokens it
+ * had generated then (valid until it is submitted). */
+bool mr_runner_commit_carried(const mr_runner_commit *c, uint32_t shard, uint64_t line_no,
+                              const int32_t **tokens, size_t *n);
+/* Line `line_no` of `shard` was read to be served (a blank one too). */
+void mr_runner_commit_read(mr_runner_commit *c, uint32_t shard, uint64_t line_no);
+/* It went into the engine as generation `handle`; its record comes later.
+ * Returns an exit code. */
+int mr_runner_commit_submitted(mr_runner_commit *c, uint32_t shard, uint64_t line_no,
+                               uint64_t handle);
 /* Every line of `shard` has been read. */
 void mr_runner_commit_read_all(mr_runner_commit *c, uint32_t shard);
-/* Line `line_no` of `shard` was written: `bytes` to the results part, or
- * to the errors part when is_error; a result's token counts. */
+/* The record of line `line_no` of `shard` was written: `bytes` to the
+ * results part, or to the errors part when is_error; a result's token
+ * counts.  Once every line is read and written, the shard is done. */
 void mr_runner_commit_written(mr_runner_commit *c, uint32_t shard, uint64_t line_no,
                               bool is_error, size_t bytes, int64_t prompt_tokens,
                               int64_t completion_tokens);
@@ -317,9 +339,11 @@ void mr_runner_commit_first_step(mr_runner_commit *c);
 /* The checkpoint about to be written ends the attempt on a stop signal: a
  * user's stop (by_user) or a preemption notice; the next resume counts it. */
 void mr_runner_commit_stopping(mr_runner_commit *c, bool by_user);
-/* Collective, once every rank's part files are synced: gather, checkpoint.
+/* Collective, once every rank's part files are synced: gather (with the
+ * tokens `engine` has generated for the lines in flight), checkpoint.
  * Returns an exit code. */
-int mr_runner_commit_checkpoint(mr_runner_commit *c, mr_runner_balancer *balancer);
+int mr_runner_commit_checkpoint(mr_runner_commit *c, mr_runner_balancer *balancer,
+                                const mr_engine *engine);
 /* Rank 0: the checkpoints this attempt wrote and what they cost, a line,
  * and the job's totals over all attempts when it has resumed. */
 void mr_runner_commit_report(const mr_runner_commit *c, double wall_seconds);

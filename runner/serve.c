@@ -1,8 +1,8 @@
 /*
  * Serving a planned job on one rank: claim shards, read their lines in
  * order, turn each into a tokenized generation (or an error record), keep
- * the engine full, and write each shard's results and errors to its part
- * files in input order.
+ * the engine full, and write each record to its shard's part files as soon
+ * as it is made.
  *
  * Ranks step together: before every step each rank says whether it still
  * has work and whether it wants a shard, the world gathers that, and every
@@ -11,18 +11,20 @@
  * needs no further round trip.  A rank with nothing to do still steps,
  * with zero tokens, because other ranks' tokens may need its experts.
  *
- * Completions finish out of order under continuous batching; a reorder
- * window holds finished lines until every earlier line is done, so the
- * output files are the same bytes whatever the batch size, rank count or
- * timing.
+ * Completions finish out of order under continuous batching; each record
+ * goes to its part file behind its line number when it is made, so nothing
+ * finished waits for a longer request before it, and the join (parts.c)
+ * puts the records back in input order: the output files are the same
+ * bytes whatever the batch size, rank count or timing.
  *
  * The same gather carries checkpoints and stops: rank 0 says when
  * [checkpoint] interval_seconds have passed, any rank that a stop signal
  * reached says so, and every rank then syncs its part files and joins the
  * checkpoint (commit.c) between the same two steps.  A resumed run skips
- * the shards its checkpoint has done and serves the others from their
- * first uncommitted line, after cutting their parts back to what was
- * committed.
+ * the shards its checkpoint has done; of the others, after cutting their
+ * parts back to what was committed, it serves the lines that were in
+ * flight, going on from the tokens they had generated, and the lines never
+ * read.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -34,18 +36,21 @@
 #include "engine/engine.h"
 #include "runner/runner.h"
 
-/* One input line's output, waiting for its turn to be written. */
+/* A request in the engine (its handle is its index): what its result line
+ * needs once the completion arrives. */
 typedef struct {
-    bool ready, is_error;
-    char *line; /* formatted, with its newline */
-    size_t len;
-    /* What the result line needs once the completion arrives. */
+    bool used;
     char *custom_id, *model;
     mr_endpoint endpoint;
     uint32_t file_index, shard;
     uint64_t line_no;
-    int64_t prompt_tokens, completion_tokens;
 } slot;
+
+/* The part files of a shard this rank writes to. */
+typedef struct {
+    uint32_t shard;
+    FILE *results, *errors;
+} part;
 
 /* What each rank tells the others before a step. */
 typedef struct {
@@ -69,119 +74,115 @@ typedef struct {
     mr_runner_meter *meter;
     const char *model_name;
     int64_t created;
-    FILE *results, *errors; /* the part files of the shard being written */
-    int64_t writing;        /* that shard, or -1 */
+    part *parts; /* the shards with part files open: read, or with lines in flight */
+    size_t n_parts, parts_cap;
     /* The shard being read. */
     const mr_shard *reading;
-    uint64_t skip_before; /* its lines before this one are committed */
+    uint64_t skip_before; /* its lines before this one are committed or carried */
+    bool carrying;        /* its checkpoint had lines in flight */
     mr_line_reader *reader;
     mr_request_parser *parser;
     size_t next_shard; /* the first shard nobody has claimed */
     rank_state *states; /* [world size]: every rank's, gathered before each step */
-    slot *window; /* ring: entry of sequence number n at n % cap, for [head, head + len) */
-    size_t cap, len;
-    uint64_t head; /* sequence number of window's first entry */
+    slot *slots;        /* [max_sequences] */
     mr_tokens tokens;
     mr_completion_out *done;
     size_t done_cap;
     uint64_t n_ok, n_failed, prompt_tokens, completion_tokens;
 } server;
 
-static slot *window_at(server *s, uint64_t seq)
+static void slot_free(slot *e)
 {
-    return &s->window[seq % s->cap];
+    free(e->custom_id);
+    free(e->model);
+    *e = (slot){0};
 }
 
-static int window_push(server *s, uint64_t line_no, uint64_t *seq)
+/* The part files of `shard`, opened when this rank first writes to it. */
+static int part_files(server *s, uint32_t shard, part **out)
 {
-    if (s->len == s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 256;
-        slot *w = calloc(cap, sizeof *w);
-        if (!w)
+    for (size_t i = 0; i < s->n_parts; i++)
+        if (s->parts[i].shard == shard) {
+            *out = &s->parts[i];
+            return MR_EXIT_OK;
+        }
+    if (s->n_parts == s->parts_cap) {
+        size_t cap = s->parts_cap ? 2 * s->parts_cap : 4;
+        part *grown = realloc(s->parts, cap * sizeof *grown);
+        if (!grown) {
+            fprintf(stderr, "moerun run: out of memory\n");
             return MR_EXIT_FAILED;
-        for (size_t i = 0; i < s->len; i++)
-            w[(s->head + i) % cap] = *window_at(s, s->head + i);
-        free(s->window);
-        s->window = w;
-        s->cap = cap;
+        }
+        s->parts = grown;
+        s->parts_cap = cap;
     }
-    *seq = s->head + s->len++;
-    *window_at(s, *seq) = (slot){.shard = s->reading->id, .line_no = line_no};
-    mr_runner_commit_read(s->commit, s->reading->id);
+    part *p = &s->parts[s->n_parts];
+    *p = (part){.shard = shard};
+    int rc = mr_runner_parts_open(s->job->job_run_dir, shard, &p->results, &p->errors);
+    if (rc != MR_EXIT_OK) {
+        if (p->results)
+            fclose(p->results);
+        return rc;
+    }
+    s->n_parts++;
+    *out = p;
     return MR_EXIT_OK;
 }
 
-/* Moves the part files on to `shard`, closing the last shard's. */
-static int write_shard(server *s, uint32_t shard)
+static int close_part(server *s, part *p)
 {
-    if (s->writing == (int64_t)shard)
-        return MR_EXIT_OK;
     int rc = MR_EXIT_OK;
-    if (s->results && mr_runner_parts_close(s->results) != MR_EXIT_OK)
+    if (mr_runner_parts_close(p->results) != MR_EXIT_OK)
         rc = MR_EXIT_FAILED;
-    if (s->errors && mr_runner_parts_close(s->errors) != MR_EXIT_OK)
+    if (mr_runner_parts_close(p->errors) != MR_EXIT_OK)
         rc = MR_EXIT_FAILED;
-    s->results = s->errors = NULL;
-    s->writing = -1;
-    if (rc == MR_EXIT_OK && shard != UINT32_MAX) {
-        rc = mr_runner_parts_open(s->job->job_run_dir, shard, &s->results, &s->errors);
-        s->writing = rc == MR_EXIT_OK ? (int64_t)shard : -1;
-    }
+    *p = s->parts[--s->n_parts];
     return rc;
 }
 
-/* Writes the finished head of the window. */
-static int window_flush(server *s)
+/* A shard that is done has no more records to write. */
+static int close_if_done(server *s, uint32_t shard)
 {
-    while (s->len > 0 && window_at(s, s->head)->ready) {
-        slot *e = window_at(s, s->head);
-        if (write_shard(s, e->shard) != MR_EXIT_OK)
-            return MR_EXIT_FAILED;
-        FILE *to = e->is_error ? s->errors : s->results;
-        bool ok = fwrite(e->line, 1, e->len, to) == e->len;
-        if (ok)
-            mr_runner_commit_written(s->commit, e->shard, e->line_no, e->is_error, e->len,
-                                     e->prompt_tokens, e->completion_tokens);
-        free(e->line);
-        free(e->custom_id);
-        free(e->model);
-        *e = (slot){0};
-        s->head++;
-        s->len--;
-        if (!ok) {
-            perror("moerun run: writing results");
-            return MR_EXIT_FAILED;
-        }
-    }
+    for (size_t i = 0; s->state->shards[shard].done && i < s->n_parts; i++)
+        if (s->parts[i].shard == shard)
+            return close_part(s, &s->parts[i]);
     return MR_EXIT_OK;
 }
 
-static int take_buf(slot *e, mr_buf *buf, bool is_error)
+/* Writes the record of a line (taking buf) to its shard's part and
+ * commits it. */
+static int write_record(server *s, uint32_t shard, uint64_t line_no, bool is_error, mr_buf *buf,
+                        int64_t prompt_tokens, int64_t completion_tokens)
 {
-    e->line = buf->data;
-    e->len = buf->len;
-    e->ready = true;
-    e->is_error = is_error;
-    return MR_EXIT_OK;
+    part *p;
+    size_t bytes;
+    int rc = part_files(s, shard, &p);
+    if (rc == MR_EXIT_OK)
+        rc = mr_runner_parts_write(is_error ? p->errors : p->results, line_no, buf->data,
+                                   buf->len, &bytes);
+    mr_buf_free(buf);
+    if (rc != MR_EXIT_OK)
+        return rc;
+    mr_runner_commit_written(s->commit, shard, line_no, is_error, bytes, prompt_tokens,
+                             completion_tokens);
+    return close_if_done(s, shard);
 }
 
 static int add_error(server *s, const char *file, uint64_t line_no, const mr_request_error *error)
 {
-    uint64_t seq;
     mr_buf buf = {0};
-    if (window_push(s, line_no, &seq) != MR_EXIT_OK ||
-        mr_error_format(&buf, s->job->job_name, file, line_no, error) != MR_JOBS_OK) {
+    if (mr_error_format(&buf, s->job->job_name, file, line_no, error) != MR_JOBS_OK) {
         mr_buf_free(&buf);
         fprintf(stderr, "moerun run: out of memory\n");
         return MR_EXIT_FAILED;
     }
     s->n_failed++;
-    return take_buf(window_at(s, seq), &buf, true);
+    return write_record(s, s->reading->id, line_no, true, &buf, 0, 0);
 }
 
 static int complete(server *s, const mr_completion_out *c)
 {
-    slot *e = window_at(s, c->handle);
+    slot *e = &s->slots[c->handle];
     mr_request req = {.custom_id = e->custom_id,
                       .endpoint = e->endpoint,
                       .model = e->model,
@@ -204,12 +205,13 @@ static int complete(server *s, const mr_completion_out *c)
     s->n_ok++;
     s->prompt_tokens += (uint64_t)c->prompt_tokens;
     s->completion_tokens += (uint64_t)c->completion_tokens;
-    e->prompt_tokens = c->prompt_tokens;
-    e->completion_tokens = c->completion_tokens;
-    return take_buf(e, &buf, false);
+    uint32_t shard = e->shard;
+    uint64_t line_no = e->line_no;
+    slot_free(e);
+    return write_record(s, shard, line_no, false, &buf, c->prompt_tokens, c->completion_tokens);
 }
 
-/* One engine step; finished completions go to the window. */
+/* One engine step; finished completions go to the part files. */
 static int step(server *s)
 {
     char err[1024];
@@ -219,11 +221,13 @@ static int step(server *s)
         return MR_EXIT_FAILED;
     }
     int rc = mr_runner_balancer_step(s->balancer);
-    for (size_t i = 0; rc == MR_EXIT_OK && i < n; i++) {
-        int one = complete(s, &s->done[i]);
-        rc = rc == MR_EXIT_OK ? one : rc;
+    for (size_t i = 0; i < n; i++) {
+        if (rc == MR_EXIT_OK)
+            rc = complete(s, &s->done[i]);
+        else
+            free(s->done[i].text);
     }
-    return rc == MR_EXIT_OK ? window_flush(s) : rc;
+    return rc;
 }
 
 /* The prompt text of a request: the completion prompt, or the chat
@@ -270,23 +274,40 @@ static int submit(server *s, const mr_request *req, const char *file)
                                          s->job->input_max_prompt_tokens);
         return add_error(s, file, req->line_no, &error);
     }
-    if (!mr_engine_fits(s->engine, s->tokens.count, err, sizeof err)) {
+    if (!mr_engine_fits(s->engine, s->tokens.count, 0, err, sizeof err)) {
         mr_request_error_prompt_too_long(&error, req, file, (int64_t)s->tokens.count,
                                          s->job->input_max_prompt_tokens);
         snprintf(error.message, sizeof error.message, "%s:%" PRIu64 ": %s", file, req->line_no,
                  err);
         return add_error(s, file, req->line_no, &error);
     }
-    uint64_t seq;
-    if (window_push(s, req->line_no, &seq) != MR_EXIT_OK)
-        return MR_EXIT_FAILED;
-    slot *e = window_at(s, seq);
-    e->custom_id = strdup(req->custom_id);
-    e->model = req->model ? strdup(req->model) : NULL;
-    e->endpoint = req->endpoint;
-    e->file_index = req->file_index;
     const mr_sampling *sp = &req->sampling;
-    mr_generation gen = {.handle = seq,
+    /* A completion that cannot fit is refused, as OpenAI's API refuses it,
+     * rather than cut short where the sequence ends. */
+    if (!mr_engine_fits(s->engine, s->tokens.count, (size_t)sp->max_tokens, err, sizeof err)) {
+        error = (mr_request_error){.custom_id = req->custom_id};
+        snprintf(error.code, sizeof error.code, "context_length_exceeded");
+        snprintf(error.message, sizeof error.message, "%s:%" PRIu64 ": %s", file, req->line_no,
+                 err);
+        return add_error(s, file, req->line_no, &error);
+    }
+    uint32_t shard = s->reading->id;
+    size_t handle = 0;
+    while (s->slots[handle].used)
+        handle++;
+    slot *e = &s->slots[handle];
+    *e = (slot){.used = true,
+                .custom_id = strdup(req->custom_id),
+                .model = req->model ? strdup(req->model) : NULL,
+                .endpoint = req->endpoint,
+                .file_index = req->file_index,
+                .shard = shard,
+                .line_no = req->line_no};
+    const int32_t *generated = NULL;
+    size_t n_generated = 0;
+    if (s->carrying)
+        mr_runner_commit_carried(s->commit, shard, req->line_no, &generated, &n_generated);
+    mr_generation gen = {.handle = handle,
                          .prompt = s->tokens.ids,
                          .n_prompt = s->tokens.count,
                          .sampling = {.max_tokens = (int)sp->max_tokens,
@@ -295,12 +316,16 @@ static int submit(server *s, const mr_request *req, const char *file)
                                       .top_k = (int)sp->top_k,
                                       .seed = sp->seed,
                                       .stop = (const char *const *)sp->stop.items,
-                                      .n_stop = sp->stop.count}};
-    if (!e->custom_id || mr_engine_submit(s->engine, &gen, err, sizeof err) != MR_ENGINE_OK) {
-        fprintf(stderr, "moerun run: %s\n", e->custom_id ? err : "out of memory");
-        return MR_EXIT_FAILED;
+                                      .n_stop = sp->stop.count},
+                         .generated = generated,
+                         .n_generated = n_generated};
+    rc = e->custom_id ? mr_engine_submit(s->engine, &gen, err, sizeof err) : MR_ENGINE_ENOMEM;
+    if (rc != MR_ENGINE_OK) {
+        fprintf(stderr, "moerun run: %s:%" PRIu64 ": %s\n", file, req->line_no,
+                e->custom_id ? err : "out of memory");
+        return rc == MR_ENGINE_EINVAL ? MR_EXIT_INVALID : MR_EXIT_FAILED;
     }
-    return MR_EXIT_OK;
+    return mr_runner_commit_submitted(s->commit, shard, req->line_no, handle);
 }
 
 static bool is_duplicate(const mr_plan *plan, uint32_t file, uint64_t line,
@@ -348,16 +373,22 @@ static int feed(server *s)
     while (rc == MR_EXIT_OK && s->reader && mr_engine_has_room(s->engine)) {
         mr_line line;
         int got = mr_line_reader_next(s->reader, &line, err, sizeof err);
-        if (got == 1) {
-            if (line.line_no >= s->skip_before)
-                rc = serve_line(s, s->parser, s->reading, &line);
-            continue;
+        const int32_t *tokens;
+        size_t n;
+        if (got == 1 && (line.line_no >= s->skip_before ||
+                         (s->carrying && mr_runner_commit_carried(s->commit, s->reading->id,
+                                                                  line.line_no, &tokens, &n)))) {
+            mr_runner_commit_read(s->commit, s->reading->id, line.line_no);
+            rc = serve_line(s, s->parser, s->reading, &line);
         }
+        if (got == 1)
+            continue;
         if (got < 0) {
             fprintf(stderr, "moerun run: %s\n", err);
             rc = MR_EXIT_FAILED;
         } else {
             mr_runner_commit_read_all(s->commit, s->reading->id);
+            rc = close_if_done(s, s->reading->id);
         }
         mr_line_reader_close(s->reader);
         s->reader = NULL;
@@ -371,9 +402,12 @@ static int open_shard(server *s, size_t index)
     const mr_shard *shard = &s->plan->shards[index];
     const mr_plan_file *f = &s->plan->files[shard->file_index];
     int rc = mr_runner_parts_cut(s->job->job_run_dir, &s->state->shards[index]);
+    if (rc == MR_EXIT_OK)
+        rc = mr_runner_commit_open(s->commit, shard->id);
     if (rc != MR_EXIT_OK)
         return rc;
     s->skip_before = s->state->shards[index].next_line;
+    s->carrying = s->state->shards[index].n_in_flight > 0;
     if (mr_line_reader_open(&s->reader, f->path, shard->begin, shard->end, shard->first_line,
                             (size_t)s->job->input_max_line_bytes, err, sizeof err) != MR_JOBS_OK) {
         fprintf(stderr, "moerun run: %s\n", err);
@@ -503,8 +537,9 @@ static int load_engine(server *s)
         return rc;
     s->done_cap = (size_t)eo.max_sequences;
     s->done = calloc(s->done_cap, sizeof *s->done);
+    s->slots = calloc(s->done_cap, sizeof *s->slots);
     s->states = calloc((size_t)s->world.size, sizeof *s->states);
-    return s->done && s->states ? MR_EXIT_OK : MR_EXIT_FAILED;
+    return s->done && s->slots && s->states ? MR_EXIT_OK : MR_EXIT_FAILED;
 }
 
 /* The model's name in result lines: its folder's last component. */
@@ -532,12 +567,12 @@ static double now(void)
 static int checkpoint(server *s)
 {
     int rc = MR_EXIT_OK;
-    if (s->results && mr_runner_parts_sync(s->results) != MR_EXIT_OK)
-        rc = MR_EXIT_FAILED;
-    if (s->errors && mr_runner_parts_sync(s->errors) != MR_EXIT_OK)
-        rc = MR_EXIT_FAILED;
+    for (size_t i = 0; i < s->n_parts; i++)
+        if (mr_runner_parts_sync(s->parts[i].results) != MR_EXIT_OK ||
+            mr_runner_parts_sync(s->parts[i].errors) != MR_EXIT_OK)
+            rc = MR_EXIT_FAILED;
     /* Joined even after a failed sync: the others are waiting in it. */
-    int joined = mr_runner_commit_checkpoint(s->commit, s->balancer);
+    int joined = mr_runner_commit_checkpoint(s->commit, s->balancer, s->engine);
     return rc == MR_EXIT_OK ? joined : rc;
 }
 
@@ -588,10 +623,9 @@ static int serve_loop(server *s)
         mr_runner_watchdog_step(s->watchdog);
         mr_runner_commit_first_step(s->commit);
     }
-    if (rc == MR_EXIT_OK)
-        rc = window_flush(s);
-    if (write_shard(s, UINT32_MAX) != MR_EXIT_OK)
-        rc = MR_EXIT_FAILED;
+    while (s->n_parts > 0)
+        if (close_part(s, &s->parts[0]) != MR_EXIT_OK)
+            rc = MR_EXIT_FAILED;
     return rc;
 }
 
@@ -653,13 +687,13 @@ static int judge_failures(const server *s)
  * joined files. */
 static int finish(server *s, double started)
 {
-    int rc = mr_runner_commit_checkpoint(s->commit, s->balancer);
+    int rc = mr_runner_commit_checkpoint(s->commit, s->balancer, s->engine);
     if (rc == MR_EXIT_OK)
         rc = mr_runner_balancer_finish(s->balancer);
     if (rc == MR_EXIT_OK)
         rc = sample(s, true);
     if (rc == MR_EXIT_OK && s->world.rank == 0)
-        rc = mr_runner_parts_join(s->job->job_run_dir, s->state);
+        rc = mr_runner_parts_join(s->job, s->plan, s->state);
     if (rc == MR_EXIT_OK && s->world.rank == 0) {
         summarise(s, now() - started);
         mr_runner_commit_report(s->commit, now() - started);
@@ -674,8 +708,7 @@ int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi,
                     mr_checkpoint_state *state)
 {
     server s = {.job = job, .plan = plan, .model_name = model_name(job->model_path),
-                .state = state, .created = state->created, .writing = -1,
-                .world = {.mpi = mpi}};
+                .state = state, .created = state->created, .world = {.mpi = mpi}};
     double start = now();
     int rc = load_engine(&s);
     s.parser = rc == MR_EXIT_OK ? mr_request_parser_new(job) : NULL;
@@ -688,19 +721,16 @@ int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi,
         mr_runner_watchdog_pause(s.watchdog);
     if (rc == MR_EXIT_OK)
         rc = finish(&s, start);
-    for (size_t i = 0; i < s.len; i++) {
-        slot *e = window_at(&s, s.head + i);
-        free(e->line);
-        free(e->custom_id);
-        free(e->model);
-    }
+    for (size_t i = 0; s.slots && i < s.done_cap; i++)
+        slot_free(&s.slots[i]);
     if (s.reader)
         mr_line_reader_close(s.reader);
-    if (s.results)
-        fclose(s.results);
-    if (s.errors)
-        fclose(s.errors);
-    free(s.window);
+    for (size_t i = 0; i < s.n_parts; i++) {
+        fclose(s.parts[i].results);
+        fclose(s.parts[i].errors);
+    }
+    free(s.parts);
+    free(s.slots);
     free(s.done);
     free(s.states);
     mr_tokens_free(&s.tokens);

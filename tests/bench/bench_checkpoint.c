@@ -4,7 +4,8 @@
  * load window (58 x 256), 64 input files.  Times mr_checkpoint_write
  * (serialise, compress, write, fsync, rename, fsync the folder, prune)
  * and mr_checkpoint_load_latest, and prints the share of wall time that
- * checkpoints take at the default 60 s interval.
+ * checkpoints take at the default 60 s interval.  Then what the requests in
+ * flight add: 32 ranks of 64 sequences with 256 completion tokens each.
  *
  * The folder is $MR_BENCH_DIR, else $TMPDIR, else /tmp: point it at the
  * file system runs use, since fsync costs differ by orders of magnitude.
@@ -52,6 +53,75 @@ static void fail(const char *what, const char *err)
 {
     fprintf(stderr, "bench_checkpoint: %s: %s\n", what, err);
     exit(1);
+}
+
+/* The size of the newest generation in dir. */
+static uint64_t newest_bytes(const char *dir)
+{
+    char err[1024];
+    mr_checkpoint_info *list;
+    size_t n;
+    if (mr_checkpoint_list(dir, &list, &n, err, sizeof err) != MR_CHECKPOINT_OK || n == 0)
+        fail("list", err);
+    uint64_t bytes = list[0].bytes;
+    free(list);
+    return bytes;
+}
+
+/* Bytes and write time per token in flight, over the state without any.
+ * Token ids are uniformly random below Qwen3's vocabulary of 151936, the
+ * worst case for zstd: generated text repeats ids more. */
+static void in_flight_cost(const char *base, mr_checkpoint_state *s)
+{
+    enum { RANKS = 32, SEQUENCES = 64, TOKENS = 256 };
+    char *dir = NULL, err[1024];
+    if (asprintf(&dir, "%s/in-flight", base) < 0)
+        fail("in flight", "out of memory");
+    for (size_t i = 0; i < s->n_shards; i++)
+        mr_checkpoint_in_flight_free(&s->shards[i]);
+    double t0 = now();
+    if (mr_checkpoint_write(dir, s, 1, err, sizeof err) != MR_CHECKPOINT_OK)
+        fail("write", err);
+    double without_ms = (now() - t0) * 1e3;
+    uint64_t without = newest_bytes(dir), rng = 88172645463325252ull;
+    /* Each rank's sequences in a shard it serves. */
+    for (int r = 0; r < RANKS; r++) {
+        mr_checkpoint_shard *sh = &s->shards[(size_t)r * (s->n_shards / RANKS)];
+        sh->in_flight = calloc(SEQUENCES, sizeof *sh->in_flight);
+        if (!sh->in_flight)
+            fail("in flight", "out of memory");
+        sh->n_in_flight = SEQUENCES;
+        for (int q = 0; q < SEQUENCES; q++) {
+            mr_checkpoint_in_flight *f = &sh->in_flight[q];
+            f->line = sh->next_line - (uint64_t)(SEQUENCES - q);
+            if (!(f->tokens = malloc(TOKENS * sizeof *f->tokens)))
+                fail("in flight", "out of memory");
+            f->n_tokens = TOKENS;
+            for (int k = 0; k < TOKENS; k++) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                f->tokens[k] = (int32_t)(rng % 151936);
+            }
+        }
+    }
+    t0 = now();
+    if (mr_checkpoint_write(dir, s, 1, err, sizeof err) != MR_CHECKPOINT_OK)
+        fail("write", err);
+    double with_ms = (now() - t0) * 1e3;
+    uint64_t with = newest_bytes(dir);
+    double tokens = (double)RANKS * SEQUENCES * TOKENS;
+    printf("in flight: %d ranks x %d sequences x %d tokens: file %llu bytes, %llu without; "
+           "%.2f bytes and %.3f us of write per token\n",
+           RANKS, SEQUENCES, TOKENS, (unsigned long long)with, (unsigned long long)without,
+           (double)(with - without) / tokens, (with_ms - without_ms) * 1e3 / tokens);
+    char *path = NULL;
+    if (asprintf(&path, "%s/state-%06llu.ckpt.zst", dir, (unsigned long long)s->generation) > 0)
+        unlink(path);
+    free(path);
+    if (rmdir(dir) != 0)
+        fprintf(stderr, "bench_checkpoint: could not remove %s\n", dir);
+    free(dir);
 }
 
 int main(int argc, char **argv)
@@ -117,6 +187,7 @@ int main(int argc, char **argv)
     report("load", load_ms, ROUNDS);
     printf("share of wall time at one checkpoint every %.0f s: %.4f %%\n", INTERVAL_S,
            mean / (INTERVAL_S * 1e3) * 100);
+    in_flight_cost(dir, &s);
     /* Pruning leaves only the newest generations. */
     for (size_t i = 0; i < n; i++) {
         char *path = NULL;

@@ -1,7 +1,10 @@
 /*
  * Engine throughput on the `small` preset: prefill and decode tokens/s at
  * batch 1, 16, 64 and 256, with the GFLOP/s they achieve next to the
- * machine's FMA peak measured in the same run.
+ * machine's FMA peak measured in the same run.  Then what a resume costs
+ * the requests that were in flight: the time to get them back to where
+ * they stopped by prefilling the tokens they had generated, against
+ * generating those tokens again.
  *
  *   build/bench/bench_engine MODEL_DIR [threads]
  */
@@ -102,6 +105,61 @@ static result measure(mr_model *model, int batch, int prompt_len, int decode_ste
     return r;
 }
 
+/* Seconds until `batch` sequences of prompt_len tokens, stopped after
+ * `generated` completion tokens, have sampled their next one: going on
+ * from those tokens (`carry`), or generating them again.  With the job
+ * file's default step budget. */
+static double back_to_where_it_stopped(mr_model *model, int batch, int prompt_len, int generated,
+                                       bool carry)
+{
+    char err[1024];
+    mr_engine *engine;
+    mr_engine_options o = {.max_batch_tokens = 512,
+                           .max_sequences = batch,
+                           .kv_block_size = 16,
+                           .kv_blocks = batch * ((prompt_len + generated) / 16 + 2)};
+    if (mr_engine_create(model, &o, &engine, err, sizeof err) != MR_ENGINE_OK)
+        fail("engine", err);
+    int32_t *prompt = malloc((size_t)prompt_len * sizeof *prompt);
+    int32_t *earlier = malloc((size_t)generated * sizeof *earlier);
+    for (int b = 0; b < batch; b++) {
+        for (int i = 0; i < prompt_len; i++)
+            prompt[i] = (int32_t)((b * 131 + i * 17) % 1800 + 10);
+        for (int i = 0; i < generated; i++)
+            earlier[i] = (int32_t)((b * 71 + i * 29) % 1800 + 10);
+        mr_generation g = {.handle = (uint64_t)b,
+                           .prompt = prompt,
+                           .n_prompt = (size_t)prompt_len,
+                           .sampling = {.max_tokens = generated + 2, .top_p = 1,
+                                        .ignore_eos = true},
+                           .generated = carry ? earlier : NULL,
+                           .n_generated = carry ? (size_t)generated : 0};
+        if (mr_engine_submit(engine, &g, err, sizeof err) != MR_ENGINE_OK)
+            fail("submit", err);
+    }
+    free(prompt);
+    free(earlier);
+    size_t cap = (size_t)o.max_sequences;
+    mr_completion_out *done = calloc(cap, sizeof *done);
+    double t0 = now();
+    for (int behind = batch; behind > 0;) {
+        size_t n_done;
+        if (mr_engine_step(engine, done, cap, &n_done, err, sizeof err) != MR_ENGINE_OK)
+            fail("step", err);
+        behind = 0;
+        for (int b = 0; b < batch; b++) {
+            const int32_t *tokens;
+            size_t n;
+            behind += mr_engine_generated(engine, (uint64_t)b, &tokens, &n) &&
+                      n < (size_t)generated + 1;
+        }
+    }
+    double seconds = now() - t0;
+    free(done);
+    mr_engine_free(engine);
+    return seconds;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -130,6 +188,15 @@ int main(int argc, char **argv)
         printf("%6d %14.1f %10.1f %6.1f%% %14.1f %10.1f %6.1f%%\n", b, r.prefill_tps,
                r.prefill_gflops, 100 * r.prefill_gflops / peak, r.decode_tps, r.decode_gflops,
                100 * r.decode_gflops / peak);
+    }
+    printf("\nrequests in flight at a stop (prompt 128 tokens), back to where they stopped:\n");
+    printf("%6s %10s %18s %18s\n", "batch", "generated", "from tokens (s)", "generated again (s)");
+    static const int resumes[][2] = {{16, 32}, {16, 128}, {64, 64}};
+    for (size_t i = 0; i < sizeof resumes / sizeof resumes[0]; i++) {
+        int b = resumes[i][0], k = resumes[i][1];
+        printf("%6d %10d %18.3f %18.3f\n", b, k,
+               back_to_where_it_stopped(model, b, 128, k, true),
+               back_to_where_it_stopped(model, b, 128, k, false));
     }
     mr_model_free(model);
     return 0;

@@ -28,10 +28,28 @@ static inline int checkpoint_sample(mr_checkpoint_state *s, size_t shards, int l
     s->created = 1712345678;
     s->fingerprint.job = strdup(CHECKPOINT_SAMPLE_JOB);
     s->fingerprint.model_config = strdup(CHECKPOINT_SAMPLE_CONFIG);
-    for (size_t i = 0; i < shards; i++)
-        s->shards[i] = (mr_checkpoint_shard){(uint32_t)i, 1 + 1000 * i + i % 7,
-                                             (uint64_t)i * 123456789u, (uint64_t)i * 977u,
-                                             i % 3 == 0};
+    for (size_t i = 0; i < shards; i++) {
+        mr_checkpoint_shard *sh = &s->shards[i];
+        *sh = (mr_checkpoint_shard){.index = (uint32_t)i,
+                                    .next_line = 1 + 1000 * i + i % 7,
+                                    .results_offset = (uint64_t)i * 123456789u,
+                                    .errors_offset = (uint64_t)i * 977u,
+                                    .done = i % 3 == 0};
+        /* Lines in flight, one with no token yet, on the shards not done. */
+        size_t n = sh->done ? 0 : i % 4;
+        sh->in_flight = n ? calloc(n, sizeof *sh->in_flight) : NULL;
+        sh->n_in_flight = sh->in_flight ? n : 0;
+        for (size_t k = 0; k < sh->n_in_flight; k++) {
+            mr_checkpoint_in_flight *f = &sh->in_flight[k];
+            f->line = sh->next_line - 1 - 3 * (n - k);
+            f->n_tokens = k == 0 ? 0 : 5 * k + i % 3;
+            f->tokens = f->n_tokens ? malloc(f->n_tokens * sizeof *f->tokens) : NULL;
+            for (size_t t = 0; f->tokens && t < f->n_tokens; t++)
+                f->tokens[t] = (int32_t)((t * 7919 + i * 31 + k) % 151936);
+            if (f->n_tokens && !f->tokens)
+                rc = MR_CHECKPOINT_ENOMEM;
+        }
+    }
     size_t cells = (size_t)layers * (size_t)slots, loads = (size_t)layers * (size_t)experts;
     int32_t *phy2log = malloc((cells ? cells : 1) * sizeof *phy2log);
     uint64_t *sum = malloc((loads ? loads : 1) * sizeof *sum);

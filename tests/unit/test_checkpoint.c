@@ -106,7 +106,18 @@ static void assert_same_state(const mr_checkpoint_state *a, const mr_checkpoint_
                   x->tail_crc32 == y->tail_crc32);
     }
     cr_assert_eq(a->n_shards, b->n_shards);
-    assert_same_bytes(a->shards, b->shards, a->n_shards * sizeof *a->shards);
+    for (size_t i = 0; i < a->n_shards; i++) {
+        const mr_checkpoint_shard *x = &a->shards[i], *y = &b->shards[i];
+        cr_assert(x->index == y->index && x->next_line == y->next_line &&
+                  x->results_offset == y->results_offset &&
+                  x->errors_offset == y->errors_offset && x->done == y->done);
+        cr_assert_eq(x->n_in_flight, y->n_in_flight);
+        for (size_t k = 0; k < x->n_in_flight; k++) {
+            const mr_checkpoint_in_flight *f = &x->in_flight[k], *g = &y->in_flight[k];
+            cr_assert(f->line == g->line && f->n_tokens == g->n_tokens);
+            assert_same_bytes(f->tokens, g->tokens, f->n_tokens * sizeof *f->tokens);
+        }
+    }
     const mr_checkpoint_placement *p = &a->placement, *q = &b->placement;
     cr_assert(p->n_layers == q->n_layers && p->n_logical == q->n_logical &&
               p->n_physical == q->n_physical && p->n_ranks == q->n_ranks);
@@ -306,26 +317,64 @@ Test(checkpoint, another_format_version_is_an_error_naming_both)
     two_generations();
     forge(2, 7, NULL);
     cr_assert_eq(load(&got), MR_CHECKPOINT_EVERSION);
-    cr_assert(strstr(err, "checkpoint state-000002 was written in format version 7, but this "
-                          "moerun reads version 1"),
-              "%s", err);
+    char want[128];
+    snprintf(want, sizeof want, "checkpoint state-000002 was written in format version 7, but "
+             "this moerun reads version %d", MR_CHECKPOINT_VERSION);
+    cr_assert(strstr(err, want), "%s", err);
     mr_checkpoint_info *list;
     size_t n;
     cr_assert_eq(mr_checkpoint_list(dir, &list, &n, err, sizeof err), MR_CHECKPOINT_OK);
     cr_assert(!list[0].good && list[1].good);
-    cr_assert_str_eq(list[0].problem, "format version 7; this moerun reads version 1");
+    snprintf(want, sizeof want, "format version 7; this moerun reads version %d",
+             MR_CHECKPOINT_VERSION);
+    cr_assert_str_eq(list[0].problem, want);
     free(list);
 }
 
 Test(checkpoint, sound_but_invalid_content_names_the_key)
 {
     two_generations();
-    forge(2, 1, "{\"created\": 1}");
+    forge(2, MR_CHECKPOINT_VERSION, "{\"created\": 1}");
     assert_falls_back_to_1("invalid content: fingerprint is missing or not an object");
-    forge(2, 1, "{\"created\": 1.5}");
+    forge(2, MR_CHECKPOINT_VERSION, "{\"created\": 1.5}");
     assert_falls_back_to_1("invalid content: created is not a whole number within ±2^53");
-    forge(2, 1, "[1, 2]");
+    forge(2, MR_CHECKPOINT_VERSION, "[1, 2]");
     assert_falls_back_to_1("invalid content: the payload is not a JSON object");
+}
+
+/* Generation 2's payload with the first `from` replaced by `to`. */
+static void forge_edit(const char *from, const char *to)
+{
+    char *path = generation_path(2);
+    size_t len;
+    char *data = mr_test_read(path, &len);
+    unsigned long long n = ZSTD_getFrameContentSize(data + 56, len - 56);
+    char *json = calloc(n + 1, 1), *edited = NULL;
+    cr_assert(json && ZSTD_decompress(json, n, data + 56, len - 56) == n);
+    char *at = strstr(json, from);
+    cr_assert(at, "no %s in the payload", from);
+    cr_assert(asprintf(&edited, "%.*s%s%s", (int)(at - json), json, to, at + strlen(from)) > 0);
+    forge(2, MR_CHECKPOINT_VERSION, edited);
+    free(edited);
+    free(json);
+    free(data);
+    free(path);
+}
+
+Test(checkpoint, lines_in_flight_out_of_order_or_range_are_refused)
+{
+    /* Shard 1 has read up to line 1001 and has line 998 in flight, with no
+     * token yet. */
+    cr_assert_eq(s.shards[1].n_in_flight, 1);
+    cr_assert_eq(s.shards[1].in_flight[0].line, 998);
+    two_generations();
+    forge_edit("\"in_flight\":[{\"line\":998,", "\"in_flight\":[{\"line\":1002,");
+    assert_falls_back_to_1("invalid content: shards[1].in_flight[0].line 1002 is not after the "
+                           "entry before it and below the shard's next_line 1002");
+    forge_edit("\"in_flight\":[{\"line\":1002,\"tokens\":[]",
+               "\"in_flight\":[{\"line\":998,\"tokens\":[-1]");
+    assert_falls_back_to_1("invalid content: shards[1].in_flight[0].tokens[0] is not a token id "
+                           "from 0 to 2147483647");
 }
 
 Test(checkpoint, no_good_generation_is_an_error_listing_each)
