@@ -110,21 +110,29 @@ int mr_runner_parts_open(const char *run_dir, uint32_t shard, FILE **results, FI
     return MR_EXIT_OK;
 }
 
+/* A write to `f` failed with `err`: the message names the file (found
+ * from its descriptor), and a full disk is told apart. */
+static int file_failed(FILE *f, int err)
+{
+    char link[64], path[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fileno(f));
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    path[n > 0 ? n : 0] = '\0';
+    return mr_runner_write_failed(n > 0 ? path : "a part file", err);
+}
+
 int mr_runner_parts_sync(FILE *f)
 {
     if (fflush(f) == 0 && fsync(fileno(f)) == 0)
         return MR_EXIT_OK;
-    perror("moerun run: syncing a part file");
-    return MR_EXIT_FAILED;
+    return file_failed(f, errno);
 }
 
 int mr_runner_parts_close(FILE *f)
 {
     int rc = mr_runner_parts_sync(f);
-    if (fclose(f) != 0) {
-        perror("moerun run: closing a part file");
-        rc = MR_EXIT_FAILED;
-    }
+    if (fclose(f) != 0 && rc == MR_EXIT_OK)
+        rc = mr_runner_write_failed("a part file", errno);
     return rc;
 }
 
@@ -151,10 +159,8 @@ int mr_runner_parts_write(FILE *f, uint64_t line_no, const char *record, size_t 
                           size_t *bytes)
 {
     int key = fprintf(f, "%" PRIu64 " ", line_no);
-    if (key < 0 || fwrite(record, 1, len, f) != len) {
-        perror("moerun run: writing a part file");
-        return MR_EXIT_FAILED;
-    }
+    if (key < 0 || fwrite(record, 1, len, f) != len)
+        return file_failed(f, errno);
     *bytes = (size_t)key + len;
     return MR_EXIT_OK;
 }
@@ -296,11 +302,8 @@ static int join_shard(const mr_job *job, const mr_plan *plan, const mr_shard *sh
             rc = missing_or_twice(file, line.line_no, shard->id, have, blank);
         } else if (have == 1) {
             const record *r = &list->items[j++];
-            if (copy_record(parts[r->kind], to[r->kind], r) != MR_EXIT_OK) {
-                fprintf(stderr, "moerun run: joining shard %u's parts: %s\n",
-                        (unsigned)shard->id, strerror(errno));
-                rc = MR_EXIT_FAILED;
-            }
+            if (copy_record(parts[r->kind], to[r->kind], r) != MR_EXIT_OK)
+                rc = file_failed(to[r->kind], errno);
         }
     }
     if (rc == MR_EXIT_OK && got < 0) {
@@ -327,10 +330,8 @@ static int join_all(const mr_job *job, const mr_plan *plan, const mr_checkpoint_
     FILE *to[2] = {NULL, NULL};
     int rc = MR_EXIT_OK;
     for (int k = 0; rc == MR_EXIT_OK && k < 2; k++)
-        if (!(to[k] = fopen(tmps[k], "wb"))) {
-            fprintf(stderr, "moerun run: %s: %s\n", tmps[k], strerror(errno));
-            rc = MR_EXIT_FAILED;
-        }
+        if (!(to[k] = fopen(tmps[k], "wb")))
+            rc = mr_runner_write_failed(tmps[k], errno);
     records list = {0};
     for (size_t i = 0; rc == MR_EXIT_OK && i < state->n_shards; i++) {
         FILE *parts[2] = {NULL, NULL};
@@ -350,9 +351,10 @@ static int join_all(const mr_job *job, const mr_plan *plan, const mr_checkpoint_
                 fclose(parts[k]);
     }
     free(list.items);
-    for (int k = 0; k < 2; k++)
-        if (to[k] && mr_runner_parts_close(to[k]) != MR_EXIT_OK && rc == MR_EXIT_OK)
-            rc = MR_EXIT_FAILED;
+    for (int k = 0; k < 2; k++) {
+        int closed = to[k] ? mr_runner_parts_close(to[k]) : MR_EXIT_OK;
+        rc = rc == MR_EXIT_OK ? closed : rc;
+    }
     if (rc != MR_EXIT_OK)
         for (int k = 0; k < 2; k++)
             unlink(tmps[k]);

@@ -131,11 +131,8 @@ static int part_files(server *s, uint32_t shard, part **out)
 
 static int close_part(server *s, part *p)
 {
-    int rc = MR_EXIT_OK;
-    if (mr_runner_parts_close(p->results) != MR_EXIT_OK)
-        rc = MR_EXIT_FAILED;
-    if (mr_runner_parts_close(p->errors) != MR_EXIT_OK)
-        rc = MR_EXIT_FAILED;
+    int rc = mr_runner_parts_close(p->results), closed = mr_runner_parts_close(p->errors);
+    rc = rc == MR_EXIT_OK ? closed : rc;
     *p = s->parts[--s->n_parts];
     return rc;
 }
@@ -567,10 +564,9 @@ static double now(void)
 static int checkpoint(server *s)
 {
     int rc = MR_EXIT_OK;
-    for (size_t i = 0; i < s->n_parts; i++)
-        if (mr_runner_parts_sync(s->parts[i].results) != MR_EXIT_OK ||
-            mr_runner_parts_sync(s->parts[i].errors) != MR_EXIT_OK)
-            rc = MR_EXIT_FAILED;
+    for (size_t i = 0; rc == MR_EXIT_OK && i < s->n_parts; i++)
+        if ((rc = mr_runner_parts_sync(s->parts[i].results)) == MR_EXIT_OK)
+            rc = mr_runner_parts_sync(s->parts[i].errors);
     /* Joined even after a failed sync: the others are waiting in it. */
     int joined = mr_runner_commit_checkpoint(s->commit, s->balancer, s->engine);
     return rc == MR_EXIT_OK ? joined : rc;
