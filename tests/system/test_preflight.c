@@ -109,5 +109,6 @@ Test(preflight, help_and_usage)
     cr_assert(!strstr(out, "mpi-probe"), "the probe is not for users: %s", out);
     cr_assert_eq(preflight("--set", "parallel.ranks=2"), 2);
     cr_assert(strstr(err, "--set needs a JOB.ini"), "%s", err);
-    cr_assert_eq(preflight("nothere.ini", NULL), 3);
+    /* A job file that cannot be read is a system error (docs/cli.md). */
+    cr_assert_eq(preflight("nothere.ini", NULL), 1);
 }

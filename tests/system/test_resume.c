@@ -168,14 +168,15 @@ Test(resume, sigkill_at_random_moments_then_resume_gives_the_same_bytes)
     int kills = 0, cycles = 0, carried = 0;
     while (kills < target) {
         /* One cycle: the job from scratch, killed a few times, then let
-         * finish. */
+         * finish.  Kills land from start-up (mpirun, MPI_Init, the model
+         * load) to well into serving, with generations in flight. */
         int last = kills + 3 + rand_r(&rng) % 6;
         last = last < target ? last : target;
         for (bool first = true;; first = false) {
             pid_t pid = mr_test_spawn_moerun(t.dir, "fault.log", "run", "fault.ini",
                                              first ? "--force-new" : NULL, NULL);
             int code;
-            bool done = mr_test_ended(pid, kills < last ? uniform(&rng, 0.1, 1.5) : 120, &code);
+            bool done = mr_test_ended(pid, kills < last ? uniform(&rng, 0.1, 3.0) : 120, &code);
             /* A kill mid-generation: the resume goes on from its tokens. */
             carried += tokens_carried("fault.log") > 0;
             if (done) {
