@@ -136,7 +136,10 @@ static int supervise(const mr_job *job, const run_options *opt, const char *comm
     mr_runner_signals_supervise();
     alarm(0); /* a stop while the job was read set one; here stops only count */
     mr_runner_lock *lock;
-    int rc = mr_runner_lock_take(job->job_run_dir, opt->argc, opt->argv, &lock), argc = 0;
+    int rc = mr_runner_local_ranks_check(job, true), argc = 0;
+    lock = NULL;
+    if (rc == MR_EXIT_OK)
+        rc = mr_runner_lock_take(job->job_run_dir, opt->argc, opt->argv, &lock);
     if (rc == MR_EXIT_OK)
         rc = mr_runner_resume_check(job, opt->force_new);
     char **argv = rc == MR_EXIT_OK ? rank_argv(command, args, &argc) : NULL;

@@ -118,10 +118,14 @@ int mr_runner_validate(int argc, char **argv)
     }
     if (rc == MR_EXIT_OK) {
         int model_rc = check_model(&job);
+        /* What run would refuse before starting mpirun. */
+        int ranks_rc = job.parallel_launcher == MR_LAUNCHER_LOCAL
+                           ? mr_runner_local_ranks_check(&job, false)
+                           : MR_EXIT_OK;
         rc = mr_runner_build_plan(&job, &plan);
         planned = rc == MR_EXIT_OK;
         if (rc == MR_EXIT_OK)
-            rc = model_rc;
+            rc = model_rc != MR_EXIT_OK ? model_rc : ranks_rc;
     }
     if (planned) {
         printf("job %s: %s\n", job.job_name, rc == MR_EXIT_OK ? "valid" : "invalid");

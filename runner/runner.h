@@ -149,6 +149,11 @@ bool mr_runner_under_mpi(void);
  * ranks had joined, else MR_EXIT_RANK_FAILED (a rank died, or they did not
  * all join within [parallel] start_seconds). */
 int mr_runner_launch_local(const mr_job *job, int argc, char **argv);
+/* launcher = local: whether this host can start [parallel] ranks ranks
+ * (memory, mpirun's open files); MR_EXIT_OK, or MR_EXIT_INVALID after a
+ * message naming [parallel] ranks and the limit.  With raise_limit the
+ * soft open-file limit is raised as far as mpirun needs. */
+int mr_runner_local_ranks_check(const mr_job *job, bool raise_limit);
 /* In a rank: whether a supervising `moerun run` started it (then that
  * process owns the run folder); and, once every rank has its signal
  * handlers, tell that process the ranks have joined. */

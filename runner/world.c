@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -112,6 +113,78 @@ static void exec_mpirun(char **args, pid_t parent)
                     "openmpi-bin package) or run with [parallel] ranks = 1\n",
             strerror(errno));
     _exit(127);
+}
+
+/* mpirun keeps three pipes open per rank it starts on its host (measured
+ * with Open MPI 4.1), plus a few dozen files of its own; beyond its
+ * open-file limit it fails inside and hangs. */
+#define MPIRUN_FILES_PER_RANK 3
+#define MPIRUN_FILES 64
+/* What a rank takes before it loads any weights: Open MPI, the shared
+ * memory segments, the runtime (measured about 40 MiB on the tiny model). */
+#define RANK_BASE_BYTES (32ull << 20)
+
+/* The most files a process may open here: the hard limit, which the
+ * kernel caps at fs.nr_open. */
+static rlim_t files_limit(const struct rlimit *lim)
+{
+    rlim_t cap = 1048576;
+    FILE *f = fopen("/proc/sys/fs/nr_open", "r");
+    unsigned long long nr;
+    if (f && fscanf(f, "%llu", &nr) == 1)
+        cap = (rlim_t)nr;
+    if (f)
+        fclose(f);
+    return lim->rlim_max == RLIM_INFINITY || lim->rlim_max > cap ? cap : lim->rlim_max;
+}
+
+/* MemTotal of this host in bytes, 0 when unknown. */
+static unsigned long long host_memory(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    unsigned long long kib = 0;
+    if (f && fscanf(f, "MemTotal: %llu kB", &kib) != 1)
+        kib = 0;
+    if (f)
+        fclose(f);
+    return kib * 1024;
+}
+
+int mr_runner_local_ranks_check(const mr_job *job, bool raise_limit)
+{
+    unsigned long long ranks = (unsigned long long)job->parallel_ranks;
+    unsigned long long memory = host_memory();
+    if (memory && ranks * RANK_BASE_BYTES > memory) {
+        fprintf(stderr,
+                "%s: [parallel] ranks = %llu is more than this host can start with launcher = "
+                "local: each rank takes at least %llu MiB before any weights, and the host "
+                "has %llu MiB; spread the ranks over hosts with launcher = mpi "
+                "(docs/running.md)\n",
+                job->source, ranks, RANK_BASE_BYTES >> 20, memory >> 20);
+        return MR_EXIT_INVALID;
+    }
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_NOFILE, &lim) != 0)
+        return MR_EXIT_OK;
+    rlim_t most = files_limit(&lim);
+    unsigned long long need = MPIRUN_FILES + MPIRUN_FILES_PER_RANK * ranks;
+    if (need > most) {
+        fprintf(stderr,
+                "%s: [parallel] ranks = %llu is more than this host can start with launcher = "
+                "local: mpirun keeps %d open files per rank (%llu in all) and the open-file "
+                "limit here is %llu (ulimit -Hn); raise the limit, or spread the ranks over "
+                "hosts with launcher = mpi (docs/running.md)\n",
+                job->source, ranks, MPIRUN_FILES_PER_RANK, need, (unsigned long long)most);
+        return MR_EXIT_INVALID;
+    }
+    if (raise_limit && lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < need) {
+        lim.rlim_cur = (rlim_t)need;
+        if (setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+            perror("moerun run: raising the open-file limit for mpirun");
+            return MR_EXIT_FAILED;
+        }
+    }
+    return MR_EXIT_OK;
 }
 
 /* The file a supervised rank 0 writes once every rank has joined; the

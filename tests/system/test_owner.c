@@ -206,6 +206,13 @@ Test(owner, exit_codes_are_the_documented_ones)
     cr_assert_eq(moerun("run", "missing.ini", NULL), 1, "%s", t.err);
     cr_assert(strstr(t.err, "missing.ini"), "%s", t.err);
     cr_assert_eq(moerun("run", "codes.ini", "--set", "parallel.nope=1", NULL), 3, "%s", t.err);
+    /* A rank count no host starts is refused before mpirun could hang on it. */
+    cr_assert_eq(moerun("validate", "codes.ini", "--set", "parallel.ranks=65536", NULL), 3, "%s",
+                 t.err);
+    cr_assert(strstr(t.err, "[parallel] ranks = 65536 is more than this host can start"), "%s",
+              t.err);
+    cr_assert_eq(moerun("run", "codes.ini", "--set", "parallel.ranks=65536", NULL), 3, "%s",
+                 t.err);
 
     /* The bundled requests hold two lines that fail (a broken line and a
      * repeated custom_id): above a 1% limit, the job fails with 7 after
