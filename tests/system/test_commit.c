@@ -42,7 +42,7 @@ TestSuite(commit, .init = setup, .fini = teardown, .timeout = 120);
 #define MIXED "[input]\nshards = 1\n[engine]\nthreads = 1\n[report]\nprogress_seconds = 0.1\n"
 #define REQUESTS 6
 #define LONG 2 /* the first lines ask for LONG_TOKENS, the others for 1 */
-#define LONG_TOKENS 16
+#define LONG_TOKENS 1000
 
 static void write_mixed_requests(void)
 {
