@@ -10,6 +10,7 @@ VERSION := 0.1.0
 # pkg-config module -> Debian package that ships it.
 PKGS := inih:libinih-dev libcjson:libcjson-dev libzstd:libzstd-dev \
         libarchive:libarchive-dev zlib:zlib1g-dev libpcre2-8:libpcre2-dev libutf8proc:libutf8proc-dev ompi-c:libopenmpi-dev \
+        libxxhash:libxxhash-dev \
         libibverbs:libibverbs-dev criterion:libcriterion-dev
 # Programs the build or the tests run -> Debian package.
 PROGS := pkg-config:pkg-config mpirun:openmpi-bin gzip:gzip xz:xz-utils zstd:zstd \
@@ -20,7 +21,8 @@ PYMODS := numpy:python3-numpy
 PYTHON := /usr/bin/python3
 
 # Libraries linked into moerun today; later modules add theirs here.
-LINK_PKGS := inih libcjson libzstd libarchive zlib libpcre2-8 libutf8proc libibverbs ompi-c
+LINK_PKGS := inih libcjson libzstd libarchive zlib libpcre2-8 libutf8proc libibverbs ompi-c \
+             libxxhash
 
 CUDA_HOME ?= /usr/local/cuda
 HAVE_CUDA := $(shell test -x $(CUDA_HOME)/bin/nvcc && echo 1 || echo 0)

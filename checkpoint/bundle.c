@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,13 @@
 #include "checkpoint/checkpoint_internal.h"
 
 #define CHUNK (1 << 16)
+
+/* A bundle unpacks to at most MAX_EXPANSION times its own size, plus
+ * EXPANSION_SLACK for small ones.  A run folder compresses a few times
+ * (its JSONL) or not at all (generations are zstd already); a
+ * decompression bomb, thousands of times. */
+#define MAX_EXPANSION 1000
+#define EXPANSION_SLACK (16ULL << 20)
 
 static bool is_temporary(const char *path)
 {
@@ -190,6 +198,9 @@ typedef struct {
     const char *bundle;
     const char *dir; /* the temporary folder, an absolute path without links */
     struct archive *in, *out;
+    uint64_t limit;    /* bytes the bundle may unpack to */
+    uint64_t declared; /* sizes the entries so far declare */
+    uint64_t written;  /* bytes written so far */
 } importer;
 
 /* A bundle that cannot be read is bad input; a folder that cannot be
@@ -202,6 +213,16 @@ static int read_failed(const importer *im, char *err, size_t errlen)
 static int write_failed(const importer *im, char *err, size_t errlen)
 {
     return archive_failed(im->out, im->bundle, MR_CHECKPOINT_EIO, err, errlen);
+}
+
+static int too_big(const importer *im, const char *path, char *err, size_t errlen)
+{
+    return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
+                              "bundle %s refused: entry '%s' takes it past %" PRIu64
+                              " bytes unpacked, %d times its size plus %llu MiB; a run folder "
+                              "compresses far less (a decompression bomb?)",
+                              im->bundle, path, im->limit, MAX_EXPANSION,
+                              EXPANSION_SLACK >> 20);
 }
 
 static int unpack_entry(importer *im, struct archive_entry *e, char *err, size_t errlen)
@@ -217,6 +238,12 @@ static int unpack_entry(importer *im, struct archive_entry *e, char *err, size_t
                                   im->bundle, path ? path : "", no);
     if (!*name)
         return MR_CHECKPOINT_OK; /* the run folder itself */
+    /* Refused by the size its header declares, before a byte of it is
+     * written; and by what is written, should libarchive hand out more. */
+    if (archive_entry_size_is_set(e) && archive_entry_size(e) > 0)
+        im->declared += (uint64_t)archive_entry_size(e);
+    if (im->declared > im->limit)
+        return too_big(im, path, err, errlen);
     char *full = mr_checkpoint_join(im->dir, name);
     if (!full)
         return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_ENOMEM, "out of memory");
@@ -231,9 +258,12 @@ static int unpack_entry(importer *im, struct archive_entry *e, char *err, size_t
     size_t size;
     int64_t offset;
     int r;
-    while ((r = archive_read_data_block(im->in, &block, &size, &offset)) == ARCHIVE_OK)
+    while ((r = archive_read_data_block(im->in, &block, &size, &offset)) == ARCHIVE_OK) {
+        if ((im->written += size) > im->limit)
+            return too_big(im, path, err, errlen);
         if (archive_write_data_block(im->out, block, size, offset) != ARCHIVE_OK)
             return write_failed(im, err, errlen);
+    }
     if (r != ARCHIVE_EOF)
         return read_failed(im, err, errlen);
     return archive_write_finish_entry(im->out) == ARCHIVE_OK
@@ -247,6 +277,10 @@ static int unpack(importer *im, char *err, size_t errlen)
         archive_read_support_format_tar(im->in) != ARCHIVE_OK ||
         archive_read_open_filename(im->in, im->bundle, CHUNK) != ARCHIVE_OK)
         return read_failed(im, err, errlen);
+    struct stat st;
+    if (stat(im->bundle, &st) != 0)
+        return mr_checkpoint_fail_errno(err, errlen, "cannot read bundle %s", im->bundle);
+    im->limit = (uint64_t)st.st_size * MAX_EXPANSION + EXPANSION_SLACK;
     /* libarchive's own guards back ours up.  Its absolute-path guard cannot
      * be used: every name is rewritten under the absolute temporary folder,
      * and our check refuses absolute names before that. */
@@ -343,7 +377,8 @@ int mr_checkpoint_import(const char *bundle, const char *target_dir, char *err, 
     else
         rc = make_beside(real, name, &tmp, err, errlen);
     bool made = rc == MR_CHECKPOINT_OK;
-    importer im = {bundle, tmp, archive_read_new(), archive_write_disk_new()};
+    importer im = {.bundle = bundle, .dir = tmp, .in = archive_read_new(),
+                   .out = archive_write_disk_new()};
     if (rc == MR_CHECKPOINT_OK && (!im.in || !im.out))
         rc = mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_ENOMEM, "out of memory");
     if (rc == MR_CHECKPOINT_OK)

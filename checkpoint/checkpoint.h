@@ -30,7 +30,9 @@ typedef enum {
     MR_CHECKPOINT_ENOSPC = -6    /* a write failed: no space left (or over quota) */
 } mr_checkpoint_status;
 
-/* The format version this moerun writes and reads. */
+/* The format version this moerun writes and reads.  2: records committed
+ * in any order with the tokens of lines in flight, and inputs fingerprinted
+ * by their whole content, per shard (docs/checkpoint-format.md). */
 #define MR_CHECKPOINT_VERSION 2
 /* The run folder's subfolder that holds the generations. */
 #define MR_CHECKPOINT_DIR "checkpoint"
@@ -38,13 +40,29 @@ typedef enum {
 /* ------------------------------------------------------------------------
  * Fingerprint: what the results depend on, to tell whether a resume serves
  * the same job
+ *
+ * Inputs are hashed whole with XXH3 (xxHash's 64-bit hash): every byte
+ * counts, at several GB/s.  It finds any accidental change; it is not made
+ * to resist someone crafting a collision.
  * ------------------------------------------------------------------------ */
+
+/* One shard of an input, as plan.json cut it: its byte range, the lines
+ * that start in it (for messages), and the hash of those bytes. */
+typedef struct {
+    uint32_t id;          /* the shard's id in plan.json */
+    uint64_t begin, end;  /* bytes [begin, end) of the file, decompressed */
+    uint64_t first_line;  /* 1-based number of the line at begin */
+    uint64_t lines;       /* lines that start in the range */
+    uint64_t xxh3;        /* XXH3-64 of the range */
+} mr_checkpoint_input_shard;
+
 typedef struct {
     char *path;
-    uint64_t size;
-    /* CRC-32 of the first and of the last 64 KiB (the whole file when it is
-     * smaller): cheap on terabytes, and catches appends and rewrites. */
-    uint32_t head_crc32, tail_crc32;
+    bool compressed;      /* the shards' ranges count decompressed bytes */
+    uint64_t size;        /* bytes as stored */
+    uint64_t xxh3;        /* XXH3-64 of the file as stored */
+    mr_checkpoint_input_shard *shards; /* in file order, ranges not overlapping */
+    size_t n_shards;
 } mr_checkpoint_input;
 
 typedef struct {
@@ -52,18 +70,29 @@ typedef struct {
     char *model_config; /* the model's config.json text */
     mr_checkpoint_input *inputs;
     size_t n_inputs;
+    /* False for a fingerprint made without reading the inputs (sizes
+     * only): a diff then compares no hashes. */
+    bool hashed;
 } mr_checkpoint_fingerprint;
 
-/* Copies job and model_config and reads the inputs' sizes and end blocks. */
+/*
+ * Copies job and model_config, and of each input its path, `compressed`
+ * and its shards' id, range and lines (its other fields are ignored).  With
+ * `hash`, reads every input once, start to end, in blocks (never whole),
+ * and fills in the size and hashes: the file's as stored, and each shard's
+ * of its range (decompressed, through libarchive, when `compressed`).
+ * Without, only stats the inputs for their sizes, to refuse a changed job
+ * cheaply before the work of a full check.
+ */
 int mr_checkpoint_fingerprint_make(mr_checkpoint_fingerprint *fp, const char *job,
-                                   const char *model_config, const char *const *inputs,
-                                   size_t n_inputs, char *err, size_t errlen);
+                                   const char *model_config, const mr_checkpoint_input *inputs,
+                                   size_t n_inputs, bool hash, char *err, size_t errlen);
 void mr_checkpoint_fingerprint_free(mr_checkpoint_fingerprint *fp);
 
 /* How `now` differs from `then`, one difference a line ("input data/a.jsonl
- * changed size 1234 → 1300", "job key [engine] max_batch_tokens changed
- * 256 → 512"), cut to fit `what`.  Returns the number of differences:
- * 0 means the same job. */
+ * changed size 1234 → 1300", "input data/a.jsonl changed in shard 3 (lines
+ * 1201–1800)", "job key [engine] max_batch_tokens changed 256 → 512"), cut
+ * to fit `what`.  Returns the number of differences: 0 means the same job. */
 size_t mr_checkpoint_fingerprint_diff(const mr_checkpoint_fingerprint *then,
                                       const mr_checkpoint_fingerprint *now, char *what,
                                       size_t whatlen);

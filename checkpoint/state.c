@@ -6,6 +6,7 @@
  * the JSON keys are the C member names (docs/checkpoint-format.md).
  */
 #include <cjson/cJSON.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -14,7 +15,9 @@
 
 #include "checkpoint/checkpoint_internal.h"
 
-typedef enum { F_BOOL, F_INT, F_U32, F_I64, F_U64, F_DOUBLE, F_STR } field_type;
+/* F_HASH: a 64-bit hash, as 16 hex digits, since a JSON number holds
+ * only 53 bits. */
+typedef enum { F_BOOL, F_INT, F_U32, F_I64, F_U64, F_DOUBLE, F_STR, F_HASH } field_type;
 
 typedef struct {
     const char *name;
@@ -31,9 +34,17 @@ static const field FINGERPRINT_FIELDS[] = {
 };
 static const field INPUT_FIELDS[] = {
     FIELD(F_STR, mr_checkpoint_input, path),
+    FIELD(F_BOOL, mr_checkpoint_input, compressed),
     FIELD(F_U64, mr_checkpoint_input, size),
-    FIELD(F_U32, mr_checkpoint_input, head_crc32),
-    FIELD(F_U32, mr_checkpoint_input, tail_crc32),
+    FIELD(F_HASH, mr_checkpoint_input, xxh3),
+};
+static const field INPUT_SHARD_FIELDS[] = {
+    FIELD(F_U32, mr_checkpoint_input_shard, id),
+    FIELD(F_U64, mr_checkpoint_input_shard, begin),
+    FIELD(F_U64, mr_checkpoint_input_shard, end),
+    FIELD(F_U64, mr_checkpoint_input_shard, first_line),
+    FIELD(F_U64, mr_checkpoint_input_shard, lines),
+    FIELD(F_HASH, mr_checkpoint_input_shard, xxh3),
 };
 static const field SHARD_FIELDS[] = {
     FIELD(F_U32, mr_checkpoint_shard, index),
@@ -92,6 +103,7 @@ static const char *type_what(field_type t)
     case F_U64: return "a whole number from 0 to 2^53";
     case F_DOUBLE: return "a number";
     case F_STR: return "a string or null";
+    case F_HASH: return "a string of 16 hexadecimal digits";
     }
     return "";
 }
@@ -192,11 +204,31 @@ static int fields_to_json(cJSON *obj, const void *base, const field *f, size_t n
             const char *s = *(char *const *)p;
             rc = attach(obj, f[i].name, s ? cJSON_CreateString(s) : cJSON_CreateNull(), err,
                         errlen);
+        } else if (f[i].type == F_HASH) {
+            char hex[17];
+            snprintf(hex, sizeof hex, "%016" PRIx64, *(const uint64_t *)p);
+            rc = attach(obj, f[i].name, cJSON_CreateString(hex), err, errlen);
         } else {
             rc = number_to_json(obj, f[i].name, f[i].type, p, where, err, errlen);
         }
     }
     return rc;
+}
+
+/* Exactly 16 hex digits, as written. */
+static bool hash_from_hex(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    size_t i = 0;
+    for (; i < 16 && s[i]; i++) {
+        char c = s[i];
+        int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (digit < 0)
+            return false;
+        v = v << 4 | (uint64_t)digit;
+    }
+    *out = v;
+    return i == 16 && !s[i];
 }
 
 static int field_from_json(const cJSON *item, const field *f, char *p)
@@ -214,6 +246,10 @@ static int field_from_json(const cJSON *item, const field *f, char *p)
             return MR_CHECKPOINT_EINVAL;
         return (*(char **)p = strdup(item->valuestring)) ? MR_CHECKPOINT_OK
                                                          : MR_CHECKPOINT_ENOMEM;
+    case F_HASH:
+        return cJSON_IsString(item) && hash_from_hex(item->valuestring, (uint64_t *)p)
+                   ? MR_CHECKPOINT_OK
+                   : MR_CHECKPOINT_EINVAL;
     default:
         return cJSON_IsNumber(item) && set_number(f->type, item->valuedouble, p)
                    ? MR_CHECKPOINT_OK
@@ -359,6 +395,46 @@ static int check_placement(const mr_checkpoint_placement *p, char *err, size_t e
                                       i / (size_t)p->n_physical, i % (size_t)p->n_physical,
                                       (int)p->phy2log[i], p->n_logical - 1);
     return MR_CHECKPOINT_OK;
+}
+
+/* The inputs, each with its shards' ranges and hashes. */
+static int inputs_to_json(cJSON *fpj, const mr_checkpoint_fingerprint *fp, char *err,
+                          size_t errlen)
+{
+    int rc = records_to_json(fpj, "inputs", fp->inputs, fp->n_inputs, sizeof *fp->inputs,
+                             INPUT_FIELDS, COUNT(INPUT_FIELDS), err, errlen);
+    cJSON *obj = rc == MR_CHECKPOINT_OK ? cJSON_GetObjectItemCaseSensitive(fpj, "inputs")->child
+                                        : NULL;
+    for (size_t i = 0; rc == MR_CHECKPOINT_OK && i < fp->n_inputs; i++, obj = obj->next)
+        rc = records_to_json(obj, "shards", fp->inputs[i].shards, fp->inputs[i].n_shards,
+                             sizeof *fp->inputs[i].shards, INPUT_SHARD_FIELDS,
+                             COUNT(INPUT_SHARD_FIELDS), err, errlen);
+    return rc;
+}
+
+static int inputs_from_json(const cJSON *fpj, mr_checkpoint_fingerprint *fp, char *err,
+                            size_t errlen)
+{
+    int rc = records_from_json(fpj, "inputs", (void **)&fp->inputs, &fp->n_inputs,
+                               sizeof *fp->inputs, INPUT_FIELDS, COUNT(INPUT_FIELDS), err,
+                               errlen);
+    const cJSON *obj = rc == MR_CHECKPOINT_OK
+                           ? cJSON_GetObjectItemCaseSensitive(fpj, "inputs")->child
+                           : NULL;
+    for (size_t i = 0; rc == MR_CHECKPOINT_OK && i < fp->n_inputs; i++, obj = obj->next) {
+        mr_checkpoint_input *in = &fp->inputs[i];
+        char inner[512];
+        rc = records_from_json(obj, "shards", (void **)&in->shards, &in->n_shards,
+                               sizeof *in->shards, INPUT_SHARD_FIELDS,
+                               COUNT(INPUT_SHARD_FIELDS), inner, sizeof inner);
+        /* Said in full: the run's own progress is `shards` too. */
+        if (rc == MR_CHECKPOINT_EINVAL)
+            mr_checkpoint_fail(err, errlen, rc, "inputs[%zu].%s", i, inner);
+        else if (rc != MR_CHECKPOINT_OK)
+            mr_checkpoint_fail(err, errlen, rc, "%s", inner);
+    }
+    fp->hashed = true; /* only hashed fingerprints are written */
+    return rc;
 }
 
 /* Inputs are matched by path when fingerprints are compared. */
@@ -570,8 +646,7 @@ static int build(cJSON *root, const mr_checkpoint_state *s, char *err, size_t er
         rc = object_to_json(root, "fingerprint", &fpj, fp, FINGERPRINT_FIELDS,
                             COUNT(FINGERPRINT_FIELDS), err, errlen);
     if (rc == MR_CHECKPOINT_OK)
-        rc = records_to_json(fpj, "inputs", fp->inputs, fp->n_inputs, sizeof *fp->inputs,
-                             INPUT_FIELDS, COUNT(INPUT_FIELDS), err, errlen);
+        rc = inputs_to_json(fpj, fp, err, errlen);
     if (rc == MR_CHECKPOINT_OK)
         rc = shards_to_json(root, s, err, errlen);
     if (rc == MR_CHECKPOINT_OK)
@@ -620,9 +695,7 @@ static int parse(const cJSON *root, mr_checkpoint_state *s, char *err, size_t er
         rc = fields_from_json(fpj, fp, FINGERPRINT_FIELDS, COUNT(FINGERPRINT_FIELDS),
                               "fingerprint", err, errlen);
     if (rc == MR_CHECKPOINT_OK)
-        rc = records_from_json(fpj, "inputs", (void **)&fp->inputs, &fp->n_inputs,
-                               sizeof *fp->inputs, INPUT_FIELDS, COUNT(INPUT_FIELDS), err,
-                               errlen);
+        rc = inputs_from_json(fpj, fp, err, errlen);
     if (rc == MR_CHECKPOINT_OK)
         rc = check_inputs(fp, err, errlen);
     if (rc == MR_CHECKPOINT_OK)

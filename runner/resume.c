@@ -2,7 +2,7 @@
  * Resuming: what the run folder holds decides whether a job starts afresh
  * or goes on.  No checkpoint: plan the job and start.  A checkpoint of the
  * same job (the same fingerprint: the job without the keys that may change
- * on resume, the model's config, the inputs' sizes and end blocks): reuse
+ * on resume, the model's config, the inputs' content shard by shard): reuse
  * its plan.json and go on from its committed progress.  A checkpoint of
  * another job is refused, listing what changed, unless --force-new, which
  * removes the old run's state and starts over.
@@ -29,13 +29,56 @@ char *mr_runner_checkpoint_dir(const char *run_dir)
     return mr_runner_path(run_dir, MR_CHECKPOINT_DIR);
 }
 
-/* What a resumed run must share with the run it continues. */
-static int make_fingerprint(const mr_job *job, mr_checkpoint_fingerprint *fp)
+/* Each input with the shards the plan cut from it: what its fingerprint
+ * hashes.  Both arrays are malloc'd; the paths point into the plan. */
+static mr_checkpoint_input *inputs_of_plan(const mr_plan *plan, mr_checkpoint_input_shard **all)
+{
+    mr_checkpoint_input *in = calloc(plan->n_files + 1, sizeof *in);
+    mr_checkpoint_input_shard *shards = *all = calloc(plan->n_shards + 1, sizeof *shards);
+    if (!in || !shards) {
+        free(in);
+        return NULL;
+    }
+    /* Shards are in file order, a file's in byte order (jobs.h). */
+    for (size_t i = 0, s = 0; i < plan->n_files; i++) {
+        in[i] = (mr_checkpoint_input){.path = plan->files[i].path,
+                                      .compressed = plan->files[i].compressed,
+                                      .shards = shards + s};
+        for (; s < plan->n_shards && plan->shards[s].file_index == i; s++, in[i].n_shards++) {
+            const mr_shard *from = &plan->shards[s];
+            shards[s] = (mr_checkpoint_input_shard){from->id, from->begin, from->end,
+                                                    from->first_line, from->n_lines, 0};
+        }
+    }
+    return in;
+}
+
+/* The job's inputs with the shards the checkpoint hashed (by path; a new
+ * input has none).  The array, malloc'd, points into the job and `then`. */
+static mr_checkpoint_input *inputs_like(const mr_job *job, const mr_checkpoint_fingerprint *then)
+{
+    mr_checkpoint_input *in = calloc(job->input_files.count + 1, sizeof *in);
+    for (size_t i = 0; in && i < job->input_files.count; i++) {
+        in[i].path = job->input_files.items[i];
+        for (size_t j = 0; j < then->n_inputs; j++)
+            if (strcmp(then->inputs[j].path, in[i].path) == 0) {
+                in[i] = then->inputs[j];
+                break;
+            }
+    }
+    return in;
+}
+
+/* What a resumed run must share with the run it continues: the job
+ * without the keys that may change, the model's config, and the inputs
+ * (read whole when `hash`; only their sizes otherwise). */
+static int make_fingerprint(const mr_job *job, const mr_checkpoint_input *inputs, bool hash,
+                            mr_checkpoint_fingerprint *fp)
 {
     char err[1024];
     mr_buf text = {0}, config = {0};
     char *config_path = mr_runner_path(job->model_path, "config.json");
-    int rc = config_path && mr_job_format_fingerprint(job, &text) == MR_JOBS_OK &&
+    int rc = inputs && config_path && mr_job_format_fingerprint(job, &text) == MR_JOBS_OK &&
                      mr_buf_append(&text, "", 1) == MR_JOBS_OK
                  ? MR_EXIT_OK
                  : MR_EXIT_FAILED;
@@ -47,9 +90,8 @@ static int make_fingerprint(const mr_job *job, mr_checkpoint_fingerprint *fp)
         config = (mr_buf){0};
     }
     if (rc == MR_EXIT_OK &&
-        mr_checkpoint_fingerprint_make(fp, text.data, config.data,
-                                       (const char *const *)job->input_files.items,
-                                       job->input_files.count, err, sizeof err) !=
+        mr_checkpoint_fingerprint_make(fp, text.data, config.data, inputs,
+                                       job->input_files.count, hash, err, sizeof err) !=
             MR_CHECKPOINT_OK) {
         fprintf(stderr, "moerun run: %s\n", err);
         rc = MR_EXIT_FAILED;
@@ -111,12 +153,14 @@ static void refuse_changed(const mr_job *job, const char *what)
 
 /*
  * Loads the run folder's newest good checkpoint and compares its
- * fingerprint with `fp`.  *loaded when it is this job's (then *state holds
- * it).  A changed job, or a checkpoint that cannot be read, is refused
- * unless force_new, which removes the old run's state.
+ * fingerprint with the job's (*now, made with the checkpoint's shards;
+ * the inputs are read whole when `hash`).  *loaded when it is this job's
+ * (then *state holds it).  A changed job, or a checkpoint that cannot be
+ * read, is refused unless force_new, which removes the old run's state
+ * without reading the inputs.
  */
-static int check(const mr_job *job, bool force_new, bool quiet,
-                 const mr_checkpoint_fingerprint *fp, mr_checkpoint_state *state, bool *loaded)
+static int check(const mr_job *job, bool force_new, bool quiet, bool hash,
+                 mr_checkpoint_fingerprint *now, mr_checkpoint_state *state, bool *loaded)
 {
     static char warning[4096], err[4096], what[8192];
     *loaded = false;
@@ -126,17 +170,21 @@ static int check(const mr_job *job, bool force_new, bool quiet,
     int got = mr_checkpoint_load_latest(dir, state, warning, sizeof warning, err, sizeof err);
     free(dir);
     int rc = MR_EXIT_OK;
-    if (got == MR_CHECKPOINT_OK) {
+    if (got == MR_CHECKPOINT_OK && !force_new) {
         if (warning[0] && !quiet)
             fprintf(stderr, "moerun run: warning: %s\n", warning);
-        if (mr_checkpoint_fingerprint_diff(&state->fingerprint, fp, what, sizeof what) == 0)
-            *loaded = !force_new;
-        else if (!force_new) {
+        mr_checkpoint_input *inputs = inputs_like(job, &state->fingerprint);
+        rc = make_fingerprint(job, inputs, hash, now);
+        free(inputs);
+        if (rc == MR_EXIT_OK &&
+            mr_checkpoint_fingerprint_diff(&state->fingerprint, now, what, sizeof what) == 0)
+            *loaded = true;
+        else if (rc == MR_EXIT_OK) {
             refuse_changed(job, what);
             rc = MR_EXIT_INVALID;
         }
-    } else if (got != MR_CHECKPOINT_ENOENT && !(force_new && (got == MR_CHECKPOINT_EINVAL ||
-                                                               got == MR_CHECKPOINT_EVERSION))) {
+    } else if (got != MR_CHECKPOINT_OK && got != MR_CHECKPOINT_ENOENT &&
+               !(force_new && (got == MR_CHECKPOINT_EINVAL || got == MR_CHECKPOINT_EVERSION))) {
         fprintf(stderr, "moerun run: %s\n", err);
         if (got == MR_CHECKPOINT_EINVAL || got == MR_CHECKPOINT_EVERSION)
             fprintf(stderr, "Start over with --force-new (which removes the old run's "
@@ -151,14 +199,15 @@ static int check(const mr_job *job, bool force_new, bool quiet,
     return rc;
 }
 
+/* Before the ranks start: refuses what the planning rank would, but for an
+ * input changed at the same size, which only reading it shows; the
+ * planning rank reads the inputs, once per start. */
 int mr_runner_resume_check(const mr_job *job, bool force_new)
 {
     mr_checkpoint_fingerprint fp = {0};
     mr_checkpoint_state state = {0};
     bool loaded;
-    int rc = make_fingerprint(job, &fp);
-    if (rc == MR_EXIT_OK)
-        rc = check(job, force_new, true, &fp, &state, &loaded);
+    int rc = check(job, force_new, true, false, &fp, &state, &loaded);
     mr_checkpoint_state_free(&state);
     mr_checkpoint_fingerprint_free(&fp);
     return rc;
@@ -340,11 +389,17 @@ int mr_runner_prepare(const mr_job *job, bool force_new, mr_plan *plan,
     mr_checkpoint_fingerprint fp = {0};
     bool loaded = false;
     *finished = false;
-    int rc = make_fingerprint(job, &fp);
-    if (rc == MR_EXIT_OK)
-        rc = check(job, force_new, false, &fp, state, &loaded);
+    int rc = check(job, force_new, false, true, &fp, state, &loaded);
     if (rc == MR_EXIT_OK)
         rc = loaded ? resumed_state(job, plan, state, finished) : fresh_state(job, plan, state);
+    /* A fresh run's inputs are hashed once planned, shard by shard. */
+    if (rc == MR_EXIT_OK && !loaded) {
+        mr_checkpoint_input_shard *shards = NULL;
+        mr_checkpoint_input *inputs = inputs_of_plan(plan, &shards);
+        rc = make_fingerprint(job, inputs, true, &fp);
+        free(inputs);
+        free(shards);
+    }
     if (rc == MR_EXIT_OK) {
         mr_checkpoint_fingerprint_free(&state->fingerprint);
         state->fingerprint = fp;

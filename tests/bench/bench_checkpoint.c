@@ -1,11 +1,12 @@
 /*
  * Checkpoint cost for a realistic run: 1000 shards, a DeepSeek-V3-sized
  * placement (58 MoE layers x 288 slots of 256 experts over 32 ranks) and
- * load window (58 x 256), 64 input files.  Times mr_checkpoint_write
- * (serialise, compress, write, fsync, rename, fsync the folder, prune)
- * and mr_checkpoint_load_latest, and prints the share of wall time that
- * checkpoints take at the default 60 s interval.  Then what the requests in
- * flight add: 32 ranks of 64 sequences with 256 completion tokens each.
+ * load window (58 x 256), 64 input files hashed shard by shard.  Times
+ * mr_checkpoint_write (serialise, compress, write, fsync, rename, fsync
+ * the folder, prune) and mr_checkpoint_load_latest, and prints the share
+ * of wall time that checkpoints take at the default 60 s interval.  Then
+ * what the requests in flight add: 32 ranks of 64 sequences with 256
+ * completion tokens each.
  *
  * The folder is $MR_BENCH_DIR, else $TMPDIR, else /tmp: point it at the
  * file system runs use, since fsync costs differ by orders of magnitude.
@@ -146,8 +147,17 @@ int main(int argc, char **argv)
         if (asprintf(&in->path, "/data/batch-2024-06/requests-part-%05d.jsonl.zst", i) < 0)
             fail("sample state", "out of memory");
         in->size = 300000000ULL + (uint64_t)i * 7919;
-        in->head_crc32 = (uint32_t)i * 2654435761u;
-        in->tail_crc32 = ~in->head_crc32;
+        in->xxh3 = (uint64_t)i * 0x9E3779B97F4A7C15ULL;
+        /* The run's shards, each hashed in the input it was cut from. */
+        size_t first = s.n_shards * (size_t)i / INPUTS;
+        size_t last = s.n_shards * (size_t)(i + 1) / INPUTS;
+        in->n_shards = last - first;
+        in->shards = calloc(in->n_shards, sizeof *in->shards);
+        for (size_t j = 0; in->shards && j < in->n_shards; j++)
+            in->shards[j] = (mr_checkpoint_input_shard){
+                (uint32_t)(first + j), in->size * j / in->n_shards,
+                in->size * (j + 1) / in->n_shards, 1 + 180000 * j, 180000,
+                (first + j) * 0xC2B2AE3D27D4EB4FULL};
     }
 
     double write_ms[ROUNDS], load_ms[ROUNDS];

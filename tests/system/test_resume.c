@@ -451,3 +451,79 @@ Test(resume, a_stopped_run_moves_through_a_bundle_and_a_malicious_bundle_is_refu
     free(link);
     free(evil);
 }
+
+/* requests.jsonl with every line padded to LINE_BYTES by an ignored
+ * `metadata` field: 122 lines, 183 KiB, any two of them swappable. */
+#define LINE_BYTES 1536
+static char *pad_requests(size_t *len)
+{
+    char *path = in_dir("requests.jsonl"), *text = mr_test_read(path, NULL);
+    cr_assert(text);
+    mr_buf out = {0};
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        static const char head[] = "{\"metadata\": {\"pad\": \"", tail[] = "\"}, ";
+        size_t rest = strlen(line + 1), fill = LINE_BYTES - 1 - (sizeof head - 1) -
+                                                (sizeof tail - 1) - rest;
+        cr_assert_lt(rest, LINE_BYTES / 2);
+        mr_buf_append(&out, head, sizeof head - 1);
+        for (size_t i = 0; i < fill; i++)
+            mr_buf_append(&out, "x", 1);
+        mr_buf_append(&out, tail, sizeof tail - 1);
+        mr_buf_append(&out, line + 1, rest);
+        mr_buf_append(&out, "\n", 1);
+    }
+    cr_assert_eq(out.len % LINE_BYTES, 0);
+    free(mr_test_write(t.dir, "requests.jsonl", out.data, out.len));
+    free(text);
+    free(path);
+    *len = out.len;
+    return out.data;
+}
+
+/* "shard N (lines A–B)" for the shard of runs/NAME/plan.json holding `line`. */
+static void shard_of_line(const char *name, int line, char *buf, size_t len)
+{
+    char *path = in_dir("runs/%s/plan.json", name), *text = mr_test_read(path, NULL);
+    cJSON *plan = cJSON_Parse(text), *shard;
+    cJSON_ArrayForEach(shard, cJSON_GetObjectItem(plan, "shards"))
+    {
+        int first = cJSON_GetObjectItem(shard, "first_line")->valueint;
+        int lines = cJSON_GetObjectItem(shard, "lines")->valueint;
+        if (first <= line && line < first + lines)
+            snprintf(buf, len, "requests.jsonl changed in shard %d (lines %d–%d)",
+                     cJSON_GetObjectItem(shard, "id")->valueint, first, first + lines - 1);
+    }
+    cJSON_Delete(plan);
+    free(text);
+    free(path);
+}
+
+Test(resume, a_same_size_edit_in_the_middle_of_an_input_is_refused_naming_the_shard)
+{
+    mr_test_write_requests(t.dir, 120);
+    size_t len;
+    char *original = pad_requests(&len);
+    cr_assert_gt(len, 128 * 1024);
+    cr_assert_eq(mr_test_run_job(t.dir, "ref", RANKS(1), &t.out, &t.err), 0, "%s%s", t.out, t.err);
+    stop_a_run("edit", RANKS(2));
+    /* Lines 70 and 75 swapped: same size, far from both ends (the old
+     * fingerprint read only the first and last 64 KiB). */
+    char *swapped = malloc(len);
+    memcpy(swapped, original, len);
+    memcpy(swapped + 69 * LINE_BYTES, original + 74 * LINE_BYTES, LINE_BYTES);
+    memcpy(swapped + 74 * LINE_BYTES, original + 69 * LINE_BYTES, LINE_BYTES);
+    cr_assert_lt(74 * LINE_BYTES, (int)len - 65536);
+    free(mr_test_write(t.dir, "requests.jsonl", swapped, len));
+    cr_assert_eq(moerun("resume", "runs/edit", NULL), 3, "%s%s", t.out, t.err);
+    char want[256] = "";
+    shard_of_line("edit", 70, want, sizeof want);
+    cr_assert(strstr(t.err, "holds a checkpoint of another job; what changed:"), "%s", t.err);
+    cr_assert(strstr(t.err, want), "no '%s' in:\n%s", want, t.err);
+    /* Put back, it goes on to the same bytes as a run that never stopped. */
+    free(mr_test_write(t.dir, "requests.jsonl", original, len));
+    cr_assert_eq(moerun("resume", "runs/edit", NULL), 0, "%s%s", t.out, t.err);
+    cr_assert(strstr(t.out, "resuming from checkpoint"), "%s", t.out);
+    assert_complete("edit", 120);
+    free(swapped);
+    free(original);
+}

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -102,8 +103,14 @@ static void assert_same_state(const mr_checkpoint_state *a, const mr_checkpoint_
     for (size_t i = 0; i < a->fingerprint.n_inputs; i++) {
         const mr_checkpoint_input *x = &a->fingerprint.inputs[i], *y = &b->fingerprint.inputs[i];
         cr_assert_str_eq(x->path, y->path);
-        cr_assert(x->size == y->size && x->head_crc32 == y->head_crc32 &&
-                  x->tail_crc32 == y->tail_crc32);
+        cr_assert(x->compressed == y->compressed && x->size == y->size && x->xxh3 == y->xxh3);
+        cr_assert_eq(x->n_shards, y->n_shards);
+        for (size_t j = 0; j < x->n_shards; j++) {
+            const mr_checkpoint_input_shard *u = &x->shards[j], *v = &y->shards[j];
+            cr_assert(u->id == v->id && u->begin == v->begin && u->end == v->end &&
+                      u->first_line == v->first_line && u->lines == v->lines &&
+                      u->xxh3 == v->xxh3);
+        }
     }
     cr_assert_eq(a->n_shards, b->n_shards);
     for (size_t i = 0; i < a->n_shards; i++) {
@@ -154,14 +161,17 @@ static void assert_falls_back_to_1(const char *why)
 
 Test(checkpoint, round_trip_keeps_every_field)
 {
-    char *input = mr_test_write(dir, "in/a.jsonl", "{\"custom_id\": \"1\"}\n", (size_t)-1);
+    char *input =
+        mr_test_write(dir, "in/a.jsonl", "{\"custom_id\": \"1\"}\n\n{}\n", (size_t)-1);
     mr_checkpoint_state got;
     mr_checkpoint_fingerprint_free(&s.fingerprint);
-    const char *inputs[] = {input};
+    mr_checkpoint_input_shard shards[] = {{7, 0, 18, 1, 2, 0}, {8, 18, 21, 3, 1, 0}};
+    mr_checkpoint_input inputs[] = {{.path = input, .shards = shards, .n_shards = 2}};
     cr_assert_eq(mr_checkpoint_fingerprint_make(&s.fingerprint, CHECKPOINT_SAMPLE_JOB,
-                                                CHECKPOINT_SAMPLE_CONFIG, inputs, 1, err,
+                                                CHECKPOINT_SAMPLE_CONFIG, inputs, 1, true, err,
                                                 sizeof err),
                  MR_CHECKPOINT_OK, "%s", err);
+    cr_assert_neq(s.fingerprint.inputs[0].shards[0].xxh3, s.fingerprint.inputs[0].shards[1].xxh3);
     write_ok(3);
     cr_assert_eq(s.generation, 1);
     cr_assert(exists("state-000001.ckpt.zst"));
@@ -317,9 +327,11 @@ Test(checkpoint, another_format_version_is_an_error_naming_both)
     two_generations();
     forge(2, 7, NULL);
     cr_assert_eq(load(&got), MR_CHECKPOINT_EVERSION);
-    char want[128];
-    snprintf(want, sizeof want, "checkpoint state-000002 was written in format version 7, but "
-             "this moerun reads version %d", MR_CHECKPOINT_VERSION);
+    char want[256];
+    snprintf(want, sizeof want,
+             "checkpoint state-000002 was written in format version 7, but this moerun reads "
+             "version %d",
+             MR_CHECKPOINT_VERSION);
     cr_assert(strstr(err, want), "%s", err);
     mr_checkpoint_info *list;
     size_t n;
@@ -338,6 +350,13 @@ Test(checkpoint, sound_but_invalid_content_names_the_key)
     assert_falls_back_to_1("invalid content: fingerprint is missing or not an object");
     forge(2, MR_CHECKPOINT_VERSION, "{\"created\": 1.5}");
     assert_falls_back_to_1("invalid content: created is not a whole number within ±2^53");
+    forge(2, MR_CHECKPOINT_VERSION,
+          "{\"created\": 1, \"fingerprint\": {\"job\": null, \"model_config\": null, "
+          "\"inputs\": [{\"path\": \"a\", \"compressed\": false, \"size\": 3, "
+          "\"xxh3\": \"00000000000000ff\", \"shards\": [{\"id\": 0, \"begin\": 0, "
+          "\"end\": 3, \"first_line\": 1, \"lines\": 1, \"xxh3\": \"ff\"}]}]}}");
+    assert_falls_back_to_1(
+        "invalid content: inputs[0].shards[0].xxh3 is not a string of 16 hexadecimal digits");
     forge(2, MR_CHECKPOINT_VERSION, "[1, 2]");
     assert_falls_back_to_1("invalid content: the payload is not a JSON object");
 }
@@ -449,9 +468,10 @@ Test(checkpoint, impossible_values_are_refused)
  * Fingerprints
  * ------------------------------------------------------------------------ */
 static void fingerprint(mr_checkpoint_fingerprint *fp, const char *job, const char *config,
-                        const char *const *inputs, size_t n)
+                        const mr_checkpoint_input *inputs, size_t n)
 {
-    cr_assert_eq(mr_checkpoint_fingerprint_make(fp, job, config, inputs, n, err, sizeof err),
+    cr_assert_eq(mr_checkpoint_fingerprint_make(fp, job, config, inputs, n, true, err,
+                                                sizeof err),
                  MR_CHECKPOINT_OK, "%s", err);
 }
 
@@ -472,7 +492,9 @@ Test(checkpoint, fingerprint_diff_names_what_changed)
 {
     char *a = pattern_file("a.jsonl", 1234, (size_t)-1, 0);
     char *b = pattern_file("b.jsonl", 300000, (size_t)-1, 0);
-    const char *inputs[] = {a, b};
+    /* b is one line, one shard; a has no shard */
+    mr_checkpoint_input_shard whole[] = {{0, 0, 300000, 1, 1, 0}};
+    mr_checkpoint_input inputs[] = {{.path = a}, {.path = b, .shards = whole, .n_shards = 1}};
     mr_checkpoint_fingerprint then, now;
     fingerprint(&then, CHECKPOINT_SAMPLE_JOB, CHECKPOINT_SAMPLE_CONFIG, inputs, 2);
     fingerprint(&now, CHECKPOINT_SAMPLE_JOB,
@@ -498,7 +520,7 @@ Test(checkpoint, fingerprint_diff_names_what_changed)
              "job key [engine] max_batch_tokens changed 256 → 512\n"
              "model config key num_experts changed 128 → 64\n"
              "input %s changed size 1234 → 1300\n"
-             "input %s changed in its last 64 KiB",
+             "input %s changed in shard 0 (line 1)",
              a, b);
     cr_assert_str_eq(what, want);
     mr_checkpoint_fingerprint_free(&now);
@@ -506,11 +528,11 @@ Test(checkpoint, fingerprint_diff_names_what_changed)
     free(pattern_file("b.jsonl", 300000, 10, '!'));
     fingerprint(&now, CHECKPOINT_SAMPLE_JOB, CHECKPOINT_SAMPLE_CONFIG, inputs + 1, 1);
     mr_checkpoint_fingerprint_diff(&then, &now, what, sizeof what);
-    snprintf(want, sizeof want, "input %s changed in its first 64 KiB\ninput %s is gone", b, a);
+    snprintf(want, sizeof want, "input %s changed in shard 0 (line 1)\ninput %s is gone", b, a);
     cr_assert_str_eq(what, want);
     mr_checkpoint_fingerprint_free(&now);
 
-    const char *swapped[] = {b, a};
+    mr_checkpoint_input swapped[] = {inputs[1], inputs[0]};
     free(pattern_file("a.jsonl", 1234, (size_t)-1, 0));
     free(pattern_file("b.jsonl", 300000, (size_t)-1, 0));
     fingerprint(&now, "[job]\nname = sample\n\n[engine]\nmax_batch_tokens = 256\nthreads = "
@@ -541,11 +563,203 @@ Test(checkpoint, fingerprint_diff_names_what_changed)
     free(b);
 }
 
+/* An input of LINES request-like lines of LINE bytes each (300 000 bytes),
+ * cut as the plan would into shards of equal line counts. */
+#define LINE 100
+#define LINES 3000
+
+/* The lines, with lines a and b (1-based; 0: none) swapped; not
+ * NUL-terminated. */
+static char *lines_text(size_t a, size_t b)
+{
+    char *text = malloc(LINES * LINE + 1);
+    for (size_t i = 1; i <= LINES; i++) {
+        size_t n = i == a ? b : i == b ? a : i;
+        char *p = text + (i - 1) * LINE;
+        int len = snprintf(p, LINE, "{\"custom_id\": \"r-%06zu\", \"body\": \"", n);
+        memset(p + len, 'a' + (int)(n % 26), LINE - (size_t)len - 3);
+        memcpy(p + LINE - 3, "\"}\n", 3);
+    }
+    return text;
+}
+
+static mr_checkpoint_input plan_input(const char *path, bool compressed, size_t k,
+                                      mr_checkpoint_input_shard *shards)
+{
+    for (size_t j = 0; j < k; j++) {
+        uint64_t first = j * LINES / k, last = (j + 1) * LINES / k;
+        shards[j] = (mr_checkpoint_input_shard){(uint32_t)j, first * LINE, last * LINE,
+                                                first + 1, last - first, 0};
+    }
+    return (mr_checkpoint_input){.path = (char *)path, .compressed = compressed,
+                                 .shards = shards, .n_shards = k};
+}
+
+/* How `now` (input text now, hashed or not) differs from `then`; the count. */
+static size_t diff_with(const mr_checkpoint_fingerprint *then, const mr_checkpoint_input *in,
+                        const char *text, size_t len, bool hash, char *what, size_t whatlen)
+{
+    free(mr_test_write(dir, "a.jsonl", text, len));
+    mr_checkpoint_fingerprint now;
+    cr_assert_eq(mr_checkpoint_fingerprint_make(&now, "", NULL, in, 1, hash, err, sizeof err),
+                 MR_CHECKPOINT_OK, "%s", err);
+    size_t n = mr_checkpoint_fingerprint_diff(then, &now, what, whatlen);
+    mr_checkpoint_fingerprint_free(&now);
+    return n;
+}
+
+Test(checkpoint, fingerprint_hashes_every_byte_and_names_the_changed_shard)
+{
+    char *text = lines_text(0, 0), what[2048], want[2048];
+    char *path = mr_test_write(dir, "a.jsonl", text, LINES * LINE);
+    mr_checkpoint_input_shard shards[8];
+    mr_checkpoint_input in = plan_input(path, false, 4, shards);
+    mr_checkpoint_fingerprint then;
+    fingerprint(&then, "", NULL, &in, 1);
+    const mr_checkpoint_input *got = &then.inputs[0];
+    cr_assert_eq(got->size, LINES * LINE);
+    cr_assert_eq(got->xxh3, XXH3_64bits(text, LINES * LINE), "the whole file, as xxhsum -H3");
+    for (size_t j = 0; j < 4; j++)
+        cr_assert_eq(got->shards[j].xxh3,
+                     XXH3_64bits(text + shards[j].begin, shards[j].end - shards[j].begin));
+
+    /* Two lines of one length swapped in the middle, far from both ends. */
+    char *swapped = lines_text(1600, 1700);
+    cr_assert_eq(diff_with(&then, &in, swapped, LINES * LINE, true, what, sizeof what), 1);
+    snprintf(want, sizeof want, "input %s changed in shard 2 (lines 1501–2250)", path);
+    cr_assert_str_eq(what, want);
+    cr_assert_eq(diff_with(&then, &in, swapped, LINES * LINE, false, what, sizeof what), 0,
+                 "without reading the inputs only sizes are compared: %s", what);
+
+    /* Bytes appended past the last shard, or its last line cut off. */
+    char *longer = malloc(LINES * LINE + LINE);
+    memcpy(longer, text, LINES * LINE);
+    memcpy(longer + LINES * LINE, text, LINE);
+    cr_assert_eq(diff_with(&then, &in, longer, LINES * LINE + LINE, true, what, sizeof what), 1);
+    snprintf(want, sizeof want, "input %s changed size 300000 → 300100", path);
+    cr_assert_str_eq(what, want);
+    cr_assert_eq(diff_with(&then, &in, text, LINES * LINE - LINE, false, what, sizeof what), 1);
+    snprintf(want, sizeof want, "input %s changed size 300000 → 299900", path);
+    cr_assert_str_eq(what, want);
+    cr_assert_eq(diff_with(&then, &in, text, LINES * LINE - LINE, true, what, sizeof what), 1);
+    snprintf(want, sizeof want,
+             "input %s changed size 300000 → 299900, first in shard 3 (lines 2251–3000)", path);
+    cr_assert_str_eq(what, want);
+
+    /* A byte changed in each of 8 shards: five named, the rest counted. */
+    mr_checkpoint_fingerprint_free(&then);
+    in = plan_input(path, false, 8, shards);
+    free(mr_test_write(dir, "a.jsonl", text, LINES * LINE));
+    fingerprint(&then, "", NULL, &in, 1);
+    for (size_t j = 0; j < 8; j++)
+        longer[shards[j].begin + 50] = '!';
+    cr_assert_eq(diff_with(&then, &in, longer, LINES * LINE, true, what, sizeof what), 6);
+    cr_assert(strstr(what, "changed in shard 0 (lines 1–375)\n"), "%s", what);
+    cr_assert(strstr(what, "changed in shard 4 (lines 1501–1875)\n"), "%s", what);
+    snprintf(want, sizeof want, "input %s changed in 3 more shards", path);
+    cr_assert(strstr(what, want), "%s", what);
+    mr_checkpoint_fingerprint_free(&then);
+    free(longer);
+    free(swapped);
+    free(text);
+    free(path);
+}
+
+/* The input compressed by `how` (zstd or gzip) into dir/NAME. */
+static char *compressed_file(const char *name, const char *text, size_t len, int how)
+{
+    char *path = NULL;
+    cr_assert(asprintf(&path, "%s/%s", dir, name) > 0);
+    if (how == 'z') {
+        size_t cap = ZSTD_compressBound(len);
+        char *frame = malloc(cap);
+        size_t n = ZSTD_compress(frame, cap, text, len, 3);
+        cr_assert(!ZSTD_isError(n));
+        free(mr_test_write(dir, name, frame, n));
+        free(frame);
+    } else {
+        gzFile gz = gzopen(path, "wb");
+        cr_assert(gz && gzwrite(gz, text, (unsigned)len) == (int)len);
+        cr_assert_eq(gzclose(gz), Z_OK);
+    }
+    return path;
+}
+
+Test(checkpoint, fingerprint_of_a_compressed_input_hashes_its_shards_decompressed)
+{
+    char *text = lines_text(0, 0), *swapped = lines_text(1600, 1700), what[2048], want[2048];
+    char *plain = mr_test_write(dir, "plain.jsonl", text, LINES * LINE);
+    mr_checkpoint_input_shard plain_shards[4], packed_shards[4];
+    mr_checkpoint_input in[2] = {plan_input(plain, false, 4, plain_shards)};
+    for (int how = 'g'; how; how = how == 'g' ? 'z' : 0) {
+        char *path = compressed_file("a.jsonl.c", text, LINES * LINE, how);
+        in[1] = plan_input(path, true, 4, packed_shards);
+        mr_checkpoint_fingerprint then, now;
+        fingerprint(&then, "", NULL, in, 2);
+        size_t len;
+        char *stored = mr_test_read(path, &len);
+        const mr_checkpoint_input *p = &then.inputs[0], *c = &then.inputs[1];
+        cr_assert_eq(c->size, len);
+        cr_assert_eq(c->xxh3, XXH3_64bits(stored, len), "the file as stored");
+        for (size_t j = 0; j < 4; j++)
+            cr_assert_eq(c->shards[j].xxh3, p->shards[j].xxh3, "shard %zu: the lines", j);
+        free(stored);
+
+        free(compressed_file("a.jsonl.c", swapped, LINES * LINE, how));
+        fingerprint(&now, "", NULL, in, 2);
+        cr_assert_eq(mr_checkpoint_fingerprint_diff(&then, &now, what, sizeof what), 1, "%s",
+                     what);
+        snprintf(want, sizeof want, "shard 2 (lines 1501–2250)");
+        cr_assert(strstr(what, path) && strstr(what, want), "%s", what);
+        mr_checkpoint_fingerprint_free(&now);
+        mr_checkpoint_fingerprint_free(&then);
+        free(path);
+    }
+    free(plain);
+    free(swapped);
+    free(text);
+}
+
+Test(checkpoint, fingerprint_shards_follow_each_other_and_are_compared_as_cut)
+{
+    char *text = lines_text(0, 0), what[1024], want[1024];
+    char *path = mr_test_write(dir, "a.jsonl", text, LINES * LINE);
+    mr_checkpoint_input_shard shards[4];
+    mr_checkpoint_input in = plan_input(path, false, 4, shards);
+    mr_checkpoint_fingerprint then, now;
+    shards[2].begin -= 10;
+    cr_assert_eq(mr_checkpoint_fingerprint_make(&now, "", NULL, &in, 1, true, err, sizeof err),
+                 MR_CHECKPOINT_EINVAL);
+    snprintf(want, sizeof want,
+             "input %s: shard 2's bytes 149990–225000 are not after those of the shard before "
+             "it",
+             path);
+    cr_assert_str_eq(err, want);
+    /* The last line in no shard: a change there is still a change. */
+    in.n_shards = 3;
+    shards[2].begin += 10;
+    fingerprint(&then, "", NULL, &in, 1);
+    text[LINES * LINE - 10] = '!';
+    cr_assert_eq(diff_with(&then, &in, text, LINES * LINE, true, what, sizeof what), 1);
+    snprintf(want, sizeof want, "input %s changed outside the bytes of its shards", path);
+    cr_assert_str_eq(what, want);
+    in.n_shards = 4;
+    cr_assert_eq(diff_with(&then, &in, text, LINES * LINE, true, what, sizeof what), 1);
+    snprintf(want, sizeof want, "input %s is cut into other shards than the checkpoint's", path);
+    cr_assert_str_eq(what, want);
+    mr_checkpoint_fingerprint_free(&then);
+    free(text);
+    free(path);
+}
+
 Test(checkpoint, fingerprint_of_a_missing_input_says_which)
 {
     mr_checkpoint_fingerprint fp;
-    const char *inputs[] = {"/nonexistent/in.jsonl"};
-    cr_assert_eq(mr_checkpoint_fingerprint_make(&fp, "", NULL, inputs, 1, err, sizeof err),
-                 MR_CHECKPOINT_EIO);
-    cr_assert_str_eq(err, "cannot open input /nonexistent/in.jsonl: No such file or directory");
+    mr_checkpoint_input in = {.path = "/nonexistent/in.jsonl"};
+    for (int hash = 0; hash < 2; hash++) {
+        cr_assert_eq(mr_checkpoint_fingerprint_make(&fp, "", NULL, &in, 1, hash, err, sizeof err),
+                     MR_CHECKPOINT_EIO);
+        cr_assert_str_eq(err,
+                         "cannot open input /nonexistent/in.jsonl: No such file or directory");
+    }
 }

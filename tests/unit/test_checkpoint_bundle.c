@@ -314,3 +314,48 @@ Test(checkpoint_bundle, a_file_that_is_no_bundle_says_so)
     free(bundle);
     free(target);
 }
+
+/* A zstd bomb in small: an entry of 24 MiB of zeros packs into about a
+ * kilobyte, far past the 1000-fold expansion (plus 16 MiB) a bundle may
+ * have.  Refused at its header, before any of it is written. */
+Test(checkpoint_bundle, a_decompression_bomb_is_refused_at_its_header)
+{
+    char *bundle = join(dir, "bomb.tar.zst"), *target = join(dir, "moved");
+    struct archive *a = archive_write_new();
+    cr_assert_eq(archive_write_set_format_pax_restricted(a), ARCHIVE_OK);
+    cr_assert_eq(archive_write_add_filter_zstd(a), ARCHIVE_OK);
+    cr_assert_eq(archive_write_open_filename(a, bundle), ARCHIVE_OK);
+    const char *names[] = {"plan.json", "parts/shard-00000.results.jsonl"};
+    const size_t sizes[] = {4, 24u << 20};
+    char *zeros = calloc(1, sizes[1]);
+    for (int i = 0; i < 2; i++) {
+        struct archive_entry *e = archive_entry_new();
+        archive_entry_set_pathname(e, names[i]);
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_perm(e, 0644);
+        archive_entry_set_size(e, (la_int64_t)sizes[i]);
+        cr_assert_eq(archive_write_header(a, e), ARCHIVE_OK, "%s", archive_error_string(a));
+        cr_assert_eq(archive_write_data(a, zeros, sizes[i]), (la_ssize_t)sizes[i]);
+        archive_entry_free(e);
+    }
+    cr_assert_eq(archive_write_close(a), ARCHIVE_OK);
+    archive_write_free(a);
+    free(zeros);
+    struct stat st;
+    cr_assert_eq(stat(bundle, &st), 0);
+    cr_assert_lt(st.st_size, 8192, "the bundle is a bomb: %lld bytes", (long long)st.st_size);
+
+    cr_assert_eq(mr_checkpoint_import(bundle, target, err, sizeof err), MR_CHECKPOINT_EINVAL);
+    char want[1024];
+    snprintf(want, sizeof want,
+             "bundle %s refused: entry 'parts/shard-00000.results.jsonl' takes it past %llu "
+             "bytes unpacked, 1000 times its size plus 16 MiB; a run folder compresses far "
+             "less (a decompression bomb?)",
+             bundle, (unsigned long long)st.st_size * 1000 + (16ULL << 20));
+    cr_assert_str_eq(err, want);
+    char *left = tree(dir);
+    cr_assert_str_eq(left, "bomb.tar.zst\n", "plan.json, unpacked first, is gone too");
+    free(left);
+    free(bundle);
+    free(target);
+}
