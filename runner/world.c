@@ -15,6 +15,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -260,6 +261,19 @@ static wait_end wait_ranks(const mr_job *job, pid_t pid, const char *join_file, 
     }
 }
 
+/* Whether the run folder's disk is (nearly) full: under 64 MiB or 1% free.
+ * A rank that finds it full exits 6, but the others, losing it, may end
+ * first with another code, and mpirun passes on whichever came first. */
+static bool disk_full(const char *run_dir)
+{
+    struct statvfs fs;
+    if (statvfs(run_dir, &fs) != 0)
+        return false;
+    double free_bytes = (double)fs.f_bavail * (double)fs.f_frsize;
+    double total = (double)fs.f_blocks * (double)fs.f_frsize;
+    return free_bytes < 64.0 * 1024 * 1024 || free_bytes < 0.01 * total;
+}
+
 /* The ranks' exit codes that say what happened; anything else is a rank
  * that died or could not start. */
 static bool rank_exit_code(int code)
@@ -335,6 +349,12 @@ int mr_runner_launch_local(const mr_job *job, int argc, char **argv)
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     if (rank_exit_code(code))
         return code;
+    if (disk_full(job->job_run_dir)) {
+        fprintf(stderr, "moerun run: the job stopped (mpirun exit %d) with the disk of %s full: "
+                        "free space, then `moerun resume %s` goes on with nothing lost\n",
+                code, job->job_run_dir, job->job_run_dir);
+        return MR_EXIT_DISK_FULL;
+    }
     fprintf(stderr, "moerun run: the job stopped: a rank failed (mpirun exit %d)\n", code);
     return MR_EXIT_RANK_FAILED;
 }
