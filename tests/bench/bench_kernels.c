@@ -261,7 +261,8 @@ static void bench_experts(mr_backend *be, const void *const *gate, const void *c
             .be = be,
             .out = malloc((size_t)rows * HIDDEN * sizeof(float)),
             .x = random_f32((size_t)rows * HIDDEN),
-            .groups = {EXPERTS, NULL, gate, up, down, MR_TENSOR_BF16, HIDDEN, MOE_INTER}};
+            .groups = {.groups = EXPERTS, .gate = gate, .up = up, .down = down,
+                       .type = MR_TENSOR_BF16, .hidden = HIDDEN, .inter = MOE_INTER}};
         double used = 0;
         for (int r = 0; r < ROUTES; r++)
             used += (double)route(tokens, c->offsets[r]) / ROUTES;
