@@ -35,6 +35,12 @@ int mr_test_run_job(const char *dir, const char *name, const char *extra, char *
  * errors.jsonl, but for the "created" times. */
 void mr_test_assert_same_output(const char *dir, const char *a, const char *b);
 
+/* A digest (XXH3-128, 32 hex digits) of runs/NAME's results.jsonl and
+ * errors.jsonl with every "created" and result id zeroed and the folder
+ * `dir` left out where a message names a path: what a test pins a job's
+ * output to across commits. */
+void mr_test_output_digest(const char *dir, const char *name, char hex[33]);
+
 /* The processes `parent` started, from /proc; at most cap. */
 int mr_test_children(pid_t parent, pid_t *kids, int cap);
 /* Seconds on the monotonic clock. */
