@@ -29,9 +29,11 @@
  *                    per (source, destination slot); tokens beyond that go
  *                    in a second, pairwise exchange, so none is dropped.
  *
- * Packing and unpacking are host loops over host buffers: on the CPU
- * backend activations are host memory.  A CUDA backend does the same work
- * in kernels on device buffers and passes them to NCCL. */
+ * The work on token rows (layout, packing, unpacking, the weighted sums
+ * and the reduction) is backend ops (kernels.h, ep_*); this code runs the
+ * protocol: which exchange, the counts and sizes, where rows go.  It reads
+ * counts and headers through `download` and no row, so a CUDA backend runs
+ * the same protocol on device buffers over a GPU transport. */
 #ifndef MR_ENGINE_EP_H
 #define MR_ENGINE_EP_H
 
@@ -39,20 +41,6 @@
 #include <stdint.h>
 
 #include "engine/engine.h"
-
-typedef struct {
-    int n_ranks, n_tokens, top_k, slots_per_rank;
-    int32_t *tokens_per_rank; /* [n_ranks]: tokens that visit each rank */
-    int32_t *tokens_per_slot; /* [n_ranks * slots_per_rank]: (token, slot) pairs */
-    uint8_t *in_rank;         /* [n_tokens][n_ranks]: 1 where the token visits */
-    int cap_tokens;           /* what the buffers hold; they grow, never shrink */
-} mr_ep_layout;
-
-/* slots: [n_tokens][top_k] physical slots, each < n_ranks * slots_per_rank.
- * Buffers are kept between calls.  Returns 0, or -1 when out of memory. */
-int mr_ep_layout_build(mr_ep_layout *l, const int32_t *slots, int n_tokens, int top_k,
-                       int n_ranks, int slots_per_rank);
-void mr_ep_layout_free(mr_ep_layout *l);
 
 typedef struct mr_ep mr_ep;
 
@@ -66,27 +54,31 @@ typedef struct {
 /* Bytes one rank may send another in one exchange for this shape. */
 size_t mr_ep_exchange_bytes(const mr_ep_shape *shape);
 
-int mr_ep_new(mr_comm *comm, const mr_ep_shape *shape, mr_ep **out, char *err, size_t errlen);
+/* Dispatch and combine between the ranks of comm, on backend be's
+ * buffers. */
+int mr_ep_new(mr_comm *comm, mr_backend *be, const mr_ep_shape *shape, mr_ep **out, char *err,
+              size_t errlen);
 void mr_ep_free(mr_ep *ep);
 
 /* What the local experts receive: rows grouped by local slot.  The inputs
- * stay where dispatch wrote them (x_rows points into the receive buffers,
- * one copy of a token however many local experts it picked); they stay
- * valid until mr_ep_combine. */
+ * stay where dispatch wrote them (x_rows, a backend buffer, points into the
+ * receive buffers: one copy of a token however many local experts it
+ * picked); they stay valid until mr_ep_combine. */
 typedef struct {
     int rows;                   /* (token, local slot) pairs received */
-    const int32_t *offsets;     /* [slots_per_rank + 1]: slot s owns rows offsets[s].. */
-    const float *const *x_rows; /* [rows]: each row's input, hidden floats */
-    float *y;                   /* [rows][hidden]: the caller writes expert outputs here */
+    const int32_t *offsets;     /* [slots_per_rank + 1], host: slot s owns rows offsets[s].. */
+    const float *const *x_rows; /* [rows], backend: each row's input, hidden floats */
+    float *y;                   /* [rows][hidden], backend: the experts write their outputs here */
 } mr_ep_received;
 
 /* Sends the n tokens of x ([n][hidden]) with their top-k physical slots and
- * weights to the ranks holding those slots, and receives every token other
+ * weights (backend buffers) to the ranks holding those slots, and receives every token other
  * ranks send here, grouped by local slot. */
 int mr_ep_dispatch(mr_ep *ep, const float *x, const int32_t *slots, const float *weights,
                    int n, mr_ep_received *out, char *err, size_t errlen);
 /* After the caller filled out->y: returns every token's weighted sum of its
- * experts' outputs into out ([n][hidden]) for the n tokens dispatched. */
+ * experts' outputs into out ([n][hidden], backend) for the n tokens
+ * dispatched. */
 int mr_ep_combine(mr_ep *ep, float *out, char *err, size_t errlen);
 
 /* Seconds spent waiting for other ranks, from the communicator. */

@@ -1,10 +1,11 @@
 /*
- * Dispatch: pack each token once per destination rank straight into that
- * rank's receive buffer, exchange, and place every received (token, slot)
- * pair in its row of the slot-grouped input.  Rows are placed by counts
+ * Dispatch: the layout, each destination's message packed straight into
+ * its receive buffer, the exchange, and every received (token, slot) pair
+ * placed in its row of the slot-grouped input.  Rows are placed by counts
  * known before any payload is read (from the counts exchange, or from the
  * low-latency message's own header), so a source's rows land in the same
- * place whichever exchange carried them.
+ * place whichever exchange carried them.  Row work is backend ops; this
+ * file reads counts and headers only.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,30 +15,52 @@
 
 size_t mr_ep_exchange_bytes(const mr_ep_shape *s)
 {
-    size_t header = sizeof(mr_ep_header) + (size_t)s->slots_per_rank * sizeof(int32_t);
-    size_t record = sizeof(mr_ep_record) + (size_t)s->top_k * 2 * sizeof(int32_t) +
-                    (size_t)s->hidden * sizeof(float);
-    size_t dispatch = header + (size_t)s->max_tokens * record;
+    size_t dispatch = mr_ep_header_bytes(s->slots_per_rank) +
+                      (size_t)s->max_tokens * mr_ep_record_bytes(s->top_k, s->hidden);
     size_t combine = (size_t)s->max_tokens * (size_t)s->hidden * sizeof(double);
     return dispatch > combine ? dispatch : combine;
+}
+
+static void backend_free(mr_backend *be, void *ptr)
+{
+    if (ptr)
+        be->ops->free(be, ptr);
+}
+
+static void free_receive(mr_ep *ep)
+{
+    mr_ep_recv *r = &ep->recv;
+    void *owned[] = {(void *)r->base, r->cursor, r->n_local, r->rows, r->weight,
+                     (void *)r->x_rows, r->y};
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
+        backend_free(ep->be, owned[i]);
 }
 
 void mr_ep_free(mr_ep *ep)
 {
     if (!ep)
         return;
-    mr_ep_layout_free(&ep->layout);
-    void *owned[] = {ep->bytes, ep->from, ep->ll_left, ep->overflow, ep->overflow_order,
-                     ep->n_overflow, ep->sent, ep->partial,
-                     ep->count, ep->tokens_from, ep->records_got, ep->base, ep->cursor,
-                     ep->offsets, ep->recv_local, ep->recv_row, ep->recv_weight, ep->x_rows, ep->y,
-                     ep->acc};
-    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
-        free(owned[i]);
+    mr_ep_send *s = &ep->send;
+    void *device[] = {s->visits, s->deferred, s->order, s->room, s->counts};
+    for (size_t i = 0; i < sizeof device / sizeof device[0]; i++)
+        backend_free(ep->be, device[i]);
+    free_receive(ep);
+    void *host[] = {ep->bytes, ep->from, ep->counts, ep->header, ep->count, ep->tokens_from,
+                    ep->records_got, ep->base, ep->cursor, ep->offsets, ep->msgs};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
+        free(host[i]);
     free(ep);
 }
 
-int mr_ep_new(mr_comm *comm, const mr_ep_shape *shape, mr_ep **out, char *err, size_t errlen)
+static void *backend_alloc(mr_backend *be, size_t bytes, bool *ok)
+{
+    void *p = be->ops->alloc(be, bytes ? bytes : 1);
+    *ok = *ok && p;
+    return p;
+}
+
+int mr_ep_new(mr_comm *comm, mr_backend *be, const mr_ep_shape *shape, mr_ep **out, char *err,
+              size_t errlen)
 {
     size_t need = mr_ep_exchange_bytes(shape);
     if (mr_comm_capacity(comm) < need) {
@@ -49,34 +72,47 @@ int mr_ep_new(mr_comm *comm, const mr_ep_shape *shape, mr_ep **out, char *err, s
     if (!ep)
         goto nomem;
     ep->comm = comm;
+    ep->be = be;
     ep->shape = *shape;
     ep->n_ranks = mr_comm_size(comm);
     ep->rank = mr_comm_rank(comm);
-    ep->header_bytes = sizeof(mr_ep_header) + (size_t)shape->slots_per_rank * sizeof(int32_t);
-    ep->record_bytes = sizeof(mr_ep_record) + (size_t)shape->top_k * 2 * sizeof(int32_t) +
-                       (size_t)shape->hidden * sizeof(float);
-    size_t r = (size_t)ep->n_ranks, slots = r * (size_t)shape->slots_per_rank;
+    ep->header_bytes = mr_ep_header_bytes(shape->slots_per_rank);
+    ep->record_bytes = mr_ep_record_bytes(shape->top_k, shape->hidden);
+    size_t r = (size_t)ep->n_ranks, spr = (size_t)shape->slots_per_rank, slots = r * spr;
+    size_t per_token = (size_t)(shape->max_tokens > 0 ? shape->max_tokens : 1) * r;
+    size_t counts = mr_ep_counts_len(ep->n_ranks, shape->slots_per_rank);
+    bool ok = true;
+    ep->send = (mr_ep_send){.top_k = shape->top_k, .hidden = shape->hidden,
+                            .n_ranks = ep->n_ranks, .slots_per_rank = shape->slots_per_rank,
+                            .ll_capacity = shape->mode == MR_EP_LOW_LATENCY ? shape->ll_capacity : 0,
+                            .visits = backend_alloc(be, per_token, &ok),
+                            .deferred = backend_alloc(be, per_token, &ok),
+                            .order = backend_alloc(be, per_token * sizeof(int32_t), &ok),
+                            .room = backend_alloc(be, slots * sizeof(int32_t), &ok),
+                            .counts = backend_alloc(be, counts * sizeof(int32_t), &ok)};
+    ep->recv = (mr_ep_recv){.top_k = shape->top_k, .hidden = shape->hidden,
+                            .n_ranks = ep->n_ranks, .slots_per_rank = shape->slots_per_rank,
+                            .base = backend_alloc(be, r * sizeof(int32_t), &ok),
+                            .cursor = backend_alloc(be, slots * sizeof(int32_t), &ok)};
+    if (!ok)
+        goto nomem;
     ep->bytes = malloc(r * sizeof *ep->bytes);
     ep->from = malloc(r * sizeof *ep->from);
-    ep->ll_left = malloc(slots * sizeof *ep->ll_left);
-    size_t per_rank = r * (size_t)(shape->max_tokens > 0 ? shape->max_tokens : 1);
-    ep->overflow = malloc(per_rank * sizeof *ep->overflow);
-    ep->overflow_order = malloc(per_rank * sizeof *ep->overflow_order);
-    ep->partial = malloc(r * sizeof *ep->partial);
-    ep->n_overflow = malloc(r * sizeof *ep->n_overflow);
-    ep->sent = malloc(r * sizeof *ep->sent);
+    ep->counts = malloc(counts * sizeof *ep->counts);
+    ep->header = malloc(ep->header_bytes);
     ep->count = malloc(slots * sizeof *ep->count);
     ep->tokens_from = malloc(r * sizeof *ep->tokens_from);
     ep->records_got = malloc(r * sizeof *ep->records_got);
     ep->base = malloc(r * sizeof *ep->base);
     ep->cursor = malloc(slots * sizeof *ep->cursor);
-    ep->offsets = malloc(((size_t)shape->slots_per_rank + 1) * sizeof *ep->offsets);
-    ep->acc = malloc((size_t)shape->hidden * sizeof *ep->acc);
-    if (!ep->bytes || !ep->from || !ep->ll_left || !ep->overflow || !ep->overflow_order ||
-        !ep->partial || !ep->n_overflow ||
-        !ep->sent || !ep->count || !ep->tokens_from || !ep->records_got || !ep->base ||
-        !ep->cursor || !ep->offsets || !ep->acc)
+    ep->offsets = malloc((spr + 1) * sizeof *ep->offsets);
+    ep->msgs = malloc(r * sizeof *ep->msgs);
+    if (!ep->bytes || !ep->from || !ep->counts || !ep->header || !ep->count ||
+        !ep->tokens_from || !ep->records_got || !ep->base || !ep->cursor || !ep->offsets ||
+        !ep->msgs)
         goto nomem;
+    ep->tokens_to = ep->counts;
+    ep->first_to = ep->counts + r + slots;
     *out = ep;
     return MR_ENGINE_OK;
 nomem:
@@ -90,123 +126,89 @@ double mr_ep_wait_seconds(const mr_ep *ep)
     return mr_comm_wait_seconds(ep->comm);
 }
 
-static int32_t *record_slots(mr_ep_record *r)
+/* A backend op's failure as the engine's. */
+static int op_failed(mr_ep *ep, int rc, const char *what, char *err, size_t errlen)
 {
-    return r->picks;
+    snprintf(err, errlen, "%s on the %s backend failed (%d)", what, ep->be->ops->name, rc);
+    return MR_ENGINE_EIO;
 }
 
-static float *record_weights(mr_ep_record *r, int top_k)
+/* Packs `part` of every destination's message (all destinations, or only
+ * those with tokens when sparse), and exchanges. */
+static int exchange_messages(mr_ep *ep, mr_ep_pack_part part, bool sparse, char *err,
+                             size_t errlen)
 {
-    return (float *)(r->picks + top_k);
-}
-
-static float *record_x(mr_ep_record *r, int top_k)
-{
-    return (float *)(r->picks + 2 * top_k);
-}
-
-/* Appends token t's record for `dst` at `at`. */
-static void pack_record(mr_ep *ep, unsigned char *at, const float *x, const int32_t *slots,
-                        const float *weights, int t, int dst)
-{
-    int k = ep->shape.top_k, spr = ep->shape.slots_per_rank, hidden = ep->shape.hidden;
-    mr_ep_record *r = (mr_ep_record *)at;
-    r->order = ep->sent[dst]++;
-    r->n_local = 0;
-    for (int j = 0; j < k; j++) {
-        int32_t slot = slots[(size_t)t * k + j];
-        if (slot / spr != dst)
+    int rc = MR_ENGINE_OK;
+    for (int d = 0; rc == MR_ENGINE_OK && d < ep->n_ranks; d++) {
+        ep->bytes[d] = -1;
+        ep->from[d] = !sparse || ep->tokens_from[d] > 0;
+        if (sparse && ep->tokens_to[d] == 0)
             continue;
-        record_slots(r)[r->n_local] = slot - dst * spr;
-        record_weights(r, k)[r->n_local] = weights[(size_t)t * k + j];
-        r->n_local++;
+        void *buf;
+        rc = mr_comm_send_buffer(ep->comm, d, &buf, err, errlen);
+        if (rc != MR_ENGINE_OK)
+            break;
+        int op = ep->be->ops->ep_pack(ep->be, buf, &ep->send, d, part);
+        if (op != MR_KERNELS_OK)
+            return op_failed(ep, op, "packing dispatch", err, errlen);
+        int32_t records = part == MR_EP_PACK_HEADER ? 0 : ep->first_to[d];
+        ep->bytes[d] = (int64_t)(ep->header_bytes + (size_t)records * ep->record_bytes);
     }
-    memcpy(record_x(r, k), x + (size_t)t * hidden, (size_t)hidden * sizeof(float));
-}
-
-/* Low-latency: does token t fit the room left in its slots on dst? */
-static bool fits(mr_ep *ep, const int32_t *slots, int t, int dst)
-{
-    int k = ep->shape.top_k, spr = ep->shape.slots_per_rank;
-    for (int j = 0; j < k; j++) {
-        int32_t slot = slots[(size_t)t * k + j];
-        if (slot / spr == dst && ep->ll_left[slot] <= 0)
-            return false;
-    }
-    for (int j = 0; j < k; j++) {
-        int32_t slot = slots[(size_t)t * k + j];
-        if (slot / spr == dst)
-            ep->ll_left[slot]--;
-    }
-    return true;
-}
-
-/* Writes the message for dst: its header, then the records of its tokens
- * (low-latency: those that fit; the rest wait in the overflow list). */
-static int pack_message(mr_ep *ep, int dst, const float *x, const int32_t *slots,
-                        const float *weights, bool with_records, char *err, size_t errlen)
-{
-    void *buf;
-    int rc = mr_comm_send_buffer(ep->comm, dst, &buf, err, errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
-    const mr_ep_layout *l = &ep->layout;
-    int spr = ep->shape.slots_per_rank;
-    mr_ep_header *h = buf;
-    h->records = 0;
-    h->tokens = l->tokens_per_rank[dst];
-    memcpy(h->counts, l->tokens_per_slot + (size_t)dst * spr, (size_t)spr * sizeof(int32_t));
-    unsigned char *at = (unsigned char *)buf + ep->header_bytes;
-    bool ll = ep->shape.mode == MR_EP_LOW_LATENCY;
-    for (int t = 0; with_records && t < ep->n_tokens; t++) {
-        if (!l->in_rank[(size_t)t * ep->n_ranks + dst])
-            continue;
-        if (ll && !fits(ep, slots, t, dst)) {
-            size_t at_list = (size_t)dst * ep->shape.max_tokens + ep->n_overflow[dst]++;
-            ep->overflow[at_list] = t;
-            ep->overflow_order[at_list] = ep->sent[dst]++; /* the record follows later */
-            continue;
-        }
-        pack_record(ep, at, x, slots, weights, t, dst);
-        at += ep->record_bytes;
-        h->records++;
-    }
-    ep->bytes[dst] = (int64_t)(ep->header_bytes + (size_t)h->records * ep->record_bytes);
-    return MR_ENGINE_OK;
+    ep->be->ops->sync(ep->be); /* the transport sends what the ops wrote */
+    return mr_comm_exchange(ep->comm, ep->bytes, ep->from, err, errlen);
 }
 
-static bool resize(void **p, size_t n, size_t size)
+/* Each source's counts, from the header of its message. */
+static void read_headers(mr_ep *ep)
 {
-    void *q = realloc(*p, n * size);
-    if (q)
-        *p = q;
-    return q != NULL;
+    int spr = ep->shape.slots_per_rank;
+    for (int s = 0; s < ep->n_ranks; s++) {
+        size_t bytes;
+        const void *msg = mr_comm_received(ep->comm, s, &bytes);
+        mr_ep_header *h = ep->header;
+        if (msg)
+            ep->be->ops->download(ep->be, h, msg, ep->header_bytes);
+        ep->tokens_from[s] = msg ? h->tokens : 0;
+        ep->records_got[s] = msg ? h->records : 0;
+        for (int e = 0; e < spr; e++)
+            ep->count[(size_t)s * spr + e] = msg ? h->counts[e] : 0;
+    }
+}
+
+static void backend_realloc(mr_backend *be, void **p, size_t bytes, bool *ok)
+{
+    backend_free(be, *p);
+    *p = backend_alloc(be, bytes, ok);
 }
 
 /* Receive buffers grow to the largest layer seen, doubling, and stay. */
 static int grow_receive(mr_ep *ep)
 {
+    mr_backend *be = ep->be;
+    mr_ep_recv *r = &ep->recv;
     size_t hidden = (size_t)ep->shape.hidden, k = (size_t)ep->shape.top_k;
+    bool ok = true;
     if (ep->recv_tokens > ep->cap_tokens) {
         int cap = ep->recv_tokens > 2 * ep->cap_tokens ? ep->recv_tokens : 2 * ep->cap_tokens;
-        if (!resize((void **)&ep->recv_local, (size_t)cap, sizeof(int32_t)) ||
-            !resize((void **)&ep->recv_row, (size_t)cap, k * sizeof(int32_t)) ||
-            !resize((void **)&ep->recv_weight, (size_t)cap, k * sizeof(float)))
-            return MR_ENGINE_ENOMEM;
-        ep->cap_tokens = cap;
+        backend_realloc(be, (void **)&r->n_local, (size_t)cap * sizeof(int32_t), &ok);
+        backend_realloc(be, (void **)&r->rows, (size_t)cap * k * sizeof(int32_t), &ok);
+        backend_realloc(be, (void **)&r->weight, (size_t)cap * k * sizeof(float), &ok);
+        ep->cap_tokens = ok ? cap : 0;
     }
-    if (ep->recv_rows > ep->cap_rows) {
+    if (ok && ep->recv_rows > ep->cap_rows) {
         int cap = ep->recv_rows > 2 * ep->cap_rows ? ep->recv_rows : 2 * ep->cap_rows;
-        if (!resize((void **)&ep->x_rows, (size_t)cap, sizeof(float *)) ||
-            !resize((void **)&ep->y, (size_t)cap, hidden * sizeof(float)))
-            return MR_ENGINE_ENOMEM;
-        ep->cap_rows = cap;
+        backend_realloc(be, (void **)&r->x_rows, (size_t)cap * sizeof(float *), &ok);
+        backend_realloc(be, (void **)&r->y, (size_t)cap * hidden * sizeof(float), &ok);
+        ep->cap_rows = ok ? cap : 0;
     }
-    return MR_ENGINE_OK;
+    return ok ? MR_ENGINE_OK : MR_ENGINE_ENOMEM;
 }
 
-/* From every source's counts: where each source's rows of each slot start,
- * slots in order and sources in rank order within a slot. */
+/* From every source's counts: where each source's tokens start, and where
+ * its rows of each slot start, slots in order and sources in rank order
+ * within a slot. */
 static int plan_rows(mr_ep *ep, char *err, size_t errlen)
 {
     int spr = ep->shape.slots_per_rank;
@@ -214,7 +216,6 @@ static int plan_rows(mr_ep *ep, char *err, size_t errlen)
     for (int s = 0; s < ep->n_ranks; s++) {
         ep->base[s] = ep->recv_tokens;
         ep->recv_tokens += ep->tokens_from[s];
-        ep->records_got[s] = 0;
     }
     int row = 0;
     for (int e = 0; e < spr; e++) {
@@ -230,95 +231,55 @@ static int plan_rows(mr_ep *ep, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory receiving %d expert rows", row);
         return MR_ENGINE_ENOMEM;
     }
+    mr_backend *be = ep->be;
+    be->ops->upload(be, (void *)ep->recv.base, ep->base, (size_t)ep->n_ranks * sizeof(int32_t));
+    be->ops->upload(be, ep->recv.cursor, ep->cursor,
+                    (size_t)ep->n_ranks * spr * sizeof(int32_t));
     return MR_ENGINE_OK;
 }
 
-static void read_headers(mr_ep *ep)
+/* Places the records of every message the last exchange brought. */
+static int unpack_received(mr_ep *ep, char *err, size_t errlen)
 {
-    int spr = ep->shape.slots_per_rank;
     for (int s = 0; s < ep->n_ranks; s++) {
         size_t bytes;
-        const mr_ep_header *h = mr_comm_received(ep->comm, s, &bytes);
-        ep->tokens_from[s] = h ? h->tokens : 0;
-        for (int e = 0; e < spr; e++)
-            ep->count[(size_t)s * spr + e] = h ? h->counts[e] : 0;
-    }
-}
-
-static void unpack_records(mr_ep *ep)
-{
-    int k = ep->shape.top_k, spr = ep->shape.slots_per_rank;
-    for (int s = 0; s < ep->n_ranks; s++) {
-        size_t bytes;
-        const unsigned char *msg = mr_comm_received(ep->comm, s, &bytes);
+        const void *msg = mr_comm_received(ep->comm, s, &bytes);
         if (!msg)
             continue;
-        const mr_ep_header *h = (const mr_ep_header *)msg;
-        const unsigned char *at = msg + ep->header_bytes;
-        for (int i = 0; i < h->records; i++, at += ep->record_bytes) {
-            mr_ep_record *r = (mr_ep_record *)at;
-            int token = ep->base[s] + r->order;
-            ep->recv_local[token] = r->n_local;
-            for (int j = 0; j < r->n_local; j++) {
-                int row = ep->cursor[(size_t)s * spr + record_slots(r)[j]]++;
-                ep->x_rows[row] = record_x(r, k);
-                ep->recv_row[(size_t)token * k + j] = row;
-                ep->recv_weight[(size_t)token * k + j] = record_weights(r, k)[j];
-            }
-        }
-        ep->records_got[s] += h->records;
+        int op = ep->be->ops->ep_unpack(ep->be, &ep->recv, msg, s);
+        if (op != MR_KERNELS_OK)
+            return op_failed(ep, op, "unpacking dispatch", err, errlen);
     }
-}
-
-/* Sends every destination a header alone, or a header and its records. */
-static int exchange_messages(mr_ep *ep, const float *x, const int32_t *slots,
-                             const float *weights, bool with_records, bool sparse, char *err,
-                             size_t errlen)
-{
-    int rc = MR_ENGINE_OK;
-    for (int d = 0; rc == MR_ENGINE_OK && d < ep->n_ranks; d++) {
-        ep->bytes[d] = -1;
-        ep->from[d] = !sparse || ep->tokens_from[d] > 0;
-        if (!sparse || ep->layout.tokens_per_rank[d] > 0)
-            rc = pack_message(ep, d, x, slots, weights, with_records, err, errlen);
-    }
-    return rc == MR_ENGINE_OK ? mr_comm_exchange(ep->comm, ep->bytes, ep->from, err, errlen)
-                              : rc;
+    return MR_ENGINE_OK;
 }
 
 /* Low-latency: the records that did not fit go to their destinations in
  * one more exchange, between the pairs that need it. */
-static int exchange_overflow(mr_ep *ep, const float *x, const int32_t *slots,
-                             const float *weights, char *err, size_t errlen)
+static int exchange_deferred(mr_ep *ep, char *err, size_t errlen)
 {
     bool any = false;
     int rc = MR_ENGINE_OK;
     for (int d = 0; rc == MR_ENGINE_OK && d < ep->n_ranks; d++) {
+        int32_t deferred = ep->tokens_to[d] - ep->first_to[d];
         ep->from[d] = ep->records_got[d] < ep->tokens_from[d];
         ep->bytes[d] = -1;
-        any = any || ep->from[d] || ep->n_overflow[d] > 0;
-        if (ep->n_overflow[d] == 0)
+        any = any || ep->from[d] || deferred > 0;
+        if (deferred == 0)
             continue;
         void *buf;
         rc = mr_comm_send_buffer(ep->comm, d, &buf, err, errlen);
         if (rc != MR_ENGINE_OK)
             break;
-        mr_ep_header *h = buf;
-        h->records = ep->n_overflow[d];
-        unsigned char *at = (unsigned char *)buf + ep->header_bytes;
-        for (int i = 0; i < ep->n_overflow[d]; i++, at += ep->record_bytes) {
-            size_t listed = (size_t)d * ep->shape.max_tokens + (size_t)i;
-            ep->sent[d] = ep->overflow_order[listed];
-            pack_record(ep, at, x, slots, weights, ep->overflow[listed], d);
-        }
-        ep->bytes[d] = (int64_t)(ep->header_bytes + (size_t)h->records * ep->record_bytes);
+        int op = ep->be->ops->ep_pack(ep->be, buf, &ep->send, d, MR_EP_PACK_DEFERRED);
+        if (op != MR_KERNELS_OK)
+            return op_failed(ep, op, "packing dispatch", err, errlen);
+        ep->bytes[d] = (int64_t)(ep->header_bytes + (size_t)deferred * ep->record_bytes);
     }
     if (rc != MR_ENGINE_OK || !any)
         return rc;
+    ep->be->ops->sync(ep->be);
     rc = mr_comm_exchange(ep->comm, ep->bytes, ep->from, err, errlen);
-    if (rc == MR_ENGINE_OK)
-        unpack_records(ep);
-    return rc;
+    return rc == MR_ENGINE_OK ? unpack_received(ep, err, errlen) : rc;
 }
 
 int mr_ep_dispatch(mr_ep *ep, const float *x, const int32_t *slots, const float *weights,
@@ -330,39 +291,38 @@ int mr_ep_dispatch(mr_ep *ep, const float *x, const int32_t *slots, const float 
                  s->max_tokens);
         return MR_ENGINE_EINVAL;
     }
-    if (mr_ep_layout_build(&ep->layout, slots, n, s->top_k, ep->n_ranks, s->slots_per_rank) != 0) {
-        snprintf(err, errlen, "out of memory for the dispatch layout of %d tokens", n);
-        return MR_ENGINE_ENOMEM;
-    }
-    ep->n_tokens = n;
-    size_t slots_all = (size_t)ep->n_ranks * s->slots_per_rank;
-    for (int d = 0; d < ep->n_ranks; d++)
-        ep->sent[d] = ep->n_overflow[d] = 0;
-    for (size_t i = 0; i < slots_all; i++)
-        ep->ll_left[i] = s->ll_capacity;
+    mr_backend *be = ep->be;
+    ep->send.n_tokens = n;
+    ep->send.x = x;
+    ep->send.slots = slots;
+    ep->send.weights = weights;
+    int op = be->ops->ep_layout(be, &ep->send);
+    if (op != MR_KERNELS_OK)
+        return op_failed(ep, op, "the dispatch layout", err, errlen);
+    be->ops->download(be, ep->counts, ep->send.counts,
+                      mr_ep_counts_len(ep->n_ranks, s->slots_per_rank) * sizeof(int32_t));
     int rc;
     bool ll = s->mode == MR_EP_LOW_LATENCY;
     if (!ll) {
-        rc = exchange_messages(ep, x, slots, weights, false, false, err, errlen);
+        rc = exchange_messages(ep, MR_EP_PACK_HEADER, false, err, errlen);
         if (rc != MR_ENGINE_OK)
             return rc;
         read_headers(ep);
         mr_comm_release(ep->comm);
-        for (int d = 0; d < ep->n_ranks; d++)
-            ep->sent[d] = 0;
     }
-    rc = exchange_messages(ep, x, slots, weights, true, !ll, err, errlen);
+    rc = exchange_messages(ep, MR_EP_PACK_FIRST, !ll, err, errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
     if (ll)
         read_headers(ep);
     rc = plan_rows(ep, err, errlen);
+    if (rc == MR_ENGINE_OK)
+        rc = unpack_received(ep, err, errlen);
+    if (rc == MR_ENGINE_OK && ll)
+        rc = exchange_deferred(ep, err, errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
-    unpack_records(ep);
-    if (ll && (rc = exchange_overflow(ep, x, slots, weights, err, errlen)) != MR_ENGINE_OK)
-        return rc;
     *out = (mr_ep_received){.rows = ep->recv_rows, .offsets = ep->offsets,
-                            .x_rows = ep->x_rows, .y = ep->y};
+                            .x_rows = ep->recv.x_rows, .y = ep->recv.y};
     return MR_ENGINE_OK;
 }

@@ -1,9 +1,10 @@
 /*
  * Measuring dispatch + combine on synthetic routing: what preflight and the
  * benchmarks report.  Routing is uniform and fixed for the run, so every
- * iteration moves the same bytes; the experts copy their input, so the
- * time is the exchange's own (layout, packing, transport, unpacking,
- * weighted sums and the reduction).
+ * iteration moves the same bytes; the experts do nothing (their outputs
+ * are zeros), so the time is the exchange's own (layout, packing,
+ * transport, unpacking, weighted sums and the reduction).  The rows live
+ * in buffers of the CPU backend.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,18 +55,25 @@ static void random_routing(int rank, int n_slots, const mr_exchange_probe *p, fl
         }
 }
 
-/* One layer; the "experts" copy their input only while warming up, so the
- * timed layers measure the exchange and not a stand-in for expert work. */
+/* One layer.  The first time, the experts' outputs are set to zeros: the
+ * routing is fixed, so every later layer reuses the same rows. */
 static int one_layer(mr_ep *ep, const float *x, const int32_t *slots, const float *weights,
-                     int n, float *out, bool warming, char *err, size_t errlen)
+                     int n, float *out, bool first, char *err, size_t errlen)
 {
     mr_ep_received got;
     int rc = mr_ep_dispatch(ep, x, slots, weights, n, &got, err, errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
-    for (int r = 0; warming && r < got.rows; r++)
-        memcpy(got.y + (size_t)r * ep->shape.hidden, got.x_rows[r],
-               (size_t)ep->shape.hidden * sizeof(float));
+    if (first) {
+        size_t bytes = (size_t)got.rows * (size_t)ep->shape.hidden * sizeof(float);
+        float *zeros = calloc(1, bytes ? bytes : 1);
+        if (!zeros) {
+            snprintf(err, errlen, "out of memory for %d expert rows", got.rows);
+            return MR_ENGINE_ENOMEM;
+        }
+        ep->be->ops->upload(ep->be, got.y, zeros, bytes);
+        free(zeros);
+    }
     return mr_ep_combine(ep, out, err, errlen);
 }
 
@@ -74,7 +82,7 @@ static void count_bytes(const mr_ep *ep, mr_exchange_result *out)
 {
     out->dispatch_bytes = out->combine_bytes = 0;
     for (int d = 0; d < ep->n_ranks; d++) {
-        int64_t sent = ep->layout.tokens_per_rank[d];
+        int64_t sent = ep->tokens_to[d];
         int64_t dispatch = sent ? (int64_t)(ep->header_bytes + (size_t)sent * ep->record_bytes) : 0;
         int64_t combine = (int64_t)ep->tokens_from[d] * ep->shape.hidden * (int64_t)sizeof(double);
         out->dispatch_bytes += (uint64_t)dispatch;
@@ -86,35 +94,74 @@ static void count_bytes(const mr_ep *ep, mr_exchange_result *out)
     }
 }
 
+/* The routing of one layer in backend buffers. */
+typedef struct {
+    float *x, *weights, *out;
+    int32_t *slots;
+} layer_buffers;
+
+static int upload_routing(mr_backend *be, int rank, int n_slots, const mr_exchange_probe *p,
+                          layer_buffers *b, char *err, size_t errlen)
+{
+    size_t rows = (size_t)p->tokens * p->hidden, picks = (size_t)p->tokens * p->top_k;
+    size_t x_bytes = (rows ? rows : 1) * sizeof(float), k_bytes = (picks ? picks : 1) * 4;
+    float *x = malloc(x_bytes), *weights = malloc(k_bytes);
+    int32_t *slots = malloc(k_bytes);
+    b->x = be->ops->alloc(be, x_bytes);
+    b->out = be->ops->alloc(be, x_bytes);
+    b->weights = be->ops->alloc(be, k_bytes);
+    b->slots = be->ops->alloc(be, k_bytes);
+    int rc = MR_ENGINE_OK;
+    if (!x || !weights || !slots || !b->x || !b->out || !b->weights || !b->slots) {
+        snprintf(err, errlen, "out of memory for an exchange of %d tokens", p->tokens);
+        rc = MR_ENGINE_ENOMEM;
+    } else {
+        random_routing(rank, n_slots, p, x, slots, weights);
+        be->ops->upload(be, b->x, x, rows * sizeof(float));
+        be->ops->upload(be, b->weights, weights, picks * sizeof(float));
+        be->ops->upload(be, b->slots, slots, picks * sizeof(int32_t));
+    }
+    free(x);
+    free(weights);
+    free(slots);
+    return rc;
+}
+
+static void free_buffers(mr_backend *be, layer_buffers *b)
+{
+    void *all[] = {b->x, b->out, b->weights, b->slots};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i])
+            be->ops->free(be, all[i]);
+}
+
 int mr_exchange_measure(mr_comm *comm, const mr_exchange_probe *p, mr_exchange_result *out,
                         char *err, size_t errlen)
 {
     mr_ep_shape shape = shape_of(p);
+    mr_backend *be = NULL;
     mr_ep *ep = NULL;
-    int rc = mr_ep_new(comm, &shape, &ep, err, errlen);
-    if (rc != MR_ENGINE_OK)
-        return rc;
+    if (mr_backend_create("cpu", 1, &be, err, errlen) != 0)
+        return MR_ENGINE_EINVAL;
     int ranks = mr_comm_size(comm), rank = mr_comm_rank(comm);
-    size_t rows = (size_t)p->tokens * p->hidden, picks = (size_t)p->tokens * p->top_k;
-    float *x = malloc((rows ? rows : 1) * sizeof *x), *y = malloc((rows ? rows : 1) * sizeof *y);
-    float *weights = malloc((picks ? picks : 1) * sizeof *weights);
-    int32_t *slots = malloc((picks ? picks : 1) * sizeof *slots);
+    layer_buffers b = {0};
     double *times = malloc((size_t)ranks * sizeof *times);
-    if (!x || !y || !weights || !slots || !times) {
-        snprintf(err, errlen, "out of memory for an exchange of %d tokens", p->tokens);
+    int rc = mr_ep_new(comm, be, &shape, &ep, err, errlen);
+    if (rc == MR_ENGINE_OK && !times) {
+        snprintf(err, errlen, "out of memory for %d ranks' times", ranks);
         rc = MR_ENGINE_ENOMEM;
     }
     if (rc == MR_ENGINE_OK)
-        random_routing(rank, ranks * p->slots_per_rank, p, x, slots, weights);
+        rc = upload_routing(be, rank, ranks * p->slots_per_rank, p, &b, err, errlen);
     /* Two layers to warm the buffers, then the timed ones. */
     for (int i = 0; rc == MR_ENGINE_OK && i < 2; i++)
-        rc = one_layer(ep, x, slots, weights, p->tokens, y, true, err, errlen);
+        rc = one_layer(ep, b.x, b.slots, b.weights, p->tokens, b.out, i == 0, err, errlen);
     double mine = 0;
     if (rc == MR_ENGINE_OK)
         rc = mr_comm_allgather(comm, &mine, sizeof mine, times, err, errlen);
     double started = mr_clock_seconds();
     for (int i = 0; rc == MR_ENGINE_OK && i < p->iterations; i++)
-        rc = one_layer(ep, x, slots, weights, p->tokens, y, false, err, errlen);
+        rc = one_layer(ep, b.x, b.slots, b.weights, p->tokens, b.out, false, err, errlen);
     mine = (mr_clock_seconds() - started) / (p->iterations > 0 ? p->iterations : 1);
     if (rc == MR_ENGINE_OK)
         rc = mr_comm_allgather(comm, &mine, sizeof mine, times, err, errlen);
@@ -124,11 +171,9 @@ int mr_exchange_measure(mr_comm *comm, const mr_exchange_probe *p, mr_exchange_r
             out->seconds = times[r] > out->seconds ? times[r] : out->seconds;
         count_bytes(ep, out);
     }
-    free(x);
-    free(y);
-    free(weights);
-    free(slots);
     free(times);
+    free_buffers(be, &b);
     mr_ep_free(ep);
+    mr_backend_free(be);
     return rc;
 }

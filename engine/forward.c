@@ -73,7 +73,7 @@ static int new_expert_parallel(const mr_model *m, mr_activations *a, char *err, 
             return rc;
         comm = a->own_comm;
     }
-    return mr_ep_new(comm, &shape, &a->ep, err, errlen);
+    return mr_ep_new(comm, m->be, &shape, &a->ep, err, errlen);
 }
 
 int mr_activations_new(const mr_model *m, int max_rows, int max_logits,

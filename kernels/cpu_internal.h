@@ -78,10 +78,21 @@ void mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expe
 void mr_ref_gather(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,
                    int dim);
 void mr_ref_add(mr_backend *be, float *y, const float *x, size_t n);
+/* Expert parallelism's data path (cpu_ep.c), the same in both backends. */
+int mr_cpu_ep_layout(mr_backend *be, const mr_ep_send *s);
+int mr_cpu_ep_pack(mr_backend *be, void *msg, const mr_ep_send *s, int dst,
+                   mr_ep_pack_part part);
+int mr_cpu_ep_unpack(mr_backend *be, const mr_ep_recv *r, const void *msg, int src);
+int mr_cpu_ep_combine_partials(mr_backend *be, void *msg, const mr_ep_recv *r, int src,
+                               int tokens);
+int mr_cpu_ep_combine_reduce(mr_backend *be, float *out, const void *const *msgs,
+                             const mr_ep_send *s);
 /* The cheap ops, the same in both CPU backends. */
 #define MR_CPU_CHEAP_OPS                                                                           \
     .embed = mr_ref_embed, .rope_neox = mr_ref_rope_neox, .kv_store = mr_ref_kv_store,             \
-    .router_topk = mr_ref_router_topk, .gather = mr_ref_gather,    \
-    .add = mr_ref_add
+    .router_topk = mr_ref_router_topk, .gather = mr_ref_gather, .add = mr_ref_add,                 \
+    .ep_layout = mr_cpu_ep_layout, .ep_pack = mr_cpu_ep_pack, .ep_unpack = mr_cpu_ep_unpack,       \
+    .ep_combine_partials = mr_cpu_ep_combine_partials,                                             \
+    .ep_combine_reduce = mr_cpu_ep_combine_reduce
 
 #endif

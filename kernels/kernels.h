@@ -38,6 +38,9 @@ uint16_t mr_f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */
 
 typedef struct mr_backend mr_backend;
 
+typedef enum { MR_KERNELS_OK = 0, MR_KERNELS_EINVAL = -1, MR_KERNELS_EDEVICE = -2,
+               MR_KERNELS_ENOMEM = -3 } mr_kernels_status;
+
 /* Paged attention over a KV cache in fixed-size blocks.  The cache of one
  * layer is two buffers (K and V) of [n_blocks][block_size][n_kv_heads]
  * [head_dim] f32; a token at position p of a sequence lives in block
@@ -70,6 +73,80 @@ typedef struct {
     mr_tensor_type type;
     int hidden, inter;
 } mr_expert_groups;
+
+/* ---- Expert parallelism: the data path of dispatch and combine ----
+ * DeepEP's shape, as ops so a device runs it on its own buffers: the host
+ * reads only counts and message headers (through `download`) and moves
+ * messages between ranks (the engine's comm module); it never reads a
+ * token row.  A message lives in a buffer the transport hands out: host
+ * memory for shm and MPI, device memory for the GPU transports.
+ *
+ * A dispatch message is a header, then one record per token:
+ *   header  int32 records, int32 tokens (all the source sends this
+ *           destination in this layer, deferred ones included), int32 per
+ *           destination slot: the (token, slot) pairs among them;
+ *   record  int32 order (the token's index among those sent to this
+ *           destination), int32 local picks, int32 slot[top_k] (local),
+ *           f32 weight[top_k], f32 x[hidden].
+ * A combine message is one row of `hidden` doubles per token, in order. */
+typedef struct {
+    int32_t records, tokens;
+    int32_t counts[]; /* [slots_per_rank] */
+} mr_ep_header;
+
+static inline size_t mr_ep_header_bytes(int slots_per_rank)
+{
+    return sizeof(mr_ep_header) + (size_t)slots_per_rank * sizeof(int32_t);
+}
+
+static inline size_t mr_ep_record_bytes(int top_k, int hidden)
+{
+    return 2 * sizeof(int32_t) + (size_t)top_k * 2 * sizeof(int32_t) +
+           (size_t)hidden * sizeof(float);
+}
+
+/* The sending side of one layer.  The pointers are backend buffers. */
+typedef struct {
+    int n_tokens, top_k, hidden, n_ranks, slots_per_rank;
+    int ll_capacity;      /* > 0: low-latency, at most this many tokens per destination
+                           * slot in the first message; the rest are deferred */
+    const int32_t *slots; /* [n_tokens][top_k]: physical slots, < n_ranks * slots_per_rank */
+    const float *weights; /* [n_tokens][top_k] */
+    const float *x;       /* [n_tokens][hidden] */
+    /* ep_layout writes these; ep_pack reads them. */
+    uint8_t *visits;      /* [n_tokens][n_ranks]: 1 where the token goes */
+    uint8_t *deferred;    /* [n_tokens][n_ranks]: 1 where it waits for the overflow message */
+    int32_t *order;       /* [n_tokens][n_ranks]: its index among the destination's tokens */
+    int32_t *room;        /* [n_ranks * slots_per_rank]: scratch */
+    int32_t *counts;      /* [mr_ep_counts_len]: per destination rank the tokens, per
+                           * destination slot the pairs, per destination rank the
+                           * records of the first message */
+} mr_ep_send;
+
+static inline size_t mr_ep_counts_len(int n_ranks, int slots_per_rank)
+{
+    return (size_t)n_ranks * (2 + (size_t)slots_per_rank);
+}
+
+/* What ep_pack writes for a destination. */
+typedef enum {
+    MR_EP_PACK_HEADER,   /* the header alone: high-throughput's counts step */
+    MR_EP_PACK_FIRST,    /* the header and every record not deferred */
+    MR_EP_PACK_DEFERRED, /* the header and the deferred records */
+} mr_ep_pack_part;
+
+/* The receiving side of one layer.  The pointers are backend buffers. */
+typedef struct {
+    int top_k, hidden, n_ranks, slots_per_rank;
+    const int32_t *base;  /* [n_ranks]: the index here of each source's first token */
+    int32_t *cursor;      /* [n_ranks][slots_per_rank]: the next grouped row of each
+                           * source's pairs for each slot; ep_unpack advances it */
+    int32_t *n_local;     /* [tokens]: each received token's local picks */
+    int32_t *rows;        /* [tokens][top_k]: the grouped row of each pick */
+    float *weight;        /* [tokens][top_k] */
+    const float **x_rows; /* [rows]: each grouped row's input, where it landed */
+    float *y;             /* [rows][hidden]: the experts' outputs */
+} mr_ep_recv;
 
 typedef struct {
     const char *name;
@@ -118,6 +195,33 @@ typedef struct {
                    int dim);
     /* y += x, n floats. */
     void (*add)(mr_backend *be, float *y, const float *x, size_t n);
+
+    /* Expert parallelism (see mr_ep_send and mr_ep_recv).  The dispatch
+     * layout (DeepEP's get_dispatch_layout): which ranks each token visits,
+     * its order among each destination's tokens, the counts, and in
+     * low-latency mode which records wait for the overflow message: room
+     * per destination slot is taken in token order, and a token that does
+     * not fit one of its slots on a rank goes to that rank deferred. */
+    int (*ep_layout)(mr_backend *be, const mr_ep_send *s);
+    /* The message for `dst` into msg: its header, then the records of
+     * `part` in token order. */
+    int (*ep_pack)(mr_backend *be, void *msg, const mr_ep_send *s, int dst,
+                   mr_ep_pack_part part);
+    /* Places each record of the message from `src`: the token's picks and
+     * weights, and its row pointer at every local slot it picked (one copy
+     * of the token however many of its experts are here). */
+    int (*ep_unpack)(mr_backend *be, const mr_ep_recv *r, const void *msg, int src);
+    /* The combine message for the `tokens` tokens `src` sent here, in its
+     * order: per token the sum over its local picks, in pick order, of
+     * weight * y, the f32 products summed in double. */
+    int (*ep_combine_partials)(mr_backend *be, void *msg, const mr_ep_recv *r, int src,
+                               int tokens);
+    /* out[t] = the f32 rounding of the sum, in rank order, of the partial
+     * rows from the ranks token t visited (s->visits, s->order: the layout
+     * of the dispatch this combines): msgs[r] is rank r's combine message,
+     * NULL when none came. */
+    int (*ep_combine_reduce)(mr_backend *be, float *out, const void *const *msgs,
+                             const mr_ep_send *s);
 } mr_ops;
 
 struct mr_backend {

@@ -132,7 +132,11 @@ static int check_case(mr_comm *comm, shape_case c, mr_ep_mode mode, int ll_capac
                          .max_tokens = MAX_TOKENS, .mode = mode, .ll_capacity = ll_capacity};
     char err[512];
     mr_ep *ep;
-    if (mr_ep_new(comm, &shape, &ep, err, sizeof err) != MR_ENGINE_OK) {
+    /* The CPU backend's buffers are host memory: the test reads and writes
+     * them directly, as a backend's own ops would. */
+    mr_backend *be;
+    if (mr_backend_create("cpu", 1, &be, err, sizeof err) != 0 ||
+        mr_ep_new(comm, be, &shape, &ep, err, sizeof err) != MR_ENGINE_OK) {
         fprintf(stderr, "rank %d: %s\n", rank, err);
         return 1;
     }
@@ -172,6 +176,7 @@ static int check_case(mr_comm *comm, shape_case c, mr_ep_mode mode, int ll_capac
             }
     }
     mr_ep_free(ep);
+    mr_backend_free(be);
     return failures;
 }
 
