@@ -82,10 +82,14 @@ int mr_ep_combine(mr_ep *ep, float *out, char *err, size_t errlen)
         if (ep->tokens_from[r] > 0)
             rc = send_partials(ep, r, err, errlen);
     }
+    /* Each rank sends back one row of sums per token this rank sent it. */
     for (int r = 0; r < ep->n_ranks; r++)
-        ep->from[r] = ep->layout.tokens_per_rank[r] > 0;
+        ep->recv[r] = ep->layout.tokens_per_rank[r] > 0
+                          ? (int64_t)ep->layout.tokens_per_rank[r] * ep->shape.hidden *
+                                (int64_t)sizeof(double)
+                          : MR_COMM_NO_MESSAGE;
     if (rc == MR_ENGINE_OK)
-        rc = mr_comm_exchange(ep->comm, ep->bytes, ep->from, err, errlen);
+        rc = mr_comm_exchange(ep->comm, ep->bytes, ep->recv, err, errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
     reduce(ep, out);

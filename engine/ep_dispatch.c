@@ -27,7 +27,7 @@ void mr_ep_free(mr_ep *ep)
     if (!ep)
         return;
     mr_ep_layout_free(&ep->layout);
-    void *owned[] = {ep->bytes, ep->from, ep->ll_left, ep->overflow, ep->overflow_order,
+    void *owned[] = {ep->bytes, ep->recv, ep->ll_left, ep->overflow, ep->overflow_order,
                      ep->n_overflow, ep->sent, ep->partial,
                      ep->count, ep->tokens_from, ep->records_got, ep->base, ep->cursor,
                      ep->offsets, ep->recv_local, ep->recv_row, ep->recv_weight, ep->x_rows, ep->y,
@@ -57,7 +57,7 @@ int mr_ep_new(mr_comm *comm, const mr_ep_shape *shape, mr_ep **out, char *err, s
                        (size_t)shape->hidden * sizeof(float);
     size_t r = (size_t)ep->n_ranks, slots = r * (size_t)shape->slots_per_rank;
     ep->bytes = malloc(r * sizeof *ep->bytes);
-    ep->from = malloc(r * sizeof *ep->from);
+    ep->recv = malloc(r * sizeof *ep->recv);
     ep->ll_left = malloc(slots * sizeof *ep->ll_left);
     size_t per_rank = r * (size_t)(shape->max_tokens > 0 ? shape->max_tokens : 1);
     ep->overflow = malloc(per_rank * sizeof *ep->overflow);
@@ -72,7 +72,7 @@ int mr_ep_new(mr_comm *comm, const mr_ep_shape *shape, mr_ep **out, char *err, s
     ep->cursor = malloc(slots * sizeof *ep->cursor);
     ep->offsets = malloc(((size_t)shape->slots_per_rank + 1) * sizeof *ep->offsets);
     ep->acc = malloc((size_t)shape->hidden * sizeof *ep->acc);
-    if (!ep->bytes || !ep->from || !ep->ll_left || !ep->overflow || !ep->overflow_order ||
+    if (!ep->bytes || !ep->recv || !ep->ll_left || !ep->overflow || !ep->overflow_order ||
         !ep->partial || !ep->n_overflow ||
         !ep->sent || !ep->count || !ep->tokens_from || !ep->records_got || !ep->base ||
         !ep->cursor || !ep->offsets || !ep->acc)
@@ -270,7 +270,16 @@ static void unpack_records(mr_ep *ep)
     }
 }
 
-/* Sends every destination a header alone, or a header and its records. */
+/* What a message from s weighs: a header and `records` records. */
+static int64_t message_bytes(const mr_ep *ep, int records)
+{
+    return (int64_t)(ep->header_bytes + (size_t)records * ep->record_bytes);
+}
+
+/* Sends every destination a header alone (the counts exchange), or a
+ * header and its records.  High-throughput payloads are sparse and their
+ * sizes known from the counts; the low-latency message's size only the
+ * message knows. */
 static int exchange_messages(mr_ep *ep, const float *x, const int32_t *slots,
                              const float *weights, bool with_records, bool sparse, char *err,
                              size_t errlen)
@@ -278,11 +287,17 @@ static int exchange_messages(mr_ep *ep, const float *x, const int32_t *slots,
     int rc = MR_ENGINE_OK;
     for (int d = 0; rc == MR_ENGINE_OK && d < ep->n_ranks; d++) {
         ep->bytes[d] = -1;
-        ep->from[d] = !sparse || ep->tokens_from[d] > 0;
+        if (!with_records)
+            ep->recv[d] = message_bytes(ep, 0);
+        else if (sparse)
+            ep->recv[d] = ep->tokens_from[d] > 0 ? message_bytes(ep, ep->tokens_from[d])
+                                                 : MR_COMM_NO_MESSAGE;
+        else
+            ep->recv[d] = MR_COMM_RECV_UP_TO_CAPACITY;
         if (!sparse || ep->layout.tokens_per_rank[d] > 0)
             rc = pack_message(ep, d, x, slots, weights, with_records, err, errlen);
     }
-    return rc == MR_ENGINE_OK ? mr_comm_exchange(ep->comm, ep->bytes, ep->from, err, errlen)
+    return rc == MR_ENGINE_OK ? mr_comm_exchange(ep->comm, ep->bytes, ep->recv, err, errlen)
                               : rc;
 }
 
@@ -294,9 +309,10 @@ static int exchange_overflow(mr_ep *ep, const float *x, const int32_t *slots,
     bool any = false;
     int rc = MR_ENGINE_OK;
     for (int d = 0; rc == MR_ENGINE_OK && d < ep->n_ranks; d++) {
-        ep->from[d] = ep->records_got[d] < ep->tokens_from[d];
+        int left = ep->tokens_from[d] - ep->records_got[d];
+        ep->recv[d] = left > 0 ? message_bytes(ep, left) : MR_COMM_NO_MESSAGE;
         ep->bytes[d] = -1;
-        any = any || ep->from[d] || ep->n_overflow[d] > 0;
+        any = any || left > 0 || ep->n_overflow[d] > 0;
         if (ep->n_overflow[d] == 0)
             continue;
         void *buf;
@@ -311,11 +327,11 @@ static int exchange_overflow(mr_ep *ep, const float *x, const int32_t *slots,
             ep->sent[d] = ep->overflow_order[listed];
             pack_record(ep, at, x, slots, weights, ep->overflow[listed], d);
         }
-        ep->bytes[d] = (int64_t)(ep->header_bytes + (size_t)h->records * ep->record_bytes);
+        ep->bytes[d] = message_bytes(ep, h->records);
     }
     if (rc != MR_ENGINE_OK || !any)
         return rc;
-    rc = mr_comm_exchange(ep->comm, ep->bytes, ep->from, err, errlen);
+    rc = mr_comm_exchange(ep->comm, ep->bytes, ep->recv, err, errlen);
     if (rc == MR_ENGINE_OK)
         unpack_records(ep);
     return rc;
