@@ -270,7 +270,7 @@ static void unpack_records(mr_ep *ep)
     }
 }
 
-/* What a message from s weighs: a header and `records` records. */
+/* What a dispatch message weighs: a header and `records` records. */
 static int64_t message_bytes(const mr_ep *ep, int records)
 {
     return (int64_t)(ep->header_bytes + (size_t)records * ep->record_bytes);
