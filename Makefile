@@ -38,7 +38,7 @@ CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) $(SAN) -fopenmp -I. $(PKG_CFLAGS) \
              -DMR_VERSION=\"$(VERSION)\" -DMR_HAVE_CUDA=$(HAVE_CUDA) $(CFLAGS)
 LDLIBS_ALL = -fopenmp $(PKG_LIBS) -lm $(LDLIBS)
 
-MODULES  := jobs engine kernels eplb checkpoint
+MODULES  := jobs engine engine/comm kernels eplb checkpoint
 LIB_SRC  := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 MAIN_SRC := $(wildcard runner/*.c)
 TEST_SRC := $(wildcard tests/common/*.c tests/unit/*.c tests/system/*.c)

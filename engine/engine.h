@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/comm/comm.h"
 #include "eplb/eplb.h"
 #include "kernels/kernels.h"
 
@@ -159,67 +160,12 @@ int mr_tokenizer_train(const char *corpus, size_t len, int vocab_size,
                        char *err, size_t errlen);
 
 /* ------------------------------------------------------------------------
- * Expert-parallel communicator
+ * Expert parallelism
  * ------------------------------------------------------------------------
- * The ranks of a job and the one operation expert parallelism needs: an
- * exchange in which every rank sends a message to any of the others.
- * Buffers are allocated once.  A sender writes its message for rank d into
- * the buffer mr_comm_send_buffer gives it: for a rank on the same host that
- * is d's own receive buffer in POSIX shared memory (one copy, as DeepEP
- * writes into NVLink peers' buffers); for a rank on another host it is a
- * staging buffer that MPI sends.  Waits spin briefly, then sleep, and notice
- * a peer process that died.  The same calls fit NCCL on GPUs (device
- * buffers, ncclSend/ncclRecv in a group) without the model code changing.
- *
- * Every rank makes the same sequence of exchange calls.  A rank must not
- * write into a send buffer or read a received one outside the order
- * send_buffer → exchange → received → release. */
-typedef struct mr_comm mr_comm;
+ * The ranks and their exchange are engine/comm/comm.h's mr_comm. */
 
 /* How dispatch exchanges tokens (engine/ep.h explains both). */
 typedef enum { MR_EP_HIGH_THROUGHPUT, MR_EP_LOW_LATENCY } mr_ep_mode;
-
-typedef struct {
-    size_t capacity; /* the most bytes one rank sends another in one exchange */
-    bool force_mpi;  /* every pair through MPI, even on one host (testing) */
-} mr_comm_options;
-
-/* A world of one rank: exchanges are with itself and copy nothing.  */
-int mr_comm_solo(const mr_comm_options *options, mr_comm **out, char *err, size_t errlen);
-/* The world of MPI_COMM_WORLD; MPI must be initialised.  Collective. */
-int mr_comm_mpi(const mr_comm_options *options, mr_comm **out, char *err, size_t errlen);
-void mr_comm_free(mr_comm *comm);
-
-int mr_comm_rank(const mr_comm *comm);
-int mr_comm_size(const mr_comm *comm);
-/* Hosts in the world and the index of the one `rank` runs on (ranks on one
- * host exchange through shared memory). */
-int mr_comm_hosts(const mr_comm *comm);
-int mr_comm_host_of(const mr_comm *comm, int rank);
-size_t mr_comm_capacity(const mr_comm *comm);
-/* "shm" or "mpi": the transport between this rank and `peer`. */
-const char *mr_comm_transport(const mr_comm *comm, int peer);
-
-/* Where to write this exchange's message to `dst` (capacity bytes).  May
- * wait until dst has released the previous message. */
-int mr_comm_send_buffer(mr_comm *comm, int dst, void **buf, char *err, size_t errlen);
-/* Sends bytes[d] bytes to every rank d with bytes[d] >= 0 (-1: no message)
- * and waits for a message from every rank s with from[s] (NULL: from all).
- * A peer that died is an error naming it. */
-int mr_comm_exchange(mr_comm *comm, const int64_t *bytes, const bool *from, char *err,
-                     size_t errlen);
-/* The message from `src` in the last exchange, or NULL when none came. */
-const void *mr_comm_received(const mr_comm *comm, int src, size_t *bytes);
-/* Done reading every message received so far: senders may overwrite them.
- * A rank may hold the messages of one exchange while the next arrives
- * (each pair alternates between two buffers), not of two. */
-void mr_comm_release(mr_comm *comm);
-/* Every rank's `bytes` bytes into all[rank * bytes] (in several exchanges
- * when bytes exceed the capacity). */
-int mr_comm_allgather(mr_comm *comm, const void *mine, size_t bytes, void *all, char *err,
-                      size_t errlen);
-/* Seconds spent waiting for other ranks since the communicator was made. */
-double mr_comm_wait_seconds(const mr_comm *comm);
 
 /* Measures one MoE layer's dispatch + combine between the ranks of `comm`
  * (collective): every rank sends `tokens` random rows of `hidden` floats,

@@ -22,8 +22,11 @@ int mr_ep_combine(mr_ep *ep, float *out, char *err, size_t errlen)
     mr_backend *be = ep->be;
     int hidden = ep->shape.hidden, rc = MR_ENGINE_OK;
     for (int r = 0; rc == MR_ENGINE_OK && r < ep->n_ranks; r++) {
-        ep->bytes[r] = -1;
-        ep->from[r] = ep->tokens_to[r] > 0;
+        /* Each rank sends back one row of sums per token this rank sent it. */
+        ep->bytes[r] = MR_COMM_NO_MESSAGE;
+        ep->expect[r] = ep->tokens_to[r] > 0
+                            ? (int64_t)ep->tokens_to[r] * hidden * (int64_t)sizeof(double)
+                            : MR_COMM_NO_MESSAGE;
         if (ep->tokens_from[r] == 0)
             continue;
         void *buf;
@@ -38,7 +41,7 @@ int mr_ep_combine(mr_ep *ep, float *out, char *err, size_t errlen)
     if (rc != MR_ENGINE_OK)
         return rc;
     be->ops->sync(be); /* the transport sends what the ops wrote */
-    rc = mr_comm_exchange(ep->comm, ep->bytes, ep->from, err, errlen);
+    rc = mr_comm_exchange(ep->comm, ep->bytes, ep->expect, err, errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
     for (int r = 0; r < ep->n_ranks; r++) {

@@ -45,7 +45,7 @@ void mr_ep_free(mr_ep *ep)
     for (size_t i = 0; i < sizeof device / sizeof device[0]; i++)
         backend_free(ep->be, device[i]);
     free_receive(ep);
-    void *host[] = {ep->bytes, ep->from, ep->counts, ep->header, ep->count, ep->tokens_from,
+    void *host[] = {ep->bytes, ep->expect, ep->counts, ep->header, ep->count, ep->tokens_from,
                     ep->records_got, ep->base, ep->cursor, ep->offsets, ep->msgs};
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
         free(host[i]);
@@ -97,7 +97,7 @@ int mr_ep_new(mr_comm *comm, mr_backend *be, const mr_ep_shape *shape, mr_ep **o
     if (!ok)
         goto nomem;
     ep->bytes = malloc(r * sizeof *ep->bytes);
-    ep->from = malloc(r * sizeof *ep->from);
+    ep->expect = malloc(r * sizeof *ep->expect);
     ep->counts = malloc(counts * sizeof *ep->counts);
     ep->header = malloc(ep->header_bytes);
     ep->count = malloc(slots * sizeof *ep->count);
@@ -107,7 +107,7 @@ int mr_ep_new(mr_comm *comm, mr_backend *be, const mr_ep_shape *shape, mr_ep **o
     ep->cursor = malloc(slots * sizeof *ep->cursor);
     ep->offsets = malloc((spr + 1) * sizeof *ep->offsets);
     ep->msgs = malloc(r * sizeof *ep->msgs);
-    if (!ep->bytes || !ep->from || !ep->counts || !ep->header || !ep->count ||
+    if (!ep->bytes || !ep->expect || !ep->counts || !ep->header || !ep->count ||
         !ep->tokens_from || !ep->records_got || !ep->base || !ep->cursor || !ep->offsets ||
         !ep->msgs)
         goto nomem;
@@ -126,6 +126,12 @@ double mr_ep_wait_seconds(const mr_ep *ep)
     return mr_comm_wait_seconds(ep->comm);
 }
 
+/* What a dispatch message weighs: a header and `records` records. */
+static int64_t message_bytes(const mr_ep *ep, int records)
+{
+    return (int64_t)(ep->header_bytes + (size_t)records * ep->record_bytes);
+}
+
 /* A backend op's failure as the engine's. */
 static int op_failed(mr_ep *ep, int rc, const char *what, char *err, size_t errlen)
 {
@@ -134,14 +140,23 @@ static int op_failed(mr_ep *ep, int rc, const char *what, char *err, size_t errl
 }
 
 /* Packs `part` of every destination's message (all destinations, or only
- * those with tokens when sparse), and exchanges. */
+ * those with tokens when sparse), and exchanges.  The counts step's
+ * messages are headers; high-throughput payloads are sparse and their
+ * sizes known from the counts; the low-latency message's size only the
+ * message knows. */
 static int exchange_messages(mr_ep *ep, mr_ep_pack_part part, bool sparse, char *err,
                              size_t errlen)
 {
     int rc = MR_ENGINE_OK;
     for (int d = 0; rc == MR_ENGINE_OK && d < ep->n_ranks; d++) {
-        ep->bytes[d] = -1;
-        ep->from[d] = !sparse || ep->tokens_from[d] > 0;
+        ep->bytes[d] = MR_COMM_NO_MESSAGE;
+        if (part == MR_EP_PACK_HEADER)
+            ep->expect[d] = message_bytes(ep, 0);
+        else if (sparse)
+            ep->expect[d] = ep->tokens_from[d] > 0 ? message_bytes(ep, ep->tokens_from[d])
+                                                   : MR_COMM_NO_MESSAGE;
+        else
+            ep->expect[d] = MR_COMM_RECV_UP_TO_CAPACITY;
         if (sparse && ep->tokens_to[d] == 0)
             continue;
         void *buf;
@@ -151,13 +166,12 @@ static int exchange_messages(mr_ep *ep, mr_ep_pack_part part, bool sparse, char 
         int op = ep->be->ops->ep_pack(ep->be, buf, &ep->send, d, part);
         if (op != MR_KERNELS_OK)
             return op_failed(ep, op, "packing dispatch", err, errlen);
-        int32_t records = part == MR_EP_PACK_HEADER ? 0 : ep->first_to[d];
-        ep->bytes[d] = (int64_t)(ep->header_bytes + (size_t)records * ep->record_bytes);
+        ep->bytes[d] = message_bytes(ep, part == MR_EP_PACK_HEADER ? 0 : ep->first_to[d]);
     }
     if (rc != MR_ENGINE_OK)
         return rc;
     ep->be->ops->sync(ep->be); /* the transport sends what the ops wrote */
-    return mr_comm_exchange(ep->comm, ep->bytes, ep->from, err, errlen);
+    return mr_comm_exchange(ep->comm, ep->bytes, ep->expect, err, errlen);
 }
 
 /* Each source's counts, from the header of its message. */
@@ -261,9 +275,10 @@ static int exchange_deferred(mr_ep *ep, char *err, size_t errlen)
     int rc = MR_ENGINE_OK;
     for (int d = 0; rc == MR_ENGINE_OK && d < ep->n_ranks; d++) {
         int32_t deferred = ep->tokens_to[d] - ep->first_to[d];
-        ep->from[d] = ep->records_got[d] < ep->tokens_from[d];
-        ep->bytes[d] = -1;
-        any = any || ep->from[d] || deferred > 0;
+        int32_t left = ep->tokens_from[d] - ep->records_got[d];
+        ep->expect[d] = left > 0 ? message_bytes(ep, left) : MR_COMM_NO_MESSAGE;
+        ep->bytes[d] = MR_COMM_NO_MESSAGE;
+        any = any || left > 0 || deferred > 0;
         if (deferred == 0)
             continue;
         void *buf;
@@ -273,12 +288,12 @@ static int exchange_deferred(mr_ep *ep, char *err, size_t errlen)
         int op = ep->be->ops->ep_pack(ep->be, buf, &ep->send, d, MR_EP_PACK_DEFERRED);
         if (op != MR_KERNELS_OK)
             return op_failed(ep, op, "packing dispatch", err, errlen);
-        ep->bytes[d] = (int64_t)(ep->header_bytes + (size_t)deferred * ep->record_bytes);
+        ep->bytes[d] = message_bytes(ep, deferred);
     }
     if (rc != MR_ENGINE_OK || !any)
         return rc;
     ep->be->ops->sync(ep->be);
-    rc = mr_comm_exchange(ep->comm, ep->bytes, ep->from, err, errlen);
+    rc = mr_comm_exchange(ep->comm, ep->bytes, ep->expect, err, errlen);
     return rc == MR_ENGINE_OK ? unpack_received(ep, err, errlen) : rc;
 }
 

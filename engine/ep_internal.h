@@ -12,8 +12,8 @@ struct mr_ep {
     mr_ep_shape shape;
     int n_ranks, rank;
     size_t header_bytes, record_bytes;
-    int64_t *bytes; /* [n_ranks]: per exchange */
-    bool *from;     /* [n_ranks] */
+    int64_t *bytes;  /* [n_ranks]: per exchange, what this rank sends each */
+    int64_t *expect; /* [n_ranks]: and what it expects from each (mr_comm_exchange) */
     /* Sending side of the layer in flight: the layout in backend buffers
      * (send.visits, .deferred, .order, .room, .counts) and its counts here. */
     mr_ep_send send;

@@ -158,13 +158,13 @@ int mr_exchange_measure(mr_comm *comm, const mr_exchange_probe *p, mr_exchange_r
         rc = one_layer(ep, b.x, b.slots, b.weights, p->tokens, b.out, i == 0, err, errlen);
     double mine = 0;
     if (rc == MR_ENGINE_OK)
-        rc = mr_comm_allgather(comm, &mine, sizeof mine, times, err, errlen);
+        rc = mr_comm_ctrl_allgather(comm, &mine, sizeof mine, times, err, errlen);
     double started = mr_clock_seconds();
     for (int i = 0; rc == MR_ENGINE_OK && i < p->iterations; i++)
         rc = one_layer(ep, b.x, b.slots, b.weights, p->tokens, b.out, false, err, errlen);
     mine = (mr_clock_seconds() - started) / (p->iterations > 0 ? p->iterations : 1);
     if (rc == MR_ENGINE_OK)
-        rc = mr_comm_allgather(comm, &mine, sizeof mine, times, err, errlen);
+        rc = mr_comm_ctrl_allgather(comm, &mine, sizeof mine, times, err, errlen);
     if (rc == MR_ENGINE_OK) {
         out->seconds = 0;
         for (int r = 0; r < ranks; r++)

@@ -303,7 +303,7 @@ static int gather_sum(mr_runner_balancer *b, size_t len)
 {
     char err[512];
     size_t cells = (size_t)b->layers * b->experts;
-    if (mr_comm_allgather(b->comm, b->mine, len * sizeof *b->mine, b->all, err, sizeof err) !=
+    if (mr_comm_ctrl_allgather(b->comm, b->mine, len * sizeof *b->mine, b->all, err, sizeof err) !=
         MR_ENGINE_OK) {
         fprintf(stderr, "moerun run: rank %d: eplb: %s\n", b->rank, err);
         return MR_EXIT_FAILED;

@@ -276,7 +276,7 @@ void mr_runner_commit_stopping(mr_runner_commit *c, bool by_user)
 static int gather(mr_runner_commit *c, const void *mine, size_t bytes, void *all)
 {
     char err[512];
-    if (mr_comm_allgather(c->comm, mine, bytes, all, err, sizeof err) == MR_ENGINE_OK)
+    if (mr_comm_ctrl_allgather(c->comm, mine, bytes, all, err, sizeof err) == MR_ENGINE_OK)
         return MR_EXIT_OK;
     fprintf(stderr, "moerun run: rank %d: checkpoint: %s\n", c->rank, err);
     return MR_EXIT_FAILED;

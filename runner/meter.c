@@ -415,7 +415,7 @@ int mr_runner_meter_sample(mr_runner_meter *m, const mr_runner_progress *mine, b
 {
     char err[512];
     fill_mine(m, mine);
-    if (mr_comm_allgather(m->comm, m->mine, m->msg_len * sizeof *m->mine, m->all, err,
+    if (mr_comm_ctrl_allgather(m->comm, m->mine, m->msg_len * sizeof *m->mine, m->all, err,
                           sizeof err) != MR_ENGINE_OK) {
         fprintf(stderr, "moerun run: rank %d: progress: %s\n", m->rank, err);
         return MR_EXIT_FAILED;

@@ -438,7 +438,7 @@ static int claim_shards(server *s, bool *done, bool *checkpoint, bool *sample, i
                        .done = s->n_ok + s->n_failed,
                        .tokens = s->prompt_tokens + s->completion_tokens};
     rank_state *all = s->states;
-    int rc = mr_comm_allgather(s->world.comm, &mine, sizeof mine, all, err, sizeof err);
+    int rc = mr_comm_ctrl_allgather(s->world.comm, &mine, sizeof mine, all, err, sizeof err);
     if (rc != MR_ENGINE_OK) {
         fprintf(stderr, "moerun run: rank %d: %s\n", s->world.rank, err);
         return MR_EXIT_FAILED;
@@ -650,7 +650,7 @@ static int leave_together(server *s, int verdict)
     char err[512];
     int32_t mine = verdict, *all = calloc((size_t)s->world.size, sizeof *all);
     snprintf(err, sizeof err, "out of memory");
-    int rc = all ? mr_comm_allgather(s->world.comm, &mine, sizeof mine, all, err, sizeof err)
+    int rc = all ? mr_comm_ctrl_allgather(s->world.comm, &mine, sizeof mine, all, err, sizeof err)
                  : MR_ENGINE_ENOMEM;
     verdict = all ? all[0] : verdict;
     free(all);

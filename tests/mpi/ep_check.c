@@ -1,7 +1,9 @@
 /*
  * ep-check: dispatch and combine on every rank of an MPI job, checked
  * against a naive reference each rank computes alone.  Run by
- * tests/system/test_ep.c as `mpirun -np N ep-check [--force-mpi]`.
+ * tests/system/test_parallel.c as `mpirun -np N ep-check [--force-mpi]`.
+ * `ep-check --comm [--force-mpi]` checks the communicator itself instead:
+ * the control plane's collectives and the data plane's receive sizes.
  *
  * The "experts" are cheap and exact to recompute: slot s maps a row x to
  * x * a(s) + b(s) in f32, so the reference can say, without any exchange,
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/ep.h"
 
@@ -180,10 +183,204 @@ static int check_case(mr_comm *comm, shape_case c, mr_ep_mode mode, int ll_capac
     return failures;
 }
 
+/* ---- ep-check --comm ---------------------------------------------------- */
+
+enum { COMM_CAPACITY = 256, GATHER_BYTES = 4096 };
+
+static unsigned char pattern(int from, int to, size_t i)
+{
+    return (unsigned char)(from * 31 + to * 7 + (int)i);
+}
+
+/* Allgather and broadcast of more bytes than the data plane's buffers hold
+ * (they never pass through them), and a barrier no rank leaves before the
+ * last one arrives. */
+static int check_control(mr_comm *comm)
+{
+    int rank = mr_comm_rank(comm), n = mr_comm_size(comm), failures = 0;
+    char err[512];
+    static unsigned char mine[GATHER_BYTES], all[8 * GATHER_BYTES], cast[GATHER_BYTES];
+    for (size_t i = 0; i < GATHER_BYTES; i++)
+        mine[i] = pattern(rank, 0, i);
+    if (mr_comm_ctrl_allgather(comm, mine, GATHER_BYTES, all, err, sizeof err) != MR_COMM_OK) {
+        fprintf(stderr, "rank %d: allgather: %s\n", rank, err);
+        return 1;
+    }
+    for (int r = 0; r < n; r++)
+        for (size_t i = 0; i < GATHER_BYTES; i++)
+            if (all[(size_t)r * GATHER_BYTES + i] != pattern(r, 0, i)) {
+                fprintf(stderr, "rank %d: allgather byte %zu of rank %d is wrong\n", rank, i, r);
+                return 1;
+            }
+    int root = n - 1;
+    for (size_t i = 0; i < GATHER_BYTES; i++)
+        cast[i] = rank == root ? pattern(root, 1, i) : 0;
+    if (mr_comm_ctrl_bcast(comm, root, cast, GATHER_BYTES, err, sizeof err) != MR_COMM_OK) {
+        fprintf(stderr, "rank %d: broadcast: %s\n", rank, err);
+        return 1;
+    }
+    for (size_t i = 0; i < GATHER_BYTES && !failures; i++)
+        if (cast[i] != pattern(root, 1, i)) {
+            fprintf(stderr, "rank %d: broadcast byte %zu is wrong\n", rank, i);
+            failures++;
+        }
+    /* Rank 0 arrives 0.3 s late: nobody may leave the barrier before. */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (rank == 0)
+        nanosleep(&(struct timespec){0, 300000000L}, NULL);
+    if (mr_comm_ctrl_barrier(comm, err, sizeof err) != MR_COMM_OK) {
+        fprintf(stderr, "rank %d: barrier: %s\n", rank, err);
+        return 1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    if (n > 1 && waited < 0.25) {
+        fprintf(stderr, "rank %d left the barrier after %.3f s, before rank 0 arrived\n", rank,
+                waited);
+        failures++;
+    }
+    return failures;
+}
+
+/* One exchange: rank r sends d (r + d + 1) * 3 bytes unless r + d is a
+ * multiple of 3 (then nothing); the receiver expects exactly that, or
+ * anything up to the capacity when `up_to`. */
+static int check_exchange(mr_comm *comm, bool up_to)
+{
+    int rank = mr_comm_rank(comm), n = mr_comm_size(comm);
+    int64_t send[8], recv[8];
+    char err[512];
+    for (int d = 0; d < n; d++) {
+        bool sends = (rank + d) % 3 != 0, gets = (d + rank) % 3 != 0;
+        send[d] = sends ? (rank + d + 1) * 3 : MR_COMM_NO_MESSAGE;
+        recv[d] = !gets ? MR_COMM_NO_MESSAGE : up_to ? MR_COMM_RECV_UP_TO_CAPACITY
+                                                     : (int64_t)(d + rank + 1) * 3;
+        if (!sends)
+            continue;
+        unsigned char *buf;
+        if (mr_comm_send_buffer(comm, d, (void **)&buf, err, sizeof err) != MR_COMM_OK) {
+            fprintf(stderr, "rank %d: send buffer: %s\n", rank, err);
+            return 1;
+        }
+        for (int64_t i = 0; i < send[d]; i++)
+            buf[i] = pattern(rank, d, (size_t)i);
+    }
+    if (mr_comm_exchange(comm, send, recv, err, sizeof err) != MR_COMM_OK) {
+        fprintf(stderr, "rank %d: exchange: %s\n", rank, err);
+        return 1;
+    }
+    int failures = 0;
+    for (int s = 0; s < n && !failures; s++) {
+        size_t bytes;
+        const unsigned char *got = mr_comm_received(comm, s, &bytes);
+        size_t want = (s + rank) % 3 != 0 ? (size_t)(s + rank + 1) * 3 : 0;
+        if ((got == NULL) != (want == 0) || bytes != want) {
+            fprintf(stderr, "rank %d: from rank %d got %zu bytes, want %zu\n", rank, s, bytes,
+                    want);
+            failures++;
+        }
+        for (size_t i = 0; i < want && !failures; i++)
+            if (got[i] != pattern(s, rank, i)) {
+                fprintf(stderr, "rank %d: byte %zu from rank %d is wrong\n", rank, i, s);
+                failures++;
+            }
+    }
+    mr_comm_release(comm);
+    return failures;
+}
+
+/* Rank 0 sends rank 1 `sent` bytes where rank 1 expects `expected`: rank 1
+ * must report it, naming rank 0 and the sizes.  Last on a communicator: a
+ * failed exchange leaves it unusable. */
+static int check_mismatch(mr_comm *comm, int64_t sent, int64_t expected, const char *want)
+{
+    int rank = mr_comm_rank(comm), n = mr_comm_size(comm);
+    int64_t send[8], recv[8];
+    char err[512] = "";
+    for (int r = 0; r < n; r++)
+        send[r] = recv[r] = MR_COMM_NO_MESSAGE;
+    void *buf;
+    if (rank == 0) {
+        send[1] = sent;
+        if (mr_comm_send_buffer(comm, 1, &buf, err, sizeof err) != MR_COMM_OK)
+            return 1;
+        memset(buf, 7, (size_t)sent);
+    }
+    if (rank == 1)
+        recv[0] = expected;
+    int rc = mr_comm_exchange(comm, send, recv, err, sizeof err);
+    if (rank != 1) {
+        if (rc == MR_COMM_OK)
+            return 0;
+        fprintf(stderr, "rank %d: %s\n", rank, err);
+        return 1;
+    }
+    if (rc == MR_COMM_OK || !strstr(err, want)) {
+        fprintf(stderr, "rank 1: a message of %lld bytes where %lld were expected gave \"%s\", "
+                "not \"%s\"\n", (long long)sent, (long long)expected, err, want);
+        return 1;
+    }
+    printf("ep-check --comm: rank 1 reports: %s\n", err);
+    return 0;
+}
+
+static int check_comm(bool force_mpi)
+{
+    mr_comm_options options = {.capacity = COMM_CAPACITY, .force_mpi = force_mpi};
+    mr_comm *comm, *again;
+    char err[512];
+    if (mr_comm_mpi(&options, &comm, err, sizeof err) != MR_COMM_OK ||
+        mr_comm_mpi(&options, &again, err, sizeof err) != MR_COMM_OK) {
+        fprintf(stderr, "ep-check --comm: %s\n", err);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    int n = mr_comm_size(comm), failures = 0;
+    if (n < 2 || n > 8) {
+        fprintf(stderr, "ep-check --comm: needs 2 to 8 ranks\n");
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    failures += check_control(comm);
+    for (int i = 0; i < 3 && !failures; i++)
+        failures += check_exchange(comm, i == 1);
+    if (!failures)
+        failures += check_mismatch(comm, 8, 16, "rank 0 sent rank 1 a message of 8 bytes where "
+                                   "16 were expected");
+    /* Longer than expected: MPI cannot say by how much, shm can. */
+    if (!failures)
+        failures += check_mismatch(again, 24, 16, force_mpi ? "rank 0 sent rank 1 more than "
+                                   "the 16 bytes expected" : "rank 0 sent rank 1 a message of "
+                                   "24 bytes where 16 were expected");
+    int all[8] = {0};
+    if (mr_comm_ctrl_allgather(again, &failures, sizeof failures, all, err, sizeof err) !=
+        MR_COMM_OK) {
+        fprintf(stderr, "ep-check --comm: %s\n", err);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    int any = 0;
+    for (int r = 0; r < n; r++)
+        any += all[r];
+    if (mr_comm_rank(comm) == 0 && !any)
+        printf("ep-check --comm: %d ranks (%s): the control plane and receive sizes check out\n",
+               n, mr_comm_transport(comm, 1));
+    mr_comm_free(again);
+    mr_comm_free(comm);
+    return any ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
-    bool force_mpi = argc > 1 && strcmp(argv[1], "--force-mpi") == 0;
+    bool force_mpi = false, comm_only = false;
+    for (int i = 1; i < argc; i++) {
+        force_mpi = force_mpi || strcmp(argv[i], "--force-mpi") == 0;
+        comm_only = comm_only || strcmp(argv[i], "--comm") == 0;
+    }
+    if (comm_only) {
+        int rc = check_comm(force_mpi);
+        MPI_Finalize();
+        return rc;
+    }
     mr_ep_shape biggest = {.hidden = HIDDEN, .top_k = SLOTS_PER_RANK * 4,
                            .slots_per_rank = SLOTS_PER_RANK, .max_tokens = MAX_TOKENS};
     mr_comm_options options = {.capacity = mr_ep_exchange_bytes(&biggest), .force_mpi = force_mpi};

@@ -123,23 +123,44 @@ Test(parallel, a_rank_that_dies_stops_the_job_within_ten_seconds)
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) != 0, "the job should fail");
 }
 
+/* Runs `mpirun -np ranks ep-check args` and asserts it passed, saying
+ * `says` and `also` (NULL: nothing more). */
+static void ep_check(int ranks, const char *args, const char *says, const char *also)
+{
+    char command[4096], text[4096] = "";
+    snprintf(command, sizeof command,
+             "mpirun --allow-run-as-root --oversubscribe --bind-to none --stdin none "
+             "-np %d %s %s 2>&1",
+             ranks, getenv("MR_EP_CHECK"), args);
+    FILE *p = popen(command, "r");
+    cr_assert(p, "%s", command);
+    size_t len = fread(text, 1, sizeof text - 1, p);
+    text[len] = '\0';
+    int status = pclose(p);
+    cr_assert_eq(status, 0, "%s:\n%s", command, text);
+    cr_assert(strstr(text, says), "%s", text);
+    cr_assert(!also || strstr(text, also), "%s", text);
+}
+
 /* Dispatch and combine against their naive reference (tests/mpi/ep_check.c)
  * on 1 to 4 ranks, through shared memory and through MPI. */
 Test(parallel, dispatch_and_combine_match_the_reference_on_1_to_4_ranks)
 {
     for (int ranks = 1; ranks <= 4; ranks++)
-        for (int mpi = 0; mpi < 2; mpi++) {
-            char command[4096], text[4096] = "";
-            snprintf(command, sizeof command,
-                     "mpirun --allow-run-as-root --oversubscribe --bind-to none --stdin none "
-                     "-np %d %s %s 2>&1",
-                     ranks, getenv("MR_EP_CHECK"), mpi ? "--force-mpi" : "");
-            FILE *p = popen(command, "r");
-            cr_assert(p, "%s", command);
-            size_t len = fread(text, 1, sizeof text - 1, p);
-            text[len] = '\0';
-            int status = pclose(p);
-            cr_assert_eq(status, 0, "%s:\n%s", command, text);
-            cr_assert(strstr(text, "every case matches the reference"), "%s", text);
-        }
+        for (int mpi = 0; mpi < 2; mpi++)
+            ep_check(ranks, mpi ? "--force-mpi" : "", "every case matches the reference", NULL);
+}
+
+/* The communicator on 3 ranks, through shared memory and through MPI: the
+ * control plane's allgather, broadcast and barrier, exchanges of exact and
+ * open receive sizes, and a message of another size than expected reported
+ * naming the peer and the sizes. */
+Test(parallel, the_control_plane_and_receive_sizes_check_out_on_3_ranks)
+{
+#define CHECKS_OUT(transport)                                                                  \
+    "3 ranks (" transport "): the control plane and receive sizes check out"
+    ep_check(3, "--comm", CHECKS_OUT("shm"),
+             "rank 0 sent rank 1 a message of 24 bytes where 16 were expected");
+    ep_check(3, "--comm --force-mpi", CHECKS_OUT("mpi"),
+             "rank 0 sent rank 1 a message of 8 bytes where 16 were expected");
 }
