@@ -14,7 +14,9 @@
  *
  * The MoE block is route → group tokens by expert → one grouped expert GEMM
  * → weighted combine: the shape expert parallelism splits across ranks.
- * All arithmetic goes through the backend's ops table.
+ * All arithmetic goes through the backend's ops table; each block returns
+ * the first failing op's status, which mr_model_backend_status turns into
+ * the engine's code and message.
  */
 #include <math.h>
 #include <stdio.h>
@@ -159,8 +161,9 @@ void mr_activations_free(mr_activations *a, const mr_model *m)
     if (!a)
         return;
     void *device[] = {a->x, a->h, a->out, a->q, a->attn, a->k, a->v, a->router_logits,
-                      a->route_weight, a->route_slots, a->route_counts, a->tokens, a->pos, a->seq, a->slot,
-                      a->block_table, a->logit_rows, a->final_rows, a->logits};
+                      a->route_weight, a->route_slots, a->route_counts, a->tokens, a->pos,
+                      a->seq, a->slot, a->block_table, a->logit_rows, a->final_rows,
+                      a->logits};
     for (size_t i = 0; i < sizeof device / sizeof device[0]; i++)
         if (device[i])
             m->be->ops->free(m->be, device[i]);

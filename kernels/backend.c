@@ -53,6 +53,15 @@ int mr_kernels_check_rows(mr_backend *be, const char *op, int rows, int dim)
                            "width >= 1", op, rows, dim);
 }
 
+int mr_kernels_check_groups(mr_backend *be, const mr_expert_groups *g)
+{
+    if (g->groups >= 0 && g->hidden >= 1 && g->inter >= 1)
+        return MR_KERNELS_OK;
+    return mr_backend_fail(be, MR_KERNELS_EINVAL, "expert_ffn: %d groups of hidden %d, inter "
+                           "%d; needs groups >= 0 and sizes >= 1", g->groups, g->hidden,
+                           g->inter);
+}
+
 int mr_kernels_check_attention(mr_backend *be, const mr_attention_args *a)
 {
     if (a->rows >= 0 && a->n_kv_heads >= 1 && a->n_q_heads >= a->n_kv_heads &&

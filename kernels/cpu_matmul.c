@@ -190,9 +190,7 @@ MR_AVX512 static void silu_mul(float *gate, const float *up, int n)
  * column block), so a group of one row still spreads over the threads. */
 int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g)
 {
-    int rc = mr_kernels_check_rows(be, "expert_ffn", g->groups, g->hidden);
-    if (rc == MR_KERNELS_OK)
-        rc = mr_kernels_check_rows(be, "expert_ffn", g->groups, g->inter);
+    int rc = mr_kernels_check_groups(be, g);
     if (rc != MR_KERNELS_OK)
         return rc;
     int rows = g->offsets[g->groups], hidden = g->hidden, inter = g->inter;

@@ -289,9 +289,7 @@ static int group_of_row(const mr_expert_groups *g, int row)
 
 int mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g)
 {
-    int rc = mr_kernels_check_rows(be, "expert_ffn", g->groups, g->hidden);
-    if (rc == MR_KERNELS_OK)
-        rc = mr_kernels_check_rows(be, "expert_ffn", g->groups, g->inter);
+    int rc = mr_kernels_check_groups(be, g);
     if (rc != MR_KERNELS_OK)
         return rc;
     int rows = g->offsets[g->groups];

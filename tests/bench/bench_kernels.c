@@ -183,8 +183,8 @@ static void run_matmul(void *ctx)
 {
     matmul_case *c = ctx;
     const uint16_t *w = pool_take(c->pool, (size_t)c->out_dim * c->in_dim);
-    op_ok(c->be,
-          c->be->ops->matmul(c->be, c->out, c->x, w, MR_TENSOR_BF16, c->rows, c->out_dim, c->in_dim));
+    op_ok(c->be, c->be->ops->matmul(c->be, c->out, c->x, w, MR_TENSOR_BF16, c->rows,
+                                    c->out_dim, c->in_dim));
 }
 
 static void bench_matmuls(mr_backend *be, weight_pool *pool, int tokens)

@@ -184,7 +184,8 @@ Test(kernels, matmul_matches_reference)
                 void *w = random_weights(TYPES[t], (size_t)n * k, 0.1f);
                 float *want = malloc(sizeof(float) * rows * n),
                       *got = malloc(sizeof(float) * rows * n);
-                cr_assert_eq(ref->ops->matmul(ref, want, x, w, TYPES[t], rows, n, k), MR_KERNELS_OK);
+                cr_assert_eq(ref->ops->matmul(ref, want, x, w, TYPES[t], rows, n, k),
+                             MR_KERNELS_OK);
                 cr_assert_eq(cpu->ops->matmul(cpu, got, x, w, TYPES[t], rows, n, k), MR_KERNELS_OK);
                 assert_close(got, want, (size_t)rows * n, 1e-5f, "matmul");
                 free(x);
@@ -200,7 +201,8 @@ Test(kernels, matmul_reference_is_the_plain_sum)
 {
     mr_backend *ref = backend("ref", 1);
     float x[2][3] = {{1, 2, 3}, {-1, 0.5f, 2}}, w[2][3] = {{1, 0, -1}, {2, 2, 2}}, out[2][2];
-    cr_assert_eq(ref->ops->matmul(ref, &out[0][0], &x[0][0], w, MR_TENSOR_F32, 2, 2, 3), MR_KERNELS_OK);
+    cr_assert_eq(ref->ops->matmul(ref, &out[0][0], &x[0][0], w, MR_TENSOR_F32, 2, 2, 3),
+                 MR_KERNELS_OK);
     cr_assert_eq(out[0][0], -2.0f);
     cr_assert_eq(out[0][1], 12.0f);
     cr_assert_eq(out[1][0], -3.0f);
@@ -255,7 +257,8 @@ Test(kernels, rmsnorm_matches_reference_and_formula)
                 size_t n = (size_t)rows * dim;
                 float *x = random_floats(n, 3.0f), *want = malloc(sizeof(float) * n);
                 void *w = random_weights(TYPES[t], (size_t)dim, 1.0f);
-                cr_assert_eq(ref->ops->rmsnorm(ref, want, x, w, TYPES[t], rows, dim, 1e-6f), MR_KERNELS_OK);
+                cr_assert_eq(ref->ops->rmsnorm(ref, want, x, w, TYPES[t], rows, dim, 1e-6f),
+                             MR_KERNELS_OK);
                 for (int i = 0; i < rows; i++) { /* the formula, in double */
                     double sq = 0;
                     for (int j = 0; j < dim; j++)
@@ -267,7 +270,8 @@ Test(kernels, rmsnorm_matches_reference_and_formula)
                         cr_assert_float_eq(want[i * dim + j], expect, 1e-5f * (1 + fabsf(expect)));
                     }
                 }
-                cr_assert_eq(cpu->ops->rmsnorm(cpu, x, x, w, TYPES[t], rows, dim, 1e-6f), MR_KERNELS_OK); /* in place */
+                cr_assert_eq(cpu->ops->rmsnorm(cpu, x, x, w, TYPES[t], rows, dim, 1e-6f),
+                             MR_KERNELS_OK); /* in place */
                 assert_close(x, want, n, 1e-5f, "rmsnorm");
                 free(x);
                 free(w);
@@ -287,7 +291,8 @@ static void run_rmsnorm(mr_backend *be, float *out, const int *row_ids, int n, v
 {
     rmsnorm_ctx *c = ctx;
     float *x = gather_rows(c->x, c->dim, row_ids, n);
-    cr_assert_eq(be->ops->rmsnorm(be, out, x, c->w, MR_TENSOR_F32, n, c->dim, 1e-6f), MR_KERNELS_OK);
+    cr_assert_eq(be->ops->rmsnorm(be, out, x, c->w, MR_TENSOR_F32, n, c->dim, 1e-6f),
+                 MR_KERNELS_OK);
     free(x);
 }
 
@@ -428,9 +433,11 @@ Test(kernels, attention_matches_naive_with_gqa_and_paging)
         kv.args.rows = ROWS_N;
         kv.args.seq = seqs;
         kv.args.pos = positions;
-        cr_assert_eq(ref->ops->attention(ref, got, q, kv.k_cache, kv.v_cache, &kv.args), MR_KERNELS_OK);
+        cr_assert_eq(ref->ops->attention(ref, got, q, kv.k_cache, kv.v_cache, &kv.args),
+                     MR_KERNELS_OK);
         assert_close(got, want, (size_t)ROWS_N * width, 1e-5f, "ref attention");
-        cr_assert_eq(cpu->ops->attention(cpu, got, q, kv.k_cache, kv.v_cache, &kv.args), MR_KERNELS_OK);
+        cr_assert_eq(cpu->ops->attention(cpu, got, q, kv.k_cache, kv.v_cache, &kv.args),
+                     MR_KERNELS_OK);
         assert_close(got, want, (size_t)ROWS_N * width, 1e-5f, "cpu attention");
         free(q);
         free(want);
