@@ -336,7 +336,9 @@ size_t mr_engine_in_flight(const mr_engine *engine);
 bool mr_engine_generated(const mr_engine *engine, uint64_t handle, const int32_t **tokens,
                          size_t *n);
 /* Tokens routed to each (layer, expert) since the engine was created,
- * [num_hidden_layers][num_experts]: the load EPLB balances. */
+ * [num_hidden_layers][num_experts]: the load EPLB balances.  Counted on the
+ * backend and downloaded by this call (valid until the next); should that
+ * download fail, the last one's counts stand and the next step fails. */
 const uint64_t *mr_engine_expert_counts(const mr_engine *engine);
 
 /* What each rank measures, summed over the steps so far. */

@@ -9,12 +9,6 @@
 
 #include "engine/ep_internal.h"
 
-static int op_failed(mr_ep *ep, int rc, char *err, size_t errlen)
-{
-    snprintf(err, errlen, "combine on the %s backend failed (%d)", ep->be->ops->name, rc);
-    return MR_ENGINE_EIO;
-}
-
 int mr_ep_combine(mr_ep *ep, float *out, char *err, size_t errlen)
 {
     /* The experts have read the dispatched rows: senders may reuse them. */
@@ -35,13 +29,15 @@ int mr_ep_combine(mr_ep *ep, float *out, char *err, size_t errlen)
             break;
         int op = be->ops->ep_combine_partials(be, buf, &ep->recv, r, ep->tokens_from[r]);
         if (op != MR_KERNELS_OK)
-            return op_failed(ep, op, err, errlen);
+            return mr_engine_backend_status(be, op, err, errlen);
         ep->bytes[r] = (int64_t)ep->tokens_from[r] * hidden * (int64_t)sizeof(double);
     }
     if (rc != MR_ENGINE_OK)
         return rc;
-    be->ops->sync(be); /* the transport sends what the ops wrote */
-    rc = mr_comm_exchange(ep->comm, ep->bytes, ep->expect, err, errlen);
+    /* The transport sends what the ops wrote. */
+    rc = mr_engine_backend_status(be, be->ops->sync(be), err, errlen);
+    if (rc == MR_ENGINE_OK)
+        rc = mr_comm_exchange(ep->comm, ep->bytes, ep->expect, err, errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
     for (int r = 0; r < ep->n_ranks; r++) {
@@ -50,8 +46,9 @@ int mr_ep_combine(mr_ep *ep, float *out, char *err, size_t errlen)
     }
     int op = be->ops->ep_combine_reduce(be, out, ep->msgs, &ep->send);
     if (op != MR_KERNELS_OK)
-        return op_failed(ep, op, err, errlen);
-    be->ops->sync(be); /* the received sums are read before they are released */
+        return mr_engine_backend_status(be, op, err, errlen);
+    /* The received sums are read before they are released. */
+    rc = mr_engine_backend_status(be, be->ops->sync(be), err, errlen);
     mr_comm_release(ep->comm);
-    return MR_ENGINE_OK;
+    return rc;
 }

@@ -54,7 +54,9 @@ void mr_ep_free(mr_ep *ep)
 
 static void *backend_alloc(mr_backend *be, size_t bytes, bool *ok)
 {
-    void *p = be->ops->alloc(be, bytes ? bytes : 1);
+    void *p = NULL;
+    if (be->ops->alloc(be, bytes ? bytes : 1, &p) != MR_KERNELS_OK)
+        p = NULL;
     *ok = *ok && p;
     return p;
 }
@@ -132,13 +134,6 @@ static int64_t message_bytes(const mr_ep *ep, int records)
     return (int64_t)(ep->header_bytes + (size_t)records * ep->record_bytes);
 }
 
-/* A backend op's failure as the engine's. */
-static int op_failed(mr_ep *ep, int rc, const char *what, char *err, size_t errlen)
-{
-    snprintf(err, errlen, "%s on the %s backend failed (%d)", what, ep->be->ops->name, rc);
-    return MR_ENGINE_EIO;
-}
-
 /* Packs `part` of every destination's message (all destinations, or only
  * those with tokens when sparse), and exchanges.  The counts step's
  * messages are headers; high-throughput payloads are sparse and their
@@ -165,30 +160,34 @@ static int exchange_messages(mr_ep *ep, mr_ep_pack_part part, bool sparse, char 
             break;
         int op = ep->be->ops->ep_pack(ep->be, buf, &ep->send, d, part);
         if (op != MR_KERNELS_OK)
-            return op_failed(ep, op, "packing dispatch", err, errlen);
+            return mr_engine_backend_status(ep->be, op, err, errlen);
         ep->bytes[d] = message_bytes(ep, part == MR_EP_PACK_HEADER ? 0 : ep->first_to[d]);
     }
     if (rc != MR_ENGINE_OK)
         return rc;
-    ep->be->ops->sync(ep->be); /* the transport sends what the ops wrote */
-    return mr_comm_exchange(ep->comm, ep->bytes, ep->expect, err, errlen);
+    /* The transport sends what the ops wrote. */
+    rc = mr_engine_backend_status(ep->be, ep->be->ops->sync(ep->be), err, errlen);
+    return rc == MR_ENGINE_OK ? mr_comm_exchange(ep->comm, ep->bytes, ep->expect, err, errlen)
+                              : rc;
 }
 
 /* Each source's counts, from the header of its message. */
-static void read_headers(mr_ep *ep)
+static int read_headers(mr_ep *ep, char *err, size_t errlen)
 {
     int spr = ep->shape.slots_per_rank;
     for (int s = 0; s < ep->n_ranks; s++) {
         size_t bytes;
         const void *msg = mr_comm_received(ep->comm, s, &bytes);
         mr_ep_header *h = ep->header;
-        if (msg)
-            ep->be->ops->download(ep->be, h, msg, ep->header_bytes);
+        int op = msg ? ep->be->ops->download(ep->be, h, msg, ep->header_bytes) : MR_KERNELS_OK;
+        if (op != MR_KERNELS_OK)
+            return mr_engine_backend_status(ep->be, op, err, errlen);
         ep->tokens_from[s] = msg ? h->tokens : 0;
         ep->records_got[s] = msg ? h->records : 0;
         for (int e = 0; e < spr; e++)
             ep->count[(size_t)s * spr + e] = msg ? h->counts[e] : 0;
     }
+    return MR_ENGINE_OK;
 }
 
 static void backend_realloc(mr_backend *be, void **p, size_t bytes, bool *ok)
@@ -246,10 +245,12 @@ static int plan_rows(mr_ep *ep, char *err, size_t errlen)
         return MR_ENGINE_ENOMEM;
     }
     mr_backend *be = ep->be;
-    be->ops->upload(be, (void *)ep->recv.base, ep->base, (size_t)ep->n_ranks * sizeof(int32_t));
-    be->ops->upload(be, ep->recv.cursor, ep->cursor,
-                    (size_t)ep->n_ranks * spr * sizeof(int32_t));
-    return MR_ENGINE_OK;
+    int op = be->ops->upload(be, (void *)ep->recv.base, ep->base,
+                             (size_t)ep->n_ranks * sizeof(int32_t));
+    if (op == MR_KERNELS_OK)
+        op = be->ops->upload(be, ep->recv.cursor, ep->cursor,
+                             (size_t)ep->n_ranks * spr * sizeof(int32_t));
+    return mr_engine_backend_status(be, op, err, errlen);
 }
 
 /* Places the records of every message the last exchange brought. */
@@ -262,7 +263,7 @@ static int unpack_received(mr_ep *ep, char *err, size_t errlen)
             continue;
         int op = ep->be->ops->ep_unpack(ep->be, &ep->recv, msg, s);
         if (op != MR_KERNELS_OK)
-            return op_failed(ep, op, "unpacking dispatch", err, errlen);
+            return mr_engine_backend_status(ep->be, op, err, errlen);
     }
     return MR_ENGINE_OK;
 }
@@ -287,13 +288,14 @@ static int exchange_deferred(mr_ep *ep, char *err, size_t errlen)
             break;
         int op = ep->be->ops->ep_pack(ep->be, buf, &ep->send, d, MR_EP_PACK_DEFERRED);
         if (op != MR_KERNELS_OK)
-            return op_failed(ep, op, "packing dispatch", err, errlen);
+            return mr_engine_backend_status(ep->be, op, err, errlen);
         ep->bytes[d] = message_bytes(ep, deferred);
     }
     if (rc != MR_ENGINE_OK || !any)
         return rc;
-    ep->be->ops->sync(ep->be);
-    rc = mr_comm_exchange(ep->comm, ep->bytes, ep->expect, err, errlen);
+    rc = mr_engine_backend_status(ep->be, ep->be->ops->sync(ep->be), err, errlen);
+    if (rc == MR_ENGINE_OK)
+        rc = mr_comm_exchange(ep->comm, ep->bytes, ep->expect, err, errlen);
     return rc == MR_ENGINE_OK ? unpack_received(ep, err, errlen) : rc;
 }
 
@@ -313,24 +315,29 @@ int mr_ep_dispatch(mr_ep *ep, const float *x, const int32_t *slots, const float 
     ep->send.weights = weights;
     int op = be->ops->ep_layout(be, &ep->send);
     if (op != MR_KERNELS_OK)
-        return op_failed(ep, op, "the dispatch layout", err, errlen);
-    be->ops->download(be, ep->counts, ep->send.counts,
-                      mr_ep_counts_len(ep->n_ranks, s->slots_per_rank) * sizeof(int32_t));
-    int rc;
+        return mr_engine_backend_status(be, op, err, errlen);
+    op = be->ops->download(be, ep->counts, ep->send.counts,
+                           mr_ep_counts_len(ep->n_ranks, s->slots_per_rank) * sizeof(int32_t));
+    int rc = mr_engine_backend_status(be, op, err, errlen);
+    if (rc != MR_ENGINE_OK)
+        return rc;
     bool ll = s->mode == MR_EP_LOW_LATENCY;
     if (!ll) {
         rc = exchange_messages(ep, MR_EP_PACK_HEADER, false, err, errlen);
         if (rc != MR_ENGINE_OK)
             return rc;
-        read_headers(ep);
+        rc = read_headers(ep, err, errlen);
+        if (rc != MR_ENGINE_OK)
+            return rc;
         mr_comm_release(ep->comm);
     }
     rc = exchange_messages(ep, MR_EP_PACK_FIRST, !ll, err, errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
     if (ll)
-        read_headers(ep);
-    rc = plan_rows(ep, err, errlen);
+        rc = read_headers(ep, err, errlen);
+    if (rc == MR_ENGINE_OK)
+        rc = plan_rows(ep, err, errlen);
     if (rc == MR_ENGINE_OK)
         rc = unpack_received(ep, err, errlen);
     if (rc == MR_ENGINE_OK && ll)

@@ -5,6 +5,7 @@
 #define MR_ENGINE_EP_INTERNAL_H
 
 #include "engine/ep.h"
+#include "engine/model_internal.h"
 
 struct mr_ep {
     mr_comm *comm;

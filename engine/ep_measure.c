@@ -71,8 +71,11 @@ static int one_layer(mr_ep *ep, const float *x, const int32_t *slots, const floa
             snprintf(err, errlen, "out of memory for %d expert rows", got.rows);
             return MR_ENGINE_ENOMEM;
         }
-        ep->be->ops->upload(ep->be, got.y, zeros, bytes);
+        rc = mr_engine_backend_status(ep->be, ep->be->ops->upload(ep->be, got.y, zeros, bytes),
+                                      err, errlen);
         free(zeros);
+        if (rc != MR_ENGINE_OK)
+            return rc;
     }
     return mr_ep_combine(ep, out, err, errlen);
 }
@@ -107,20 +110,23 @@ static int upload_routing(mr_backend *be, int rank, int n_slots, const mr_exchan
     size_t x_bytes = (rows ? rows : 1) * sizeof(float), k_bytes = (picks ? picks : 1) * 4;
     float *x = malloc(x_bytes), *weights = malloc(k_bytes);
     int32_t *slots = malloc(k_bytes);
-    b->x = be->ops->alloc(be, x_bytes);
-    b->out = be->ops->alloc(be, x_bytes);
-    b->weights = be->ops->alloc(be, k_bytes);
-    b->slots = be->ops->alloc(be, k_bytes);
-    int rc = MR_ENGINE_OK;
-    if (!x || !weights || !slots || !b->x || !b->out || !b->weights || !b->slots) {
+    const mr_ops *op = be->ops;
+    int rc = MR_KERNELS_OK;
+    if (!x || !weights || !slots) {
         snprintf(err, errlen, "out of memory for an exchange of %d tokens", p->tokens);
         rc = MR_ENGINE_ENOMEM;
-    } else {
-        random_routing(rank, n_slots, p, x, slots, weights);
-        be->ops->upload(be, b->x, x, rows * sizeof(float));
-        be->ops->upload(be, b->weights, weights, picks * sizeof(float));
-        be->ops->upload(be, b->slots, slots, picks * sizeof(int32_t));
+        goto done;
     }
+    random_routing(rank, n_slots, p, x, slots, weights);
+    if ((rc = op->alloc(be, x_bytes, (void **)&b->x)) == MR_KERNELS_OK &&
+        (rc = op->alloc(be, x_bytes, (void **)&b->out)) == MR_KERNELS_OK &&
+        (rc = op->alloc(be, k_bytes, (void **)&b->weights)) == MR_KERNELS_OK &&
+        (rc = op->alloc(be, k_bytes, (void **)&b->slots)) == MR_KERNELS_OK &&
+        (rc = op->upload(be, b->x, x, rows * sizeof(float))) == MR_KERNELS_OK &&
+        (rc = op->upload(be, b->weights, weights, picks * sizeof(float))) == MR_KERNELS_OK)
+        rc = op->upload(be, b->slots, slots, picks * sizeof(int32_t));
+    rc = mr_engine_backend_status(be, rc, err, errlen);
+done:
     free(x);
     free(weights);
     free(slots);

@@ -22,11 +22,9 @@ int mr_kv_cache_init(mr_kv_cache *kv, const mr_model *m, int block_size, int n_b
     kv->v = calloc((size_t)kv->n_layers, sizeof *kv->v);
     kv->free_ids = malloc((size_t)n_blocks * sizeof *kv->free_ids);
     bool ok = kv->k && kv->v && kv->free_ids;
-    for (int l = 0; ok && l < kv->n_layers; l++) {
-        kv->k[l] = m->be->ops->alloc(m->be, bytes);
-        kv->v[l] = m->be->ops->alloc(m->be, bytes);
-        ok = kv->k[l] && kv->v[l];
-    }
+    for (int l = 0; ok && l < kv->n_layers; l++)
+        ok = m->be->ops->alloc(m->be, bytes, (void **)&kv->k[l]) == MR_KERNELS_OK &&
+             m->be->ops->alloc(m->be, bytes, (void **)&kv->v[l]) == MR_KERNELS_OK;
     if (!ok) {
         mr_kv_cache_free(kv, m);
         snprintf(err, errlen,

@@ -18,6 +18,16 @@ typedef struct {
     size_t errlen;
 } loader;
 
+int mr_engine_backend_status(const mr_backend *be, int status, char *err, size_t errlen)
+{
+    if (status == MR_KERNELS_OK)
+        return MR_ENGINE_OK;
+    snprintf(err, errlen, "backend \"%s\": %s", be->ops->name, mr_backend_error(be));
+    return status == MR_KERNELS_ENOMEM   ? MR_ENGINE_ENOMEM
+           : status == MR_KERNELS_EINVAL ? MR_ENGINE_EINVAL
+                                         : MR_ENGINE_EIO;
+}
+
 /* Fetch `name` (printf-style) with the given shape, mapped for the backend. */
 static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t d1,
                        const char *fmt, ...) __attribute__((format(printf, 6, 7)));
@@ -36,14 +46,16 @@ static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t
     if (rc != MR_ENGINE_OK)
         return rc;
     mr_backend *be = ld->m->be;
-    out->data = be->ops->map_weights(be, t.data, t.bytes);
     out->type = t.type;
-    if (!out->data) {
-        snprintf(ld->err, ld->errlen, "%s: cannot map tensor %s (%zu bytes) for the %s backend",
-                 t.file, name, t.bytes, be->ops->name);
-        return MR_ENGINE_ENOMEM;
+    rc = mr_engine_backend_status(ld->m->be, be->ops->map_weights(be, t.data, t.bytes, &out->data),
+                                 ld->err, ld->errlen);
+    if (rc != MR_ENGINE_OK) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", ld->err);
+        snprintf(ld->err, ld->errlen, "%s: cannot map tensor %s (%zu bytes): %s", t.file, name,
+                 t.bytes, why);
     }
-    return MR_ENGINE_OK;
+    return rc;
 }
 
 /* The three weights of expert `e` of layer `layer`, checked for shape. */
@@ -89,12 +101,14 @@ static void bind_slot(mr_layer *L, int s, unsigned char *buf)
     L->expert_down[s] = buf + 2 * L->expert_tensor_bytes;
 }
 
-static void upload_expert(mr_model *m, const mr_layer *L, const mr_tensor t[3],
-                          unsigned char *buf)
+static int upload_expert(mr_model *m, const mr_layer *L, const mr_tensor t[3],
+                         unsigned char *buf, char *err, size_t errlen)
 {
-    for (int i = 0; i < 3; i++)
-        m->be->ops->upload(m->be, buf + (size_t)i * L->expert_tensor_bytes, t[i].data,
-                           t[i].bytes);
+    int rc = MR_KERNELS_OK;
+    for (int i = 0; rc == MR_KERNELS_OK && i < 3; i++)
+        rc = m->be->ops->upload(m->be, buf + (size_t)i * L->expert_tensor_bytes, t[i].data,
+                                t[i].bytes);
+    return mr_engine_backend_status(m->be, rc, err, errlen);
 }
 
 /* Only the experts of this rank's slots are loaded, each into a buffer the
@@ -123,12 +137,11 @@ static int load_experts(loader *ld, mr_layer *L, int i)
         return rc;
     L->expert_type = t[0].type;
     L->expert_tensor_bytes = t[0].bytes;
-    L->expert_store = m->be->ops->alloc(m->be, slots * 3 * t[0].bytes);
-    if (!L->expert_store) {
-        snprintf(ld->err, ld->errlen, "out of memory for the %zu expert slots of layer %d",
-                 slots, i);
-        return MR_ENGINE_ENOMEM;
-    }
+    rc = mr_engine_backend_status(
+        m->be, m->be->ops->alloc(m->be, slots * 3 * t[0].bytes, &L->expert_store), ld->err,
+        ld->errlen);
+    if (rc != MR_ENGINE_OK)
+        return rc;
     for (size_t s = 0; rc == MR_ENGINE_OK && s < slots; s++) {
         rc = expert_tensors(m, i, phy2log[s], t, ld->err, ld->errlen);
         if (rc == MR_ENGINE_OK)
@@ -136,7 +149,7 @@ static int load_experts(loader *ld, mr_layer *L, int i)
         if (rc == MR_ENGINE_OK) {
             unsigned char *buf = (unsigned char *)L->expert_store + s * 3 * t[0].bytes;
             bind_slot(L, (int)s, buf);
-            upload_expert(m, L, t, buf);
+            rc = upload_expert(m, L, t, buf, ld->err, ld->errlen);
         }
     }
     return rc;
@@ -225,6 +238,36 @@ static char *join(const char *dir, const char *name)
     return p;
 }
 
+static void free_route_maps(mr_model *m, int32_t *log2phy, int32_t *logcnt)
+{
+    if (log2phy)
+        m->be->ops->free(m->be, log2phy);
+    if (logcnt)
+        m->be->ops->free(m->be, logcnt);
+}
+
+/* p's log2phy and logcnt copied into new backend buffers for the route op. */
+static int upload_route_maps(mr_model *m, const mr_eplb_placement *p, int32_t **log2phy,
+                             int32_t **logcnt, char *err, size_t errlen)
+{
+    mr_backend *be = m->be;
+    size_t cnt = (size_t)p->n_layers * (size_t)p->n_logical * sizeof(int32_t);
+    size_t phy = cnt * (size_t)p->max_replicas;
+    *log2phy = *logcnt = NULL;
+    int rc = be->ops->alloc(be, phy, (void **)log2phy);
+    if (rc == MR_KERNELS_OK)
+        rc = be->ops->alloc(be, cnt, (void **)logcnt);
+    if (rc == MR_KERNELS_OK)
+        rc = be->ops->upload(be, *log2phy, p->log2phy, phy);
+    if (rc == MR_KERNELS_OK)
+        rc = be->ops->upload(be, *logcnt, p->logcnt, cnt);
+    if (rc != MR_KERNELS_OK) {
+        free_route_maps(m, *log2phy, *logcnt);
+        *log2phy = *logcnt = NULL;
+    }
+    return mr_engine_backend_status(m->be, rc, err, errlen);
+}
+
 /* The placement this rank loads by: the caller's, checked against the
  * model and the world, or contiguous over the world. */
 static int place_experts(mr_model *m, const mr_model_options *options, char *err, size_t errlen)
@@ -254,7 +297,8 @@ static int place_experts(mr_model *m, const mr_model_options *options, char *err
     if (rc != MR_EPLB_OK)
         return rc == MR_EPLB_ENOMEM ? MR_ENGINE_ENOMEM : MR_ENGINE_EINVAL;
     m->slots_per_rank = m->placement.n_physical / ranks;
-    return MR_ENGINE_OK;
+    return upload_route_maps(m, &m->placement, &m->route_log2phy, &m->route_logcnt, err,
+                             errlen);
 }
 
 size_t mr_model_expert_bytes(const mr_model *m)
@@ -347,7 +391,9 @@ int mr_model_set_placement(mr_model *m, const mr_eplb_placement *p, int *loaded,
                                             p->n_ranks, p->phy2log, err, errlen);
     if (rc != MR_EPLB_OK)
         return rc == MR_EPLB_ENOMEM ? MR_ENGINE_ENOMEM : MR_ENGINE_EINVAL;
-    if ((rc = check_new_experts(m, &next, err, errlen)) != MR_ENGINE_OK) {
+    int32_t *log2phy = NULL, *logcnt = NULL;
+    if ((rc = check_new_experts(m, &next, err, errlen)) != MR_ENGINE_OK ||
+        (rc = upload_route_maps(m, &next, &log2phy, &logcnt, err, errlen)) != MR_ENGINE_OK) {
         mr_eplb_placement_free(&next);
         return rc;
     }
@@ -365,13 +411,13 @@ int mr_model_set_placement(mr_model *m, const mr_eplb_placement *p, int *loaded,
             continue;
         size_t row = (size_t)L->moe_index * p->n_physical + (size_t)m->rank * slots;
         plan_layer_slots(L, cur->phy2log + row, next.phy2log + row, slots, &plan);
-        for (int s = 0; s < slots; s++) {
+        for (int s = 0; rc == MR_ENGINE_OK && s < slots; s++) {
             bind_slot(L, s, plan.buffer[s]);
             if (!plan.load[s])
                 continue;
             mr_tensor t[3];
             expert_tensors(m, i, next.phy2log[row + (size_t)s], t, err, errlen);
-            upload_expert(m, L, t, plan.buffer[s]);
+            rc = upload_expert(m, L, t, plan.buffer[s], err, errlen);
             ++*loaded;
         }
     }
@@ -379,9 +425,13 @@ int mr_model_set_placement(mr_model *m, const mr_eplb_placement *p, int *loaded,
     free(plan.load);
     free(plan.claimed);
     if (rc != MR_ENGINE_OK) {
+        free_route_maps(m, log2phy, logcnt);
         mr_eplb_placement_free(&next);
         return rc;
     }
+    free_route_maps(m, m->route_log2phy, m->route_logcnt);
+    m->route_log2phy = log2phy;
+    m->route_logcnt = logcnt;
     mr_eplb_placement_free(&m->placement);
     m->placement = next;
     return MR_ENGINE_OK;
@@ -455,6 +505,8 @@ void mr_model_free(mr_model *m)
         }
         free(m->layers);
     }
+    if (m->be)
+        free_route_maps(m, m->route_log2phy, m->route_logcnt);
     mr_eplb_placement_free(&m->placement);
     mr_backend_free(m->be);
     mr_weights_close(m->weights);

@@ -44,10 +44,17 @@ struct mr_model {
     /* Expert parallelism: the world (NULL: alone), this rank's slots. */
     mr_comm *comm;
     mr_eplb_placement placement;
+    /* Its log2phy and logcnt in backend memory, where the route op reads
+     * them: uploaded at load and by mr_model_set_placement. */
+    int32_t *route_log2phy, *route_logcnt;
     int rank, slots_per_rank;
     mr_ep_mode dispatch;
     int ll_capacity;
 };
+
+/* MR_ENGINE_OK when a backend op returned MR_KERNELS_OK; else the engine's
+ * code for it, with the backend's message in err. */
+int mr_engine_backend_status(const mr_backend *be, int status, char *err, size_t errlen);
 
 /* Reads the chat template of tokenizer_config.json into m->chat; a model
  * without one, or with one moerun cannot run, can still serve completions. */

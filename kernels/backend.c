@@ -1,5 +1,7 @@
-/* Tensor types, bf16 conversion and the registry of backends by name. */
+/* Tensor types, bf16 conversion, the registry of backends by name, and the
+ * errors and argument checks every backend shares. */
 #include <omp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,48 @@ uint16_t mr_f32_to_bf16(float f)
         return (uint16_t)((bits >> 16) | 0x0040u);
     uint32_t lsb = (bits >> 16) & 1u;
     return (uint16_t)((bits + 0x7fffu + lsb) >> 16);
+}
+
+const char *mr_backend_error(const mr_backend *be)
+{
+    return be->error;
+}
+
+int mr_backend_fail(mr_backend *be, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(be->error, sizeof be->error, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+int mr_kernels_check_rows(mr_backend *be, const char *op, int rows, int dim)
+{
+    if (rows >= 0 && dim >= 1)
+        return MR_KERNELS_OK;
+    return mr_backend_fail(be, MR_KERNELS_EINVAL, "%s: %d rows of %d; needs rows >= 0 and a "
+                           "width >= 1", op, rows, dim);
+}
+
+int mr_kernels_check_groups(mr_backend *be, const mr_expert_groups *g)
+{
+    if (g->groups >= 0 && g->hidden >= 1 && g->inter >= 1)
+        return MR_KERNELS_OK;
+    return mr_backend_fail(be, MR_KERNELS_EINVAL, "expert_ffn: %d groups of hidden %d, inter "
+                           "%d; needs groups >= 0 and sizes >= 1", g->groups, g->hidden,
+                           g->inter);
+}
+
+int mr_kernels_check_attention(mr_backend *be, const mr_attention_args *a)
+{
+    if (a->rows >= 0 && a->n_kv_heads >= 1 && a->n_q_heads >= a->n_kv_heads &&
+        a->n_q_heads % a->n_kv_heads == 0 && a->head_dim >= 1 && a->block_size >= 1)
+        return MR_KERNELS_OK;
+    return mr_backend_fail(be, MR_KERNELS_EINVAL, "attention: %d rows, %d query heads over %d "
+                           "kv heads of %d, blocks of %d; needs query heads a multiple of kv "
+                           "heads and every size >= 1", a->rows, a->n_q_heads, a->n_kv_heads,
+                           a->head_dim, a->block_size);
 }
 
 typedef struct {

@@ -146,8 +146,8 @@ MR_AVX512 static void attend(head_group *hg, const float *k_cache, const float *
 
 /* Without AVX-512: a query head at a time on cpu_avx2.c, each thread with
  * a context's worth of scores; without AVX2 either, the reference. */
-static void avx2_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
-                           const float *v_cache, const mr_attention_args *a)
+static int avx2_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
+                          const float *v_cache, const mr_attention_args *a)
 {
     int longest = 0;
     for (int r = 0; r < a->rows; r++)
@@ -157,10 +157,8 @@ static void avx2_attention(mr_backend *be, float *out, const float *q, const flo
                                                           (size_t)be->threads * (size_t)longest *
                                                               sizeof *scores + 1)
                                      : NULL;
-    if (!scores) {
-        mr_ref_attention(be, out, q, k_cache, v_cache, a);
-        return;
-    }
+    if (!scores)
+        return mr_ref_attention(be, out, q, k_cache, v_cache, a);
     int group = a->n_q_heads / a->n_kv_heads;
 #pragma omp parallel for num_threads(be->threads) schedule(dynamic)
     for (int item = 0; item < a->rows * a->n_q_heads; item++) {
@@ -169,15 +167,17 @@ static void avx2_attention(mr_backend *be, float *out, const float *q, const flo
         mr_avx2_attend_head(out + at, q + at, k_cache, v_cache, a, row, h / group,
                             scores + (size_t)omp_get_thread_num() * (size_t)longest);
     }
+    return MR_KERNELS_OK;
 }
 
-void mr_fast_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
-                       const float *v_cache, const mr_attention_args *a)
+int mr_fast_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
+                      const float *v_cache, const mr_attention_args *a)
 {
-    if (!mr_fast_avx512(be)) {
-        avx2_attention(be, out, q, k_cache, v_cache, a);
-        return;
-    }
+    int rc = mr_kernels_check_attention(be, a);
+    if (rc != MR_KERNELS_OK)
+        return rc;
+    if (!mr_fast_avx512(be))
+        return avx2_attention(be, out, q, k_cache, v_cache, a);
     int group = a->n_q_heads / a->n_kv_heads;
     int parts = (group + MAX_HEADS - 1) / MAX_HEADS;
     int items = a->rows * a->n_kv_heads * parts;
@@ -194,4 +194,5 @@ void mr_fast_attention(mr_backend *be, float *out, const float *q, const float *
         }
         attend(&hg, k_cache, v_cache, a, row, kv_head);
     }
+    return MR_KERNELS_OK;
 }

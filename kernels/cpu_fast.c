@@ -61,13 +61,14 @@ MR_AVX512 static void rmsnorm_row(float *out, const float *x, const void *w, mr_
     }
 }
 
-static void fast_rmsnorm(mr_backend *be, float *out, const float *x, const void *w,
-                         mr_tensor_type type, int rows, int dim, float eps)
+static int fast_rmsnorm(mr_backend *be, float *out, const float *x, const void *w,
+                        mr_tensor_type type, int rows, int dim, float eps)
 {
-    if (!mr_fast_avx512(be) && !mr_fast_avx2(be)) {
-        mr_ref_rmsnorm(be, out, x, w, type, rows, dim, eps);
-        return;
-    }
+    if (!mr_fast_avx512(be) && !mr_fast_avx2(be))
+        return mr_ref_rmsnorm(be, out, x, w, type, rows, dim, eps);
+    int rc = mr_kernels_check_rows(be, "rmsnorm", rows, dim);
+    if (rc != MR_KERNELS_OK)
+        return rc;
     bool avx512 = mr_fast_avx512(be);
 #pragma omp parallel for num_threads(be->threads) if (rows > 1)
     for (int r = 0; r < rows; r++) {
@@ -77,6 +78,7 @@ static void fast_rmsnorm(mr_backend *be, float *out, const float *x, const void 
         else
             mr_avx2_rmsnorm_row(out + at, x + at, w, type, dim, eps);
     }
+    return MR_KERNELS_OK;
 }
 
 const mr_ops mr_cpu_fast_ops = {

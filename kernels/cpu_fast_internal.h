@@ -27,7 +27,7 @@ typedef struct {
     mr_cpu_arena_chunk *weights; /* huge-page copies of the weights (cpu_weights.c) */
 } mr_cpu_fast;
 
-const void *mr_cpu_fast_map_weights(mr_backend *be, const void *host, size_t bytes);
+int mr_cpu_fast_map_weights(mr_backend *be, const void *host, size_t bytes, const void **out);
 void mr_cpu_fast_free_weights(mr_cpu_fast *fast);
 
 static inline bool mr_fast_avx512(const mr_backend *be)
@@ -137,10 +137,10 @@ MR_AVX512_INLINE float mr_dot16(const float *x, const float *w, int n)
     return mr_reduce16(acc);
 }
 
-void mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
-                    int rows, int out_dim, int in_dim);
-void mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
-void mr_fast_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
-                       const float *v_cache, const mr_attention_args *a);
+int mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
+                   int rows, int out_dim, int in_dim);
+int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
+int mr_fast_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
+                      const float *v_cache, const mr_attention_args *a);
 
 #endif

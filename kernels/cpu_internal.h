@@ -14,26 +14,35 @@ extern const mr_ops mr_cpu_fast_ops;
 int mr_cpu_fast_init(mr_backend *be, char *err, size_t errlen);
 void mr_cpu_fast_release(mr_backend *be);
 
+/* Records a failed op's message in be->error and returns `status`
+ * (backend.c). */
+int mr_backend_fail(mr_backend *be, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* MR_KERNELS_EINVAL naming `op` unless rows >= 0 and dim >= 1. */
+int mr_kernels_check_rows(mr_backend *be, const char *op, int rows, int dim);
+/* MR_KERNELS_EINVAL unless groups >= 0 and hidden, inter >= 1. */
+int mr_kernels_check_groups(mr_backend *be, const mr_expert_groups *g);
+/* MR_KERNELS_EINVAL unless the heads, head_dim and block_size make sense. */
+int mr_kernels_check_attention(mr_backend *be, const mr_attention_args *a);
+
 /* Host memory, shared by both CPU backends (cpu_memory.c). */
-void *mr_cpu_alloc(mr_backend *be, size_t bytes);
-void mr_cpu_free(mr_backend *be, void *ptr);
-void mr_cpu_copy(mr_backend *be, void *dst, const void *src, size_t bytes);
-const void *mr_cpu_map_weights(mr_backend *be, const void *host, size_t bytes);
-void mr_cpu_sync(mr_backend *be);
+int mr_cpu_alloc(mr_backend *be, size_t bytes, void **out);
+int mr_cpu_free(mr_backend *be, void *ptr);
+int mr_cpu_copy(mr_backend *be, void *dst, const void *src, size_t bytes);
+int mr_cpu_map_weights(mr_backend *be, const void *host, size_t bytes, const void **out);
+int mr_cpu_sync(mr_backend *be);
 #define MR_CPU_MEMORY_OPS                                                                          \
     .alloc = mr_cpu_alloc, .free = mr_cpu_free, .upload = mr_cpu_copy, .download = mr_cpu_copy,    \
     .sync = mr_cpu_sync
 
 /* A buffer that only ever grows, so hot ops stop allocating once warm.
- * Returns NULL when it cannot grow; ops then write NaN (mr_cpu_fill_nan)
- * rather than crash, since the ops table has no way to return an error. */
+ * Returns NULL when it cannot grow. */
 typedef struct {
     void *ptr;
     size_t bytes;
 } mr_cpu_scratch;
 void *mr_cpu_scratch_get(mr_cpu_scratch *s, size_t bytes);
 void mr_cpu_scratch_free(mr_cpu_scratch *s);
-void mr_cpu_fill_nan(float *out, size_t n);
 
 static inline float mr_cpu_weight_at(const void *w, mr_tensor_type type, size_t i)
 {
@@ -60,24 +69,23 @@ static inline size_t mr_cpu_kv_offset(const mr_attention_args *a, int row, int p
 /* The reference ops (cpu_ref.c).  Rows run across be->threads, which is 1
  * for the ref backend; the fast backend uses them as they are for its cheap
  * ops, and for every op on a CPU without AVX-512. */
-void mr_ref_embed(mr_backend *be, float *out, const void *table, mr_tensor_type type,
-                  const int32_t *ids, int rows, int dim);
-void mr_ref_rmsnorm(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
-                    int rows, int dim, float eps);
-void mr_ref_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
-                   int rows, int out_dim, int in_dim);
-void mr_ref_rope_neox(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
-                      int head_dim, float theta);
-void mr_ref_kv_store(mr_backend *be, float *k_cache, float *v_cache, const float *k, const float *v,
-                     const int32_t *slot, int rows, int kv_dim);
-void mr_ref_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
-                      const float *v_cache, const mr_attention_args *a);
-void mr_ref_router_topk(mr_backend *be, int32_t *ids, float *weights, const float *logits, int rows,
-                        int n_experts, int k, int renormalize);
-void mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
-void mr_ref_gather(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,
-                   int dim);
-void mr_ref_add(mr_backend *be, float *y, const float *x, size_t n);
+int mr_ref_embed(mr_backend *be, float *out, const void *table, mr_tensor_type type,
+                 const int32_t *ids, int rows, int dim);
+int mr_ref_rmsnorm(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
+                   int rows, int dim, float eps);
+int mr_ref_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
+                  int rows, int out_dim, int in_dim);
+int mr_ref_rope_neox(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
+                     int head_dim, float theta);
+int mr_ref_kv_store(mr_backend *be, float *k_cache, float *v_cache, const float *k, const float *v,
+                    const int32_t *slot, int rows, int kv_dim);
+int mr_ref_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
+                     const float *v_cache, const mr_attention_args *a);
+int mr_ref_route(mr_backend *be, const mr_route_args *a);
+int mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
+int mr_ref_gather(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,
+                  int dim);
+int mr_ref_add(mr_backend *be, float *y, const float *x, size_t n);
 /* Expert parallelism's data path (cpu_ep.c), the same in both backends. */
 int mr_cpu_ep_layout(mr_backend *be, const mr_ep_send *s);
 int mr_cpu_ep_pack(mr_backend *be, void *msg, const mr_ep_send *s, int dst,
@@ -90,7 +98,7 @@ int mr_cpu_ep_combine_reduce(mr_backend *be, float *out, const void *const *msgs
 /* The cheap ops, the same in both CPU backends. */
 #define MR_CPU_CHEAP_OPS                                                                           \
     .embed = mr_ref_embed, .rope_neox = mr_ref_rope_neox, .kv_store = mr_ref_kv_store,             \
-    .router_topk = mr_ref_router_topk, .gather = mr_ref_gather, .add = mr_ref_add,                 \
+    .route = mr_ref_route, .gather = mr_ref_gather, .add = mr_ref_add,                             \
     .ep_layout = mr_cpu_ep_layout, .ep_pack = mr_cpu_ep_pack, .ep_unpack = mr_cpu_ep_unpack,       \
     .ep_combine_partials = mr_cpu_ep_combine_partials,                                             \
     .ep_combine_reduce = mr_cpu_ep_combine_reduce

@@ -149,14 +149,17 @@ static int blocks_of(int n, int block)
     return (n + block - 1) / block;
 }
 
-void mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
-                    int rows, int out_dim, int in_dim)
+int mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
+                   int rows, int out_dim, int in_dim)
 {
     tile_fn *run_tile = tile_of(be);
-    if (!run_tile) {
-        mr_ref_matmul(be, out, x, w, type, rows, out_dim, in_dim);
-        return;
-    }
+    if (!run_tile)
+        return mr_ref_matmul(be, out, x, w, type, rows, out_dim, in_dim);
+    int rc = mr_kernels_check_rows(be, "matmul", rows, out_dim);
+    if (rc == MR_KERNELS_OK)
+        rc = mr_kernels_check_rows(be, "matmul", rows, in_dim);
+    if (rc != MR_KERNELS_OK)
+        return rc;
     int cols = block_cols(in_dim, type);
     int col_blocks = blocks_of(out_dim, cols), row_blocks = blocks_of(rows, BLOCK_ROWS);
 #pragma omp parallel for num_threads(be->threads) schedule(dynamic)
@@ -167,6 +170,7 @@ void mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, m
                      min_int(BLOCK_ROWS, rows - r0), mr_cpu_weight_row(w, type, (size_t)c0, in_dim),
                      type, min_int(cols, out_dim - c0), in_dim);
     }
+    return MR_KERNELS_OK;
 }
 
 /* gate = silu(gate) * up = gate / (1 + e^-gate) * up, lane by lane. */
@@ -184,18 +188,19 @@ MR_AVX512 static void silu_mul(float *gate, const float *up, int n)
 /* Phase 1 fills gate and up ([rows][inter]) and turns gate into
  * silu(gate) * up; phase 2 multiplies that by down.  Items are (group,
  * column block), so a group of one row still spreads over the threads. */
-void mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g)
+int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g)
 {
+    int rc = mr_kernels_check_groups(be, g);
+    if (rc != MR_KERNELS_OK)
+        return rc;
     int rows = g->offsets[g->groups], hidden = g->hidden, inter = g->inter;
     size_t h_len = (size_t)rows * (size_t)inter;
     mr_cpu_fast *fast = be->impl;
     tile_fn *run_tile = tile_of(be);
     void (*silu)(float *, const float *, int) = fast->avx512 ? silu_mul : mr_avx2_silu_mul;
     float *gate = run_tile ? mr_cpu_scratch_get(&fast->expert, 2 * h_len * sizeof *gate + 1) : NULL;
-    if (!gate) { /* no vector ISA, or no memory: the reference needs one row of scratch */
-        mr_ref_expert_ffn(be, out, x, g);
-        return;
-    }
+    if (!gate) /* no vector ISA, or no memory: the reference needs one row of scratch */
+        return mr_ref_expert_ffn(be, out, x, g);
     float *up = gate + h_len;
     int cols1 = block_cols(hidden, g->type), cols2 = block_cols(inter, g->type);
     int blocks1 = blocks_of(inter, cols1), blocks2 = blocks_of(hidden, cols2);
@@ -233,4 +238,5 @@ void mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_exp
                          min_int(cols2, hidden - c0), inter);
         }
     }
+    return MR_KERNELS_OK;
 }

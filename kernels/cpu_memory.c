@@ -1,6 +1,5 @@
 /* Host memory for the CPU backends: device memory is host memory, so
  * upload and download are copies and weights are read where they lie. */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -16,9 +15,8 @@
  * cpu_weights.c gives. */
 #define HUGE_PAGE_BYTES (2u << 20)
 
-void *mr_cpu_alloc(mr_backend *be, size_t bytes)
+static void *aligned_bytes(size_t bytes)
 {
-    (void)be;
     void *ptr = NULL;
     size_t align = bytes >= HUGE_PAGE_BYTES ? HUGE_PAGE_BYTES : CPU_ALIGN;
     size_t rounded = (bytes + align - 1) / align * align;
@@ -29,36 +27,49 @@ void *mr_cpu_alloc(mr_backend *be, size_t bytes)
     return ptr;
 }
 
-void mr_cpu_free(mr_backend *be, void *ptr)
+int mr_cpu_alloc(mr_backend *be, size_t bytes, void **out)
+{
+    *out = aligned_bytes(bytes);
+    if (!*out)
+        return mr_backend_fail(be, MR_KERNELS_ENOMEM, "alloc: out of memory for %zu bytes",
+                               bytes);
+    return MR_KERNELS_OK;
+}
+
+int mr_cpu_free(mr_backend *be, void *ptr)
 {
     (void)be;
     free(ptr);
+    return MR_KERNELS_OK;
 }
 
-void mr_cpu_copy(mr_backend *be, void *dst, const void *src, size_t bytes)
+int mr_cpu_copy(mr_backend *be, void *dst, const void *src, size_t bytes)
 {
     (void)be;
     if (bytes)
         memcpy(dst, src, bytes);
+    return MR_KERNELS_OK;
 }
 
-const void *mr_cpu_map_weights(mr_backend *be, const void *host, size_t bytes)
+int mr_cpu_map_weights(mr_backend *be, const void *host, size_t bytes, const void **out)
 {
     (void)be;
     (void)bytes;
-    return host;
+    *out = host;
+    return MR_KERNELS_OK;
 }
 
-void mr_cpu_sync(mr_backend *be)
+int mr_cpu_sync(mr_backend *be)
 {
     (void)be;
+    return MR_KERNELS_OK;
 }
 
 void *mr_cpu_scratch_get(mr_cpu_scratch *s, size_t bytes)
 {
     if (bytes <= s->bytes)
         return s->ptr;
-    void *grown = mr_cpu_alloc(NULL, bytes);
+    void *grown = aligned_bytes(bytes);
     if (!grown)
         return NULL;
     free(s->ptr);
@@ -72,10 +83,4 @@ void mr_cpu_scratch_free(mr_cpu_scratch *s)
     free(s->ptr);
     s->ptr = NULL;
     s->bytes = 0;
-}
-
-void mr_cpu_fill_nan(float *out, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        out[i] = NAN;
 }

@@ -111,9 +111,10 @@ static void attention_row(float *out, const float *q, const float *k_cache, cons
     }
 }
 
-/* Softmax in f32 as Hugging Face's router does; the top k are kept sorted
- * in ids/weights while the experts are scanned in id order, a new weight
- * going after every kept weight >= it, so ties keep the lower id first. */
+/* Softmax in f32 as Hugging Face's router does; the top k (k <= n_experts)
+ * are kept sorted in ids/weights while the experts are scanned in id order,
+ * a new weight going after every kept weight >= it, so ties keep the lower
+ * id first. */
 static void router_row(int32_t *ids, float *weights, const float *logits, int n_experts, int k,
                        int renormalize)
 {
@@ -139,15 +140,11 @@ static void router_row(int32_t *ids, float *weights, const float *logits, int n_
         weights[at] = p;
         kept += kept < k;
     }
-    for (int j = kept; j < k; j++) { /* k > n_experts: nothing left to pick */
-        ids[j] = -1;
-        weights[j] = 0;
-    }
     if (renormalize) {
         float sum = 0;
-        for (int j = 0; j < kept; j++)
+        for (int j = 0; j < k; j++)
             sum += weights[j];
-        for (int j = 0; j < kept; j++)
+        for (int j = 0; j < k; j++)
             weights[j] /= sum;
     }
 }
@@ -170,67 +167,116 @@ static void expert_row(float *out, const float *x, const mr_expert_groups *g, in
  * CPU without AVX-512.  A row's arithmetic never depends on the others. */
 #define FOR_EACH_ROW _Pragma("omp parallel for num_threads(be->threads) if (be->threads > 1)")
 
-void mr_ref_embed(mr_backend *be, float *out, const void *table, mr_tensor_type type,
-                  const int32_t *ids, int rows, int dim)
+int mr_ref_embed(mr_backend *be, float *out, const void *table, mr_tensor_type type,
+                 const int32_t *ids, int rows, int dim)
 {
+    int rc = mr_kernels_check_rows(be, "embed", rows, dim);
+    if (rc != MR_KERNELS_OK)
+        return rc;
     FOR_EACH_ROW
     for (int r = 0; r < rows; r++)
         embed_row(out + (size_t)r * (size_t)dim, table, type, ids[r], dim);
+    return MR_KERNELS_OK;
 }
 
-void mr_ref_rmsnorm(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
-                    int rows, int dim, float eps)
+int mr_ref_rmsnorm(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
+                   int rows, int dim, float eps)
 {
+    int rc = mr_kernels_check_rows(be, "rmsnorm", rows, dim);
+    if (rc != MR_KERNELS_OK)
+        return rc;
     FOR_EACH_ROW
     for (int r = 0; r < rows; r++) {
         size_t at = (size_t)r * (size_t)dim;
         rmsnorm_row(out + at, x + at, w, type, dim, eps);
     }
+    return MR_KERNELS_OK;
 }
 
-void mr_ref_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
-                   int rows, int out_dim, int in_dim)
+int mr_ref_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
+                  int rows, int out_dim, int in_dim)
 {
+    int rc = mr_kernels_check_rows(be, "matmul", rows, out_dim);
+    if (rc == MR_KERNELS_OK)
+        rc = mr_kernels_check_rows(be, "matmul", rows, in_dim);
+    if (rc != MR_KERNELS_OK)
+        return rc;
     FOR_EACH_ROW
     for (int r = 0; r < rows; r++)
         matmul_row(out + (size_t)r * (size_t)out_dim, x + (size_t)r * (size_t)in_dim, w, type,
                    out_dim, in_dim);
+    return MR_KERNELS_OK;
 }
 
-void mr_ref_rope_neox(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
-                      int head_dim, float theta)
+int mr_ref_rope_neox(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
+                     int head_dim, float theta)
 {
+    int rc = mr_kernels_check_rows(be, "rope_neox", rows, heads * head_dim);
+    if (rc != MR_KERNELS_OK)
+        return rc;
     FOR_EACH_ROW
     for (int r = 0; r < rows; r++)
         rope_row(x + (size_t)r * (size_t)heads * (size_t)head_dim, pos[r], heads, head_dim, theta);
+    return MR_KERNELS_OK;
 }
 
-void mr_ref_kv_store(mr_backend *be, float *k_cache, float *v_cache, const float *k, const float *v,
-                     const int32_t *slot, int rows, int kv_dim)
+int mr_ref_kv_store(mr_backend *be, float *k_cache, float *v_cache, const float *k, const float *v,
+                    const int32_t *slot, int rows, int kv_dim)
 {
+    int rc = mr_kernels_check_rows(be, "kv_store", rows, kv_dim);
+    if (rc != MR_KERNELS_OK)
+        return rc;
     FOR_EACH_ROW
     for (int r = 0; r < rows; r++) {
         size_t at = (size_t)r * (size_t)kv_dim;
         kv_store_row(k_cache, v_cache, k + at, v + at, slot[r], kv_dim);
     }
+    return MR_KERNELS_OK;
 }
 
-void mr_ref_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
-                      const float *v_cache, const mr_attention_args *a)
+int mr_ref_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
+                     const float *v_cache, const mr_attention_args *a)
 {
+    int rc = mr_kernels_check_attention(be, a);
+    if (rc != MR_KERNELS_OK)
+        return rc;
     size_t width = (size_t)a->n_q_heads * (size_t)a->head_dim;
     FOR_EACH_ROW
     for (int r = 0; r < a->rows; r++)
         attention_row(out + (size_t)r * width, q + (size_t)r * width, k_cache, v_cache, a, r);
+    return MR_KERNELS_OK;
 }
 
-void mr_ref_router_topk(mr_backend *be, int32_t *ids, float *weights, const float *logits, int rows,
-                        int n_experts, int k, int renormalize)
+/* The top k of every row go first into `slots` as logical ids, across
+ * threads; then one pass in (row, pick) order counts them and swaps each
+ * for its slot, so the counts need no atomics. */
+int mr_ref_route(mr_backend *be, const mr_route_args *a)
 {
+    int rc = mr_kernels_check_rows(be, "route", a->rows, a->n_experts);
+    if (rc != MR_KERNELS_OK)
+        return rc;
+    if (a->k < 1 || a->k > a->n_experts || a->max_replicas < 1)
+        return mr_backend_fail(be, MR_KERNELS_EINVAL,
+                               "route: top %d of %d experts with %d replicas at most; needs "
+                               "1 <= k <= experts and replicas >= 1",
+                               a->k, a->n_experts, a->max_replicas);
+    int k = a->k;
     FOR_EACH_ROW
-    for (int r = 0; r < rows; r++)
-        router_row(ids + (size_t)r * (size_t)k, weights + (size_t)r * (size_t)k,
-                   logits + (size_t)r * (size_t)n_experts, n_experts, k, renormalize);
+    for (int r = 0; r < a->rows; r++)
+        router_row(a->slots + (size_t)r * (size_t)k, a->weights + (size_t)r * (size_t)k,
+                   a->logits + (size_t)r * (size_t)a->n_experts, a->n_experts, k,
+                   a->renormalize);
+    for (size_t i = 0; i < (size_t)a->rows * (size_t)k; i++) {
+        int32_t e = a->slots[i], count = a->logcnt[e];
+        if (count < 1)
+            return mr_backend_fail(be, MR_KERNELS_EINVAL, "route: expert %d has %d slots", e,
+                                   count);
+        a->counts[e]++;
+        uint64_t key = (uint64_t)a->pos[i / (size_t)k];
+        a->slots[i] = a->log2phy[(size_t)e * (size_t)a->max_replicas +
+                                 (size_t)(key % (uint64_t)count)];
+    }
+    return MR_KERNELS_OK;
 }
 
 static int group_of_row(const mr_expert_groups *g, int row)
@@ -241,14 +287,16 @@ static int group_of_row(const mr_expert_groups *g, int row)
     return group;
 }
 
-void mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g)
+int mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g)
 {
+    int rc = mr_kernels_check_groups(be, g);
+    if (rc != MR_KERNELS_OK)
+        return rc;
     int rows = g->offsets[g->groups];
     float *h = malloc((size_t)be->threads * (size_t)g->inter * sizeof *h + 1);
-    if (!h) {
-        mr_cpu_fill_nan(out, (size_t)rows * (size_t)g->hidden);
-        return;
-    }
+    if (!h)
+        return mr_backend_fail(be, MR_KERNELS_ENOMEM, "expert_ffn: out of memory for %d x %d "
+                               "floats of scratch", be->threads, g->inter);
     FOR_EACH_ROW
     for (int r = 0; r < rows; r++) {
         size_t at = (size_t)r * (size_t)g->hidden;
@@ -256,22 +304,28 @@ void mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expe
                    h + (size_t)omp_get_thread_num() * (size_t)g->inter);
     }
     free(h);
+    return MR_KERNELS_OK;
 }
 
-void mr_ref_gather(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,
-                   int dim)
+int mr_ref_gather(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,
+                  int dim)
 {
+    int rc = mr_kernels_check_rows(be, "gather", rows, dim);
+    if (rc != MR_KERNELS_OK)
+        return rc;
     FOR_EACH_ROW
     for (int r = 0; r < rows; r++)
         memcpy(out + (size_t)r * (size_t)dim, x + (size_t)src[r] * (size_t)dim,
                (size_t)dim * sizeof *out);
+    return MR_KERNELS_OK;
 }
 
-void mr_ref_add(mr_backend *be, float *y, const float *x, size_t n)
+int mr_ref_add(mr_backend *be, float *y, const float *x, size_t n)
 {
     FOR_EACH_ROW
     for (size_t i = 0; i < n; i++)
         y[i] += x[i];
+    return MR_KERNELS_OK;
 }
 
 const mr_ops mr_cpu_ref_ops = {

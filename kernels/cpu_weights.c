@@ -52,22 +52,27 @@ static mr_cpu_arena_chunk *new_chunk(size_t at_least)
     return c;
 }
 
-const void *mr_cpu_fast_map_weights(mr_backend *be, const void *host, size_t bytes)
+/* Without memory for a copy the weight is read where it lies, as "ref"
+ * does: slower, never wrong. */
+int mr_cpu_fast_map_weights(mr_backend *be, const void *host, size_t bytes, const void **out)
 {
     mr_cpu_fast *fast = be->impl;
     mr_cpu_arena_chunk *c = fast->weights;
     size_t at = c ? round_up(c->used, WEIGHT_ALIGN) : 0;
     if (!c || at + bytes > c->size) {
         mr_cpu_arena_chunk *fresh = new_chunk(bytes);
-        if (!fresh)
-            return host;
+        if (!fresh) {
+            *out = host;
+            return MR_KERNELS_OK;
+        }
         fresh->next = c;
         fast->weights = c = fresh;
         at = 0;
     }
     memcpy(c->base + at, host, bytes);
     c->used = at + bytes;
-    return c->base + at;
+    *out = c->base + at;
+    return MR_KERNELS_OK;
 }
 
 void mr_cpu_fast_free_weights(mr_cpu_fast *fast)

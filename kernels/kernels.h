@@ -13,8 +13,11 @@
  *    never on how many rows the call has or where the row sits.  Every
  *    reduction runs in one fixed order whatever the tiling or the thread
  *    count, so a request gives the same bits alone or in a batch of 256.
- *  - Ops may run asynchronously (CUDA); what they wrote is visible to the
- *    host after `download` or `sync`.
+ *  - Every op returns an mr_kernels_status: MR_KERNELS_OK (0) or a negative
+ *    code, with mr_backend_error naming the problem.  Ops may queue work
+ *    and return before it is done (CUDA, as ggml's backends do); an error
+ *    of queued work may surface only at the next `sync`.  The host reads
+ *    backend memory only after `download` or `sync`.
  *
  * Nothing here knows about models, requests or ranks.
  */
@@ -38,8 +41,12 @@ uint16_t mr_f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */
 
 typedef struct mr_backend mr_backend;
 
-typedef enum { MR_KERNELS_OK = 0, MR_KERNELS_EINVAL = -1, MR_KERNELS_EDEVICE = -2,
-               MR_KERNELS_ENOMEM = -3 } mr_kernels_status;
+typedef enum {
+    MR_KERNELS_OK = 0,
+    MR_KERNELS_EINVAL = -1,  /* an argument out of range */
+    MR_KERNELS_EDEVICE = -2, /* the device failed (a launch, a copy) */
+    MR_KERNELS_ENOMEM = -3
+} mr_kernels_status;
 
 /* Paged attention over a KV cache in fixed-size blocks.  The cache of one
  * layer is two buffers (K and V) of [n_blocks][block_size][n_kv_heads]
@@ -148,53 +155,71 @@ typedef struct {
     float *y;             /* [rows][hidden]: the experts' outputs */
 } mr_ep_recv;
 
+/* Routing of one MoE layer, every pointer a backend buffer.  Per row:
+ * softmax in f32 over the n_experts logits, the k largest (ties to the
+ * lower expert id) in descending order, renormalised to sum 1 when
+ * `renormalize`; each pick adds 1 to counts[expert] and goes to the
+ * physical slot log2phy[expert][pos % logcnt[expert]] (eplb's
+ * mr_eplb_pick_slot: the replica chosen by the token's position, so a
+ * token takes the same slot whichever rank or batch it is in). */
+typedef struct {
+    int rows, n_experts, k; /* 1 <= k <= n_experts */
+    int renormalize;
+    int max_replicas;        /* width of log2phy's rows */
+    const float *logits;     /* [rows][n_experts] */
+    const int32_t *pos;      /* [rows] */
+    const int32_t *log2phy;  /* [n_experts][max_replicas] of this layer */
+    const int32_t *logcnt;   /* [n_experts], each >= 1 */
+    uint64_t *counts;        /* [n_experts], added to */
+    int32_t *slots;          /* [rows][k] out: physical slot of each pick */
+    float *weights;          /* [rows][k] out: its weight */
+} mr_route_args;
+
 typedef struct {
     const char *name;
 
     /* Memory.  On the CPU device memory is host memory; upload and download
      * are copies.  map_weights gives the address ops should read a weight
      * at, made once at load: the "ref" backend reads the mmapped file
-     * itself, "cpu" a copy in huge pages, a GPU a device copy. */
-    void *(*alloc)(mr_backend *be, size_t bytes);
-    void (*free)(mr_backend *be, void *ptr);
-    void (*upload)(mr_backend *be, void *dst, const void *src, size_t bytes);
-    void (*download)(mr_backend *be, void *dst, const void *src, size_t bytes);
-    const void *(*map_weights)(mr_backend *be, const void *host, size_t bytes);
-    void (*sync)(mr_backend *be);
+     * itself, "cpu" a copy in huge pages, a GPU a device copy.  download
+     * waits for the work queued before it; sync waits for all of it. */
+    int (*alloc)(mr_backend *be, size_t bytes, void **out);
+    int (*free)(mr_backend *be, void *ptr);
+    int (*upload)(mr_backend *be, void *dst, const void *src, size_t bytes);
+    int (*download)(mr_backend *be, void *dst, const void *src, size_t bytes);
+    int (*map_weights)(mr_backend *be, const void *host, size_t bytes, const void **out);
+    int (*sync)(mr_backend *be);
 
     /* out[i] = table[ids[i]], rows of `dim`. */
-    void (*embed)(mr_backend *be, float *out, const void *table, mr_tensor_type type,
-                  const int32_t *ids, int rows, int dim);
+    int (*embed)(mr_backend *be, float *out, const void *table, mr_tensor_type type,
+                 const int32_t *ids, int rows, int dim);
     /* out = x / sqrt(mean(x²) + eps) * w, per row of `dim`; out may be x. */
-    void (*rmsnorm)(mr_backend *be, float *out, const float *x, const void *w,
-                    mr_tensor_type type, int rows, int dim, float eps);
+    int (*rmsnorm)(mr_backend *be, float *out, const float *x, const void *w,
+                   mr_tensor_type type, int rows, int dim, float eps);
     /* out[rows][out_dim] = x[rows][in_dim] · w[out_dim][in_dim]ᵀ. */
-    void (*matmul)(mr_backend *be, float *out, const float *x, const void *w,
-                   mr_tensor_type type, int rows, int out_dim, int in_dim);
+    int (*matmul)(mr_backend *be, float *out, const float *x, const void *w,
+                  mr_tensor_type type, int rows, int out_dim, int in_dim);
     /* NeoX rotary embedding in place: x is [rows][heads][head_dim]; pair
      * (i, i + head_dim/2) rotates by pos * theta^(-2i/head_dim). */
-    void (*rope_neox)(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
-                      int head_dim, float theta);
+    int (*rope_neox)(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
+                     int head_dim, float theta);
     /* Write k and v ([rows][kv_dim]) into the cache slots slot[i] (block *
      * block_size + offset); kv_dim = n_kv_heads * head_dim. */
-    void (*kv_store)(mr_backend *be, float *k_cache, float *v_cache, const float *k,
-                     const float *v, const int32_t *slot, int rows, int kv_dim);
+    int (*kv_store)(mr_backend *be, float *k_cache, float *v_cache, const float *k,
+                    const float *v, const int32_t *slot, int rows, int kv_dim);
     /* out[rows][n_q_heads * head_dim] = softmax(q kᵀ * scale) v, causal
      * through pos, keys read in position order. */
-    void (*attention)(mr_backend *be, float *out, const float *q, const float *k_cache,
-                      const float *v_cache, const mr_attention_args *args);
-    /* Router: softmax over all n_experts logits, the k largest (ties to the
-     * lower expert id) in descending order into ids[rows][k] and
-     * weights[rows][k]; renormalised to sum 1 when `renormalize`. */
-    void (*router_topk)(mr_backend *be, int32_t *ids, float *weights, const float *logits,
-                        int rows, int n_experts, int k, int renormalize);
+    int (*attention)(mr_backend *be, float *out, const float *q, const float *k_cache,
+                     const float *v_cache, const mr_attention_args *args);
+    /* Routing of one MoE layer, see mr_route_args. */
+    int (*route)(mr_backend *be, const mr_route_args *args);
     /* SwiGLU experts, see mr_expert_groups. */
-    void (*expert_ffn)(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
+    int (*expert_ffn)(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
     /* out[i] = x[src[i]], rows of `dim`. */
-    void (*gather)(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,
-                   int dim);
+    int (*gather)(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,
+                  int dim);
     /* y += x, n floats. */
-    void (*add)(mr_backend *be, float *y, const float *x, size_t n);
+    int (*add)(mr_backend *be, float *y, const float *x, size_t n);
 
     /* Expert parallelism (see mr_ep_send and mr_ep_recv).  The dispatch
      * layout (DeepEP's get_dispatch_layout): which ranks each token visits,
@@ -228,7 +253,11 @@ struct mr_backend {
     const mr_ops *ops;
     int threads;
     void *impl; /* the backend's own state: scratch, streams, handles */
+    char error[256]; /* see mr_backend_error */
 };
+
+/* The message of the backend's last failed op ("" when none). */
+const char *mr_backend_error(const mr_backend *be);
 
 /* Backends by name: "cpu" (AVX-512 where the CPU has it, OpenMP threads),
  * "ref" (plain loops, one thread: the readable definition every other

@@ -28,6 +28,15 @@
 #include "tests/bench/fma_peak.h"
 
 #define THREADS 2
+
+/* A benchmark of a failing op measures nothing: stop with the message. */
+static void op_ok(mr_backend *be, int rc)
+{
+    if (rc == MR_KERNELS_OK)
+        return;
+    fprintf(stderr, "%s: %s\n", be->ops->name, mr_backend_error(be));
+    exit(1);
+}
 #define HIDDEN 1024
 #define HEADS 16
 #define KV_HEADS 4
@@ -174,7 +183,8 @@ static void run_matmul(void *ctx)
 {
     matmul_case *c = ctx;
     const uint16_t *w = pool_take(c->pool, (size_t)c->out_dim * c->in_dim);
-    c->be->ops->matmul(c->be, c->out, c->x, w, MR_TENSOR_BF16, c->rows, c->out_dim, c->in_dim);
+    op_ok(c->be, c->be->ops->matmul(c->be, c->out, c->x, w, MR_TENSOR_BF16, c->rows,
+                                    c->out_dim, c->in_dim));
 }
 
 static void bench_matmuls(mr_backend *be, weight_pool *pool, int tokens)
@@ -220,7 +230,7 @@ static void run_experts(void *ctx)
 {
     expert_case *c = ctx;
     c->groups.offsets = c->offsets[c->call++ % ROUTES];
-    c->be->ops->expert_ffn(c->be, c->out, c->x, &c->groups);
+    op_ok(c->be, c->be->ops->expert_ffn(c->be, c->out, c->x, &c->groups));
 }
 
 /* Rows per expert when each of `tokens` tokens picks TOP_K distinct random
@@ -286,7 +296,7 @@ typedef struct {
 static void run_attention(void *ctx)
 {
     attention_case *c = ctx;
-    c->be->ops->attention(c->be, c->out, c->q, c->k_cache, c->v_cache, &c->args);
+    op_ok(c->be, c->be->ops->attention(c->be, c->out, c->q, c->k_cache, c->v_cache, &c->args));
 }
 
 /* Decode: every token of its own sequence at position `context` - 1. */
