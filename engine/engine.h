@@ -87,19 +87,6 @@ int mr_weights_get(const mr_weights *w, const char *name, int ndim, const int64_
                    mr_tensor *out, char *err, size_t errlen);
 size_t mr_weights_count(const mr_weights *w);
 
-/* Writes one safetensors file (for make-model and tests).  `metadata` may
- * be NULL; it becomes the header's "__metadata__" string map. */
-typedef struct {
-    const char *name;
-    mr_tensor_type type;
-    int ndim;
-    int64_t shape[4];
-    const void *data; /* bytes: product(shape) * type size */
-} mr_tensor_spec;
-
-int mr_safetensors_write(const char *path, const mr_tensor_spec *tensors, size_t count,
-                         char *err, size_t errlen);
-
 /* ------------------------------------------------------------------------
  * Tokenizer (Hugging Face tokenizer.json, byte-level BPE)
  * ------------------------------------------------------------------------
@@ -150,13 +137,6 @@ typedef struct {
  * *len and *cap track it).  Call with id -1 at the end to flush. */
 int mr_detok_push(const mr_tokenizer *tok, mr_detok *state, int32_t id, char **out,
                   size_t *len, size_t *cap);
-
-/* Trains a byte-level BPE vocabulary of `vocab_size` tokens (256 bytes +
- * merges + `specials`) on `corpus` and writes it as tokenizer.json text
- * into *json (malloc'd), with Qwen2's pre-tokenizer.  Deterministic. */
-int mr_tokenizer_train(const char *corpus, size_t len, int vocab_size,
-                       const char *const *specials, size_t n_specials, char **json,
-                       char *err, size_t errlen);
 
 /* ------------------------------------------------------------------------
  * Expert-parallel communicator
@@ -302,18 +282,6 @@ typedef struct {
 
 int mr_chat_format(const mr_model *model, const mr_chat_turn *turns, size_t n, char **text,
                    char *err, size_t errlen);
-
-/* ------------------------------------------------------------------------
- * Model generation (moerun make-model)
- * ------------------------------------------------------------------------ */
-typedef enum { MR_PRESET_TINY, MR_PRESET_SMALL } mr_model_preset;
-
-/* Writes a random-initialised Qwen3-MoE model in the Hugging Face layout
- * into `dir`: config.json, model.safetensors (bf16), tokenizer.json,
- * tokenizer_config.json.  Expert popularity is skewed and depends on the
- * topic of the text, as in trained MoE models. */
-int mr_make_model(const char *dir, mr_model_preset preset, uint64_t seed, char *err,
-                  size_t errlen);
 
 /* ------------------------------------------------------------------------
  * Serving: KV cache, continuous batching, sampling
