@@ -377,4 +377,61 @@ typedef struct {
 
 void mr_engine_get_stats(const mr_engine *engine, mr_engine_stats *out);
 
+/* The monotonic clock the engine times itself with (seconds; intervals
+ * only, never dates), for callers that time what they do around it. */
+double mr_engine_clock_seconds(void);
+
+/* ------------------------------------------------------------------------
+ * Expert balancing (online EPLB), balancer.c
+ * ------------------------------------------------------------------------
+ * Every rank counts the load its tokens put on each logical expert over a
+ * window of steps; every step_interval steps the ranks pool their windows,
+ * solve the same placement and switch to it between the same two steps
+ * when it predicts a gain.  Results do not change whatever the placement.
+ * Each decision comes back as a record; the balancer writes no files. */
+typedef struct {
+    bool online;             /* re-solve while serving */
+    int redundant_experts;   /* physical slots beyond one per expert */
+    int step_interval;       /* steps between decisions */
+    int window_steps;        /* steps of load a decision solves from */
+    int min_batch_tokens;    /* fewer tokens per rank-step: skip the decision */
+    double max_moves_percent; /* of all slots, moved in one decision; 100: no limit */
+    mr_eplb_policy policy;
+} mr_engine_balance_options;
+
+/* Physical expert slots per rank: experts plus redundant_experts, rounded
+ * up to fill every rank. */
+int mr_engine_balance_slots_per_rank(const mr_engine_balance_options *opt, int experts,
+                                     int ranks);
+/* Nodes the hierarchical solvers may use: the hosts, when each runs as many
+ * ranks; else 1. */
+int mr_engine_balance_nodes(const mr_comm *comm);
+
+typedef struct mr_engine_balancer mr_engine_balancer;
+struct cJSON;
+
+/* A balancer for `engine` running `model` on the ranks of `comm`.
+ * `saved_window` ([MoE layers][experts] counts, or NULL): the world's load
+ * window a resumed run starts from (a checkpoint's). */
+int mr_engine_balancer_new(const mr_engine_balance_options *opt, mr_model *model,
+                           mr_engine *engine, mr_comm *comm, const uint64_t *saved_window,
+                           mr_engine_balancer **out, char *err, size_t errlen);
+void mr_engine_balancer_free(mr_engine_balancer *b);
+/* After every engine step, on every rank; collective every step_interval
+ * steps when online, and then *record is the decision (the line of
+ * eplb.jsonl: docs/eplb.md), the caller's to cJSON_Delete; else NULL. */
+int mr_engine_balancer_step(mr_engine_balancer *b, struct cJSON **record, char *err,
+                            size_t errlen);
+/* At the end, on every rank when online (collective): the last
+ * measurement, as a record with "action": "final"; NULL when not online. */
+int mr_engine_balancer_finish(mr_engine_balancer *b, struct cJSON **record, char *err,
+                              size_t errlen);
+/* Collective: the world's load window, [MoE layers][experts] (valid until
+ * the next call), and the steps it holds on this rank, for a checkpoint;
+ * NULL and 0 for a model without MoE layers. */
+int mr_engine_balancer_window(mr_engine_balancer *b, const uint64_t **sum, uint64_t *steps,
+                              char *err, size_t errlen);
+/* Placement switches so far. */
+int mr_engine_balancer_rebalances(const mr_engine_balancer *b);
+
 #endif
