@@ -38,7 +38,9 @@ CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) $(SAN) -fopenmp -I. $(PKG_CFLAGS) \
              -DMR_VERSION=\"$(VERSION)\" -DMR_HAVE_CUDA=$(HAVE_CUDA) $(CFLAGS)
 LDLIBS_ALL = -fopenmp $(PKG_LIBS) -lm $(LDLIBS)
 
-MODULES  := jobs engine engine/comm kernels eplb checkpoint
+MODULES  := jobs engine kernels eplb checkpoint
+# Sub-modules inside a top-level folder (README.md's module table).
+MODULES  += engine/comm engine/testmodel
 LIB_SRC  := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 MAIN_SRC := $(wildcard runner/*.c)
 TEST_SRC := $(wildcard tests/common/*.c tests/unit/*.c tests/system/*.c)
@@ -141,9 +143,10 @@ test: deps
 	  MR_PYTHON=$(PYTHON) MR_TINY_MODEL=$(abspath $(dir $(TINY_MODEL))) \
 	  $(TESTBIN) -j$(TEST_JOBS) $(TEST_ARGS)
 
-# The bundled model is made once; delete build/models to make it anew.
+# The bundled model is made once, anew when the generator changes; delete
+# build/models to make it anew otherwise.
 TINY_MODEL := $(BUILD)/models/tiny/model.safetensors
-$(TINY_MODEL): engine/make_model.c engine/corpus.c | $(MOERUN)
+$(TINY_MODEL): $(wildcard engine/testmodel/*.c) | $(MOERUN)
 	$(MOERUN) make-model $(dir $@) --preset tiny
 
 run: all

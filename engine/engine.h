@@ -88,19 +88,6 @@ int mr_weights_get(const mr_weights *w, const char *name, int ndim, const int64_
                    mr_tensor *out, char *err, size_t errlen);
 size_t mr_weights_count(const mr_weights *w);
 
-/* Writes one safetensors file (for make-model and tests).  `metadata` may
- * be NULL; it becomes the header's "__metadata__" string map. */
-typedef struct {
-    const char *name;
-    mr_tensor_type type;
-    int ndim;
-    int64_t shape[4];
-    const void *data; /* bytes: product(shape) * type size */
-} mr_tensor_spec;
-
-int mr_safetensors_write(const char *path, const mr_tensor_spec *tensors, size_t count,
-                         char *err, size_t errlen);
-
 /* ------------------------------------------------------------------------
  * Tokenizer (Hugging Face tokenizer.json, byte-level BPE)
  * ------------------------------------------------------------------------
@@ -151,13 +138,6 @@ typedef struct {
  * *len and *cap track it).  Call with id -1 at the end to flush. */
 int mr_detok_push(const mr_tokenizer *tok, mr_detok *state, int32_t id, char **out,
                   size_t *len, size_t *cap);
-
-/* Trains a byte-level BPE vocabulary of `vocab_size` tokens (256 bytes +
- * merges + `specials`) on `corpus` and writes it as tokenizer.json text
- * into *json (malloc'd), with Qwen2's pre-tokenizer.  Deterministic. */
-int mr_tokenizer_train(const char *corpus, size_t len, int vocab_size,
-                       const char *const *specials, size_t n_specials, char **json,
-                       char *err, size_t errlen);
 
 /* ------------------------------------------------------------------------
  * Expert parallelism
@@ -248,18 +228,6 @@ typedef struct {
 
 int mr_chat_format(const mr_model *model, const mr_chat_turn *turns, size_t n, char **text,
                    char *err, size_t errlen);
-
-/* ------------------------------------------------------------------------
- * Model generation (moerun make-model)
- * ------------------------------------------------------------------------ */
-typedef enum { MR_PRESET_TINY, MR_PRESET_SMALL } mr_model_preset;
-
-/* Writes a random-initialised Qwen3-MoE model in the Hugging Face layout
- * into `dir`: config.json, model.safetensors (bf16), tokenizer.json,
- * tokenizer_config.json.  Expert popularity is skewed and depends on the
- * topic of the text, as in trained MoE models. */
-int mr_make_model(const char *dir, mr_model_preset preset, uint64_t seed, char *err,
-                  size_t errlen);
 
 /* ------------------------------------------------------------------------
  * Serving: KV cache, continuous batching, sampling
@@ -356,5 +324,62 @@ typedef struct {
 } mr_engine_stats;
 
 void mr_engine_get_stats(const mr_engine *engine, mr_engine_stats *out);
+
+/* The monotonic clock the engine times itself with (seconds; intervals
+ * only, never dates), for callers that time what they do around it. */
+double mr_engine_clock_seconds(void);
+
+/* ------------------------------------------------------------------------
+ * Expert balancing (online EPLB), balancer.c
+ * ------------------------------------------------------------------------
+ * Every rank counts the load its tokens put on each logical expert over a
+ * window of steps; every step_interval steps the ranks pool their windows,
+ * solve the same placement and switch to it between the same two steps
+ * when it predicts a gain.  Results do not change whatever the placement.
+ * Each decision comes back as a record; the balancer writes no files. */
+typedef struct {
+    bool online;             /* re-solve while serving */
+    int redundant_experts;   /* physical slots beyond one per expert */
+    int step_interval;       /* steps between decisions */
+    int window_steps;        /* steps of load a decision solves from */
+    int min_batch_tokens;    /* fewer tokens per rank-step: skip the decision */
+    double max_moves_percent; /* of all slots, moved in one decision; 100: no limit */
+    mr_eplb_policy policy;
+} mr_engine_balance_options;
+
+/* Physical expert slots per rank: experts plus redundant_experts, rounded
+ * up to fill every rank. */
+int mr_engine_balance_slots_per_rank(const mr_engine_balance_options *opt, int experts,
+                                     int ranks);
+/* Nodes the hierarchical solvers may use: the hosts, when each runs as many
+ * ranks; else 1. */
+int mr_engine_balance_nodes(const mr_comm *comm);
+
+typedef struct mr_engine_balancer mr_engine_balancer;
+struct cJSON;
+
+/* A balancer for `engine` running `model` on the ranks of `comm`.
+ * `saved_window` ([MoE layers][experts] counts, or NULL): the world's load
+ * window a resumed run starts from (a checkpoint's). */
+int mr_engine_balancer_new(const mr_engine_balance_options *opt, mr_model *model,
+                           mr_engine *engine, mr_comm *comm, const uint64_t *saved_window,
+                           mr_engine_balancer **out, char *err, size_t errlen);
+void mr_engine_balancer_free(mr_engine_balancer *b);
+/* After every engine step, on every rank; collective every step_interval
+ * steps when online, and then *record is the decision (the line of
+ * eplb.jsonl: docs/eplb.md), the caller's to cJSON_Delete; else NULL. */
+int mr_engine_balancer_step(mr_engine_balancer *b, struct cJSON **record, char *err,
+                            size_t errlen);
+/* At the end, on every rank when online (collective): the last
+ * measurement, as a record with "action": "final"; NULL when not online. */
+int mr_engine_balancer_finish(mr_engine_balancer *b, struct cJSON **record, char *err,
+                              size_t errlen);
+/* Collective: the world's load window, [MoE layers][experts] (valid until
+ * the next call), and the steps it holds on this rank, for a checkpoint;
+ * NULL and 0 for a model without MoE layers. */
+int mr_engine_balancer_window(mr_engine_balancer *b, const uint64_t **sum, uint64_t *steps,
+                              char *err, size_t errlen);
+/* Placement switches so far. */
+int mr_engine_balancer_rebalances(const mr_engine_balancer *b);
 
 #endif

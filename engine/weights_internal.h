@@ -1,4 +1,4 @@
-/* Private to engine/: what config.c, safetensors.c and safetensors_write.c
+/* Private to engine/: what config.c, safetensors.c and testmodel/safetensors_write.c
  * share. */
 #ifndef MR_ENGINE_WEIGHTS_INTERNAL_H
 #define MR_ENGINE_WEIGHTS_INTERNAL_H

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/engine.h"
+#include "engine/testmodel/testmodel.h"
 #include "runner/runner.h"
 
 int mr_runner_make_model(int argc, char **argv)

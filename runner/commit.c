@@ -25,7 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/clock.h"
 #include "runner/runner.h"
 
 /* What a rank sends at a checkpoint: a head, then `bytes` of changed
@@ -95,7 +94,7 @@ int mr_runner_commit_new(const mr_job *job, mr_checkpoint_state *state, mr_comm 
     *c = (mr_runner_commit){.job = job, .state = state, .comm = comm,
                             .rank = mr_comm_rank(comm), .size = mr_comm_size(comm),
                             .base = state->counters, .started = mr_runner_start_time(),
-                            .last = mr_clock_seconds()};
+                            .last = mr_engine_clock_seconds()};
     c->open_count = calloc(n, sizeof *c->open_count);
     c->read_all = calloc(n, sizeof *c->read_all);
     c->changed = calloc(n, sizeof *c->changed);
@@ -250,7 +249,7 @@ void mr_runner_commit_written(mr_runner_commit *c, uint32_t shard, uint64_t line
 
 bool mr_runner_commit_due(const mr_runner_commit *c)
 {
-    return mr_clock_seconds() - c->last >= c->job->checkpoint_interval_seconds;
+    return mr_engine_clock_seconds() - c->last >= c->job->checkpoint_interval_seconds;
 }
 
 void mr_runner_commit_first_step(mr_runner_commit *c)
@@ -422,7 +421,7 @@ static int gather_progress(mr_runner_commit *c, const mr_engine *engine)
 int mr_runner_commit_checkpoint(mr_runner_commit *c, mr_runner_balancer *balancer,
                                 const mr_engine *engine)
 {
-    double t0 = mr_clock_seconds();
+    double t0 = mr_engine_clock_seconds();
     int rc = gather_progress(c, engine);
     if (rc == MR_EXIT_OK)
         rc = mr_runner_balancer_checkpoint(balancer, c->state);
@@ -452,8 +451,8 @@ int mr_runner_commit_checkpoint(mr_runner_commit *c, mr_runner_balancer *balance
         ok = ok > 0 && all[r] > 0;
     }
     free(all);
-    double seconds = mr_clock_seconds() - t0;
-    c->last = mr_clock_seconds();
+    double seconds = mr_engine_clock_seconds() - t0;
+    c->last = mr_engine_clock_seconds();
     c->written++;
     c->seconds += seconds;
     c->max_seconds = seconds > c->max_seconds ? seconds : c->max_seconds;

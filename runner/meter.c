@@ -22,7 +22,6 @@
 
 #include <cjson/cJSON.h>
 
-#include "engine/clock.h"
 #include "runner/report.h"
 #include "runner/runner.h"
 
@@ -134,7 +133,7 @@ int mr_runner_meter_new(const mr_job *job, const mr_plan *plan, const mr_checkpo
     *m = (mr_runner_meter){.job = job, .engine = engine, .balancer = balancer, .comm = comm,
                            .rank = mr_comm_rank(comm), .ranks = mr_comm_size(comm),
                            .layers = mr_config_moe_layers(cfg), .experts = cfg->num_experts,
-                           .last = mr_clock_seconds(), .tty = mr_runner_progress_tty()};
+                           .last = mr_engine_clock_seconds(), .tty = mr_runner_progress_tty()};
     m->started = m->last;
     m->process_start = mr_runner_start_time();
     if (m->layers == 0)
@@ -172,7 +171,7 @@ void mr_runner_meter_free(mr_runner_meter *m)
 
 bool mr_runner_meter_due(const mr_runner_meter *m)
 {
-    return mr_clock_seconds() - m->last >= m->job->report_progress_seconds;
+    return mr_engine_clock_seconds() - m->last >= m->job->report_progress_seconds;
 }
 
 static void fill_mine(mr_runner_meter *m, const mr_runner_progress *p)
@@ -383,7 +382,7 @@ static void progress_text(const mr_runner_meter *m, uint64_t done_here, double t
 {
     char eta[32];
     uint64_t done = m->base.requests_ok + m->base.requests_failed + done_here;
-    double elapsed = mr_clock_seconds() - m->started;
+    double elapsed = mr_engine_clock_seconds() - m->started;
     double rate = elapsed > 0 ? (double)done_here / elapsed : 0;
     double left = m->planned > done ? (double)(m->planned - done) : 0;
     int n = snprintf(out, len,
@@ -398,7 +397,7 @@ static void progress_text(const mr_runner_meter *m, uint64_t done_here, double t
 
 void mr_runner_meter_live(mr_runner_meter *m, uint64_t done, uint64_t tokens)
 {
-    double now = mr_clock_seconds();
+    double now = mr_engine_clock_seconds();
     if (m->rank != 0 || !m->tty || now - m->last_live < LIVE_SECONDS)
         return;
     m->last_live = now;
@@ -420,7 +419,7 @@ int mr_runner_meter_sample(mr_runner_meter *m, const mr_runner_progress *mine, b
         fprintf(stderr, "moerun run: rank %d: progress: %s\n", m->rank, err);
         return MR_EXIT_FAILED;
     }
-    double now = mr_clock_seconds(), interval = now - m->last;
+    double now = mr_engine_clock_seconds(), interval = now - m->last;
     m->last = now;
     if (m->rank != 0)
         return MR_EXIT_OK;

@@ -218,14 +218,11 @@ int mr_runner_world_init(mr_runner_world *w, const mr_job *job, size_t capacity)
 int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi,
                     mr_checkpoint_state *state);
 
-/* EPLB in a running job (balance.c). */
+/* EPLB in a running job (balance.c): the job's side of the engine's
+ * balancer (engine/balancer.c). */
 typedef struct mr_runner_balancer mr_runner_balancer;
-/* Physical expert slots per rank: experts plus [eplb] redundant_experts,
- * rounded up to fill every rank. */
-int mr_runner_eplb_slots_per_rank(const mr_job *job, int experts, int ranks);
-/* Nodes the hierarchical solvers may use: the hosts, when each runs as many
- * ranks; else 1. */
-int mr_runner_eplb_nodes(mr_comm *comm);
+/* The balancer's options from [eplb]. */
+void mr_runner_balance_options(const mr_job *job, mr_engine_balance_options *out);
 /* The placement a job starts with.  A resumed run (`resume` not NULL)
  * takes the checkpoint's placement when it has this shape and rank count,
  * else solves one from the checkpoint's load window.  Otherwise it is
@@ -235,7 +232,8 @@ int mr_runner_eplb_initial(const mr_job *job, const mr_model_config *cfg, int ra
                            bool print, const mr_checkpoint_state *resume,
                            mr_eplb_placement *out);
 /* A resumed run (`resume` not NULL) starts its window from the
- * checkpoint's and appends to eplb.jsonl. */
+ * checkpoint's and appends to eplb.jsonl, where rank 0 logs every
+ * decision. */
 int mr_runner_balancer_new(const mr_job *job, mr_model *model, mr_engine *engine, mr_comm *comm,
                            const mr_checkpoint_state *resume, mr_runner_balancer **out);
 /* Collective: the placement and the world's load window into rank 0's

@@ -478,8 +478,11 @@ static int load_engine(server *s)
         return MR_EXIT_INVALID;
     }
     int ranks = s->world.mpi ? (int)job->parallel_ranks : 1, threads = (int)job->engine_threads;
-    int slots = cfg.num_experts > 0 ? mr_runner_eplb_slots_per_rank(job, cfg.num_experts, ranks)
-                                    : 1;
+    mr_engine_balance_options balance;
+    mr_runner_balance_options(job, &balance);
+    int slots = cfg.num_experts > 0
+                    ? mr_engine_balance_slots_per_rank(&balance, cfg.num_experts, ranks)
+                    : 1;
     size_t capacity = mr_model_exchange_bytes(&cfg, slots, (int)job->engine_max_batch_tokens);
     rc = mr_runner_world_init(&s->world, job, capacity);
     if (rc != MR_EXIT_OK)
@@ -492,7 +495,8 @@ static int load_engine(server *s)
     mr_eplb_placement placement = {0};
     bool moe = mr_config_moe_layers(&cfg) > 0;
     const mr_checkpoint_state *resume = s->state->counters.attempts > 1 ? s->state : NULL;
-    if (moe && (rc = mr_runner_eplb_initial(job, &cfg, ranks, mr_runner_eplb_nodes(s->world.comm),
+    if (moe && (rc = mr_runner_eplb_initial(job, &cfg, ranks,
+                                            mr_engine_balance_nodes(s->world.comm),
                                             s->world.rank == 0, resume, &placement)) !=
                    MR_EXIT_OK)
         return rc;

@@ -39,7 +39,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/clock.h"
 #include "runner/runner.h"
 
 /* A heartbeat older than this many beats says its rank has stopped. */
@@ -52,7 +51,7 @@ struct mr_runner_watchdog {
     char *dir; /* RUN_DIR/ranks */
     char host[256];
     _Atomic uint64_t steps;
-    _Atomic double last_step; /* mr_clock_seconds() of the last step, 0 before the first */
+    _Atomic double last_step; /* mr_engine_clock_seconds() of the last step, 0 before the first */
     atomic_bool quit;
     pthread_t thread;
     bool running;
@@ -145,8 +144,8 @@ static void *watch(void *arg)
     while (!atomic_load(&w->quit)) {
         beat(w);
         double last = atomic_load(&w->last_step);
-        if (last > 0 && mr_clock_seconds() - last > w->job->parallel_stall_seconds)
-            report_stall(w, mr_clock_seconds() - last);
+        if (last > 0 && mr_engine_clock_seconds() - last > w->job->parallel_stall_seconds)
+            report_stall(w, mr_engine_clock_seconds() - last);
         nanosleep(&tick, NULL);
     }
     return NULL;
@@ -179,7 +178,7 @@ int mr_runner_watchdog_start(const mr_job *job, int rank, int size, mr_runner_wa
 void mr_runner_watchdog_step(mr_runner_watchdog *w)
 {
     atomic_fetch_add(&w->steps, 1);
-    atomic_store(&w->last_step, mr_clock_seconds());
+    atomic_store(&w->last_step, mr_engine_clock_seconds());
 }
 
 void mr_runner_watchdog_pause(mr_runner_watchdog *w)

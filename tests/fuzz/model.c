@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
+#include "engine/testmodel/testmodel.h"
 #include "tests/fuzz/fuzz.h"
 
 static const char *dir;

@@ -13,6 +13,7 @@
 #include <utf8proc.h>
 
 #include "engine/engine.h"
+#include "engine/testmodel/testmodel.h"
 #include "tests/common/fixture.h"
 
 static mr_tokenizer *tok;

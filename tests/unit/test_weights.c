@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "engine/engine.h"
+#include "engine/testmodel/testmodel.h"
 #include "tests/common/fixture.h"
 
 static char *dir, *model;

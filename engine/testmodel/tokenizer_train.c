@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/engine.h"
+#include "engine/testmodel/testmodel.h"
 #include "engine/grow.h"
 #include "engine/tokenizer_internal.h"
 

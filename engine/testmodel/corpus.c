@@ -4,7 +4,7 @@
  * the source and large enough (a few hundred kB) for a 2k-token BPE
  * vocabulary to learn whole words of every topic.
  */
-#include "engine/corpus.h"
+#include "engine/testmodel/corpus.h"
 #include "engine/grow.h"
 
 #include <stdint.h>

@@ -21,6 +21,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "engine/testmodel/testmodel.h"
 #include "engine/weights_internal.h"
 
 #define MAX_EXACT 9007199254740992.0 /* 2^53: header numbers are doubles */

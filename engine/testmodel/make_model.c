@@ -18,9 +18,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "engine/corpus.h"
+#include "engine/testmodel/corpus.h"
 #include "engine/grow.h"
-#include "engine/model_internal.h"
+#include "engine/testmodel/testmodel.h"
 
 typedef struct {
     const char *name;

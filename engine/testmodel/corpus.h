@@ -1,12 +1,13 @@
-/* Private to engine/: the text the generated models learn their tokenizer
- * from, and the topic vocabularies that decide which experts are hot.
+/* Private to engine/testmodel/: the text the generated models learn their
+ * tokenizer from, and the topic vocabularies that decide which experts are
+ * hot.
  *
  * Topics are what make routing depend on content: make_model.c gives the
  * tokens of a topic's words a shared direction in the embeddings, and each
  * topic its own hot experts.  The bundled request files are written with
  * the same words, so two files on different topics heat different experts. */
-#ifndef MR_ENGINE_CORPUS_H
-#define MR_ENGINE_CORPUS_H
+#ifndef MR_ENGINE_TESTMODEL_CORPUS_H
+#define MR_ENGINE_TESTMODEL_CORPUS_H
 
 #include <stddef.h>
 

@@ -1,0 +1,45 @@
+/*
+ * engine/testmodel: the bundled test models (`moerun make-model`).  Random
+ * Qwen3-MoE models in the Hugging Face layout, with a tokenizer trained on
+ * a built-in corpus, so tests and benchmarks run without downloading a
+ * checkpoint.  Serving never uses this folder: it only writes what
+ * engine/engine.h loads.
+ */
+#ifndef MR_ENGINE_TESTMODEL_H
+#define MR_ENGINE_TESTMODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/engine.h"
+
+typedef enum { MR_PRESET_TINY, MR_PRESET_SMALL } mr_model_preset;
+
+/* Writes a random-initialised Qwen3-MoE model in the Hugging Face layout
+ * into `dir`: config.json, model.safetensors (bf16), tokenizer.json,
+ * tokenizer_config.json.  Expert popularity is skewed and depends on the
+ * topic of the text, as in trained MoE models. */
+int mr_make_model(const char *dir, mr_model_preset preset, uint64_t seed, char *err,
+                  size_t errlen);
+
+/* Writes one safetensors file (for make-model and tests); the header's
+ * "__metadata__" carries the format transformers asks for. */
+typedef struct {
+    const char *name;
+    mr_tensor_type type;
+    int ndim;
+    int64_t shape[4];
+    const void *data; /* bytes: product(shape) * type size */
+} mr_tensor_spec;
+
+int mr_safetensors_write(const char *path, const mr_tensor_spec *tensors, size_t count,
+                         char *err, size_t errlen);
+
+/* Trains a byte-level BPE vocabulary of `vocab_size` tokens (256 bytes +
+ * merges + `specials`) on `corpus` and writes it as tokenizer.json text
+ * into *json (malloc'd), with Qwen2's pre-tokenizer.  Deterministic. */
+int mr_tokenizer_train(const char *corpus, size_t len, int vocab_size,
+                       const char *const *specials, size_t n_specials, char **json,
+                       char *err, size_t errlen);
+
+#endif
