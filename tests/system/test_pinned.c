@@ -18,21 +18,16 @@
 #define QUICKSTART_DIGEST "50d81e44e23ca9c507ecb4f97521bb33"
 #define ONLINE_DIGEST "8aeefb8860b31821495f87adeab72010"
 
-static char *dir, *out, *err;
+static mr_test_scratch t;
 
 static void setup(void)
 {
-    dir = mr_test_tmpdir();
-    out = err = NULL;
-    mr_test_make_model(dir);
+    mr_test_scratch_open(&t);
 }
 
 static void teardown(void)
 {
-    mr_test_rmtree(dir);
-    free(dir);
-    free(out);
-    free(err);
+    mr_test_scratch_close(&t);
 }
 
 TestSuite(pinned, .init = setup, .fini = teardown, .timeout = 300);
@@ -55,8 +50,8 @@ static void copy_quickstart(void)
     char *text = NULL;
     cr_assert(asprintf(&text, "%.*spath = model\n%s",
                        (int)(at - job), job, at + strlen(model)) > 0);
-    free(mr_test_write(dir, "quickstart.ini", text, (size_t)-1));
-    free(mr_test_write(dir, "requests.jsonl", requests, len));
+    free(mr_test_write(t.dir, "quickstart.ini", text, (size_t)-1));
+    free(mr_test_write(t.dir, "requests.jsonl", requests, len));
     free(text);
     free(job);
     free(requests);
@@ -65,21 +60,18 @@ static void copy_quickstart(void)
 Test(pinned, the_quickstart_job_gives_the_pinned_bytes)
 {
     copy_quickstart();
-    free(out);
-    free(err);
-    out = err = NULL;
-    int code = mr_test_moerun(dir, &out, &err, "run", "quickstart.ini", "--set",
+    int code = mr_test_moerun(t.dir, &t.out, &t.err, "run", "quickstart.ini", "--set",
                               "job.run_dir=runs/quickstart", NULL);
-    cr_assert_eq(code, 0, "%s%s", out, err);
+    cr_assert_eq(code, 0, "%s%s", t.out, t.err);
     char digest[33];
-    mr_test_output_digest(dir, "quickstart", digest);
+    mr_test_output_digest(t.dir, "quickstart", digest);
     cr_assert_str_eq(digest, QUICKSTART_DIGEST, "quickstart output digest %s, pinned %s", digest,
                      QUICKSTART_DIGEST);
 }
 
 Test(pinned, one_to_four_ranks_with_online_eplb_give_the_pinned_bytes)
 {
-    mr_test_write_requests(dir, 40);
+    mr_test_write_requests(t.dir, 40);
     static const char *const modes[] = {
         "dispatch = high-throughput\n",
         "dispatch = low-latency\nll_capacity = 2\n",
@@ -93,12 +85,12 @@ Test(pinned, one_to_four_ranks_with_online_eplb_give_the_pinned_bytes)
                      "window_steps = 6\nmin_batch_tokens = 1\nredundant_experts = 8\n"
                      "max_moves_percent = 100\n",
                      ranks, modes[m]);
-            cr_assert_eq(mr_test_run_job(dir, name, extra, &out, &err), 0, "%s: %s%s", name,
-                         out, err);
-            cr_assert(strstr(out, "served 40 requests, 2 failed"), "%s: %s", name, out);
+            cr_assert_eq(mr_test_run_job(t.dir, name, extra, &t.out, &t.err), 0, "%s: %s%s",
+                         name, t.out, t.err);
+            cr_assert(strstr(t.out, "served 40 requests, 2 failed"), "%s: %s", name, t.out);
             if (ranks > 1)
-                cr_assert(strstr(out, "eplb: step 3: "), "%s: no rebalance:\n%s", name, out);
-            mr_test_output_digest(dir, name, digest);
+                cr_assert(strstr(t.out, "eplb: step 3: "), "%s: no rebalance:\n%s", name, t.out);
+            mr_test_output_digest(t.dir, name, digest);
             cr_assert_str_eq(digest, ONLINE_DIGEST, "%s: output digest %s, pinned %s", name,
                              digest, ONLINE_DIGEST);
         }
