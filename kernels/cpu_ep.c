@@ -138,15 +138,31 @@ int mr_cpu_ep_pack(mr_backend *be, void *msg, const mr_ep_send *s, int dst,
     return MR_KERNELS_OK;
 }
 
+/* Does the record stay within its message's header: an order below the
+ * tokens announced, one to top_k picks, each of a slot of this rank? */
+static bool record_fits(const mr_ep_recv *r, const mr_ep_header *h, ep_record *rec)
+{
+    if (rec->order < 0 || rec->order >= h->tokens || rec->n_local < 1 || rec->n_local > r->top_k)
+        return false;
+    for (int j = 0; j < rec->n_local; j++)
+        if (record_slots(rec)[j] < 0 || record_slots(rec)[j] >= r->slots_per_rank)
+            return false;
+    return true;
+}
+
 int mr_cpu_ep_unpack(mr_backend *be, const mr_ep_recv *r, const void *msg, int src)
 {
-    (void)be;
     int k = r->top_k, spr = r->slots_per_rank;
     const mr_ep_header *h = msg;
     size_t record_bytes = mr_ep_record_bytes(k, r->hidden);
     const unsigned char *at = (const unsigned char *)msg + mr_ep_header_bytes(spr);
     for (int i = 0; i < h->records; i++, at += record_bytes) {
         ep_record *rec = (ep_record *)at;
+        if (!record_fits(r, h, rec))
+            return mr_backend_fail(be, MR_KERNELS_EINVAL,
+                                   "record %d of rank %d's dispatch message is malformed (order "
+                                   "%d of %d tokens, %d local picks)",
+                                   i, src, rec->order, h->tokens, rec->n_local);
         int token = r->base[src] + rec->order;
         r->n_local[token] = rec->n_local;
         for (int j = 0; j < rec->n_local; j++) {

@@ -234,7 +234,9 @@ typedef struct {
                    mr_ep_pack_part part);
     /* Places each record of the message from `src`: the token's picks and
      * weights, and its row pointer at every local slot it picked (one copy
-     * of the token however many of its experts are here). */
+     * of the token however many of its experts are here).  A record whose
+     * order or local slots fall outside its header is MR_KERNELS_EINVAL: a
+     * peer's message is not trusted to index. */
     int (*ep_unpack)(mr_backend *be, const mr_ep_recv *r, const void *msg, int src);
     /* The combine message for the `tokens` tokens `src` sent here, in its
      * order: per token the sum over its local picks, in pick order, of
