@@ -506,11 +506,12 @@ Test(kernels, kv_store_writes_the_slots)
 /* ---- router ---- */
 
 /* One route call with identity maps (expert e in slot e, one replica), so
- * slots are logical ids. */
+ * slots are logical ids; up to 8 rows and 8 experts. */
 static int route_identity(mr_backend *be, int32_t *slots, float *weights, const float *logits,
                           int rows, int n_experts, int k, int renormalize, uint64_t *counts)
 {
-    int32_t log2phy[8], logcnt[8], pos[4] = {0, 1, 2, 3};
+    int32_t log2phy[8], logcnt[8], pos[8] = {0};
+    cr_assert(rows <= 8 && n_experts <= 8, "route_identity has room for 8 rows and experts");
     for (int e = 0; e < n_experts; e++) {
         log2phy[e] = e;
         logcnt[e] = 1;
