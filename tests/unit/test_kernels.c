@@ -617,6 +617,14 @@ Test(kernels, an_invalid_argument_fails_with_a_message)
         cr_assert_eq(route_identity(be, slots, w, logits, 1, 3, 4, 0, counts), MR_KERNELS_EINVAL,
                      "top 4 of 3 experts");
         cr_assert(strstr(mr_backend_error(be), "route"), "%s", mr_backend_error(be));
+        int32_t log2phy[3] = {0, 1, 2}, no_slot[3] = {1, 0, 1}, pos = 0;
+        mr_route_args bad = {.rows = 1, .n_experts = 3, .k = 2, .max_replicas = 1,
+                             .logits = logits, .pos = &pos, .log2phy = log2phy,
+                             .logcnt = no_slot, .counts = counts, .slots = slots, .weights = w};
+        cr_assert_eq(be->ops->route(be, &bad), MR_KERNELS_EINVAL, "an expert without a slot");
+        cr_assert(strstr(mr_backend_error(be), "expert 1"), "%s", mr_backend_error(be));
+        cr_assert(counts[0] == 0 && counts[1] == 0 && counts[2] == 0,
+                  "a failed route counts nothing");
         float x[4] = {0}, out[4];
         cr_assert_eq(be->ops->matmul(be, out, x, x, MR_TENSOR_F32, -1, 2, 2), MR_KERNELS_EINVAL);
         cr_assert(strstr(mr_backend_error(be), "matmul") && strstr(mr_backend_error(be), "-1"),
