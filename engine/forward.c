@@ -259,7 +259,7 @@ static int moe_block(mr_model *m, mr_activations *a, const mr_layer *L, int laye
     if (rc != MR_ENGINE_OK)
         return rc;
     double t1 = mr_clock_seconds(), wait1 = mr_ep_wait_seconds(a->ep);
-    rc = mr_engine_backend_status(m->be, run_local_experts(m, a, L, &got), err, errlen);
+    rc = mr_engine_backend_status(be, run_local_experts(m, a, L, &got), err, errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
     double t2 = mr_clock_seconds();
@@ -325,17 +325,19 @@ static int attention_block(mr_model *m, mr_kv_cache *kv, mr_activations *a,
     return op->matmul(be, a->out, a->attn, L->o_proj.data, L->o_proj.type, rows, hidden, q_dim);
 }
 
+/* The step's tokens, positions and block table to the backend. */
 static int upload_step(mr_model *m, mr_activations *a, const mr_step *s, int n_seqs)
 {
     mr_backend *be = m->be;
     size_t table = (size_t)n_seqs * s->max_blocks * sizeof(int32_t);
     int rc = MR_KERNELS_OK;
     if (table > a->block_table_cap) {
-        if (a->block_table)
-            be->ops->free(be, a->block_table);
+        rc = a->block_table ? be->ops->free(be, a->block_table) : MR_KERNELS_OK;
         a->block_table = NULL;
         a->block_table_cap = 0;
-        if ((rc = be->ops->alloc(be, table, (void **)&a->block_table)) != MR_KERNELS_OK)
+        if (rc == MR_KERNELS_OK)
+            rc = be->ops->alloc(be, table, (void **)&a->block_table);
+        if (rc != MR_KERNELS_OK)
             return rc;
         a->block_table_cap = table;
     }
@@ -346,7 +348,8 @@ static int upload_step(mr_model *m, mr_activations *a, const mr_step *s, int n_s
         (rc = be->ops->upload(be, a->slot, s->slot, rows)) ||
         (rc = be->ops->upload(be, a->block_table, s->block_table, table)))
         return rc;
-    return be->ops->upload(be, a->logit_rows, s->logit_rows, (size_t)s->n_logits * sizeof(int32_t));
+    return be->ops->upload(be, a->logit_rows, s->logit_rows,
+                           (size_t)s->n_logits * sizeof(int32_t));
 }
 
 /* A rank with no tokens still serves the others' tokens through its
@@ -400,6 +403,24 @@ static int logits_head(mr_model *m, mr_activations *a, const mr_step *s, float *
     return op->download(be, logits, a->logits, (size_t)n * c->vocab_size * sizeof(float));
 }
 
+/* One decoder layer: x += attention(rmsnorm(x)), then x += mlp(rmsnorm(x)),
+ * the MLP dense or the experts. */
+static int decoder_layer(mr_model *m, mr_kv_cache *kv, mr_activations *a, int layer,
+                         const mr_step *s, char *err, size_t errlen)
+{
+    const mr_layer *L = &m->layers[layer];
+    mr_backend *be = m->be;
+    double started = mr_clock_seconds();
+    int rc = mr_engine_backend_status(be, attention_half(m, kv, a, L, layer, s), err, errlen);
+    a->stats.attention_seconds += mr_clock_seconds() - started;
+    if (rc == MR_ENGINE_OK && L->moe)
+        rc = moe_block(m, a, L, layer, s, err, errlen);
+    if (rc != MR_ENGINE_OK)
+        return rc;
+    size_t n = (size_t)s->rows * m->cfg.hidden_size;
+    return mr_engine_backend_status(be, be->ops->add(be, a->x, a->out, n), err, errlen);
+}
+
 int mr_forward(mr_model *m, mr_kv_cache *kv, mr_activations *a, const mr_step *s,
                float *logits, char *err, size_t errlen)
 {
@@ -418,23 +439,14 @@ int mr_forward(mr_model *m, mr_kv_cache *kv, mr_activations *a, const mr_step *s
     for (int i = 0; i < s->rows; i++)
         if (s->seq[i] + 1 > n_seqs)
             n_seqs = s->seq[i] + 1;
-    size_t hidden = (size_t)s->rows * c->hidden_size;
-    int rc = upload_step(m, a, s, n_seqs);
-    if (rc == MR_KERNELS_OK)
-        rc = be->ops->embed(be, a->x, m->embed.data, m->embed.type, a->tokens, s->rows,
+    int op = upload_step(m, a, s, n_seqs);
+    if (op == MR_KERNELS_OK)
+        op = be->ops->embed(be, a->x, m->embed.data, m->embed.type, a->tokens, s->rows,
                             c->hidden_size);
-    rc = mr_engine_backend_status(m->be, rc, err, errlen);
-    for (int layer = 0; rc == MR_ENGINE_OK && layer < c->num_hidden_layers; layer++) {
-        const mr_layer *L = &m->layers[layer];
-        double started = mr_clock_seconds();
-        rc = mr_engine_backend_status(m->be, attention_half(m, kv, a, L, layer, s), err, errlen);
-        a->stats.attention_seconds += mr_clock_seconds() - started;
-        if (rc == MR_ENGINE_OK && L->moe)
-            rc = moe_block(m, a, L, layer, s, err, errlen);
-        if (rc == MR_ENGINE_OK)
-            rc = mr_engine_backend_status(m->be, be->ops->add(be, a->x, a->out, hidden), err, errlen);
-    }
+    int rc = mr_engine_backend_status(be, op, err, errlen);
+    for (int layer = 0; rc == MR_ENGINE_OK && layer < c->num_hidden_layers; layer++)
+        rc = decoder_layer(m, kv, a, layer, s, err, errlen);
     if (rc == MR_ENGINE_OK)
-        rc = mr_engine_backend_status(m->be, logits_head(m, a, s, logits), err, errlen);
+        rc = mr_engine_backend_status(be, logits_head(m, a, s, logits), err, errlen);
     return rc;
 }

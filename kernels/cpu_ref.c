@@ -247,9 +247,11 @@ int mr_ref_attention(mr_backend *be, float *out, const float *q, const float *k_
     return MR_KERNELS_OK;
 }
 
-/* The top k of every row go first into `slots` as logical ids, across
- * threads; then one pass in (row, pick) order counts them and swaps each
- * for its slot, so the counts need no atomics. */
+/* The arguments are checked before anything is written, so a failed call
+ * leaves the counts as they were.  The top k of every row go first into
+ * `slots` as logical ids, across threads; then one pass in (row, pick)
+ * order counts them and swaps each for its slot, so the counts need no
+ * atomics. */
 int mr_ref_route(mr_backend *be, const mr_route_args *a)
 {
     int rc = mr_kernels_check_rows(be, "route", a->rows, a->n_experts);
@@ -260,6 +262,11 @@ int mr_ref_route(mr_backend *be, const mr_route_args *a)
                                "route: top %d of %d experts with %d replicas at most; needs "
                                "1 <= k <= experts and replicas >= 1",
                                a->k, a->n_experts, a->max_replicas);
+    for (int e = 0; e < a->n_experts; e++)
+        if (a->logcnt[e] < 1 || a->logcnt[e] > a->max_replicas)
+            return mr_backend_fail(be, MR_KERNELS_EINVAL,
+                                   "route: expert %d has %d replicas; needs 1 to %d", e,
+                                   a->logcnt[e], a->max_replicas);
     int k = a->k;
     FOR_EACH_ROW
     for (int r = 0; r < a->rows; r++)
@@ -267,14 +274,12 @@ int mr_ref_route(mr_backend *be, const mr_route_args *a)
                    a->logits + (size_t)r * (size_t)a->n_experts, a->n_experts, k,
                    a->renormalize);
     for (size_t i = 0; i < (size_t)a->rows * (size_t)k; i++) {
-        int32_t e = a->slots[i], count = a->logcnt[e];
-        if (count < 1)
-            return mr_backend_fail(be, MR_KERNELS_EINVAL, "route: expert %d has %d slots", e,
-                                   count);
+        int32_t e = a->slots[i];
         a->counts[e]++;
+        /* mr_eplb_pick_slot's rule: the replica by the token's position. */
         uint64_t key = (uint64_t)a->pos[i / (size_t)k];
         a->slots[i] = a->log2phy[(size_t)e * (size_t)a->max_replicas +
-                                 (size_t)(key % (uint64_t)count)];
+                                 (size_t)(key % (uint64_t)a->logcnt[e])];
     }
     return MR_KERNELS_OK;
 }

@@ -182,7 +182,9 @@ typedef struct {
      * are copies.  map_weights gives the address ops should read a weight
      * at, made once at load: the "ref" backend reads the mmapped file
      * itself, "cpu" a copy in huge pages, a GPU a device copy.  download
-     * waits for the work queued before it; sync waits for all of it. */
+     * waits for the work queued before it; sync waits for all of it.
+     * free's status reports a device error; teardown has nothing to do
+     * with it but go on freeing. */
     int (*alloc)(mr_backend *be, size_t bytes, void **out);
     int (*free)(mr_backend *be, void *ptr);
     int (*upload)(mr_backend *be, void *dst, const void *src, size_t bytes);

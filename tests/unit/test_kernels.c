@@ -506,11 +506,12 @@ Test(kernels, kv_store_writes_the_slots)
 /* ---- router ---- */
 
 /* One route call with identity maps (expert e in slot e, one replica), so
- * slots are logical ids. */
+ * slots are logical ids; up to 8 rows and 8 experts. */
 static int route_identity(mr_backend *be, int32_t *slots, float *weights, const float *logits,
                           int rows, int n_experts, int k, int renormalize, uint64_t *counts)
 {
-    int32_t log2phy[8], logcnt[8], pos[4] = {0, 1, 2, 3};
+    int32_t log2phy[8], logcnt[8], pos[8] = {0};
+    cr_assert(rows <= 8 && n_experts <= 8, "route_identity has room for 8 rows and experts");
     for (int e = 0; e < n_experts; e++) {
         log2phy[e] = e;
         logcnt[e] = 1;
@@ -616,6 +617,14 @@ Test(kernels, an_invalid_argument_fails_with_a_message)
         cr_assert_eq(route_identity(be, slots, w, logits, 1, 3, 4, 0, counts), MR_KERNELS_EINVAL,
                      "top 4 of 3 experts");
         cr_assert(strstr(mr_backend_error(be), "route"), "%s", mr_backend_error(be));
+        int32_t log2phy[3] = {0, 1, 2}, no_slot[3] = {1, 0, 1}, pos = 0;
+        mr_route_args bad = {.rows = 1, .n_experts = 3, .k = 2, .max_replicas = 1,
+                             .logits = logits, .pos = &pos, .log2phy = log2phy,
+                             .logcnt = no_slot, .counts = counts, .slots = slots, .weights = w};
+        cr_assert_eq(be->ops->route(be, &bad), MR_KERNELS_EINVAL, "an expert without a slot");
+        cr_assert(strstr(mr_backend_error(be), "expert 1"), "%s", mr_backend_error(be));
+        cr_assert(counts[0] == 0 && counts[1] == 0 && counts[2] == 0,
+                  "a failed route counts nothing");
         float x[4] = {0}, out[4];
         cr_assert_eq(be->ops->matmul(be, out, x, x, MR_TENSOR_F32, -1, 2, 2), MR_KERNELS_EINVAL);
         cr_assert(strstr(mr_backend_error(be), "matmul") && strstr(mr_backend_error(be), "-1"),
