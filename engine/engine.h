@@ -217,17 +217,14 @@ int mr_model_set_placement(mr_model *model, const mr_eplb_placement *p, int *loa
 int mr_model_logits(mr_model *model, const int32_t *ids, int n, float *logits, char *err,
                     size_t errlen);
 
-/* Formats a chat with the model's chat template (tokenizer_config.json).
- * ChatML (Qwen) is supported; any other template is a clear error, found
- * once at load: mr_chat_supported says why.  The generation prompt for the
- * assistant's turn is appended.  *text is malloc'd. */
+/* One turn of a chat, formatted with the model's chat template
+ * (tokenizer_config.json) when a generation is prepared.  ChatML (Qwen) is
+ * supported; any other template is found once at load, and a chat for it
+ * is refused (MR_PROMPT_CHAT_UNSUPPORTED) with the reason. */
 typedef struct {
     const char *role;
     const char *content;
 } mr_chat_turn;
-
-int mr_chat_format(const mr_model *model, const mr_chat_turn *turns, size_t n, char **text,
-                   char *err, size_t errlen);
 
 /* ------------------------------------------------------------------------
  * Serving: KV cache, continuous batching, sampling
@@ -251,9 +248,18 @@ typedef struct {
 } mr_sampling_params;
 
 typedef struct {
-    uint64_t handle;          /* the caller's, returned with the completion */
-    const int32_t *prompt;    /* copied at submit */
+    uint64_t handle; /* the caller's, returned with the completion */
+    /* The prompt, one of three ways: token ids (`prompt`, for callers that
+     * tokenize themselves), else chat `turns` (non-NULL: the chat
+     * template's format, with the assistant's generation prompt appended),
+     * else `text` (text_len bytes, any bytes).  mr_engine_prepare turns
+     * turns or text into ids; mr_engine_submit copies the ids. */
+    const int32_t *prompt;
     size_t n_prompt;
+    const mr_chat_turn *turns;
+    size_t n_turns;
+    const char *text;
+    size_t text_len;
     mr_sampling_params sampling; /* stop strings copied at submit */
     /* Completion tokens an earlier run of this generation produced before it
      * stopped (mr_engine_generated gave them), copied at submit; NULL and 0
@@ -280,16 +286,32 @@ typedef struct mr_engine mr_engine;
 int mr_engine_create(mr_model *model, const mr_engine_options *options, mr_engine **out,
                      char *err, size_t errlen);
 void mr_engine_free(mr_engine *engine);
-/* Whether a prompt of n_prompt tokens and a completion of up to max_tokens
- * (0: the prompt alone) fit in one sequence of this engine; when not, err
- * says why (for the request's error record).  mr_engine_submit checks the
- * prompt alone: a completion that would outgrow the sequence ends there,
- * with MR_FINISH_LENGTH. */
-bool mr_engine_fits(const mr_engine *engine, size_t n_prompt, size_t max_tokens, char *err,
-                    size_t errlen);
+/* Whether a generation can be served, and why not: the reason, in err,
+ * goes into the request's error record. */
+typedef enum {
+    MR_PROMPT_OK,
+    MR_PROMPT_CHAT_UNSUPPORTED, /* the model's chat template cannot be rendered */
+    MR_PROMPT_TOO_LONG,         /* empty, or more tokens than one sequence holds */
+    MR_PROMPT_NO_ROOM           /* fits, but not with max_tokens completion tokens */
+} mr_prompt_verdict;
+
+/* Formats and tokenizes gen's turns or text: gen->prompt and n_prompt then
+ * hold its ids, in the engine's buffer (valid until the next call; ids the
+ * caller gave are kept).  *verdict says whether the prompt and a completion
+ * of sampling.max_tokens fit in one sequence of this engine, in that order;
+ * n_prompt is the count of ids whenever the verdict is not
+ * MR_PROMPT_CHAT_UNSUPPORTED.  A prompt that cannot be served is a verdict
+ * with MR_ENGINE_OK; only a failure of the engine (memory, the tokenizer)
+ * is another status. */
+int mr_engine_prepare(mr_engine *engine, mr_generation *gen, mr_prompt_verdict *verdict,
+                      char *err, size_t errlen);
 /* True while the engine would admit another sequence right away. */
 bool mr_engine_has_room(const mr_engine *engine);
-/* Queues a generation (it must fit).  */
+/* Queues a generation, prepared first when it comes as turns or text.  A
+ * prompt that cannot be formatted or does not fit in a sequence is
+ * MR_ENGINE_EINVAL, with the reason; a completion that would outgrow the
+ * sequence ends there, with MR_FINISH_LENGTH (callers that refuse it look
+ * for mr_engine_prepare's MR_PROMPT_NO_ROOM first). */
 int mr_engine_submit(mr_engine *engine, const mr_generation *gen, char *err, size_t errlen);
 /* Runs one forward step over everything in flight and returns the
  * generations that finished in it, up to `cap` (the rest wait for the next

@@ -59,6 +59,11 @@ int mr_engine_backend_status(const mr_backend *be, int status, char *err, size_t
 /* Reads the chat template of tokenizer_config.json into m->chat; a model
  * without one, or with one moerun cannot run, can still serve completions. */
 int mr_chat_detect(mr_model *m, char *err, size_t errlen);
+/* The chat in the model's template, the generation prompt for the
+ * assistant's turn appended; *text is malloc'd.  MR_ENGINE_EINVAL when the
+ * template is not one moerun renders (err: why). */
+int mr_chat_format(const mr_model *m, const mr_chat_turn *turns, size_t n, char **text,
+                   char *err, size_t errlen);
 
 /* KV cache: K and V of every layer in blocks of block_size tokens. */
 typedef struct {

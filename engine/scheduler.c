@@ -13,6 +13,9 @@
  * go on: its earlier completion tokens are prefilled after the prompt, its
  * random stream is moved on one draw per token, and the next token sampled
  * is the one it would have sampled had it never stopped.
+ *
+ * A request comes in as text or chat turns; mr_engine_prepare renders the
+ * chat, tokenizes and checks the length, and completions go back as text.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +66,7 @@ struct mr_engine {
     int32_t *tokens, *pos, *seq_of_row, *slot, *block_table, *logit_rows, *logit_seq;
     float *logits;
     mr_candidate *candidates;
+    mr_tokens prompt; /* the ids mr_engine_prepare made of turns or text */
 };
 
 static void free_stop(char **stop, size_t n)
@@ -108,6 +112,7 @@ void mr_engine_free(mr_engine *e)
     free(e->logit_seq);
     free(e->logits);
     free(e->candidates);
+    mr_tokens_free(&e->prompt);
     free(e);
 }
 
@@ -191,8 +196,10 @@ nomem:
     return MR_ENGINE_ENOMEM;
 }
 
-bool mr_engine_fits(const mr_engine *e, size_t n_prompt, size_t max_tokens, char *err,
-                    size_t errlen)
+/* Whether a prompt of n_prompt tokens and a completion of up to max_tokens
+ * (0: the prompt alone) fit in one sequence; when not, err says why. */
+static bool fits(const mr_engine *e, size_t n_prompt, size_t max_tokens, char *err,
+                 size_t errlen)
 {
     if (n_prompt == 0) {
         snprintf(err, errlen, "the prompt is empty");
@@ -214,6 +221,57 @@ bool mr_engine_fits(const mr_engine *e, size_t n_prompt, size_t max_tokens, char
         return false;
     }
     return true;
+}
+
+/* The ids of a generation's turns or text, in e->prompt; *formatted is
+ * false when the model's chat template cannot render its turns. */
+static int tokenize(mr_engine *e, const mr_generation *g, bool *formatted, char *err,
+                    size_t errlen)
+{
+    char *chat = NULL;
+    const char *text = g->text ? g->text : "";
+    size_t len = g->text ? g->text_len : 0;
+    *formatted = true;
+    if (g->turns) {
+        int rc = mr_chat_format(e->m, g->turns, g->n_turns, &chat, err, errlen);
+        if (rc == MR_ENGINE_EINVAL) {
+            *formatted = false;
+            return MR_ENGINE_OK;
+        }
+        if (rc != MR_ENGINE_OK)
+            return rc;
+        text = chat;
+        len = strlen(chat);
+    }
+    e->prompt.count = 0;
+    int rc = mr_tokenizer_encode(e->m->tokenizer, text, len, &e->prompt, err, errlen);
+    free(chat);
+    return rc;
+}
+
+int mr_engine_prepare(mr_engine *e, mr_generation *g, mr_prompt_verdict *verdict, char *err,
+                      size_t errlen)
+{
+    if (!g->prompt) {
+        bool formatted;
+        int rc = tokenize(e, g, &formatted, err, errlen);
+        if (rc != MR_ENGINE_OK)
+            return rc;
+        if (!formatted) {
+            *verdict = MR_PROMPT_CHAT_UNSUPPORTED;
+            return MR_ENGINE_OK;
+        }
+        g->prompt = e->prompt.ids;
+        g->n_prompt = e->prompt.count;
+    }
+    size_t max_tokens = g->sampling.max_tokens > 0 ? (size_t)g->sampling.max_tokens : 0;
+    if (!fits(e, g->n_prompt, 0, err, errlen))
+        *verdict = MR_PROMPT_TOO_LONG;
+    else if (!fits(e, g->n_prompt, max_tokens, err, errlen))
+        *verdict = MR_PROMPT_NO_ROOM;
+    else
+        *verdict = MR_PROMPT_OK;
+    return MR_ENGINE_OK;
 }
 
 size_t mr_engine_in_flight(const mr_engine *e)
@@ -306,15 +364,20 @@ static char **copy_stop(const mr_sampling_params *s)
     return stop;
 }
 
-int mr_engine_submit(mr_engine *e, const mr_generation *g, char *err, size_t errlen)
+int mr_engine_submit(mr_engine *e, const mr_generation *gen, char *err, size_t errlen)
 {
-    if (!mr_engine_fits(e, g->n_prompt, 0, err, errlen))
+    mr_generation prepared = *gen, *g = &prepared;
+    mr_prompt_verdict verdict;
+    int rc = mr_engine_prepare(e, g, &verdict, err, errlen);
+    if (rc != MR_ENGINE_OK)
+        return rc;
+    if (verdict == MR_PROMPT_CHAT_UNSUPPORTED || verdict == MR_PROMPT_TOO_LONG)
         return MR_ENGINE_EINVAL;
     if (!mr_engine_has_room(e)) {
         snprintf(err, errlen, "the engine is full: wait for mr_engine_has_room");
         return MR_ENGINE_EINVAL;
     }
-    int rc = check_generated(e, g, err, errlen);
+    rc = check_generated(e, g, err, errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
     pending p = {.handle = g->handle,

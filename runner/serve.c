@@ -1,8 +1,9 @@
 /*
  * Serving a planned job on one rank: claim shards, read their lines in
- * order, turn each into a tokenized generation (or an error record), keep
- * the engine full, and write each record to its shard's part files as soon
- * as it is made.
+ * order, hand each to the engine as its text or chat turns (the engine
+ * formats and tokenizes it, or says why it cannot be served: an error
+ * record), keep the engine full, and write each record to its shard's
+ * part files as soon as it is made.
  *
  * Ranks step together: before every step each rank says whether it still
  * has work and whether it wants a shard, the world gathers that, and every
@@ -37,13 +38,12 @@
 #include "runner/runner.h"
 
 /* A request in the engine (its handle is its index): what its result line
- * needs once the completion arrives. */
+ * needs once the completion arrives, the strings copied out of the parser
+ * (they live only until its next line). */
 typedef struct {
     bool used;
-    char *custom_id, *model;
-    mr_endpoint endpoint;
-    uint32_t file_index, shard;
-    uint64_t line_no;
+    uint32_t shard;
+    mr_request req; /* custom_id, model, endpoint, file_index, line_no */
 } slot;
 
 /* The part files of a shard this rank writes to. */
@@ -85,7 +85,6 @@ typedef struct {
     size_t next_shard; /* the first shard nobody has claimed */
     rank_state *states; /* [world size]: every rank's, gathered before each step */
     slot *slots;        /* [max_sequences] */
-    mr_tokens tokens;
     mr_completion_out *done;
     size_t done_cap;
     uint64_t n_ok, n_failed, prompt_tokens, completion_tokens;
@@ -93,8 +92,8 @@ typedef struct {
 
 static void slot_free(slot *e)
 {
-    free(e->custom_id);
-    free(e->model);
+    free((char *)e->req.custom_id);
+    free((char *)e->req.model);
     *e = (slot){0};
 }
 
@@ -180,18 +179,13 @@ static int add_error(server *s, const char *file, uint64_t line_no, const mr_req
 static int complete(server *s, const mr_completion_out *c)
 {
     slot *e = &s->slots[c->handle];
-    mr_request req = {.custom_id = e->custom_id,
-                      .endpoint = e->endpoint,
-                      .model = e->model,
-                      .file_index = e->file_index,
-                      .line_no = e->line_no};
     mr_completion completion = {.text = c->text,
                                 .text_len = c->text_len,
                                 .finish_reason = c->finish == MR_FINISH_STOP ? "stop" : "length",
                                 .prompt_tokens = c->prompt_tokens,
                                 .completion_tokens = c->completion_tokens};
     mr_buf buf = {0};
-    int rc = mr_result_format(&buf, s->job->job_name, s->model_name, &req, &completion,
+    int rc = mr_result_format(&buf, s->job->job_name, s->model_name, &e->req, &completion,
                               s->created);
     free(c->text);
     if (rc != MR_JOBS_OK) {
@@ -203,7 +197,7 @@ static int complete(server *s, const mr_completion_out *c)
     s->prompt_tokens += (uint64_t)c->prompt_tokens;
     s->completion_tokens += (uint64_t)c->completion_tokens;
     uint32_t shard = e->shard;
-    uint64_t line_no = e->line_no;
+    uint64_t line_no = e->req.line_no;
     slot_free(e);
     return write_record(s, shard, line_no, false, &buf, c->prompt_tokens, c->completion_tokens);
 }
@@ -227,99 +221,89 @@ static int step(server *s)
     return rc;
 }
 
-/* The prompt text of a request: the completion prompt, or the chat
- * rendered with the model's template.  On failure *error is filled. */
-static char *prompt_text(server *s, const mr_request *req, mr_request_error *error,
-                         const char *file)
+/* The request's error record for a prompt mr_engine_prepare refused, or
+ * one over [input] max_prompt_tokens, which comes between its verdicts. */
+static bool refused(server *s, const mr_request *req, const char *file, mr_prompt_verdict verdict,
+                    size_t n_prompt, const char *why, mr_request_error *error)
 {
-    if (req->endpoint != MR_ENDPOINT_CHAT)
-        return strdup(req->prompt);
-    mr_chat_turn *turns = calloc(req->n_messages ? req->n_messages : 1, sizeof *turns);
-    char *text = NULL, err[256];
-    if (!turns)
-        return NULL;
-    for (size_t i = 0; i < req->n_messages; i++)
-        turns[i] = (mr_chat_turn){req->messages[i].role, req->messages[i].content};
-    if (mr_chat_format(s->model, turns, req->n_messages, &text, err, sizeof err) !=
-        MR_ENGINE_OK) {
-        snprintf(error->code, sizeof error->code, "unsupported_chat_template");
-        snprintf(error->message, sizeof error->message, "%s:%" PRIu64 ": %s", file,
-                 req->line_no, err);
-        error->custom_id = req->custom_id;
+    if (verdict != MR_PROMPT_CHAT_UNSUPPORTED &&
+        (int64_t)n_prompt > s->job->input_max_prompt_tokens) {
+        mr_request_error_prompt_too_long(error, req, file, (int64_t)n_prompt,
+                                         s->job->input_max_prompt_tokens);
+        return true;
     }
-    free(turns);
-    return text;
+    if (verdict == MR_PROMPT_OK)
+        return false;
+    *error = (mr_request_error){.custom_id = req->custom_id};
+    snprintf(error->code, sizeof error->code, "%s",
+             verdict == MR_PROMPT_CHAT_UNSUPPORTED ? "unsupported_chat_template"
+             : verdict == MR_PROMPT_NO_ROOM        ? "context_length_exceeded"
+                                                   : "prompt_too_long");
+    snprintf(error->message, sizeof error->message, "%s:%" PRIu64 ": %s", file, req->line_no,
+             why);
+    return true;
 }
 
+/* A request becomes a generation the engine formats and tokenizes; a
+ * completion that cannot fit after its prompt is refused, as OpenAI's API
+ * refuses it, rather than cut short where the sequence ends. */
 static int submit(server *s, const mr_request *req, const char *file)
 {
-    mr_request_error error = {0};
-    char *text = prompt_text(s, req, &error, file);
-    if (!text)
-        return error.code[0] ? add_error(s, file, req->line_no, &error) : MR_EXIT_FAILED;
+    const mr_sampling *sp = &req->sampling;
+    mr_generation gen = {.sampling = {.max_tokens = (int)sp->max_tokens,
+                                      .temperature = sp->temperature,
+                                      .top_p = sp->top_p,
+                                      .top_k = (int)sp->top_k,
+                                      .seed = sp->seed,
+                                      .stop = (const char *const *)sp->stop.items,
+                                      .n_stop = sp->stop.count}};
+    mr_chat_turn *turns = NULL;
+    if (req->endpoint == MR_ENDPOINT_CHAT) {
+        turns = calloc(req->n_messages ? req->n_messages : 1, sizeof *turns);
+        if (!turns) {
+            fprintf(stderr, "moerun run: out of memory\n");
+            return MR_EXIT_FAILED;
+        }
+        for (size_t i = 0; i < req->n_messages; i++)
+            turns[i] = (mr_chat_turn){req->messages[i].role, req->messages[i].content};
+        gen.turns = turns;
+        gen.n_turns = req->n_messages;
+    } else {
+        gen.text = req->prompt;
+        gen.text_len = strlen(req->prompt);
+    }
     char err[256]; /* leaves room for "file:line: " in a 512-byte message */
-    s->tokens.count = 0;
-    int rc = mr_tokenizer_encode(mr_model_tokenizer(s->model), text, strlen(text), &s->tokens,
-                                 err, sizeof err);
-    free(text);
+    mr_prompt_verdict verdict;
+    int rc = mr_engine_prepare(s->engine, &gen, &verdict, err, sizeof err);
+    free(turns);
     if (rc != MR_ENGINE_OK) {
         fprintf(stderr, "moerun run: %s\n", err);
         return MR_EXIT_FAILED;
     }
-    if ((int64_t)s->tokens.count > s->job->input_max_prompt_tokens) {
-        mr_request_error_prompt_too_long(&error, req, file, (int64_t)s->tokens.count,
-                                         s->job->input_max_prompt_tokens);
+    mr_request_error error = {0};
+    if (refused(s, req, file, verdict, gen.n_prompt, err, &error))
         return add_error(s, file, req->line_no, &error);
-    }
-    if (!mr_engine_fits(s->engine, s->tokens.count, 0, err, sizeof err)) {
-        mr_request_error_prompt_too_long(&error, req, file, (int64_t)s->tokens.count,
-                                         s->job->input_max_prompt_tokens);
-        snprintf(error.message, sizeof error.message, "%s:%" PRIu64 ": %s", file, req->line_no,
-                 err);
-        return add_error(s, file, req->line_no, &error);
-    }
-    const mr_sampling *sp = &req->sampling;
-    /* A completion that cannot fit is refused, as OpenAI's API refuses it,
-     * rather than cut short where the sequence ends. */
-    if (!mr_engine_fits(s->engine, s->tokens.count, (size_t)sp->max_tokens, err, sizeof err)) {
-        error = (mr_request_error){.custom_id = req->custom_id};
-        snprintf(error.code, sizeof error.code, "context_length_exceeded");
-        snprintf(error.message, sizeof error.message, "%s:%" PRIu64 ": %s", file, req->line_no,
-                 err);
-        return add_error(s, file, req->line_no, &error);
-    }
     uint32_t shard = s->reading->id;
     size_t handle = 0;
     while (s->slots[handle].used)
         handle++;
     slot *e = &s->slots[handle];
     *e = (slot){.used = true,
-                .custom_id = strdup(req->custom_id),
-                .model = req->model ? strdup(req->model) : NULL,
-                .endpoint = req->endpoint,
-                .file_index = req->file_index,
                 .shard = shard,
-                .line_no = req->line_no};
-    const int32_t *generated = NULL;
-    size_t n_generated = 0;
+                .req = {.custom_id = strdup(req->custom_id),
+                        .model = req->model ? strdup(req->model) : NULL,
+                        .endpoint = req->endpoint,
+                        .file_index = req->file_index,
+                        .line_no = req->line_no}};
+    gen.handle = handle;
     if (s->carrying)
-        mr_runner_commit_carried(s->commit, shard, req->line_no, &generated, &n_generated);
-    mr_generation gen = {.handle = handle,
-                         .prompt = s->tokens.ids,
-                         .n_prompt = s->tokens.count,
-                         .sampling = {.max_tokens = (int)sp->max_tokens,
-                                      .temperature = sp->temperature,
-                                      .top_p = sp->top_p,
-                                      .top_k = (int)sp->top_k,
-                                      .seed = sp->seed,
-                                      .stop = (const char *const *)sp->stop.items,
-                                      .n_stop = sp->stop.count},
-                         .generated = generated,
-                         .n_generated = n_generated};
-    rc = e->custom_id ? mr_engine_submit(s->engine, &gen, err, sizeof err) : MR_ENGINE_ENOMEM;
+        mr_runner_commit_carried(s->commit, shard, req->line_no, &gen.generated,
+                                 &gen.n_generated);
+    bool copied = e->req.custom_id && (!req->model || e->req.model);
+    rc = copied ? mr_engine_submit(s->engine, &gen, err, sizeof err) : MR_ENGINE_ENOMEM;
     if (rc != MR_ENGINE_OK) {
         fprintf(stderr, "moerun run: %s:%" PRIu64 ": %s\n", file, req->line_no,
-                e->custom_id ? err : "out of memory");
+                copied ? err : "out of memory");
         return rc == MR_ENGINE_EINVAL ? MR_EXIT_INVALID : MR_EXIT_FAILED;
     }
     return mr_runner_commit_submitted(s->commit, shard, req->line_no, handle);
@@ -733,7 +717,6 @@ int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi,
     free(s.slots);
     free(s.done);
     free(s.states);
-    mr_tokens_free(&s.tokens);
     mr_request_parser_free(s.parser);
     mr_runner_meter_free(s.meter);
     mr_runner_balancer_free(s.balancer);

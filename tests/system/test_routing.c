@@ -43,13 +43,8 @@ static uint64_t *route(const char *const *prompts, size_t n, int *layers, int *e
     mr_engine_options eo = {.max_batch_tokens = 1024, .max_sequences = 16, .kv_block_size = 16,
                             .kv_blocks = 256};
     cr_assert_eq(mr_engine_create(model, &eo, &engine, err, sizeof err), MR_ENGINE_OK, "%s", err);
-    mr_tokens tokens = {0};
     for (size_t i = 0; i < n; i++) {
-        tokens.count = 0;
-        cr_assert_eq(mr_tokenizer_encode(mr_model_tokenizer(model), prompts[i], strlen(prompts[i]),
-                                         &tokens, err, sizeof err),
-                     MR_ENGINE_OK, "%s", err);
-        mr_generation g = {.handle = i, .prompt = tokens.ids, .n_prompt = tokens.count,
+        mr_generation g = {.handle = i, .text = prompts[i], .text_len = strlen(prompts[i]),
                            .sampling = {.max_tokens = 1, .top_p = 1}};
         cr_assert_eq(mr_engine_submit(engine, &g, err, sizeof err), MR_ENGINE_OK, "%s", err);
     }
@@ -67,7 +62,6 @@ static uint64_t *route(const char *const *prompts, size_t n, int *layers, int *e
     size_t cells = (size_t)*layers * *experts;
     uint64_t *counts = malloc(cells * sizeof *counts);
     memcpy(counts, mr_engine_expert_counts(engine), cells * sizeof *counts);
-    mr_tokens_free(&tokens);
     mr_engine_free(engine);
     mr_model_free(model);
     return counts;
