@@ -34,10 +34,7 @@ int mr_ep_combine(mr_ep *ep, float *out, char *err, size_t errlen)
     }
     if (rc != MR_ENGINE_OK)
         return rc;
-    /* The transport sends what the ops wrote. */
-    rc = mr_engine_backend_status(be, be->ops->sync(be), err, errlen);
-    if (rc == MR_ENGINE_OK)
-        rc = mr_comm_exchange(ep->comm, ep->bytes, ep->expect, err, errlen);
+    rc = mr_ep_exchange_written(ep, err, errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
     for (int r = 0; r < ep->n_ranks; r++) {

@@ -134,6 +134,29 @@ static int64_t message_bytes(const mr_ep *ep, int records)
     return (int64_t)(ep->header_bytes + (size_t)records * ep->record_bytes);
 }
 
+/* Packs `part` of dst's message (`records` records) into its send buffer. */
+static int pack_to(mr_ep *ep, int dst, mr_ep_pack_part part, int32_t records, char *err,
+                   size_t errlen)
+{
+    void *buf;
+    int rc = mr_comm_send_buffer(ep->comm, dst, &buf, err, errlen);
+    if (rc != MR_ENGINE_OK)
+        return rc;
+    rc = mr_engine_backend_status(ep->be, ep->be->ops->ep_pack(ep->be, buf, &ep->send, dst, part),
+                                  err, errlen);
+    if (rc == MR_ENGINE_OK)
+        ep->bytes[dst] = message_bytes(ep, records);
+    return rc;
+}
+
+int mr_ep_exchange_written(mr_ep *ep, char *err, size_t errlen)
+{
+    /* The transport sends what the ops wrote. */
+    int rc = mr_engine_backend_status(ep->be, ep->be->ops->sync(ep->be), err, errlen);
+    return rc == MR_ENGINE_OK ? mr_comm_exchange(ep->comm, ep->bytes, ep->expect, err, errlen)
+                              : rc;
+}
+
 /* Packs `part` of every destination's message (all destinations, or only
  * those with tokens when sparse), and exchanges.  The counts step's
  * messages are headers; high-throughput payloads are sparse and their
@@ -152,23 +175,11 @@ static int exchange_messages(mr_ep *ep, mr_ep_pack_part part, bool sparse, char 
                                                    : MR_COMM_NO_MESSAGE;
         else
             ep->expect[d] = MR_COMM_RECV_UP_TO_CAPACITY;
-        if (sparse && ep->tokens_to[d] == 0)
-            continue;
-        void *buf;
-        rc = mr_comm_send_buffer(ep->comm, d, &buf, err, errlen);
-        if (rc != MR_ENGINE_OK)
-            break;
-        int op = ep->be->ops->ep_pack(ep->be, buf, &ep->send, d, part);
-        if (op != MR_KERNELS_OK)
-            return mr_engine_backend_status(ep->be, op, err, errlen);
-        ep->bytes[d] = message_bytes(ep, part == MR_EP_PACK_HEADER ? 0 : ep->first_to[d]);
+        if (!sparse || ep->tokens_to[d] > 0)
+            rc = pack_to(ep, d, part, part == MR_EP_PACK_HEADER ? 0 : ep->first_to[d], err,
+                         errlen);
     }
-    if (rc != MR_ENGINE_OK)
-        return rc;
-    /* The transport sends what the ops wrote. */
-    rc = mr_engine_backend_status(ep->be, ep->be->ops->sync(ep->be), err, errlen);
-    return rc == MR_ENGINE_OK ? mr_comm_exchange(ep->comm, ep->bytes, ep->expect, err, errlen)
-                              : rc;
+    return rc == MR_ENGINE_OK ? mr_ep_exchange_written(ep, err, errlen) : rc;
 }
 
 /* Each source's counts, from the header of its message. */
@@ -280,22 +291,12 @@ static int exchange_deferred(mr_ep *ep, char *err, size_t errlen)
         ep->expect[d] = left > 0 ? message_bytes(ep, left) : MR_COMM_NO_MESSAGE;
         ep->bytes[d] = MR_COMM_NO_MESSAGE;
         any = any || left > 0 || deferred > 0;
-        if (deferred == 0)
-            continue;
-        void *buf;
-        rc = mr_comm_send_buffer(ep->comm, d, &buf, err, errlen);
-        if (rc != MR_ENGINE_OK)
-            break;
-        int op = ep->be->ops->ep_pack(ep->be, buf, &ep->send, d, MR_EP_PACK_DEFERRED);
-        if (op != MR_KERNELS_OK)
-            return mr_engine_backend_status(ep->be, op, err, errlen);
-        ep->bytes[d] = message_bytes(ep, deferred);
+        if (deferred > 0)
+            rc = pack_to(ep, d, MR_EP_PACK_DEFERRED, deferred, err, errlen);
     }
     if (rc != MR_ENGINE_OK || !any)
         return rc;
-    rc = mr_engine_backend_status(ep->be, ep->be->ops->sync(ep->be), err, errlen);
-    if (rc == MR_ENGINE_OK)
-        rc = mr_comm_exchange(ep->comm, ep->bytes, ep->expect, err, errlen);
+    rc = mr_ep_exchange_written(ep, err, errlen);
     return rc == MR_ENGINE_OK ? unpack_received(ep, err, errlen) : rc;
 }
 

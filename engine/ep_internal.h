@@ -34,4 +34,8 @@ struct mr_ep {
     const void **msgs;    /* [n_ranks]: the combine messages received */
 };
 
+/* Waits for the ops that wrote this exchange's messages, then exchanges
+ * ep->bytes against ep->expect. */
+int mr_ep_exchange_written(mr_ep *ep, char *err, size_t errlen);
+
 #endif
