@@ -86,21 +86,22 @@ static const backend_entry BACKENDS[] = {
 };
 #define N_BACKENDS (sizeof BACKENDS / sizeof BACKENDS[0])
 
-int mr_backend_create(const char *name, int threads, mr_backend **out, char *err, size_t errlen)
+const char *mr_backend_names(void)
 {
-    *out = NULL;
-    const backend_entry *entry = NULL;
+    return "cpu, ref";
+}
+
+static const backend_entry *find_backend(const char *name)
+{
     for (size_t i = 0; i < N_BACKENDS; i++)
         if (name && strcmp(name, BACKENDS[i].name) == 0)
-            entry = &BACKENDS[i];
-    if (!entry) {
-        if (name && strcmp(name, "cuda") == 0)
-            snprintf(err, errlen, "backend \"cuda\": this build has no CUDA backend; use \"cpu\"");
-        else
-            snprintf(err, errlen, "unknown backend \"%s\"; known: cpu, ref",
-                     name ? name : "(null)");
-        return -1;
-    }
+            return &BACKENDS[i];
+    return NULL;
+}
+
+static int create_entry(const backend_entry *entry, int threads, mr_backend **out, char *err,
+                        size_t errlen)
+{
     mr_backend *be = calloc(1, sizeof *be);
     if (!be) {
         snprintf(err, errlen, "backend \"%s\": out of memory", entry->name);
@@ -115,6 +116,36 @@ int mr_backend_create(const char *name, int threads, mr_backend **out, char *err
     }
     *out = be;
     return 0;
+}
+
+int mr_backend_create(const char *name, int threads, mr_backend **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (name && strcmp(name, "auto") == 0) {
+        const backend_entry *gpu = find_backend("cuda");
+        char why[256] = "";
+        if (gpu && create_entry(gpu, threads, out, why, sizeof why) == 0) {
+            snprintf(err, errlen, "%s", "");
+            return 0;
+        }
+        /* cpu's own failure is the one to report; why cuda was passed
+         * over stays in err for the caller to show. */
+        if (create_entry(find_backend("cpu"), threads, out, err, errlen) != 0)
+            return -1;
+        snprintf(err, errlen, "%s", why);
+        return 0;
+    }
+    const backend_entry *entry = find_backend(name);
+    if (!entry) {
+        if (name && strcmp(name, "cuda") == 0)
+            snprintf(err, errlen, "backend \"cuda\": this build has no CUDA backend (nvcc was not "
+                     "found at %s when it was built); use \"cpu\"", "$CUDA_HOME/bin");
+        else
+            snprintf(err, errlen, "unknown backend \"%s\"; known: auto, %s",
+                     name ? name : "(null)", mr_backend_names());
+        return -1;
+    }
+    return create_entry(entry, threads, out, err, errlen);
 }
 
 void mr_backend_free(mr_backend *be)

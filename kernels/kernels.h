@@ -265,10 +265,15 @@ const char *mr_backend_error(const mr_backend *be);
 
 /* Backends by name: "cpu" (AVX-512 where the CPU has it, OpenMP threads),
  * "ref" (plain loops, one thread: the readable definition every other
- * backend is tested against), "cuda" when built with CUDA.  threads <= 0
- * means all cores. */
+ * backend is tested against), "cuda" when built with CUDA, and "auto":
+ * cuda when this build has it and a GPU is usable, else cpu.  threads <= 0
+ * means all cores.  Returns 0, or -1 with err filled.  For "auto" a 0
+ * return may still leave a line in err: why cuda was not taken ("" when
+ * it was, or when this build has no CUDA backend). */
 int mr_backend_create(const char *name, int threads, mr_backend **out, char *err,
                       size_t errlen);
+/* The backends this build has, as "cpu, ref" or "cpu, ref, cuda". */
+const char *mr_backend_names(void);
 void mr_backend_free(mr_backend *be);
 
 #endif
