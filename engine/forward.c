@@ -297,7 +297,7 @@ static int attention_block(mr_model *m, mr_kv_cache *kv, mr_activations *a,
     int rows = s->rows, hd = c->head_dim, hidden = c->hidden_size;
     int q_heads = c->num_attention_heads, kv_heads = c->num_key_value_heads;
     int q_dim = q_heads * hd, kv_dim = kv_heads * hd;
-    float eps = c->rms_norm_eps, theta = c->rope_theta;
+    float eps = c->rms_norm_eps;
     mr_attention_args args = {.rows = rows,
                               .n_q_heads = q_heads,
                               .n_kv_heads = kv_heads,
@@ -317,8 +317,8 @@ static int attention_block(mr_model *m, mr_kv_cache *kv, mr_activations *a,
                           eps)) ||
         (rc = op->rmsnorm(be, a->k, a->k, L->k_norm.data, L->k_norm.type, rows * kv_heads, hd,
                           eps)) ||
-        (rc = op->rope_neox(be, a->q, a->pos, rows, q_heads, hd, theta)) ||
-        (rc = op->rope_neox(be, a->k, a->pos, rows, kv_heads, hd, theta)) ||
+        (rc = op->rope_neox(be, a->q, a->pos, rows, q_heads, hd, m->rope_cos_sin)) ||
+        (rc = op->rope_neox(be, a->k, a->pos, rows, kv_heads, hd, m->rope_cos_sin)) ||
         (rc = op->kv_store(be, kv->k[layer], kv->v[layer], a->k, a->v, a->slot, rows, kv_dim)) ||
         (rc = op->attention(be, a->attn, a->q, kv->k[layer], kv->v[layer], &args)))
         return rc;

@@ -301,6 +301,27 @@ static int place_experts(mr_model *m, const mr_model_options *options, char *err
                              errlen);
 }
 
+/* RoPE's cos and sin for every position the model may see, computed once
+ * on the host and uploaded, so every backend rotates by the same bits. */
+static int upload_rope_table(mr_model *m, char *err, size_t errlen)
+{
+    const mr_model_config *c = &m->cfg;
+    size_t bytes = (size_t)c->max_position_embeddings * (size_t)c->head_dim * sizeof(float);
+    float *table = malloc(bytes);
+    if (!table) {
+        snprintf(err, errlen, "out of memory for the RoPE table of %d positions",
+                 c->max_position_embeddings);
+        return MR_ENGINE_ENOMEM;
+    }
+    mr_rope_table(table, c->max_position_embeddings, c->head_dim, c->rope_theta);
+    mr_backend *be = m->be;
+    int rc = be->ops->alloc(be, bytes, (void **)&m->rope_cos_sin);
+    if (rc == MR_KERNELS_OK)
+        rc = be->ops->upload(be, m->rope_cos_sin, table, bytes);
+    free(table);
+    return mr_engine_backend_status(be, rc, err, errlen);
+}
+
 size_t mr_model_expert_bytes(const mr_model *m)
 {
     for (int i = 0; i < m->cfg.num_hidden_layers; i++)
@@ -480,6 +501,8 @@ int mr_model_load(const char *dir, const mr_model_options *options, mr_model **o
                  ? MR_ENGINE_OK
                  : MR_ENGINE_EINVAL;
     if (rc == MR_ENGINE_OK)
+        rc = upload_rope_table(m, err, errlen);
+    if (rc == MR_ENGINE_OK)
         rc = place_experts(m, options, err, errlen);
     if (rc == MR_ENGINE_OK)
         rc = load_weights(&ld);
@@ -507,6 +530,8 @@ void mr_model_free(mr_model *m)
     }
     if (m->be)
         free_route_maps(m, m->route_log2phy, m->route_logcnt);
+    if (m->rope_cos_sin)
+        m->be->ops->free(m->be, m->rope_cos_sin);
     mr_eplb_placement_free(&m->placement);
     mr_backend_free(m->be);
     mr_weights_close(m->weights);

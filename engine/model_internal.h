@@ -47,6 +47,7 @@ struct mr_model {
     /* Its log2phy and logcnt in backend memory, where the route op reads
      * them: uploaded at load and by mr_model_set_placement. */
     int32_t *route_log2phy, *route_logcnt;
+    float *rope_cos_sin; /* backend: mr_rope_table of max_position_embeddings positions */
     int rank, slots_per_rank;
     mr_ep_mode dispatch;
     int ll_capacity;

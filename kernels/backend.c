@@ -62,6 +62,24 @@ int mr_kernels_check_groups(mr_backend *be, const mr_expert_groups *g)
                            g->inter);
 }
 
+int mr_kernels_check_route(mr_backend *be, const mr_route_args *a)
+{
+    int rc = mr_kernels_check_rows(be, "route", a->rows, a->n_experts);
+    if (rc != MR_KERNELS_OK)
+        return rc;
+    if (a->k < 1 || a->k > a->n_experts || a->max_replicas < 1)
+        return mr_backend_fail(be, MR_KERNELS_EINVAL,
+                               "route: top %d of %d experts with %d replicas at most; needs "
+                               "1 <= k <= experts and replicas >= 1",
+                               a->k, a->n_experts, a->max_replicas);
+    for (int e = 0; e < a->n_experts; e++)
+        if (a->logcnt[e] < 1 || a->logcnt[e] > a->max_replicas)
+            return mr_backend_fail(be, MR_KERNELS_EINVAL,
+                                   "route: expert %d has %d replicas; needs 1 to %d", e,
+                                   a->logcnt[e], a->max_replicas);
+    return MR_KERNELS_OK;
+}
+
 int mr_kernels_check_attention(mr_backend *be, const mr_attention_args *a)
 {
     if (a->rows >= 0 && a->n_kv_heads >= 1 && a->n_q_heads >= a->n_kv_heads &&
@@ -83,12 +101,13 @@ typedef struct {
 static const backend_entry BACKENDS[] = {
     {"cpu", &mr_cpu_fast_ops, mr_cpu_fast_init, mr_cpu_fast_release},
     {"ref", &mr_cpu_ref_ops, NULL, NULL},
+    {"exact", &mr_cpu_exact_ops, NULL, NULL},
 };
 #define N_BACKENDS (sizeof BACKENDS / sizeof BACKENDS[0])
 
 const char *mr_backend_names(void)
 {
-    return "cpu, ref";
+    return "cpu, ref, exact";
 }
 
 static const backend_entry *find_backend(const char *name)

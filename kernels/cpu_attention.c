@@ -10,14 +10,15 @@
  * time, key j in lane j, each a dot product in the fixed order of
  * cpu_fast_internal.h; a chunk's last sixteen repeat its last key to fill
  * the lanes and mask the repeats out.  Chunks are fixed by position, not by
- * the call, so a token's arithmetic is the same in any batch.
+ * the call, so a token's arithmetic is the same in any batch.  exact.h's
+ * mr_exact_attend_head writes the same steps as scalar code.
  */
 #include <math.h>
 #include <omp.h>
 
 #include "kernels/cpu_fast_internal.h"
 
-#define CHUNK 64 /* a multiple of 16 */
+#define CHUNK MR_EXACT_CHUNK /* a multiple of 16 */
 #define MAX_HEADS 8
 #define OUT_VECS 4 /* output vectors a head accumulates at once */
 
@@ -128,7 +129,7 @@ MR_AVX512 static void attend(head_group *hg, const float *k_cache, const float *
         int n = last + 1 - first < CHUNK ? last + 1 - first : CHUNK;
         int padded = (n + 15) / 16 * 16;
         for (int p = 0; p < padded; p++) {
-            size_t at = mr_cpu_kv_offset(a, row, first + (p < n ? p : n - 1), kv_head);
+            size_t at = mr_exact_kv_offset(a, row, first + (p < n ? p : n - 1), kv_head);
             hg->k[p] = k_cache + at;
             hg->v[p] = v_cache + at;
         }
@@ -144,28 +145,19 @@ MR_AVX512 static void attend(head_group *hg, const float *k_cache, const float *
         scale_out(hg->out[h], 1.0f / hg->total[h], hg->dim);
 }
 
-/* Without AVX-512: a query head at a time on cpu_avx2.c, each thread with
- * a context's worth of scores; without AVX2 either, the reference. */
+/* Without AVX-512: a query head at a time on cpu_avx2.c; without AVX2
+ * either, the exact backend's loops. */
 static int avx2_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
                           const float *v_cache, const mr_attention_args *a)
 {
-    int longest = 0;
-    for (int r = 0; r < a->rows; r++)
-        longest = a->pos[r] + 1 > longest ? a->pos[r] + 1 : longest;
-    mr_cpu_fast *fast = be->impl;
-    float *scores = mr_fast_avx2(be) ? mr_cpu_scratch_get(&fast->scores,
-                                                          (size_t)be->threads * (size_t)longest *
-                                                              sizeof *scores + 1)
-                                     : NULL;
-    if (!scores)
-        return mr_ref_attention(be, out, q, k_cache, v_cache, a);
+    if (!mr_fast_avx2(be))
+        return mr_exact_attention(be, out, q, k_cache, v_cache, a);
     int group = a->n_q_heads / a->n_kv_heads;
 #pragma omp parallel for num_threads(be->threads) schedule(dynamic)
     for (int item = 0; item < a->rows * a->n_q_heads; item++) {
         int row = item / a->n_q_heads, h = item % a->n_q_heads;
         size_t at = ((size_t)row * (size_t)a->n_q_heads + (size_t)h) * (size_t)a->head_dim;
-        mr_avx2_attend_head(out + at, q + at, k_cache, v_cache, a, row, h / group,
-                            scores + (size_t)omp_get_thread_num() * (size_t)longest);
+        mr_avx2_attend_head(out + at, q + at, k_cache, v_cache, a, row, h / group);
     }
     return MR_KERNELS_OK;
 }

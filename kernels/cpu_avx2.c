@@ -9,8 +9,9 @@
  * added in mr_reduce16's tree (l + l+8 first): the same operations on the
  * same values as the AVX-512 tile, so a matmul or expert FFN value is
  * meant to come out the same bits on either (the AVX-512 machines check
- * it; this one cannot).  SiLU and attention use a straightforward 8-lane
- * form of their own, fixed per token, so batch invariance holds here too.
+ * it; this one cannot).  SiLU and attention follow exact.h step by step
+ * (its scalar e^x, its chunked softmax), so they too give the AVX-512
+ * kernels' bits.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -34,7 +35,7 @@ AVX2_INLINE __m256 load8(const void *row, mr_tensor_type type, int k, int n)
     }
     float lanes[8] = {0};
     for (int i = 0; i < n; i++)
-        lanes[i] = mr_cpu_weight_at(row, type, (size_t)(k + i));
+        lanes[i] = mr_exact_weight(row, type, (size_t)(k + i));
     return _mm256_loadu_ps(lanes);
 }
 
@@ -114,7 +115,7 @@ AVX2_INLINE float dot16(const float *x, const float *w, int n)
 AVX2 void mr_avx2_silu_mul(float *gate, const float *up, int n)
 {
     for (int j = 0; j < n; j++)
-        gate[j] = gate[j] / (1.0f + expf(-gate[j])) * up[j];
+        gate[j] = mr_exact_silu_mul(gate[j], up[j]);
 }
 
 AVX2 void mr_avx2_rmsnorm_row(float *out, const float *x, const void *w, mr_tensor_type type,
@@ -122,37 +123,59 @@ AVX2 void mr_avx2_rmsnorm_row(float *out, const float *x, const void *w, mr_tens
 {
     float inv_rms = 1.0f / sqrtf(dot16(x, x, dim) / (float)dim + eps);
     for (int i = 0; i < dim; i++)
-        out[i] = x[i] * inv_rms * mr_cpu_weight_at(w, type, (size_t)i);
+        out[i] = x[i] * inv_rms * mr_exact_weight(w, type, (size_t)i);
 }
 
-/* One query head against positions 0..last of its KV head: scores in
- * `scores` (last + 1 of them), softmax, then the weighted sum of V in
- * position order. */
+/* out = fmaf(w[p], v_p, out * rescale) over p < n in position order, 8
+ * coordinates at a time (each coordinate's arithmetic is exact.h's). */
+AVX2_INLINE void accumulate_values(float *out, float rescale, const float *weights,
+                                   const float *v_cache, const mr_attention_args *a, int row,
+                                   int kv_head, int first, int n)
+{
+    int d = a->head_dim;
+    for (int i = 0; i < d; i += 8) {
+        int lanes = d - i < 8 ? d - i : 8;
+        __m256 acc = _mm256_mul_ps(load8(out, MR_TENSOR_F32, i, lanes), _mm256_set1_ps(rescale));
+        for (int p = 0; p < n; p++) {
+            const float *v = v_cache + mr_exact_kv_offset(a, row, first + p, kv_head);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(weights[p]), load8(v, MR_TENSOR_F32, i, lanes),
+                                  acc);
+        }
+        float stored[8];
+        _mm256_storeu_ps(stored, acc);
+        memcpy(out + i, stored, (size_t)lanes * sizeof *out);
+    }
+}
+
+/* One query head against positions 0..pos of its KV head, in exact.h's
+ * mr_exact_attend_head order: scores by dot16, the softmax of each chunk
+ * scalar, the values 8 coordinates at a time. */
 AVX2 void mr_avx2_attend_head(float *out, const float *q, const float *k_cache,
                               const float *v_cache, const mr_attention_args *a, int row,
-                              int kv_head, float *scores)
+                              int kv_head)
 {
-    int last = a->pos[row], d = a->head_dim;
-    float max = -INFINITY;
-    for (int p = 0; p <= last; p++) {
-        const float *k = k_cache + mr_cpu_kv_offset(a, row, p, kv_head);
-        scores[p] = dot16(q, k, d) * a->scale;
-        max = fmaxf(max, scores[p]);
-    }
-    float total = 0;
-    for (int p = 0; p <= last; p++) {
-        scores[p] = expf(scores[p] - max);
-        total += scores[p];
-    }
-    for (int i = 0; i < d; i += 8) {
-        int n = d - i < 8 ? d - i : 8;
-        __m256 acc = _mm256_setzero_ps();
-        for (int p = 0; p <= last; p++) {
-            const float *v = v_cache + mr_cpu_kv_offset(a, row, p, kv_head);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(scores[p]), load8(v, MR_TENSOR_F32, i, n), acc);
+    int d = a->head_dim, last = a->pos[row];
+    float max = -INFINITY, total = 0, weights[MR_EXACT_CHUNK];
+    memset(out, 0, (size_t)d * sizeof *out);
+    for (int first = 0; first <= last; first += MR_EXACT_CHUNK) {
+        int n = last + 1 - first < MR_EXACT_CHUNK ? last + 1 - first : MR_EXACT_CHUNK;
+        float chunk_max = n % MR_EXACT_LANES ? 0.0f : -INFINITY;
+        for (int p = 0; p < n; p++) {
+            const float *k = k_cache + mr_exact_kv_offset(a, row, first + p, kv_head);
+            weights[p] = dot16(q, k, d) * a->scale;
+            chunk_max = chunk_max > weights[p] ? chunk_max : weights[p];
         }
-        float lanes[8];
-        _mm256_storeu_ps(lanes, _mm256_mul_ps(acc, _mm256_set1_ps(1.0f / total)));
-        memcpy(out + i, lanes, (size_t)n * sizeof *out);
+        float new_max = fmaxf(max, chunk_max), lanes[MR_EXACT_LANES] = {0};
+        for (int p = 0; p < n; p++) {
+            weights[p] = mr_exact_exp(weights[p] - new_max);
+            lanes[p % MR_EXACT_LANES] += weights[p];
+        }
+        float rescale = mr_exact_exp(max - new_max);
+        total = total * rescale + mr_exact_reduce16(lanes);
+        max = new_max;
+        accumulate_values(out, rescale, weights, v_cache, a, row, kv_head, first, n);
     }
+    float inv_total = 1.0f / total;
+    for (int i = 0; i < d; i++)
+        out[i] *= inv_total;
 }

@@ -3,8 +3,8 @@
  * carry the arithmetic (matmul, expert FFN, attention, RMSNorm); the cheap
  * ops are the reference ones run across threads.  On a CPU without AVX-512
  * but with AVX2 and FMA the same ops run cpu_avx2.c's kernels; with
- * neither, every op is the reference one across threads: slower, still
- * batch-invariant.
+ * neither, the exact backend's scalar loops (cpu_exact.c).  All three give
+ * the same bits: exact.h defines them.
  */
 #include <math.h>
 #include <stdio.h>
@@ -42,13 +42,12 @@ void mr_cpu_fast_release(mr_backend *be)
     if (!fast)
         return;
     mr_cpu_scratch_free(&fast->expert);
-    mr_cpu_scratch_free(&fast->scores);
     mr_cpu_fast_free_weights(fast);
     free(fast);
     be->impl = NULL;
 }
 
-/* As the reference: x * (1 / sqrt(mean + eps)) * w, the mean from mr_dot16. */
+/* exact.h's: x * (1 / sqrt(mean + eps)) * w, the mean from mr_dot16. */
 MR_AVX512 static void rmsnorm_row(float *out, const float *x, const void *w, mr_tensor_type type,
                                   int dim, float eps)
 {
@@ -65,7 +64,7 @@ static int fast_rmsnorm(mr_backend *be, float *out, const float *x, const void *
                         mr_tensor_type type, int rows, int dim, float eps)
 {
     if (!mr_fast_avx512(be) && !mr_fast_avx2(be))
-        return mr_ref_rmsnorm(be, out, x, w, type, rows, dim, eps);
+        return mr_exact_rmsnorm(be, out, x, w, type, rows, dim, eps);
     int rc = mr_kernels_check_rows(be, "rmsnorm", rows, dim);
     if (rc != MR_KERNELS_OK)
         return rc;

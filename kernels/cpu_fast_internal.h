@@ -23,7 +23,6 @@ typedef struct {
     bool avx512;           /* checked once at create */
     bool avx2;             /* AVX2 and FMA, when there is no AVX-512; with neither, ops run mr_ref_* */
     mr_cpu_scratch expert; /* expert_ffn's gate and up outputs, [rows][inter] each */
-    mr_cpu_scratch scores; /* the AVX2 attention's scores, a context's worth per thread */
     mr_cpu_arena_chunk *weights; /* huge-page copies of the weights (cpu_weights.c) */
 } mr_cpu_fast;
 
@@ -48,7 +47,7 @@ void mr_avx2_silu_mul(float *gate, const float *up, int n);
 void mr_avx2_rmsnorm_row(float *out, const float *x, const void *w, mr_tensor_type type, int dim,
                          float eps);
 void mr_avx2_attend_head(float *out, const float *q, const float *k_cache, const float *v_cache,
-                         const mr_attention_args *a, int row, int kv_head, float *scores);
+                         const mr_attention_args *a, int row, int kv_head);
 
 /* The lanes k .. k+15 of a weight row as f32 (bf16 widens exactly: its bits
  * are the top half of an f32); lanes outside `mask` are 0. */

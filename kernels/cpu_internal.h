@@ -5,10 +5,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/exact.h"
 #include "kernels/kernels.h"
 
 extern const mr_ops mr_cpu_ref_ops;
 extern const mr_ops mr_cpu_fast_ops;
+extern const mr_ops mr_cpu_exact_ops;
 
 /* The fast backend's state (scratch, whether AVX-512 is used) in be->impl. */
 int mr_cpu_fast_init(mr_backend *be, char *err, size_t errlen);
@@ -22,6 +24,9 @@ int mr_backend_fail(mr_backend *be, int status, const char *fmt, ...)
 int mr_kernels_check_rows(mr_backend *be, const char *op, int rows, int dim);
 /* MR_KERNELS_EINVAL unless groups >= 0 and hidden, inter >= 1. */
 int mr_kernels_check_groups(mr_backend *be, const mr_expert_groups *g);
+/* MR_KERNELS_EINVAL unless k, the replicas and every expert's replica
+ * count are in range; checked before anything is written. */
+int mr_kernels_check_route(mr_backend *be, const mr_route_args *a);
 /* MR_KERNELS_EINVAL unless the heads, head_dim and block_size make sense. */
 int mr_kernels_check_attention(mr_backend *be, const mr_attention_args *a);
 
@@ -44,31 +49,8 @@ typedef struct {
 void *mr_cpu_scratch_get(mr_cpu_scratch *s, size_t bytes);
 void mr_cpu_scratch_free(mr_cpu_scratch *s);
 
-static inline float mr_cpu_weight_at(const void *w, mr_tensor_type type, size_t i)
-{
-    return type == MR_TENSOR_BF16 ? mr_bf16_to_f32(((const uint16_t *)w)[i])
-                                  : ((const float *)w)[i];
-}
-
-static inline const void *mr_cpu_weight_row(const void *w, mr_tensor_type type, size_t row,
-                                            int cols)
-{
-    return (const char *)w + row * (size_t)cols * mr_tensor_type_size(type);
-}
-
-/* Where position `p` of the token in `row` keeps its K and V for kv head
- * `kv_head` (offset in floats from the start of the cache). */
-static inline size_t mr_cpu_kv_offset(const mr_attention_args *a, int row, int p, int kv_head)
-{
-    int32_t block =
-        a->block_table[(size_t)a->seq[row] * (size_t)a->max_blocks + (size_t)(p / a->block_size)];
-    size_t slot = (size_t)block * (size_t)a->block_size + (size_t)(p % a->block_size);
-    return (slot * (size_t)a->n_kv_heads + (size_t)kv_head) * (size_t)a->head_dim;
-}
-
 /* The reference ops (cpu_ref.c).  Rows run across be->threads, which is 1
- * for the ref backend; the fast backend uses them as they are for its cheap
- * ops, and for every op on a CPU without AVX-512. */
+ * for the ref backend; the cpu backend uses the cheap ones as they are. */
 int mr_ref_embed(mr_backend *be, float *out, const void *table, mr_tensor_type type,
                  const int32_t *ids, int rows, int dim);
 int mr_ref_rmsnorm(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
@@ -76,12 +58,22 @@ int mr_ref_rmsnorm(mr_backend *be, float *out, const float *x, const void *w, mr
 int mr_ref_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
                   int rows, int out_dim, int in_dim);
 int mr_ref_rope_neox(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
-                     int head_dim, float theta);
+                     int head_dim, const float *cos_sin);
 int mr_ref_kv_store(mr_backend *be, float *k_cache, float *v_cache, const float *k, const float *v,
                     const int32_t *slot, int rows, int kv_dim);
 int mr_ref_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
                      const float *v_cache, const mr_attention_args *a);
-int mr_ref_route(mr_backend *be, const mr_route_args *a);
+/* The exact backend's ops (cpu_exact.c): exact.h in plain loops.  The
+ * cpu backend runs them on a CPU with neither AVX-512 nor AVX2, so its
+ * bits never depend on the CPU; route is every CPU backend's. */
+int mr_exact_rmsnorm(mr_backend *be, float *out, const float *x, const void *w,
+                     mr_tensor_type type, int rows, int dim, float eps);
+int mr_exact_matmul(mr_backend *be, float *out, const float *x, const void *w,
+                    mr_tensor_type type, int rows, int out_dim, int in_dim);
+int mr_exact_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
+                       const float *v_cache, const mr_attention_args *a);
+int mr_exact_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
+int mr_exact_route(mr_backend *be, const mr_route_args *a);
 int mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
 int mr_ref_gather(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,
                   int dim);
@@ -98,7 +90,7 @@ int mr_cpu_ep_combine_reduce(mr_backend *be, float *out, const void *const *msgs
 /* The cheap ops, the same in both CPU backends. */
 #define MR_CPU_CHEAP_OPS                                                                           \
     .embed = mr_ref_embed, .rope_neox = mr_ref_rope_neox, .kv_store = mr_ref_kv_store,             \
-    .route = mr_ref_route, .gather = mr_ref_gather, .add = mr_ref_add,                             \
+    .route = mr_exact_route, .gather = mr_ref_gather, .add = mr_ref_add,                           \
     .ep_layout = mr_cpu_ep_layout, .ep_pack = mr_cpu_ep_pack, .ep_unpack = mr_cpu_ep_unpack,       \
     .ep_combine_partials = mr_cpu_ep_combine_partials,                                             \
     .ep_combine_reduce = mr_cpu_ep_combine_reduce

@@ -88,7 +88,7 @@ MR_AVX512 static void avx512_tile(float out[TILE], const float *const *x, const 
 typedef void tile_fn(float out[TILE], const float *const *x, const void *const *w, int rows,
                      mr_tensor_type type, int k_len);
 
-/* This CPU's tile, or NULL: the reference runs. */
+/* This CPU's tile, or NULL: the exact backend's loops run. */
 static tile_fn *tile_of(const mr_backend *be)
 {
     return mr_fast_avx512(be) ? avx512_tile : mr_fast_avx2(be) ? mr_avx2_tile : NULL;
@@ -124,7 +124,7 @@ static void matmul_block(tile_fn *run_tile, float *out, size_t ld_out, const row
         for (int c0 = 0; c0 < cols; c0 += tile_cols) {
             const void *wc[TILE];
             for (int j = 0; j < tile_cols; j++)
-                wc[j] = mr_cpu_weight_row(w, type, (size_t)min_int(c0 + j, cols - 1), k_len);
+                wc[j] = mr_exact_weight_row(w, type, (size_t)min_int(c0 + j, cols - 1), k_len);
             float t[TILE];
             run_tile(t, xr, wc, tile_rows, type, k_len);
             for (int i = 0; i < tile_rows; i++)
@@ -154,7 +154,7 @@ int mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, mr
 {
     tile_fn *run_tile = tile_of(be);
     if (!run_tile)
-        return mr_ref_matmul(be, out, x, w, type, rows, out_dim, in_dim);
+        return mr_exact_matmul(be, out, x, w, type, rows, out_dim, in_dim);
     int rc = mr_kernels_check_rows(be, "matmul", rows, out_dim);
     if (rc == MR_KERNELS_OK)
         rc = mr_kernels_check_rows(be, "matmul", rows, in_dim);
@@ -167,7 +167,7 @@ int mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, mr
         int c0 = item % col_blocks * cols, r0 = item / col_blocks * BLOCK_ROWS;
         row_source src = {x + (size_t)r0 * (size_t)in_dim, (size_t)in_dim, NULL};
         matmul_block(run_tile, out + (size_t)r0 * (size_t)out_dim + (size_t)c0, (size_t)out_dim, &src,
-                     min_int(BLOCK_ROWS, rows - r0), mr_cpu_weight_row(w, type, (size_t)c0, in_dim),
+                     min_int(BLOCK_ROWS, rows - r0), mr_exact_weight_row(w, type, (size_t)c0, in_dim),
                      type, min_int(cols, out_dim - c0), in_dim);
     }
     return MR_KERNELS_OK;
@@ -199,8 +199,8 @@ int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expe
     tile_fn *run_tile = tile_of(be);
     void (*silu)(float *, const float *, int) = fast->avx512 ? silu_mul : mr_avx2_silu_mul;
     float *gate = run_tile ? mr_cpu_scratch_get(&fast->expert, 2 * h_len * sizeof *gate + 1) : NULL;
-    if (!gate) /* no vector ISA, or no memory: the reference needs one row of scratch */
-        return mr_ref_expert_ffn(be, out, x, g);
+    if (!gate) /* no vector ISA, or no memory: the exact loops need one row of scratch */
+        return mr_exact_expert_ffn(be, out, x, g);
     float *up = gate + h_len;
     int cols1 = block_cols(hidden, g->type), cols2 = block_cols(inter, g->type);
     int blocks1 = blocks_of(inter, cols1), blocks2 = blocks_of(hidden, cols2);
@@ -216,10 +216,10 @@ int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expe
             row_source src = {g->x_rows ? NULL : x + (size_t)r0 * (size_t)hidden,
                               (size_t)hidden, g->x_rows ? g->x_rows + r0 : NULL};
             matmul_block(run_tile, gate + at, (size_t)inter, &src, n,
-                         mr_cpu_weight_row(g->gate[e], g->type, (size_t)c0, hidden), g->type, nc,
+                         mr_exact_weight_row(g->gate[e], g->type, (size_t)c0, hidden), g->type, nc,
                          hidden);
             matmul_block(run_tile, up + at, (size_t)inter, &src, n,
-                         mr_cpu_weight_row(g->up[e], g->type, (size_t)c0, hidden), g->type, nc,
+                         mr_exact_weight_row(g->up[e], g->type, (size_t)c0, hidden), g->type, nc,
                          hidden);
             for (int r = 0; r < n; r++)
                 silu(gate + at + (size_t)r * (size_t)inter, up + at + (size_t)r * (size_t)inter,
@@ -234,7 +234,7 @@ int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expe
             row_source src = {gate + (size_t)r0 * (size_t)inter, (size_t)inter, NULL};
             matmul_block(run_tile, out + (size_t)r0 * (size_t)hidden + (size_t)c0, (size_t)hidden, &src,
                          n,
-                         mr_cpu_weight_row(g->down[e], g->type, (size_t)c0, inter), g->type,
+                         mr_exact_weight_row(g->down[e], g->type, (size_t)c0, inter), g->type,
                          min_int(cols2, hidden - c0), inter);
         }
     }

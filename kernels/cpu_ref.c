@@ -10,20 +10,21 @@
 #include <string.h>
 
 #include "kernels/cpu_internal.h"
+#include "kernels/exact.h"
 
 static double dot(const float *x, const void *w, mr_tensor_type type, int n)
 {
     double sum = 0;
     for (int i = 0; i < n; i++)
-        sum += (double)x[i] * (double)mr_cpu_weight_at(w, type, (size_t)i);
+        sum += (double)x[i] * (double)mr_exact_weight(w, type, (size_t)i);
     return sum;
 }
 
 static void embed_row(float *out, const void *table, mr_tensor_type type, int32_t id, int dim)
 {
-    const void *row = mr_cpu_weight_row(table, type, (size_t)id, dim);
+    const void *row = mr_exact_weight_row(table, type, (size_t)id, dim);
     for (int i = 0; i < dim; i++)
-        out[i] = mr_cpu_weight_at(row, type, (size_t)i);
+        out[i] = mr_exact_weight(row, type, (size_t)i);
 }
 
 /* As Hugging Face's Qwen3 RMSNorm: x * (1 / sqrt(mean + eps)), then * w. */
@@ -35,36 +36,14 @@ static void rmsnorm_row(float *out, const float *x, const void *w, mr_tensor_typ
         squares += (double)x[i] * (double)x[i];
     float inv_rms = 1.0f / sqrtf((float)(squares / dim) + eps);
     for (int i = 0; i < dim; i++)
-        out[i] = x[i] * inv_rms * mr_cpu_weight_at(w, type, (size_t)i);
+        out[i] = x[i] * inv_rms * mr_exact_weight(w, type, (size_t)i);
 }
 
 static void matmul_row(float *out, const float *x, const void *w, mr_tensor_type type, int out_dim,
                        int in_dim)
 {
     for (int n = 0; n < out_dim; n++)
-        out[n] = (float)dot(x, mr_cpu_weight_row(w, type, (size_t)n, in_dim), type, in_dim);
-}
-
-/* Follows Hugging Face's Qwen3 rotary embedding (default rope type) step
- * by step in f32, as its inv_freq buffer and f32 outer product are:
- * inv_freq = 1 / theta^(2i/d), angle = pos * inv_freq rounded to f32, then
- * cos and sin of that angle; x * cos + rotate_half(x) * sin pairs element i
- * with i + d/2.  Only the last bit of cos and sin can differ (libm against
- * PyTorch's vectorised ones). */
-static void rope_row(float *x, int32_t pos, int heads, int head_dim, float theta)
-{
-    int half = head_dim / 2;
-    for (int i = 0; i < half; i++) {
-        float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
-        float angle = (float)pos * inv_freq;
-        float c = cosf(angle), s = sinf(angle);
-        for (int h = 0; h < heads; h++) {
-            float *first = x + (size_t)h * (size_t)head_dim + i, *second = first + half;
-            float x1 = *first, x2 = *second;
-            *first = x1 * c - x2 * s;
-            *second = x2 * c + x1 * s;
-        }
-    }
+        out[n] = (float)dot(x, mr_exact_weight_row(w, type, (size_t)n, in_dim), type, in_dim);
 }
 
 static void kv_store_row(float *k_cache, float *v_cache, const float *k, const float *v,
@@ -78,7 +57,7 @@ static void kv_store_row(float *k_cache, float *v_cache, const float *k, const f
 static float score(const float *q, const float *k_cache, const mr_attention_args *a, int row, int p,
                    int kv_head)
 {
-    const float *k = k_cache + mr_cpu_kv_offset(a, row, p, kv_head);
+    const float *k = k_cache + mr_exact_kv_offset(a, row, p, kv_head);
     return (float)dot(q, k, MR_TENSOR_F32, a->head_dim) * a->scale;
 }
 
@@ -104,56 +83,18 @@ static void attention_row(float *out, const float *q, const float *k_cache, cons
         for (int p = 0; p <= last; p++) {
             float weight =
                 (float)(exp((double)score(qh, k_cache, a, row, p, kv_head) - max) / total);
-            const float *v = v_cache + mr_cpu_kv_offset(a, row, p, kv_head);
+            const float *v = v_cache + mr_exact_kv_offset(a, row, p, kv_head);
             for (int i = 0; i < d; i++)
                 oh[i] += weight * v[i];
         }
     }
 }
 
-/* Softmax in f32 as Hugging Face's router does; the top k (k <= n_experts)
- * are kept sorted in ids/weights while the experts are scanned in id order,
- * a new weight going after every kept weight >= it, so ties keep the lower
- * id first. */
-static void router_row(int32_t *ids, float *weights, const float *logits, int n_experts, int k,
-                       int renormalize)
-{
-    float max = -INFINITY, total = 0;
-    for (int e = 0; e < n_experts; e++)
-        max = fmaxf(max, logits[e]);
-    for (int e = 0; e < n_experts; e++)
-        total += expf(logits[e] - max);
-    int kept = 0;
-    for (int e = 0; e < n_experts; e++) {
-        float p = expf(logits[e] - max) / total;
-        int at = kept;
-        while (at > 0 && weights[at - 1] < p)
-            at--;
-        if (at >= k)
-            continue;
-        int last = kept < k ? kept : k - 1;
-        for (int j = last; j > at; j--) {
-            ids[j] = ids[j - 1];
-            weights[j] = weights[j - 1];
-        }
-        ids[at] = e;
-        weights[at] = p;
-        kept += kept < k;
-    }
-    if (renormalize) {
-        float sum = 0;
-        for (int j = 0; j < k; j++)
-            sum += weights[j];
-        for (int j = 0; j < k; j++)
-            weights[j] /= sum;
-    }
-}
-
 static void expert_row(float *out, const float *x, const mr_expert_groups *g, int group, float *h)
 {
     for (int j = 0; j < g->inter; j++) {
-        const void *gate_row = mr_cpu_weight_row(g->gate[group], g->type, (size_t)j, g->hidden);
-        const void *up_row = mr_cpu_weight_row(g->up[group], g->type, (size_t)j, g->hidden);
+        const void *gate_row = mr_exact_weight_row(g->gate[group], g->type, (size_t)j, g->hidden);
+        const void *up_row = mr_exact_weight_row(g->up[group], g->type, (size_t)j, g->hidden);
         float gate = (float)dot(x, gate_row, g->type, g->hidden);
         float up = (float)dot(x, up_row, g->type, g->hidden);
         h[j] = gate / (1.0f + expf(-gate)) * up;
@@ -209,14 +150,15 @@ int mr_ref_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_
 }
 
 int mr_ref_rope_neox(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
-                     int head_dim, float theta)
+                     int head_dim, const float *cos_sin)
 {
     int rc = mr_kernels_check_rows(be, "rope_neox", rows, heads * head_dim);
     if (rc != MR_KERNELS_OK)
         return rc;
     FOR_EACH_ROW
     for (int r = 0; r < rows; r++)
-        rope_row(x + (size_t)r * (size_t)heads * (size_t)head_dim, pos[r], heads, head_dim, theta);
+        mr_exact_rope_row(x + (size_t)r * (size_t)heads * (size_t)head_dim, cos_sin, pos[r],
+                          heads, head_dim);
     return MR_KERNELS_OK;
 }
 
@@ -244,43 +186,6 @@ int mr_ref_attention(mr_backend *be, float *out, const float *q, const float *k_
     FOR_EACH_ROW
     for (int r = 0; r < a->rows; r++)
         attention_row(out + (size_t)r * width, q + (size_t)r * width, k_cache, v_cache, a, r);
-    return MR_KERNELS_OK;
-}
-
-/* The arguments are checked before anything is written, so a failed call
- * leaves the counts as they were.  The top k of every row go first into
- * `slots` as logical ids, across threads; then one pass in (row, pick)
- * order counts them and swaps each for its slot, so the counts need no
- * atomics. */
-int mr_ref_route(mr_backend *be, const mr_route_args *a)
-{
-    int rc = mr_kernels_check_rows(be, "route", a->rows, a->n_experts);
-    if (rc != MR_KERNELS_OK)
-        return rc;
-    if (a->k < 1 || a->k > a->n_experts || a->max_replicas < 1)
-        return mr_backend_fail(be, MR_KERNELS_EINVAL,
-                               "route: top %d of %d experts with %d replicas at most; needs "
-                               "1 <= k <= experts and replicas >= 1",
-                               a->k, a->n_experts, a->max_replicas);
-    for (int e = 0; e < a->n_experts; e++)
-        if (a->logcnt[e] < 1 || a->logcnt[e] > a->max_replicas)
-            return mr_backend_fail(be, MR_KERNELS_EINVAL,
-                                   "route: expert %d has %d replicas; needs 1 to %d", e,
-                                   a->logcnt[e], a->max_replicas);
-    int k = a->k;
-    FOR_EACH_ROW
-    for (int r = 0; r < a->rows; r++)
-        router_row(a->slots + (size_t)r * (size_t)k, a->weights + (size_t)r * (size_t)k,
-                   a->logits + (size_t)r * (size_t)a->n_experts, a->n_experts, k,
-                   a->renormalize);
-    for (size_t i = 0; i < (size_t)a->rows * (size_t)k; i++) {
-        int32_t e = a->slots[i];
-        a->counts[e]++;
-        /* mr_eplb_pick_slot's rule: the replica by the token's position. */
-        uint64_t key = (uint64_t)a->pos[i / (size_t)k];
-        a->slots[i] = a->log2phy[(size_t)e * (size_t)a->max_replicas +
-                                 (size_t)(key % (uint64_t)a->logcnt[e])];
-    }
     return MR_KERNELS_OK;
 }
 
@@ -331,6 +236,22 @@ int mr_ref_add(mr_backend *be, float *y, const float *x, size_t n)
     for (size_t i = 0; i < n; i++)
         y[i] += x[i];
     return MR_KERNELS_OK;
+}
+
+/* Hugging Face's Qwen3 rotary embedding step by step in f32, as its
+ * inv_freq buffer and f32 outer product are. */
+void mr_rope_table(float *out, int positions, int head_dim, float theta)
+{
+    int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
+        for (int pos = 0; pos < positions; pos++) {
+            float angle = (float)pos * inv_freq;
+            float *at = out + ((size_t)pos * (size_t)half + (size_t)i) * 2;
+            at[0] = cosf(angle);
+            at[1] = sinf(angle);
+        }
+    }
 }
 
 const mr_ops mr_cpu_ref_ops = {

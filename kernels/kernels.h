@@ -202,9 +202,10 @@ typedef struct {
     int (*matmul)(mr_backend *be, float *out, const float *x, const void *w,
                   mr_tensor_type type, int rows, int out_dim, int in_dim);
     /* NeoX rotary embedding in place: x is [rows][heads][head_dim]; pair
-     * (i, i + head_dim/2) rotates by pos * theta^(-2i/head_dim). */
+     * (i, i + head_dim/2) rotates by the angle of cos_sin (mr_rope_table,
+     * uploaded: [positions][head_dim/2] pairs of cos and sin). */
     int (*rope_neox)(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
-                     int head_dim, float theta);
+                     int head_dim, const float *cos_sin);
     /* Write k and v ([rows][kv_dim]) into the cache slots slot[i] (block *
      * block_size + offset); kv_dim = n_kv_heads * head_dim. */
     int (*kv_store)(mr_backend *be, float *k_cache, float *v_cache, const float *k,
@@ -259,6 +260,14 @@ struct mr_backend {
     void *impl; /* the backend's own state: scratch, streams, handles */
     char error[256]; /* see mr_backend_error */
 };
+
+/* RoPE's angles for positions 0 .. positions-1, as Hugging Face's Qwen3
+ * rotary embedding (default rope type) computes them in f32: inv_freq =
+ * 1 / theta^(2i/d), angle = pos * inv_freq rounded to f32, then its cos and
+ * sin; out[pos][i] = {cos, sin}, [positions][head_dim/2][2].  Filled once
+ * on the host and uploaded, so every backend rotates by the same bits
+ * (libm's cosf and a GPU's differ in the last one). */
+void mr_rope_table(float *out, int positions, int head_dim, float theta);
 
 /* The message of the backend's last failed op ("" when none). */
 const char *mr_backend_error(const mr_backend *be);

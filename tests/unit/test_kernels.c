@@ -12,36 +12,9 @@
 #include "eplb/eplb.h"
 #include "kernels/cpu_internal.h"
 #include "kernels/kernels.h"
+#include "tests/common/kernel_data.h"
 
 /* ---- helpers ---- */
-
-static uint64_t rng = 0x243f6a8885a308d3ull;
-
-static float uniform(void) /* [-1, 1) */
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)(rng >> 40) / 8388608.0f - 1.0f;
-}
-
-static float *random_floats(size_t n, float scale)
-{
-    float *p = malloc(n * sizeof *p + 1);
-    for (size_t i = 0; i < n; i++)
-        p[i] = uniform() * scale;
-    return p;
-}
-
-static void *random_weights(mr_tensor_type type, size_t n, float scale)
-{
-    if (type == MR_TENSOR_F32)
-        return random_floats(n, scale);
-    uint16_t *p = malloc(n * sizeof *p + 1);
-    for (size_t i = 0; i < n; i++)
-        p[i] = mr_f32_to_bf16(uniform() * scale);
-    return p;
-}
 
 static mr_backend *backend(const char *name, int threads)
 {
@@ -180,8 +153,8 @@ Test(kernels, matmul_matches_reference)
         for (size_t s = 0; s < COUNT(shapes); s++)
             for (size_t r = 0; r < COUNT(ROWS); r++) {
                 int rows = ROWS[r], n = shapes[s][0], k = shapes[s][1];
-                float *x = random_floats((size_t)rows * k, 1.0f);
-                void *w = random_weights(TYPES[t], (size_t)n * k, 0.1f);
+                float *x = mr_test_random_floats((size_t)rows * k, 1.0f);
+                void *w = mr_test_random_weights(TYPES[t], (size_t)n * k, 0.1f);
                 float *want = malloc(sizeof(float) * rows * n),
                       *got = malloc(sizeof(float) * rows * n);
                 cr_assert_eq(ref->ops->matmul(ref, want, x, w, TYPES[t], rows, n, k),
@@ -236,7 +209,7 @@ static void run_matmul(mr_backend *be, float *out, const int *row_ids, int n, vo
 Test(kernels, matmul_is_batch_invariant)
 {
     for (size_t t = 0; t < COUNT(TYPES); t++) {
-        matmul_ctx c = {random_floats(BATCH * 300, 1.0f), random_weights(TYPES[t], 45 * 300, 0.1f),
+        matmul_ctx c = {mr_test_random_floats(BATCH * 300, 1.0f), mr_test_random_weights(TYPES[t], 45 * 300, 0.1f),
                         TYPES[t], 45, 300};
         assert_batch_invariant(run_matmul, &c, c.n, "matmul");
         free((void *)c.x);
@@ -255,8 +228,8 @@ Test(kernels, rmsnorm_matches_reference_and_formula)
             for (size_t r = 0; r < COUNT(ROWS); r++) {
                 int rows = ROWS[r], dim = dims[d];
                 size_t n = (size_t)rows * dim;
-                float *x = random_floats(n, 3.0f), *want = malloc(sizeof(float) * n);
-                void *w = random_weights(TYPES[t], (size_t)dim, 1.0f);
+                float *x = mr_test_random_floats(n, 3.0f), *want = malloc(sizeof(float) * n);
+                void *w = mr_test_random_weights(TYPES[t], (size_t)dim, 1.0f);
                 cr_assert_eq(ref->ops->rmsnorm(ref, want, x, w, TYPES[t], rows, dim, 1e-6f),
                              MR_KERNELS_OK);
                 for (int i = 0; i < rows; i++) { /* the formula, in double */
@@ -266,7 +239,7 @@ Test(kernels, rmsnorm_matches_reference_and_formula)
                     double inv = 1.0 / sqrt(sq / dim + 1e-6);
                     for (int j = 0; j < dim; j++) {
                         float expect = (float)(x[i * dim + j] * inv *
-                                               mr_cpu_weight_at(w, TYPES[t], (size_t)j));
+                                               mr_exact_weight(w, TYPES[t], (size_t)j));
                         cr_assert_float_eq(want[i * dim + j], expect, 1e-5f * (1 + fabsf(expect)));
                     }
                 }
@@ -298,7 +271,7 @@ static void run_rmsnorm(mr_backend *be, float *out, const int *row_ids, int n, v
 
 Test(kernels, rmsnorm_is_batch_invariant)
 {
-    rmsnorm_ctx c = {random_floats(BATCH * 200, 2.0f), random_floats(200, 1.0f), 200};
+    rmsnorm_ctx c = {mr_test_random_floats(BATCH * 200, 2.0f), mr_test_random_floats(200, 1.0f), 200};
     assert_batch_invariant(run_rmsnorm, &c, c.dim, "rmsnorm");
     free((void *)c.x);
     free((void *)c.w);
@@ -311,10 +284,12 @@ Test(kernels, rope_rotates_pairs_half_a_head_apart)
     enum { HEADS = 3, DIM = 10 };
     const int32_t pos[2] = {0, 37};
     const float theta = 10000.0f;
-    float *x = random_floats(2 * HEADS * DIM, 1.0f), *y = malloc(sizeof(float) * 2 * HEADS * DIM);
+    float *x = mr_test_random_floats(2 * HEADS * DIM, 1.0f), *y = malloc(sizeof(float) * 2 * HEADS * DIM);
+    float table[38 * DIM];
+    mr_rope_table(table, 38, DIM, theta);
     memcpy(y, x, sizeof(float) * 2 * HEADS * DIM);
     mr_backend *ref = backend("ref", 1), *cpu = backend("cpu", 2);
-    cr_assert_eq(ref->ops->rope_neox(ref, y, pos, 2, HEADS, DIM, theta), MR_KERNELS_OK);
+    cr_assert_eq(ref->ops->rope_neox(ref, y, pos, 2, HEADS, DIM, table), MR_KERNELS_OK);
     assert_same_bits(y, x, HEADS * DIM, "position 0 is the identity");
     for (int h = 0; h < HEADS; h++)
         for (int i = 0; i < DIM / 2; i++) {
@@ -326,7 +301,7 @@ Test(kernels, rope_rotates_pairs_half_a_head_apart)
             cr_assert_float_eq(out[i], a, 1e-5, "head %d pair %d", h, i);
             cr_assert_float_eq(out[i + DIM / 2], b, 1e-5, "head %d pair %d", h, i);
         }
-    cr_assert_eq(cpu->ops->rope_neox(cpu, x, pos, 2, HEADS, DIM, theta), MR_KERNELS_OK);
+    cr_assert_eq(cpu->ops->rope_neox(cpu, x, pos, 2, HEADS, DIM, table), MR_KERNELS_OK);
     assert_same_bits(x, y, 2 * HEADS * DIM, "rope");
     free(x);
     free(y);
@@ -357,8 +332,8 @@ static void paged_kv_init(paged_kv *kv, int n_seq, int max_len, int q_heads, int
         kv->block_table[b] = (int32_t)((b * 7 + 3) % kv->n_blocks);
     cr_assert(kv->n_blocks % 7 != 0);
     size_t floats = (size_t)kv->n_blocks * BLOCK * kv_heads * dim;
-    kv->k_cache = random_floats(floats, 1.0f);
-    kv->v_cache = random_floats(floats, 1.0f);
+    kv->k_cache = mr_test_random_floats(floats, 1.0f);
+    kv->v_cache = mr_test_random_floats(floats, 1.0f);
     kv->args = (mr_attention_args){.n_q_heads = q_heads,
                                    .n_kv_heads = kv_heads,
                                    .head_dim = dim,
@@ -425,7 +400,7 @@ Test(kernels, attention_matches_naive_with_gqa_and_paging)
         int d = shapes[si].dim, width = shapes[si].q_heads * d;
         paged_kv kv;
         paged_kv_init(&kv, 4, 151, shapes[si].q_heads, shapes[si].kv_heads, d);
-        float *q = random_floats((size_t)ROWS_N * width, 2.0f);
+        float *q = mr_test_random_floats((size_t)ROWS_N * width, 2.0f);
         float *want = malloc(sizeof(float) * ROWS_N * width);
         float *got = malloc(sizeof(float) * ROWS_N * width);
         for (int r = 0; r < ROWS_N; r++)
@@ -475,7 +450,7 @@ Test(kernels, attention_is_batch_invariant)
 {
     attention_ctx c;
     paged_kv_init(&c.kv, 5, 200, 6, 3, 48);
-    c.kv.q = random_floats(BATCH * 6 * 48, 2.0f);
+    c.kv.q = mr_test_random_floats(BATCH * 6 * 48, 2.0f);
     for (int i = 0; i < BATCH; i++) {
         c.seq[i] = i % 5;
         c.pos[i] = (i * 37) % 200;
@@ -575,7 +550,7 @@ Test(kernels, route_picks_the_replica_of_mr_eplb_pick_slot)
     for (int r = 0; r < N_ROWS; r++) {
         pos[r] = 5 * r + 3;
         for (int e = 0; e < EXPERTS; e++)
-            logits[r * EXPERTS + e] = uniform();
+            logits[r * EXPERTS + e] = mr_test_uniform();
     }
     const char *names[] = {"ref", "cpu"};
     for (int b = 0; b < 2; b++)
@@ -655,9 +630,9 @@ static void experts_init(experts *e, int groups, int hidden, int inter, mr_tenso
                    NULL,
                    {0}};
     for (int g = 0; g < groups; g++) {
-        e->gate[g] = random_weights(type, (size_t)inter * hidden, 0.2f);
-        e->up[g] = random_weights(type, (size_t)inter * hidden, 0.2f);
-        e->down[g] = random_weights(type, (size_t)hidden * inter, 0.2f);
+        e->gate[g] = mr_test_random_weights(type, (size_t)inter * hidden, 0.2f);
+        e->up[g] = mr_test_random_weights(type, (size_t)inter * hidden, 0.2f);
+        e->down[g] = mr_test_random_weights(type, (size_t)hidden * inter, 0.2f);
     }
 }
 
@@ -698,7 +673,7 @@ Test(kernels, expert_rows_read_in_place_give_the_same_bits)
             experts_init(&e, 4, 96, 48, TYPES[t]);
             mr_expert_groups g = as_groups(&e, offsets);
             size_t n = 40 * (size_t)e.hidden;
-            float *x = random_floats(n, 1.0f), *scattered = random_floats(3 * n, 1.0f);
+            float *x = mr_test_random_floats(n, 1.0f), *scattered = mr_test_random_floats(3 * n, 1.0f);
             const float *rows[40];
             for (int r = 0; r < 40; r++) { /* backwards, with gaps */
                 float *at = scattered + (size_t)(39 - r) * 3 * e.hidden + 7;
@@ -730,7 +705,7 @@ Test(kernels, expert_ffn_matches_reference)
             experts_init(&e, 6, sizes[s][0], sizes[s][1], TYPES[t]);
             mr_expert_groups g = as_groups(&e, offsets);
             size_t n = 64 * (size_t)e.hidden;
-            float *x = random_floats(n, 1.0f), *want = malloc(sizeof(float) * n),
+            float *x = mr_test_random_floats(n, 1.0f), *want = malloc(sizeof(float) * n),
                   *got = malloc(sizeof(float) * n);
             cr_assert_eq(ref->ops->expert_ffn(ref, want, x, &g), MR_KERNELS_OK);
             cr_assert_eq(cpu->ops->expert_ffn(cpu, got, x, &g), MR_KERNELS_OK);
@@ -741,11 +716,11 @@ Test(kernels, expert_ffn_matches_reference)
                     double gate = 0, up = 0;
                     for (int k = 0; k < e.hidden; k++) {
                         size_t at = (size_t)i * e.hidden + k;
-                        gate += x[k] * mr_cpu_weight_at(e.gate[1], e.type, at);
-                        up += x[k] * mr_cpu_weight_at(e.up[1], e.type, at);
+                        gate += x[k] * mr_exact_weight(e.gate[1], e.type, at);
+                        up += x[k] * mr_exact_weight(e.up[1], e.type, at);
                     }
                     acc += gate / (1 + exp(-gate)) * up *
-                           mr_cpu_weight_at(e.down[1], e.type, (size_t)j * e.inter + i);
+                           mr_exact_weight(e.down[1], e.type, (size_t)j * e.inter + i);
                 }
                 cr_assert_float_eq(want[j], acc, 1e-5 * (1 + fabs(acc)));
             }
@@ -789,7 +764,7 @@ Test(kernels, expert_ffn_is_batch_invariant)
     for (size_t t = 0; t < COUNT(TYPES); t++) {
         experts e;
         experts_init(&e, 4, 90, 50, TYPES[t]);
-        e.x = random_floats(BATCH * 90, 1.0f);
+        e.x = mr_test_random_floats(BATCH * 90, 1.0f);
         for (int i = 0; i < BATCH; i++)
             e.group_of[i] = i < 25 ? 2 : i % 4; /* one big group, three small */
         assert_batch_invariant(run_experts, &e, e.hidden, "expert_ffn");
@@ -803,7 +778,7 @@ Test(kernels, expert_ffn_is_batch_invariant)
 Test(kernels, add_embed)
 {
     enum { DIM = 19 };
-    float *rows = random_floats(6 * DIM, 1.0f), out[2 * DIM], again[2 * DIM];
+    float *rows = mr_test_random_floats(6 * DIM, 1.0f), out[2 * DIM], again[2 * DIM];
     mr_backend *ref = backend("ref", 1), *cpu = backend("cpu", 2);
     memcpy(out, rows + 3 * DIM, sizeof out);
     memcpy(again, out, sizeof again);
@@ -836,7 +811,7 @@ Test(kernels, reference_ops_across_threads_give_the_same_bits)
     experts_init(&e, 3, 40, 24, MR_TENSOR_BF16);
     const int32_t offsets[] = {0, 5, 5, 17};
     mr_expert_groups g = as_groups(&e, offsets);
-    float *x = random_floats(17 * 40, 1.0f), one[17 * 40], two[17 * 40];
+    float *x = mr_test_random_floats(17 * 40, 1.0f), one[17 * 40], two[17 * 40];
     mr_ref_expert_ffn(ref, one, x, &g);
     mr_ref_expert_ffn(cpu, two, x, &g);
     assert_same_bits(two, one, 17 * 40, "expert_ffn");

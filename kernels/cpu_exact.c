@@ -1,0 +1,133 @@
+/*
+ * The "exact" backend: exact.h's functions in plain loops on the CPU, one
+ * output at a time.  It is the bit-level definition that the `cpu`
+ * backend's vector kernels and the `cuda` backend's exact mode reproduce:
+ * tests compare both with it by memcmp.  Slow (scalar FMAs), and meant
+ * only for that; the cheap ops and the EP data path are the CPU ones.
+ */
+#include <omp.h>
+#include <stdlib.h>
+
+#include "kernels/cpu_internal.h"
+
+#define FOR_EACH_ROW _Pragma("omp parallel for num_threads(be->threads) if (be->threads > 1)")
+
+int mr_exact_rmsnorm(mr_backend *be, float *out, const float *x, const void *w,
+                         mr_tensor_type type, int rows, int dim, float eps)
+{
+    int rc = mr_kernels_check_rows(be, "rmsnorm", rows, dim);
+    if (rc != MR_KERNELS_OK)
+        return rc;
+    FOR_EACH_ROW
+    for (int r = 0; r < rows; r++) {
+        size_t at = (size_t)r * (size_t)dim;
+        mr_exact_rmsnorm_row(out + at, x + at, w, type, dim, eps);
+    }
+    return MR_KERNELS_OK;
+}
+
+static void matmul_row(float *out, const float *x, const void *w, mr_tensor_type type,
+                       int out_dim, int in_dim)
+{
+    for (int n = 0; n < out_dim; n++)
+        out[n] = mr_exact_dot(x, mr_exact_weight_row(w, type, (size_t)n, in_dim), type, in_dim);
+}
+
+int mr_exact_matmul(mr_backend *be, float *out, const float *x, const void *w,
+                        mr_tensor_type type, int rows, int out_dim, int in_dim)
+{
+    int rc = mr_kernels_check_rows(be, "matmul", rows, out_dim);
+    if (rc == MR_KERNELS_OK)
+        rc = mr_kernels_check_rows(be, "matmul", rows, in_dim);
+    if (rc != MR_KERNELS_OK)
+        return rc;
+    FOR_EACH_ROW
+    for (int r = 0; r < rows; r++)
+        matmul_row(out + (size_t)r * (size_t)out_dim, x + (size_t)r * (size_t)in_dim, w, type,
+                   out_dim, in_dim);
+    return MR_KERNELS_OK;
+}
+
+int mr_exact_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
+                           const float *v_cache, const mr_attention_args *a)
+{
+    int rc = mr_kernels_check_attention(be, a);
+    if (rc != MR_KERNELS_OK)
+        return rc;
+    int group = a->n_q_heads / a->n_kv_heads;
+    FOR_EACH_ROW
+    for (int r = 0; r < a->rows; r++)
+        for (int h = 0; h < a->n_q_heads; h++) {
+            size_t at = ((size_t)r * (size_t)a->n_q_heads + (size_t)h) * (size_t)a->head_dim;
+            float weights[MR_EXACT_CHUNK];
+            mr_exact_attend_head(out + at, q + at, k_cache, v_cache, a, r, h / group, weights);
+        }
+    return MR_KERNELS_OK;
+}
+
+/* The gate and up dot products of one row, SwiGLU, then down. */
+static void expert_row(float *out, const float *x, const mr_expert_groups *g, int group, float *h)
+{
+    for (int j = 0; j < g->inter; j++) {
+        const void *gate_row = mr_exact_weight_row(g->gate[group], g->type, (size_t)j, g->hidden);
+        const void *up_row = mr_exact_weight_row(g->up[group], g->type, (size_t)j, g->hidden);
+        h[j] = mr_exact_silu_mul(mr_exact_dot(x, gate_row, g->type, g->hidden),
+                                 mr_exact_dot(x, up_row, g->type, g->hidden));
+    }
+    matmul_row(out, h, g->down[group], g->type, g->hidden, g->inter);
+}
+
+int mr_exact_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g)
+{
+    int rc = mr_kernels_check_groups(be, g);
+    if (rc != MR_KERNELS_OK)
+        return rc;
+    float *h = malloc((size_t)be->threads * (size_t)g->inter * sizeof *h + 1);
+    if (!h)
+        return mr_backend_fail(be, MR_KERNELS_ENOMEM, "expert_ffn: out of memory for %d x %d "
+                               "floats of scratch", be->threads, g->inter);
+    FOR_EACH_ROW
+    for (int group = 0; group < g->groups; group++)
+        for (int r = g->offsets[group]; r < g->offsets[group + 1]; r++) {
+            size_t at = (size_t)r * (size_t)g->hidden;
+            expert_row(out + at, g->x_rows ? g->x_rows[r] : x + at, g, group,
+                       h + (size_t)omp_get_thread_num() * (size_t)g->inter);
+        }
+    free(h);
+    return MR_KERNELS_OK;
+}
+
+/* Every CPU backend's route op.  The arguments are checked before anything
+ * is written, so a failed call leaves the counts as they were.  The top k
+ * of every row go first into `slots` as logical ids, across threads; then
+ * one pass in (row, pick) order counts them and swaps each for its slot,
+ * so the counts need no atomics. */
+int mr_exact_route(mr_backend *be, const mr_route_args *a)
+{
+    int rc = mr_kernels_check_route(be, a);
+    if (rc != MR_KERNELS_OK)
+        return rc;
+    int k = a->k;
+    FOR_EACH_ROW
+    for (int r = 0; r < a->rows; r++)
+        mr_exact_router_row(a->slots + (size_t)r * (size_t)k, a->weights + (size_t)r * (size_t)k,
+                            a->logits + (size_t)r * (size_t)a->n_experts, a->n_experts, k,
+                            a->renormalize);
+    for (size_t i = 0; i < (size_t)a->rows * (size_t)k; i++) {
+        int32_t e = a->slots[i];
+        a->counts[e]++;
+        a->slots[i] = mr_exact_pick_slot(a, e, a->pos[i / (size_t)k]);
+    }
+    return MR_KERNELS_OK;
+}
+
+const mr_ops mr_cpu_exact_ops = {
+    .name = "exact",
+    MR_CPU_MEMORY_OPS,
+    .map_weights = mr_cpu_map_weights,
+    MR_CPU_CHEAP_OPS,
+    .rmsnorm = mr_exact_rmsnorm,
+    .matmul = mr_exact_matmul,
+    .attention = mr_exact_attention,
+    .expert_ffn = mr_exact_expert_ffn,
+};

@@ -1,0 +1,255 @@
+/*
+ * Private to kernels/: the bit-level definition of the `cpu` backend's
+ * arithmetic, as scalar functions that compile both as C and as CUDA.
+ *
+ * The `cpu` backend computes with AVX-512 or AVX2 vectors; the `cuda`
+ * backend's exact mode with one GPU thread per output.  Both must give the
+ * same bits, so every rounding step is written down here once, in order:
+ * which products are fused (fmaf), which sums run in which tree, how e^x
+ * is approximated.  The `exact` backend (cpu_exact.c) runs these functions
+ * in plain loops, and tests compare it with `cpu` by memcmp on every op;
+ * the CUDA kernels (kernels/cuda/) call the very same functions.
+ *
+ * Rules that keep it exact on both sides:
+ *  - no library transcendental: e^x is mr_exact_exp, a fixed polynomial;
+ *    RoPE's cos and sin come from a table the host fills once
+ *    (mr_rope_table), so libm and CUDA's math never meet;
+ *  - every fused multiply-add is an explicit fmaf, and nothing else may be
+ *    contracted: C11 compiles without contraction (-std=c11), CUDA files
+ *    that include this are built with -fmad=false;
+ *  - IEEE division and square root (CUDA's defaults without fast-math),
+ *    no flush of denormals to zero on either side.
+ */
+#ifndef MR_KERNELS_EXACT_H
+#define MR_KERNELS_EXACT_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+#ifdef __CUDACC__
+#define MR_EXACT_FN __host__ __device__ static inline
+#else
+#define MR_EXACT_FN static inline
+#endif
+
+#define MR_EXACT_LANES 16 /* a dot product's accumulators */
+#define MR_EXACT_CHUNK 64 /* attention's keys per softmax rescale */
+
+MR_EXACT_FN float mr_exact_bits_to_f32(uint32_t bits)
+{
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* A weight's value: bf16 widens exactly, its bits the top half of an f32. */
+MR_EXACT_FN float mr_exact_weight(const void *w, mr_tensor_type type, size_t i)
+{
+    return type == MR_TENSOR_BF16 ? mr_exact_bits_to_f32((uint32_t)((const uint16_t *)w)[i] << 16)
+                                  : ((const float *)w)[i];
+}
+
+MR_EXACT_FN const void *mr_exact_weight_row(const void *w, mr_tensor_type type, size_t row,
+                                            int cols)
+{
+    return (const char *)w + row * (size_t)cols * (type == MR_TENSOR_BF16 ? 2 : 4);
+}
+
+/* Sixteen lanes to one: halves (l + l+8), quarters (l + l+4), pairs
+ * (l + l+2), then the last pair; mr_reduce16's tree on AVX-512, and a
+ * shuffle-down by 8, 4, 2, 1 on a GPU. */
+MR_EXACT_FN float mr_exact_reduce16(const float v[MR_EXACT_LANES])
+{
+    float eighths[8], quarters[4];
+    for (int i = 0; i < 8; i++)
+        eighths[i] = v[i] + v[i + 8];
+    for (int i = 0; i < 4; i++)
+        quarters[i] = eighths[i] + eighths[i + 4];
+    return (quarters[0] + quarters[2]) + (quarters[1] + quarters[3]);
+}
+
+/* x · w over n: lane l takes k = l, l+16, ... in increasing k with one
+ * fmaf each, then mr_exact_reduce16.  (A vector kernel's tail loaded as
+ * zeros adds exactly nothing: a lane never holds -0.) */
+MR_EXACT_FN float mr_exact_dot(const float *x, const void *w, mr_tensor_type type, int n)
+{
+    float acc[MR_EXACT_LANES] = {0};
+    for (int k = 0; k < n; k++)
+        acc[k % MR_EXACT_LANES] = fmaf(x[k], mr_exact_weight(w, type, (size_t)k),
+                                       acc[k % MR_EXACT_LANES]);
+    return mr_exact_reduce16(acc);
+}
+
+/* 2^e for -126 <= e <= 127, exactly. */
+MR_EXACT_FN float mr_exact_pow2(int e)
+{
+    return mr_exact_bits_to_f32((uint32_t)(e + 127) << 23);
+}
+
+/* e^x within 2 ulp: x clamped to [-104, 89] (the vector max/min, NaN
+ * passing through), x = n ln2 + r with n = rint(x log2 e) and r from a
+ * two-part ln2, e^r by a degree-7 polynomial in Horner's form, then
+ * p * 2^n rounded once (AVX-512's scalef): p * 2^(n/2) is exact, the
+ * second power rounds. */
+MR_EXACT_FN float mr_exact_exp(float x)
+{
+    x = -104.0f > x ? -104.0f : x;
+    x = 89.0f < x ? 89.0f : x;
+    if (x != x)
+        return x;
+    float n = rintf(x * 1.44269504f);
+    float r = fmaf(-n, 0.693359375f, x);
+    r = fmaf(-n, -2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p, r * r, r + 1.0f);
+    int e = (int)n, half = e / 2;
+    return p * mr_exact_pow2(half) * mr_exact_pow2(e - half);
+}
+
+/* SwiGLU's middle: silu(gate) * up = gate / (1 + e^(0 - gate)) * up. */
+MR_EXACT_FN float mr_exact_silu_mul(float gate, float up)
+{
+    return gate / (1.0f + mr_exact_exp(0.0f - gate)) * up;
+}
+
+/* out = x * (1 / sqrt(x·x / dim + eps)) * w, the mean from mr_exact_dot. */
+MR_EXACT_FN void mr_exact_rmsnorm_row(float *out, const float *x, const void *w,
+                                      mr_tensor_type type, int dim, float eps)
+{
+    float inv_rms = 1.0f / sqrtf(mr_exact_dot(x, x, MR_TENSOR_F32, dim) / (float)dim + eps);
+    for (int i = 0; i < dim; i++)
+        out[i] = x[i] * inv_rms * mr_exact_weight(w, type, (size_t)i);
+}
+
+/* NeoX rotation of `heads` heads at `pos` from the (cos, sin) table. */
+MR_EXACT_FN void mr_exact_rope_row(float *x, const float *cos_sin, int32_t pos, int heads,
+                                   int head_dim)
+{
+    int half = head_dim / 2;
+    const float *at = cos_sin + (size_t)pos * (size_t)head_dim;
+    for (int i = 0; i < half; i++) {
+        float c = at[2 * i], s = at[2 * i + 1];
+        for (int h = 0; h < heads; h++) {
+            float *first = x + (size_t)h * (size_t)head_dim + i, *second = first + half;
+            float x1 = *first, x2 = *second;
+            *first = x1 * c - x2 * s;
+            *second = x2 * c + x1 * s;
+        }
+    }
+}
+
+/* Where position p of the token in `row` keeps its K and V for kv_head
+ * (offset in floats from the start of the cache). */
+MR_EXACT_FN size_t mr_exact_kv_offset(const mr_attention_args *a, int row, int p, int kv_head)
+{
+    int32_t block =
+        a->block_table[(size_t)a->seq[row] * (size_t)a->max_blocks + (size_t)(p / a->block_size)];
+    size_t slot = (size_t)block * (size_t)a->block_size + (size_t)(p % a->block_size);
+    return (slot * (size_t)a->n_kv_heads + (size_t)kv_head) * (size_t)a->head_dim;
+}
+
+/* One query head of one token over positions 0..pos, flash attention's
+ * way: keys in chunks of MR_EXACT_CHUNK from position 0, and per chunk
+ *   scores   w[p] = (q · k_p) * scale;
+ *   max      the running max with the chunk's (a chunk whose length is no
+ *            multiple of 16 also counts a 0: the vector kernel's zero
+ *            lanes; harmless, a softmax does not care about its shift);
+ *   weights  e[p] = e^(w[p] - max), summed lane by lane (p mod 16) in
+ *            increasing p, then mr_exact_reduce16;
+ *   rescale  s = e^(old max - max): total = total * s + chunk sum, out *= s;
+ *   values   out[i] = fmaf(e[p], v_p[i], out[i]) in increasing p;
+ * and at the end out[i] *= 1 / total.  `weights` holds MR_EXACT_CHUNK. */
+MR_EXACT_FN void mr_exact_attend_head(float *out, const float *q, const float *k_cache,
+                                      const float *v_cache, const mr_attention_args *a, int row,
+                                      int kv_head, float *weights)
+{
+    int d = a->head_dim, last = a->pos[row];
+    float max = -INFINITY, total = 0;
+    for (int i = 0; i < d; i++)
+        out[i] = 0;
+    for (int first = 0; first <= last; first += MR_EXACT_CHUNK) {
+        int n = last + 1 - first < MR_EXACT_CHUNK ? last + 1 - first : MR_EXACT_CHUNK;
+        float chunk_max = n % MR_EXACT_LANES ? 0.0f : -INFINITY;
+        for (int p = 0; p < n; p++) {
+            const float *k = k_cache + mr_exact_kv_offset(a, row, first + p, kv_head);
+            weights[p] = mr_exact_dot(q, k, MR_TENSOR_F32, d) * a->scale;
+            chunk_max = chunk_max > weights[p] ? chunk_max : weights[p];
+        }
+        float new_max = fmaxf(max, chunk_max);
+        float lanes[MR_EXACT_LANES] = {0};
+        for (int p = 0; p < n; p++) {
+            weights[p] = mr_exact_exp(weights[p] - new_max);
+            lanes[p % MR_EXACT_LANES] += weights[p];
+        }
+        float rescale = mr_exact_exp(max - new_max);
+        total = total * rescale + mr_exact_reduce16(lanes);
+        max = new_max;
+        for (int i = 0; i < d; i++)
+            out[i] *= rescale;
+        for (int p = 0; p < n; p++) {
+            const float *v = v_cache + mr_exact_kv_offset(a, row, first + p, kv_head);
+            for (int i = 0; i < d; i++)
+                out[i] = fmaf(weights[p], v[i], out[i]);
+        }
+    }
+    float inv_total = 1.0f / total;
+    for (int i = 0; i < d; i++)
+        out[i] *= inv_total;
+}
+
+/* The router of one token: softmax in f32 (the max, then e^(l - max)
+ * summed in expert order, each divided by the sum), the top k kept sorted
+ * while experts are scanned in id order, a new weight going after every
+ * kept weight >= it so ties keep the lower id; renormalised by their sum
+ * in pick order when asked.  ids holds logical experts. */
+MR_EXACT_FN void mr_exact_router_row(int32_t *ids, float *weights, const float *logits,
+                                     int n_experts, int k, int renormalize)
+{
+    float max = -INFINITY, total = 0;
+    for (int e = 0; e < n_experts; e++)
+        max = fmaxf(max, logits[e]);
+    for (int e = 0; e < n_experts; e++)
+        total += mr_exact_exp(logits[e] - max);
+    int kept = 0;
+    for (int e = 0; e < n_experts; e++) {
+        float p = mr_exact_exp(logits[e] - max) / total;
+        int at = kept;
+        while (at > 0 && weights[at - 1] < p)
+            at--;
+        if (at >= k)
+            continue;
+        int last = kept < k ? kept : k - 1;
+        for (int j = last; j > at; j--) {
+            ids[j] = ids[j - 1];
+            weights[j] = weights[j - 1];
+        }
+        ids[at] = e;
+        weights[at] = p;
+        kept += kept < k;
+    }
+    if (renormalize) {
+        float sum = 0;
+        for (int j = 0; j < k; j++)
+            sum += weights[j];
+        for (int j = 0; j < k; j++)
+            weights[j] /= sum;
+    }
+}
+
+/* eplb's mr_eplb_pick_slot: the replica chosen by the token's position,
+ * so a token takes the same slot whichever rank or batch it is in. */
+MR_EXACT_FN int32_t mr_exact_pick_slot(const mr_route_args *a, int32_t expert, int32_t pos)
+{
+    uint64_t replica = (uint64_t)pos % (uint64_t)a->logcnt[expert];
+    return a->log2phy[(size_t)expert * (size_t)a->max_replicas + (size_t)replica];
+}
+
+#endif

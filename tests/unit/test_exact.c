@@ -1,0 +1,209 @@
+/*
+ * exact.h is the bit-level definition of the cpu backend, and the CUDA
+ * backend's exact mode runs the same functions: here the `exact` backend
+ * (exact.h in plain loops) and `cpu` must agree by memcmp on every op, on
+ * this CPU's vector path and on the AVX2 one, at awkward sizes and both
+ * weight types.  Also the pieces themselves: e^x within 2 ulp of libm's,
+ * the lane tree as written, and RoPE's table.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/exact.h"
+#include "kernels/kernels.h"
+#include "tests/common/kernel_data.h"
+
+TestSuite(exact, .timeout = 120);
+
+static const mr_tensor_type TYPES[] = {MR_TENSOR_F32, MR_TENSOR_BF16};
+static const int ROWS[] = {1, 3, 17, 64};
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+static mr_backend *backend(const char *name, int threads)
+{
+    char err[256];
+    mr_backend *be = NULL;
+    cr_assert_eq(mr_backend_create(name, threads, &be, err, sizeof err), 0, "%s", err);
+    return be;
+}
+
+static void assert_same(const float *got, const float *want, size_t n, const char *what)
+{
+    long at = mr_test_first_difference(got, want, n);
+    cr_assert_eq(at, -1, "%s: cpu differs from exact at %ld: %.9g != %.9g", what, at,
+                 at >= 0 ? got[at] : 0.0, at >= 0 ? want[at] : 0.0);
+}
+
+/* The cpu backend on the ISA `isa` names (NULL: the best this CPU has). */
+static mr_backend *cpu_on(const char *isa)
+{
+    if (isa)
+        setenv("MR_CPU_ISA", isa, 1);
+    else
+        unsetenv("MR_CPU_ISA");
+    return backend("cpu", 2);
+}
+
+static const char *const ISAS[] = {NULL, "avx2", "ref"};
+
+Test(exact, matmul_and_rmsnorm_equal_cpu)
+{
+    const int dims[][2] = {{1, 1}, {7, 33}, {48, 128}, {21, 200}};
+    mr_backend *exact = backend("exact", 2);
+    for (size_t isa = 0; isa < COUNT(ISAS); isa++) {
+        mr_backend *cpu = cpu_on(ISAS[isa]);
+        for (size_t t = 0; t < COUNT(TYPES); t++)
+            for (size_t d = 0; d < COUNT(dims); d++)
+                for (size_t r = 0; r < COUNT(ROWS); r++) {
+                    int rows = ROWS[r], out_dim = dims[d][0], in_dim = dims[d][1];
+                    float *x = mr_test_random_floats((size_t)rows * in_dim, 2.0f);
+                    void *w = mr_test_random_weights(TYPES[t], (size_t)out_dim * in_dim, 1.0f);
+                    size_t n = (size_t)rows * out_dim;
+                    float *a = malloc(n * sizeof *a + 1), *b = malloc(n * sizeof *b + 1);
+                    cr_assert_eq(cpu->ops->matmul(cpu, a, x, w, TYPES[t], rows, out_dim, in_dim),
+                                 0);
+                    cr_assert_eq(
+                        exact->ops->matmul(exact, b, x, w, TYPES[t], rows, out_dim, in_dim), 0);
+                    assert_same(a, b, n, "matmul");
+                    float *c = malloc((size_t)rows * in_dim * sizeof *c + 1);
+                    float *e = malloc((size_t)rows * in_dim * sizeof *e + 1);
+                    void *g = mr_test_random_weights(TYPES[t], (size_t)in_dim, 1.0f);
+                    cr_assert_eq(cpu->ops->rmsnorm(cpu, c, x, g, TYPES[t], rows, in_dim, 1e-6f),
+                                 0);
+                    cr_assert_eq(
+                        exact->ops->rmsnorm(exact, e, x, g, TYPES[t], rows, in_dim, 1e-6f), 0);
+                    assert_same(c, e, (size_t)rows * in_dim, "rmsnorm");
+                    free(x), free(w), free(a), free(b), free(c), free(e), free(g);
+                }
+        mr_backend_free(cpu);
+    }
+    mr_backend_free(exact);
+}
+
+Test(exact, expert_ffn_equals_cpu)
+{
+    enum { HIDDEN = 40, INTER = 24, GROUPS = 3 };
+    mr_backend *exact = backend("exact", 2);
+    for (size_t isa = 0; isa < COUNT(ISAS); isa++) {
+        mr_backend *cpu = cpu_on(ISAS[isa]);
+        for (size_t t = 0; t < COUNT(TYPES); t++) {
+            const void *gate[GROUPS], *up[GROUPS], *down[GROUPS];
+            for (int g = 0; g < GROUPS; g++) {
+                gate[g] = mr_test_random_weights(TYPES[t], (size_t)INTER * HIDDEN, 1.0f);
+                up[g] = mr_test_random_weights(TYPES[t], (size_t)INTER * HIDDEN, 1.0f);
+                down[g] = mr_test_random_weights(TYPES[t], (size_t)HIDDEN * INTER, 1.0f);
+            }
+            int32_t offsets[GROUPS + 1] = {0, 5, 5, 22}; /* one group empty */
+            int rows = offsets[GROUPS];
+            float *x = mr_test_random_floats((size_t)rows * HIDDEN, 3.0f);
+            const float *x_rows[22];
+            for (int r = 0; r < rows; r++) /* rows read out of order, as dispatch delivers */
+                x_rows[r] = x + (size_t)((r * 7) % rows) * HIDDEN;
+            for (int by_pointer = 0; by_pointer < 2; by_pointer++) {
+                mr_expert_groups eg = {GROUPS, offsets, by_pointer ? x_rows : NULL, gate, up, down,
+                                       TYPES[t], HIDDEN, INTER};
+                float a[22 * HIDDEN], b[22 * HIDDEN];
+                cr_assert_eq(cpu->ops->expert_ffn(cpu, a, x, &eg), 0);
+                cr_assert_eq(exact->ops->expert_ffn(exact, b, x, &eg), 0);
+                assert_same(a, b, (size_t)rows * HIDDEN, "expert_ffn");
+            }
+            for (int g = 0; g < GROUPS; g++)
+                free((void *)gate[g]), free((void *)up[g]), free((void *)down[g]);
+            free(x);
+        }
+        mr_backend_free(cpu);
+    }
+    mr_backend_free(exact);
+}
+
+/* Contexts of 1 to 150 positions (up to three chunks, tails of every
+ * length mod 16), GQA of 4 query heads per kv head, blocks of 16. */
+Test(exact, attention_equals_cpu)
+{
+    enum { KV = 2, Q = 8, DIM = 40, BLOCK = 16, MAX_BLOCKS = 10, SEQS = 3 };
+    int32_t seq[] = {0, 1, 2, 0, 1, 2, 0}, pos[] = {0, 15, 16, 63, 64, 129, 149};
+    int rows = (int)COUNT(seq);
+    int32_t table[SEQS * MAX_BLOCKS];
+    for (int i = 0; i < SEQS * MAX_BLOCKS; i++) /* blocks scattered over the cache */
+        table[i] = (i * 7) % (SEQS * MAX_BLOCKS);
+    size_t cache = (size_t)SEQS * MAX_BLOCKS * BLOCK * KV * DIM;
+    float *k = mr_test_random_floats(cache, 1.0f), *v = mr_test_random_floats(cache, 1.0f);
+    float *q = mr_test_random_floats((size_t)rows * Q * DIM, 4.0f);
+    mr_attention_args args = {rows, Q, KV, DIM, BLOCK, MAX_BLOCKS, 1.0f / sqrtf(DIM),
+                              seq,  pos, table};
+    mr_backend *exact = backend("exact", 2);
+    float *want = malloc((size_t)rows * Q * DIM * sizeof *want);
+    float *got = malloc((size_t)rows * Q * DIM * sizeof *got);
+    cr_assert_eq(exact->ops->attention(exact, want, q, k, v, &args), 0);
+    for (size_t isa = 0; isa < COUNT(ISAS); isa++) {
+        mr_backend *cpu = cpu_on(ISAS[isa]);
+        cr_assert_eq(cpu->ops->attention(cpu, got, q, k, v, &args), 0);
+        assert_same(got, want, (size_t)rows * Q * DIM, ISAS[isa] ? ISAS[isa] : "attention");
+        mr_backend_free(cpu);
+    }
+    /* And it is attention: close to the reference's double sums. */
+    mr_backend *ref = backend("ref", 1);
+    cr_assert_eq(ref->ops->attention(ref, got, q, k, v, &args), 0);
+    for (size_t i = 0; i < (size_t)rows * Q * DIM; i++)
+        cr_assert(fabsf(got[i] - want[i]) <= 1e-5f * (1 + fabsf(got[i])), "%zu: %g vs %g", i,
+                  want[i], got[i]);
+    mr_backend_free(ref);
+    mr_backend_free(exact);
+    free(k), free(v), free(q), free(want), free(got);
+}
+
+/* Within 2 ulp of libm's expf over the range a softmax uses, exact at 0,
+ * denormals rounded once, the clamp's floor below -104 and infinity above
+ * 89. */
+Test(exact, exp_is_within_two_ulp)
+{
+    for (float x = -87.0f; x < 88.0f; x += 0.0137f) {
+        float got = mr_exact_exp(x), want = expf(x);
+        float ulp = nextafterf(want, INFINITY) - want;
+        cr_assert(fabsf(got - want) <= 2 * ulp, "e^%.9g: %.9g vs libm %.9g", x, got, want);
+    }
+    cr_assert_eq(mr_exact_exp(0.0f), 1.0f);
+    cr_assert_eq(mr_exact_exp(-1000.0f), mr_exact_exp(-104.0f));
+    float tiny = mr_exact_exp(-100.0f); /* 3.7e-44: a denormal, rounded once */
+    cr_assert(tiny > 3.6e-44f && tiny < 3.9e-44f, "e^-100 = %g", tiny);
+    cr_assert(isinf(mr_exact_exp(1000.0f)));
+    cr_assert(isnan(mr_exact_exp(NAN)));
+}
+
+/* The tree is the one written: halves first.  Values chosen so any other
+ * order rounds differently. */
+Test(exact, reduce16_adds_halves_first)
+{
+    float v[16] = {1e8f, 1, 1, 1, 1, 1, 1, 1, -1e8f, 1, 1, 1, 1, 1, 1, 1};
+    cr_assert_eq(mr_exact_reduce16(v), 14.0f, "1e8 and -1e8 meet first");
+    float in_order = 0;
+    for (int i = 0; i < 16; i++)
+        in_order += v[i];
+    cr_assert_neq(in_order, 14.0f, "a left-to-right sum loses the ones");
+    float x[33], w[33];
+    for (int i = 0; i < 33; i++)
+        x[i] = 1.0f + (float)i / 64, w[i] = 1.0f - (float)i / 128;
+    float lanes[16] = {0};
+    for (int i = 0; i < 33; i++)
+        lanes[i % 16] = fmaf(x[i], w[i], lanes[i % 16]);
+    cr_assert_eq(mr_exact_dot(x, w, MR_TENSOR_F32, 33), mr_exact_reduce16(lanes));
+}
+
+/* Position 0 is the identity; pairs half a head apart rotate by angles
+ * that are the f32 inv_freq times the position. */
+Test(exact, rope_table_holds_cos_and_sin_of_each_angle)
+{
+    enum { POSITIONS = 50, DIM = 12 };
+    float table[POSITIONS * DIM];
+    mr_rope_table(table, POSITIONS, DIM, 10000.0f);
+    for (int p = 0; p < POSITIONS; p++)
+        for (int i = 0; i < DIM / 2; i++) {
+            double angle = p * pow(10000.0, -2.0 * i / DIM);
+            cr_assert_float_eq(table[(p * DIM / 2 + i) * 2], cos(angle), 2e-5);
+            cr_assert_float_eq(table[(p * DIM / 2 + i) * 2 + 1], sin(angle), 2e-5);
+        }
+    cr_assert_eq(table[0], 1.0f);
+    cr_assert_eq(table[1], 0.0f);
+}
