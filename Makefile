@@ -36,17 +36,32 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(LINK_PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(LINK_PKGS) 2>/dev/null)
 CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) $(SAN) -fopenmp -I. $(PKG_CFLAGS) \
              -DMR_VERSION=\"$(VERSION)\" -DMR_HAVE_CUDA=$(HAVE_CUDA) $(CFLAGS)
-LDLIBS_ALL = -fopenmp $(PKG_LIBS) -lm $(LDLIBS)
+LDLIBS_ALL = -fopenmp $(PKG_LIBS) $(CUDA_LIBS) -lm $(LDLIBS)
 
 MODULES  := jobs engine kernels eplb checkpoint
 # Sub-modules inside a top-level folder (README.md's module table).
 MODULES  += engine/comm engine/testmodel
 LIB_SRC  := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
+# The cuda backend (kernels/cuda/) when nvcc is there: Hopper machine code
+# plus compute_90 PTX for later GPUs.  -fmad=false and IEEE division and
+# square root keep exact mode's arithmetic exact.h's; CUDA's headers come
+# in with -isystem so the project's warnings stay errors for its own code.
+# The runtime is linked statically: it opens the driver (libcuda.so.1) at
+# run time, so the binary starts on hosts without one and says so.
+ifeq ($(HAVE_CUDA),1)
+NVCC      := $(CUDA_HOME)/bin/nvcc
+CUDA_ARCH ?= -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=compute_90
+NVCCFLAGS := -std=c++20 -O2 -g $(CUDA_ARCH) -fmad=false -prec-div=true -prec-sqrt=true \
+             -ftz=false -I. -isystem $(CUDA_HOME)/include -Xcompiler -Wall,-Wextra,-Werror \
+             -Werror all-warnings
+CUDA_SRC  := $(wildcard kernels/cuda/*.cu)
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread -lstdc++
+endif
 MAIN_SRC := $(wildcard runner/*.c)
 TEST_SRC := $(wildcard tests/common/*.c tests/unit/*.c tests/system/*.c)
 BENCH_SRC:= $(wildcard tests/bench/*.c)
 
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_SRC:%.cu=$(BUILD)/%.o)
 MAIN_OBJ := $(MAIN_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 # runner/ files the unit tests link: pure functions, no main().
@@ -114,6 +129,10 @@ $(HF_TOKENIZER): tests/reference/package.json tests/reference/package-lock.json
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(DEPFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
 $(LIBMR): $(LIB_OBJ)
 	@mkdir -p $(dir $@)

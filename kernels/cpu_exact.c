@@ -107,6 +107,11 @@ int mr_exact_route(mr_backend *be, const mr_route_args *a)
     int rc = mr_kernels_check_route(be, a);
     if (rc != MR_KERNELS_OK)
         return rc;
+    for (int e = 0; e < a->n_experts; e++)
+        if (a->logcnt[e] < 1 || a->logcnt[e] > a->max_replicas)
+            return mr_backend_fail(be, MR_KERNELS_EINVAL,
+                                   "route: expert %d has %d replicas; needs 1 to %d", e,
+                                   a->logcnt[e], a->max_replicas);
     int k = a->k;
     FOR_EACH_ROW
     for (int r = 0; r < a->rows; r++)

@@ -1,10 +1,11 @@
-/* Private to kernels/: what the two CPU backends share. */
+/* Private to kernels/: what the CPU backends share. */
 #ifndef MR_KERNELS_CPU_INTERNAL_H
 #define MR_KERNELS_CPU_INTERNAL_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/backend_internal.h"
 #include "kernels/exact.h"
 #include "kernels/kernels.h"
 
@@ -15,20 +16,6 @@ extern const mr_ops mr_cpu_exact_ops;
 /* The fast backend's state (scratch, whether AVX-512 is used) in be->impl. */
 int mr_cpu_fast_init(mr_backend *be, char *err, size_t errlen);
 void mr_cpu_fast_release(mr_backend *be);
-
-/* Records a failed op's message in be->error and returns `status`
- * (backend.c). */
-int mr_backend_fail(mr_backend *be, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* MR_KERNELS_EINVAL naming `op` unless rows >= 0 and dim >= 1. */
-int mr_kernels_check_rows(mr_backend *be, const char *op, int rows, int dim);
-/* MR_KERNELS_EINVAL unless groups >= 0 and hidden, inter >= 1. */
-int mr_kernels_check_groups(mr_backend *be, const mr_expert_groups *g);
-/* MR_KERNELS_EINVAL unless k, the replicas and every expert's replica
- * count are in range; checked before anything is written. */
-int mr_kernels_check_route(mr_backend *be, const mr_route_args *a);
-/* MR_KERNELS_EINVAL unless the heads, head_dim and block_size make sense. */
-int mr_kernels_check_attention(mr_backend *be, const mr_attention_args *a);
 
 /* Host memory, shared by both CPU backends (cpu_memory.c). */
 int mr_cpu_alloc(mr_backend *be, size_t bytes, void **out);

@@ -29,11 +29,7 @@
 
 #include "kernels/kernels.h"
 
-#ifdef __CUDACC__
-#define MR_EXACT_FN __host__ __device__ static inline
-#else
-#define MR_EXACT_FN static inline
-#endif
+#define MR_EXACT_FN MR_KERNELS_INLINE
 
 #define MR_EXACT_LANES 16 /* a dot product's accumulators */
 #define MR_EXACT_CHUNK 64 /* attention's keys per softmax rescale */
@@ -129,21 +125,26 @@ MR_EXACT_FN void mr_exact_rmsnorm_row(float *out, const float *x, const void *w,
         out[i] = x[i] * inv_rms * mr_exact_weight(w, type, (size_t)i);
 }
 
+/* One NeoX pair, element i and i + head_dim/2 of a head, rotated by the
+ * angle whose cos and sin are given. */
+MR_EXACT_FN void mr_exact_rope_pair(float *first, float *second, float c, float s)
+{
+    float x1 = *first, x2 = *second;
+    *first = x1 * c - x2 * s;
+    *second = x2 * c + x1 * s;
+}
+
 /* NeoX rotation of `heads` heads at `pos` from the (cos, sin) table. */
 MR_EXACT_FN void mr_exact_rope_row(float *x, const float *cos_sin, int32_t pos, int heads,
                                    int head_dim)
 {
     int half = head_dim / 2;
     const float *at = cos_sin + (size_t)pos * (size_t)head_dim;
-    for (int i = 0; i < half; i++) {
-        float c = at[2 * i], s = at[2 * i + 1];
+    for (int i = 0; i < half; i++)
         for (int h = 0; h < heads; h++) {
-            float *first = x + (size_t)h * (size_t)head_dim + i, *second = first + half;
-            float x1 = *first, x2 = *second;
-            *first = x1 * c - x2 * s;
-            *second = x2 * c + x1 * s;
+            float *first = x + (size_t)h * (size_t)head_dim + i;
+            mr_exact_rope_pair(first, first + half, at[2 * i], at[2 * i + 1]);
         }
-    }
 }
 
 /* Where position p of the token in `row` keeps its K and V for kv_head

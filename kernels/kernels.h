@@ -27,10 +27,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The small helpers below are for host and device code alike. */
+#ifdef __CUDACC__
+#define MR_KERNELS_INLINE __host__ __device__ static inline
+#else
+#define MR_KERNELS_INLINE static inline
+#endif
+
 typedef enum { MR_TENSOR_F32, MR_TENSOR_BF16 } mr_tensor_type;
 
 /* Inline: kernels call it per weight row and per prefetch in hot loops. */
-static inline size_t mr_tensor_type_size(mr_tensor_type type)
+MR_KERNELS_INLINE size_t mr_tensor_type_size(mr_tensor_type type)
 {
     return type == MR_TENSOR_BF16 ? 2 : 4;
 }
@@ -101,12 +112,12 @@ typedef struct {
     int32_t counts[]; /* [slots_per_rank] */
 } mr_ep_header;
 
-static inline size_t mr_ep_header_bytes(int slots_per_rank)
+MR_KERNELS_INLINE size_t mr_ep_header_bytes(int slots_per_rank)
 {
     return sizeof(mr_ep_header) + (size_t)slots_per_rank * sizeof(int32_t);
 }
 
-static inline size_t mr_ep_record_bytes(int top_k, int hidden)
+MR_KERNELS_INLINE size_t mr_ep_record_bytes(int top_k, int hidden)
 {
     return 2 * sizeof(int32_t) + (size_t)top_k * 2 * sizeof(int32_t) +
            (size_t)hidden * sizeof(float);
@@ -130,7 +141,7 @@ typedef struct {
                            * records of the first message */
 } mr_ep_send;
 
-static inline size_t mr_ep_counts_len(int n_ranks, int slots_per_rank)
+MR_KERNELS_INLINE size_t mr_ep_counts_len(int n_ranks, int slots_per_rank)
 {
     return (size_t)n_ranks * (2 + (size_t)slots_per_rank);
 }
@@ -284,5 +295,9 @@ int mr_backend_create(const char *name, int threads, mr_backend **out, char *err
 /* The backends this build has, as "cpu, ref" or "cpu, ref, cuda". */
 const char *mr_backend_names(void);
 void mr_backend_free(mr_backend *be);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

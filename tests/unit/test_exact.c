@@ -207,3 +207,25 @@ Test(exact, rope_table_holds_cos_and_sin_of_each_angle)
     cr_assert_eq(table[0], 1.0f);
     cr_assert_eq(table[1], 0.0f);
 }
+
+/* Without a GPU (CUDA_VISIBLE_DEVICES empty hides every one, so this holds
+ * on any host): "cuda" is refused with the reason, "auto" takes cpu and
+ * keeps the reason for the caller to show. */
+Test(exact, cuda_without_a_gpu_is_refused_and_auto_falls_back)
+{
+    setenv("CUDA_VISIBLE_DEVICES", "", 1);
+    char err[256] = "";
+    mr_backend *be = NULL;
+    cr_assert_eq(mr_backend_create("cuda", 1, &be, err, sizeof err), -1);
+    cr_assert_null(be);
+    cr_assert(strstr(err, MR_HAVE_CUDA ? "no usable GPU" : "no CUDA backend"), "%s", err);
+    cr_assert_eq(mr_backend_create("auto", 1, &be, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(be->ops->name, "cpu");
+    if (MR_HAVE_CUDA)
+        cr_assert(strstr(err, "no usable GPU"), "auto says why not cuda: %s", err);
+    else
+        cr_assert_str_eq(err, "");
+    mr_backend_free(be);
+    cr_assert(strstr(mr_backend_names(), MR_HAVE_CUDA ? "cuda" : "exact"), "%s",
+              mr_backend_names());
+}
