@@ -144,6 +144,12 @@ $(MOERUN): $(MAIN_OBJ) $(LIBMR)
 $(TESTBIN): $(TEST_OBJ) $(RUNNER_TESTED) $(LIBMR)
 	$(CC) $(SAN) -o $@ $(TEST_OBJ) $(RUNNER_TESTED) $(LIBMR) $(LDLIBS_ALL) $(shell pkg-config --libs criterion)
 
+# The cuda backend against cpu on a GPU machine (tests/gpu/check.sh).
+GPU_CHECK := $(BUILD)/gpu-check
+$(GPU_CHECK): tests/gpu/gpu_check.c tests/common/kernel_data.c $(LIBMR)
+	$(CC) $(CFLAGS_ALL) -isystem $(CUDA_HOME)/include -o $@ tests/gpu/gpu_check.c \
+	  tests/common/kernel_data.c $(LIBMR) $(LDLIBS_ALL)
+
 # Dispatch and combine checked on every rank of an MPI job (test_parallel).
 $(EP_CHECK): tests/mpi/ep_check.c $(LIBMR)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIBMR) $(LDLIBS_ALL)

@@ -76,8 +76,13 @@ extern "C" int mr_cuda_init(mr_backend *be, char *err, size_t errlen)
     int count = 0;
     cudaError_t rc = cudaGetDeviceCount(&count);
     if (rc != cudaSuccess || count == 0) {
+        /* The static runtime opens the driver itself; with none at all it
+         * says "insufficient", which misleads on a host without a GPU. */
         snprintf(err, errlen, "backend \"cuda\": no usable GPU (cudaGetDeviceCount: %s)",
-                 rc != cudaSuccess ? cudaGetErrorString(rc) : "0 devices");
+                 rc == cudaErrorInsufficientDriver
+                     ? "no NVIDIA driver, or one older than this build's CUDA runtime needs"
+                 : rc != cudaSuccess ? cudaGetErrorString(rc)
+                                     : "0 devices");
         cudaGetLastError();
         return -1;
     }
