@@ -115,6 +115,12 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(DEPFLAGS) -c $< -o $@
 
+# `moerun --version` names the CUDA runtime it was built with (13000: 13.0).
+ifeq ($(HAVE_CUDA),1)
+$(BUILD)/runner/main.o: CFLAGS_ALL += -DMR_CUDART_VERSION=$(shell sed -n \
+    's/^\#define CUDART_VERSION  *\([0-9][0-9]*\).*/\1/p' $(CUDA_HOME)/include/cuda_runtime_api.h)
+endif
+
 $(LIBMR): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
