@@ -133,6 +133,11 @@ $(BUILD)/%.o: %.c
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+# `moerun --version` names the CUDA runtime it was built with (13000: 13.0).
+ifeq ($(HAVE_CUDA),1)
+$(BUILD)/runner/main.o: CFLAGS_ALL += -DMR_CUDART_VERSION=$(shell sed -n \
+    's/^\#define CUDART_VERSION  *\([0-9][0-9]*\).*/\1/p' $(CUDA_HOME)/include/cuda_runtime_api.h)
+endif
 
 $(LIBMR): $(LIB_OBJ)
 	@mkdir -p $(dir $@)

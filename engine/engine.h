@@ -87,6 +87,12 @@ void mr_weights_close(mr_weights *w);
 int mr_weights_get(const mr_weights *w, const char *name, int ndim, const int64_t *shape,
                    mr_tensor *out, char *err, size_t errlen);
 size_t mr_weights_count(const mr_weights *w);
+/* The bytes of one routed expert (gate, up and down) in every MoE layer
+ * of `cfg`, from the headers: what each expert slot per layer costs a
+ * rank, known without loading the model (preflight).  0 without MoE
+ * layers; a missing expert tensor or a wrong shape is an error. */
+int mr_weights_expert_bytes(const mr_weights *w, const mr_model_config *cfg, uint64_t *bytes,
+                            char *err, size_t errlen);
 
 /* ------------------------------------------------------------------------
  * Tokenizer (Hugging Face tokenizer.json, byte-level BPE)
@@ -175,7 +181,7 @@ size_t mr_exchange_probe_bytes(const mr_exchange_probe *probe);
 typedef struct mr_model mr_model;
 
 typedef struct {
-    const char *backend; /* "cpu" (default), "ref", "cuda" */
+    const char *backend; /* "cpu" (default), "ref", "cuda", "auto" (mr_backend_create) */
     int threads;         /* <= 0: all cores */
     /* Expert parallelism.  comm: the ranks the routed experts are spread
      * over (NULL: this process alone).  placement: which slots each rank
@@ -197,7 +203,16 @@ int mr_config_moe_layers(const mr_model_config *cfg);
  * steps of up to max_batch_tokens tokens with slots_per_rank slots a rank. */
 size_t mr_model_exchange_bytes(const mr_model_config *cfg, int slots_per_rank,
                                int max_batch_tokens);
+/* The bytes of the KV cache (K and V of every layer) in n_blocks blocks of
+ * block_size tokens. */
+size_t mr_model_kv_bytes(const mr_model_config *cfg, int block_size, int n_blocks);
 const mr_tokenizer *mr_model_tokenizer(const mr_model *model);
+/* The backend the model runs on ("cpu", "cuda", ...): with "auto", the one
+ * it chose. */
+const char *mr_model_backend_name(const mr_model *model);
+/* With "auto": why cuda was not taken ("" when it was, or when this build
+ * has no CUDA backend); "" for any other backend. */
+const char *mr_model_backend_note(const mr_model *model);
 
 /* Weight bytes of one routed expert (gate, up and down): what moving one
  * costs.  0 for a model without MoE layers. */

@@ -9,6 +9,17 @@
 
 #include "engine/model_internal.h"
 
+/* One layer's K buffer, or its V buffer. */
+static size_t layer_bytes(const mr_model_config *c, int block_size, int n_blocks)
+{
+    return (size_t)n_blocks * block_size * c->num_key_value_heads * c->head_dim * sizeof(float);
+}
+
+size_t mr_model_kv_bytes(const mr_model_config *c, int block_size, int n_blocks)
+{
+    return 2 * (size_t)c->num_hidden_layers * layer_bytes(c, block_size, n_blocks);
+}
+
 int mr_kv_cache_init(mr_kv_cache *kv, const mr_model *m, int block_size, int n_blocks,
                      char *err, size_t errlen)
 {
@@ -17,7 +28,7 @@ int mr_kv_cache_init(mr_kv_cache *kv, const mr_model *m, int block_size, int n_b
                         .n_blocks = n_blocks,
                         .kv_dim = c->num_key_value_heads * c->head_dim,
                         .n_layers = c->num_hidden_layers};
-    size_t bytes = (size_t)n_blocks * block_size * kv->kv_dim * sizeof(float);
+    size_t bytes = layer_bytes(c, block_size, n_blocks);
     kv->k = calloc((size_t)kv->n_layers, sizeof *kv->k);
     kv->v = calloc((size_t)kv->n_layers, sizeof *kv->v);
     kv->free_ids = malloc((size_t)n_blocks * sizeof *kv->free_ids);

@@ -59,10 +59,9 @@ static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t
 }
 
 /* The three weights of expert `e` of layer `layer`, checked for shape. */
-static int expert_tensors(const mr_model *m, int layer, int e, mr_tensor t[3], char *err,
-                          size_t errlen)
+static int expert_tensors(const mr_model_config *c, const mr_weights *w, int layer, int e,
+                          mr_tensor t[3], char *err, size_t errlen)
 {
-    const mr_model_config *c = &m->cfg;
     int64_t hidden = c->hidden_size, inter = c->moe_intermediate_size;
     static const char *const parts[3] = {"gate_proj", "up_proj", "down_proj"};
     for (int i = 0; i < 3; i++) {
@@ -70,7 +69,7 @@ static int expert_tensors(const mr_model *m, int layer, int e, mr_tensor t[3], c
         int64_t shape[2] = {i < 2 ? inter : hidden, i < 2 ? hidden : inter};
         snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%d.%s.weight", layer, e,
                  parts[i]);
-        int rc = mr_weights_get(m->weights, name, 2, shape, &t[i], err, errlen);
+        int rc = mr_weights_get(w, name, 2, shape, &t[i], err, errlen);
         if (rc != MR_ENGINE_OK)
             return rc;
     }
@@ -132,7 +131,7 @@ static int load_experts(loader *ld, mr_layer *L, int i)
                              (size_t)m->rank * slots;
     mr_tensor t[3];
     if (rc == MR_ENGINE_OK)
-        rc = expert_tensors(m, i, phy2log[0], t, ld->err, ld->errlen);
+        rc = expert_tensors(&m->cfg, m->weights, i, phy2log[0], t, ld->err, ld->errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
     L->expert_type = t[0].type;
@@ -143,7 +142,7 @@ static int load_experts(loader *ld, mr_layer *L, int i)
     if (rc != MR_ENGINE_OK)
         return rc;
     for (size_t s = 0; rc == MR_ENGINE_OK && s < slots; s++) {
-        rc = expert_tensors(m, i, phy2log[s], t, ld->err, ld->errlen);
+        rc = expert_tensors(&m->cfg, m->weights, i, phy2log[s], t, ld->err, ld->errlen);
         if (rc == MR_ENGINE_OK)
             rc = expert_fits_slot(L, i, phy2log[s], t, ld->err, ld->errlen);
         if (rc == MR_ENGINE_OK) {
@@ -322,6 +321,32 @@ static int upload_rope_table(mr_model *m, char *err, size_t errlen)
     return mr_engine_backend_status(be, rc, err, errlen);
 }
 
+int mr_weights_expert_bytes(const mr_weights *w, const mr_model_config *cfg, uint64_t *bytes,
+                            char *err, size_t errlen)
+{
+    *bytes = 0;
+    for (int i = 0; i < cfg->num_hidden_layers; i++) {
+        mr_tensor t[3];
+        if (!mr_config_layer_is_moe(cfg, i))
+            continue;
+        int rc = expert_tensors(cfg, w, i, 0, t, err, errlen);
+        if (rc != MR_ENGINE_OK)
+            return rc;
+        *bytes += t[0].bytes + t[1].bytes + t[2].bytes;
+    }
+    return MR_ENGINE_OK;
+}
+
+const char *mr_model_backend_name(const mr_model *m)
+{
+    return m->be->ops->name;
+}
+
+const char *mr_model_backend_note(const mr_model *m)
+{
+    return m->backend_note;
+}
+
 size_t mr_model_expert_bytes(const mr_model *m)
 {
     for (int i = 0; i < m->cfg.num_hidden_layers; i++)
@@ -384,7 +409,7 @@ static int check_new_experts(const mr_model *m, const mr_eplb_placement *p, char
                              (size_t)m->rank * slots;
         for (int s = 0; s < slots; s++) {
             mr_tensor t[3];
-            int rc = expert_tensors(m, i, new[s], t, err, errlen);
+            int rc = expert_tensors(&m->cfg, m->weights, i, new[s], t, err, errlen);
             if (rc == MR_ENGINE_OK)
                 rc = expert_fits_slot(L, i, new[s], t, err, errlen);
             if (rc != MR_ENGINE_OK)
@@ -437,7 +462,7 @@ int mr_model_set_placement(mr_model *m, const mr_eplb_placement *p, int *loaded,
             if (!plan.load[s])
                 continue;
             mr_tensor t[3];
-            expert_tensors(m, i, next.phy2log[row + (size_t)s], t, err, errlen);
+            expert_tensors(&m->cfg, m->weights, i, next.phy2log[row + (size_t)s], t, err, errlen);
             rc = upload_expert(m, L, t, plan.buffer[s], err, errlen);
             ++*loaded;
         }
@@ -495,11 +520,13 @@ int mr_model_load(const char *dir, const mr_model_options *options, mr_model **o
         rc = mr_chat_detect(m, err, errlen);
     if (rc == MR_ENGINE_OK)
         rc = mr_weights_open(dir, &m->weights, err, errlen);
-    if (rc == MR_ENGINE_OK)
-        rc = mr_backend_create(options && options->backend ? options->backend : "cpu",
-                               options ? options->threads : 0, &m->be, err, errlen) == 0
-                 ? MR_ENGINE_OK
-                 : MR_ENGINE_EINVAL;
+    if (rc == MR_ENGINE_OK &&
+        mr_backend_create(options && options->backend ? options->backend : "cpu",
+                          options ? options->threads : 0, &m->be, m->backend_note,
+                          sizeof m->backend_note) != 0) {
+        snprintf(err, errlen, "%s", m->backend_note);
+        rc = MR_ENGINE_EINVAL;
+    }
     if (rc == MR_ENGINE_OK)
         rc = upload_rope_table(m, err, errlen);
     if (rc == MR_ENGINE_OK)

@@ -36,6 +36,7 @@ struct mr_model {
     mr_tokenizer *tokenizer;
     mr_weights *weights;
     mr_backend *be;
+    char backend_note[256]; /* see mr_model_backend_note */
     mr_weight embed, final_norm, lm_head;
     mr_layer *layers;
     mr_chat_kind chat;

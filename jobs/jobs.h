@@ -61,8 +61,11 @@ void mr_buf_free(mr_buf *b);
       "share of failed requests above which the job exits 7; 1 = only when all failed")    \
     X(model, path, PATH, NULL, MR_KEY_REQUIRED, 0, 0, NULL,                                \
       "model folder in the Hugging Face layout (config.json, *.safetensors)")              \
-    X(engine, backend, ENUM, "cpu", 0, 0, 0, "cpu,ref",                                    \
-      "compute backend: cpu (AVX-512, threads) or ref (plain loops, for checking)")        \
+    X(engine, backend, ENUM, "auto", 0, 0, 0, "auto,cpu,cuda,exact,ref",                   \
+      "compute backend: auto (cuda when built in and a GPU is usable, else cpu), cpu "     \
+      "(AVX-512 or AVX2, threads), cuda (a GPU, exact mode: cpu's bits; the job is "       \
+      "refused without one), exact (cpu's bits in plain loops, for checking) or ref "      \
+      "(plain loops in double, for checking)")                                             \
     X(engine, threads, INT, "0", MR_KEY_RESUME, 0, 4096, NULL,                             \
       "compute threads per rank; 0 = all cores")                                           \
     X(engine, max_batch_tokens, INT, "512", 0, 1, 1 << 20, NULL,                           \
@@ -147,7 +150,13 @@ void mr_buf_free(mr_buf *b);
 #define MR_KEY_RESUME 2
 
 /* The orders below are the orders of the `choices` lists above. */
-typedef enum { MR_BACKEND_CPU, MR_BACKEND_REF } mr_backend_kind;
+typedef enum {
+    MR_BACKEND_AUTO,
+    MR_BACKEND_CPU,
+    MR_BACKEND_CUDA,
+    MR_BACKEND_EXACT,
+    MR_BACKEND_REF
+} mr_backend_kind;
 typedef enum { MR_FORMAT_OPENAI_BATCH, MR_FORMAT_PROMPT } mr_input_format;
 typedef enum { MR_LAUNCHER_LOCAL, MR_LAUNCHER_MPI } mr_launcher;
 typedef enum { MR_DISPATCH_HIGH_THROUGHPUT, MR_DISPATCH_LOW_LATENCY } mr_dispatch_kind;

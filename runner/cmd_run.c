@@ -68,11 +68,25 @@ static int run_rank(const mr_job *job, const run_options *opt, int argc, char **
     if (opt->max_restarts > 0 && rank == 0)
         fprintf(stderr, "moerun run: --max-restarts supervises ranks that moerun starts itself "
                         "(launcher = local); under mpirun or srun it is ignored\n");
+    /* A supervising `moerun run` checked the backend on this host; under
+     * mpirun or srun each rank checks its own, and one that cannot run
+     * stops all before the run folder is touched.  The first such rank
+     * says why (ranks on one host would all say the same). */
+    char err[1024];
+    int rc = mr_runner_supervised() ? MR_EXIT_OK : mr_runner_backend_check(job, err, sizeof err);
+    int first = rc == MR_EXIT_OK ? size : rank;
+    MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (first < size) {
+        if (rank == first)
+            fprintf(stderr, "moerun run: rank %d: %s\n", rank, err);
+        MPI_Finalize();
+        return MR_EXIT_INVALID;
+    }
     mr_plan plan = {0};
     mr_checkpoint_state state = {0};
     mr_runner_lock *lock = NULL;
     bool finished = false;
-    int rc = prepare_on_first_rank(job, opt, rank, &plan, &state, &finished, &lock);
+    rc = prepare_on_first_rank(job, opt, rank, &plan, &state, &finished, &lock);
     /* Until serving starts, every rank has the same rc and may end cleanly. */
     bool agreed = rc != MR_EXIT_OK || finished;
     if (!agreed)
@@ -90,13 +104,26 @@ static int run_rank(const mr_job *job, const run_options *opt, int argc, char **
     return rc;
 }
 
+/* backend = cuda on a host without a usable GPU is refused before the run
+ * folder is touched. */
+static int backend_check(const mr_job *job)
+{
+    char err[1024];
+    int rc = mr_runner_backend_check(job, err, sizeof err);
+    if (rc != MR_EXIT_OK)
+        fprintf(stderr, "moerun run: %s\n", err);
+    return rc;
+}
+
 static int run_alone(const mr_job *job, const run_options *opt)
 {
     mr_plan plan = {0};
     mr_checkpoint_state state = {0};
-    mr_runner_lock *lock;
+    mr_runner_lock *lock = NULL;
     bool finished = false;
-    int rc = mr_runner_lock_take(job->job_run_dir, opt->argc, opt->argv, &lock);
+    int rc = backend_check(job);
+    if (rc == MR_EXIT_OK)
+        rc = mr_runner_lock_take(job->job_run_dir, opt->argc, opt->argv, &lock);
     if (rc == MR_EXIT_OK)
         rc = mr_runner_prepare(job, opt->force_new, &plan, &state, &finished);
     if (rc == MR_EXIT_OK && !finished)
@@ -138,6 +165,8 @@ static int supervise(const mr_job *job, const run_options *opt, const char *comm
     mr_runner_lock *lock;
     int rc = mr_runner_local_ranks_check(job, true), argc = 0;
     lock = NULL;
+    if (rc == MR_EXIT_OK)
+        rc = backend_check(job);
     if (rc == MR_EXIT_OK)
         rc = mr_runner_lock_take(job->job_run_dir, opt->argc, opt->argv, &lock);
     if (rc == MR_EXIT_OK)

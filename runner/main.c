@@ -294,8 +294,12 @@ int main(int argc, char **argv)
     if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0)
         return mr_runner_help(1, argv + 1);
     if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) {
-        printf("moerun %s (%s backend%s)\n", MR_VERSION, "cpu",
-               MR_HAVE_CUDA ? "; CUDA toolkit found at build time" : "");
+        printf("moerun %s (backends: %s", MR_VERSION, mr_backend_names());
+#ifdef MR_CUDART_VERSION /* the Makefile's, from the toolkit's cuda_runtime_api.h */
+        printf("; built with CUDA %d.%d", MR_CUDART_VERSION / 1000,
+               MR_CUDART_VERSION % 1000 / 10);
+#endif
+        printf(")\n");
         return MR_EXIT_OK;
     }
     const mr_runner_command *cmd = find_command(name);

@@ -6,6 +6,8 @@
 #ifndef MR_RUNNER_PREFLIGHT_H
 #define MR_RUNNER_PREFLIGHT_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "jobs/jobs.h"
@@ -22,6 +24,11 @@ void mr_preflight_say(mr_preflight *pf, mr_preflight_level level, const char *na
 
 /* "23.5 GiB": bytes in the largest binary unit that keeps a figure >= 1. */
 void mr_preflight_bytes(char out[16], uint64_t bytes);
+
+/* The bytes of the job's model's *.safetensors files: what the ranks of a
+ * host map between them, and every tensor of the model.  Returns false
+ * with the reason in err. */
+bool mr_preflight_weights_size(const mr_job *job, uint64_t *bytes, char *err, size_t errlen);
 
 void mr_preflight_cpu(mr_preflight *pf);
 void mr_preflight_memory(mr_preflight *pf);
@@ -48,6 +55,21 @@ int mr_preflight_measure_exchange(int ranks, double *seconds, double *bytes, cha
 /* FAIL when the weights do not fit in available memory, WARN when they
  * leave less than half their size to spare. */
 mr_preflight_level mr_preflight_memory_verdict(uint64_t available, uint64_t weights);
+
+/* What one rank of a job holds on its GPU: the model's tensors but the
+ * routed experts of the slots other ranks hold, and its KV cache. */
+typedef struct {
+    uint64_t weights;  /* every tensor of the model: its *.safetensors bytes */
+    uint64_t expert;   /* one routed expert (gate, up, down) in every MoE layer */
+    uint64_t experts;  /* routed experts per MoE layer in the model */
+    uint64_t slots;    /* expert slots per MoE layer the rank holds (replicas count) */
+    uint64_t kv_cache; /* the KV cache the job asks for */
+} mr_preflight_gpu_need;
+
+/* The rank's bytes into *bytes (its weights into *weights); FAIL when they
+ * exceed the device's memory, else OK. */
+mr_preflight_level mr_preflight_gpu_fit(const mr_preflight_gpu_need *need, uint64_t device,
+                                        uint64_t *weights, uint64_t *bytes);
 
 /* An RDMA port's link as ibstat names it: "4x", "NDR", 400000 Mb/s. */
 typedef struct {

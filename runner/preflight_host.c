@@ -68,9 +68,7 @@ static bool meminfo(uint64_t *total, uint64_t *available)
     return found == 3;
 }
 
-/* The bytes of the model's *.safetensors files: what the ranks of a host
- * map between them.  Returns false with the reason in err. */
-static bool weights_size(const mr_job *job, uint64_t *bytes, char *err, size_t errlen)
+bool mr_preflight_weights_size(const mr_job *job, uint64_t *bytes, char *err, size_t errlen)
 {
     const char *dir = job->model_path;
     DIR *d = opendir(dir);
@@ -115,7 +113,7 @@ void mr_preflight_memory(mr_preflight *pf)
         mr_preflight_say(pf, MR_PREFLIGHT_OK, "memory", "%s total, %s available", t, a);
         return;
     }
-    if (!weights_size(pf->job, &weights, err, sizeof err)) {
+    if (!mr_preflight_weights_size(pf->job, &weights, err, sizeof err)) {
         mr_preflight_say(pf, MR_PREFLIGHT_FAIL, "memory", "%s", err);
         return;
     }

@@ -18,6 +18,18 @@ mr_preflight_level mr_preflight_memory_verdict(uint64_t available, uint64_t weig
     return MR_PREFLIGHT_OK;
 }
 
+mr_preflight_level mr_preflight_gpu_fit(const mr_preflight_gpu_need *need, uint64_t device,
+                                        uint64_t *weights, uint64_t *bytes)
+{
+    /* The file holds every expert once; the rank loads its slots' only. */
+    uint64_t all = need->experts * need->expert, dense = need->weights > all
+                                                            ? need->weights - all
+                                                            : 0;
+    *weights = dense + need->slots * need->expert;
+    *bytes = *weights + need->kv_cache;
+    return *bytes > device ? MR_PREFLIGHT_FAIL : MR_PREFLIGHT_OK;
+}
+
 int mr_preflight_link_rate(unsigned width_code, unsigned speed_code, mr_preflight_link *link)
 {
     /* The IB_WIDTH and IB_SPEED codes of the InfiniBand specification, as

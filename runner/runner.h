@@ -210,6 +210,16 @@ char *mr_runner_checkpoint_dir(const char *run_dir);
  * caller); returns an exit code. */
 int mr_runner_world_init(mr_runner_world *w, const mr_job *job, size_t capacity);
 
+/* The job's [engine] backend (backend.c): the name mr_backend_create
+ * takes for it; with backend = cuda, whether this host can create it
+ * (MR_EXIT_INVALID with a message naming the key, the reason and
+ * backend = auto in err), asked before anything touches the run folder;
+ * and, collective once the model is loaded, rank 0's log lines: the
+ * backend the ranks run on and, under auto, why cuda was not taken. */
+const char *mr_runner_backend_name(const mr_job *job);
+int mr_runner_backend_check(const mr_job *job, char *err, size_t errlen);
+int mr_runner_backend_say(const mr_job *job, mr_comm *comm, const mr_model *model);
+
 /* Serve every request of a planned job into its run folder, this rank's
  * share of it when there are several, going on from the committed progress
  * in `state` (state->created goes into every result line).  Returns an

@@ -492,7 +492,7 @@ static int load_engine(server *s)
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         threads = cores / here > 1 ? (int)(cores / here) : 1;
     }
-    mr_model_options mo = {.backend = job->engine_backend == MR_BACKEND_REF ? "ref" : "cpu",
+    mr_model_options mo = {.backend = mr_runner_backend_name(job),
                            .threads = threads,
                            .comm = s->world.comm,
                            .dispatch = job->parallel_dispatch == MR_DISPATCH_LOW_LATENCY
@@ -506,6 +506,8 @@ static int load_engine(server *s)
         fprintf(stderr, "moerun run: [model] path: %s\n", err);
         return MR_EXIT_INVALID;
     }
+    if ((rc = mr_runner_backend_say(job, s->world.comm, s->model)) != MR_EXIT_OK)
+        return rc;
     mr_engine_options eo = {.max_batch_tokens = (int)job->engine_max_batch_tokens,
                             .max_sequences = (int)job->engine_max_sequences,
                             .kv_block_size = (int)job->engine_kv_block_size,

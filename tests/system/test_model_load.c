@@ -91,6 +91,30 @@ Test(model_load, the_intact_copy_loads)
     mr_model_free(model);
 }
 
+/* What preflight weighs a rank's experts by, read from the headers alone,
+ * is what a loaded model holds; a missing expert is named. */
+Test(model_load, expert_bytes_from_the_headers)
+{
+    mr_model *model = NULL;
+    mr_model_options options = {.backend = "ref", .threads = 1};
+    cr_assert_eq(mr_model_load(dir, &options, &model, err, sizeof err), MR_ENGINE_OK, "%s", err);
+    const mr_model_config *cfg = mr_model_config_get(model);
+    mr_weights *w = NULL;
+    cr_assert_eq(mr_weights_open(dir, &w, err, sizeof err), MR_ENGINE_OK, "%s", err);
+    uint64_t bytes;
+    cr_assert_eq(mr_weights_expert_bytes(w, cfg, &bytes, err, sizeof err), MR_ENGINE_OK, "%s",
+                 err);
+    cr_assert_gt(mr_config_moe_layers(cfg), 0);
+    cr_assert_eq(bytes, (uint64_t)mr_config_moe_layers(cfg) * mr_model_expert_bytes(model));
+    mr_model_config more = *cfg;
+    more.num_hidden_layers++;
+    cr_assert_eq(mr_weights_expert_bytes(w, &more, &bytes, err, sizeof err), MR_ENGINE_EINVAL);
+    cr_assert(strstr(err, "no tensor \"model.layers.4.mlp.experts.0.gate_proj.weight\""), "%s",
+              err);
+    mr_weights_close(w);
+    mr_model_free(model);
+}
+
 Test(model_load, truncated_weights)
 {
     char *path = NULL;
