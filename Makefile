@@ -86,7 +86,7 @@ MR_TEST_SCALE ?= 1
 export MR_TEST_SCALE
 RUN_JOB  ?= examples/quickstart.ini
 
-.PHONY: all deps test run bench asan fuzz check-long clean help
+.PHONY: all deps test run bench asan fuzz check-long clean help gpu-bundle
 .DEFAULT_GOAL := all
 
 all: deps
@@ -101,6 +101,7 @@ help:
 	@echo "make asan       run the tests under AddressSanitizer + UBSan"
 	@echo "make fuzz       fuzz the parsers with libFuzzer, FUZZ_SECONDS=$(FUZZ_SECONDS) each (tests/fuzz/)"
 	@echo "make check-long long randomized and soak tests, MPI across two simulated hosts, longer fuzzing"
+	@echo "make gpu-bundle pack $(GPU_BUNDLE) for tests/gpu/check.sh on a GPU machine (docs/gpu.md)"
 	@echo "make clean      remove build outputs"
 
 deps:
@@ -154,6 +155,12 @@ GPU_CHECK := $(BUILD)/gpu-check
 $(GPU_CHECK): tests/gpu/gpu_check.c tests/common/kernel_data.c $(LIBMR)
 	$(CC) $(CFLAGS_ALL) -isystem $(CUDA_HOME)/include -o $@ tests/gpu/gpu_check.c \
 	  tests/common/kernel_data.c $(LIBMR) $(LDLIBS_ALL)
+
+# What tests/gpu/check.sh needs on the GPU machine, in one file to carry.
+GPU_BUNDLE := $(BUILD)/gpu-bundle.tar.gz
+gpu-bundle: deps
+	@$(MAKE) --no-print-directory $(MOERUN) $(GPU_CHECK) $(BUILD)/bench/bench_engine
+	bash tests/gpu/bundle.sh $(BUILD) $(GPU_BUNDLE)
 
 # Dispatch and combine checked on every rank of an MPI job (test_parallel).
 $(EP_CHECK): tests/mpi/ep_check.c $(LIBMR)

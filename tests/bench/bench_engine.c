@@ -8,6 +8,8 @@
  *
  *   build/bench/bench_engine MODEL_DIR [threads]
  */
+#include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,21 +165,26 @@ static double back_to_where_it_stopped(mr_model *model, int batch, int prompt_le
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_engine MODEL_DIR [threads]\n");
+        fprintf(stderr, "usage: bench_engine MODEL_DIR [threads] [backend]\n");
         return 2;
     }
     int threads = argc > 2 ? atoi(argv[2]) : 2;
+    const char *backend = argc > 3 ? argv[3] : "cpu";
     char err[2048];
     mr_model *model;
-    mr_model_options options = {.backend = "cpu", .threads = threads};
+    mr_model_options options = {.backend = backend, .threads = threads};
     if (mr_model_load(argv[1], &options, &model, err, sizeof err) != MR_ENGINE_OK)
         fail("load", err);
-    double peak = mr_bench_fma_peak_gflops(threads);
+    /* %peak is of this CPU's FMA rate; on a GPU it has no meaning here. */
+    bool on_cpu = strcmp(backend, "cuda") != 0;
+    double peak = on_cpu ? mr_bench_fma_peak_gflops(threads) : NAN;
     const mr_model_config *c = mr_model_config_get(model);
-    printf("engine on %s: hidden %d, %d layers, %d experts, top-%d, %d threads\n", argv[1],
-           c->hidden_size, c->num_hidden_layers, c->num_experts, c->num_experts_per_tok,
-           threads);
-    printf("FMA peak (f32, %d threads): %.1f GFLOP/s\n\n", threads, peak);
+    printf("engine on %s (%s backend): hidden %d, %d layers, %d experts, top-%d, %d threads\n",
+           argv[1], backend, c->hidden_size, c->num_hidden_layers, c->num_experts,
+           c->num_experts_per_tok, threads);
+    if (on_cpu)
+        printf("FMA peak (f32, %d threads): %.1f GFLOP/s\n", threads, peak);
+    printf("\n");
     printf("%6s %14s %10s %7s %14s %10s %7s\n", "batch", "prefill tok/s", "GFLOP/s", "%peak",
            "decode tok/s", "GFLOP/s", "%peak");
     static const int batches[] = {1, 16, 64, 256};

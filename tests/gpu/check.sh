@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The cuda backend's checks on a GPU machine, in under 8 minutes: a short
+# table ($OUT/table.md) and one log per step in $OUT.
+#
+# Run from the repository root, with build/gpu-bundle.tar.gz made on a
+# build machine by `make gpu-bundle` (docs/gpu.md):
+#   bash tests/gpu/check.sh
+#
+# Steps, each with a time limit taken from what is left of the 8 minutes:
+#   device      the GPU, driver and runtime (nvidia-smi, gpu-check device)
+#   ops         every op in exact mode against cpu by memcmp, at 1, 3, 17,
+#               64, 512 and 4096 rows (gpu-check ops)
+#   model       the tiny model's logits, 256 batched completions against
+#               cpu, and a request alone against the batch (gpu-check model)
+#   quickstart  the bundled job, one rank, backend = cuda and = cpu: the
+#               same results bit for bit ("created" aside)
+#   figures     exact mode's speed beside the copy bandwidth and cuBLAS
+#   bench       bench_engine on the tiny model, cuda beside cpu
+#
+# MR_GPU_CHECK_AGAINST=exact runs it all with the exact backend in the
+# GPU's place: a dry run of the script on a machine without a GPU.
+set -u
+OUT=${OUT:-/tmp/moerun-gpu-check}
+BUNDLE=${BUNDLE:-build/gpu-bundle.tar.gz}
+BUDGET=${BUDGET:-470}
+TESTED=${MR_GPU_CHECK_AGAINST:-cuda}
+mkdir -p "$OUT"
+work=$(mktemp -d /tmp/moerun-gpu.XXXXXX)
+start=$(date +%s)
+table="$OUT/table.md"
+{
+    echo "# tests/gpu/check.sh on $(hostname), $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "| step | result | seconds | what |"
+    echo "|---|---|---|---|"
+} >"$table"
+
+# step NAME LIMIT_SECONDS WHAT COMMAND...: runs COMMAND with its output in
+# $OUT/NAME.log, under the smaller of LIMIT and what is left.
+step() {
+    local name=$1 limit=$2 what=$3
+    shift 3
+    local left=$((BUDGET - ($(date +%s) - start)))
+    ((limit > left)) && limit=$left
+    if ((limit < 5)); then
+        echo "| $name | SKIPPED | 0 | $what: out of time |" >>"$table"
+        return
+    fi
+    local t0=$(date +%s) rc result
+    # bash -c: a step may be one of the functions below (exported).
+    timeout --kill-after=5 "$limit" bash -c '"$@"' step "$@" >"$OUT/$name.log" 2>&1
+    rc=$?
+    case $rc in
+    0) result=PASS ;;
+    124 | 137) result="TIMEOUT ($limit s)" ;;
+    *) result="FAIL (exit $rc)" ;;
+    esac
+    local fails
+    fails=$(grep -c '^FAIL' "$OUT/$name.log" 2>/dev/null)
+    [[ $fails -gt 0 ]] && what="$what; $fails FAIL lines"
+    echo "| $name | $result | $(($(date +%s) - t0)) | $what |" >>"$table"
+    echo "check.sh: $name: $result" >&2
+}
+
+tar xzf "$BUNDLE" -C "$work" || {
+    echo "| bundle | FAIL | 0 | cannot unpack $BUNDLE (make gpu-bundle) |" >>"$table"
+    exit 1
+}
+export LD_LIBRARY_PATH="$work/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export OMP_WAIT_POLICY=passive
+export bin=$work/bin models=$work/models work TESTED
+# cuBLAS for the figures' dense GEMM: the one PyTorch's environment ships.
+if [[ -z ${MR_CUBLAS:-} ]] && command -v python3 >/dev/null; then
+    MR_CUBLAS=$(python3 -c 'import glob, os, nvidia.cublas as c
+print((glob.glob(os.path.join(list(c.__path__)[0], "lib", "libcublas.so*")) or [""])[0])' 2>/dev/null)
+    export MR_CUBLAS
+fi
+
+device() {
+    command -v nvidia-smi >/dev/null && nvidia-smi
+    "$bin/gpu-check" device
+}
+export -f device
+step device 30 "GPU, driver, runtime" device
+
+"$bin/moerun" make-model "$models/tiny" --preset tiny >"$OUT/models.log" 2>&1 ||
+    echo "| models | FAIL | 0 | moerun make-model (models.log) |" >>"$table"
+
+step ops 150 "every op, exact vs cpu, memcmp, rows 1..4096" "$bin/gpu-check" ops
+step model 90 "tiny model: logits, 256 completions, alone vs batched" \
+    "$bin/gpu-check" model "$models/tiny"
+
+# The quickstart job on one rank, on each backend; results compared with
+# "created" and generated ids set aside.
+quickstart() {
+    local backend
+    for backend in "$TESTED" cpu; do
+        "$bin/moerun" run examples/quickstart.ini --force-new \
+            --set "model.path=$models/tiny" --set parallel.ranks=1 \
+            --set "engine.backend=$backend" --set "job.run_dir=$work/qs-$backend" || return 1
+    done
+    python3 - "$work/qs-$TESTED" "$work/qs-cpu" <<'EOF'
+import json, sys
+def rows(folder, name):
+    out = []
+    for line in open(f"{folder}/{name}"):
+        r = json.loads(line)
+        r.pop("created", None)
+        if str(r.get("id", "")).startswith("batch_req_"):
+            r.pop("id")
+        out.append(json.dumps(r, sort_keys=True))
+    return out
+same = True
+for name in ("results.jsonl", "errors.jsonl"):
+    a, b = rows(sys.argv[1], name), rows(sys.argv[2], name)
+    differ = sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
+    print(("PASS" if differ == 0 else "FAIL"), name, f"{len(a)} records, {differ} differ")
+    same &= differ == 0
+sys.exit(0 if same else 1)
+EOF
+}
+export -f quickstart
+step quickstart 120 "quickstart job, 1 rank, $TESTED vs cpu, results bit for bit" quickstart
+
+step figures 60 "exact-mode speed, copy GB/s, cuBLAS bf16" "$bin/gpu-check" figures
+bench() {
+    "$bin/bench_engine" "$models/tiny" 16 "$TESTED" && "$bin/bench_engine" "$models/tiny" 16 cpu
+}
+export -f bench
+step bench 60 "bench_engine, tiny model, $TESTED then cpu" bench
+
+echo >>"$table"
+echo "total $(($(date +%s) - start)) s of $BUDGET" >>"$table"
+cat "$table"
+rm -rf "$work"
+! grep -q '| \(FAIL\|TIMEOUT\)' "$table"
