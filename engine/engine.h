@@ -205,7 +205,8 @@ size_t mr_model_exchange_bytes(const mr_model_config *cfg, int slots_per_rank,
                                int max_batch_tokens);
 /* The bytes of the KV cache (K and V of every layer) in n_blocks blocks of
  * block_size tokens. */
-size_t mr_model_kv_bytes(const mr_model_config *cfg, int block_size, int n_blocks);
+size_t mr_model_kv_bytes(const mr_model_config *cfg, mr_tensor_type kv_type, int block_size,
+                         int n_blocks);
 const mr_tokenizer *mr_model_tokenizer(const mr_model *model);
 /* The backend the model runs on ("cpu", "cuda", ...): with "auto", the one
  * it chose. */
@@ -249,6 +250,7 @@ typedef struct {
     int max_sequences;    /* sequences in flight */
     int kv_block_size;    /* tokens per KV block */
     int kv_blocks;        /* KV blocks in the cache */
+    mr_tensor_type kv_type; /* of its elements: f32 (0, the default) or bf16 */
 } mr_engine_options;
 
 typedef struct {

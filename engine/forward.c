@@ -307,7 +307,8 @@ static int attention_block(mr_model *m, mr_kv_cache *kv, mr_activations *a,
                               .scale = 1.0f / sqrtf((float)hd),
                               .seq = a->seq,
                               .pos = a->pos,
-                              .block_table = a->block_table};
+                              .block_table = a->block_table,
+                              .kv_type = kv->type};
     int rc;
     if ((rc = op->matmul(be, a->q, a->h, L->q_proj.data, L->q_proj.type, rows, q_dim, hidden)) ||
         (rc = op->matmul(be, a->k, a->h, L->k_proj.data, L->k_proj.type, rows, kv_dim, hidden)) ||
@@ -319,7 +320,8 @@ static int attention_block(mr_model *m, mr_kv_cache *kv, mr_activations *a,
                           eps)) ||
         (rc = op->rope_neox(be, a->q, a->pos, rows, q_heads, hd, m->rope_cos_sin)) ||
         (rc = op->rope_neox(be, a->k, a->pos, rows, kv_heads, hd, m->rope_cos_sin)) ||
-        (rc = op->kv_store(be, kv->k[layer], kv->v[layer], a->k, a->v, a->slot, rows, kv_dim)) ||
+        (rc = op->kv_store(be, kv->k[layer], kv->v[layer], kv->type, a->k, a->v, a->slot, rows,
+                           kv_dim)) ||
         (rc = op->attention(be, a->attn, a->q, kv->k[layer], kv->v[layer], &args)))
         return rc;
     return op->matmul(be, a->out, a->attn, L->o_proj.data, L->o_proj.type, rows, hidden, q_dim);

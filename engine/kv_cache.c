@@ -10,25 +10,29 @@
 #include "engine/model_internal.h"
 
 /* One layer's K buffer, or its V buffer. */
-static size_t layer_bytes(const mr_model_config *c, int block_size, int n_blocks)
+static size_t layer_bytes(const mr_model_config *c, mr_tensor_type type, int block_size,
+                          int n_blocks)
 {
-    return (size_t)n_blocks * block_size * c->num_key_value_heads * c->head_dim * sizeof(float);
+    return (size_t)n_blocks * block_size * c->num_key_value_heads * c->head_dim *
+           mr_tensor_type_size(type);
 }
 
-size_t mr_model_kv_bytes(const mr_model_config *c, int block_size, int n_blocks)
+size_t mr_model_kv_bytes(const mr_model_config *c, mr_tensor_type kv_type, int block_size,
+                         int n_blocks)
 {
-    return 2 * (size_t)c->num_hidden_layers * layer_bytes(c, block_size, n_blocks);
+    return 2 * (size_t)c->num_hidden_layers * layer_bytes(c, kv_type, block_size, n_blocks);
 }
 
-int mr_kv_cache_init(mr_kv_cache *kv, const mr_model *m, int block_size, int n_blocks,
-                     char *err, size_t errlen)
+int mr_kv_cache_init(mr_kv_cache *kv, const mr_model *m, mr_tensor_type type, int block_size,
+                     int n_blocks, char *err, size_t errlen)
 {
     const mr_model_config *c = &m->cfg;
     *kv = (mr_kv_cache){.block_size = block_size,
                         .n_blocks = n_blocks,
                         .kv_dim = c->num_key_value_heads * c->head_dim,
-                        .n_layers = c->num_hidden_layers};
-    size_t bytes = layer_bytes(c, block_size, n_blocks);
+                        .n_layers = c->num_hidden_layers,
+                        .type = type};
+    size_t bytes = layer_bytes(c, type, block_size, n_blocks);
     kv->k = calloc((size_t)kv->n_layers, sizeof *kv->k);
     kv->v = calloc((size_t)kv->n_layers, sizeof *kv->v);
     kv->free_ids = malloc((size_t)n_blocks * sizeof *kv->free_ids);

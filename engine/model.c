@@ -599,7 +599,7 @@ int mr_model_logits(mr_model *m, const int32_t *ids, int n, float *logits, char 
         table[b] = b;
     mr_kv_cache kv = {0};
     mr_activations *act = NULL;
-    int rc = mr_kv_cache_init(&kv, m, block, n_blocks, err, errlen);
+    int rc = mr_kv_cache_init(&kv, m, MR_TENSOR_F32, block, n_blocks, err, errlen);
     if (rc == MR_ENGINE_OK)
         rc = mr_activations_new(m, n, n, &act, err, errlen);
     if (rc == MR_ENGINE_OK) {

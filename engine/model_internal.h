@@ -70,13 +70,14 @@ int mr_chat_format(const mr_model *m, const mr_chat_turn *turns, size_t n, char 
 /* KV cache: K and V of every layer in blocks of block_size tokens. */
 typedef struct {
     int block_size, n_blocks, kv_dim, n_layers;
-    float **k, **v;    /* [layer] -> [n_blocks][block_size][kv_dim] on the backend */
+    mr_tensor_type type; /* f32, or bf16 for half the memory */
+    void **k, **v;     /* [layer] -> [n_blocks][block_size][kv_dim] on the backend */
     int32_t *free_ids; /* stack of free blocks */
     int n_free;
 } mr_kv_cache;
 
-int mr_kv_cache_init(mr_kv_cache *kv, const mr_model *m, int block_size, int n_blocks,
-                     char *err, size_t errlen);
+int mr_kv_cache_init(mr_kv_cache *kv, const mr_model *m, mr_tensor_type type, int block_size,
+                     int n_blocks, char *err, size_t errlen);
 void mr_kv_cache_free(mr_kv_cache *kv, const mr_model *m);
 /* Takes n blocks off the free stack into ids; false when too few are free. */
 bool mr_kv_cache_take(mr_kv_cache *kv, int n, int32_t *ids);

@@ -181,7 +181,7 @@ int mr_engine_create(mr_model *m, const mr_engine_options *o, mr_engine **out, c
     if (!e->seqs || !e->queue || !e->tokens || !e->pos || !e->seq_of_row || !e->slot ||
         !e->block_table || !e->logit_rows || !e->logit_seq || !e->logits || !e->candidates)
         goto nomem;
-    rc = mr_kv_cache_init(&e->kv, m, o->kv_block_size, o->kv_blocks, err, errlen);
+    rc = mr_kv_cache_init(&e->kv, m, o->kv_type, o->kv_block_size, o->kv_blocks, err, errlen);
     if (rc == MR_ENGINE_OK)
         rc = mr_activations_new(m, o->max_batch_tokens, o->max_sequences, &e->act, err, errlen);
     if (rc != MR_ENGINE_OK) {

@@ -66,6 +66,9 @@ void mr_buf_free(mr_buf *b);
       "(AVX-512 or AVX2, threads), cuda (a GPU, exact mode: cpu's bits; the job is "       \
       "refused without one), exact (cpu's bits in plain loops, for checking) or ref "      \
       "(plain loops in double, for checking)")                                             \
+    X(engine, kv_dtype, ENUM, "f32", 0, 0, 0, "f32,bf16",                                  \
+      "KV cache elements: f32, or bf16 (half the memory; K and V rounded to bf16, so "     \
+      "results can differ from f32's, the same on every backend, batch and rank count)")   \
     X(engine, threads, INT, "0", MR_KEY_RESUME, 0, 4096, NULL,                             \
       "compute threads per rank; 0 = all cores")                                           \
     X(engine, max_batch_tokens, INT, "512", 0, 1, 1 << 20, NULL,                           \
@@ -150,6 +153,7 @@ void mr_buf_free(mr_buf *b);
 #define MR_KEY_RESUME 2
 
 /* The orders below are the orders of the `choices` lists above. */
+typedef enum { MR_KV_F32, MR_KV_BF16 } mr_kv_dtype;
 typedef enum {
     MR_BACKEND_AUTO,
     MR_BACKEND_CPU,

@@ -26,12 +26,7 @@ float mr_bf16_to_f32(uint16_t h)
 
 uint16_t mr_f32_to_bf16(float f)
 {
-    uint32_t bits;
-    memcpy(&bits, &f, sizeof bits);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) /* NaN: truncating could clear every mantissa bit */
-        return (uint16_t)((bits >> 16) | 0x0040u);
-    uint32_t lsb = (bits >> 16) & 1u;
-    return (uint16_t)((bits + 0x7fffu + lsb) >> 16);
+    return mr_exact_to_bf16(f);
 }
 
 const char *mr_backend_error(const mr_backend *be)

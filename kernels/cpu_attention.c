@@ -115,7 +115,7 @@ MR_AVX512 static void accumulate_values(float *out, const float *weights, const 
     }
 }
 
-MR_AVX512 static void attend(head_group *hg, const float *k_cache, const float *v_cache,
+MR_AVX512 static void attend(head_group *hg, const void *k_cache, const void *v_cache,
                              const mr_attention_args *a, int row, int kv_head)
 {
     for (int h = 0; h < hg->heads; h++) {
@@ -129,9 +129,9 @@ MR_AVX512 static void attend(head_group *hg, const float *k_cache, const float *
         int n = last + 1 - first < CHUNK ? last + 1 - first : CHUNK;
         int padded = (n + 15) / 16 * 16;
         for (int p = 0; p < padded; p++) {
-            size_t at = mr_exact_kv_offset(a, row, first + (p < n ? p : n - 1), kv_head);
-            hg->k[p] = k_cache + at;
-            hg->v[p] = v_cache + at;
+            int at = first + (p < n ? p : n - 1);
+            hg->k[p] = mr_exact_kv_at(k_cache, a, row, at, kv_head);
+            hg->v[p] = mr_exact_kv_at(v_cache, a, row, at, kv_head);
         }
         for (int p = 0; p < n; p += 16)
             for (int h = 0; h < hg->heads; h++)
@@ -147,10 +147,10 @@ MR_AVX512 static void attend(head_group *hg, const float *k_cache, const float *
 
 /* Without AVX-512: a query head at a time on cpu_avx2.c; without AVX2
  * either, the exact backend's loops. */
-static int avx2_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
-                          const float *v_cache, const mr_attention_args *a)
+static int avx2_attention(mr_backend *be, float *out, const float *q, const void *k_cache,
+                          const void *v_cache, const mr_attention_args *a)
 {
-    if (!mr_fast_avx2(be))
+    if (!mr_fast_has_avx2(be))
         return mr_exact_attention(be, out, q, k_cache, v_cache, a);
     int group = a->n_q_heads / a->n_kv_heads;
 #pragma omp parallel for num_threads(be->threads) schedule(dynamic)
@@ -162,13 +162,15 @@ static int avx2_attention(mr_backend *be, float *out, const float *q, const floa
     return MR_KERNELS_OK;
 }
 
-int mr_fast_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
-                      const float *v_cache, const mr_attention_args *a)
+int mr_fast_attention(mr_backend *be, float *out, const float *q, const void *k_cache,
+                      const void *v_cache, const mr_attention_args *a)
 {
     int rc = mr_kernels_check_attention(be, a);
     if (rc != MR_KERNELS_OK)
         return rc;
-    if (!mr_fast_avx512(be))
+    /* A bf16 cache takes the AVX2 kernel on AVX-512 CPUs too: the same
+     * bits (exact.h), a little slower, and one kernel less to keep. */
+    if (!mr_fast_avx512(be) || a->kv_type != MR_TENSOR_F32)
         return avx2_attention(be, out, q, k_cache, v_cache, a);
     int group = a->n_q_heads / a->n_kv_heads;
     int parts = (group + MAX_HEADS - 1) / MAX_HEADS;

@@ -103,12 +103,12 @@ AVX2 void mr_avx2_tile(float out[16], const float *const *x, const void *const *
                     : tile_rows(out, x, w, 1, MR_TENSOR_F32, k_len);
 }
 
-/* x · w over n elements, f32 both, in the 16-lane order. */
-AVX2_INLINE float dot16(const float *x, const float *w, int n)
+/* x · w over n elements, w of `type`, in the 16-lane order. */
+AVX2_INLINE float dot16(const float *x, const void *w, mr_tensor_type type, int n)
 {
     v16 acc = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int k = 0; k < n; k += 16)
-        acc = fma16(load16(x, MR_TENSOR_F32, k, n - k), load16(w, MR_TENSOR_F32, k, n - k), acc);
+        acc = fma16(load16(x, MR_TENSOR_F32, k, n - k), load16(w, type, k, n - k), acc);
     return reduce16(acc);
 }
 
@@ -121,7 +121,7 @@ AVX2 void mr_avx2_silu_mul(float *gate, const float *up, int n)
 AVX2 void mr_avx2_rmsnorm_row(float *out, const float *x, const void *w, mr_tensor_type type,
                               int dim, float eps)
 {
-    float inv_rms = 1.0f / sqrtf(dot16(x, x, dim) / (float)dim + eps);
+    float inv_rms = 1.0f / sqrtf(dot16(x, x, MR_TENSOR_F32, dim) / (float)dim + eps);
     for (int i = 0; i < dim; i++)
         out[i] = x[i] * inv_rms * mr_exact_weight(w, type, (size_t)i);
 }
@@ -129,7 +129,7 @@ AVX2 void mr_avx2_rmsnorm_row(float *out, const float *x, const void *w, mr_tens
 /* out = fmaf(w[p], v_p, out * rescale) over p < n in position order, 8
  * coordinates at a time (each coordinate's arithmetic is exact.h's). */
 AVX2_INLINE void accumulate_values(float *out, float rescale, const float *weights,
-                                   const float *v_cache, const mr_attention_args *a, int row,
+                                   const void *v_cache, const mr_attention_args *a, int row,
                                    int kv_head, int first, int n)
 {
     int d = a->head_dim;
@@ -137,8 +137,8 @@ AVX2_INLINE void accumulate_values(float *out, float rescale, const float *weigh
         int lanes = d - i < 8 ? d - i : 8;
         __m256 acc = _mm256_mul_ps(load8(out, MR_TENSOR_F32, i, lanes), _mm256_set1_ps(rescale));
         for (int p = 0; p < n; p++) {
-            const float *v = v_cache + mr_exact_kv_offset(a, row, first + p, kv_head);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(weights[p]), load8(v, MR_TENSOR_F32, i, lanes),
+            const void *v = mr_exact_kv_at(v_cache, a, row, first + p, kv_head);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(weights[p]), load8(v, a->kv_type, i, lanes),
                                   acc);
         }
         float stored[8];
@@ -150,8 +150,8 @@ AVX2_INLINE void accumulate_values(float *out, float rescale, const float *weigh
 /* One query head against positions 0..pos of its KV head, in exact.h's
  * mr_exact_attend_head order: scores by dot16, the softmax of each chunk
  * scalar, the values 8 coordinates at a time. */
-AVX2 void mr_avx2_attend_head(float *out, const float *q, const float *k_cache,
-                              const float *v_cache, const mr_attention_args *a, int row,
+AVX2 void mr_avx2_attend_head(float *out, const float *q, const void *k_cache,
+                              const void *v_cache, const mr_attention_args *a, int row,
                               int kv_head)
 {
     int d = a->head_dim, last = a->pos[row];
@@ -161,8 +161,8 @@ AVX2 void mr_avx2_attend_head(float *out, const float *q, const float *k_cache,
         int n = last + 1 - first < MR_EXACT_CHUNK ? last + 1 - first : MR_EXACT_CHUNK;
         float chunk_max = n % MR_EXACT_LANES ? 0.0f : -INFINITY;
         for (int p = 0; p < n; p++) {
-            const float *k = k_cache + mr_exact_kv_offset(a, row, first + p, kv_head);
-            weights[p] = dot16(q, k, d) * a->scale;
+            const void *k = mr_exact_kv_at(k_cache, a, row, first + p, kv_head);
+            weights[p] = dot16(q, k, a->kv_type, d) * a->scale;
             chunk_max = chunk_max > weights[p] ? chunk_max : weights[p];
         }
         float new_max = fmaxf(max, chunk_max), lanes[MR_EXACT_LANES] = {0};

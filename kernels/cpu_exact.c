@@ -48,8 +48,8 @@ int mr_exact_matmul(mr_backend *be, float *out, const float *x, const void *w,
     return MR_KERNELS_OK;
 }
 
-int mr_exact_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
-                           const float *v_cache, const mr_attention_args *a)
+int mr_exact_attention(mr_backend *be, float *out, const float *q, const void *k_cache,
+                       const void *v_cache, const mr_attention_args *a)
 {
     int rc = mr_kernels_check_attention(be, a);
     if (rc != MR_KERNELS_OK)

@@ -39,6 +39,13 @@ static inline bool mr_fast_avx2(const mr_backend *be)
     return ((const mr_cpu_fast *)be->impl)->avx2;
 }
 
+/* AVX2 and FMA, whether or not AVX-512 is there too: every AVX-512 CPU has
+ * them, so cpu_avx2.c's kernels serve it where the AVX-512 ones do not. */
+static inline bool mr_fast_has_avx2(const mr_backend *be)
+{
+    return mr_fast_avx2(be) || mr_fast_avx512(be);
+}
+
 /* cpu_avx2.c: the same ops on AVX2 and FMA.  A tile is as cpu_matmul.c's:
  * out[r * (16 / rows) + c] = x[r] · w[c]. */
 void mr_avx2_tile(float out[16], const float *const *x, const void *const *w, int rows,
@@ -46,7 +53,7 @@ void mr_avx2_tile(float out[16], const float *const *x, const void *const *w, in
 void mr_avx2_silu_mul(float *gate, const float *up, int n);
 void mr_avx2_rmsnorm_row(float *out, const float *x, const void *w, mr_tensor_type type, int dim,
                          float eps);
-void mr_avx2_attend_head(float *out, const float *q, const float *k_cache, const float *v_cache,
+void mr_avx2_attend_head(float *out, const float *q, const void *k_cache, const void *v_cache,
                          const mr_attention_args *a, int row, int kv_head);
 
 /* The lanes k .. k+15 of a weight row as f32 (bf16 widens exactly: its bits
@@ -139,7 +146,7 @@ MR_AVX512_INLINE float mr_dot16(const float *x, const float *w, int n)
 int mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
                    int rows, int out_dim, int in_dim);
 int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
-int mr_fast_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
-                      const float *v_cache, const mr_attention_args *a);
+int mr_fast_attention(mr_backend *be, float *out, const float *q, const void *k_cache,
+                      const void *v_cache, const mr_attention_args *a);
 
 #endif

@@ -46,10 +46,10 @@ int mr_ref_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_
                   int rows, int out_dim, int in_dim);
 int mr_ref_rope_neox(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
                      int head_dim, const float *cos_sin);
-int mr_ref_kv_store(mr_backend *be, float *k_cache, float *v_cache, const float *k, const float *v,
-                    const int32_t *slot, int rows, int kv_dim);
-int mr_ref_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
-                     const float *v_cache, const mr_attention_args *a);
+int mr_ref_kv_store(mr_backend *be, void *k_cache, void *v_cache, mr_tensor_type kv_type,
+                    const float *k, const float *v, const int32_t *slot, int rows, int kv_dim);
+int mr_ref_attention(mr_backend *be, float *out, const float *q, const void *k_cache,
+                     const void *v_cache, const mr_attention_args *a);
 /* The exact backend's ops (cpu_exact.c): exact.h in plain loops.  The
  * cpu backend runs them on a CPU with neither AVX-512 nor AVX2, so its
  * bits never depend on the CPU; route is every CPU backend's. */
@@ -57,8 +57,8 @@ int mr_exact_rmsnorm(mr_backend *be, float *out, const float *x, const void *w,
                      mr_tensor_type type, int rows, int dim, float eps);
 int mr_exact_matmul(mr_backend *be, float *out, const float *x, const void *w,
                     mr_tensor_type type, int rows, int out_dim, int in_dim);
-int mr_exact_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
-                       const float *v_cache, const mr_attention_args *a);
+int mr_exact_attention(mr_backend *be, float *out, const float *q, const void *k_cache,
+                       const void *v_cache, const mr_attention_args *a);
 int mr_exact_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
 int mr_exact_route(mr_backend *be, const mr_route_args *a);
 int mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);

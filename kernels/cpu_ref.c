@@ -46,25 +46,27 @@ static void matmul_row(float *out, const float *x, const void *w, mr_tensor_type
         out[n] = (float)dot(x, mr_exact_weight_row(w, type, (size_t)n, in_dim), type, in_dim);
 }
 
-static void kv_store_row(float *k_cache, float *v_cache, const float *k, const float *v,
-                         int32_t slot, int kv_dim)
+static void kv_store_row(void *k_cache, void *v_cache, mr_tensor_type type, const float *k,
+                         const float *v, int32_t slot, int kv_dim)
 {
     size_t at = (size_t)slot * (size_t)kv_dim;
-    memcpy(k_cache + at, k, (size_t)kv_dim * sizeof *k);
-    memcpy(v_cache + at, v, (size_t)kv_dim * sizeof *v);
+    for (int i = 0; i < kv_dim; i++) {
+        mr_exact_store(k_cache, type, at + (size_t)i, k[i]);
+        mr_exact_store(v_cache, type, at + (size_t)i, v[i]);
+    }
 }
 
-static float score(const float *q, const float *k_cache, const mr_attention_args *a, int row, int p,
+static float score(const float *q, const void *k_cache, const mr_attention_args *a, int row, int p,
                    int kv_head)
 {
-    const float *k = k_cache + mr_exact_kv_offset(a, row, p, kv_head);
-    return (float)dot(q, k, MR_TENSOR_F32, a->head_dim) * a->scale;
+    const void *k = mr_exact_kv_at(k_cache, a, row, p, kv_head);
+    return (float)dot(q, k, a->kv_type, a->head_dim) * a->scale;
 }
 
 /* Three passes over the keys (max, sum, weighted V) recompute the scores
  * rather than store them, so the reference needs no scratch memory; the
  * weighted sum of V accumulates in f32 in `out` itself. */
-static void attention_row(float *out, const float *q, const float *k_cache, const float *v_cache,
+static void attention_row(float *out, const float *q, const void *k_cache, const void *v_cache,
                           const mr_attention_args *a, int row)
 {
     int group = a->n_q_heads / a->n_kv_heads, last = a->pos[row], d = a->head_dim;
@@ -83,9 +85,9 @@ static void attention_row(float *out, const float *q, const float *k_cache, cons
         for (int p = 0; p <= last; p++) {
             float weight =
                 (float)(exp((double)score(qh, k_cache, a, row, p, kv_head) - max) / total);
-            const float *v = v_cache + mr_exact_kv_offset(a, row, p, kv_head);
+            const void *v = mr_exact_kv_at(v_cache, a, row, p, kv_head);
             for (int i = 0; i < d; i++)
-                oh[i] += weight * v[i];
+                oh[i] += weight * mr_exact_weight(v, a->kv_type, (size_t)i);
         }
     }
 }
@@ -162,8 +164,8 @@ int mr_ref_rope_neox(mr_backend *be, float *x, const int32_t *pos, int rows, int
     return MR_KERNELS_OK;
 }
 
-int mr_ref_kv_store(mr_backend *be, float *k_cache, float *v_cache, const float *k, const float *v,
-                    const int32_t *slot, int rows, int kv_dim)
+int mr_ref_kv_store(mr_backend *be, void *k_cache, void *v_cache, mr_tensor_type kv_type,
+                    const float *k, const float *v, const int32_t *slot, int rows, int kv_dim)
 {
     int rc = mr_kernels_check_rows(be, "kv_store", rows, kv_dim);
     if (rc != MR_KERNELS_OK)
@@ -171,13 +173,13 @@ int mr_ref_kv_store(mr_backend *be, float *k_cache, float *v_cache, const float 
     FOR_EACH_ROW
     for (int r = 0; r < rows; r++) {
         size_t at = (size_t)r * (size_t)kv_dim;
-        kv_store_row(k_cache, v_cache, k + at, v + at, slot[r], kv_dim);
+        kv_store_row(k_cache, v_cache, kv_type, k + at, v + at, slot[r], kv_dim);
     }
     return MR_KERNELS_OK;
 }
 
-int mr_ref_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
-                     const float *v_cache, const mr_attention_args *a)
+int mr_ref_attention(mr_backend *be, float *out, const float *q, const void *k_cache,
+                     const void *v_cache, const mr_attention_args *a)
 {
     int rc = mr_kernels_check_attention(be, a);
     if (rc != MR_KERNELS_OK)

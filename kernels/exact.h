@@ -79,6 +79,32 @@ MR_EXACT_FN float mr_exact_dot(const float *x, const void *w, mr_tensor_type typ
     return mr_exact_reduce16(acc);
 }
 
+MR_EXACT_FN uint32_t mr_exact_f32_bits(float f)
+{
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    return bits;
+}
+
+/* f32 to bf16, rounded to nearest even; a NaN stays a NaN (truncating
+ * could clear every mantissa bit). */
+MR_EXACT_FN uint16_t mr_exact_to_bf16(float f)
+{
+    uint32_t bits = mr_exact_f32_bits(f);
+    if ((bits & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((bits >> 16) | 0x0040u);
+    return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+/* Element i of a cache or weight of `type` set to x (rounded for bf16). */
+MR_EXACT_FN void mr_exact_store(void *to, mr_tensor_type type, size_t i, float x)
+{
+    if (type == MR_TENSOR_BF16)
+        ((uint16_t *)to)[i] = mr_exact_to_bf16(x);
+    else
+        ((float *)to)[i] = x;
+}
+
 /* 2^e for -126 <= e <= 127, exactly. */
 MR_EXACT_FN float mr_exact_pow2(int e)
 {
@@ -147,14 +173,16 @@ MR_EXACT_FN void mr_exact_rope_row(float *x, const float *cos_sin, int32_t pos, 
         }
 }
 
-/* Where position p of the token in `row` keeps its K and V for kv_head
- * (offset in floats from the start of the cache). */
-MR_EXACT_FN size_t mr_exact_kv_offset(const mr_attention_args *a, int row, int p, int kv_head)
+/* Where position p of the token in `row` keeps its K (or V) for kv_head
+ * in a cache of a->kv_type. */
+MR_EXACT_FN const void *mr_exact_kv_at(const void *cache, const mr_attention_args *a, int row,
+                                       int p, int kv_head)
 {
     int32_t block =
         a->block_table[(size_t)a->seq[row] * (size_t)a->max_blocks + (size_t)(p / a->block_size)];
     size_t slot = (size_t)block * (size_t)a->block_size + (size_t)(p % a->block_size);
-    return (slot * (size_t)a->n_kv_heads + (size_t)kv_head) * (size_t)a->head_dim;
+    size_t element = (slot * (size_t)a->n_kv_heads + (size_t)kv_head) * (size_t)a->head_dim;
+    return (const char *)cache + element * (a->kv_type == MR_TENSOR_BF16 ? 2 : 4);
 }
 
 /* One query head of one token over positions 0..pos, flash attention's
@@ -167,9 +195,10 @@ MR_EXACT_FN size_t mr_exact_kv_offset(const mr_attention_args *a, int row, int p
  *            increasing p, then mr_exact_reduce16;
  *   rescale  s = e^(old max - max): total = total * s + chunk sum, out *= s;
  *   values   out[i] = fmaf(e[p], v_p[i], out[i]) in increasing p;
- * and at the end out[i] *= 1 / total.  `weights` holds MR_EXACT_CHUNK. */
-MR_EXACT_FN void mr_exact_attend_head(float *out, const float *q, const float *k_cache,
-                                      const float *v_cache, const mr_attention_args *a, int row,
+ * and at the end out[i] *= 1 / total.  K and V widen from kv_type
+ * exactly.  `weights` holds MR_EXACT_CHUNK. */
+MR_EXACT_FN void mr_exact_attend_head(float *out, const float *q, const void *k_cache,
+                                      const void *v_cache, const mr_attention_args *a, int row,
                                       int kv_head, float *weights)
 {
     int d = a->head_dim, last = a->pos[row];
@@ -180,8 +209,8 @@ MR_EXACT_FN void mr_exact_attend_head(float *out, const float *q, const float *k
         int n = last + 1 - first < MR_EXACT_CHUNK ? last + 1 - first : MR_EXACT_CHUNK;
         float chunk_max = n % MR_EXACT_LANES ? 0.0f : -INFINITY;
         for (int p = 0; p < n; p++) {
-            const float *k = k_cache + mr_exact_kv_offset(a, row, first + p, kv_head);
-            weights[p] = mr_exact_dot(q, k, MR_TENSOR_F32, d) * a->scale;
+            const void *k = mr_exact_kv_at(k_cache, a, row, first + p, kv_head);
+            weights[p] = mr_exact_dot(q, k, a->kv_type, d) * a->scale;
             chunk_max = chunk_max > weights[p] ? chunk_max : weights[p];
         }
         float new_max = fmaxf(max, chunk_max);
@@ -196,9 +225,9 @@ MR_EXACT_FN void mr_exact_attend_head(float *out, const float *q, const float *k
         for (int i = 0; i < d; i++)
             out[i] *= rescale;
         for (int p = 0; p < n; p++) {
-            const float *v = v_cache + mr_exact_kv_offset(a, row, first + p, kv_head);
+            const void *v = mr_exact_kv_at(v_cache, a, row, first + p, kv_head);
             for (int i = 0; i < d; i++)
-                out[i] = fmaf(weights[p], v[i], out[i]);
+                out[i] = fmaf(weights[p], mr_exact_weight(v, a->kv_type, (size_t)i), out[i]);
         }
     }
     float inv_total = 1.0f / total;

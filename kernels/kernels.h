@@ -61,8 +61,9 @@ typedef enum {
 
 /* Paged attention over a KV cache in fixed-size blocks.  The cache of one
  * layer is two buffers (K and V) of [n_blocks][block_size][n_kv_heads]
- * [head_dim] f32; a token at position p of a sequence lives in block
- * block_table[seq * max_blocks + p / block_size], slot p % block_size. */
+ * [head_dim] of kv_type (f32, or bf16 for half the memory); a token at
+ * position p of a sequence lives in block block_table[seq * max_blocks +
+ * p / block_size], slot p % block_size. */
 typedef struct {
     int rows;                   /* query rows (tokens) in this call */
     int n_q_heads, n_kv_heads;  /* n_q_heads is a multiple of n_kv_heads (GQA) */
@@ -73,6 +74,7 @@ typedef struct {
     const int32_t *seq;         /* [rows]: row of block_table of the token's sequence */
     const int32_t *pos;         /* [rows]: position; the token sees positions 0..pos */
     const int32_t *block_table; /* [sequences][max_blocks] */
+    mr_tensor_type kv_type;     /* of the cache's elements */
 } mr_attention_args;
 
 /* Experts run as one grouped call: group g owns rows offsets[g] ..
@@ -217,14 +219,15 @@ typedef struct {
      * uploaded: [positions][head_dim/2] pairs of cos and sin). */
     int (*rope_neox)(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
                      int head_dim, const float *cos_sin);
-    /* Write k and v ([rows][kv_dim]) into the cache slots slot[i] (block *
-     * block_size + offset); kv_dim = n_kv_heads * head_dim. */
-    int (*kv_store)(mr_backend *be, float *k_cache, float *v_cache, const float *k,
-                    const float *v, const int32_t *slot, int rows, int kv_dim);
+    /* Write k and v ([rows][kv_dim], f32) into the cache slots slot[i]
+     * (block * block_size + offset) as kv_type (bf16: rounded to nearest
+     * even); kv_dim = n_kv_heads * head_dim. */
+    int (*kv_store)(mr_backend *be, void *k_cache, void *v_cache, mr_tensor_type kv_type,
+                    const float *k, const float *v, const int32_t *slot, int rows, int kv_dim);
     /* out[rows][n_q_heads * head_dim] = softmax(q kᵀ * scale) v, causal
      * through pos, keys read in position order. */
-    int (*attention)(mr_backend *be, float *out, const float *q, const float *k_cache,
-                     const float *v_cache, const mr_attention_args *args);
+    int (*attention)(mr_backend *be, float *out, const float *q, const void *k_cache,
+                     const void *v_cache, const mr_attention_args *args);
     /* Routing of one MoE layer, see mr_route_args. */
     int (*route)(mr_backend *be, const mr_route_args *args);
     /* SwiGLU experts, see mr_expert_groups. */

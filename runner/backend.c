@@ -20,6 +20,11 @@ const char *mr_runner_backend_name(const mr_job *job)
     return names[job->engine_backend];
 }
 
+mr_tensor_type mr_runner_kv_type(const mr_job *job)
+{
+    return job->engine_kv_dtype == MR_KV_BF16 ? MR_TENSOR_BF16 : MR_TENSOR_F32;
+}
+
 int mr_runner_backend_check(const mr_job *job, char *err, size_t errlen)
 {
     /* Only cuda can be missing on a host: cpu and ref always run, and

@@ -97,7 +97,7 @@ static bool rank_need(const mr_job *job, mr_preflight_gpu_need *need, char *err,
         need->slots = (uint64_t)mr_engine_balance_slots_per_rank(&balance, cfg.num_experts,
                                                                  (int)job->parallel_ranks);
     }
-    need->kv_cache = mr_model_kv_bytes(&cfg, (int)job->engine_kv_block_size,
+    need->kv_cache = mr_model_kv_bytes(&cfg, mr_runner_kv_type(job), (int)job->engine_kv_block_size,
                                        (int)job->engine_kv_blocks);
     return true;
 }

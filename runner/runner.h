@@ -217,6 +217,8 @@ int mr_runner_world_init(mr_runner_world *w, const mr_job *job, size_t capacity)
  * and, collective once the model is loaded, rank 0's log lines: the
  * backend the ranks run on and, under auto, why cuda was not taken. */
 const char *mr_runner_backend_name(const mr_job *job);
+/* The element type of the job's KV cache ([engine] kv_dtype). */
+mr_tensor_type mr_runner_kv_type(const mr_job *job);
 int mr_runner_backend_check(const mr_job *job, char *err, size_t errlen);
 int mr_runner_backend_say(const mr_job *job, mr_comm *comm, const mr_model *model);
 

@@ -511,7 +511,8 @@ static int load_engine(server *s)
     mr_engine_options eo = {.max_batch_tokens = (int)job->engine_max_batch_tokens,
                             .max_sequences = (int)job->engine_max_sequences,
                             .kv_block_size = (int)job->engine_kv_block_size,
-                            .kv_blocks = (int)job->engine_kv_blocks};
+                            .kv_blocks = (int)job->engine_kv_blocks,
+                            .kv_type = mr_runner_kv_type(job)};
     rc = mr_engine_create(s->model, &eo, &s->engine, err, sizeof err);
     if (rc != MR_ENGINE_OK) {
         fprintf(stderr, "moerun run: %s\n", err);

@@ -70,25 +70,25 @@ int mr_cuda_add(mr_backend *be, float *y, const float *x, size_t n)
     return mr_cuda_launched(be, "add");
 }
 
-__global__ void kv_store_kernel(float *k_cache, float *v_cache, const float *k, const float *v,
-                                const int32_t *slot, int rows, int kv_dim)
+__global__ void kv_store_kernel(void *k_cache, void *v_cache, mr_tensor_type type, const float *k,
+                                const float *v, const int32_t *slot, int rows, int kv_dim)
 {
     size_t i = THREAD_INDEX;
     if (i >= (size_t)rows * kv_dim)
         return;
     size_t at = (size_t)slot[i / kv_dim] * kv_dim + i % kv_dim;
-    k_cache[at] = k[i];
-    v_cache[at] = v[i];
+    mr_exact_store(k_cache, type, at, k[i]);
+    mr_exact_store(v_cache, type, at, v[i]);
 }
 
-int mr_cuda_kv_store(mr_backend *be, float *k_cache, float *v_cache, const float *k,
-                     const float *v, const int32_t *slot, int rows, int kv_dim)
+int mr_cuda_kv_store(mr_backend *be, void *k_cache, void *v_cache, mr_tensor_type kv_type,
+                     const float *k, const float *v, const int32_t *slot, int rows, int kv_dim)
 {
     int rc = mr_kernels_check_rows(be, "kv_store", rows, kv_dim);
     if (rc != MR_KERNELS_OK || rows == 0)
         return rc;
-    kv_store_kernel<<<LAUNCH((size_t)rows * kv_dim)>>>(k_cache, v_cache, k, v, slot, rows,
-                                                        kv_dim);
+    kv_store_kernel<<<LAUNCH((size_t)rows * kv_dim)>>>(k_cache, v_cache, kv_type, k, v, slot,
+                                                        rows, kv_dim);
     return mr_cuda_launched(be, "kv_store");
 }
 
@@ -166,8 +166,8 @@ int mr_cuda_matmul(mr_backend *be, float *out, const float *x, const void *w,
 /* ---- attention ---- */
 
 /* One thread per (token, query head), the whole context in its order. */
-__global__ void attention_kernel(float *out, const float *q, const float *k_cache,
-                                 const float *v_cache, mr_attention_args a)
+__global__ void attention_kernel(float *out, const float *q, const void *k_cache,
+                                 const void *v_cache, mr_attention_args a)
 {
     size_t i = THREAD_INDEX;
     if (i >= (size_t)a.rows * a.n_q_heads)
@@ -179,8 +179,8 @@ __global__ void attention_kernel(float *out, const float *q, const float *k_cach
                          h / (a.n_q_heads / a.n_kv_heads), weights);
 }
 
-int mr_cuda_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
-                      const float *v_cache, const mr_attention_args *a)
+int mr_cuda_attention(mr_backend *be, float *out, const float *q, const void *k_cache,
+                      const void *v_cache, const mr_attention_args *a)
 {
     int rc = mr_kernels_check_attention(be, a);
     if (rc != MR_KERNELS_OK || a->rows == 0)

@@ -77,10 +77,10 @@ int mr_cuda_matmul(mr_backend *be, float *out, const float *x, const void *w,
                    mr_tensor_type type, int rows, int out_dim, int in_dim);
 int mr_cuda_rope_neox(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
                       int head_dim, const float *cos_sin);
-int mr_cuda_kv_store(mr_backend *be, float *k_cache, float *v_cache, const float *k,
-                     const float *v, const int32_t *slot, int rows, int kv_dim);
-int mr_cuda_attention(mr_backend *be, float *out, const float *q, const float *k_cache,
-                      const float *v_cache, const mr_attention_args *a);
+int mr_cuda_kv_store(mr_backend *be, void *k_cache, void *v_cache, mr_tensor_type kv_type,
+                     const float *k, const float *v, const int32_t *slot, int rows, int kv_dim);
+int mr_cuda_attention(mr_backend *be, float *out, const float *q, const void *k_cache,
+                      const void *v_cache, const mr_attention_args *a);
 int mr_cuda_route(mr_backend *be, const mr_route_args *a);
 int mr_cuda_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
 int mr_cuda_gather(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,

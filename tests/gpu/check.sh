@@ -87,7 +87,7 @@ step device 30 "GPU, driver, runtime" device
     echo "| models | FAIL | 0 | moerun make-model (models.log) |" >>"$table"
 
 step ops 150 "every op, exact vs cpu, memcmp, rows 1..4096" "$bin/gpu-check" ops
-step model 90 "tiny model: logits, 256 completions, alone vs batched" \
+step model 120 "tiny model: logits, 256 completions (f32 and bf16 KV), alone vs batched" \
     "$bin/gpu-check" model "$models/tiny"
 
 # The quickstart job on one rank, on each backend; results compared with
@@ -120,14 +120,14 @@ sys.exit(0 if same else 1)
 EOF
 }
 export -f quickstart
-step quickstart 120 "quickstart job, 1 rank, $TESTED vs cpu, results bit for bit" quickstart
+step quickstart 100 "quickstart job, 1 rank, $TESTED vs cpu, results bit for bit" quickstart
 
-step figures 60 "exact-mode speed, copy GB/s, cuBLAS bf16" "$bin/gpu-check" figures
+step figures 40 "exact-mode speed, copy GB/s, cuBLAS bf16" "$bin/gpu-check" figures
 bench() {
     "$bin/bench_engine" "$models/tiny" 16 "$TESTED" && "$bin/bench_engine" "$models/tiny" 16 cpu
 }
 export -f bench
-step bench 60 "bench_engine, tiny model, $TESTED then cpu" bench
+step bench 30 "bench_engine, tiny model, $TESTED then cpu" bench
 
 echo >>"$table"
 echo "total $(($(date +%s) - start)) s of $BUDGET" >>"$table"

@@ -159,16 +159,19 @@ static float *run_rope(mr_backend *be, const float *x, const int32_t *pos, const
 typedef struct {
     int rows, seqs, max_blocks;
     int32_t *seq, *pos, *table;
-    float *q, *k, *v;
+    float *q;
+    void *k, *v;
     size_t cache;
+    mr_tensor_type type;
 } attention_case;
 
 enum { Q_HEADS = 32, KV_HEADS = 4, HEAD_DIM = 128, BLOCK = 16 };
 
-/* Rows spread over 64 sequences at positions up to 300; blocks scattered. */
-static attention_case make_attention(int rows)
+/* Rows spread over 64 sequences at positions up to 300; blocks scattered;
+ * a cache of `type`. */
+static attention_case make_attention(int rows, mr_tensor_type type)
 {
-    attention_case c = {.rows = rows, .seqs = 64, .max_blocks = 300 / BLOCK + 1};
+    attention_case c = {.rows = rows, .seqs = 64, .max_blocks = 300 / BLOCK + 1, .type = type};
     c.seq = malloc((size_t)rows * 4), c.pos = malloc((size_t)rows * 4);
     c.table = malloc((size_t)c.seqs * c.max_blocks * 4);
     for (int r = 0; r < rows; r++)
@@ -177,7 +180,7 @@ static attention_case make_attention(int rows)
     for (int i = 0; i < blocks; i++)
         c.table[i] = (i * 11) % blocks;
     c.cache = (size_t)blocks * BLOCK * KV_HEADS * HEAD_DIM;
-    c.k = mr_test_random_floats(c.cache, 1.0f), c.v = mr_test_random_floats(c.cache, 1.0f);
+    c.k = mr_test_random_weights(type, c.cache, 1.0f), c.v = mr_test_random_weights(type, c.cache, 1.0f);
     c.q = mr_test_random_floats((size_t)rows * Q_HEADS * HEAD_DIM, 3.0f);
     return c;
 }
@@ -186,11 +189,12 @@ static float *run_attention(mr_backend *be, const attention_case *c)
 {
     size_t width = (size_t)Q_HEADS * HEAD_DIM;
     float *q = put(be, c->q, c->rows * width * 4), *out = put(be, NULL, c->rows * width * 4);
-    float *k = put(be, c->k, c->cache * 4), *v = put(be, c->v, c->cache * 4);
+    size_t cache_bytes = c->cache * mr_tensor_type_size(c->type);
+    void *k = put(be, c->k, cache_bytes), *v = put(be, c->v, cache_bytes);
     int32_t *seq = put(be, c->seq, (size_t)c->rows * 4), *pos = put(be, c->pos, (size_t)c->rows * 4);
     int32_t *table = put(be, c->table, (size_t)c->seqs * c->max_blocks * 4);
     mr_attention_args a = {c->rows, Q_HEADS, KV_HEADS, HEAD_DIM, BLOCK, c->max_blocks,
-                           1.0f / sqrtf(HEAD_DIM), seq, pos, table};
+                           1.0f / sqrtf(HEAD_DIM), seq, pos, table, c->type};
     ok(be, be->ops->attention(be, out, q, k, v, &a), "attention");
     float *host = get(be, out, c->rows * width * 4);
     void *all[] = {q, out, k, v, seq, pos, table};
@@ -382,11 +386,14 @@ static void check_ops(void)
         float *b = run_rope(gpu, x, pos, table, 4096, rows, Q_HEADS, HEAD_DIM);
         compare("rope_neox", "f32", rows, a, b, (size_t)rows * Q_HEADS * HEAD_DIM);
         free(a), free(b), free(x);
-        attention_case ac = make_attention(rows);
-        a = run_attention(cpu, &ac);
-        b = run_attention(gpu, &ac);
-        compare("attention", "f32", rows, a, b, (size_t)rows * Q_HEADS * HEAD_DIM);
-        free(a), free(b), free(ac.q), free(ac.k), free(ac.v), free(ac.seq), free(ac.table);
+        for (size_t t = 0; t < COUNT(TYPES); t++) {
+            attention_case ac = make_attention(rows, TYPES[t]);
+            a = run_attention(cpu, &ac);
+            b = run_attention(gpu, &ac);
+            snprintf(detail, sizeof detail, "%s KV", mr_tensor_type_name(TYPES[t]));
+            compare("attention", detail, rows, a, b, (size_t)rows * Q_HEADS * HEAD_DIM);
+            free(a), free(b), free(ac.q), free(ac.k), free(ac.v), free(ac.seq), free(ac.table);
+        }
         float *logits = mr_test_random_floats((size_t)rows * EXPERTS, 4.0f);
         int32_t log2phy[EXPERTS * REPLICAS], logcnt[EXPERTS];
         for (int e = 0; e < EXPERTS; e++)
@@ -417,13 +424,14 @@ static void check_ops(void)
 
 /* ---- the model ---- */
 
-static char **complete(mr_model *model, int n, const int *which, int max_tokens)
+static char **complete(mr_model *model, int n, const int *which, int max_tokens,
+                       mr_tensor_type kv_type)
 {
     int vocab = mr_model_config_get(model)->vocab_size;
     char err[1024];
     mr_engine *engine;
     mr_engine_options eo = {.max_batch_tokens = 4096, .max_sequences = 256, .kv_block_size = 16,
-                            .kv_blocks = 4096};
+                            .kv_blocks = 4096, .kv_type = kv_type};
     if (mr_engine_create(model, &eo, &engine, err, sizeof err) != MR_ENGINE_OK)
         die("engine", err);
     char **texts = calloc((size_t)n, sizeof *texts);
@@ -478,20 +486,24 @@ static void check_model(const char *dir)
     int which[BATCH];
     for (int i = 0; i < BATCH; i++)
         which[i] = i;
-    char **on_cpu = complete(cpu, BATCH, which, 32), **on_gpu = complete(gpu, BATCH, which, 32);
-    int differ = 0, alone_differ = 0;
-    for (int i = 0; i < BATCH; i++)
-        differ += strcmp(on_cpu[i], on_gpu[i]) != 0;
-    for (int i = 0; i < BATCH; i += 51) { /* alone, on the GPU */
-        char **one = complete(gpu, 1, &which[i], 32);
-        alone_differ += strcmp(one[0], on_gpu[i]) != 0;
-        free(one[0]), free(one);
+    for (size_t t = 0; t < COUNT(TYPES); t++) {
+        const char *kv = mr_tensor_type_name(TYPES[t]);
+        char **on_cpu = complete(cpu, BATCH, which, 32, TYPES[t]);
+        char **on_gpu = complete(gpu, BATCH, which, 32, TYPES[t]);
+        int differ = 0, alone_differ = 0;
+        for (int i = 0; i < BATCH; i++)
+            differ += strcmp(on_cpu[i], on_gpu[i]) != 0;
+        for (int i = 0; i < BATCH; i += 51) { /* alone, on the GPU */
+            char **one = complete(gpu, 1, &which[i], 32, TYPES[t]);
+            alone_differ += strcmp(one[0], on_gpu[i]) != 0;
+            free(one[0]), free(one);
+        }
+        failures += differ > 0 || alone_differ > 0;
+        printf("%s completions      %s KV, 256 batched, cuda vs cpu: %d of 256 differ\n",
+               differ ? "FAIL" : "PASS", kv, differ);
+        printf("%s batch invariance %s KV, 1 vs 256 on cuda: %d of 6 differ\n",
+               alone_differ ? "FAIL" : "PASS", kv, alone_differ);
     }
-    failures += differ > 0 || alone_differ > 0;
-    printf("%s completions      256 batched  cuda vs cpu: %d of 256 differ\n",
-           differ ? "FAIL" : "PASS", differ);
-    printf("%s batch invariance 1 vs 256     on cuda: %d of 6 differ\n",
-           alone_differ ? "FAIL" : "PASS", alone_differ);
     mr_model_free(cpu);
     mr_model_free(gpu);
 }

@@ -119,7 +119,8 @@ Test(exact, expert_ffn_equals_cpu)
 }
 
 /* Contexts of 1 to 150 positions (up to three chunks, tails of every
- * length mod 16), GQA of 4 query heads per kv head, blocks of 16. */
+ * length mod 16), GQA of 4 query heads per kv head, blocks of 16, caches
+ * of f32 and of bf16. */
 Test(exact, attention_equals_cpu)
 {
     enum { KV = 2, Q = 8, DIM = 40, BLOCK = 16, MAX_BLOCKS = 10, SEQS = 3 };
@@ -129,29 +130,54 @@ Test(exact, attention_equals_cpu)
     for (int i = 0; i < SEQS * MAX_BLOCKS; i++) /* blocks scattered over the cache */
         table[i] = (i * 7) % (SEQS * MAX_BLOCKS);
     size_t cache = (size_t)SEQS * MAX_BLOCKS * BLOCK * KV * DIM;
-    float *k = mr_test_random_floats(cache, 1.0f), *v = mr_test_random_floats(cache, 1.0f);
     float *q = mr_test_random_floats((size_t)rows * Q * DIM, 4.0f);
-    mr_attention_args args = {rows, Q, KV, DIM, BLOCK, MAX_BLOCKS, 1.0f / sqrtf(DIM),
-                              seq,  pos, table};
-    mr_backend *exact = backend("exact", 2);
+    mr_backend *exact = backend("exact", 2), *ref = backend("ref", 1);
     float *want = malloc((size_t)rows * Q * DIM * sizeof *want);
     float *got = malloc((size_t)rows * Q * DIM * sizeof *got);
-    cr_assert_eq(exact->ops->attention(exact, want, q, k, v, &args), 0);
-    for (size_t isa = 0; isa < COUNT(ISAS); isa++) {
-        mr_backend *cpu = cpu_on(ISAS[isa]);
-        cr_assert_eq(cpu->ops->attention(cpu, got, q, k, v, &args), 0);
-        assert_same(got, want, (size_t)rows * Q * DIM, ISAS[isa] ? ISAS[isa] : "attention");
-        mr_backend_free(cpu);
+    for (size_t t = 0; t < COUNT(TYPES); t++) {
+        void *k = mr_test_random_weights(TYPES[t], cache, 1.0f);
+        void *v = mr_test_random_weights(TYPES[t], cache, 1.0f);
+        mr_attention_args args = {rows, Q,   KV,    DIM, BLOCK, MAX_BLOCKS, 1.0f / sqrtf(DIM),
+                                  seq,  pos, table, TYPES[t]};
+        cr_assert_eq(exact->ops->attention(exact, want, q, k, v, &args), 0);
+        for (size_t isa = 0; isa < COUNT(ISAS); isa++) {
+            mr_backend *cpu = cpu_on(ISAS[isa]);
+            cr_assert_eq(cpu->ops->attention(cpu, got, q, k, v, &args), 0);
+            assert_same(got, want, (size_t)rows * Q * DIM, ISAS[isa] ? ISAS[isa] : "attention");
+            mr_backend_free(cpu);
+        }
+        /* And it is attention: close to the reference's double sums. */
+        cr_assert_eq(ref->ops->attention(ref, got, q, k, v, &args), 0);
+        for (size_t i = 0; i < (size_t)rows * Q * DIM; i++)
+            cr_assert(fabsf(got[i] - want[i]) <= 1e-5f * (1 + fabsf(got[i])), "%zu: %g vs %g",
+                      i, want[i], got[i]);
+        free(k), free(v);
     }
-    /* And it is attention: close to the reference's double sums. */
-    mr_backend *ref = backend("ref", 1);
-    cr_assert_eq(ref->ops->attention(ref, got, q, k, v, &args), 0);
-    for (size_t i = 0; i < (size_t)rows * Q * DIM; i++)
-        cr_assert(fabsf(got[i] - want[i]) <= 1e-5f * (1 + fabsf(got[i])), "%zu: %g vs %g", i,
-                  want[i], got[i]);
     mr_backend_free(ref);
     mr_backend_free(exact);
-    free(k), free(v), free(q), free(want), free(got);
+    free(q), free(want), free(got);
+}
+
+/* kv_store rounds to the cache's type: bf16 to nearest even, the same on
+ * every backend. */
+Test(exact, kv_store_rounds_to_the_cache_type)
+{
+    enum { N_ROWS = 3, DIM = 20 };
+    float *k = mr_test_random_floats(N_ROWS * DIM, 3.0f), *v = mr_test_random_floats(N_ROWS * DIM, 3.0f);
+    int32_t slot[N_ROWS] = {4, 0, 2};
+    const char *names[] = {"cpu", "ref", "exact"};
+    for (size_t b = 0; b < COUNT(names); b++) {
+        mr_backend *be = backend(names[b], 1);
+        uint16_t kc[5 * DIM], vc[5 * DIM];
+        cr_assert_eq(be->ops->kv_store(be, kc, vc, MR_TENSOR_BF16, k, v, slot, N_ROWS, DIM), 0);
+        for (int r = 0; r < N_ROWS; r++)
+            for (int i = 0; i < DIM; i++) {
+                cr_assert_eq(kc[slot[r] * DIM + i], mr_f32_to_bf16(k[r * DIM + i]), "%s", names[b]);
+                cr_assert_eq(vc[slot[r] * DIM + i], mr_f32_to_bf16(v[r * DIM + i]), "%s", names[b]);
+            }
+        mr_backend_free(be);
+    }
+    free(k), free(v);
 }
 
 /* Within 2 ulp of libm's expf over the range a softmax uses, exact at 0,

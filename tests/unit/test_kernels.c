@@ -470,7 +470,8 @@ Test(kernels, kv_store_writes_the_slots)
     }
     const int32_t slot[2] = {4, 1};
     mr_backend *cpu = backend("cpu", 2);
-    cr_assert_eq(cpu->ops->kv_store(cpu, kc, vc, k, v, slot, 2, KV_DIM), MR_KERNELS_OK);
+    cr_assert_eq(cpu->ops->kv_store(cpu, kc, vc, MR_TENSOR_F32, k, v, slot, 2, KV_DIM),
+                 MR_KERNELS_OK);
     cr_assert_eq(memcmp(kc + 4 * KV_DIM, k, sizeof(float) * KV_DIM), 0);
     cr_assert_eq(memcmp(vc + 1 * KV_DIM, v + KV_DIM, sizeof(float) * KV_DIM), 0);
     cr_assert_eq(kc[0], 0.0f, "other slots untouched");
