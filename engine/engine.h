@@ -75,6 +75,10 @@ typedef struct {
     int64_t shape[4];
     size_t bytes;
     const char *file; /* the file it lives in, for messages */
+    /* Synthetic weights (mr_weights_synthetic): data is NULL and the
+     * backend makes the values, uniform between lo and hi from `seed`. */
+    uint64_t seed;
+    float lo, hi;
 } mr_tensor;
 
 /* Opens the folder's safetensors (single or sharded) and checks every
@@ -82,6 +86,12 @@ typedef struct {
  * equal to the product of the shape, no overlaps. */
 int mr_weights_open(const char *model_dir, mr_weights **out, char *err, size_t errlen);
 void mr_weights_close(mr_weights *w);
+/* Weights with no file: every tensor asked for exists with the shape asked,
+ * of `type`, its values random (norms near 1, the rest small) and made on
+ * the backend from `seed` and the tensor's name.  Benchmarks at a real
+ * model's shapes, from its config.json alone. */
+int mr_weights_synthetic(mr_tensor_type type, uint64_t seed, mr_weights **out, char *err,
+                         size_t errlen);
 /* Finds tensor `name` and checks its shape (ndim entries of `shape`).  A
  * missing tensor or a wrong shape is an error naming the tensor and file. */
 int mr_weights_get(const mr_weights *w, const char *name, int ndim, const int64_t *shape,
@@ -191,6 +201,9 @@ typedef struct {
     const mr_eplb_placement *placement;
     mr_ep_mode dispatch;
     int ll_capacity; /* low-latency: tokens per (source, slot); <= 0: 128 */
+    /* Random bf16 weights of this seed made on the backend instead of the
+     * folder's safetensors (mr_weights_synthetic); 0: the files. */
+    uint64_t synthetic_seed;
 } mr_model_options;
 
 int mr_model_load(const char *dir, const mr_model_options *options, mr_model **out,

@@ -28,6 +28,35 @@ int mr_engine_backend_status(const mr_backend *be, int status, char *err, size_t
                                          : MR_ENGINE_EIO;
 }
 
+/* t's values made on the backend into `to` (a synthetic tensor). */
+static int fill_synthetic(mr_model *m, void *to, const mr_tensor *t, char *err, size_t errlen)
+{
+    size_t n = t->bytes / mr_tensor_type_size(t->type);
+    return mr_engine_backend_status(
+        m->be, m->be->ops->fill_uniform(m->be, to, t->type, n, t->seed, t->lo, t->hi), err,
+        errlen);
+}
+
+/* A weight of synthetic values in a buffer the model owns. */
+static int make_synthetic(mr_model *m, const mr_tensor *t, mr_weight *out, char *err,
+                          size_t errlen)
+{
+    void **grown = realloc(m->synthetic, (m->n_synthetic + 1) * sizeof *grown);
+    if (!grown) {
+        snprintf(err, errlen, "out of memory for synthetic weights");
+        return MR_ENGINE_ENOMEM;
+    }
+    m->synthetic = grown;
+    void *buf = NULL;
+    int rc = mr_engine_backend_status(m->be, m->be->ops->alloc(m->be, t->bytes, &buf), err,
+                                      errlen);
+    if (rc != MR_ENGINE_OK)
+        return rc;
+    m->synthetic[m->n_synthetic++] = buf;
+    out->data = buf;
+    return fill_synthetic(m, buf, t, err, errlen);
+}
+
 /* Fetch `name` (printf-style) with the given shape, mapped for the backend. */
 static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t d1,
                        const char *fmt, ...) __attribute__((format(printf, 6, 7)));
@@ -47,6 +76,8 @@ static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t
         return rc;
     mr_backend *be = ld->m->be;
     out->type = t.type;
+    if (!t.data)
+        return make_synthetic(ld->m, &t, out, ld->err, ld->errlen);
     rc = mr_engine_backend_status(ld->m->be, be->ops->map_weights(be, t.data, t.bytes, &out->data),
                                  ld->err, ld->errlen);
     if (rc != MR_ENGINE_OK) {
@@ -103,6 +134,12 @@ static void bind_slot(mr_layer *L, int s, unsigned char *buf)
 static int upload_expert(mr_model *m, const mr_layer *L, const mr_tensor t[3],
                          unsigned char *buf, char *err, size_t errlen)
 {
+    if (!t[0].data) {
+        int rc = MR_ENGINE_OK;
+        for (int i = 0; rc == MR_ENGINE_OK && i < 3; i++)
+            rc = fill_synthetic(m, buf + (size_t)i * L->expert_tensor_bytes, &t[i], err, errlen);
+        return rc;
+    }
     int rc = MR_KERNELS_OK;
     for (int i = 0; rc == MR_KERNELS_OK && i < 3; i++)
         rc = m->be->ops->upload(m->be, buf + (size_t)i * L->expert_tensor_bytes, t[i].data,
@@ -519,7 +556,10 @@ int mr_model_load(const char *dir, const mr_model_options *options, mr_model **o
     if (rc == MR_ENGINE_OK)
         rc = mr_chat_detect(m, err, errlen);
     if (rc == MR_ENGINE_OK)
-        rc = mr_weights_open(dir, &m->weights, err, errlen);
+        rc = options && options->synthetic_seed
+                 ? mr_weights_synthetic(MR_TENSOR_BF16, options->synthetic_seed, &m->weights, err,
+                                        errlen)
+                 : mr_weights_open(dir, &m->weights, err, errlen);
     if (rc == MR_ENGINE_OK &&
         mr_backend_create(options && options->backend ? options->backend : "cpu",
                           options ? options->threads : 0, &m->be, m->backend_note,
@@ -559,6 +599,9 @@ void mr_model_free(mr_model *m)
         free_route_maps(m, m->route_log2phy, m->route_logcnt);
     if (m->rope_cos_sin)
         m->be->ops->free(m->be, m->rope_cos_sin);
+    for (size_t i = 0; i < m->n_synthetic; i++)
+        m->be->ops->free(m->be, m->synthetic[i]);
+    free(m->synthetic);
     mr_eplb_placement_free(&m->placement);
     mr_backend_free(m->be);
     mr_weights_close(m->weights);

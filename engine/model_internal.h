@@ -49,6 +49,8 @@ struct mr_model {
      * them: uploaded at load and by mr_model_set_placement. */
     int32_t *route_log2phy, *route_logcnt;
     float *rope_cos_sin; /* backend: mr_rope_table of max_position_embeddings positions */
+    void **synthetic;    /* backend buffers of synthetic weights, freed with the model */
+    size_t n_synthetic;
     int rank, slots_per_rank;
     mr_ep_mode dispatch;
     int ll_capacity;

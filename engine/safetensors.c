@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +80,9 @@ typedef struct {
 } st_tensor;
 
 struct mr_weights {
+    bool synthetic; /* no files: see mr_weights_synthetic */
+    mr_tensor_type synthetic_type;
+    uint64_t seed;
     char *source; /* where a tensor is looked up: the single file or the index */
     st_file *files;
     size_t n_files, files_cap;
@@ -535,9 +539,59 @@ size_t mr_weights_count(const mr_weights *w)
     return w->n_tensors;
 }
 
+int mr_weights_synthetic(mr_tensor_type type, uint64_t seed, mr_weights **out, char *err,
+                         size_t errlen)
+{
+    *out = calloc(1, sizeof **out);
+    if (!*out) {
+        snprintf(err, errlen, "out of memory for synthetic weights");
+        return MR_ENGINE_ENOMEM;
+    }
+    (*out)->synthetic = true;
+    (*out)->synthetic_type = type;
+    (*out)->seed = seed;
+    return MR_ENGINE_OK;
+}
+
+/* FNV-1a of the name, mixed with the seed: each tensor its own stream. */
+static uint64_t name_seed(const char *name, uint64_t seed)
+{
+    uint64_t h = 0xcbf29ce484222325ull ^ seed;
+    for (const char *c = name; *c; c++)
+        h = (h ^ (unsigned char)*c) * 0x100000001b3ull;
+    return h;
+}
+
+/* Norm weights near 1, projections small enough that activations stay
+ * near unit size whatever the width. */
+static mr_tensor synthetic_tensor(const mr_weights *w, const char *name, int ndim,
+                                  const int64_t *shape)
+{
+    const mr_st_dtype *dtype = mr_st_dtype_by_type(w->synthetic_type);
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        n *= (size_t)shape[i];
+    bool norm = strstr(name, "norm.weight") != NULL;
+    float range = ndim == 2 ? 1.7f / sqrtf((float)shape[1]) : 0.1f;
+    mr_tensor t = {.name = "(synthetic)",
+                   .type = w->synthetic_type,
+                   .ndim = ndim,
+                   .bytes = n * dtype->size,
+                   .file = "synthetic weights",
+                   .seed = name_seed(name, w->seed),
+                   .lo = norm ? 0.9f : -range,
+                   .hi = norm ? 1.1f : range};
+    memcpy(t.shape, shape, (size_t)ndim * sizeof *shape);
+    return t;
+}
+
 int mr_weights_get(const mr_weights *w, const char *name, int ndim, const int64_t *shape,
                    mr_tensor *out, char *err, size_t errlen)
 {
+    if (w->synthetic) {
+        *out = synthetic_tensor(w, name, ndim, shape);
+        return MR_ENGINE_OK;
+    }
     const st_tensor *t = find_tensor(w, name);
     if (!t) {
         snprintf(err, errlen, "%s: no tensor \"%.200s\"", w->source, name);

@@ -65,6 +65,8 @@ int mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_exper
 int mr_ref_gather(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,
                   int dim);
 int mr_ref_add(mr_backend *be, float *y, const float *x, size_t n);
+int mr_ref_fill_uniform(mr_backend *be, void *dst, mr_tensor_type type, size_t n, uint64_t seed,
+                        float lo, float hi);
 /* Expert parallelism's data path (cpu_ep.c), the same in both backends. */
 int mr_cpu_ep_layout(mr_backend *be, const mr_ep_send *s);
 int mr_cpu_ep_pack(mr_backend *be, void *msg, const mr_ep_send *s, int dst,
@@ -78,6 +80,7 @@ int mr_cpu_ep_combine_reduce(mr_backend *be, float *out, const void *const *msgs
 #define MR_CPU_CHEAP_OPS                                                                           \
     .embed = mr_ref_embed, .rope_neox = mr_ref_rope_neox, .kv_store = mr_ref_kv_store,             \
     .route = mr_exact_route, .gather = mr_ref_gather, .add = mr_ref_add,                           \
+    .fill_uniform = mr_ref_fill_uniform,                                                           \
     .ep_layout = mr_cpu_ep_layout, .ep_pack = mr_cpu_ep_pack, .ep_unpack = mr_cpu_ep_unpack,       \
     .ep_combine_partials = mr_cpu_ep_combine_partials,                                             \
     .ep_combine_reduce = mr_cpu_ep_combine_reduce

@@ -232,6 +232,15 @@ int mr_ref_gather(mr_backend *be, float *out, const float *x, const int32_t *src
     return MR_KERNELS_OK;
 }
 
+int mr_ref_fill_uniform(mr_backend *be, void *dst, mr_tensor_type type, size_t n, uint64_t seed,
+                        float lo, float hi)
+{
+    FOR_EACH_ROW
+    for (size_t i = 0; i < n; i++)
+        mr_exact_store(dst, type, i, mr_exact_uniform(seed, i, lo, hi));
+    return MR_KERNELS_OK;
+}
+
 int mr_ref_add(mr_backend *be, float *y, const float *x, size_t n)
 {
     FOR_EACH_ROW

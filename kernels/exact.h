@@ -105,6 +105,18 @@ MR_EXACT_FN void mr_exact_store(void *to, mr_tensor_type type, size_t i, float x
         ((float *)to)[i] = x;
 }
 
+/* Element i of a random stream: splitmix64 of (seed, i), its top 24 bits
+ * as u in [0, 1), then lo + (hi - lo) * u. */
+MR_EXACT_FN float mr_exact_uniform(uint64_t seed, uint64_t i, float lo, float hi)
+{
+    uint64_t z = seed + (i + 1) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    float u = (float)(z >> 40) * (1.0f / 16777216.0f);
+    return lo + (hi - lo) * u;
+}
+
 /* 2^e for -126 <= e <= 127, exactly. */
 MR_EXACT_FN float mr_exact_pow2(int e)
 {

@@ -237,6 +237,11 @@ typedef struct {
                   int dim);
     /* y += x, n floats. */
     int (*add)(mr_backend *be, float *y, const float *x, size_t n);
+    /* dst[i] = mr_exact_uniform(seed, i) between lo and hi as `type`, i < n:
+     * random weights made where they live (benchmarks at a real model's
+     * shapes without its file), the same bits on every backend. */
+    int (*fill_uniform)(mr_backend *be, void *dst, mr_tensor_type type, size_t n,
+                        uint64_t seed, float lo, float hi);
 
     /* Expert parallelism (see mr_ep_send and mr_ep_recv).  The dispatch
      * layout (DeepEP's get_dispatch_layout): which ranks each token visits,

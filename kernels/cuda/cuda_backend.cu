@@ -241,6 +241,7 @@ extern "C" const mr_ops mr_cuda_ops = {
     .expert_ffn = mr_cuda_expert_ffn,
     .gather = mr_cuda_gather,
     .add = mr_cuda_add,
+    .fill_uniform = mr_cuda_fill_uniform,
     .ep_layout = mr_cuda_ep_layout,
     .ep_pack = mr_cuda_ep_pack,
     .ep_unpack = mr_cuda_ep_unpack,

@@ -70,6 +70,23 @@ int mr_cuda_add(mr_backend *be, float *y, const float *x, size_t n)
     return mr_cuda_launched(be, "add");
 }
 
+__global__ void fill_kernel(void *dst, mr_tensor_type type, size_t n, uint64_t seed, float lo,
+                            float hi)
+{
+    size_t i = THREAD_INDEX;
+    if (i < n)
+        mr_exact_store(dst, type, i, mr_exact_uniform(seed, i, lo, hi));
+}
+
+int mr_cuda_fill_uniform(mr_backend *be, void *dst, mr_tensor_type type, size_t n,
+                         uint64_t seed, float lo, float hi)
+{
+    if (n == 0)
+        return MR_KERNELS_OK;
+    fill_kernel<<<LAUNCH(n)>>>(dst, type, n, seed, lo, hi);
+    return mr_cuda_launched(be, "fill_uniform");
+}
+
 __global__ void kv_store_kernel(void *k_cache, void *v_cache, mr_tensor_type type, const float *k,
                                 const float *v, const int32_t *slot, int rows, int kv_dim)
 {

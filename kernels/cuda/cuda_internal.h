@@ -86,6 +86,8 @@ int mr_cuda_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expe
 int mr_cuda_gather(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,
                    int dim);
 int mr_cuda_add(mr_backend *be, float *y, const float *x, size_t n);
+int mr_cuda_fill_uniform(mr_backend *be, void *dst, mr_tensor_type type, size_t n,
+                         uint64_t seed, float lo, float hi);
 int mr_cuda_ep_layout(mr_backend *be, const mr_ep_send *s);
 int mr_cuda_ep_pack(mr_backend *be, void *msg, const mr_ep_send *s, int dst,
                     mr_ep_pack_part part);

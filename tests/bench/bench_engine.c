@@ -6,7 +6,13 @@
  * they stopped by prefilling the tokens they had generated, against
  * generating those tokens again.
  *
- *   build/bench/bench_engine MODEL_DIR [threads]
+ *   build/bench/bench_engine MODEL_DIR [threads] [backend] [synthetic]
+ *
+ * With `synthetic`, MODEL_DIR needs only config.json and a tokenizer: the
+ * weights are random bf16 made on the backend (tests/bench/qwen3-30b-a3b
+ * has Qwen3-30B-A3B's published config.json), and the figures are prefill
+ * of one 2048-token prompt and decode steps at 1, 64, 256 and 1024
+ * sequences, each printed as soon as it is measured.
  */
 #include <math.h>
 #include <stdbool.h>
@@ -162,6 +168,23 @@ static double back_to_where_it_stopped(mr_model *model, int batch, int prompt_le
     return seconds;
 }
 
+/* A real model's shapes: prefill of a long prompt, then decode at the
+ * batch sizes a GPU serves. */
+static void synthetic_table(mr_model *model)
+{
+    printf("%28s %14s %10s\n", "", "tokens/s", "GFLOP/s");
+    result r = measure(model, 1, 2048, 1);
+    printf("%28s %14.1f %10.1f\n", "prefill, 1 x 2048 tokens", r.prefill_tps, r.prefill_gflops);
+    fflush(stdout);
+    static const int batches[] = {1, 64, 256, 1024};
+    for (size_t i = 0; i < sizeof batches / sizeof batches[0]; i++) {
+        r = measure(model, batches[i], 4, 2);
+        printf("%18s %4d seqs %14.1f %10.1f\n", "decode,", batches[i], r.decode_tps,
+               r.decode_gflops);
+        fflush(stdout);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -170,11 +193,15 @@ int main(int argc, char **argv)
     }
     int threads = argc > 2 ? atoi(argv[2]) : 2;
     const char *backend = argc > 3 ? argv[3] : "cpu";
+    bool synthetic = argc > 4 && strcmp(argv[4], "synthetic") == 0;
     char err[2048];
     mr_model *model;
-    mr_model_options options = {.backend = backend, .threads = threads};
+    mr_model_options options = {.backend = backend, .threads = threads,
+                                .synthetic_seed = synthetic ? 1 : 0};
+    double t0 = now();
     if (mr_model_load(argv[1], &options, &model, err, sizeof err) != MR_ENGINE_OK)
         fail("load", err);
+    double load_seconds = now() - t0;
     /* %peak is of this CPU's FMA rate; on a GPU it has no meaning here. */
     bool on_cpu = strcmp(backend, "cuda") != 0;
     double peak = on_cpu ? mr_bench_fma_peak_gflops(threads) : NAN;
@@ -184,7 +211,12 @@ int main(int argc, char **argv)
            c->num_experts_per_tok, threads);
     if (on_cpu)
         printf("FMA peak (f32, %d threads): %.1f GFLOP/s\n", threads, peak);
-    printf("\n");
+    printf("loaded in %.1f s%s\n\n", load_seconds, synthetic ? " (synthetic bf16 weights)" : "");
+    if (synthetic) {
+        synthetic_table(model);
+        mr_model_free(model);
+        return 0;
+    }
     printf("%6s %14s %10s %7s %14s %10s %7s\n", "batch", "prefill tok/s", "GFLOP/s", "%peak",
            "decode tok/s", "GFLOP/s", "%peak");
     static const int batches[] = {1, 16, 64, 256};
