@@ -262,7 +262,7 @@ typedef struct {
     int max_batch_tokens; /* tokens (prefill + decode) in one forward step */
     int max_sequences;    /* sequences in flight */
     int kv_block_size;    /* tokens per KV block */
-    int kv_blocks;        /* KV blocks in the cache */
+    int kv_blocks;        /* KV blocks in the cache; 0: sized to the backend's memory */
     mr_tensor_type kv_type; /* of its elements: f32 (0, the default) or bf16 */
 } mr_engine_options;
 
@@ -349,6 +349,8 @@ int mr_engine_submit(mr_engine *engine, const mr_generation *gen, char *err, siz
 int mr_engine_step(mr_engine *engine, mr_completion_out *done, size_t cap, size_t *n_done,
                    char *err, size_t errlen);
 size_t mr_engine_in_flight(const mr_engine *engine);
+/* KV blocks in the engine's pool: the options', or what kv_blocks = 0 sized. */
+int mr_engine_kv_blocks(const mr_engine *engine);
 /* The completion tokens the queued or running generation `handle` has
  * produced so far, its earlier ones included (valid until the next step):
  * what a checkpoint keeps so that a resumed run goes on from them.  False

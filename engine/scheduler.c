@@ -129,7 +129,7 @@ static void add_eos(mr_engine *e, int32_t id)
 static int check_options(const mr_engine_options *o, char *err, size_t errlen)
 {
     if (o->max_batch_tokens < 1 || o->max_sequences < 1 || o->kv_block_size < 1 ||
-        o->kv_blocks < 1) {
+        o->kv_blocks < 0) {
         snprintf(err, errlen, "engine options must be positive");
         return MR_ENGINE_EINVAL;
     }
@@ -140,6 +140,34 @@ static int check_options(const mr_engine_options *o, char *err, size_t errlen)
                  o->max_sequences, o->max_batch_tokens);
         return MR_ENGINE_EINVAL;
     }
+    return MR_ENGINE_OK;
+}
+
+/* kv_blocks = 0: as many blocks as 90% of the memory the backend has left
+ * once the weights and this engine's activations are in (a GPU's free
+ * memory, or the host's share of its available memory), and no more than
+ * every sequence at the model's longest could use. */
+static int size_kv_pool(mr_engine *e, char *err, size_t errlen)
+{
+    const mr_model_config *c = &e->m->cfg;
+    mr_backend *be = e->m->be;
+    size_t available, total;
+    int rc = mr_engine_backend_status(be, be->ops->memory(be, &available, &total), err, errlen);
+    if (rc != MR_ENGINE_OK)
+        return rc;
+    size_t block = mr_model_kv_bytes(c, e->opt.kv_type, e->opt.kv_block_size, 1);
+    size_t fit = (size_t)(0.9 * (double)available) / block;
+    size_t most = (size_t)e->opt.max_sequences *
+                  (((size_t)c->max_position_embeddings + e->opt.kv_block_size - 1) /
+                   (size_t)e->opt.kv_block_size);
+    fit = fit < most ? fit : most;
+    fit = fit < (1u << 24) ? fit : (1u << 24);
+    if (fit < 1) {
+        snprintf(err, errlen, "kv_blocks = 0: %zu MiB left on the %s backend hold no KV block "
+                 "of %zu KiB", available >> 20, be->ops->name, block >> 10);
+        return MR_ENGINE_ENOMEM;
+    }
+    e->opt.kv_blocks = (int)fit;
     return MR_ENGINE_OK;
 }
 
@@ -155,6 +183,16 @@ int mr_engine_create(mr_model *m, const mr_engine_options *o, mr_engine **out, c
         goto nomem;
     e->m = m;
     e->opt = *o;
+    /* The activations first, so that a pool sized from what is left
+     * leaves them their room. */
+    rc = mr_activations_new(m, o->max_batch_tokens, o->max_sequences, &e->act, err, errlen);
+    if (rc == MR_ENGINE_OK && o->kv_blocks == 0)
+        rc = size_kv_pool(e, err, errlen);
+    if (rc != MR_ENGINE_OK) {
+        mr_engine_free(e);
+        return rc;
+    }
+    o = &e->opt;
     e->vocab = m->cfg.vocab_size;
     long capacity = (long)o->kv_blocks * o->kv_block_size;
     e->max_seq_len = (int)(capacity < m->cfg.max_position_embeddings
@@ -182,8 +220,6 @@ int mr_engine_create(mr_model *m, const mr_engine_options *o, mr_engine **out, c
         !e->block_table || !e->logit_rows || !e->logit_seq || !e->logits || !e->candidates)
         goto nomem;
     rc = mr_kv_cache_init(&e->kv, m, o->kv_type, o->kv_block_size, o->kv_blocks, err, errlen);
-    if (rc == MR_ENGINE_OK)
-        rc = mr_activations_new(m, o->max_batch_tokens, o->max_sequences, &e->act, err, errlen);
     if (rc != MR_ENGINE_OK) {
         mr_engine_free(e);
         return rc;
@@ -194,6 +230,11 @@ nomem:
     mr_engine_free(e);
     snprintf(err, errlen, "out of memory creating the engine");
     return MR_ENGINE_ENOMEM;
+}
+
+int mr_engine_kv_blocks(const mr_engine *e)
+{
+    return e->opt.kv_blocks;
 }
 
 /* Whether a prompt of n_prompt tokens and a completion of up to max_tokens

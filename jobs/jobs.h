@@ -76,8 +76,9 @@ void mr_buf_free(mr_buf *b);
     X(engine, max_sequences, INT, "64", 0, 1, 1 << 16, NULL,                               \
       "sequences decoding at once; at most max_batch_tokens")                              \
     X(engine, kv_block_size, INT, "16", 0, 1, 4096, NULL, "tokens per KV cache block")     \
-    X(engine, kv_blocks, INT, "4096", 0, 1, 1 << 24, NULL,                                 \
-      "KV cache blocks per rank; a sequence reserves its blocks when admitted")            \
+    X(engine, kv_blocks, INT, "4096", 0, 0, 1 << 24, NULL,                                 \
+      "KV cache blocks per rank; a sequence reserves its blocks when admitted; 0 = as "    \
+      "many as fit in 90% of the memory left (a GPU's, or the host's share)")              \
     X(input, files, PATHS, NULL, MR_KEY_REQUIRED, 0, 0, NULL,                              \
       "request files: paths or globs, .jsonl plain or .gz/.zst/.xz compressed")            \
     X(input, format, ENUM, "openai-batch", 0, 0, 0, "openai-batch,prompt",                 \

@@ -23,8 +23,10 @@ int mr_cpu_free(mr_backend *be, void *ptr);
 int mr_cpu_copy(mr_backend *be, void *dst, const void *src, size_t bytes);
 int mr_cpu_map_weights(mr_backend *be, const void *host, size_t bytes, const void **out);
 int mr_cpu_sync(mr_backend *be);
+int mr_cpu_memory(mr_backend *be, size_t *available, size_t *total);
 #define MR_CPU_MEMORY_OPS                                                                          \
     .alloc = mr_cpu_alloc, .free = mr_cpu_free, .upload = mr_cpu_copy, .download = mr_cpu_copy,    \
+    .memory = mr_cpu_memory,                                                                       \
     .sync = mr_cpu_sync
 
 /* A buffer that only ever grows, so hot ops stop allocating once warm.

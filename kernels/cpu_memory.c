@@ -1,5 +1,6 @@
 /* Host memory for the CPU backends: device memory is host memory, so
  * upload and download are copies and weights are read where they lie. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -48,6 +49,35 @@ int mr_cpu_copy(mr_backend *be, void *dst, const void *src, size_t bytes)
     (void)be;
     if (bytes)
         memcpy(dst, src, bytes);
+    return MR_KERNELS_OK;
+}
+
+/* MemAvailable and MemTotal of /proc/meminfo, in bytes, 0 when missing. */
+static void meminfo(size_t *available, size_t *total)
+{
+    *available = *total = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kib;
+    while (f && fgets(line, sizeof line, f)) {
+        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
+            *available = (size_t)kib * 1024;
+        else if (sscanf(line, "MemTotal: %llu kB", &kib) == 1)
+            *total = (size_t)kib * 1024;
+    }
+    if (f)
+        fclose(f);
+}
+
+int mr_cpu_memory(mr_backend *be, size_t *available, size_t *total)
+{
+    meminfo(available, total);
+    if (!*total)
+        return mr_backend_fail(be, MR_KERNELS_EDEVICE, "memory: /proc/meminfo has no MemTotal");
+    const char *ranks = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    int here = ranks ? atoi(ranks) : 1;
+    if (here > 1)
+        *available /= (size_t)here;
     return MR_KERNELS_OK;
 }
 

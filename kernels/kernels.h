@@ -204,6 +204,10 @@ typedef struct {
     int (*download)(mr_backend *be, void *dst, const void *src, size_t bytes);
     int (*map_weights)(mr_backend *be, const void *host, size_t bytes, const void **out);
     int (*sync)(mr_backend *be);
+    /* The memory this rank may still allocate and the device's total: a
+     * GPU's free memory, or the host's available memory shared among the
+     * ranks on it (Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE). */
+    int (*memory)(mr_backend *be, size_t *available, size_t *total);
 
     /* out[i] = table[ids[i]], rows of `dim`. */
     int (*embed)(mr_backend *be, float *out, const void *table, mr_tensor_type type,

@@ -117,7 +117,8 @@ static mr_preflight_level fit_text(const mr_preflight_gpu_need *need, uint64_t m
     mr_preflight_bytes(w, weights);
     mr_preflight_bytes(kv, need->kv_cache);
     snprintf(out, outlen, "; a rank of the job needs %s (weights %s, KV cache %s): %s", b, w,
-             kv, level == MR_PREFLIGHT_OK ? "fits" : "does not fit");
+             need->kv_cache ? kv : "0: sized to what is left",
+             level == MR_PREFLIGHT_OK ? "fits" : "does not fit");
     return level;
 }
 

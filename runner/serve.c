@@ -518,6 +518,15 @@ static int load_engine(server *s)
         fprintf(stderr, "moerun run: %s\n", err);
         return rc == MR_ENGINE_EINVAL ? MR_EXIT_INVALID : MR_EXIT_FAILED;
     }
+    if (eo.kv_blocks == 0 && s->world.rank == 0) {
+        int blocks = mr_engine_kv_blocks(s->engine);
+        printf("job %s: KV pool of rank 0: %d blocks of %d tokens (%.0f MiB), sized to the "
+               "memory left (kv_blocks = 0)\n",
+               job->job_name, blocks, eo.kv_block_size,
+               (double)mr_model_kv_bytes(mr_model_config_get(s->model), eo.kv_type,
+                                         eo.kv_block_size, blocks) / 1048576.0);
+        fflush(stdout);
+    }
     if ((rc = mr_runner_balancer_new(job, s->model, s->engine, s->world.comm, resume,
                                      &s->balancer)) != MR_EXIT_OK ||
         (rc = mr_runner_meter_new(job, s->plan, s->state, s->model, s->engine, s->balancer,

@@ -108,7 +108,9 @@ extern "C" int mr_cuda_init(mr_backend *be, char *err, size_t errlen)
     if (rc == cudaSuccess)
         rc = cudaMalloc((void **)&cu->input_error, sizeof(int));
     if (rc == cudaSuccess)
-        rc = cudaMemset(cu->input_error, 0, sizeof(int));
+        rc = cudaMemsetAsync(cu->input_error, 0, sizeof(int), cu->stream);
+    if (rc == cudaSuccess)
+        rc = cudaStreamSynchronize(cu->stream);
     if (rc != cudaSuccess) {
         snprintf(err, errlen, "backend \"cuda\": GPU %d: %s", device, cudaGetErrorString(rc));
         be->impl = cu;
@@ -173,12 +175,15 @@ static int input_errors(mr_backend *be)
 {
     mr_cuda *cu = mr_cuda_of(be);
     int found = 0;
-    int rc = mr_cuda_check(be, cudaMemcpy(&found, cu->input_error, sizeof found,
-                                          cudaMemcpyDeviceToHost),
+    int rc = mr_cuda_check(be, cudaMemcpyAsync(&found, cu->input_error, sizeof found,
+                                               cudaMemcpyDeviceToHost, cu->stream),
                            "reading the kernels' error word");
+    if (rc == MR_KERNELS_OK)
+        rc = mr_cuda_check(be, cudaStreamSynchronize(cu->stream), "reading the kernels' error word");
     if (rc != MR_KERNELS_OK || found == MR_CUDA_INPUT_OK)
         return rc;
-    cudaMemset(cu->input_error, 0, sizeof(int));
+    /* On the stream: the default stream is not ordered with it. */
+    cudaMemsetAsync(cu->input_error, 0, sizeof(int), cu->stream);
     if (found == MR_CUDA_BAD_REPLICAS)
         return mr_backend_fail(be, MR_KERNELS_EINVAL, "route: an expert's replica count in "
                                "logcnt is outside 1 .. max_replicas");
@@ -200,6 +205,11 @@ static int cuda_download(mr_backend *be, void *dst, const void *src, size_t byte
     return rc != MR_KERNELS_OK ? rc : cuda_sync(be);
 }
 
+static int cuda_memory(mr_backend *be, size_t *available, size_t *total)
+{
+    return mr_cuda_check(be, cudaMemGetInfo(available, total), "memory");
+}
+
 static int cuda_map_weights(mr_backend *be, const void *host, size_t bytes, const void **out)
 {
     mr_cuda *cu = mr_cuda_of(be);
@@ -210,8 +220,15 @@ static int cuda_map_weights(mr_backend *be, const void *host, size_t bytes, cons
     char what[64];
     snprintf(what, sizeof what, "map_weights of %zu bytes", bytes);
     int rc = mr_cuda_check(be, cudaMalloc(&w->ptr, bytes ? bytes : 1), what);
+    /* On the stream and waited for: a copy from pageable memory may return
+     * before its DMA is done, and the default stream is not ordered with
+     * the backend's. */
     if (rc == MR_KERNELS_OK)
-        rc = mr_cuda_check(be, cudaMemcpy(w->ptr, host, bytes, cudaMemcpyHostToDevice), what);
+        rc = mr_cuda_check(be, cudaMemcpyAsync(w->ptr, host, bytes, cudaMemcpyHostToDevice,
+                                               cu->stream),
+                           what);
+    if (rc == MR_KERNELS_OK)
+        rc = mr_cuda_check(be, cudaStreamSynchronize(cu->stream), what);
     if (rc != MR_KERNELS_OK) {
         cudaFree(w->ptr);
         free(w);
@@ -231,6 +248,7 @@ extern "C" const mr_ops mr_cuda_ops = {
     .download = cuda_download,
     .map_weights = cuda_map_weights,
     .sync = cuda_sync,
+    .memory = cuda_memory,
     .embed = mr_cuda_embed,
     .rmsnorm = mr_cuda_rmsnorm,
     .matmul = mr_cuda_matmul,

@@ -537,15 +537,18 @@ static double seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Seconds per call of `op` on be, after a warm-up, synced. */
+/* Seconds per call of `op` on be, after a warm-up, synced: the backend's
+ * stream and the device's default one (cudaMemcpy device to device). */
 #define TIME(be, reps, op)                                                                        \
     ({                                                                                            \
         op;                                                                                       \
         ok(be, be->ops->sync(be), "sync");                                                        \
+        cudaDeviceSynchronize();                                                                  \
         double t0_ = seconds();                                                                   \
         for (int i_ = 0; i_ < (reps); i_++)                                                       \
             op;                                                                                   \
         ok(be, be->ops->sync(be), "sync");                                                        \
+        cudaDeviceSynchronize();                                                                  \
         (seconds() - t0_) / (reps);                                                               \
     })
 
