@@ -51,6 +51,12 @@ int mr_kernels_check_rows(mr_backend *be, const char *op, int rows, int dim)
                            "width >= 1", op, rows, dim);
 }
 
+int mr_kernels_check_matmul(mr_backend *be, int rows, int out_dim, int in_dim)
+{
+    int rc = mr_kernels_check_rows(be, "matmul", rows, out_dim);
+    return rc == MR_KERNELS_OK ? mr_kernels_check_rows(be, "matmul", rows, in_dim) : rc;
+}
+
 int mr_kernels_check_groups(mr_backend *be, const mr_expert_groups *g)
 {
     if (g->groups >= 0 && g->hidden >= 1 && g->inter >= 1)

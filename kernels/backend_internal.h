@@ -16,6 +16,8 @@ int mr_backend_fail(mr_backend *be, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* MR_KERNELS_EINVAL naming `op` unless rows >= 0 and dim >= 1. */
 int mr_kernels_check_rows(mr_backend *be, const char *op, int rows, int dim);
+/* MR_KERNELS_EINVAL unless rows >= 0 and both widths >= 1. */
+int mr_kernels_check_matmul(mr_backend *be, int rows, int out_dim, int in_dim);
 /* MR_KERNELS_EINVAL unless groups >= 0 and hidden, inter >= 1. */
 int mr_kernels_check_groups(mr_backend *be, const mr_expert_groups *g);
 /* MR_KERNELS_EINVAL unless k and the replicas are in range (host values

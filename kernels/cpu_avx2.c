@@ -148,8 +148,8 @@ AVX2_INLINE void accumulate_values(float *out, float rescale, const float *weigh
 }
 
 /* One query head against positions 0..pos of its KV head, in exact.h's
- * mr_exact_attend_head order: scores by dot16, the softmax of each chunk
- * scalar, the values 8 coordinates at a time. */
+ * mr_exact_attend_head order: scores by dot16, each chunk's softmax by
+ * mr_exact_softmax_chunk itself, the values 8 coordinates at a time. */
 AVX2 void mr_avx2_attend_head(float *out, const float *q, const void *k_cache,
                               const void *v_cache, const mr_attention_args *a, int row,
                               int kv_head)
@@ -159,20 +159,11 @@ AVX2 void mr_avx2_attend_head(float *out, const float *q, const void *k_cache,
     memset(out, 0, (size_t)d * sizeof *out);
     for (int first = 0; first <= last; first += MR_EXACT_CHUNK) {
         int n = last + 1 - first < MR_EXACT_CHUNK ? last + 1 - first : MR_EXACT_CHUNK;
-        float chunk_max = n % MR_EXACT_LANES ? 0.0f : -INFINITY;
         for (int p = 0; p < n; p++) {
             const void *k = mr_exact_kv_at(k_cache, a, row, first + p, kv_head);
             weights[p] = dot16(q, k, a->kv_type, d) * a->scale;
-            chunk_max = chunk_max > weights[p] ? chunk_max : weights[p];
         }
-        float new_max = fmaxf(max, chunk_max), lanes[MR_EXACT_LANES] = {0};
-        for (int p = 0; p < n; p++) {
-            weights[p] = mr_exact_exp(weights[p] - new_max);
-            lanes[p % MR_EXACT_LANES] += weights[p];
-        }
-        float rescale = mr_exact_exp(max - new_max);
-        total = total * rescale + mr_exact_reduce16(lanes);
-        max = new_max;
+        float rescale = mr_exact_softmax_chunk(weights, n, &max, &total);
         accumulate_values(out, rescale, weights, v_cache, a, row, kv_head, first, n);
     }
     float inv_total = 1.0f / total;

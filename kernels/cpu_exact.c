@@ -10,8 +10,6 @@
 
 #include "kernels/cpu_internal.h"
 
-#define FOR_EACH_ROW _Pragma("omp parallel for num_threads(be->threads) if (be->threads > 1)")
-
 int mr_exact_rmsnorm(mr_backend *be, float *out, const float *x, const void *w,
                          mr_tensor_type type, int rows, int dim, float eps)
 {
@@ -36,9 +34,7 @@ static void matmul_row(float *out, const float *x, const void *w, mr_tensor_type
 int mr_exact_matmul(mr_backend *be, float *out, const float *x, const void *w,
                         mr_tensor_type type, int rows, int out_dim, int in_dim)
 {
-    int rc = mr_kernels_check_rows(be, "matmul", rows, out_dim);
-    if (rc == MR_KERNELS_OK)
-        rc = mr_kernels_check_rows(be, "matmul", rows, in_dim);
+    int rc = mr_kernels_check_matmul(be, rows, out_dim, in_dim);
     if (rc != MR_KERNELS_OK)
         return rc;
     FOR_EACH_ROW

@@ -17,6 +17,10 @@ extern const mr_ops mr_cpu_exact_ops;
 int mr_cpu_fast_init(mr_backend *be, char *err, size_t errlen);
 void mr_cpu_fast_release(mr_backend *be);
 
+/* Rows of an op across be->threads, which is 1 for the ref backend.  A
+ * row's arithmetic never depends on the others. */
+#define FOR_EACH_ROW _Pragma("omp parallel for num_threads(be->threads) if (be->threads > 1)")
+
 /* Host memory, shared by both CPU backends (cpu_memory.c). */
 int mr_cpu_alloc(mr_backend *be, size_t bytes, void **out);
 int mr_cpu_free(mr_backend *be, void *ptr);

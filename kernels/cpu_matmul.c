@@ -155,9 +155,7 @@ int mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, mr
     tile_fn *run_tile = tile_of(be);
     if (!run_tile)
         return mr_exact_matmul(be, out, x, w, type, rows, out_dim, in_dim);
-    int rc = mr_kernels_check_rows(be, "matmul", rows, out_dim);
-    if (rc == MR_KERNELS_OK)
-        rc = mr_kernels_check_rows(be, "matmul", rows, in_dim);
+    int rc = mr_kernels_check_matmul(be, rows, out_dim, in_dim);
     if (rc != MR_KERNELS_OK)
         return rc;
     int cols = block_cols(in_dim, type);

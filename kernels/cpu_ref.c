@@ -104,11 +104,7 @@ static void expert_row(float *out, const float *x, const mr_expert_groups *g, in
     matmul_row(out, h, g->down[group], g->type, g->hidden, g->inter);
 }
 
-/* ---- the ops: each row function over every row ----
- * Rows run across be->threads, which is 1 for the ref backend; the fast
- * backend uses these as they are for its cheap ops, and for every op on a
- * CPU without AVX-512.  A row's arithmetic never depends on the others. */
-#define FOR_EACH_ROW _Pragma("omp parallel for num_threads(be->threads) if (be->threads > 1)")
+/* ---- the ops: each row function over every row (FOR_EACH_ROW) ---- */
 
 int mr_ref_embed(mr_backend *be, float *out, const void *table, mr_tensor_type type,
                  const int32_t *ids, int rows, int dim)
@@ -139,9 +135,7 @@ int mr_ref_rmsnorm(mr_backend *be, float *out, const float *x, const void *w, mr
 int mr_ref_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
                   int rows, int out_dim, int in_dim)
 {
-    int rc = mr_kernels_check_rows(be, "matmul", rows, out_dim);
-    if (rc == MR_KERNELS_OK)
-        rc = mr_kernels_check_rows(be, "matmul", rows, in_dim);
+    int rc = mr_kernels_check_matmul(be, rows, out_dim, in_dim);
     if (rc != MR_KERNELS_OK)
         return rc;
     FOR_EACH_ROW

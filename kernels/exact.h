@@ -197,6 +197,26 @@ MR_EXACT_FN const void *mr_exact_kv_at(const void *cache, const mr_attention_arg
     return (const char *)cache + element * (a->kv_type == MR_TENSOR_BF16 ? 2 : 4);
 }
 
+/* The softmax of one chunk of mr_exact_attend_head: weights[0..n) hold
+ * the chunk's scores and become e^(score - max) with the new running
+ * *max; *total is rescaled to it and grows by their sum.  Returns the
+ * factor that rescales what the head's output holds so far. */
+MR_EXACT_FN float mr_exact_softmax_chunk(float *weights, int n, float *max, float *total)
+{
+    float chunk_max = n % MR_EXACT_LANES ? 0.0f : -INFINITY;
+    for (int p = 0; p < n; p++)
+        chunk_max = chunk_max > weights[p] ? chunk_max : weights[p];
+    float new_max = fmaxf(*max, chunk_max), lanes[MR_EXACT_LANES] = {0};
+    for (int p = 0; p < n; p++) {
+        weights[p] = mr_exact_exp(weights[p] - new_max);
+        lanes[p % MR_EXACT_LANES] += weights[p];
+    }
+    float rescale = mr_exact_exp(*max - new_max);
+    *total = *total * rescale + mr_exact_reduce16(lanes);
+    *max = new_max;
+    return rescale;
+}
+
 /* One query head of one token over positions 0..pos, flash attention's
  * way: keys in chunks of MR_EXACT_CHUNK from position 0, and per chunk
  *   scores   w[p] = (q · k_p) * scale;
@@ -219,21 +239,11 @@ MR_EXACT_FN void mr_exact_attend_head(float *out, const float *q, const void *k_
         out[i] = 0;
     for (int first = 0; first <= last; first += MR_EXACT_CHUNK) {
         int n = last + 1 - first < MR_EXACT_CHUNK ? last + 1 - first : MR_EXACT_CHUNK;
-        float chunk_max = n % MR_EXACT_LANES ? 0.0f : -INFINITY;
         for (int p = 0; p < n; p++) {
             const void *k = mr_exact_kv_at(k_cache, a, row, first + p, kv_head);
             weights[p] = mr_exact_dot(q, k, a->kv_type, d) * a->scale;
-            chunk_max = chunk_max > weights[p] ? chunk_max : weights[p];
         }
-        float new_max = fmaxf(max, chunk_max);
-        float lanes[MR_EXACT_LANES] = {0};
-        for (int p = 0; p < n; p++) {
-            weights[p] = mr_exact_exp(weights[p] - new_max);
-            lanes[p % MR_EXACT_LANES] += weights[p];
-        }
-        float rescale = mr_exact_exp(max - new_max);
-        total = total * rescale + mr_exact_reduce16(lanes);
-        max = new_max;
+        float rescale = mr_exact_softmax_chunk(weights, n, &max, &total);
         for (int i = 0; i < d; i++)
             out[i] *= rescale;
         for (int p = 0; p < n; p++) {

@@ -171,9 +171,7 @@ __global__ void matmul_kernel(float *out, const float *x, const void *w, mr_tens
 int mr_cuda_matmul(mr_backend *be, float *out, const float *x, const void *w,
                    mr_tensor_type type, int rows, int out_dim, int in_dim)
 {
-    int rc = mr_kernels_check_rows(be, "matmul", rows, out_dim);
-    if (rc == MR_KERNELS_OK)
-        rc = mr_kernels_check_rows(be, "matmul", rows, in_dim);
+    int rc = mr_kernels_check_matmul(be, rows, out_dim, in_dim);
     if (rc != MR_KERNELS_OK || rows == 0)
         return rc;
     matmul_kernel<<<LAUNCH((size_t)rows * out_dim)>>>(out, x, w, type, rows, out_dim, in_dim);
