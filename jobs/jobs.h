@@ -61,8 +61,10 @@ void mr_buf_free(mr_buf *b);
       "share of failed requests above which the job exits 7; 1 = only when all failed")    \
     X(model, path, PATH, NULL, MR_KEY_REQUIRED, 0, 0, NULL,                                \
       "model folder in the Hugging Face layout (config.json, *.safetensors)")              \
-    X(engine, backend, ENUM, "cpu", 0, 0, 0, "cpu,ref",                                    \
-      "compute backend: cpu (AVX-512, threads) or ref (plain loops, for checking)")        \
+    X(engine, backend, ENUM, "cpu", 0, 0, 0, "cpu,ref,fenced",                             \
+      "compute backend: cpu (AVX-512, threads), ref (plain loops, for checking) or "       \
+      "fenced (cpu arithmetic on memory the host cannot touch outside ops; for testing "   \
+      "the GPU boundary)")                                                                 \
     X(engine, threads, INT, "0", MR_KEY_RESUME, 0, 4096, NULL,                             \
       "compute threads per rank; 0 = all cores")                                           \
     X(engine, max_batch_tokens, INT, "512", 0, 1, 1 << 20, NULL,                           \
@@ -147,7 +149,7 @@ void mr_buf_free(mr_buf *b);
 #define MR_KEY_RESUME 2
 
 /* The orders below are the orders of the `choices` lists above. */
-typedef enum { MR_BACKEND_CPU, MR_BACKEND_REF } mr_backend_kind;
+typedef enum { MR_BACKEND_CPU, MR_BACKEND_REF, MR_BACKEND_FENCED } mr_backend_kind;
 typedef enum { MR_FORMAT_OPENAI_BATCH, MR_FORMAT_PROMPT } mr_input_format;
 typedef enum { MR_LAUNCHER_LOCAL, MR_LAUNCHER_MPI } mr_launcher;
 typedef enum { MR_DISPATCH_HIGH_THROUGHPUT, MR_DISPATCH_LOW_LATENCY } mr_dispatch_kind;

@@ -83,12 +83,13 @@ typedef struct {
 static const backend_entry BACKENDS[] = {
     {"cpu", &mr_cpu_fast_ops, mr_cpu_fast_init, mr_cpu_fast_release},
     {"ref", &mr_cpu_ref_ops, NULL, NULL},
+    {"fenced", &mr_fenced_ops, mr_fenced_init, mr_fenced_release},
 };
 #define N_BACKENDS (sizeof BACKENDS / sizeof BACKENDS[0])
 
 const char *mr_backend_names(void)
 {
-    return "cpu, ref";
+    return "cpu, ref, fenced";
 }
 
 static const backend_entry *find_backend(const char *name)

@@ -1,4 +1,5 @@
-/* Private to kernels/: what the two CPU backends share. */
+/* Private to kernels/: what the CPU backends share ("cpu", "ref", and
+ * "fenced", which runs cpu's ops). */
 #ifndef MR_KERNELS_CPU_INTERNAL_H
 #define MR_KERNELS_CPU_INTERNAL_H
 
@@ -13,6 +14,12 @@ extern const mr_ops mr_cpu_fast_ops;
 /* The fast backend's state (scratch, whether AVX-512 is used) in be->impl. */
 int mr_cpu_fast_init(mr_backend *be, char *err, size_t errlen);
 void mr_cpu_fast_release(mr_backend *be);
+
+/* The "fenced" backend (fenced.c): cpu's ops on memory the host cannot
+ * touch outside them; its state, cpu's among it, in be->impl. */
+extern const mr_ops mr_fenced_ops;
+int mr_fenced_init(mr_backend *be, char *err, size_t errlen);
+void mr_fenced_release(mr_backend *be);
 
 /* Records a failed op's message in be->error and returns `status`
  * (backend.c). */

@@ -450,6 +450,13 @@ static int claim_shards(server *s, bool *done, bool *checkpoint, bool *sample, i
     return rc;
 }
 
+/* The kernels backend of each [engine] backend (jobs.h's mr_backend_kind). */
+static const char *const BACKEND_NAMES[] = {
+    [MR_BACKEND_CPU] = "cpu",
+    [MR_BACKEND_REF] = "ref",
+    [MR_BACKEND_FENCED] = "fenced",
+};
+
 static int load_engine(server *s)
 {
     const mr_job *job = s->job;
@@ -492,7 +499,7 @@ static int load_engine(server *s)
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         threads = cores / here > 1 ? (int)(cores / here) : 1;
     }
-    mr_model_options mo = {.backend = job->engine_backend == MR_BACKEND_REF ? "ref" : "cpu",
+    mr_model_options mo = {.backend = BACKEND_NAMES[job->engine_backend],
                            .threads = threads,
                            .comm = s->world.comm,
                            .dispatch = job->parallel_dispatch == MR_DISPATCH_LOW_LATENCY
