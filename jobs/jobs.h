@@ -61,11 +61,12 @@ void mr_buf_free(mr_buf *b);
       "share of failed requests above which the job exits 7; 1 = only when all failed")    \
     X(model, path, PATH, NULL, MR_KEY_REQUIRED, 0, 0, NULL,                                \
       "model folder in the Hugging Face layout (config.json, *.safetensors)")              \
-    X(engine, backend, ENUM, "auto", 0, 0, 0, "auto,cpu,cuda,exact,ref",                   \
+    X(engine, backend, ENUM, "auto", 0, 0, 0, "auto,cpu,cuda,exact,fenced,ref",            \
       "compute backend: auto (cuda when built in and a GPU is usable, else cpu), cpu "     \
       "(AVX-512 or AVX2, threads), cuda (a GPU, exact mode: cpu's bits; the job is "       \
-      "refused without one), exact (cpu's bits in plain loops, for checking) or ref "      \
-      "(plain loops in double, for checking)")                                             \
+      "refused without one), exact (cpu's bits in plain loops, for checking), fenced "     \
+      "(cpu arithmetic on memory the host cannot touch outside ops; for testing the GPU "  \
+      "boundary) or ref (plain loops in double, for checking)")                            \
     X(engine, kv_dtype, ENUM, "f32", 0, 0, 0, "f32,bf16",                                  \
       "KV cache elements: f32, or bf16 (half the memory; K and V rounded to bf16, so "     \
       "results can differ from f32's, the same on every backend, batch and rank count)")   \
@@ -160,6 +161,7 @@ typedef enum {
     MR_BACKEND_CPU,
     MR_BACKEND_CUDA,
     MR_BACKEND_EXACT,
+    MR_BACKEND_FENCED,
     MR_BACKEND_REF
 } mr_backend_kind;
 typedef enum { MR_FORMAT_OPENAI_BATCH, MR_FORMAT_PROMPT } mr_input_format;

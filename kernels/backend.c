@@ -101,6 +101,7 @@ static const backend_entry BACKENDS[] = {
     {"cpu", &mr_cpu_fast_ops, mr_cpu_fast_init, mr_cpu_fast_release},
     {"ref", &mr_cpu_ref_ops, NULL, NULL},
     {"exact", &mr_cpu_exact_ops, NULL, NULL},
+    {"fenced", &mr_fenced_ops, mr_fenced_init, mr_fenced_release},
 #if MR_HAVE_CUDA
     {"cuda", &mr_cuda_ops, mr_cuda_init, mr_cuda_release},
 #endif
@@ -109,7 +110,7 @@ static const backend_entry BACKENDS[] = {
 
 const char *mr_backend_names(void)
 {
-    return MR_HAVE_CUDA ? "cpu, ref, exact, cuda" : "cpu, ref, exact";
+    return MR_HAVE_CUDA ? "cpu, ref, exact, fenced, cuda" : "cpu, ref, exact, fenced";
 }
 
 static const backend_entry *find_backend(const char *name)

@@ -1,4 +1,5 @@
-/* Private to kernels/: what the CPU backends share. */
+/* Private to kernels/: what the CPU backends share ("cpu", "ref", "exact",
+ * and "fenced", which runs cpu's ops). */
 #ifndef MR_KERNELS_CPU_INTERNAL_H
 #define MR_KERNELS_CPU_INTERNAL_H
 
@@ -16,6 +17,12 @@ extern const mr_ops mr_cpu_exact_ops;
 /* The fast backend's state (scratch, whether AVX-512 is used) in be->impl. */
 int mr_cpu_fast_init(mr_backend *be, char *err, size_t errlen);
 void mr_cpu_fast_release(mr_backend *be);
+
+/* The "fenced" backend (fenced.c): cpu's ops on memory the host cannot
+ * touch outside them; its state, cpu's among it, in be->impl. */
+extern const mr_ops mr_fenced_ops;
+int mr_fenced_init(mr_backend *be, char *err, size_t errlen);
+void mr_fenced_release(mr_backend *be);
 
 /* Rows of an op across be->threads, which is 1 for the ref backend.  A
  * row's arithmetic never depends on the others. */

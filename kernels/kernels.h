@@ -18,6 +18,18 @@
  *    and return before it is done (CUDA, as ggml's backends do); an error
  *    of queued work may surface only at the next `sync`.  The host reads
  *    backend memory only after `download` or `sync`.
+ *  - Every pointer an op takes is one of three kinds of memory:
+ *      backend    a buffer from `alloc` or `map_weights` (device memory on
+ *                 a GPU), or an address inside one; the host never reads
+ *                 or writes it but through `upload` and `download`;
+ *      host       the caller's memory, which the op reads on the host: the
+ *                 args structs themselves and the arrays marked [host];
+ *      transport  a message buffer of the engine's comm module, marked
+ *                 [transport]: host memory for shm and MPI, device memory
+ *                 for the GPU transports; ops read and write it in place.
+ *    A pointer not marked otherwise is a backend buffer.  The "fenced"
+ *    backend checks every op's pointers against these marks and faults a
+ *    host access to backend memory outside the ops.
  *
  * Nothing here knows about models, requests or ranks.
  */
@@ -75,21 +87,25 @@ typedef struct {
     const int32_t *pos;         /* [rows]: position; the token sees positions 0..pos */
     const int32_t *block_table; /* [sequences][max_blocks] */
     mr_tensor_type kv_type;     /* of the cache's elements */
-} mr_attention_args;
+} mr_attention_args;            /* every pointer a backend buffer */
 
 /* Experts run as one grouped call: group g owns rows offsets[g] ..
  * offsets[g+1]-1 of x and out, and its weights are gate[g], up[g]
  * ([inter][hidden]) and down[g] ([hidden][inter]).  out = down(silu(gate(x))
  * * up(x)), unweighted; the caller combines.  With x_rows, input row r is
  * x_rows[r] instead of x + r * hidden: expert parallelism reads tokens
- * where dispatch delivered them, one copy per token rather than per pick. */
+ * where dispatch delivered them, one copy per token rather than per pick.
+ * The op reads offsets and the weight addresses on the host (to launch
+ * per group); the rows stay on the device. */
 typedef struct {
     int groups;
-    const int32_t *offsets; /* [groups + 1], offsets[0] = 0 */
-    const float *const *x_rows; /* [rows] or NULL */
-    const void *const *gate;
-    const void *const *up;
-    const void *const *down;
+    const int32_t *offsets; /* [host] [groups + 1], offsets[0] = 0 */
+    /* [rows] or NULL: a backend buffer (ep_unpack writes it) whose entries
+     * point into dispatch's received messages, [transport] */
+    const float *const *x_rows;
+    const void *const *gate; /* [host] [groups]: each a backend address (a weight) */
+    const void *const *up;   /* [host] [groups]: likewise */
+    const void *const *down; /* [host] [groups]: likewise */
     mr_tensor_type type;
     int hidden, inter;
 } mr_expert_groups;
@@ -164,7 +180,8 @@ typedef struct {
     int32_t *n_local;     /* [tokens]: each received token's local picks */
     int32_t *rows;        /* [tokens][top_k]: the grouped row of each pick */
     float *weight;        /* [tokens][top_k] */
-    const float **x_rows; /* [rows]: each grouped row's input, where it landed */
+    const float **x_rows; /* [rows]: each grouped row's input, where it landed: an
+                           * address in its message, [transport] */
     float *y;             /* [rows][hidden]: the experts' outputs */
 } mr_ep_recv;
 
@@ -192,12 +209,14 @@ typedef struct {
     const char *name;
 
     /* Memory.  On the CPU device memory is host memory; upload and download
-     * are copies.  map_weights gives the address ops should read a weight
-     * at, made once at load: the "ref" backend reads the mmapped file
-     * itself, "cpu" a copy in huge pages, a GPU a device copy.  download
-     * waits for the work queued before it; sync waits for all of it.
-     * free's status reports a device error; teardown has nothing to do
-     * with it but go on freeing. */
+     * are copies.  upload's src is [host]; download's dst is [host] and its
+     * src a backend buffer or a [transport] message (dispatch reads each
+     * received header so).  map_weights gives the address ops should read
+     * a weight at, made once at load from `host` [host], the mapped file:
+     * the "ref" backend reads the file itself, "cpu" a copy in huge pages,
+     * a GPU a device copy.  download waits for the work queued before it;
+     * sync waits for all of it.  free's status reports a device error;
+     * teardown has nothing to do with it but go on freeing. */
     int (*alloc)(mr_backend *be, size_t bytes, void **out);
     int (*free)(mr_backend *be, void *ptr);
     int (*upload)(mr_backend *be, void *dst, const void *src, size_t bytes);
@@ -254,25 +273,26 @@ typedef struct {
      * per destination slot is taken in token order, and a token that does
      * not fit one of its slots on a rank goes to that rank deferred. */
     int (*ep_layout)(mr_backend *be, const mr_ep_send *s);
-    /* The message for `dst` into msg: its header, then the records of
-     * `part` in token order. */
+    /* The message for `dst` into msg [transport]: its header, then the
+     * records of `part` in token order. */
     int (*ep_pack)(mr_backend *be, void *msg, const mr_ep_send *s, int dst,
                    mr_ep_pack_part part);
-    /* Places each record of the message from `src`: the token's picks and
-     * weights, and its row pointer at every local slot it picked (one copy
-     * of the token however many of its experts are here).  A record whose
-     * order or local slots fall outside its header is MR_KERNELS_EINVAL: a
-     * peer's message is not trusted to index. */
+    /* Places each record of the message from `src` (msg [transport]): the
+     * token's picks and weights, and at every local slot it picked a
+     * pointer to its row in the message (one copy of the token however
+     * many of its experts are here).  A record whose order or local slots fall
+     * outside its header is MR_KERNELS_EINVAL: a peer's message is not
+     * trusted to index. */
     int (*ep_unpack)(mr_backend *be, const mr_ep_recv *r, const void *msg, int src);
-    /* The combine message for the `tokens` tokens `src` sent here, in its
-     * order: per token the sum over its local picks, in pick order, of
-     * weight * y, the f32 products summed in double. */
+    /* The combine message (msg [transport]) for the `tokens` tokens `src`
+     * sent here, in its order: per token the sum over its local picks, in
+     * pick order, of weight * y, the f32 products summed in double. */
     int (*ep_combine_partials)(mr_backend *be, void *msg, const mr_ep_recv *r, int src,
                                int tokens);
     /* out[t] = the f32 rounding of the sum, in rank order, of the partial
      * rows from the ranks token t visited (s->visits, s->order: the layout
-     * of the dispatch this combines): msgs[r] is rank r's combine message,
-     * NULL when none came. */
+     * of the dispatch this combines): msgs [host] [n_ranks], msgs[r] rank
+     * r's combine message [transport], NULL when none came. */
     int (*ep_combine_reduce)(mr_backend *be, float *out, const void *const *msgs,
                              const mr_ep_send *s);
 } mr_ops;

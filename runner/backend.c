@@ -16,6 +16,7 @@ const char *mr_runner_backend_name(const mr_job *job)
                                         [MR_BACKEND_CPU] = "cpu",
                                         [MR_BACKEND_CUDA] = "cuda",
                                         [MR_BACKEND_EXACT] = "exact",
+                                        [MR_BACKEND_FENCED] = "fenced",
                                         [MR_BACKEND_REF] = "ref"};
     return names[job->engine_backend];
 }

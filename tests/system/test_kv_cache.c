@@ -43,9 +43,11 @@ Test(kv_cache, bf16_results_do_not_depend_on_ranks_batching_or_backend)
     run("three", "kv_dtype = bf16\n[parallel]\nranks = 3\ndispatch = low-latency\n"
                  "ll_capacity = 2\n");
     run("exact", "kv_dtype = bf16\nbackend = exact\n");
+    run("fenced", "kv_dtype = bf16\nbackend = fenced\n[parallel]\nranks = 2\n");
     mr_test_assert_same_output(t.dir, "one", "two");
     mr_test_assert_same_output(t.dir, "one", "three");
     mr_test_assert_same_output(t.dir, "one", "exact");
+    mr_test_assert_same_output(t.dir, "one", "fenced");
 }
 
 Test(kv_cache, a_checkpoint_of_the_other_type_is_refused)
@@ -61,7 +63,7 @@ Test(kv_cache, kv_blocks_0_sizes_the_pool_to_the_memory_left)
 {
     mr_test_write_requests(t.dir, 30);
     run("fixed", "");
-    run("sized", "kv_blocks = 0\n");
+    run("sized", "kv_blocks = 0\nbackend = fenced\n");
     mr_test_assert_same_output(t.dir, "fixed", "sized");
     const char *line = strstr(t.out, "KV pool of rank 0: ");
     cr_assert(line, "%s", t.out);

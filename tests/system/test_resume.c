@@ -300,6 +300,24 @@ Test(resume, a_4_rank_run_resumes_on_2_ranks_and_a_2_rank_run_on_3)
     assert_complete("two", 120);
 }
 
+/* On the "fenced" backend, where the host faults on backend memory outside
+ * ops: a stopped run resumes on another number of ranks (experts placed
+ * anew, the checkpoint's counts restored) and gives the cpu backend's
+ * bytes. */
+Test(resume, a_fenced_run_resumes_on_3_ranks_with_the_same_bytes)
+{
+    run_reference(120);
+    stop_a_run("fenced", RANKS(2) "[engine]\nbackend = fenced\n");
+    cr_assert_eq(moerun("resume", "runs/fenced", "--set", "parallel.ranks=3", NULL), 0, "%s%s",
+                 t.out, t.err);
+    cr_assert(strstr(t.out, "starting 3 ranks"), "%s", t.out);
+    char *path = in_dir("runs/fenced/job.ini"), *job = mr_test_read(path, NULL);
+    cr_assert(job && strstr(job, "\nbackend = fenced\n"), "%s: %s", path, job);
+    free(job);
+    free(path);
+    assert_complete("fenced", 120);
+}
+
 Test(resume, a_rank_that_dies_is_restarted_from_the_last_checkpoint)
 {
     run_reference(120);

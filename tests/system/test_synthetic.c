@@ -1,8 +1,9 @@
 /*
  * Synthetic weights: a folder with config.json and a tokenizer but no
  * safetensors loads with mr_model_options.synthetic_seed, its weights made
- * on the backend; the same seed gives the same logits on cpu and exact (as
- * on cuda, whose exact mode is checked against cpu on a GPU), another seed
+ * on the backend; the same seed gives the same logits on cpu, exact (as on
+ * cuda, whose exact mode is checked against cpu on a GPU) and fenced (made
+ * where the host cannot see them, as on a device), another seed
  * other logits, and the values keep activations finite at depth.
  */
 #define _GNU_SOURCE
@@ -62,8 +63,10 @@ Test(synthetic, weights_made_on_the_backend_are_the_same_bits_on_cpu_and_exact)
     size_t n = (size_t)N * cfg.vocab_size;
     float *cpu = logits("cpu", 7, ids, N, cfg.vocab_size);
     float *exact = logits("exact", 7, ids, N, cfg.vocab_size);
+    float *fenced = logits("fenced", 7, ids, N, cfg.vocab_size); /* device-made, as on a GPU */
     float *other = logits("cpu", 8, ids, N, cfg.vocab_size);
     cr_assert_eq(mr_test_first_difference(cpu, exact, n), -1, "cpu and exact differ");
+    cr_assert_eq(mr_test_first_difference(cpu, fenced, n), -1, "cpu and fenced differ");
     cr_assert_neq(mr_test_first_difference(cpu, other, n), -1, "another seed, the same logits");
     double spread = 0;
     for (size_t i = 0; i < n; i++) {
@@ -71,7 +74,7 @@ Test(synthetic, weights_made_on_the_backend_are_the_same_bits_on_cpu_and_exact)
         spread += fabs(cpu[i] - cpu[0]);
     }
     cr_assert_gt(spread, 0, "every logit the same");
-    free(cpu), free(exact), free(other);
+    free(cpu), free(exact), free(fenced), free(other);
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
