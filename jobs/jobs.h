@@ -147,7 +147,10 @@ void mr_buf_free(mr_buf *b);
     X(cost, spot_gpu_hour_usd, FLOAT, "0", MR_KEY_RESUME, 0, 1e6, NULL,                    \
       "spot price of one GPU hour")                                                       \
     X(report, progress_seconds, FLOAT, "10", MR_KEY_RESUME, 0.1, 86400, NULL,              \
-      "seconds between progress log lines, metrics.prom refreshes and timeline samples")
+      "seconds between progress log lines, metrics.prom refreshes and timeline samples")    \
+    X(report, expert_metrics, ENUM, "off", MR_KEY_RESUME, 0, 0, "off,on",                  \
+      "metrics.prom series per (layer, expert): off keeps each layer's 3 busiest experts "  \
+      "(a real model has 10,000 and more expert series)")
 
 #define MR_KEY_REQUIRED 1
 /* The key may differ when a run resumes: it changes how the job runs, never
@@ -156,6 +159,7 @@ void mr_buf_free(mr_buf *b);
 
 /* The orders below are the orders of the `choices` lists above. */
 typedef enum { MR_KV_F32, MR_KV_BF16 } mr_kv_dtype;
+typedef enum { MR_EXPERT_METRICS_OFF, MR_EXPERT_METRICS_ON } mr_expert_metrics;
 typedef enum {
     MR_BACKEND_AUTO,
     MR_BACKEND_CPU,

@@ -340,6 +340,10 @@ static int write_metrics(mr_runner_meter *m, double elapsed, double tokens_per_s
         .layer_rank_imbalance = m->layer_rank,
         .layer_expert_imbalance = m->layer_expert,
         .expert_tokens = m->job_load_counts,
+        .expert_series = m->job->report_expert_metrics == MR_EXPERT_METRICS_ON,
+        .hot_experts = 3,
+        .version = MR_VERSION,
+        .backends = mr_backend_names(),
         .rank_busy = m->busy,
         .updated = (double)time(NULL)};
     int rc = path ? MR_EXIT_OK : MR_EXIT_FAILED;

@@ -20,6 +20,10 @@ typedef struct {
     bool failed; /* sticky: one check at the end instead of one per line */
 } exposition;
 
+/* Prometheus gives every scraped series a `job` label of its own (the
+ * scrape configuration's), so the job's name goes in a label of ours. */
+#define JOB_LABEL "moerun_job"
+
 static void appendf(exposition *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void appendf(exposition *x, const char *fmt, ...)
@@ -52,10 +56,10 @@ static void family(exposition *x, const char *name, const char *type, const char
     appendf(x, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* labels: more labels after job, each starting with a comma, or "". */
+/* labels: more labels after the job's, each starting with a comma, or "". */
 static void sample_count(exposition *x, const char *name, const char *labels, uint64_t value)
 {
-    appendf(x, "%s{job=\"%s\"%s} %" PRIu64 "\n", name, x->job, labels, value);
+    appendf(x, "%s{" JOB_LABEL "=\"%s\"%s} %" PRIu64 "\n", name, x->job, labels, value);
 }
 
 /* Not-finite values are written as 0: Prometheus would read NaN, but one
@@ -70,7 +74,7 @@ static void sample_real(exposition *x, const char *name, const char *labels, dou
     snprintf(text, sizeof text, "%.15g", value);
     if (strtod(text, NULL) != value)
         snprintf(text, sizeof text, "%.17g", value);
-    appendf(x, "%s{job=\"%s\"%s} %s\n", name, x->job, labels, text);
+    appendf(x, "%s{" JOB_LABEL "=\"%s\"%s} %s\n", name, x->job, labels, text);
 }
 
 static void per_layer_ratio(exposition *x, const mr_report_metrics *m, const char *name,
@@ -86,6 +90,62 @@ static void per_layer_ratio(exposition *x, const mr_report_metrics *m, const cha
     }
 }
 
+/* Each layer's `hot_experts` busiest experts so far (ties to the lower
+ * id), by place: its share of the layer's tokens, and which it is.  A
+ * handful of series per layer where one per expert would be thousands;
+ * the expert is a value, not a label, so a new hottest expert makes no
+ * new series. */
+static void hot_expert_families(exposition *x, const mr_report_metrics *m)
+{
+    int n = m->hot_experts < m->experts ? m->hot_experts : m->experts;
+    if (n <= 0)
+        return;
+    int *top = malloc((size_t)n * (size_t)m->layers * sizeof *top);
+    if (!top) {
+        x->failed = true;
+        return;
+    }
+    for (int l = 0; l < m->layers; l++) {
+        const uint64_t *tokens = m->expert_tokens + (size_t)l * (size_t)m->experts;
+        int *best = top + (size_t)l * (size_t)n;
+        for (int p = 0; p < n; p++) {
+            int pick = -1;
+            for (int e = 0; e < m->experts; e++) {
+                bool taken = false;
+                for (int q = 0; q < p; q++)
+                    taken |= best[q] == e;
+                if (!taken && (pick < 0 || tokens[e] > tokens[pick]))
+                    pick = e;
+            }
+            best[p] = pick;
+        }
+    }
+    static const char *const names[2] = {"moerun_layer_hot_expert_share",
+                                          "moerun_layer_hot_expert"};
+    family(x, names[0], "gauge",
+           "Share of each MoE layer's routed tokens its busiest experts took, by place.");
+    for (int l = 0; l < m->layers; l++) {
+        const uint64_t *tokens = m->expert_tokens + (size_t)l * (size_t)m->experts;
+        uint64_t total = 0;
+        for (int e = 0; e < m->experts; e++)
+            total += tokens[e];
+        for (int p = 0; p < n; p++) {
+            char labels[48];
+            snprintf(labels, sizeof labels, ",layer=\"%d\",place=\"%d\"", m->layer_ids[l], p + 1);
+            int e = top[(size_t)l * (size_t)n + (size_t)p];
+            sample_real(x, names[0], labels, total ? (double)tokens[e] / (double)total : 0);
+        }
+    }
+    family(x, names[1], "gauge", "Which expert (its id) is each MoE layer's busiest, by place.");
+    for (int l = 0; l < m->layers; l++)
+        for (int p = 0; p < n; p++) {
+            char labels[48];
+            snprintf(labels, sizeof labels, ",layer=\"%d\",place=\"%d\"", m->layer_ids[l], p + 1);
+            sample_count(x, names[1], labels, (uint64_t)top[(size_t)l * (size_t)n + (size_t)p]);
+        }
+    free(top);
+}
+
 static void layer_families(exposition *x, const mr_report_metrics *m)
 {
     per_layer_ratio(x, m, "moerun_layer_rank_imbalance_ratio",
@@ -96,6 +156,10 @@ static void layer_families(exposition *x, const mr_report_metrics *m)
                     m->layer_expert_imbalance);
     if (!m->expert_tokens || m->experts <= 0)
         return;
+    if (!m->expert_series) {
+        hot_expert_families(x, m);
+        return;
+    }
     const char *name = "moerun_expert_tokens_total";
     family(x, name, "counter", "Tokens routed to each expert of each MoE layer.");
     for (int l = 0; l < m->layers; l++)
@@ -126,6 +190,18 @@ int mr_report_metrics_format(const mr_report_metrics *m, mr_buf *out)
         return -1;
     size_t start = out->len;
 
+    if (m->version) {
+        char *version = escape_label_value(m->version);
+        char *backends = escape_label_value(m->backends ? m->backends : "");
+        if (!version || !backends)
+            x.failed = true;
+        family(&x, "moerun_build_info", "gauge",
+               "1, labelled with the moerun version and the backends built in.");
+        appendf(&x, "moerun_build_info{" JOB_LABEL "=\"%s\",version=\"%s\",backends=\"%s\"} 1\n",
+                x.job, version ? version : "", backends ? backends : "");
+        free(version);
+        free(backends);
+    }
     family(&x, "moerun_requests_total", "counter", "Requests answered, by outcome.");
     sample_count(&x, "moerun_requests_total", ",status=\"ok\"", m->requests_ok);
     sample_count(&x, "moerun_requests_total", ",status=\"failed\"", m->requests_failed);
@@ -142,9 +218,9 @@ int mr_report_metrics_format(const mr_report_metrics *m, mr_buf *out)
     family(&x, "moerun_rank_seconds_total", "counter",
            "Wall-clock time times ranks of every attempt: the rank time the job is billed for.");
     sample_real(&x, "moerun_rank_seconds_total", "", m->rank_seconds);
-    family(&x, "moerun_attempts", "gauge",
+    family(&x, "moerun_attempts_total", "counter",
            "Attempts of the job: the first run and every resume.");
-    sample_count(&x, "moerun_attempts", "", m->attempts);
+    sample_count(&x, "moerun_attempts_total", "", m->attempts);
     family(&x, "moerun_preemptions_total", "counter",
            "Resumes of the job after a preemption notice or a crash.");
     sample_count(&x, "moerun_preemptions_total", "", m->preemptions);

@@ -128,7 +128,8 @@ int mr_report_svg_heatmaps(const char *path, const char *title, const mr_report_
  * node-exporter textfile way (a temporary file renamed over the old one)
  * ------------------------------------------------------------------------ */
 typedef struct {
-    const char *job;                 /* the job name: a label on every series */
+    const char *job;                 /* the job name: the moerun_job label of every series */
+    const char *version, *backends;  /* moerun_build_info's labels */
     uint64_t requests_ok, requests_failed, requests_planned;
     uint64_t tokens_prompt, tokens_completion;
     double tokens_per_second;        /* since the last sample */
@@ -144,6 +145,10 @@ typedef struct {
     const double *layer_rank_imbalance;   /* [layers], recent */
     const double *layer_expert_imbalance; /* [layers]: max / mean tokens per expert */
     const uint64_t *expert_tokens;   /* [layers][experts]: tokens routed, the job so far */
+    /* Series per (layer, expert) of expert_tokens ([report]
+     * expert_metrics = on); else only each layer's hot_experts busiest. */
+    bool expert_series;
+    int hot_experts;
     const double *rank_busy;         /* [ranks]: busy share since the last sample, or NULL */
     double updated;                  /* Unix time of the sample */
 } mr_report_metrics;

@@ -37,7 +37,7 @@ TestSuite(report, .init = setup, .fini = teardown, .timeout = 300);
     "[parallel]\nranks = 2\n"                                                               \
     "[eplb]\nmode = online\nredundant_experts = 2\nstep_interval = 4\nmin_batch_tokens = 0\n" \
     "[cost]\ngpu_hour_usd = 3.60\nspot_gpu_hour_usd = 1.20\n"                               \
-    "[report]\nprogress_seconds = 0.1\n"
+    "[report]\nprogress_seconds = 0.1\nexpert_metrics = on\n"
 
 /* t.dir/runs/RUN/FILE, or the run folder when file is NULL. */
 static char *in_run(const char *run, const char *file)

@@ -40,7 +40,7 @@ static const uint64_t expert_tokens[] = {100, 200, 300, 400,  /* layer 1 */
                                          0,   0,   0,   7};   /* layer 9 */
 static const double rank_busy[] = {0.875, 0.5};
 /* The job label of moe_job() as the file spells it. */
-#define MOE_JOB "job=\"nightly \\\"eval\\\" C:\\\\runs\""
+#define MOE_JOB "moerun_job=\"nightly \\\"eval\\\" C:\\\\runs\""
 
 static mr_report_metrics moe_job(void)
 {
@@ -55,7 +55,8 @@ static mr_report_metrics moe_job(void)
         .layers = 3, .experts = 4, .layer_ids = layer_ids,
         .layer_rank_imbalance = layer_rank_imbalance,
         .layer_expert_imbalance = layer_expert_imbalance,
-        .expert_tokens = expert_tokens, .rank_busy = rank_busy,
+        .expert_tokens = expert_tokens, .expert_series = true, .hot_experts = 3,
+        .rank_busy = rank_busy, .version = "0.1.0", .backends = "cpu, ref",
         .updated = 1795000000.25};
 }
 
@@ -109,6 +110,10 @@ Test(metrics, moe_job_passes_promtool_with_every_sample)
     assert_line(text, "moerun_rank_busy_ratio{" MOE_JOB ",rank=\"1\"} 0.5");
     assert_line(text, "moerun_wall_seconds_total{" MOE_JOB "} 0.1");
     assert_line(text, "moerun_last_update_timestamp_seconds{" MOE_JOB "} 1795000000.25");
+    assert_line(text, "moerun_build_info{" MOE_JOB ",version=\"0.1.0\",backends=\"cpu, ref\"} 1");
+    assert_line(text, "# TYPE moerun_attempts_total counter");
+    assert_line(text, "moerun_attempts_total{" MOE_JOB "} 2");
+    cr_assert_null(strstr(text, "{job="), "no series has a label Prometheus sets itself");
     assert_line(text, "# TYPE moerun_expert_tokens_total counter");
     cr_assert_eq(count(text, "moerun_expert_tokens_total{"), 12);
     cr_assert_eq(count(text, "# TYPE moerun_expert_tokens_total "), 1);
@@ -125,12 +130,35 @@ Test(metrics, moe_job_passes_promtool_with_every_sample)
     free(text);
 }
 
+/* By default each layer's three busiest experts, not one series per
+ * expert: layer 5's are expert 3 (1234 of 1294 tokens), then 2 and 1;
+ * layer 9's 7 tokens all went to expert 3, and the empty places go to the
+ * lowest ids. */
+Test(metrics, by_default_each_layer_shows_its_busiest_experts_not_every_one)
+{
+    mr_report_metrics m = moe_job();
+    m.expert_series = false;
+    char *text = write_and_check(&m);
+    cr_assert_null(strstr(text, "moerun_expert_tokens_total"));
+    assert_line(text, "moerun_layer_hot_expert{" MOE_JOB ",layer=\"5\",place=\"1\"} 3");
+    assert_line(text, "moerun_layer_hot_expert{" MOE_JOB ",layer=\"5\",place=\"2\"} 2");
+    assert_line(text, "moerun_layer_hot_expert{" MOE_JOB ",layer=\"1\",place=\"1\"} 3");
+    assert_line(text, "moerun_layer_hot_expert{" MOE_JOB ",layer=\"9\",place=\"1\"} 3");
+    assert_line(text, "moerun_layer_hot_expert{" MOE_JOB ",layer=\"9\",place=\"2\"} 0");
+    assert_line(text, "moerun_layer_hot_expert{" MOE_JOB ",layer=\"9\",place=\"3\"} 1");
+    assert_line(text, "moerun_layer_hot_expert_share{" MOE_JOB ",layer=\"9\",place=\"1\"} 1");
+    assert_line(text, "moerun_layer_hot_expert_share{" MOE_JOB ",layer=\"1\",place=\"1\"} 0.4");
+    cr_assert_eq(count(text, "moerun_layer_hot_expert{"), 9);
+    cr_assert_eq(count(text, "moerun_layer_hot_expert_share{"), 9);
+    free(text);
+}
+
 Test(metrics, dense_model_has_no_expert_series)
 {
     mr_report_metrics m = dense_job();
     char *text = write_and_check(&m);
-    assert_line(text, "moerun_tokens_total{job=\"dense\",kind=\"prompt\"} 500");
-    assert_line(text, "moerun_ranks{job=\"dense\"} 1");
+    assert_line(text, "moerun_tokens_total{moerun_job=\"dense\",kind=\"prompt\"} 500");
+    assert_line(text, "moerun_ranks{moerun_job=\"dense\"} 1");
     cr_assert_null(strstr(text, "moerun_expert_tokens_total"));
     cr_assert_null(strstr(text, "moerun_layer_"));
     cr_assert_null(strstr(text, "moerun_rank_busy_ratio"));
@@ -149,7 +177,8 @@ Test(metrics, a_value_that_is_not_finite_is_written_as_zero)
     assert_line(text, "moerun_rank_imbalance_ratio{" MOE_JOB "} 0");
     assert_line(text, "moerun_layer_rank_imbalance_ratio{" MOE_JOB ",layer=\"9\"} 0");
     cr_assert_null(strcasestr(text, "nan"));
-    cr_assert_null(strcasestr(text, "inf"));
+    cr_assert_null(strcasestr(text, "} inf"));
+    cr_assert_null(strcasestr(text, "} -inf"));
     free(text);
 }
 
@@ -163,7 +192,7 @@ Test(metrics, a_long_job_name_with_a_newline_is_escaped_whole)
     m.job = job;
     char *text = write_and_check(&m);
     char *sample = NULL;
-    cr_assert(asprintf(&sample, "moerun_requests_planned{job=\"%.500s\\n%s\"} 10", job,
+    cr_assert(asprintf(&sample, "moerun_requests_planned{moerun_job=\"%.500s\\n%s\"} 10", job,
                        job + 501) > 0);
     assert_line(text, sample);
     free(sample);
@@ -176,7 +205,7 @@ Test(metrics, a_write_replaces_the_file_and_leaves_nothing_else)
     free(write_and_check(&m));
     m.requests_ok = 11;
     char *text = write_and_check(&m);
-    assert_line(text, "moerun_requests_total{job=\"dense\",status=\"ok\"} 11");
+    assert_line(text, "moerun_requests_total{moerun_job=\"dense\",status=\"ok\"} 11");
     cr_assert_eq(count(text, "status=\"ok\"}"), 1);
     free(text);
 
