@@ -159,7 +159,7 @@ $(GPU_CHECK): tests/gpu/gpu_check.c tests/common/kernel_data.c $(LIBMR)
 # What tests/gpu/check.sh needs on the GPU machine, in one file to carry.
 GPU_BUNDLE := $(BUILD)/gpu-bundle.tar.gz
 gpu-bundle: deps
-	@$(MAKE) --no-print-directory $(MOERUN) $(GPU_CHECK) $(BUILD)/bench/bench_engine
+	@$(MAKE) --no-print-directory $(MOERUN) $(GPU_CHECK) $(BUILD)/bench/bench_engine $(TESTBIN)
 	bash tests/gpu/bundle.sh $(BUILD) $(GPU_BUNDLE)
 
 # Dispatch and combine checked on every rank of an MPI job (test_parallel).

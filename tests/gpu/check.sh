@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The cuda backend's checks on a GPU machine, in under 8 minutes: a short
-# table ($OUT/table.md) and one log per step in $OUT.
+# table ($OUT/table.md) and one log per step, packed at the end into
+# $OUT/logs.tar.gz (the device tool brings back at most 8 files).
 #
 # Run from the repository root, with build/gpu-bundle.tar.gz made on a
 # build machine by `make gpu-bundle` (docs/gpu.md):
@@ -8,6 +9,7 @@
 #
 # Steps, each with a time limit taken from what is left of the 8 minutes:
 #   device      the GPU, driver and runtime (nvidia-smi, gpu-check device)
+#   exact-cpu   this host's cpu backend (AVX-512, likely) against exact.h
 #   ops         every op in exact mode against cpu by memcmp, at 1, 3, 17,
 #               64, 512 and 4096 rows (gpu-check ops)
 #   model       the tiny model's logits, 256 batched completions against
@@ -25,7 +27,8 @@ OUT=${OUT:-/tmp/moerun-gpu-check}
 BUNDLE=${BUNDLE:-build/gpu-bundle.tar.gz}
 BUDGET=${BUDGET:-470}
 TESTED=${MR_GPU_CHECK_AGAINST:-cuda}
-mkdir -p "$OUT"
+logs=$OUT/logs
+mkdir -p "$logs"
 work=$(mktemp -d /tmp/moerun-gpu.XXXXXX)
 start=$(date +%s)
 table="$OUT/table.md"
@@ -37,7 +40,7 @@ table="$OUT/table.md"
 } >"$table"
 
 # step NAME LIMIT_SECONDS WHAT COMMAND...: runs COMMAND with its output in
-# $OUT/NAME.log, under the smaller of LIMIT and what is left.
+# $logs/NAME.log, under the smaller of LIMIT and what is left.
 step() {
     local name=$1 limit=$2 what=$3
     shift 3
@@ -49,7 +52,7 @@ step() {
     fi
     local t0=$(date +%s) rc result
     # bash -c: a step may be one of the functions below (exported).
-    timeout --kill-after=5 "$limit" bash -c '"$@"' step "$@" >"$OUT/$name.log" 2>&1
+    timeout --kill-after=5 "$limit" bash -c '"$@"' step "$@" >"$logs/$name.log" 2>&1
     rc=$?
     case $rc in
     0) result=PASS ;;
@@ -57,7 +60,7 @@ step() {
     *) result="FAIL (exit $rc)" ;;
     esac
     local fails
-    fails=$(grep -c '^FAIL' "$OUT/$name.log" 2>/dev/null)
+    fails=$(grep -c '^FAIL' "$logs/$name.log" 2>/dev/null)
     [[ $fails -gt 0 ]] && what="$what; $fails FAIL lines"
     echo "| $name | $result | $(($(date +%s) - t0)) | $what |" >>"$table"
     echo "check.sh: $name: $result" >&2
@@ -84,9 +87,18 @@ device() {
 export -f device
 step device 30 "GPU, driver, runtime" device
 
-"$bin/moerun" make-model "$models/tiny" --preset tiny >>"$OUT/device.log" 2>&1 ||
+"$bin/moerun" make-model "$models/tiny" --preset tiny >>"$logs/device.log" 2>&1 ||
     echo "| models | FAIL | 0 | moerun make-model (device.log) |" >>"$table"
 
+# The host's own CPU against exact.h: GPU machines' CPUs have AVX-512,
+# which the build machines lack, and exact mode's oracle is cpu's bits.
+exact_cpu() {
+    grep -o -m1 'avx512[a-z_]*' /proc/cpuinfo | head -1 || echo "no AVX-512"
+    MR_TINY_MODEL=$models/tiny "$bin/moerun-tests" -j4 --filter 'exact/*' &&
+        MR_TINY_MODEL=$models/tiny "$bin/moerun-tests" --filter 'exact_model/*'
+}
+export -f exact_cpu
+step exact-cpu 40 "this host's cpu backend (AVX-512?) vs exact.h, memcmp" exact_cpu
 step ops 120 "every op, exact vs cpu, memcmp, rows 1..4096" "$bin/gpu-check" ops
 step model 100 "tiny model: logits, 256 completions (f32 and bf16 KV), alone vs batched" \
     "$bin/gpu-check" model "$models/tiny"
@@ -143,5 +155,6 @@ step bench 30 "bench_engine, tiny model, $TESTED then cpu" bench
 echo >>"$table"
 echo "total $(($(date +%s) - start)) s of $BUDGET" >>"$table"
 cat "$table"
+tar czf "$OUT/logs.tar.gz" -C "$OUT" logs && rm -rf "$logs"
 rm -rf "$work"
 ! grep -q '| \(FAIL\|TIMEOUT\)' "$table"
