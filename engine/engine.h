@@ -191,7 +191,7 @@ size_t mr_exchange_probe_bytes(const mr_exchange_probe *probe);
 typedef struct mr_model mr_model;
 
 typedef struct {
-    const char *backend; /* "cpu" (default), "ref", "cuda", "auto" (mr_backend_create) */
+    const char *backend; /* a name mr_backend_create takes; NULL: "cpu" */
     int threads;         /* <= 0: all cores */
     /* Expert parallelism.  comm: the ranks the routed experts are spread
      * over (NULL: this process alone).  placement: which slots each rank
