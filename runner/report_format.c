@@ -224,13 +224,19 @@ static bool eplb_line(const mr_report *r, mr_buf *out)
     return failed;
 }
 
+/* The whole cost over all tokens, prompt and completion: moerun pays for
+ * GPU-hours, not by kind of token, so it has no honest split of its own
+ * (a figure per input token and one per output token, each over the whole
+ * cost, looked like a provider's prices and were not).  A price of 0 is
+ * one the job did not set. */
 static bool price_line(const char *name, double per_hour, const mr_report_price *p, mr_buf *out)
 {
+    if (per_hour <= 0)
+        return mr_buf_printf(out, "%s: no price set ([cost] in the job)", name) != MR_JOBS_OK;
     return mr_buf_printf(out,
-                         "%s $%.4f at $%.2f per GPU-hour: $%.4f per million tokens ($%.4f per "
-                         "million input, $%.4f per million output)",
-                         name, p->usd, per_hour, p->usd_per_mtok_total, p->usd_per_mtok_input,
-                         p->usd_per_mtok_output) != MR_JOBS_OK;
+                         "%s $%.4f at $%.2f per GPU-hour: $%.4f per million tokens, prompt "
+                         "and completion together",
+                         name, p->usd, per_hour, p->usd_per_mtok_total) != MR_JOBS_OK;
 }
 
 static const char *state_of(const mr_report *r)
@@ -281,8 +287,9 @@ int mr_report_format_text(const mr_report *r, mr_buf *out)
 
 static bool price_row(const char *name, double per_hour, const mr_report_price *p, mr_buf *out)
 {
-    return mr_buf_printf(out, "| %s | $%.2f | $%.4f | $%.4f | $%.4f | $%.4f |\n", name, per_hour,
-                         p->usd, p->usd_per_mtok_input, p->usd_per_mtok_output,
+    if (per_hour <= 0)
+        return mr_buf_printf(out, "| %s | no price set | | |\n", name) != MR_JOBS_OK;
+    return mr_buf_printf(out, "| %s | $%.2f | $%.4f | $%.4f |\n", name, per_hour, p->usd,
                          p->usd_per_mtok_total) != MR_JOBS_OK;
 }
 
@@ -316,10 +323,11 @@ int mr_report_format_markdown(const mr_report *r, mr_buf *out)
                             r->preemption_lost_seconds) != MR_JOBS_OK;
     failed |= mr_buf_printf(out,
                             "## Cost\n\nRank-hours × price per GPU-hour, idle and recovery time "
-                            "included; each per-million figure divides the whole cost by that "
-                            "kind of token.\n\n"
-                            "| price | per GPU-hour | job | per M input | per M output | per M "
-                            "total |\n|---|---|---|---|---|---|\n") != MR_JOBS_OK;
+                            "included; per million tokens is the whole cost over prompt and "
+                            "completion tokens together (a GPU-hour is not priced by kind of "
+                            "token, so there is no split to give).\n\n"
+                            "| price | per GPU-hour | job | per M tokens |\n|---|---|---|---|\n") !=
+               MR_JOBS_OK;
     failed |= price_row("on demand", r->gpu_hour_usd, &r->cost.on_demand, out);
     failed |= price_row("spot", r->spot_gpu_hour_usd, &r->cost.spot, out);
     if (r->timed) {

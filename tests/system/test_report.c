@@ -121,6 +121,8 @@ Test(report, a_two_rank_job_reports_what_its_result_files_hold)
     cr_assert_float_eq(mr_test_json_number(report, "rank_seconds"),
                        2 * mr_test_json_number(report, "wall_seconds"), 1e-9);
     cr_assert(strstr(t.out, "report: job same (finished; 1 attempt)"), "%s", t.out);
+    cr_assert(strstr(t.out, "per million tokens, prompt and completion together"), "%s", t.out);
+    cr_assert_null(strstr(t.out, "per million input"), "%s", t.out);
     cr_assert(strstr(t.out, "progress: same: "), "no progress line in a log:\n%s", t.out);
 
     /* `moerun report` writes and prints the same report again. */
@@ -153,6 +155,11 @@ Test(report, a_two_rank_job_reports_what_its_result_files_hold)
     cr_assert_eq(mr_test_svg_cells(busy), 2 * samples);
     char *md_path = in_run("two", "report.md"), *md = mr_test_read(md_path, NULL);
     cr_assert(strstr(md, "](expert_load.svg)") && strstr(md, "](rank_busy.svg)"), "%s", md);
+    /* Priced: per million tokens over both kinds, no per-kind figure that
+     * reads like a provider's price. */
+    cr_assert(strstr(md, "| on demand | $3.60 | $"), "%s", md);
+    cr_assert(strstr(md, "over prompt and completion tokens together"), "%s", md);
+    cr_assert_null(strstr(md, "per M input"), "%s", md);
 
     /* A person can look at it: it renders. */
     char *command;
@@ -193,9 +200,13 @@ Test(report, the_advice_follows_the_measured_batch)
     cJSON *report = mr_test_check_report(run);
     cr_assert_lt(mr_test_json_number(report, "tokens_per_rank_step"), 64);
     cr_assert(strstr(advice_of(report), "Wide EP did not pay off"), "%s", advice_of(report));
-    /* No prices: the cost is 0, not a division by nothing. */
+    /* No prices: the cost is 0, not a division by nothing, and what is
+     * printed says no price was set rather than $0.0000. */
     cr_assert_eq(mr_test_json_number(report, "cost.on_demand_usd"), 0);
     cr_assert_eq(mr_test_json_number(report, "cost.spot_usd_per_mtok.total"), 0);
+    cr_assert(strstr(t.out, "on demand: no price set"), "%s", t.out);
+    cr_assert(strstr(t.out, "spot: no price set"), "%s", t.out);
+    cr_assert_null(strstr(t.out, "$0.0000"), "%s", t.out);
     cJSON_Delete(report);
     free(run);
 
