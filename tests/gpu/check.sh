@@ -54,15 +54,17 @@ step() {
     # bash -c: a step may be one of the functions below (exported).
     timeout --kill-after=5 "$limit" bash -c '"$@"' step "$@" >"$logs/$name.log" 2>&1
     rc=$?
+    local took=$(($(date +%s) - t0))
     case $rc in
     0) result=PASS ;;
-    124 | 137) result="TIMEOUT ($limit s)" ;;
+    124) result="TIMEOUT ($limit s)" ;;
+    137) ((took >= limit)) && result="TIMEOUT ($limit s)" || result="KILLED (out of memory?)" ;;
     *) result="FAIL (exit $rc)" ;;
     esac
     local fails
     fails=$(grep -c '^FAIL' "$logs/$name.log" 2>/dev/null)
     [[ $fails -gt 0 ]] && what="$what; $fails FAIL lines"
-    echo "| $name | $result | $(($(date +%s) - t0)) | $what |" >>"$table"
+    echo "| $name | $result | $took | $what |" >>"$table"
     echo "check.sh: $name: $result" >&2
 }
 
