@@ -67,7 +67,7 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 # runner/ files the unit tests link: pure functions, no main().
 RUNNER_TESTED := $(BUILD)/runner/preflight_rules.o $(BUILD)/runner/files.o \
                  $(BUILD)/runner/report_cost.o $(BUILD)/runner/metrics.o \
-                 $(BUILD)/runner/report_svg.o
+                 $(BUILD)/runner/report_svg.o $(BUILD)/runner/report_format.o
 BENCH_BIN:= $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 # Benchmarks of several ranks run under mpirun (as root, more ranks than cores).
 BENCH_MPI:= $(BUILD)/bench/bench_dispatch

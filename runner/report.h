@@ -89,6 +89,9 @@ typedef struct {
 
 /* report_format.c */
 void mr_report_advise(mr_report *r);
+/* The share of step time the ranks spent waiting for each other (0 when
+ * nothing was timed). */
+double mr_report_wait_share(const mr_report *r);
 /* Appends report.json's text / report.md's / the terminal's. */
 int mr_report_format_json(const mr_report *r, mr_buf *out);
 int mr_report_format_markdown(const mr_report *r, mr_buf *out);

@@ -13,9 +13,13 @@
 #include "runner/runner.h"
 
 /* The published rules of thumb for when wide EP with EPLB pays off: the
- * hottest expert's load over the mean, and tokens per rank per step. */
+ * hottest expert's load over the mean, and tokens per rank per step.  And
+ * ours: ranks that wait for each other for more than a quarter of their
+ * step time have not been paid off, however well the experts balance (the
+ * exchange, or a rank short of work, holds the others up). */
 #define SKEW_RULE 2.5
 #define BATCH_RULE 64.0
+#define WAIT_RULE 0.25
 
 static bool eplb_on(const mr_report *r)
 {
@@ -37,11 +41,20 @@ static void imbalance_pair(const mr_report *r, double *without, double *with)
     *with = r->measured ? r->measured_after : r->predicted_with;
 }
 
+/* The share of step time ranks spent waiting for each other. */
+double mr_report_wait_share(const mr_report *r)
+{
+    double busy = r->stages.attention + r->stages.dispatch + r->stages.experts +
+                  r->stages.combine;
+    return busy > 0 ? r->stages.wait / busy : 0;
+}
+
 void mr_report_advise(mr_report *r)
 {
     char *a = r->advice;
     size_t n = sizeof r->advice;
     double skew = r->expert_imbalance, batch = r->tokens_per_rank_step, without, with;
+    double waiting = mr_report_wait_share(r);
     bool skewed = skew >= SKEW_RULE, big = batch >= BATCH_RULE;
     imbalance_pair(r, &without, &with);
     r->paid_off = false;
@@ -82,7 +95,16 @@ void mr_report_advise(mr_report *r)
                      "max/mean with %.0f tokens per rank per step, so [eplb] mode = "
                      "static+online should lower the rank imbalance of %.2f.",
                      skew, batch, without);
-    else {
+    else if (waiting > WAIT_RULE) {
+        snprintf(a, n,
+                 "Wide EP did not pay off yet: EPLB took the rank imbalance from %.2f to %.2f "
+                 "on expert load of %.1fx max/mean with %.0f tokens per rank per step, but "
+                 "ranks spent %.0f%% of their step time waiting for each other (over %.0f%%): "
+                 "the exchange or a rank short of work held the others up; try fewer ranks, "
+                 "a larger batch, or dispatch = low-latency.",
+                 without, with, skew, batch, 100.0 * waiting, 100.0 * WAIT_RULE);
+        return;
+    } else {
         r->paid_off = true;
         k = snprintf(a, n,
                      "Wide EP and EPLB paid off: expert load was %.1fx max/mean (above the "
@@ -95,7 +117,7 @@ void mr_report_advise(mr_report *r)
     if (k > 0 && (size_t)k < n && busy > 0)
         snprintf(a + k, n - (size_t)k,
                  " Ranks spent %.0f%% of their step time waiting for each other.",
-                 100.0 * r->stages.wait / busy);
+                 100.0 * waiting);
 }
 
 /* ---- report.json ---- */

@@ -221,7 +221,17 @@ Test(report, the_advice_follows_the_measured_batch)
     report = mr_test_check_report(run);
     cr_assert_geq(mr_test_json_number(report, "tokens_per_rank_step"), 64);
     cr_assert_geq(mr_test_json_number(report, "eplb.expert_imbalance"), 2.5);
-    cr_assert(strstr(advice_of(report), "Wide EP and EPLB paid off"), "%s", advice_of(report));
+    /* Big batch, skewed load, EPLB on: paid off, unless the ranks (sharing
+     * this machine's cores) spent over a quarter of their steps waiting. */
+    double busy = 0;
+    const char *stages[] = {"step_seconds.attention", "step_seconds.dispatch",
+                            "step_seconds.experts", "step_seconds.combine"};
+    for (int i = 0; i < 4; i++)
+        busy += mr_test_json_number(report, stages[i]);
+    bool waited = mr_test_json_number(report, "step_seconds.wait") > 0.25 * busy;
+    cr_assert(strstr(advice_of(report), waited ? "Wide EP did not pay off yet"
+                                               : "Wide EP and EPLB paid off"),
+              "%s", advice_of(report));
     cJSON_Delete(report);
     free(run);
 }
