@@ -41,12 +41,13 @@ static void imbalance_pair(const mr_report *r, double *without, double *with)
     *with = r->measured ? r->measured_after : r->predicted_with;
 }
 
-/* The share of step time ranks spent waiting for each other. */
+/* The share of step time ranks spent waiting for each other: the four
+ * stages are timed without it, so step time is theirs plus the wait. */
 double mr_report_wait_share(const mr_report *r)
 {
-    double busy = r->stages.attention + r->stages.dispatch + r->stages.experts +
-                  r->stages.combine;
-    return busy > 0 ? r->stages.wait / busy : 0;
+    double step = r->stages.attention + r->stages.dispatch + r->stages.experts +
+                  r->stages.combine + r->stages.wait;
+    return step > 0 ? r->stages.wait / step : 0;
 }
 
 void mr_report_advise(mr_report *r)
@@ -112,9 +113,9 @@ void mr_report_advise(mr_report *r)
                      "EPLB took the rank imbalance from %.2f to %.2f.",
                      skew, batch, without, with);
     }
-    double busy = r->stages.attention + r->stages.dispatch + r->stages.experts +
-                  r->stages.combine;
-    if (k > 0 && (size_t)k < n && busy > 0)
+    if (k > 0 && (size_t)k < n && r->stages.attention + r->stages.dispatch + r->stages.experts +
+                                       r->stages.combine + r->stages.wait >
+                                   0)
         snprintf(a + k, n - (size_t)k,
                  " Ranks spent %.0f%% of their step time waiting for each other.",
                  100.0 * waiting);
@@ -211,19 +212,20 @@ int mr_report_format_json(const mr_report *r, mr_buf *out)
  * failed: the only failure is running out of memory, and the caller then
  * throws the text away. */
 
+/* Shares of step time that add up to 100%: the four stages are timed
+ * without the waiting, which is the fifth share. */
 static bool stage_line(const mr_report *r, mr_buf *out)
 {
     const mr_report_stages *s = &r->stages;
-    double all = s->attention + s->dispatch + s->experts + s->combine;
-    if (all <= 0)
-        all = 1;
+    double step = s->attention + s->dispatch + s->experts + s->combine + s->wait;
+    double all = step > 0 ? step : 1;
     return mr_buf_printf(out,
-                         "attention %.0f%%, dispatch %.0f%%, experts %.0f%%, combine %.0f%% of "
-                         "%.1f rank-seconds in %" PRIu64 " steps; waiting for other ranks %.0f%%",
+                         "attention %.0f%%, dispatch %.0f%%, experts %.0f%%, combine %.0f%%, "
+                         "waiting for other ranks %.0f%% of %.1f rank-seconds in %" PRIu64
+                         " steps",
                          100 * s->attention / all, 100 * s->dispatch / all,
-                         100 * s->experts / all, 100 * s->combine / all,
-                         s->attention + s->dispatch + s->experts + s->combine, r->steps,
-                         100 * s->wait / all) != MR_JOBS_OK;
+                         100 * s->experts / all, 100 * s->combine / all, 100 * s->wait / all,
+                         step, r->steps) != MR_JOBS_OK;
 }
 
 static bool eplb_line(const mr_report *r, mr_buf *out)
