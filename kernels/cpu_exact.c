@@ -5,23 +5,12 @@
  * tests compare both with it by memcmp.  Slow (scalar FMAs), and meant
  * only for that; the cheap ops and the EP data path are the CPU ones.
  */
-#include <omp.h>
-#include <stdlib.h>
-
 #include "kernels/cpu_internal.h"
 
 int mr_exact_rmsnorm(mr_backend *be, float *out, const float *x, const void *w,
-                         mr_tensor_type type, int rows, int dim, float eps)
+                     mr_tensor_type type, int rows, int dim, float eps)
 {
-    int rc = mr_kernels_check_rows(be, "rmsnorm", rows, dim);
-    if (rc != MR_KERNELS_OK)
-        return rc;
-    FOR_EACH_ROW
-    for (int r = 0; r < rows; r++) {
-        size_t at = (size_t)r * (size_t)dim;
-        mr_exact_rmsnorm_row(out + at, x + at, w, type, dim, eps);
-    }
-    return MR_KERNELS_OK;
+    return mr_cpu_rmsnorm_rows(be, mr_exact_rmsnorm_row, out, x, w, type, rows, dim, eps);
 }
 
 static void matmul_row(float *out, const float *x, const void *w, mr_tensor_type type,
@@ -32,33 +21,27 @@ static void matmul_row(float *out, const float *x, const void *w, mr_tensor_type
 }
 
 int mr_exact_matmul(mr_backend *be, float *out, const float *x, const void *w,
-                        mr_tensor_type type, int rows, int out_dim, int in_dim)
+                    mr_tensor_type type, int rows, int out_dim, int in_dim)
 {
-    int rc = mr_kernels_check_matmul(be, rows, out_dim, in_dim);
-    if (rc != MR_KERNELS_OK)
-        return rc;
-    FOR_EACH_ROW
-    for (int r = 0; r < rows; r++)
-        matmul_row(out + (size_t)r * (size_t)out_dim, x + (size_t)r * (size_t)in_dim, w, type,
-                   out_dim, in_dim);
-    return MR_KERNELS_OK;
+    return mr_cpu_matmul_rows(be, matmul_row, out, x, w, type, rows, out_dim, in_dim);
+}
+
+/* Every query head of one token. */
+static void attention_row(float *out, const float *q, const void *k_cache, const void *v_cache,
+                          const mr_attention_args *a, int row)
+{
+    int group = a->n_q_heads / a->n_kv_heads;
+    float weights[MR_EXACT_CHUNK];
+    for (int h = 0; h < a->n_q_heads; h++) {
+        size_t at = (size_t)h * (size_t)a->head_dim;
+        mr_exact_attend_head(out + at, q + at, k_cache, v_cache, a, row, h / group, weights);
+    }
 }
 
 int mr_exact_attention(mr_backend *be, float *out, const float *q, const void *k_cache,
                        const void *v_cache, const mr_attention_args *a)
 {
-    int rc = mr_kernels_check_attention(be, a);
-    if (rc != MR_KERNELS_OK)
-        return rc;
-    int group = a->n_q_heads / a->n_kv_heads;
-    FOR_EACH_ROW
-    for (int r = 0; r < a->rows; r++)
-        for (int h = 0; h < a->n_q_heads; h++) {
-            size_t at = ((size_t)r * (size_t)a->n_q_heads + (size_t)h) * (size_t)a->head_dim;
-            float weights[MR_EXACT_CHUNK];
-            mr_exact_attend_head(out + at, q + at, k_cache, v_cache, a, r, h / group, weights);
-        }
-    return MR_KERNELS_OK;
+    return mr_cpu_attention_rows(be, attention_row, out, q, k_cache, v_cache, a);
 }
 
 /* The gate and up dot products of one row, SwiGLU, then down. */
@@ -75,22 +58,7 @@ static void expert_row(float *out, const float *x, const mr_expert_groups *g, in
 
 int mr_exact_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g)
 {
-    int rc = mr_kernels_check_groups(be, g);
-    if (rc != MR_KERNELS_OK)
-        return rc;
-    float *h = malloc((size_t)be->threads * (size_t)g->inter * sizeof *h + 1);
-    if (!h)
-        return mr_backend_fail(be, MR_KERNELS_ENOMEM, "expert_ffn: out of memory for %d x %d "
-                               "floats of scratch", be->threads, g->inter);
-    FOR_EACH_ROW
-    for (int group = 0; group < g->groups; group++)
-        for (int r = g->offsets[group]; r < g->offsets[group + 1]; r++) {
-            size_t at = (size_t)r * (size_t)g->hidden;
-            expert_row(out + at, g->x_rows ? g->x_rows[r] : x + at, g, group,
-                       h + (size_t)omp_get_thread_num() * (size_t)g->inter);
-        }
-    free(h);
-    return MR_KERNELS_OK;
+    return mr_cpu_expert_rows(be, expert_row, out, x, g);
 }
 
 /* Every CPU backend's route op.  The arguments are checked before anything

@@ -49,6 +49,28 @@ typedef struct {
 void *mr_cpu_scratch_get(mr_cpu_scratch *s, size_t bytes);
 void mr_cpu_scratch_free(mr_cpu_scratch *s);
 
+/* The row loops of rmsnorm, matmul, attention and expert_ffn (cpu_ref.c):
+ * each checks its arguments and runs a backend's row function over every
+ * row across be->threads.  ref passes its double-sum rows, exact the
+ * exact.h ones. */
+typedef void mr_cpu_rmsnorm_row(float *out, const float *x, const void *w, mr_tensor_type type,
+                                int dim, float eps);
+typedef void mr_cpu_matmul_row(float *out, const float *x, const void *w, mr_tensor_type type,
+                               int out_dim, int in_dim);
+typedef void mr_cpu_attention_row(float *out, const float *q, const void *k_cache,
+                                  const void *v_cache, const mr_attention_args *a, int row);
+/* h: inter floats of scratch, one set per thread. */
+typedef void mr_cpu_expert_row(float *out, const float *x, const mr_expert_groups *g, int group,
+                               float *h);
+int mr_cpu_rmsnorm_rows(mr_backend *be, mr_cpu_rmsnorm_row *row, float *out, const float *x,
+                        const void *w, mr_tensor_type type, int rows, int dim, float eps);
+int mr_cpu_matmul_rows(mr_backend *be, mr_cpu_matmul_row *row, float *out, const float *x,
+                       const void *w, mr_tensor_type type, int rows, int out_dim, int in_dim);
+int mr_cpu_attention_rows(mr_backend *be, mr_cpu_attention_row *row, float *out, const float *q,
+                          const void *k_cache, const void *v_cache, const mr_attention_args *a);
+int mr_cpu_expert_rows(mr_backend *be, mr_cpu_expert_row *row, float *out, const float *x,
+                       const mr_expert_groups *g);
+
 /* The reference ops (cpu_ref.c).  Rows run across be->threads, which is 1
  * for the ref backend; the cpu backend uses the cheap ones as they are. */
 int mr_ref_embed(mr_backend *be, float *out, const void *table, mr_tensor_type type,

@@ -118,8 +118,8 @@ int mr_ref_embed(mr_backend *be, float *out, const void *table, mr_tensor_type t
     return MR_KERNELS_OK;
 }
 
-int mr_ref_rmsnorm(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
-                   int rows, int dim, float eps)
+int mr_cpu_rmsnorm_rows(mr_backend *be, mr_cpu_rmsnorm_row *row, float *out, const float *x,
+                        const void *w, mr_tensor_type type, int rows, int dim, float eps)
 {
     int rc = mr_kernels_check_rows(be, "rmsnorm", rows, dim);
     if (rc != MR_KERNELS_OK)
@@ -127,22 +127,34 @@ int mr_ref_rmsnorm(mr_backend *be, float *out, const float *x, const void *w, mr
     FOR_EACH_ROW
     for (int r = 0; r < rows; r++) {
         size_t at = (size_t)r * (size_t)dim;
-        rmsnorm_row(out + at, x + at, w, type, dim, eps);
+        row(out + at, x + at, w, type, dim, eps);
     }
     return MR_KERNELS_OK;
 }
 
-int mr_ref_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
-                  int rows, int out_dim, int in_dim)
+int mr_ref_rmsnorm(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
+                   int rows, int dim, float eps)
+{
+    return mr_cpu_rmsnorm_rows(be, rmsnorm_row, out, x, w, type, rows, dim, eps);
+}
+
+int mr_cpu_matmul_rows(mr_backend *be, mr_cpu_matmul_row *row, float *out, const float *x,
+                       const void *w, mr_tensor_type type, int rows, int out_dim, int in_dim)
 {
     int rc = mr_kernels_check_matmul(be, rows, out_dim, in_dim);
     if (rc != MR_KERNELS_OK)
         return rc;
     FOR_EACH_ROW
     for (int r = 0; r < rows; r++)
-        matmul_row(out + (size_t)r * (size_t)out_dim, x + (size_t)r * (size_t)in_dim, w, type,
-                   out_dim, in_dim);
+        row(out + (size_t)r * (size_t)out_dim, x + (size_t)r * (size_t)in_dim, w, type, out_dim,
+            in_dim);
     return MR_KERNELS_OK;
+}
+
+int mr_ref_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
+                  int rows, int out_dim, int in_dim)
+{
+    return mr_cpu_matmul_rows(be, matmul_row, out, x, w, type, rows, out_dim, in_dim);
 }
 
 int mr_ref_rope_neox(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
@@ -172,8 +184,8 @@ int mr_ref_kv_store(mr_backend *be, void *k_cache, void *v_cache, mr_tensor_type
     return MR_KERNELS_OK;
 }
 
-int mr_ref_attention(mr_backend *be, float *out, const float *q, const void *k_cache,
-                     const void *v_cache, const mr_attention_args *a)
+int mr_cpu_attention_rows(mr_backend *be, mr_cpu_attention_row *row, float *out, const float *q,
+                          const void *k_cache, const void *v_cache, const mr_attention_args *a)
 {
     int rc = mr_kernels_check_attention(be, a);
     if (rc != MR_KERNELS_OK)
@@ -181,8 +193,14 @@ int mr_ref_attention(mr_backend *be, float *out, const float *q, const void *k_c
     size_t width = (size_t)a->n_q_heads * (size_t)a->head_dim;
     FOR_EACH_ROW
     for (int r = 0; r < a->rows; r++)
-        attention_row(out + (size_t)r * width, q + (size_t)r * width, k_cache, v_cache, a, r);
+        row(out + (size_t)r * width, q + (size_t)r * width, k_cache, v_cache, a, r);
     return MR_KERNELS_OK;
+}
+
+int mr_ref_attention(mr_backend *be, float *out, const float *q, const void *k_cache,
+                     const void *v_cache, const mr_attention_args *a)
+{
+    return mr_cpu_attention_rows(be, attention_row, out, q, k_cache, v_cache, a);
 }
 
 static int group_of_row(const mr_expert_groups *g, int row)
@@ -193,7 +211,8 @@ static int group_of_row(const mr_expert_groups *g, int row)
     return group;
 }
 
-int mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g)
+int mr_cpu_expert_rows(mr_backend *be, mr_cpu_expert_row *row, float *out, const float *x,
+                       const mr_expert_groups *g)
 {
     int rc = mr_kernels_check_groups(be, g);
     if (rc != MR_KERNELS_OK)
@@ -206,11 +225,16 @@ int mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_exper
     FOR_EACH_ROW
     for (int r = 0; r < rows; r++) {
         size_t at = (size_t)r * (size_t)g->hidden;
-        expert_row(out + at, g->x_rows ? g->x_rows[r] : x + at, g, group_of_row(g, r),
-                   h + (size_t)omp_get_thread_num() * (size_t)g->inter);
+        row(out + at, g->x_rows ? g->x_rows[r] : x + at, g, group_of_row(g, r),
+            h + (size_t)omp_get_thread_num() * (size_t)g->inter);
     }
     free(h);
     return MR_KERNELS_OK;
+}
+
+int mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g)
+{
+    return mr_cpu_expert_rows(be, expert_row, out, x, g);
 }
 
 int mr_ref_gather(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,
