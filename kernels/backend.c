@@ -18,10 +18,7 @@ const char *mr_tensor_type_name(mr_tensor_type type)
 
 float mr_bf16_to_f32(uint16_t h)
 {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
+    return mr_exact_bits_to_f32((uint32_t)h << 16);
 }
 
 uint16_t mr_f32_to_bf16(float f)

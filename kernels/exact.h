@@ -51,7 +51,7 @@ MR_EXACT_FN float mr_exact_weight(const void *w, mr_tensor_type type, size_t i)
 MR_EXACT_FN const void *mr_exact_weight_row(const void *w, mr_tensor_type type, size_t row,
                                             int cols)
 {
-    return (const char *)w + row * (size_t)cols * (type == MR_TENSOR_BF16 ? 2 : 4);
+    return (const char *)w + row * (size_t)cols * mr_tensor_type_size(type);
 }
 
 /* Sixteen lanes to one: halves (l + l+8), quarters (l + l+4), pairs
@@ -194,7 +194,7 @@ MR_EXACT_FN const void *mr_exact_kv_at(const void *cache, const mr_attention_arg
         a->block_table[(size_t)a->seq[row] * (size_t)a->max_blocks + (size_t)(p / a->block_size)];
     size_t slot = (size_t)block * (size_t)a->block_size + (size_t)(p % a->block_size);
     size_t element = (slot * (size_t)a->n_kv_heads + (size_t)kv_head) * (size_t)a->head_dim;
-    return (const char *)cache + element * (a->kv_type == MR_TENSOR_BF16 ? 2 : 4);
+    return (const char *)cache + element * mr_tensor_type_size(a->kv_type);
 }
 
 /* The softmax of one chunk of mr_exact_attend_head: weights[0..n) hold

@@ -88,7 +88,10 @@ int mr_cuda_stage_reset(mr_backend *be)
     for (mr_cuda_chunk *c = cu->staging; c; c = c->next)
         total += c->bytes;
     mr_cuda_stage_free(cu); /* cudaFree waits for the work that read them */
-    return mr_cuda_stage(be, total) ? (cu->staging->used = 0, MR_KERNELS_OK) : MR_KERNELS_ENOMEM;
+    if (!mr_cuda_stage(be, total))
+        return MR_KERNELS_ENOMEM;
+    cu->staging->used = 0;
+    return MR_KERNELS_OK;
 }
 
 /* ---- layout ---- */
