@@ -108,6 +108,7 @@ size_t mr_checkpoint_fingerprint_diff(const mr_checkpoint_fingerprint *then,
  * per token, so the token count is its place in the stream. */
 typedef struct {
     uint64_t line;   /* its line number in the shard's file */
+    uint32_t choice; /* which of the line's generations (n > 1, lists of prompts) */
     int32_t *tokens; /* completion tokens generated so far (malloc'd; NULL when none) */
     size_t n_tokens;
 } mr_checkpoint_in_flight;
@@ -121,7 +122,7 @@ typedef struct {
     uint64_t next_line;      /* 1-based line number in its file; 0: nothing read */
     uint64_t results_offset; /* bytes of the results part that are committed */
     uint64_t errors_offset;  /* and of the errors part */
-    mr_checkpoint_in_flight *in_flight; /* in line order (malloc'd; NULL when none) */
+    mr_checkpoint_in_flight *in_flight; /* in line, then choice order (malloc'd; NULL when none) */
     size_t n_in_flight;
     bool done;
 } mr_checkpoint_shard;

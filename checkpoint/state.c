@@ -457,7 +457,8 @@ static int check_shards(const mr_checkpoint_state *state, char *err, size_t errl
     return MR_CHECKPOINT_OK;
 }
 
-/* A shard's in_flight list as its object's member: [{"line": L, "tokens": [...]}]. */
+/* A shard's in_flight list as its object's member: [{"line": L, "tokens":
+ * [...]}], with "choice": C for a line's generations after its first. */
 static int in_flight_to_json(cJSON *obj, const mr_checkpoint_shard *shard, const char *where,
                              char *err, size_t errlen)
 {
@@ -469,6 +470,8 @@ static int in_flight_to_json(cJSON *obj, const mr_checkpoint_shard *shard, const
         rc = attach(array, NULL, one, err, errlen);
         if (rc == MR_CHECKPOINT_OK)
             rc = number_to_json(one, "line", F_U64, &f->line, where, err, errlen);
+        if (rc == MR_CHECKPOINT_OK && f->choice)
+            rc = number_to_json(one, "choice", F_U32, &f->choice, where, err, errlen);
         if (rc == MR_CHECKPOINT_OK)
             rc = attach(one, "tokens", tokens = cJSON_CreateArray(), err, errlen);
         for (size_t t = 0; rc == MR_CHECKPOINT_OK && t < f->n_tokens; t++)
@@ -491,21 +494,29 @@ static int shards_to_json(cJSON *root, const mr_checkpoint_state *s, char *err, 
     return rc;
 }
 
-/* One in_flight entry; its line must come after `after` (the list is in
- * line order, so no line is in it twice) and before the shard's next_line. */
-static int in_flight_from_json(const cJSON *obj, mr_checkpoint_in_flight *f, uint64_t after,
-                               uint64_t next_line, const char *where, char *err, size_t errlen)
+/* One in_flight entry; its (line, choice) must come after the entry
+ * before it, `before` (the list is in that order, so no generation is in it
+ * twice), and its line below the shard's next_line. */
+static int in_flight_from_json(const cJSON *obj, mr_checkpoint_in_flight *f,
+                               const mr_checkpoint_in_flight *before, uint64_t next_line,
+                               const char *where, char *err, size_t errlen)
 {
     const cJSON *line = cJSON_GetObjectItemCaseSensitive(obj, "line");
+    const cJSON *choice = cJSON_GetObjectItemCaseSensitive(obj, "choice");
     const cJSON *tokens = cJSON_GetObjectItemCaseSensitive(obj, "tokens");
     if (!cJSON_IsNumber(line) || !set_number(F_U64, line->valuedouble, &f->line))
         return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL, "%s.line is not %s", where,
                                   type_what(F_U64));
-    if (f->line <= after || f->line >= next_line)
+    if (choice && (!cJSON_IsNumber(choice) || !set_number(F_U32, choice->valuedouble, &f->choice)))
+        return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL, "%s.choice is not %s",
+                                  where, type_what(F_U32));
+    bool after = !before || f->line > before->line ||
+                 (f->line == before->line && f->choice > before->choice);
+    if (!after || f->line == 0 || f->line >= next_line)
         return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
-                                  "%s.line %llu is not after the entry before it and below the "
-                                  "shard's next_line %llu",
-                                  where, (unsigned long long)f->line,
+                                  "%s (line %llu, choice %u) is not after the entry before it, "
+                                  "or its line is not below the shard's next_line %llu",
+                                  where, (unsigned long long)f->line, (unsigned)f->choice,
                                   (unsigned long long)next_line);
     if (!cJSON_IsArray(tokens))
         return mr_checkpoint_fail(err, errlen, MR_CHECKPOINT_EINVAL,
@@ -546,13 +557,12 @@ static int shards_from_json(const cJSON *root, mr_checkpoint_state *s, char *err
         if (n && !(shard->in_flight = calloc(n, sizeof *shard->in_flight)))
             return out_of_memory(err, errlen);
         shard->n_in_flight = n;
-        uint64_t after = 0;
         for (const cJSON *one = array->child; rc == MR_CHECKPOINT_OK && one; one = one->next) {
             char at[128];
             snprintf(at, sizeof at, "%s[%zu]", where, k);
-            rc = in_flight_from_json(one, &shard->in_flight[k], after, shard->next_line, at, err,
-                                     errlen);
-            after = shard->in_flight[k++].line;
+            rc = in_flight_from_json(one, &shard->in_flight[k], k ? &shard->in_flight[k - 1] : NULL,
+                                     shard->next_line, at, err, errlen);
+            k++;
         }
     }
     return rc;

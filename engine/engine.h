@@ -275,7 +275,21 @@ typedef struct {
     const char *const *stop;
     size_t n_stop;
     bool ignore_eos; /* generate max_tokens whatever comes (benchmarks) */
+    /* Subtracted from the logit of every token the completion has produced
+     * (presence once, frequency once per time), before sampling; -2..2. */
+    double presence_penalty, frequency_penalty;
 } mr_sampling_params;
+
+/* A token and its log-probability under the model's distribution: the
+ * softmax of the raw logits, before penalties, temperature, top-k or top-p
+ * (what vLLM returns by default). */
+typedef struct {
+    int32_t id;
+    float logprob;
+} mr_token_logprob;
+
+/* The most top alternatives a generation may ask for (OpenAI's limit). */
+#define MR_MAX_TOP_LOGPROBS 20
 
 typedef struct {
     uint64_t handle; /* the caller's, returned with the completion */
@@ -298,6 +312,11 @@ typedef struct {
      * as prefill and decode give the same logits. */
     const int32_t *generated;
     size_t n_generated;
+    /* Log-probabilities of every completion token, each with its
+     * top_logprobs most likely alternatives (0..MR_MAX_TOP_LOGPROBS);
+     * prompt_logprobs adds those of the prompt's tokens after the first. */
+    bool logprobs, prompt_logprobs;
+    int top_logprobs;
 } mr_generation;
 
 typedef enum { MR_FINISH_STOP, MR_FINISH_LENGTH } mr_finish_reason;
@@ -309,7 +328,17 @@ typedef struct {
     mr_finish_reason finish;
     int prompt_tokens;
     int completion_tokens;
+    /* The prompt's ids, then the completion's (malloc'd; the caller frees). */
+    int32_t *tokens;
+    /* When the generation asked for them (else NULL, the caller frees):
+     * for each token from tokens[logprobs_from] on, 1 + n_top entries, the
+     * token itself then its n_top most likely alternatives. */
+    mr_token_logprob *logprobs;
+    int logprobs_from, n_top;
 } mr_completion_out;
+
+/* Frees what a completion holds and empties it. */
+void mr_completion_out_free(mr_completion_out *c);
 
 typedef struct mr_engine mr_engine;
 
@@ -322,6 +351,7 @@ typedef enum {
     MR_PROMPT_OK,
     MR_PROMPT_CHAT_UNSUPPORTED, /* the model's chat template cannot be rendered */
     MR_PROMPT_TOO_LONG,         /* empty, or more tokens than one sequence holds */
+    MR_PROMPT_BAD_TOKEN,        /* token ids given that the vocabulary does not have */
     MR_PROMPT_NO_ROOM           /* fits, but not with max_tokens completion tokens */
 } mr_prompt_verdict;
 
@@ -337,6 +367,8 @@ int mr_engine_prepare(mr_engine *engine, mr_generation *gen, mr_prompt_verdict *
                       char *err, size_t errlen);
 /* True while the engine would admit another sequence right away. */
 bool mr_engine_has_room(const mr_engine *engine);
+/* How many more it would take right away. */
+size_t mr_engine_room(const mr_engine *engine);
 /* Queues a generation, prepared first when it comes as turns or text.  A
  * prompt that cannot be formatted or does not fit in a sequence is
  * MR_ENGINE_EINVAL, with the reason; a completion that would outgrow the

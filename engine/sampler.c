@@ -4,6 +4,7 @@
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "engine/sampler.h"
 
@@ -85,4 +86,55 @@ int32_t mr_sample(const float *logits, int vocab, const mr_sampling_params *para
             return scratch[i].id;
     }
     return scratch[n - 1].id;
+}
+
+static int by_id(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+void mr_penalize(float *logits, const int32_t *completion, int n_completion,
+                 const mr_sampling_params *params, int32_t *sorted)
+{
+    if (n_completion == 0 || (params->presence_penalty == 0 && params->frequency_penalty == 0))
+        return;
+    memcpy(sorted, completion, (size_t)n_completion * sizeof *sorted);
+    qsort(sorted, (size_t)n_completion, sizeof *sorted, by_id);
+    for (int i = 0; i < n_completion;) {
+        int j = i;
+        while (j < n_completion && sorted[j] == sorted[i])
+            j++;
+        logits[sorted[i]] -= (float)(params->presence_penalty +
+                                     (double)(j - i) * params->frequency_penalty);
+        i = j;
+    }
+}
+
+void mr_logprobs(const float *logits, int vocab, int32_t id, int n_top, mr_token_logprob *out)
+{
+    float max = logits[0];
+    for (int i = 1; i < vocab; i++)
+        if (logits[i] > max)
+            max = logits[i];
+    double sum = 0;
+    for (int i = 0; i < vocab; i++)
+        sum += exp((double)logits[i] - max);
+    double lse = (double)max + log(sum);
+    out[0] = (mr_token_logprob){id, (float)((double)logits[id] - lse)};
+    /* The head kept sorted by insertion: n_top is at most 20. */
+    mr_token_logprob *top = out + 1;
+    int kept = 0;
+    for (int i = 0; i < vocab && n_top > 0; i++) {
+        if (kept == n_top && !(logits[i] > top[kept - 1].logprob))
+            continue;
+        int at = kept < n_top ? kept++ : n_top - 1;
+        while (at > 0 && logits[i] > top[at - 1].logprob) {
+            top[at] = top[at - 1];
+            at--;
+        }
+        top[at] = (mr_token_logprob){i, logits[i]};
+    }
+    for (int k = 0; k < kept; k++)
+        top[k].logprob = (float)((double)top[k].logprob - lse);
 }

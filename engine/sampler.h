@@ -29,4 +29,17 @@ typedef struct {
 int32_t mr_sample(const float *logits, int vocab, const mr_sampling_params *params,
                   mr_rng *rng, mr_candidate *scratch);
 
+/* Presence and frequency penalties, as the OpenAI API defines them: every
+ * token the completion has produced c > 0 times loses
+ * presence_penalty + c * frequency_penalty from its logit.  `logits` is
+ * the caller's copy; `sorted` has room for n_completion ids. */
+void mr_penalize(float *logits, const int32_t *completion, int n_completion,
+                 const mr_sampling_params *params, int32_t *sorted);
+
+/* out[0]: `id` and its log-probability under softmax(logits); out[1..n_top]:
+ * the n_top most likely tokens, most likely first, ties to the lower id.
+ * The sums run in index order in double precision, so the bits depend on
+ * the logits alone, which no batch, rank count or resume changes. */
+void mr_logprobs(const float *logits, int vocab, int32_t id, int n_top, mr_token_logprob *out);
+
 #endif

@@ -39,6 +39,10 @@ typedef struct {
     mr_detok detok;
     char *text;
     size_t text_len, text_cap;
+    /* Log-probabilities when asked: n_top >= 0, and for every token from
+     * tokens[logprobs_from] on, 1 + n_top entries (mr_completion_out). */
+    int n_top, logprobs_from;
+    mr_token_logprob *logprobs;
 } sequence;
 
 /* A submitted generation waiting for a slot and its KV blocks. */
@@ -48,6 +52,8 @@ typedef struct {
     int n_prompt, n_generated;
     mr_sampling_params sampling;
     char **stop;
+    int n_top;            /* -1: no log-probabilities */
+    bool prompt_logprobs; /* of the prompt's tokens too */
 } pending;
 
 struct mr_engine {
@@ -64,7 +70,9 @@ struct mr_engine {
     int n_eos;
     /* Step buffers, sized once. */
     int32_t *tokens, *pos, *seq_of_row, *slot, *block_table, *logit_rows, *logit_seq;
-    float *logits;
+    int32_t *logit_pos; /* the position each logits row is of */
+    int32_t *penalized; /* ids sorted for mr_penalize, [max_seq_len] */
+    float *logits, *scratch_logits;
     mr_candidate *candidates;
     mr_tokens prompt; /* the ids mr_engine_prepare made of turns or text */
 };
@@ -83,7 +91,16 @@ static void release(mr_engine *e, sequence *s)
     free(s->tokens);
     free(s->blocks);
     free(s->text);
+    free(s->logprobs);
     *s = (sequence){0};
+}
+
+void mr_completion_out_free(mr_completion_out *c)
+{
+    free(c->text);
+    free(c->tokens);
+    free(c->logprobs);
+    *c = (mr_completion_out){0};
 }
 
 void mr_engine_free(mr_engine *e)
@@ -110,7 +127,10 @@ void mr_engine_free(mr_engine *e)
     free(e->block_table);
     free(e->logit_rows);
     free(e->logit_seq);
+    free(e->logit_pos);
+    free(e->penalized);
     free(e->logits);
+    free(e->scratch_logits);
     free(e->candidates);
     mr_tokens_free(&e->prompt);
     free(e);
@@ -214,10 +234,14 @@ int mr_engine_create(mr_model *m, const mr_engine_options *o, mr_engine **out, c
     e->block_table = calloc(seqs * e->max_blocks, sizeof(int32_t));
     e->logit_rows = malloc(seqs * sizeof(int32_t));
     e->logit_seq = malloc(seqs * sizeof(int32_t));
+    e->logit_pos = malloc(seqs * sizeof(int32_t));
+    e->penalized = malloc(((size_t)e->max_seq_len + 1) * sizeof(int32_t));
     e->logits = malloc(seqs * e->vocab * sizeof(float));
+    e->scratch_logits = malloc((size_t)e->vocab * sizeof(float));
     e->candidates = malloc((size_t)e->vocab * sizeof *e->candidates);
     if (!e->seqs || !e->queue || !e->tokens || !e->pos || !e->seq_of_row || !e->slot ||
-        !e->block_table || !e->logit_rows || !e->logit_seq || !e->logits || !e->candidates)
+        !e->block_table || !e->logit_rows || !e->logit_seq || !e->logit_pos || !e->penalized ||
+        !e->logits || !e->scratch_logits || !e->candidates)
         goto nomem;
     rc = mr_kv_cache_init(&e->kv, m, o->kv_type, o->kv_block_size, o->kv_blocks, err, errlen);
     if (rc != MR_ENGINE_OK) {
@@ -306,7 +330,14 @@ int mr_engine_prepare(mr_engine *e, mr_generation *g, mr_prompt_verdict *verdict
         g->n_prompt = e->prompt.count;
     }
     size_t max_tokens = g->sampling.max_tokens > 0 ? (size_t)g->sampling.max_tokens : 0;
-    if (!fits(e, g->n_prompt, 0, err, errlen))
+    size_t bad = 0;
+    while (bad < g->n_prompt && g->prompt[bad] >= 0 && g->prompt[bad] < e->vocab)
+        bad++;
+    if (bad < g->n_prompt) {
+        snprintf(err, errlen, "prompt token %zu is %d, not in the vocabulary (ids 0 to %d)",
+                 bad, (int)g->prompt[bad], e->vocab - 1);
+        *verdict = MR_PROMPT_BAD_TOKEN;
+    } else if (!fits(e, g->n_prompt, 0, err, errlen))
         *verdict = MR_PROMPT_TOO_LONG;
     else if (!fits(e, g->n_prompt, max_tokens, err, errlen))
         *verdict = MR_PROMPT_NO_ROOM;
@@ -325,7 +356,12 @@ size_t mr_engine_in_flight(const mr_engine *e)
 
 bool mr_engine_has_room(const mr_engine *e)
 {
-    return mr_engine_in_flight(e) < (size_t)e->opt.max_sequences;
+    return mr_engine_room(e) > 0;
+}
+
+size_t mr_engine_room(const mr_engine *e)
+{
+    return (size_t)e->opt.max_sequences - mr_engine_in_flight(e);
 }
 
 bool mr_engine_generated(const mr_engine *e, uint64_t handle, const int32_t **tokens, size_t *n)
@@ -412,7 +448,8 @@ int mr_engine_submit(mr_engine *e, const mr_generation *gen, char *err, size_t e
     int rc = mr_engine_prepare(e, g, &verdict, err, errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
-    if (verdict == MR_PROMPT_CHAT_UNSUPPORTED || verdict == MR_PROMPT_TOO_LONG)
+    if (verdict == MR_PROMPT_CHAT_UNSUPPORTED || verdict == MR_PROMPT_TOO_LONG ||
+        verdict == MR_PROMPT_BAD_TOKEN)
         return MR_ENGINE_EINVAL;
     if (!mr_engine_has_room(e)) {
         snprintf(err, errlen, "the engine is full: wait for mr_engine_has_room");
@@ -421,10 +458,17 @@ int mr_engine_submit(mr_engine *e, const mr_generation *gen, char *err, size_t e
     rc = check_generated(e, g, err, errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
+    if (g->logprobs && (g->top_logprobs < 0 || g->top_logprobs > MR_MAX_TOP_LOGPROBS)) {
+        snprintf(err, errlen, "top_logprobs %d: from 0 to %d alternatives", g->top_logprobs,
+                 MR_MAX_TOP_LOGPROBS);
+        return MR_ENGINE_EINVAL;
+    }
     pending p = {.handle = g->handle,
                  .n_prompt = (int)g->n_prompt,
                  .n_generated = (int)g->n_generated,
-                 .sampling = g->sampling};
+                 .sampling = g->sampling,
+                 .n_top = g->logprobs ? g->top_logprobs : -1,
+                 .prompt_logprobs = g->logprobs && g->prompt_logprobs};
     p.prompt = malloc((g->n_prompt + g->n_generated) * sizeof(int32_t));
     p.stop = copy_stop(&g->sampling);
     if (!p.prompt || !p.stop) {
@@ -512,10 +556,15 @@ static int admit(mr_engine *e, char *err, size_t errlen)
                         .blocks = malloc((size_t)n_blocks * sizeof(int32_t)),
                         .n_blocks = n_blocks,
                         .sampling = p->sampling,
-                        .stop = p->stop};
+                        .stop = p->stop,
+                        .n_top = p->n_top,
+                        .logprobs_from = p->prompt_logprobs ? 1 : p->n_prompt};
+        if (s->n_top >= 0)
+            s->logprobs = malloc(((size_t)length + 1) * (size_t)(1 + s->n_top) *
+                                 sizeof *s->logprobs);
         e->queue_head = (e->queue_head + 1) % e->opt.max_sequences;
         e->queue_len--;
-        if (!s->tokens || !s->blocks) {
+        if (!s->tokens || !s->blocks || (s->n_top >= 0 && !s->logprobs)) {
             s->n_blocks = 0;
             release(e, s);
             snprintf(err, errlen, "out of memory admitting a sequence");
@@ -542,22 +591,41 @@ static void add_row(mr_engine *e, int *rows, int seq, int position, int32_t toke
                  position % e->opt.kv_block_size;
 }
 
+/* Whether the logits at `position` are wanted: the last one is sampled
+ * from, and those before it give the log-probability of the token after
+ * them when the generation asked for it. */
+static bool wants_logits(const sequence *s, int position)
+{
+    return position == s->n_prefill - 1 ||
+           (s->n_top >= 0 && position + 1 >= s->logprobs_from && position + 1 < s->n_prefill);
+}
+
+static void add_logits_row(mr_engine *e, int *n_logits, int row, int seq, int position)
+{
+    e->logit_rows[*n_logits] = row;
+    e->logit_seq[*n_logits] = seq;
+    e->logit_pos[(*n_logits)++] = position;
+}
+
 /* Builds the step: decode rows first (one per sequence past its prompt),
- * then prompt chunks oldest first, within the token budget. */
+ * then prompt chunks oldest first, within the token budget and the logits
+ * rows the step has (max_sequences): a prompt whose every position wants
+ * its logits is prefilled in chunks of what is left of those, which
+ * changes no bit, as chunking never does. */
 static int build_step(mr_engine *e, int *n_logits)
 {
-    int rows = 0, budget = e->opt.max_batch_tokens;
+    int rows = 0, budget = e->opt.max_batch_tokens, logits_room = e->opt.max_sequences;
     *n_logits = 0;
     for (int i = 0; i < e->opt.max_sequences; i++) {
         sequence *s = &e->seqs[i];
         if (!s->used || !s->prefilled)
             continue;
         add_row(e, &rows, i, s->n_cached, s->tokens[s->n_cached]);
+        add_logits_row(e, n_logits, rows - 1, i, s->n_cached);
         s->n_cached++;
-        e->logit_rows[*n_logits] = rows - 1;
-        e->logit_seq[(*n_logits)++] = i;
     }
-    while (rows < budget) {
+    bool room = true;
+    while (room && rows < budget) {
         int oldest = -1;
         for (int i = 0; i < e->opt.max_sequences; i++) {
             const sequence *s = &e->seqs[i];
@@ -569,16 +637,31 @@ static int build_step(mr_engine *e, int *n_logits)
             break;
         sequence *s = &e->seqs[oldest];
         while (rows < budget && s->n_cached < s->n_prefill) {
+            bool wanted = wants_logits(s, s->n_cached);
+            if (wanted && *n_logits == logits_room) {
+                room = false;
+                break;
+            }
             add_row(e, &rows, oldest, s->n_cached, s->tokens[s->n_cached]);
+            if (wanted)
+                add_logits_row(e, n_logits, rows - 1, oldest, s->n_cached);
             s->n_cached++;
         }
-        if (s->n_cached == s->n_prefill) {
+        if (s->n_cached == s->n_prefill)
             s->prefilled = true;
-            e->logit_rows[*n_logits] = rows - 1;
-            e->logit_seq[(*n_logits)++] = oldest;
-        }
     }
     return rows;
+}
+
+/* The log-probabilities of the token after `position` and its
+ * alternatives, from that position's logits. */
+static void record_logprobs(sequence *s, const float *logits, int vocab, int position)
+{
+    int token = position + 1;
+    if (s->n_top < 0 || token < s->logprobs_from)
+        return;
+    mr_logprobs(logits, vocab, s->tokens[token], s->n_top,
+                s->logprobs + (size_t)(token - s->logprobs_from) * (size_t)(1 + s->n_top));
 }
 
 /* Appends a sampled token; true when the sequence is finished. */
@@ -624,8 +707,14 @@ static int finish(mr_engine *e, sequence *s, mr_finish_reason why, mr_completion
                                .text_len = s->text_len,
                                .finish = why,
                                .prompt_tokens = s->n_prompt,
-                               .completion_tokens = s->n_tokens - s->n_prompt};
+                               .completion_tokens = s->n_tokens - s->n_prompt,
+                               .tokens = s->tokens,
+                               .logprobs = s->logprobs,
+                               .logprobs_from = s->logprobs_from,
+                               .n_top = s->n_top < 0 ? 0 : s->n_top};
     s->text = NULL;
+    s->tokens = NULL;
+    s->logprobs = NULL;
     release(e, s);
     return MR_ENGINE_OK;
 }
@@ -658,11 +747,23 @@ int mr_engine_step(mr_engine *e, mr_completion_out *done, size_t cap, size_t *n_
     rc = mr_forward(e->m, &e->kv, e->act, &step, e->logits, err, errlen);
     for (int i = 0; rc == MR_ENGINE_OK && i < n_logits; i++) {
         sequence *s = &e->seqs[e->logit_seq[i]];
-        int32_t id = mr_sample(e->logits + (size_t)i * e->vocab, e->vocab, &s->sampling,
-                               &s->rng, e->candidates);
+        const float *logits = e->logits + (size_t)i * e->vocab;
+        if (e->logit_pos[i] < s->n_tokens - 1) { /* a known token's log-probability */
+            record_logprobs(s, logits, e->vocab, e->logit_pos[i]);
+            continue;
+        }
+        if (s->sampling.presence_penalty != 0 || s->sampling.frequency_penalty != 0) {
+            memcpy(e->scratch_logits, logits, (size_t)e->vocab * sizeof *logits);
+            mr_penalize(e->scratch_logits, s->tokens + s->n_prompt, s->n_tokens - s->n_prompt,
+                        &s->sampling, e->penalized);
+            logits = e->scratch_logits;
+        }
+        int32_t id = mr_sample(logits, e->vocab, &s->sampling, &s->rng, e->candidates);
+        logits = e->logits + (size_t)i * e->vocab;
         bool finished;
         mr_finish_reason why = MR_FINISH_LENGTH;
         rc = take_token(e, s, id, &finished, &why);
+        record_logprobs(s, logits, e->vocab, e->logit_pos[i]);
         if (rc == MR_ENGINE_OK && finished)
             rc = finish(e, s, why, &done[(*n_done)++]);
     }

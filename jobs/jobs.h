@@ -258,7 +258,20 @@ typedef struct {
     int64_t top_k;
     uint64_t seed;
     mr_strlist stop;
+    double presence_penalty, frequency_penalty;
 } mr_sampling;
+
+/* One prompt of a completions request: text, or token ids (`ids`
+ * non-NULL, n_ids of them, checked against the vocabulary by the engine). */
+typedef struct {
+    const char *text;
+    const int32_t *ids;
+    size_t n_ids;
+} mr_prompt;
+
+/* The most prompts one request may list, and choices it may ask for. */
+#define MR_MAX_PROMPTS 128
+#define MR_MAX_CHOICES 128
 
 /* A parsed request.  Its strings live in the parser that made it and stay
  * valid until that parser's next call. */
@@ -266,10 +279,21 @@ typedef struct {
     const char *custom_id;
     mr_endpoint endpoint;
     const char *model; /* NULL when the request names none */
-    const char *prompt; /* completions and the prompt format */
+    mr_prompt *prompts; /* completions and the prompt format: one or a list */
+    size_t n_prompts;
     mr_chat_message *messages; /* chat */
     size_t n_messages;
+    /* The chat's chat_template_kwargs, as JSON object text; NULL when none. */
+    const char *chat_template_kwargs;
     mr_sampling sampling;
+    /* Choices per prompt (n); the result's choice k is prompt k / n. */
+    int64_t n;
+    /* Log-probabilities of the completion tokens, with top_logprobs
+     * alternatives each (chat: logprobs + top_logprobs; completions:
+     * logprobs N); echo puts the prompt before a completion's text, and its
+     * tokens' log-probabilities before the completion's. */
+    bool logprobs, echo;
+    int top_logprobs;
     uint32_t file_index;
     uint64_t line_no;
 } mr_request;
@@ -296,6 +320,11 @@ int mr_request_parse(mr_request_parser *p, const char *line, size_t len, const c
                      uint32_t file_index, uint64_t line_no, mr_request *req,
                      mr_request_error *error);
 
+/* The seed of the request's choice `choice`: its own seed for choice 0 (so
+ * that n = 1 samples what it always did), then one derived from that and
+ * the choice's index, so that every choice has a reproducible stream. */
+uint64_t mr_request_choice_seed(const mr_request *req, uint32_t choice);
+
 /* Fill *error for a prompt the tokenizer measured above the job's limit. */
 void mr_request_error_prompt_too_long(mr_request_error *error, const mr_request *req,
                                       const char *file, int64_t n_tokens, int64_t limit);
@@ -310,18 +339,36 @@ void mr_request_error_line_too_long(mr_request_error *error, const char *file,
 /* ------------------------------------------------------------------------
  * Results and errors (OpenAI Batch output format, docs/formats.md)
  * ------------------------------------------------------------------------ */
+/* A token in a result's log-probabilities: the bytes it stands for (not
+ * NUL-terminated) and its log-probability. */
 typedef struct {
-    const char *text;
+    const char *bytes;
+    size_t len;
+    float logprob;
+} mr_result_token;
+
+/* One choice of a result.  The usage sums every choice's token counts, so
+ * a prompt shared by n choices is counted on one of them only. */
+typedef struct {
+    const char *text; /* echo included */
     size_t text_len;
     const char *finish_reason; /* "stop" or "length" */
     int64_t prompt_tokens;
     int64_t completion_tokens;
+    /* When the request asked for log-probabilities: n_tokens tokens, the
+     * first n_unscored of which have none (echo: the prompt's first), and
+     * n_top alternatives each, most likely first ([n_tokens][n_top]). */
+    const mr_result_token *tokens, *top;
+    size_t n_tokens, n_unscored;
+    int n_top;
 } mr_completion;
 
-/* Append one result line (with its newline).  `created` is the job's start
- * time, fixed per job so that reruns write identical bytes. */
+/* Append one result line (with its newline), its choices in order.
+ * `created` is the job's start time, fixed per job so that reruns write
+ * identical bytes. */
 int mr_result_format(mr_buf *out, const char *job_name, const char *model_name,
-                     const mr_request *req, const mr_completion *completion, int64_t created);
+                     const mr_request *req, const mr_completion *choices, size_t n_choices,
+                     int64_t created);
 
 /* Append one error line for input line `line_no` of `file`. */
 int mr_error_format(mr_buf *out, const char *job_name, const char *file, uint64_t line_no,

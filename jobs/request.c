@@ -1,8 +1,9 @@
 /*
  * Request lines: the OpenAI Batch format and the plain prompt format.  The
  * checks follow what users bring from the OpenAI API, vLLM and SGLang: a
- * parameter moerun would silently ignore but that changes the output (a
- * penalty, logprobs, n > 1) is refused by name rather than dropped.
+ * parameter moerun would silently ignore but that changes the output
+ * (tools, logit_bias, a response format) is refused by name rather than
+ * dropped.
  */
 #define _GNU_SOURCE /* memmem */
 #include <math.h>
@@ -24,6 +25,9 @@ struct mr_request_parser {
     size_t messages_cap;
     const char **stop;      /* strings point into root or the job */
     mr_buf text;            /* joined content parts and numeric ids */
+    mr_prompt *prompts;     /* [MR_MAX_PROMPTS] */
+    mr_buf ids;             /* token-id prompts, int32_t each */
+    char *kwargs;           /* chat_template_kwargs printed */
     /* the line being parsed, for messages */
     const char *file;
     uint64_t line_no;
@@ -37,8 +41,9 @@ mr_request_parser *mr_request_parser_new(const mr_job *job)
         return NULL;
     p->job = job;
     p->stop = calloc(MAX_STOP, sizeof *p->stop);
-    if (!p->stop) {
-        free(p);
+    p->prompts = calloc(MR_MAX_PROMPTS, sizeof *p->prompts);
+    if (!p->stop || !p->prompts) {
+        mr_request_parser_free(p);
         return NULL;
     }
     return p;
@@ -51,7 +56,10 @@ void mr_request_parser_free(mr_request_parser *p)
     cJSON_Delete(p->root);
     free(p->messages);
     free(p->stop);
+    free(p->prompts);
     mr_buf_free(&p->text);
+    mr_buf_free(&p->ids);
+    cJSON_free(p->kwargs);
     free(p);
 }
 
@@ -183,10 +191,8 @@ static int get_stop(mr_request_parser *p, const cJSON *obj, const char *where,
  * hold their neutral value. */
 static int refuse_unsupported(mr_request_parser *p, const cJSON *obj, const char *where)
 {
-    static const char *const truthy[] = {"stream", "logprobs", "top_logprobs", "echo",
-                                         "tools", "functions", "logit_bias", "suffix",
-                                         "tool_choice", "function_call"};
-    static const char *const nonzero[] = {"presence_penalty", "frequency_penalty"};
+    static const char *const truthy[] = {"stream", "tools", "functions", "logit_bias",
+                                         "suffix", "tool_choice", "function_call"};
     for (size_t i = 0; i < sizeof truthy / sizeof truthy[0]; i++) {
         const cJSON *v = field(obj, truthy[i]);
         bool neutral = !v || cJSON_IsNull(v) || cJSON_IsFalse(v) ||
@@ -198,22 +204,13 @@ static int refuse_unsupported(mr_request_parser *p, const cJSON *obj, const char
             return fail(p, "unsupported_parameter", "%s%s is not supported by moerun", where,
                         truthy[i]);
     }
-    for (size_t i = 0; i < sizeof nonzero / sizeof nonzero[0]; i++) {
-        const cJSON *v = field(obj, nonzero[i]);
-        if (v && !cJSON_IsNull(v) && !(cJSON_IsNumber(v) && v->valuedouble == 0))
-            return fail(p, "unsupported_parameter", "%s%s is not supported by moerun; "
-                        "remove it or set it to 0", where, nonzero[i]);
-    }
     const cJSON *format = field(obj, "response_format");
     const cJSON *type = field(format, "type");
     if (format && !cJSON_IsNull(format) &&
         !(cJSON_IsString(type) && !strcmp(type->valuestring, "text")))
         return fail(p, "unsupported_parameter",
                     "%sresponse_format other than {\"type\": \"text\"} is not supported", where);
-    const cJSON *n = field(obj, "n"), *best_of = field(obj, "best_of");
-    if (n && !cJSON_IsNull(n) && !(cJSON_IsNumber(n) && n->valuedouble == 1))
-        return fail(p, "unsupported_parameter", "%sn must be 1: moerun returns one choice per "
-                    "request", where);
+    const cJSON *best_of = field(obj, "best_of");
     if (best_of && !cJSON_IsNull(best_of) &&
         !(cJSON_IsNumber(best_of) && best_of->valuedouble == 1))
         return fail(p, "unsupported_parameter", "%sbest_of must be 1", where);
@@ -259,6 +256,51 @@ static int get_sampling(mr_request_parser *p, const cJSON *obj, const char *wher
                                     (uint64_t)job->generation_seed);
     if (!rc)
         rc = get_stop(p, obj, where, &s->stop);
+    if (!rc)
+        rc = get_real(p, obj, where, "presence_penalty", -2, 2, &s->presence_penalty);
+    if (!rc)
+        rc = get_real(p, obj, where, "frequency_penalty", -2, 2, &s->frequency_penalty);
+    return rc;
+}
+
+static int get_bool(mr_request_parser *p, const cJSON *obj, const char *where,
+                    const char *name, bool *out)
+{
+    const cJSON *v = field(obj, name);
+    if (!v || cJSON_IsNull(v))
+        return MR_JOBS_OK;
+    if (!cJSON_IsBool(v))
+        return fail(p, "wrong_type", "%s%s must be true or false, got %s", where, name,
+                    type_name(v));
+    *out = cJSON_IsTrue(v);
+    return MR_JOBS_OK;
+}
+
+/* n, and log-probabilities in the endpoint's shape: chat's logprobs
+ * (true/false) and top_logprobs, completions' logprobs N and echo. */
+static int get_choices(mr_request_parser *p, const cJSON *obj, const char *where,
+                       mr_request *req)
+{
+    int64_t v = 0;
+    bool given;
+    req->n = 1;
+    int rc = get_integer(p, obj, where, "n", 1, MR_MAX_CHOICES, &req->n, &given);
+    if (!rc && req->endpoint == MR_ENDPOINT_CHAT) {
+        rc = get_bool(p, obj, where, "logprobs", &req->logprobs);
+        if (!rc)
+            rc = get_integer(p, obj, where, "top_logprobs", 0, 20, &v, &given);
+        if (!rc && given && !req->logprobs)
+            rc = fail(p, "invalid_value", "%stop_logprobs needs logprobs: true", where);
+        const cJSON *echo = field(obj, "echo");
+        if (!rc && echo && !cJSON_IsNull(echo) && !cJSON_IsFalse(echo))
+            rc = fail(p, "unsupported_parameter", "%secho is for /v1/completions; chat "
+                      "completions do not echo", where);
+    } else if (!rc) {
+        rc = get_integer(p, obj, where, "logprobs", 0, 20, &v, &req->logprobs);
+        if (!rc)
+            rc = get_bool(p, obj, where, "echo", &req->echo);
+    }
+    req->top_logprobs = (int)v;
     return rc;
 }
 
@@ -356,22 +398,91 @@ static int get_messages(mr_request_parser *p, const cJSON *body, mr_request *req
     return rc;
 }
 
+/* An array of token ids: whole numbers from 0 to 2^31 - 1 (the engine
+ * checks them against the vocabulary), appended to p->ids. */
+static int get_ids(mr_request_parser *p, const cJSON *array, const char *where,
+                   const char *name)
+{
+    size_t k = 0;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, array)
+    {
+        if (!cJSON_IsNumber(item) || item->valuedouble != floor(item->valuedouble) ||
+            item->valuedouble < 0 || item->valuedouble > 2147483647.0)
+            return fail(p, cJSON_IsNumber(item) ? "invalid_value" : "wrong_type",
+                        "%s%s[%zu] must be a token id (a whole number from 0), got %s", where,
+                        name, k, cJSON_IsNumber(item) ? "another number" : type_name(item));
+        int32_t id = (int32_t)item->valuedouble;
+        if (mr_buf_append(&p->ids, &id, sizeof id))
+            return fail(p, "out_of_memory", "out of memory");
+        k++;
+    }
+    return MR_JOBS_OK;
+}
+
+/* The OpenAI completions prompt: a string, token ids, or a list of
+ * either (each list item one prompt). */
 static int get_prompt(mr_request_parser *p, const cJSON *obj, const char *where,
                       mr_request *req)
 {
     const cJSON *v = field(obj, "prompt");
-    if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 1 && cJSON_IsString(v->child))
-        v = v->child; /* ["text"] is one prompt, as the OpenAI API reads it */
-    else if (cJSON_IsArray(v))
-        return fail(p, "unsupported_parameter", "%sprompt must be one string; lists of "
-                    "prompts or token ids are not supported (one request per line)", where);
     if (!v)
         return fail(p, "missing_field", "%sprompt is missing", where);
-    if (!cJSON_IsString(v))
-        return fail(p, "wrong_type", "%sprompt must be a string, got %s", where, type_name(v));
-    if (!*v->valuestring)
-        return fail(p, "empty_prompt", "%sprompt is empty", where);
-    req->prompt = v->valuestring;
+    if (!cJSON_IsString(v) && !cJSON_IsArray(v))
+        return fail(p, "wrong_type", "%sprompt must be a string, token ids or a list of "
+                    "them, got %s", where, type_name(v));
+    bool ids = cJSON_IsArray(v) && cJSON_IsNumber(v->child);
+    const cJSON *one = cJSON_IsArray(v) && !ids ? v->child : v;
+    size_t n = cJSON_IsArray(v) && !ids ? (size_t)cJSON_GetArraySize(v) : 1;
+    if (n > MR_MAX_PROMPTS)
+        return fail(p, "invalid_value", "%sprompt lists %zu prompts, more than %d", where, n,
+                    MR_MAX_PROMPTS);
+    p->ids.len = 0;
+    /* where each prompt's ids start: appending may move p->ids */
+    size_t starts[MR_MAX_PROMPTS];
+    for (size_t i = 0; i < n; i++, one = one->next) {
+        char name[32];
+        snprintf(name, sizeof name, n > 1 || one != v ? "prompt[%zu]" : "prompt", i);
+        starts[i] = p->ids.len / sizeof(int32_t);
+        if (cJSON_IsString(one)) {
+            p->prompts[i] = (mr_prompt){.text = one->valuestring};
+            if (!*one->valuestring)
+                return fail(p, "empty_prompt", "%s%s is empty", where, name);
+            continue;
+        }
+        if (!cJSON_IsArray(one))
+            return fail(p, "wrong_type", "%s%s must be a string or token ids, got %s", where,
+                        name, type_name(one));
+        int rc = get_ids(p, one, where, name);
+        if (rc)
+            return rc;
+        p->prompts[i] = (mr_prompt){.n_ids = p->ids.len / sizeof(int32_t) - starts[i]};
+        if (!p->prompts[i].n_ids)
+            return fail(p, "empty_prompt", "%s%s is empty", where, name);
+    }
+    if (n == 0)
+        return fail(p, "empty_prompt", "%sprompt is an empty list", where);
+    for (size_t i = 0; i < n; i++)
+        if (!p->prompts[i].text)
+            p->prompts[i].ids = (const int32_t *)p->ids.data + starts[i];
+    req->prompts = p->prompts;
+    req->n_prompts = n;
+    return MR_JOBS_OK;
+}
+
+/* vLLM's chat_template_kwargs: an object whose members become variables of
+ * the chat template (e.g. {"enable_thinking": false}). */
+static int get_kwargs(mr_request_parser *p, const cJSON *body, mr_request *req)
+{
+    const cJSON *v = field(body, "chat_template_kwargs");
+    if (!v || cJSON_IsNull(v))
+        return MR_JOBS_OK;
+    if (!cJSON_IsObject(v))
+        return fail(p, "wrong_type", "body.chat_template_kwargs must be an object, got %s",
+                    type_name(v));
+    if (!(p->kwargs = cJSON_PrintUnformatted(v)))
+        return fail(p, "out_of_memory", "out of memory");
+    req->chat_template_kwargs = p->kwargs;
     return MR_JOBS_OK;
 }
 
@@ -408,8 +519,12 @@ static int parse_openai(mr_request_parser *p, const cJSON *root, mr_request *req
     if (!rc)
         rc = req->endpoint == MR_ENDPOINT_CHAT ? get_messages(p, body, req)
                                                : get_prompt(p, body, "body.", req);
+    if (!rc && req->endpoint == MR_ENDPOINT_CHAT)
+        rc = get_kwargs(p, body, req);
     if (!rc)
         rc = get_sampling(p, body, "body.", req->custom_id, &req->sampling);
+    if (!rc)
+        rc = get_choices(p, body, "body.", req);
     return rc;
 }
 
@@ -442,6 +557,8 @@ static int parse_prompt_format(mr_request_parser *p, const cJSON *root, mr_reque
         rc = get_prompt(p, root, "", req);
     if (!rc)
         rc = get_sampling(p, root, "", req->custom_id, &req->sampling);
+    if (!rc)
+        rc = get_choices(p, root, "", req);
     return rc;
 }
 
@@ -473,6 +590,8 @@ int mr_request_parse(mr_request_parser *p, const char *line, size_t len, const c
     p->text.len = 0;
     cJSON_Delete(p->root);
     p->root = NULL;
+    cJSON_free(p->kwargs);
+    p->kwargs = NULL;
     req->file_index = file_index;
     req->line_no = line_no;
     if (len && line[len - 1] == '\r')
@@ -546,4 +665,16 @@ void mr_request_error_line_too_long(mr_request_error *error, const char *file,
     fill_error(error, "line_too_long", file, line_no,
                "the line is %llu bytes, more than input.max_line_bytes = %llu",
                (unsigned long long)len, (unsigned long long)limit);
+}
+
+uint64_t mr_request_choice_seed(const mr_request *req, uint32_t choice)
+{
+    if (choice == 0)
+        return req->sampling.seed;
+    unsigned char bytes[12];
+    for (int i = 0; i < 8; i++)
+        bytes[i] = (unsigned char)(req->sampling.seed >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        bytes[8 + i] = (unsigned char)(choice >> (8 * i));
+    return mr_hash64(bytes, sizeof bytes, 0);
 }

@@ -33,7 +33,109 @@ int mr_json_append(mr_buf *out, cJSON *root, bool indented)
     return rc;
 }
 
-static cJSON *choice(const mr_request *req, const mr_completion *c)
+/* A token's text for JSON: its bytes when they are UTF-8, else "bytes:"
+ * and each byte as \\xNN, as vLLM and OpenAI spell a token that ends
+ * inside a character. */
+static cJSON *token_string(const mr_result_token *t)
+{
+    char small[256], *text = small;
+    size_t need = t->len * 4 + sizeof "bytes:";
+    if (need > sizeof small && !(text = malloc(need)))
+        return NULL;
+    if (mr_utf8_invalid_at(t->bytes, t->len) == t->len) {
+        memcpy(text, t->bytes, t->len);
+        text[t->len] = '\0';
+    } else {
+        size_t at = (size_t)snprintf(text, need, "bytes:");
+        for (size_t i = 0; i < t->len; i++)
+            at += (size_t)snprintf(text + at, need - at, "\\x%02x", (unsigned char)t->bytes[i]);
+    }
+    cJSON *out = cJSON_CreateString(text);
+    if (text != small)
+        free(text);
+    return out;
+}
+
+static cJSON *token_bytes(const mr_result_token *t)
+{
+    cJSON *array = cJSON_CreateArray();
+    for (size_t i = 0; array && i < t->len; i++)
+        cJSON_AddItemToArray(array, cJSON_CreateNumber((unsigned char)t->bytes[i]));
+    return array;
+}
+
+/* Adds item to an object (name) or an array (NULL); *ok turns false for
+ * an item that could not be made (out of memory). */
+static void add(cJSON *parent, const char *name, cJSON *item, bool *ok)
+{
+    if (!item || !parent) {
+        *ok = false;
+        cJSON_Delete(item);
+    } else if (name) {
+        cJSON_AddItemToObject(parent, name, item);
+    } else {
+        cJSON_AddItemToArray(parent, item);
+    }
+}
+
+/* The token, its log-probability and its bytes: chat's shape of one. */
+static cJSON *chat_token(const mr_result_token *t, bool *ok)
+{
+    cJSON *one = cJSON_CreateObject();
+    add(one, "token", token_string(t), ok);
+    add(one, "logprob", cJSON_CreateNumber(t->logprob), ok);
+    add(one, "bytes", token_bytes(t), ok);
+    return one;
+}
+
+/* Chat's shape: {"content": [{token, logprob, bytes, top_logprobs}]}. */
+static cJSON *chat_logprobs(const mr_completion *c, bool *ok)
+{
+    cJSON *o = cJSON_CreateObject(), *content = cJSON_CreateArray();
+    add(o, "content", content, ok);
+    for (size_t i = 0; *ok && i < c->n_tokens; i++) {
+        cJSON *one = chat_token(&c->tokens[i], ok), *top = cJSON_CreateArray();
+        add(content, NULL, one, ok);
+        add(one, "top_logprobs", top, ok);
+        for (int k = 0; *ok && k < c->n_top; k++)
+            add(top, NULL, chat_token(&c->top[i * (size_t)c->n_top + (size_t)k], ok), ok);
+    }
+    return o;
+}
+
+/* Completions' shape: parallel lists of each token's byte offset in the
+ * choice's text, log-probability, text and {token: logprob} alternatives;
+ * null for a token without one (echo's first). */
+static cJSON *completion_logprobs(const mr_completion *c, bool *ok)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *offsets = cJSON_CreateArray(), *logprobs = cJSON_CreateArray();
+    cJSON *tokens = cJSON_CreateArray(), *tops = cJSON_CreateArray();
+    add(o, "text_offset", offsets, ok);
+    add(o, "token_logprobs", logprobs, ok);
+    add(o, "tokens", tokens, ok);
+    add(o, "top_logprobs", tops, ok);
+    size_t offset = 0;
+    for (size_t i = 0; *ok && i < c->n_tokens; i++) {
+        bool scored = i >= c->n_unscored;
+        add(offsets, NULL, cJSON_CreateNumber((double)offset), ok);
+        offset += c->tokens[i].len;
+        add(logprobs, NULL, scored ? cJSON_CreateNumber(c->tokens[i].logprob) : cJSON_CreateNull(),
+            ok);
+        add(tokens, NULL, token_string(&c->tokens[i]), ok);
+        cJSON *top = scored ? cJSON_CreateObject() : cJSON_CreateNull();
+        add(tops, NULL, top, ok);
+        for (int k = 0; scored && *ok && k < c->n_top; k++) {
+            const mr_result_token *t = &c->top[i * (size_t)c->n_top + (size_t)k];
+            cJSON *name = token_string(t);
+            add(top, name ? name->valuestring : NULL, cJSON_CreateNumber(t->logprob), ok);
+            cJSON_Delete(name);
+        }
+    }
+    return o;
+}
+
+static cJSON *choice(const mr_request *req, const mr_completion *c, size_t index, bool *ok)
 {
     cJSON *o = cJSON_CreateObject();
     /* the text is not NUL-terminated; cJSON wants a C string */
@@ -45,22 +147,27 @@ static cJSON *choice(const mr_request *req, const mr_completion *c)
         text = cJSON_CreateString(copy);
         free(copy);
     }
-    cJSON_AddNumberToObject(o, "index", 0);
-    if (req->endpoint == MR_ENDPOINT_CHAT) {
+    cJSON_AddNumberToObject(o, "index", (double)index);
+    bool chat = req->endpoint == MR_ENDPOINT_CHAT;
+    if (chat) {
         cJSON *message = cJSON_AddObjectToObject(o, "message");
         cJSON_AddStringToObject(message, "role", "assistant");
         cJSON_AddItemToObject(message, "content", text);
-        cJSON_AddNullToObject(o, "logprobs");
     } else {
         cJSON_AddItemToObject(o, "text", text);
-        cJSON_AddNullToObject(o, "logprobs");
     }
-    cJSON_AddStringToObject(o, "finish_reason", c->finish_reason);
+    add(o, "logprobs", !req->logprobs ? cJSON_CreateNull()
+                       : chat         ? chat_logprobs(c, ok)
+                                      : completion_logprobs(c, ok), ok);
+    add(o, "finish_reason", cJSON_CreateString(c->finish_reason), ok);
+    if (!text)
+        *ok = false;
     return o;
 }
 
 int mr_result_format(mr_buf *out, const char *job_name, const char *model_name,
-                     const mr_request *req, const mr_completion *completion, int64_t created)
+                     const mr_request *req, const mr_completion *choices, size_t n_choices,
+                     int64_t created)
 {
     bool chat = req->endpoint == MR_ENDPOINT_CHAT;
     char id[64], request_id[64], body_id[64];
@@ -79,16 +186,21 @@ int mr_result_format(mr_buf *out, const char *job_name, const char *model_name,
     cJSON_AddStringToObject(body, "object", chat ? "chat.completion" : "text_completion");
     cJSON_AddNumberToObject(body, "created", (double)created);
     cJSON_AddStringToObject(body, "model", req->model ? req->model : model_name);
-    cJSON *choices = cJSON_AddArrayToObject(body, "choices");
-    cJSON_AddItemToArray(choices, choice(req, completion));
+    cJSON *list = cJSON_AddArrayToObject(body, "choices");
+    int64_t prompt_tokens = 0, completion_tokens = 0;
+    bool ok = true;
+    for (size_t i = 0; i < n_choices; i++) {
+        add(list, NULL, choice(req, &choices[i], i, &ok), &ok);
+        prompt_tokens += choices[i].prompt_tokens;
+        completion_tokens += choices[i].completion_tokens;
+    }
     cJSON *usage = cJSON_AddObjectToObject(body, "usage");
-    cJSON_AddNumberToObject(usage, "prompt_tokens", (double)completion->prompt_tokens);
-    cJSON_AddNumberToObject(usage, "completion_tokens", (double)completion->completion_tokens);
-    cJSON_AddNumberToObject(usage, "total_tokens",
-                            (double)(completion->prompt_tokens + completion->completion_tokens));
+    cJSON_AddNumberToObject(usage, "prompt_tokens", (double)prompt_tokens);
+    cJSON_AddNumberToObject(usage, "completion_tokens", (double)completion_tokens);
+    cJSON_AddNumberToObject(usage, "total_tokens", (double)(prompt_tokens + completion_tokens));
     cJSON_AddNullToObject(root, "error");
     /* any failed allocation above leaves a NULL somewhere: check the leaves */
-    if (!usage || !cJSON_GetObjectItem(usage, "total_tokens") || !cJSON_GetArrayItem(choices, 0)) {
+    if (!ok || !usage || !cJSON_GetObjectItem(usage, "total_tokens")) {
         cJSON_Delete(root);
         return MR_JOBS_ENOMEM;
     }

@@ -40,13 +40,15 @@ typedef struct {
 } commit_shard;
 
 typedef struct {
-    uint64_t line, n_tokens;
+    uint64_t line, n_tokens, choice;
 } commit_line;
 
-/* A line this rank read whose record is not written yet: in the engine
- * (live) or carried from the checkpoint until it is read again. */
+/* A generation of a line this rank read whose record is not written yet:
+ * in the engine (live) or carried from the checkpoint until the line is
+ * read again.  A line has one per choice still generating. */
 typedef struct {
     uint32_t shard;
+    uint32_t choice;
     bool live;
     uint64_t line_no;
     uint64_t handle;  /* live: the engine's generation */
@@ -141,15 +143,25 @@ static void check_done(mr_runner_commit *c, uint32_t shard)
     }
 }
 
-static open_line *find_open(const mr_runner_commit *c, uint32_t shard, uint64_t line_no)
+static open_line *find_open(const mr_runner_commit *c, uint32_t shard, uint64_t line_no,
+                            uint32_t choice)
 {
     for (size_t i = 0; i < c->n_open; i++)
-        if (c->open[i].shard == shard && c->open[i].line_no == line_no)
+        if (c->open[i].shard == shard && c->open[i].line_no == line_no &&
+            c->open[i].choice == choice)
             return &c->open[i];
     return NULL;
 }
 
-static open_line *add_open(mr_runner_commit *c, uint32_t shard, uint64_t line_no)
+static void drop_open(mr_runner_commit *c, open_line *o)
+{
+    c->open_count[o->shard]--;
+    free(o->tokens);
+    *o = c->open[--c->n_open];
+}
+
+static open_line *add_open(mr_runner_commit *c, uint32_t shard, uint64_t line_no,
+                           uint32_t choice)
 {
     if (c->n_open == c->open_cap) {
         size_t cap = c->open_cap ? 2 * c->open_cap : 64;
@@ -163,7 +175,7 @@ static open_line *add_open(mr_runner_commit *c, uint32_t shard, uint64_t line_no
     }
     c->open_count[shard]++;
     open_line *o = &c->open[c->n_open++];
-    *o = (open_line){.shard = shard, .line_no = line_no};
+    *o = (open_line){.shard = shard, .line_no = line_no, .choice = choice};
     return o;
 }
 
@@ -173,7 +185,7 @@ int mr_runner_commit_open(mr_runner_commit *c, uint32_t shard)
     mark_changed(c, shard);
     for (size_t i = 0; i < s->n_in_flight; i++) {
         const mr_checkpoint_in_flight *f = &s->in_flight[i];
-        open_line *o = add_open(c, shard, f->line);
+        open_line *o = add_open(c, shard, f->line, f->choice);
         if (!o)
             return MR_EXIT_FAILED;
         o->n_tokens = f->n_tokens;
@@ -187,10 +199,18 @@ int mr_runner_commit_open(mr_runner_commit *c, uint32_t shard)
     return MR_EXIT_OK;
 }
 
-bool mr_runner_commit_carried(const mr_runner_commit *c, uint32_t shard, uint64_t line_no,
-                              const int32_t **tokens, size_t *n)
+bool mr_runner_commit_is_carried(const mr_runner_commit *c, uint32_t shard, uint64_t line_no)
 {
-    const open_line *o = find_open(c, shard, line_no);
+    for (size_t i = 0; i < c->n_open; i++)
+        if (c->open[i].shard == shard && c->open[i].line_no == line_no && !c->open[i].live)
+            return true;
+    return false;
+}
+
+bool mr_runner_commit_carried(const mr_runner_commit *c, uint32_t shard, uint64_t line_no,
+                              uint32_t choice, const int32_t **tokens, size_t *n)
+{
+    const open_line *o = find_open(c, shard, line_no, choice);
     if (!o || o->live)
         return false;
     *tokens = o->tokens;
@@ -207,14 +227,23 @@ void mr_runner_commit_read(mr_runner_commit *c, uint32_t shard, uint64_t line_no
 }
 
 int mr_runner_commit_submitted(mr_runner_commit *c, uint32_t shard, uint64_t line_no,
-                               uint64_t handle)
+                               uint32_t choice, uint64_t handle)
 {
-    open_line *o = find_open(c, shard, line_no);
-    if (!o && !(o = add_open(c, shard, line_no)))
+    open_line *o = find_open(c, shard, line_no, choice);
+    if (!o && !(o = add_open(c, shard, line_no, choice)))
         return MR_EXIT_FAILED;
     free(o->tokens);
-    *o = (open_line){.shard = shard, .live = true, .line_no = line_no, .handle = handle};
+    *o = (open_line){.shard = shard, .choice = choice, .live = true, .line_no = line_no,
+                     .handle = handle};
     return MR_EXIT_OK;
+}
+
+void mr_runner_commit_choice_done(mr_runner_commit *c, uint32_t shard, uint64_t line_no,
+                                  uint32_t choice)
+{
+    open_line *o = find_open(c, shard, line_no, choice);
+    if (o)
+        drop_open(c, o);
 }
 
 void mr_runner_commit_read_all(mr_runner_commit *c, uint32_t shard)
@@ -228,12 +257,9 @@ void mr_runner_commit_written(mr_runner_commit *c, uint32_t shard, uint64_t line
                               int64_t completion_tokens)
 {
     mr_checkpoint_shard *s = &c->state->shards[shard];
-    open_line *o = find_open(c, shard, line_no);
-    if (o) {
-        free(o->tokens);
-        *o = c->open[--c->n_open];
-        c->open_count[shard]--;
-    }
+    for (size_t i = c->n_open; i-- > 0;)
+        if (c->open[i].shard == shard && c->open[i].line_no == line_no)
+            drop_open(c, &c->open[i]);
     if (is_error) {
         s->errors_offset += bytes;
         c->failed++;
@@ -281,20 +307,22 @@ static int gather(mr_runner_commit *c, const void *mine, size_t bytes, void *all
     return MR_EXIT_FAILED;
 }
 
-static int by_shard_and_line(const void *a, const void *b)
+static int by_shard_line_and_choice(const void *a, const void *b)
 {
     const open_line *x = a, *y = b;
     if (x->shard != y->shard)
         return x->shard < y->shard ? -1 : 1;
-    return x->line_no < y->line_no ? -1 : x->line_no > y->line_no;
+    if (x->line_no != y->line_no)
+        return x->line_no < y->line_no ? -1 : 1;
+    return x->choice < y->choice ? -1 : x->choice > y->choice;
 }
 
-/* This rank's changed shards into c->mine, each with its lines in flight
- * in line order; a live line's tokens are what the engine has generated. */
+/* This rank's changed shards into c->mine, each with its generations in
+ * flight in line and choice order; a live line's tokens are what the engine has generated. */
 static int pack(mr_runner_commit *c, const mr_engine *engine)
 {
     if (c->n_open)
-        qsort(c->open, c->n_open, sizeof *c->open, by_shard_and_line);
+        qsort(c->open, c->n_open, sizeof *c->open, by_shard_line_and_choice);
     for (size_t i = 0; i < c->n_open; i++)
         mark_changed(c, c->open[i].shard);
     c->mine.len = 0;
@@ -321,7 +349,7 @@ static int pack(mr_runner_commit *c, const mr_engine *engine)
                         c->rank, o->line_no, (unsigned)o->shard);
                 return MR_EXIT_FAILED;
             }
-            commit_line line = {o->line_no, n_tokens};
+            commit_line line = {o->line_no, n_tokens, o->choice};
             rc = mr_buf_append(&c->mine, &line, sizeof line) == MR_JOBS_OK &&
                          (n_tokens == 0 || mr_buf_append(&c->mine, tokens,
                                                          n_tokens * sizeof *tokens) == MR_JOBS_OK)
@@ -358,6 +386,7 @@ static int unpack(mr_runner_commit *c, const char *p, size_t bytes)
             mr_checkpoint_in_flight *f = &s->in_flight[i];
             size_t size = line.n_tokens * sizeof *f->tokens;
             f->line = line.line;
+            f->choice = (uint32_t)line.choice;
             f->n_tokens = line.n_tokens;
             if (size && !(f->tokens = malloc(size)))
                 return MR_EXIT_FAILED;

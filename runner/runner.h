@@ -230,6 +230,31 @@ int mr_runner_backend_say(const mr_job *job, mr_comm *comm, const mr_model *mode
 int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi,
                     mr_checkpoint_state *state);
 
+/* A request line in the engine (choices.c): one generation per prompt and
+ * choice, n of each prompt, collected until all have finished, then one
+ * result line with the choices in order. */
+typedef struct {
+    bool used;
+    uint32_t shard;
+    mr_request req;     /* copied: the strings, prompts' texts and ids */
+    uint32_t n_choices; /* prompts x n */
+    uint32_t n_left;
+    mr_completion_out *done; /* [n_choices], as they finish */
+} mr_runner_line;
+
+/* Copies what the result will need from `req` (valid until the parser's
+ * next line) into a free line.  Returns an exit code. */
+int mr_runner_line_start(mr_runner_line *line, uint32_t shard, const mr_request *req);
+void mr_runner_line_free(mr_runner_line *line);
+/* Takes a finished generation (its memory); true when it was the last. */
+bool mr_runner_line_done(mr_runner_line *line, uint32_t choice, mr_completion_out *out);
+/* The result line of a line whose choices have all finished, its echo and
+ * log-probabilities spelled with the tokenizer's bytes; the token counts
+ * of its usage.  Returns an exit code. */
+int mr_runner_line_format(const mr_runner_line *line, const mr_tokenizer *tok,
+                          const char *job_name, const char *model_name, int64_t created,
+                          mr_buf *out, int64_t *prompt_tokens, int64_t *completion_tokens);
+
 /* EPLB in a running job (balance.c): the job's side of the engine's
  * balancer (engine/balancer.c). */
 typedef struct mr_runner_balancer mr_runner_balancer;
@@ -328,16 +353,22 @@ void mr_runner_commit_free(mr_runner_commit *c);
  * carried until they are read again.  Returns an exit code. */
 int mr_runner_commit_open(mr_runner_commit *c, uint32_t shard);
 /* Whether line `line_no` of `shard` was in flight at the checkpoint this
- * attempt resumed from and is not read again yet; the completion tokens it
- * had generated then (valid until it is submitted). */
+ * attempt resumed from and is not read again yet. */
+bool mr_runner_commit_is_carried(const mr_runner_commit *c, uint32_t shard, uint64_t line_no);
+/* Whether its generation `choice` was, and the completion tokens it had
+ * generated then (valid until it is submitted).  A choice that had
+ * finished is not carried: it is generated anew, to the same tokens. */
 bool mr_runner_commit_carried(const mr_runner_commit *c, uint32_t shard, uint64_t line_no,
-                              const int32_t **tokens, size_t *n);
+                              uint32_t choice, const int32_t **tokens, size_t *n);
 /* Line `line_no` of `shard` was read to be served (a blank one too). */
 void mr_runner_commit_read(mr_runner_commit *c, uint32_t shard, uint64_t line_no);
-/* It went into the engine as generation `handle`; its record comes later.
- * Returns an exit code. */
+/* Its generation `choice` went into the engine as `handle`; the line's
+ * record comes once every choice has finished.  Returns an exit code. */
 int mr_runner_commit_submitted(mr_runner_commit *c, uint32_t shard, uint64_t line_no,
-                               uint64_t handle);
+                               uint32_t choice, uint64_t handle);
+/* Generation `choice` of the line finished; the line waits for others. */
+void mr_runner_commit_choice_done(mr_runner_commit *c, uint32_t shard, uint64_t line_no,
+                                  uint32_t choice);
 /* Every line of `shard` has been read. */
 void mr_runner_commit_read_all(mr_runner_commit *c, uint32_t shard);
 /* The record of line `line_no` of `shard` was written: `bytes` to the

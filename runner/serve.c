@@ -1,9 +1,10 @@
 /*
  * Serving a planned job on one rank: claim shards, read their lines in
- * order, hand each to the engine as its text or chat turns (the engine
- * formats and tokenizes it, or says why it cannot be served: an error
- * record), keep the engine full, and write each record to its shard's
- * part files as soon as it is made.
+ * order, hand each to the engine as its text, token ids or chat turns (the
+ * engine formats and tokenizes it, or says why it cannot be served: an
+ * error record), one generation per prompt and choice (choices.c), keep
+ * the engine full, and write each record to its shard's part files as soon
+ * as it is made.
  *
  * Ranks step together: before every step each rank says whether it still
  * has work and whether it wants a shard, the world gathers that, and every
@@ -37,13 +38,12 @@
 #include "engine/engine.h"
 #include "runner/runner.h"
 
-/* A request in the engine (its handle is its index): what its result line
- * needs once the completion arrives, the strings copied out of the parser
- * (they live only until its next line). */
+/* A generation in the engine (its handle is its index): the line it is a
+ * choice of. */
 typedef struct {
     bool used;
-    uint32_t shard;
-    mr_request req; /* custom_id, model, endpoint, file_index, line_no */
+    uint32_t line; /* in server.lines */
+    uint32_t choice;
 } slot;
 
 /* The part files of a shard this rank writes to. */
@@ -85,17 +85,15 @@ typedef struct {
     size_t next_shard; /* the first shard nobody has claimed */
     rank_state *states; /* [world size]: every rank's, gathered before each step */
     slot *slots;        /* [max_sequences] */
+    mr_runner_line *lines; /* [max_sequences]: a line has one generation or more */
+    /* A line read and parsed whose generations wait for room in the
+     * engine: the parser keeps its request until the next line is read. */
+    bool holding;
+    mr_request held;
     mr_completion_out *done;
     size_t done_cap;
     uint64_t n_ok, n_failed, prompt_tokens, completion_tokens;
 } server;
-
-static void slot_free(slot *e)
-{
-    free((char *)e->req.custom_id);
-    free((char *)e->req.model);
-    *e = (slot){0};
-}
 
 /* The part files of `shard`, opened when this rank first writes to it. */
 static int part_files(server *s, uint32_t shard, part **out)
@@ -176,30 +174,32 @@ static int add_error(server *s, const char *file, uint64_t line_no, const mr_req
     return write_record(s, s->reading->id, line_no, true, &buf, 0, 0);
 }
 
-static int complete(server *s, const mr_completion_out *c)
+/* A finished generation; its line's record once it was the last. */
+static int complete(server *s, mr_completion_out *c)
 {
     slot *e = &s->slots[c->handle];
-    mr_completion completion = {.text = c->text,
-                                .text_len = c->text_len,
-                                .finish_reason = c->finish == MR_FINISH_STOP ? "stop" : "length",
-                                .prompt_tokens = c->prompt_tokens,
-                                .completion_tokens = c->completion_tokens};
+    mr_runner_line *line = &s->lines[e->line];
+    uint32_t choice = e->choice;
+    *e = (slot){0};
+    mr_runner_commit_choice_done(s->commit, line->shard, line->req.line_no, choice);
+    if (!mr_runner_line_done(line, choice, c))
+        return MR_EXIT_OK;
     mr_buf buf = {0};
-    int rc = mr_result_format(&buf, s->job->job_name, s->model_name, &e->req, &completion,
-                              s->created);
-    free(c->text);
-    if (rc != MR_JOBS_OK) {
+    int64_t prompt_tokens, completion_tokens;
+    int rc = mr_runner_line_format(line, mr_model_tokenizer(s->model), s->job->job_name,
+                                   s->model_name, s->created, &buf, &prompt_tokens,
+                                   &completion_tokens);
+    uint32_t shard = line->shard;
+    uint64_t line_no = line->req.line_no;
+    mr_runner_line_free(line);
+    if (rc != MR_EXIT_OK) {
         mr_buf_free(&buf);
-        fprintf(stderr, "moerun run: out of memory\n");
-        return MR_EXIT_FAILED;
+        return rc;
     }
     s->n_ok++;
-    s->prompt_tokens += (uint64_t)c->prompt_tokens;
-    s->completion_tokens += (uint64_t)c->completion_tokens;
-    uint32_t shard = e->shard;
-    uint64_t line_no = e->req.line_no;
-    slot_free(e);
-    return write_record(s, shard, line_no, false, &buf, c->prompt_tokens, c->completion_tokens);
+    s->prompt_tokens += (uint64_t)prompt_tokens;
+    s->completion_tokens += (uint64_t)completion_tokens;
+    return write_record(s, shard, line_no, false, &buf, prompt_tokens, completion_tokens);
 }
 
 /* One engine step; finished completions go to the part files. */
@@ -215,8 +215,7 @@ static int step(server *s)
     for (size_t i = 0; i < n; i++) {
         if (rc == MR_EXIT_OK)
             rc = complete(s, &s->done[i]);
-        else
-            free(s->done[i].text);
+        mr_completion_out_free(&s->done[i]);
     }
     return rc;
 }
@@ -226,7 +225,7 @@ static int step(server *s)
 static bool refused(server *s, const mr_request *req, const char *file, mr_prompt_verdict verdict,
                     size_t n_prompt, const char *why, mr_request_error *error)
 {
-    if (verdict != MR_PROMPT_CHAT_UNSUPPORTED &&
+    if (verdict != MR_PROMPT_CHAT_UNSUPPORTED && verdict != MR_PROMPT_BAD_TOKEN &&
         (int64_t)n_prompt > s->job->input_max_prompt_tokens) {
         mr_request_error_prompt_too_long(error, req, file, (int64_t)n_prompt,
                                          s->job->input_max_prompt_tokens);
@@ -238,16 +237,16 @@ static bool refused(server *s, const mr_request *req, const char *file, mr_promp
     snprintf(error->code, sizeof error->code, "%s",
              verdict == MR_PROMPT_CHAT_UNSUPPORTED ? "unsupported_chat_template"
              : verdict == MR_PROMPT_NO_ROOM        ? "context_length_exceeded"
+             : verdict == MR_PROMPT_BAD_TOKEN      ? "invalid_value"
                                                    : "prompt_too_long");
     snprintf(error->message, sizeof error->message, "%s:%" PRIu64 ": %s", file, req->line_no,
              why);
     return true;
 }
 
-/* A request becomes a generation the engine formats and tokenizes; a
- * completion that cannot fit after its prompt is refused, as OpenAI's API
- * refuses it, rather than cut short where the sequence ends. */
-static int submit(server *s, const mr_request *req, const char *file)
+/* Prompt `prompt` of a request as a generation: its chat turns (turns
+ * has room for them), text or token ids, and its sampling settings. */
+static mr_generation generation_of(const mr_request *req, size_t prompt, mr_chat_turn *turns)
 {
     const mr_sampling *sp = &req->sampling;
     mr_generation gen = {.sampling = {.max_tokens = (int)sp->max_tokens,
@@ -256,57 +255,124 @@ static int submit(server *s, const mr_request *req, const char *file)
                                       .top_k = (int)sp->top_k,
                                       .seed = sp->seed,
                                       .stop = (const char *const *)sp->stop.items,
-                                      .n_stop = sp->stop.count}};
-    mr_chat_turn *turns = NULL;
+                                      .n_stop = sp->stop.count,
+                                      .presence_penalty = sp->presence_penalty,
+                                      .frequency_penalty = sp->frequency_penalty},
+                         .logprobs = req->logprobs,
+                         .top_logprobs = req->top_logprobs,
+                         .prompt_logprobs = req->echo};
     if (req->endpoint == MR_ENDPOINT_CHAT) {
-        turns = calloc(req->n_messages ? req->n_messages : 1, sizeof *turns);
-        if (!turns) {
-            fprintf(stderr, "moerun run: out of memory\n");
-            return MR_EXIT_FAILED;
-        }
         for (size_t i = 0; i < req->n_messages; i++)
             turns[i] = (mr_chat_turn){req->messages[i].role, req->messages[i].content};
         gen.turns = turns;
         gen.n_turns = req->n_messages;
+    } else if (req->prompts[prompt].text) {
+        gen.text = req->prompts[prompt].text;
+        gen.text_len = strlen(gen.text);
     } else {
-        gen.text = req->prompt;
-        gen.text_len = strlen(req->prompt);
+        gen.prompt = req->prompts[prompt].ids;
+        gen.n_prompt = req->prompts[prompt].n_ids;
     }
+    return gen;
+}
+
+/* Formats and tokenizes a prompt (its ids then in gen, valid until the
+ * engine's next call); *error filled when it cannot be served. */
+static int prepare(server *s, const mr_request *req, const char *file, mr_generation *gen,
+                   bool *refuse, mr_request_error *error)
+{
     char err[256]; /* leaves room for "file:line: " in a 512-byte message */
     mr_prompt_verdict verdict;
-    int rc = mr_engine_prepare(s->engine, &gen, &verdict, err, sizeof err);
-    free(turns);
-    if (rc != MR_ENGINE_OK) {
+    if (mr_engine_prepare(s->engine, gen, &verdict, err, sizeof err) != MR_ENGINE_OK) {
         fprintf(stderr, "moerun run: %s\n", err);
         return MR_EXIT_FAILED;
     }
+    *refuse = refused(s, req, file, verdict, gen->n_prompt, err, error);
+    return MR_EXIT_OK;
+}
+
+/* The generations of a request, one per prompt and choice: every prompt is
+ * checked before any goes in, so a line is served whole or refused whole,
+ * and a completion that cannot fit after its prompt is refused, as
+ * OpenAI's API refuses it, rather than cut short where the sequence ends.
+ * A line waits (s->holding) until the engine has room for all of it. */
+static int submit(server *s, const mr_request *req, const char *file)
+{
+    size_t prompts = req->endpoint == MR_ENDPOINT_CHAT ? 1 : req->n_prompts;
+    size_t choices = prompts * (size_t)req->n;
     mr_request_error error = {0};
-    if (refused(s, req, file, verdict, gen.n_prompt, err, &error))
+    if (choices > (size_t)s->job->engine_max_sequences) {
+        error = (mr_request_error){.custom_id = req->custom_id};
+        snprintf(error.code, sizeof error.code, "invalid_value");
+        snprintf(error.message, sizeof error.message,
+                 "%s:%" PRIu64 ": %zu prompt%s x n = %lld make %zu generations, more than "
+                 "[engine] max_sequences = %lld runs at once",
+                 file, req->line_no, prompts, prompts == 1 ? "" : "s", (long long)req->n,
+                 choices, (long long)s->job->engine_max_sequences);
         return add_error(s, file, req->line_no, &error);
-    uint32_t shard = s->reading->id;
-    size_t handle = 0;
-    while (s->slots[handle].used)
-        handle++;
-    slot *e = &s->slots[handle];
-    *e = (slot){.used = true,
-                .shard = shard,
-                .req = {.custom_id = strdup(req->custom_id),
-                        .model = req->model ? strdup(req->model) : NULL,
-                        .endpoint = req->endpoint,
-                        .file_index = req->file_index,
-                        .line_no = req->line_no}};
-    gen.handle = handle;
-    if (s->carrying)
-        mr_runner_commit_carried(s->commit, shard, req->line_no, &gen.generated,
-                                 &gen.n_generated);
-    bool copied = e->req.custom_id && (!req->model || e->req.model);
-    rc = copied ? mr_engine_submit(s->engine, &gen, err, sizeof err) : MR_ENGINE_ENOMEM;
-    if (rc != MR_ENGINE_OK) {
-        fprintf(stderr, "moerun run: %s:%" PRIu64 ": %s\n", file, req->line_no,
-                copied ? err : "out of memory");
-        return rc == MR_ENGINE_EINVAL ? MR_EXIT_INVALID : MR_EXIT_FAILED;
     }
-    return mr_runner_commit_submitted(s->commit, shard, req->line_no, handle);
+    if (mr_engine_room(s->engine) < choices) {
+        s->holding = true;
+        s->held = *req;
+        return MR_EXIT_OK;
+    }
+    s->holding = false;
+    mr_chat_turn *turns = calloc(req->n_messages ? req->n_messages : 1, sizeof *turns);
+    if (!turns) {
+        fprintf(stderr, "moerun run: out of memory\n");
+        return MR_EXIT_FAILED;
+    }
+    int rc = MR_EXIT_OK;
+    bool refuse = false;
+    mr_generation gen;
+    for (size_t i = 0; rc == MR_EXIT_OK && !refuse && i < prompts; i++) {
+        gen = generation_of(req, i, turns);
+        rc = prepare(s, req, file, &gen, &refuse, &error);
+    }
+    if (rc == MR_EXIT_OK && refuse)
+        rc = add_error(s, file, req->line_no, &error);
+    size_t at = 0;
+    while (s->lines[at].used)
+        at++;
+    mr_runner_line *line = &s->lines[at];
+    uint32_t shard = s->reading->id;
+    if (rc == MR_EXIT_OK && !refuse)
+        rc = mr_runner_line_start(line, shard, req);
+    for (size_t k = 0; rc == MR_EXIT_OK && !refuse && k < choices; k++) {
+        size_t prompt = k / (size_t)req->n;
+        /* The engine keeps the last prompt it prepared: a list of them is
+         * prepared anew, each before its first choice. */
+        if (prompts > 1 && k % (size_t)req->n == 0) {
+            gen = generation_of(req, prompt, turns);
+            rc = prepare(s, req, file, &gen, &refuse, &error);
+            if (rc == MR_EXIT_OK && refuse) {
+                fprintf(stderr, "moerun run: %s\n", error.message);
+                rc = MR_EXIT_FAILED; /* it was served a moment ago */
+            }
+        }
+        size_t handle = 0;
+        while (s->slots[handle].used)
+            handle++;
+        s->slots[handle] = (slot){.used = true, .line = (uint32_t)at, .choice = (uint32_t)k};
+        gen.handle = handle;
+        gen.sampling.seed = mr_request_choice_seed(req, (uint32_t)k);
+        gen.generated = NULL;
+        gen.n_generated = 0;
+        if (s->carrying)
+            mr_runner_commit_carried(s->commit, shard, req->line_no, (uint32_t)k, &gen.generated,
+                                     &gen.n_generated);
+        char err[512];
+        int submitted = rc == MR_EXIT_OK ? mr_engine_submit(s->engine, &gen, err, sizeof err)
+                                         : MR_ENGINE_OK;
+        if (submitted != MR_ENGINE_OK) {
+            fprintf(stderr, "moerun run: %s:%" PRIu64 ": %s\n", file, req->line_no, err);
+            rc = submitted == MR_ENGINE_EINVAL ? MR_EXIT_INVALID : MR_EXIT_FAILED;
+        }
+        if (rc == MR_EXIT_OK)
+            rc = mr_runner_commit_submitted(s->commit, shard, req->line_no, (uint32_t)k, handle);
+    }
+    free(turns);
+    return rc;
 }
 
 static bool is_duplicate(const mr_plan *plan, uint32_t file, uint64_t line,
@@ -352,15 +418,23 @@ static int feed(server *s)
     char err[1024];
     int rc = MR_EXIT_OK;
     while (rc == MR_EXIT_OK && s->reader && mr_engine_has_room(s->engine)) {
+        if (s->holding) {
+            /* A line counts as read once it is in the engine: a checkpoint
+             * before that has it read again. */
+            rc = submit(s, &s->held, s->plan->files[s->reading->file_index].path);
+            if (s->holding)
+                break;
+            mr_runner_commit_read(s->commit, s->reading->id, s->held.line_no);
+            continue;
+        }
         mr_line line;
         int got = mr_line_reader_next(s->reader, &line, err, sizeof err);
-        const int32_t *tokens;
-        size_t n;
         if (got == 1 && (line.line_no >= s->skip_before ||
-                         (s->carrying && mr_runner_commit_carried(s->commit, s->reading->id,
-                                                                  line.line_no, &tokens, &n)))) {
-            mr_runner_commit_read(s->commit, s->reading->id, line.line_no);
+                         (s->carrying &&
+                          mr_runner_commit_is_carried(s->commit, s->reading->id, line.line_no)))) {
             rc = serve_line(s, s->parser, s->reading, &line);
+            if (!s->holding)
+                mr_runner_commit_read(s->commit, s->reading->id, line.line_no);
         }
         if (got == 1)
             continue;
@@ -535,8 +609,9 @@ static int load_engine(server *s)
     s->done_cap = (size_t)eo.max_sequences;
     s->done = calloc(s->done_cap, sizeof *s->done);
     s->slots = calloc(s->done_cap, sizeof *s->slots);
+    s->lines = calloc(s->done_cap, sizeof *s->lines);
     s->states = calloc((size_t)s->world.size, sizeof *s->states);
-    return s->done && s->slots && s->states ? MR_EXIT_OK : MR_EXIT_FAILED;
+    return s->done && s->slots && s->lines && s->states ? MR_EXIT_OK : MR_EXIT_FAILED;
 }
 
 /* The model's name in result lines: its folder's last component. */
@@ -717,8 +792,8 @@ int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi,
         mr_runner_watchdog_pause(s.watchdog);
     if (rc == MR_EXIT_OK)
         rc = finish(&s, start);
-    for (size_t i = 0; s.slots && i < s.done_cap; i++)
-        slot_free(&s.slots[i]);
+    for (size_t i = 0; s.lines && i < s.done_cap; i++)
+        mr_runner_line_free(&s.lines[i]);
     if (s.reader)
         mr_line_reader_close(s.reader);
     for (size_t i = 0; i < s.n_parts; i++) {
@@ -727,6 +802,7 @@ int mr_runner_serve(const mr_job *job, const mr_plan *plan, bool mpi,
     }
     free(s.parts);
     free(s.slots);
+    free(s.lines);
     free(s.done);
     free(s.states);
     mr_request_parser_free(s.parser);

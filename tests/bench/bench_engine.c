@@ -102,7 +102,7 @@ static result measure(mr_model *model, int batch, int prompt_len, int decode_ste
         if (mr_engine_step(engine, done, (size_t)batch, &n_done, err, sizeof err) != MR_ENGINE_OK)
             fail("decode", err);
         for (size_t i = 0; i < n_done; i++)
-            free(done[i].text);
+            mr_completion_out_free(&done[i]);
         flops += batch * (flops_per_token(c, true) + attention_flops(c, prompt_len + s + 1));
     }
     double t2 = now();

@@ -63,10 +63,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (rc == MR_JOBS_OK) {
             /* The prompt echoed as the completion: the request's own bytes
              * go through the writer. */
-            const char *text = req.prompt ? req.prompt
-                               : req.n_messages ? req.messages[0].content : "";
-            mr_completion completion = {text, strlen(text), "length", 3, 5};
-            rc = mr_result_format(&out, "fuzz", "tiny", &req, &completion, 1712345678);
+            const char *text = req.n_prompts && req.prompts[0].text ? req.prompts[0].text
+                               : req.n_messages                   ? req.messages[0].content
+                                                                  : "";
+            mr_completion completion = {.text = text, .text_len = strlen(text),
+                                        .finish_reason = "length", .prompt_tokens = 3,
+                                        .completion_tokens = 5};
+            rc = mr_result_format(&out, "fuzz", "tiny", &req, &completion, 1, 1712345678);
         } else {
             mr_fuzz_check(rc == MR_JOBS_EINVAL, "a refused line is MR_JOBS_EINVAL");
             mr_fuzz_check(error.code[0] && error.message[0], "a refused line says why");

@@ -451,7 +451,11 @@ static char **complete(mr_model *model, int n, const int *which, int max_tokens,
         if (mr_engine_step(engine, done, 256, &n_done, err, sizeof err) != MR_ENGINE_OK)
             die("step", err);
         for (size_t d = 0; d < n_done; d++)
+        {
             texts[done[d].handle] = done[d].text;
+            done[d].text = NULL;
+            mr_completion_out_free(&done[d]);
+        }
     } while (mr_engine_in_flight(engine) > 0 || n_done > 0);
     mr_engine_free(engine);
     return texts;

@@ -280,8 +280,9 @@ Test(cli, report_sums_result_lines)
         cr_assert_eq(mr_request_parse(parser, lines[i], strlen(lines[i]) - 1, "requests.jsonl",
                                       0, (uint64_t)i + 1, &req, &e),
                      MR_JOBS_OK, "%s", e.message);
-        mr_completion c = {"out", 3, "length", 10 + i, 8};
-        cr_assert_eq(mr_result_format(&results, "cli", "m", &req, &c, 1700000000), MR_JOBS_OK);
+        mr_completion c = {.text = "out", .text_len = 3, .finish_reason = "length",
+                           .prompt_tokens = 10 + i, .completion_tokens = 8};
+        cr_assert_eq(mr_result_format(&results, "cli", "m", &req, &c, 1, 1700000000), MR_JOBS_OK);
     }
     mr_request req;
     mr_request_error e;

@@ -346,7 +346,7 @@ Test(commit, a_generation_goes_on_from_its_earlier_tokens_to_the_same_text)
         cr_assert_str_eq(rest.text, whole.text, "stopped after %zu tokens", stops[i]);
         cr_assert(rest.completion_tokens == whole.completion_tokens &&
                   rest.prompt_tokens == whole.prompt_tokens && rest.finish == whole.finish);
-        free(rest.text);
+        mr_completion_out_free(&rest);
         mr_engine_free(engine);
     }
 
@@ -363,7 +363,7 @@ Test(commit, a_generation_goes_on_from_its_earlier_tokens_to_the_same_text)
     cr_assert_eq(mr_engine_submit(engine, &bad, err, sizeof err), MR_ENGINE_EINVAL);
     cr_assert(strstr(err, "is 2048, not in the vocabulary"), "%s", err);
     mr_engine_free(engine);
-    free(whole.text);
+    mr_completion_out_free(&whole);
     mr_tokens_free(&tokens);
     mr_model_free(model);
 }

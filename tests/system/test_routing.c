@@ -54,7 +54,7 @@ static uint64_t *route(const char *const *prompts, size_t n, int *layers, int *e
         cr_assert_eq(mr_engine_step(engine, done, 16, &n_done, err, sizeof err), MR_ENGINE_OK,
                      "%s", err);
         for (size_t i = 0; i < n_done; i++)
-            free(done[i].text);
+            mr_completion_out_free(&done[i]);
     }
     const mr_model_config *c = mr_model_config_get(model);
     *layers = c->num_hidden_layers;

@@ -41,7 +41,9 @@ static inline int checkpoint_sample(mr_checkpoint_state *s, size_t shards, int l
         sh->n_in_flight = sh->in_flight ? n : 0;
         for (size_t k = 0; k < sh->n_in_flight; k++) {
             mr_checkpoint_in_flight *f = &sh->in_flight[k];
-            f->line = sh->next_line - 1 - 3 * (n - k);
+            /* the third is a second generation of the line before it (n > 1) */
+            f->line = sh->next_line - 1 - 3 * (n - k) - (k == 2 ? 3 : 0);
+            f->choice = k == 2 ? 3 : 0;
             f->n_tokens = k == 0 ? 0 : 5 * k + i % 3;
             f->tokens = f->n_tokens ? malloc(f->n_tokens * sizeof *f->tokens) : NULL;
             for (size_t t = 0; f->tokens && t < f->n_tokens; t++)

@@ -121,7 +121,7 @@ static void assert_same_state(const mr_checkpoint_state *a, const mr_checkpoint_
         cr_assert_eq(x->n_in_flight, y->n_in_flight);
         for (size_t k = 0; k < x->n_in_flight; k++) {
             const mr_checkpoint_in_flight *f = &x->in_flight[k], *g = &y->in_flight[k];
-            cr_assert(f->line == g->line && f->n_tokens == g->n_tokens);
+            cr_assert(f->line == g->line && f->choice == g->choice && f->n_tokens == g->n_tokens);
             assert_same_bytes(f->tokens, g->tokens, f->n_tokens * sizeof *f->tokens);
         }
     }
@@ -388,8 +388,9 @@ Test(checkpoint, lines_in_flight_out_of_order_or_range_are_refused)
     cr_assert_eq(s.shards[1].in_flight[0].line, 998);
     two_generations();
     forge_edit("\"in_flight\":[{\"line\":998,", "\"in_flight\":[{\"line\":1002,");
-    assert_falls_back_to_1("invalid content: shards[1].in_flight[0].line 1002 is not after the "
-                           "entry before it and below the shard's next_line 1002");
+    assert_falls_back_to_1("invalid content: shards[1].in_flight[0] (line 1002, choice 0) is not "
+                           "after the entry before it, or its line is not below the shard's "
+                           "next_line 1002");
     forge_edit("\"in_flight\":[{\"line\":1002,\"tokens\":[]",
                "\"in_flight\":[{\"line\":998,\"tokens\":[-1]");
     assert_falls_back_to_1("invalid content: shards[1].in_flight[0].tokens[0] is not a token id "

@@ -68,7 +68,7 @@ Test(request, completion_with_job_defaults)
     cr_assert_str_eq(req.custom_id, "req-1");
     cr_assert_eq(req.endpoint, MR_ENDPOINT_COMPLETIONS);
     cr_assert_str_eq(req.model, "q");
-    cr_assert_str_eq(req.prompt, "Hello");
+    cr_assert_str_eq(req.prompts[0].text, "Hello");
     cr_assert_eq(req.sampling.max_tokens, 100);
     cr_assert_float_eq(req.sampling.temperature, 0.5, 1e-12);
     cr_assert_float_eq(req.sampling.top_p, 1.0, 1e-12);
@@ -85,7 +85,7 @@ Test(request, request_values_override_the_job)
                              "\"top_p\": 0.9, \"top_k\": -1, \"seed\": 42, \"stop\": \"\\n\", "
                              "\"n\": 1, \"stream\": false, \"user\": \"u\"}")),
                  MR_JOBS_OK, "%s", error.message);
-    cr_assert_str_eq(req.prompt, "Hi");
+    cr_assert_str_eq(req.prompts[0].text, "Hi");
     cr_assert_null(req.model);
     cr_assert_eq(req.sampling.max_tokens, 5);
     cr_assert_float_eq(req.sampling.temperature, 0, 1e-12);
@@ -179,11 +179,17 @@ Test(request, missing_fields_and_wrong_types)
                  "body.model must be a string");
     expect_error(BATCH("/v1/completions", "{}"), "missing_field", "body.prompt is missing");
     expect_error(BATCH("/v1/completions", "{\"prompt\": 3}"), "wrong_type",
-                 "body.prompt must be a string, got a number");
+                 "body.prompt must be a string, token ids or a list of them, got a number");
     expect_error(BATCH("/v1/completions", "{\"prompt\": \"\"}"), "empty_prompt",
                  "body.prompt is empty");
-    expect_error(BATCH("/v1/completions", "{\"prompt\": [\"a\", \"b\"]}"),
-                 "unsupported_parameter", "lists of prompts");
+    expect_error(BATCH("/v1/completions", "{\"prompt\": []}"), "empty_prompt",
+                 "body.prompt is an empty list");
+    expect_error(BATCH("/v1/completions", "{\"prompt\": [\"a\", 3]}"), "wrong_type",
+                 "body.prompt[1] must be a string or token ids, got a number");
+    expect_error(BATCH("/v1/completions", "{\"prompt\": [5, -1]}"), "invalid_value",
+                 "body.prompt[1] must be a token id");
+    expect_error(BATCH("/v1/completions", "{\"prompt\": [[5], []]}"), "empty_prompt",
+                 "body.prompt[1] is empty");
     expect_error(BATCH("/v1/completions", "{\"prompt\": \"x\", \"max_tokens\": -3}"),
                  "invalid_value", "body.max_tokens must be from 1 to");
     expect_error(BATCH("/v1/completions", "{\"prompt\": \"x\", \"max_tokens\": 2.5}"),
@@ -229,11 +235,7 @@ Test(request, chat_errors)
 Test(request, parameters_that_would_change_the_output_are_refused)
 {
     static const char *const bodies[][2] = {
-        {"{\"prompt\": \"x\", \"n\": 2}", "n must be 1"},
         {"{\"prompt\": \"x\", \"stream\": true}", "body.stream is not supported"},
-        {"{\"prompt\": \"x\", \"logprobs\": 5}", "body.logprobs is not supported"},
-        {"{\"prompt\": \"x\", \"echo\": true}", "body.echo is not supported"},
-        {"{\"prompt\": \"x\", \"presence_penalty\": 0.5}", "presence_penalty is not supported"},
         {"{\"prompt\": \"x\", \"logit_bias\": {\"1\": 5}}", "logit_bias is not supported"},
         {"{\"prompt\": \"x\", \"best_of\": 3}", "best_of must be 1"},
         {"{\"prompt\": \"x\", \"response_format\": {\"type\": \"json_object\"}}",
@@ -276,7 +278,7 @@ Test(request, invalid_utf8_is_refused_with_its_offset)
     cr_assert_eq(parse(BATCH("/v1/completions",
                              "{\"prompt\": \"é 中文 日本語 한국어 🎉 \\u00e9 \\ud83d\\ude00\"}")),
                  MR_JOBS_OK, "%s", error.message);
-    cr_assert_str_eq(req.prompt, "é 中文 日本語 한국어 🎉 é 😀");
+    cr_assert_str_eq(req.prompts[0].text, "é 中文 日本語 한국어 🎉 é 😀");
 }
 
 Test(request, nul_escapes_are_refused_not_cut_short)
@@ -285,14 +287,14 @@ Test(request, nul_escapes_are_refused_not_cut_short)
                  "invalid_value", "\\u0000 (a NUL character) in a string at byte");
     cr_assert_eq(parse(BATCH("/v1/completions", "{\"prompt\": \"a \\\\u0000 b\"}")),
                  MR_JOBS_OK, "an escaped backslash before u0000 is text: %s", error.message);
-    cr_assert_str_eq(req.prompt, "a \\u0000 b");
+    cr_assert_str_eq(req.prompts[0].text, "a \\u0000 b");
 }
 
 Test(request, crlf_line_end_is_ignored)
 {
     cr_assert_eq(parse(BATCH("/v1/completions", "{\"prompt\": \"x\"}") "\r"), MR_JOBS_OK, "%s",
                  error.message);
-    cr_assert_str_eq(req.prompt, "x");
+    cr_assert_str_eq(req.prompts[0].text, "x");
 }
 
 Test(request, huge_line_of_several_mebibytes)
@@ -308,7 +310,7 @@ Test(request, huge_line_of_several_mebibytes)
     mr_buf_append(&line, "\"}}", 3);
     cr_assert_eq(mr_request_parse(parser, line.data, line.len, "r.jsonl", 0, 1, &req, &error),
                  MR_JOBS_OK, "%s", error.message);
-    cr_assert_eq(strlen(req.prompt), n);
+    cr_assert_eq(strlen(req.prompts[0].text), n);
     mr_buf_free(&line);
 }
 
@@ -328,4 +330,68 @@ Test(request, error_helpers)
     cr_assert_str_eq(error.code, "line_too_long");
     cr_assert_null(error.custom_id);
     cr_assert(strstr(error.message, "a.jsonl:4: the line is 1000 bytes"));
+}
+
+/* The fields of offline evaluation and sampling many: token-id prompts and
+ * lists of prompts, n, logprobs in each endpoint's shape, echo, penalties,
+ * chat_template_kwargs. */
+Test(request, choices_logprobs_echo_penalties_and_token_ids)
+{
+    cr_assert_eq(parse(BATCH("/v1/completions",
+                             "{\"prompt\": [[1, 2, 3], \"two\"], \"n\": 3, \"logprobs\": 4, "
+                             "\"echo\": true, \"presence_penalty\": 0.5, "
+                             "\"frequency_penalty\": -1.25, \"seed\": 9}")),
+                 MR_JOBS_OK, "%s", error.message);
+    cr_assert_eq(req.n_prompts, 2);
+    cr_assert_eq(req.prompts[0].n_ids, 3);
+    cr_assert_eq(req.prompts[0].ids[2], 3);
+    cr_assert_null(req.prompts[0].text);
+    cr_assert_str_eq(req.prompts[1].text, "two");
+    cr_assert(req.n == 3 && req.logprobs && req.top_logprobs == 4 && req.echo);
+    cr_assert(req.sampling.presence_penalty == 0.5 && req.sampling.frequency_penalty == -1.25);
+    /* choice 0 keeps the request's seed; the others differ from it and each other */
+    cr_assert_eq(mr_request_choice_seed(&req, 0), 9);
+    cr_assert_neq(mr_request_choice_seed(&req, 1), 9);
+    cr_assert_neq(mr_request_choice_seed(&req, 1), mr_request_choice_seed(&req, 2));
+
+    cr_assert_eq(parse(BATCH("/v1/completions", "{\"prompt\": [7, 8]}")), MR_JOBS_OK, "%s",
+                 error.message);
+    cr_assert(req.n_prompts == 1 && req.prompts[0].n_ids == 2 && req.n == 1 && !req.logprobs);
+
+    cr_assert_eq(parse(BATCH("/v1/chat/completions",
+                             "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], "
+                             "\"logprobs\": true, \"top_logprobs\": 20, "
+                             "\"chat_template_kwargs\": {\"enable_thinking\": false}}")),
+                 MR_JOBS_OK, "%s", error.message);
+    cr_assert(req.logprobs && req.top_logprobs == 20);
+    cr_assert_str_eq(req.chat_template_kwargs, "{\"enable_thinking\":false}");
+
+    static const char *const bad[][3] = {
+        {"/v1/completions", "{\"prompt\": \"x\", \"n\": 0}", "body.n must be from 1 to 128"},
+        {"/v1/completions", "{\"prompt\": \"x\", \"logprobs\": 21}",
+         "body.logprobs must be from 0 to 20"},
+        {"/v1/completions", "{\"prompt\": \"x\", \"logprobs\": true}",
+         "body.logprobs must be a whole number"},
+        {"/v1/completions", "{\"prompt\": \"x\", \"echo\": 1}", "body.echo must be true or false"},
+        {"/v1/completions", "{\"prompt\": \"x\", \"presence_penalty\": 2.5}",
+         "body.presence_penalty must be from -2 to 2"},
+        {"/v1/chat/completions",
+         "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"top_logprobs\": 2}",
+         "body.top_logprobs needs logprobs: true"},
+        {"/v1/chat/completions",
+         "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"echo\": true}",
+         "echo is for /v1/completions"},
+        {"/v1/chat/completions",
+         "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], "
+         "\"chat_template_kwargs\": [1]}",
+         "body.chat_template_kwargs must be an object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *line = NULL;
+        cr_assert(asprintf(&line, BATCH("%s", "%s"), bad[i][0], bad[i][1]) > 0);
+        cr_assert_eq(parse(line), MR_JOBS_EINVAL, "accepted: %s", line);
+        cr_assert(strstr(error.message, bad[i][2]), "want '%s' in '%s'", bad[i][2],
+                  error.message);
+        free(line);
+    }
 }
