@@ -352,18 +352,25 @@ static int resumed_state(const mr_job *job, mr_plan *plan, mr_checkpoint_state *
                state->counters.requests_failed);
         return MR_EXIT_OK;
     }
-    uint64_t in_flight = 0, tokens = 0;
+    uint64_t in_flight = 0, generations = 0, tokens = 0;
     for (size_t i = 0; i < state->n_shards; i++) {
-        in_flight += state->shards[i].n_in_flight;
-        for (size_t k = 0; k < state->shards[i].n_in_flight; k++)
-            tokens += state->shards[i].in_flight[k].n_tokens;
+        const mr_checkpoint_shard *sh = &state->shards[i];
+        generations += sh->n_in_flight;
+        for (size_t k = 0; k < sh->n_in_flight; k++) {
+            /* a line's generations (n > 1) are next to each other */
+            in_flight += k == 0 || sh->in_flight[k].line != sh->in_flight[k - 1].line;
+            tokens += sh->in_flight[k].n_tokens;
+        }
     }
     double ago = (double)time(NULL) - state->written;
     printf("job %s: resuming from checkpoint generation %" PRIu64 " in %s/%s, written %.0f s ago: "
            "%" PRIu64 " of %zu shards done, %" PRIu64 " records committed, %" PRIu64
-           " requests in flight go on from the %" PRIu64 " tokens they had generated\n",
+           " requests in flight go on from the %" PRIu64 " tokens they had generated",
            job->job_name, state->generation, job->job_run_dir, MR_CHECKPOINT_DIR,
            ago > 0 ? ago : 0, done, state->n_shards, lines, in_flight, tokens);
+    if (generations > in_flight)
+        printf(" (in %" PRIu64 " generations of their choices)", generations);
+    printf("\n");
     fflush(stdout);
     mr_checkpoint_counters *k = &state->counters;
     /* The stopped attempt held its ranks past its last checkpoint: that
