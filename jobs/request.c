@@ -204,6 +204,17 @@ static int refuse_unsupported(mr_request_parser *p, const cJSON *obj, const char
             return fail(p, "unsupported_parameter", "%s%s is not supported by moerun", where,
                         truthy[i]);
     }
+    /* vLLM's sampling extensions, each with its neutral value */
+    static const struct {
+        const char *name;
+        double neutral;
+    } extensions[] = {{"repetition_penalty", 1}, {"min_p", 0}, {"min_tokens", 0}};
+    for (size_t i = 0; i < sizeof extensions / sizeof extensions[0]; i++) {
+        const cJSON *v = field(obj, extensions[i].name);
+        if (v && !cJSON_IsNull(v) && !(cJSON_IsNumber(v) && v->valuedouble == extensions[i].neutral))
+            return fail(p, "unsupported_parameter", "%s%s is not supported by moerun; remove it "
+                        "or set it to %g", where, extensions[i].name, extensions[i].neutral);
+    }
     const cJSON *format = field(obj, "response_format");
     const cJSON *type = field(format, "type");
     if (format && !cJSON_IsNull(format) &&

@@ -238,6 +238,8 @@ Test(request, parameters_that_would_change_the_output_are_refused)
         {"{\"prompt\": \"x\", \"stream\": true}", "body.stream is not supported"},
         {"{\"prompt\": \"x\", \"logit_bias\": {\"1\": 5}}", "logit_bias is not supported"},
         {"{\"prompt\": \"x\", \"best_of\": 3}", "best_of must be 1"},
+        {"{\"prompt\": \"x\", \"repetition_penalty\": 1.1}", "repetition_penalty is not supported"},
+        {"{\"prompt\": \"x\", \"min_p\": 0.05}", "min_p is not supported"},
         {"{\"prompt\": \"x\", \"response_format\": {\"type\": \"json_object\"}}",
          "response_format"},
     };
@@ -248,7 +250,7 @@ Test(request, parameters_that_would_change_the_output_are_refused)
         free(line);
     }
     cr_assert_eq(parse(BATCH("/v1/completions",
-                             "{\"prompt\": \"x\", \"presence_penalty\": 0, \"logprobs\": null, "
+                             "{\"prompt\": \"x\", \"repetition_penalty\": 1, \"logprobs\": null, "
                              "\"response_format\": {\"type\": \"text\"}, \"logit_bias\": {}}")),
                  MR_JOBS_OK, "neutral values pass: %s", error.message);
 }
