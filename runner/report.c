@@ -19,6 +19,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,10 +57,19 @@ static int on_job_key(void *user, const char *section, const char *key, const ch
         r->ranks = atoi(value);
     else if (!strcmp(section, "eplb") && !strcmp(key, "mode"))
         snprintf(r->eplb_mode, sizeof r->eplb_mode, "%s", value);
-    else if (!strcmp(section, "cost") && !strcmp(key, "gpu_hour_usd"))
-        r->gpu_hour_usd = strtod(value, NULL);
-    else if (!strcmp(section, "cost") && !strcmp(key, "spot_gpu_hour_usd"))
-        r->spot_gpu_hour_usd = strtod(value, NULL);
+    else if (!strcmp(section, "cost")) {
+        static const struct {
+            const char *key;
+            size_t offset;
+        } prices[] = {{"gpu_hour_usd", offsetof(mr_report_prices, gpu_hour_usd)},
+                      {"spot_gpu_hour_usd", offsetof(mr_report_prices, spot_gpu_hour_usd)},
+                      {"input_usd_per_million", offsetof(mr_report_prices, input_usd_per_million)},
+                      {"output_usd_per_million",
+                       offsetof(mr_report_prices, output_usd_per_million)}};
+        for (size_t i = 0; i < sizeof prices / sizeof *prices; i++)
+            if (!strcmp(key, prices[i].key))
+                *(double *)((char *)&r->prices + prices[i].offset) = strtod(value, NULL);
+    }
     return 1;
 }
 
@@ -506,8 +516,8 @@ static int gather(const char *dir, mr_report *r)
         r->tokens_prompt = k->tokens_in;
         r->tokens_completion = k->tokens_out;
     }
-    mr_report_cost_compute(r->rank_seconds, r->gpu_hour_usd, r->spot_gpu_hour_usd,
-                           r->tokens_prompt, r->tokens_completion, &r->cost);
+    mr_report_cost_compute(r->rank_seconds, &r->prices, r->tokens_prompt, r->tokens_completion,
+                           &r->cost);
     cJSON *timeline = read_records(dir, MR_RUN_TIMELINE), *eplb = read_records(dir, MR_RUN_EPLB_LOG);
     add_stages(r, timeline);
     add_eplb(r, eplb);

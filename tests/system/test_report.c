@@ -31,12 +31,14 @@ static void teardown(void)
 
 TestSuite(report, .init = setup, .fini = teardown, .timeout = 300);
 
-/* Two ranks, online EPLB that rebalances early, prices, and a sample
- * every tenth of a second. */
+/* Two ranks, online EPLB that rebalances early, prices (GPU-hours, and a
+ * provider's list prices to split the cost by), and a sample every tenth
+ * of a second. */
 #define JOB                                                                                 \
     "[parallel]\nranks = 2\n"                                                               \
     "[eplb]\nmode = online\nredundant_experts = 2\nstep_interval = 4\nmin_batch_tokens = 0\n" \
     "[cost]\ngpu_hour_usd = 3.60\nspot_gpu_hour_usd = 1.20\n"                               \
+    "input_usd_per_million = 0.20\noutput_usd_per_million = 0.80\n"                         \
     "[report]\nprogress_seconds = 0.1\nexpert_metrics = on\n"
 
 /* t.dir/runs/RUN/FILE, or the run folder when file is NULL. */
@@ -121,8 +123,15 @@ Test(report, a_two_rank_job_reports_what_its_result_files_hold)
     cr_assert_float_eq(mr_test_json_number(report, "rank_seconds"),
                        2 * mr_test_json_number(report, "wall_seconds"), 1e-9);
     cr_assert(strstr(t.out, "report: job same (finished; 1 attempt)"), "%s", t.out);
-    cr_assert(strstr(t.out, "per million tokens, prompt and completion together"), "%s", t.out);
-    cr_assert_null(strstr(t.out, "per million input"), "%s", t.out);
+    cr_assert(strstr(t.out, "per million tokens, prompt and completion together; split: $"),
+              "%s", t.out);
+    cr_assert(strstr(t.out, "cost split:  in the ratio of the list prices $0.2 input : $0.8 "
+                            "output per million"),
+              "%s", t.out);
+    cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(
+                         cJSON_GetObjectItem(cJSON_GetObjectItem(report, "cost"), "split"),
+                         "method")),
+                     "list_price_ratio");
     cr_assert(strstr(t.out, "progress: same: "), "no progress line in a log:\n%s", t.out);
 
     /* `moerun report` writes and prints the same report again. */
@@ -155,11 +164,12 @@ Test(report, a_two_rank_job_reports_what_its_result_files_hold)
     cr_assert_eq(mr_test_svg_cells(busy), 2 * samples);
     char *md_path = in_run("two", "report.md"), *md = mr_test_read(md_path, NULL);
     cr_assert(strstr(md, "](expert_load.svg)") && strstr(md, "](rank_busy.svg)"), "%s", md);
-    /* Priced: per million tokens over both kinds, no per-kind figure that
-     * reads like a provider's price. */
+    /* Priced: per million tokens over both kinds, and split in the list
+     * prices' ratio, with the method said. */
     cr_assert(strstr(md, "| on demand | $3.60 | $"), "%s", md);
     cr_assert(strstr(md, "over prompt and completion tokens together"), "%s", md);
-    cr_assert_null(strstr(md, "per M input"), "%s", md);
+    cr_assert(strstr(md, "| per M input | per M output |"), "%s", md);
+    cr_assert(strstr(md, "% of the cost on input tokens"), "%s", md);
 
     /* A person can look at it: it renders. */
     char *command;
@@ -207,6 +217,9 @@ Test(report, the_advice_follows_the_measured_batch)
     cr_assert(strstr(t.out, "on demand: no price set"), "%s", t.out);
     cr_assert(strstr(t.out, "spot: no price set"), "%s", t.out);
     cr_assert_null(strstr(t.out, "$0.0000"), "%s", t.out);
+    /* No list prices: the total only, and why. */
+    cr_assert(strstr(t.out, "cost split:  total only: moerun pays for GPU-hours"), "%s", t.out);
+    cr_assert_null(strstr(t.out, "per million input"), "%s", t.out);
     cJSON_Delete(report);
     free(run);
 
