@@ -360,3 +360,112 @@ Test(report, damaged_meter_files_are_named_and_the_rest_reported)
     cr_assert(strstr(t.err, "nowhere"), "%s", t.err);
     free(timeline);
 }
+
+/* The numbers of a line "JOB: D/P requests done (...), T tokens/s (G
+ * generated/s) ..."; false when `line` is not one. */
+static bool progress_numbers(const char *line, double *done, double *per_second,
+                             double *generated)
+{
+    const char *at = strstr(line, ": ");
+    return at && sscanf(at, ": %lf/%*f requests done (%*f%%), %lf tokens/s (%lf generated/s)",
+                        done, per_second, generated) == 3;
+}
+
+static cJSON *status_json(void)
+{
+    cr_assert_eq(moerun("status", "runs/busy", "--json"), 0, "%s", t.err);
+    cJSON *status = cJSON_Parse(t.out);
+    cr_assert(status, "status --json is not JSON:\n%s", t.out);
+    return status;
+}
+
+Test(report, progress_counts_tokens_while_ranks_are_busy_and_status_agrees)
+{
+    /* Completions that each generate 48 tokens unless they stop early:
+     * every rank is busy for many samples before a request finishes. */
+    mr_buf lines = {0};
+    for (int i = 0; i < 16; i++)
+        mr_buf_printf(&lines,
+                      "{\"custom_id\": \"r%d\", \"method\": \"POST\", \"url\": "
+                      "\"/v1/completions\", \"body\": {\"model\": \"tiny\", \"prompt\": "
+                      "\"Tell me about soup number %d and the spices that go in it\"}}\n",
+                      i, i);
+    free(mr_test_write(t.dir, "requests.jsonl", lines.data, lines.len));
+    mr_buf_free(&lines);
+    mr_test_writef(t.dir, "busy.ini",
+                   "[job]\nname = busy\nrun_dir = runs/busy\n[model]\npath = model\n[input]\n"
+                   "files = requests.jsonl\n[generation]\nmax_tokens = 48\nseed = 3\n"
+                   "[engine]\nmax_batch_tokens = 64\nmax_sequences = 8\n"
+                   "[parallel]\nranks = 2\n[report]\nprogress_seconds = 0.1\n");
+    pid_t pid = mr_test_spawn_moerun(t.dir, "busy.log", "run", "busy.ini", NULL);
+    char *log_path, *log = NULL;
+    cr_assert(asprintf(&log_path, "%s/busy.log", t.dir) > 0);
+    /* Mid-run, status shows a sample of the job's own progress lines. */
+    double t0 = mr_test_seconds();
+    while (!(log && strstr(log, "progress: busy: ")) && mr_test_seconds() - t0 < 60) {
+        free(log);
+        usleep(20000);
+        log = mr_test_read(log_path, NULL);
+    }
+    cJSON *running = status_json();
+    cr_assert_eq(wait_exit(pid), 0, "the job failed");
+    free(log);
+    log = mr_test_read(log_path, NULL);
+
+    /* Tokens count as they are generated: before the first request
+     * finished, ranks were busy and the line said so. */
+    bool busy_seen = false;
+    int samples = 0;
+    for (char *line = strstr(log, "progress: busy: "); line;
+         line = strstr(line + 1, "progress: busy: ")) {
+        double done, per_second, generated;
+        cr_assert(progress_numbers(line + strlen("progress: busy"), &done, &per_second,
+                                   &generated),
+                  "%.200s", line);
+        busy_seen |= done == 0 && per_second > 0 && generated > 0;
+        samples++;
+    }
+    cr_assert(busy_seen, "no progress line counted tokens before a request finished:\n%s", log);
+    cr_assert_geq(samples, 2, "%s", log);
+
+    /* The status taken mid-run gave a line the job printed (when its
+     * sample was not the final one, which prints none). */
+    const cJSON *progress = cJSON_GetObjectItem(running, "progress");
+    const char *text = cJSON_GetStringValue(cJSON_GetObjectItem(progress, "text"));
+    cr_assert(text, "status --json had no progress while the job ran: %s", t.out);
+    if (!cJSON_IsTrue(cJSON_GetObjectItem(progress, "final"))) {
+        char *want;
+        cr_assert(asprintf(&want, "progress: %s\n", text) > 0);
+        cr_assert(strstr(log, want), "status said \"%s\", the job never did:\n%s", text, log);
+        free(want);
+    }
+
+    /* At the end status agrees with the job's own counts and the files. */
+    cJSON *status = status_json();
+    cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(status, "state")), "finished");
+    progress = cJSON_GetObjectItem(status, "progress");
+    const cJSON *joined = cJSON_GetObjectItem(status, "joined");
+    double ok, failed, prompt, completion;
+    const char *served = strstr(log, "served ");
+    cr_assert(served && sscanf(served,
+                               "served %lf requests, %lf failed; %lf prompt + %lf completion",
+                               &ok, &failed, &prompt, &completion) == 4,
+              "%s", log);
+    cr_assert_eq(mr_test_json_number(progress, "requests_done"), ok + failed);
+    cr_assert_eq(mr_test_json_number(progress, "requests_done"),
+                 mr_test_json_number(joined, "results") + mr_test_json_number(joined, "errors"));
+    cr_assert_eq(mr_test_json_number(progress, "requests_planned"), 16);
+    cr_assert_eq(mr_test_json_number(progress, "tokens_prompt"), prompt);
+    cr_assert_eq(mr_test_json_number(progress, "tokens_completion"), completion);
+    cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(progress, "final")));
+    cr_assert_eq(mr_test_json_number(status, "committed.requests_done"), ok + failed);
+    /* The text form says the same in the same words. */
+    text = cJSON_GetStringValue(cJSON_GetObjectItem(progress, "text"));
+    cr_assert(strstr(text, "busy: 16/16 requests done (100.0%), "), "%s", text);
+    cr_assert_eq(moerun("status", "runs/busy", NULL), 0, "%s", t.err);
+    cr_assert(strstr(t.out, text), "%s\nlacks\n%s", t.out, text);
+    cJSON_Delete(status);
+    cJSON_Delete(running);
+    free(log);
+    free(log_path);
+}
