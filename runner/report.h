@@ -127,11 +127,21 @@ typedef struct {
     const double *row_labels, *col_labels;
     /* A vertical rule every col_group columns (a rank's slots); 0: none. */
     int col_group;
+    /* Optional [cols + 1], rising: column c spans col_edges[c] to
+     * col_edges[c + 1] on a continuous axis (seconds), drawn as wide as
+     * that, with round tick values instead of col_labels. */
+    const double *col_edges;
+    /* Optional: n_marks labelled vertical lines at positions on that axis
+     * (where each attempt starts). */
+    const double *marks;
+    const char *const *mark_labels;
+    int n_marks;
 } mr_report_heatmap;
 
 /* An SVG file of n panels stacked top to bottom under one title, sharing
  * one colour scale from 0 to scale_max (<= 0: the largest value of all
- * panels), with a legend saying `unit`.  Every cell is one
+ * panels rounded up to a round tick: 1, 2 or 5 times a power of ten), with
+ * a legend saying `unit` whose ticks are round numbers.  Every cell is one
  * <rect class="cell"> with a <title> tooltip ("MoE layer 3, expert 17:
  * 1234 tokens").  A NULL title is left out; NULL names read "row" and
  * "column", a NULL unit is none.  Negative or non-finite values are

@@ -414,13 +414,16 @@ int mr_report_format_markdown(const mr_report *r, mr_buf *out)
     failed |= mr_buf_printf(out, ".\n") != MR_JOBS_OK;
     if (r->heatmap)
         failed |= mr_buf_printf(out,
-                                "\nTokens per expert slot, before and after EPLB:\n\n"
-                                "![tokens per expert slot](%s)\n",
+                                "\nTokens per rank and MoE layer, with the experts in order "
+                                "and on EPLB's final placement (an even row is a balanced "
+                                "layer):\n\n"
+                                "![tokens per rank and MoE layer](%s)\n",
                                 MR_RUN_HEATMAP_SVG) != MR_JOBS_OK;
     if (r->busy_map)
         failed |= mr_buf_printf(out,
                                 "\n## Ranks over time\n\nShare of each interval every rank spent "
-                                "computing rather than waiting or idle:\n\n"
+                                "computing rather than waiting or idle, each column as wide "
+                                "as its interval, attempts marked:\n\n"
                                 "![busy share per rank](%s)\n",
                                 MR_RUN_BUSY_SVG) != MR_JOBS_OK;
     failed |= mr_buf_printf(out,

@@ -57,6 +57,14 @@ static int moerun(const char *a, const char *b, const char *c)
     return mr_test_moerun(t.dir, &t.out, &t.err, a, b, c, NULL);
 }
 
+static bool file_has(const char *path, const char *text)
+{
+    char *data = mr_test_read(path, NULL);
+    bool found = data && strstr(data, text);
+    free(data);
+    return found;
+}
+
 static int count_lines(const char *path)
 {
     char *text = mr_test_read(path, NULL);
@@ -155,13 +163,16 @@ Test(report, a_two_rank_job_reports_what_its_result_files_hold)
     cr_assert_eq(expert_series(metrics, &routed), layers * experts);
     cr_assert_float_eq(routed, expert_load_total("two"), 0.5);
 
-    /* Experts in order over 2 ranks, then the final placement with 2
-     * redundant slots; and one busy cell per rank and sample. */
+    /* Tokens per rank and layer, experts in order and on the final
+     * placement; one busy cell per rank and sample, on a time axis. */
     char *heatmap = in_run("two", "expert_load.svg");
     char *busy = in_run("two", "rank_busy.svg");
-    int in_order = (experts + 1) / 2 * 2, final = (experts + 2 + 1) / 2 * 2;
-    cr_assert_eq(mr_test_svg_cells(heatmap), layers * in_order + layers * final);
+    cr_assert_eq(mr_test_svg_cells(heatmap), 2 * layers * 2);
+    cr_assert(file_has(heatmap, "<title>MoE layer 0, rank 1: "));
+    cr_assert(file_has(heatmap, "Before: experts in order"));
+    cr_assert(file_has(heatmap, "After: EPLB&apos;s final placement"));
     cr_assert_eq(mr_test_svg_cells(busy), 2 * samples);
+    cr_assert(file_has(busy, "seconds of the job"));
     char *md_path = in_run("two", "report.md"), *md = mr_test_read(md_path, NULL);
     cr_assert(strstr(md, "](expert_load.svg)") && strstr(md, "](rank_busy.svg)"), "%s", md);
     /* Priced: per million tokens over both kinds, and split in the list
@@ -318,6 +329,11 @@ Test(report, a_resumed_job_counts_every_attempt_once)
     cr_assert_geq(wall, seen - 0.05, "wall %.2f s, the attempts saw %.2f s", wall, seen);
     cr_assert_float_eq(mr_test_json_number(report, "rank_seconds"), 2 * wall, 1e-9);
     cr_assert_eq(mr_test_json_number(report, "steps"), steps);
+    /* rank_busy.svg marks where the second attempt starts. */
+    char *busy = in_run("resumed", "rank_busy.svg");
+    cr_assert(file_has(busy, ">attempt 2</text>"));
+    cr_assert_eq(mr_test_svg_cells(busy), 2 * count_lines(timeline));
+    free(busy);
     cJSON_Delete(stopped);
     cJSON_Delete(report);
     free(run);
