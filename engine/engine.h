@@ -399,6 +399,7 @@ const uint64_t *mr_engine_expert_counts(const mr_engine *engine);
 typedef struct {
     uint64_t steps;          /* forward steps, idle ones included */
     uint64_t tokens;         /* token rows this rank ran attention for */
+    uint64_t generated;      /* completion tokens sampled, unfinished generations' too */
     double attention_seconds; /* norms, attention and the dense MLPs */
     double dispatch_seconds;  /* routing, layout, packing, exchange, unpacking */
     double experts_seconds;   /* the grouped expert GEMMs */

@@ -66,6 +66,7 @@ struct mr_engine {
     pending *queue; /* FIFO ring of max_sequences entries */
     int queue_head, queue_len;
     uint64_t admissions;
+    uint64_t generated; /* tokens sampled: progress counts them as they come */
     int32_t eos[8];
     int n_eos;
     /* Step buffers, sized once. */
@@ -760,6 +761,7 @@ int mr_engine_step(mr_engine *e, mr_completion_out *done, size_t cap, size_t *n_
         }
         int32_t id = mr_sample(logits, e->vocab, &s->sampling, &s->rng, e->candidates);
         logits = e->logits + (size_t)i * e->vocab;
+        e->generated++;
         bool finished;
         mr_finish_reason why = MR_FINISH_LENGTH;
         rc = take_token(e, s, id, &finished, &why);
@@ -780,4 +782,5 @@ const uint64_t *mr_engine_expert_counts(const mr_engine *e)
 void mr_engine_get_stats(const mr_engine *e, mr_engine_stats *out)
 {
     *out = *mr_forward_stats(e->act);
+    out->generated = e->generated;
 }

@@ -613,6 +613,13 @@ static void fill_job(loader *L, mr_job *job)
                           info->key, info->section);
         }
     }
+    /* One list price alone sets no ratio to split the cost by. */
+    if ((job->cost_input_usd_per_million > 0) != (job->cost_output_usd_per_million > 0))
+        add_error(L,
+                  "%s: [cost] input_usd_per_million and output_usd_per_million go together: "
+                  "the report splits moerun's cost between input and output tokens in the "
+                  "ratio of the two list prices; set both (each above 0) or neither",
+                  L->path);
     if (!job->job_name)
         job->job_name = default_name(L->path);
     if (!job->job_run_dir && job->job_name) {

@@ -146,6 +146,11 @@ void mr_buf_free(mr_buf *b);
       "on-demand price of one GPU hour")                                                   \
     X(cost, spot_gpu_hour_usd, FLOAT, "0", MR_KEY_RESUME, 0, 1e6, NULL,                    \
       "spot price of one GPU hour")                                                       \
+    X(cost, input_usd_per_million, FLOAT, "0", MR_KEY_RESUME, 0, 1e6, NULL,                \
+      "a provider's list price per million input tokens; with the output price the "     \
+      "report splits moerun's cost between input and output in their ratio")              \
+    X(cost, output_usd_per_million, FLOAT, "0", MR_KEY_RESUME, 0, 1e6, NULL,               \
+      "a provider's list price per million output tokens; set with the input price")     \
     X(report, progress_seconds, FLOAT, "10", MR_KEY_RESUME, 0.1, 86400, NULL,              \
       "seconds between progress log lines, metrics.prom refreshes and timeline samples")    \
     X(report, expert_metrics, ENUM, "off", MR_KEY_RESUME, 0, 0, "off,on",                  \

@@ -76,12 +76,16 @@ static const mr_runner_command commands[] = {
      "2 bad command line, 3 nothing runs RUN_DIR, or its owner is on another\n"
      "host.\n"},
     {"status", mr_runner_status, "show the plan and progress of a run folder",
-     "usage: moerun status RUN_DIR\n"
+     "usage: moerun status RUN_DIR [--json]\n"
      "\n"
-     "Print the inputs, shards and request counts of the run's plan, how many\n"
-     "results and error records have been written, the progress the newest good\n"
+     "Print the inputs, shards and request counts of the run's plan, its progress\n"
+     "at the last sample (the job's own progress line: requests done, tokens/s,\n"
+     "ETA), the result files once joined, the progress the newest good\n"
      "checkpoint committed and every checkpoint generation (damaged ones with\n"
      "why).\n"
+     "\n"
+     "  --json      print it as one JSON object (docs/cli.md lists its fields)\n"
+     "  -h, --help  show this help\n"
      "\n"
      "Exit codes: 0 shown, 1 unreadable files, 2 bad command line, 3 not a run\n"
      "folder or a damaged plan.\n"},

@@ -6,6 +6,13 @@
  * logs a progress line.  On a terminal a live line, redrawn from the
  * counts every step's gather already carries, replaces the log lines.
  *
+ * Progress counts tokens as the engines run them (prompt rows and sampled
+ * tokens of unfinished requests too), and its rates and ETA come from a
+ * window of the last WINDOW_SECONDS, so a line means the same early on as
+ * late, and a busy job never reads 0 tokens/s.  The live line, the log
+ * line and timeline.jsonl (which `moerun status` reads) give the same
+ * figures in the same words.
+ *
  * The timeline is what the report sums stage times and draws busy shares
  * from, so an attempt that is killed loses at most one interval of them.
  * expert_load.csv holds the whole job's load: a resumed attempt adds its
@@ -29,12 +36,25 @@
  * beyond any job): its counters, then rows its slots ran per MoE layer,
  * then tokens it routed per (MoE layer, expert). */
 enum {
-    M_OK, M_FAILED, M_PROMPT, M_COMPLETION, M_STEPS, M_TOKENS, M_ATTENTION, M_DISPATCH,
-    M_EXPERTS, M_COMBINE, M_WAIT, M_FIXED
+    M_OK, M_FAILED, M_PROMPT, M_COMPLETION, M_STEPS, M_TOKENS, M_GENERATED, M_ATTENTION,
+    M_DISPATCH, M_EXPERTS, M_COMBINE, M_WAIT, M_FIXED
 };
 
 /* The live line is redrawn at most this often. */
 #define LIVE_SECONDS 0.5
+/* Rates and the ETA look back this far: long enough to smooth the steps
+ * of a batch, short enough to follow a job that speeds up or slows down. */
+#define WINDOW_SECONDS 30.0
+/* The window's points, one every WINDOW_STEP seconds at most: enough to
+ * reach a little further back than the window. */
+#define WINDOW_STEP 0.5
+#define WINDOW_POINTS 64
+
+/* The world's counts at one moment of this attempt. */
+typedef struct {
+    double at; /* monotonic seconds */
+    double done, rows, generated;
+} point;
 
 struct mr_runner_meter {
     const mr_job *job;
@@ -58,6 +78,10 @@ struct mr_runner_meter {
     uint64_t *job_load_counts;
     double rank_imbalance; /* over the last interval */
     FILE *timeline;
+    /* Rank 0: the window, oldest first from `head`; the first is the
+     * attempt's start, at 0. */
+    point window[WINDOW_POINTS];
+    int head, points;
 };
 
 /* "rebalanced" records of an earlier attempt's eplb.jsonl. */
@@ -135,6 +159,8 @@ int mr_runner_meter_new(const mr_job *job, const mr_plan *plan, const mr_checkpo
                            .layers = mr_config_moe_layers(cfg), .experts = cfg->num_experts,
                            .last = mr_engine_clock_seconds(), .tty = mr_runner_progress_tty()};
     m->started = m->last;
+    m->window[0] = (point){.at = m->last};
+    m->points = 1;
     m->process_start = mr_runner_start_time();
     if (m->layers == 0)
         m->experts = 0;
@@ -185,6 +211,7 @@ static void fill_mine(mr_runner_meter *m, const mr_runner_progress *p)
     v[M_COMPLETION] = (double)p->completion_tokens;
     v[M_STEPS] = (double)st.steps;
     v[M_TOKENS] = (double)st.tokens;
+    v[M_GENERATED] = (double)st.generated;
     v[M_ATTENTION] = st.attention_seconds;
     v[M_DISPATCH] = st.dispatch_seconds;
     v[M_EXPERTS] = st.experts_seconds;
@@ -278,15 +305,17 @@ static cJSON *per_rank(const mr_runner_meter *m, size_t index)
     return a;
 }
 
-static int append_timeline(mr_runner_meter *m, double elapsed, bool final)
+static int append_timeline(mr_runner_meter *m, double elapsed, bool final,
+                           const mr_runner_progress_line *p)
 {
     static const struct {
         const char *name;
         size_t index;
-    } fields[] = {{"steps", M_STEPS},         {"tokens", M_TOKENS},   {"attention", M_ATTENTION},
-                  {"dispatch", M_DISPATCH},   {"experts", M_EXPERTS}, {"combine", M_COMBINE},
-                  {"wait", M_WAIT}};
+    } fields[] = {{"steps", M_STEPS},       {"tokens", M_TOKENS},     {"generated", M_GENERATED},
+                  {"attention", M_ATTENTION}, {"dispatch", M_DISPATCH}, {"experts", M_EXPERTS},
+                  {"combine", M_COMBINE},     {"wait", M_WAIT}};
     cJSON *rec = cJSON_CreateObject();
+    cJSON_AddStringToObject(rec, "job", m->job->job_name);
     cJSON_AddNumberToObject(rec, "attempt", (double)m->base.attempts);
     cJSON_AddNumberToObject(rec, "time", (double)time(NULL));
     cJSON_AddNumberToObject(rec, "seconds", elapsed);
@@ -298,6 +327,16 @@ static int append_timeline(mr_runner_meter *m, double elapsed, bool final)
     cJSON_AddNumberToObject(rec, "tokens_prompt", (double)m->base.tokens_in + sum_of(m, M_PROMPT));
     cJSON_AddNumberToObject(rec, "tokens_completion",
                             (double)m->base.tokens_out + sum_of(m, M_COMPLETION));
+    cJSON_AddNumberToObject(rec, "requests_planned", (double)p->planned);
+    cJSON_AddNumberToObject(rec, "requests_done", (double)p->done);
+    cJSON_AddNumberToObject(rec, "window_seconds", p->window_seconds);
+    cJSON_AddNumberToObject(rec, "tokens_per_second", p->tokens_per_second);
+    cJSON_AddNumberToObject(rec, "generated_per_second", p->generated_per_second);
+    cJSON_AddNumberToObject(rec, "requests_per_second", p->requests_per_second);
+    if (p->eta_seconds >= 0)
+        cJSON_AddNumberToObject(rec, "eta_seconds", p->eta_seconds);
+    else
+        cJSON_AddNullToObject(rec, "eta_seconds");
     cJSON_AddNumberToObject(rec, "rank_imbalance", m->rank_imbalance);
     cJSON *ranks = cJSON_AddObjectToObject(rec, "ranks");
     for (size_t i = 0; i < sizeof fields / sizeof *fields; i++)
@@ -369,7 +408,7 @@ static int write_load(const mr_runner_meter *m)
     return ok ? MR_EXIT_OK : MR_EXIT_FAILED;
 }
 
-/* "1:02:03", or "unknown" before anything finished. */
+/* "1:02:03", or "unknown" when nothing finished to go by. */
 static const char *format_eta(double seconds, char *buf, size_t len)
 {
     if (!(seconds >= 0) || seconds > 1e8)
@@ -379,35 +418,74 @@ static const char *format_eta(double seconds, char *buf, size_t len)
     return buf;
 }
 
-/* "quickstart: 120/242 requests (49.6%), 1234 tokens/s, ETA 0:00:12, rank
- * imbalance 1.08"; the imbalance once a sample has measured it. */
-static void progress_text(const mr_runner_meter *m, uint64_t done_here, double tokens_per_second,
-                          char *out, size_t len)
+void mr_runner_progress_format(const mr_runner_progress_line *p, char *out, size_t len)
 {
     char eta[32];
-    uint64_t done = m->base.requests_ok + m->base.requests_failed + done_here;
-    double elapsed = mr_engine_clock_seconds() - m->started;
-    double rate = elapsed > 0 ? (double)done_here / elapsed : 0;
-    double left = m->planned > done ? (double)(m->planned - done) : 0;
     int n = snprintf(out, len,
-                     "%s: %" PRIu64 "/%" PRIu64 " requests (%.1f%%), %.0f tokens/s, ETA %s",
-                     m->job->job_name, done, m->planned,
-                     m->planned ? 100.0 * (double)done / (double)m->planned : 100.0,
-                     tokens_per_second,
-                     format_eta(rate > 0 ? left / rate : left > 0 ? -1 : 0, eta, sizeof eta));
-    if (m->rank_imbalance > 0 && n > 0 && (size_t)n < len)
-        snprintf(out + n, len - (size_t)n, ", rank imbalance %.2f", m->rank_imbalance);
+                     "%s: %" PRIu64 "/%" PRIu64 " requests done (%.1f%%), %.0f tokens/s (%.0f "
+                     "generated/s) over the last %.*f s, ETA %s",
+                     p->job, p->done, p->planned,
+                     p->planned ? 100.0 * (double)p->done / (double)p->planned : 100.0,
+                     p->tokens_per_second, p->generated_per_second,
+                     p->window_seconds < 9.95 ? 1 : 0, p->window_seconds,
+                     format_eta(p->eta_seconds, eta, sizeof eta));
+    if (p->rank_imbalance > 0 && n > 0 && (size_t)n < len)
+        snprintf(out + n, len - (size_t)n, ", rank imbalance %.2f", p->rank_imbalance);
 }
 
-void mr_runner_meter_live(mr_runner_meter *m, uint64_t done, uint64_t tokens)
+/* Rank 0: the figures of a progress line at `now`, from the world's counts
+ * then (this attempt's) and the window, which `now` joins. */
+static void progress_at(mr_runner_meter *m, point now, mr_runner_progress_line *p)
+{
+    /* The newest point at least WINDOW_SECONDS old, else the oldest. */
+    point from = m->window[m->head];
+    for (int i = 1; i < m->points; i++) {
+        const point *q = &m->window[(m->head + i) % WINDOW_POINTS];
+        if (now.at - q->at < WINDOW_SECONDS)
+            break;
+        from = *q;
+    }
+    double span = now.at - from.at;
+    uint64_t base = m->base.requests_ok + m->base.requests_failed;
+    *p = (mr_runner_progress_line){.job = m->job->job_name,
+                                   .done = base + (uint64_t)now.done,
+                                   .planned = m->planned,
+                                   .window_seconds = span,
+                                   .rank_imbalance = m->rank_imbalance};
+    if (span > 0) {
+        p->tokens_per_second = (now.rows - from.rows) / span;
+        p->generated_per_second = (now.generated - from.generated) / span;
+        p->requests_per_second = (now.done - from.done) / span;
+    }
+    /* No request finished in the window (long generations finish in
+     * waves): the attempt's rate stands in until one does. */
+    double rate = p->requests_per_second;
+    if (rate <= 0 && now.at > m->started)
+        rate = now.done / (now.at - m->started);
+    double left = m->planned > p->done ? (double)(m->planned - p->done) : 0;
+    p->eta_seconds = left == 0 ? 0 : rate > 0 ? left / rate : -1;
+    /* A point joins the window when the newest is old enough; the oldest
+     * goes when the ring is full. */
+    const point *newest = &m->window[(m->head + m->points - 1) % WINDOW_POINTS];
+    if (now.at - newest->at < WINDOW_STEP)
+        return;
+    if (m->points == WINDOW_POINTS)
+        m->head = (m->head + 1) % WINDOW_POINTS;
+    else
+        m->points++;
+    m->window[(m->head + m->points - 1) % WINDOW_POINTS] = now;
+}
+
+void mr_runner_meter_live(mr_runner_meter *m, uint64_t done, uint64_t rows, uint64_t generated)
 {
     double now = mr_engine_clock_seconds();
     if (m->rank != 0 || !m->tty || now - m->last_live < LIVE_SECONDS)
         return;
     m->last_live = now;
     char text[512];
-    double elapsed = now - m->started;
-    progress_text(m, done, elapsed > 0 ? (double)tokens / elapsed : 0, text, sizeof text);
+    mr_runner_progress_line p;
+    progress_at(m, (point){now, (double)done, (double)rows, (double)generated}, &p);
+    mr_runner_progress_format(&p, text, sizeof text);
     /* Drawn on stderr and ended with \r: a line printed meanwhile starts
      * over it, and the next redraw clears what is left. */
     fprintf(stderr, "\r\033[K%s\r", text);
@@ -427,23 +505,24 @@ int mr_runner_meter_sample(mr_runner_meter *m, const mr_runner_progress *mine, b
     m->last = now;
     if (m->rank != 0)
         return MR_EXIT_OK;
-    double tokens = sum_of(m, M_PROMPT) + sum_of(m, M_COMPLETION), before = 0;
-    for (int r = 0; r < m->ranks; r++)
-        before += at(m->prev, m, r, M_PROMPT) + at(m->prev, m, r, M_COMPLETION);
-    double tokens_per_second = interval > 0 ? (tokens - before) / interval : 0;
+    mr_runner_progress_line p;
+    progress_at(m,
+                (point){now, sum_of(m, M_OK) + sum_of(m, M_FAILED), sum_of(m, M_TOKENS),
+                        sum_of(m, M_GENERATED)},
+                &p);
     derive(m, interval);
+    p.rank_imbalance = m->rank_imbalance;
     /* Wall time counts from process start, as the checkpoint's does. */
     double elapsed = mr_runner_unix_seconds() - m->process_start;
-    int rc = append_timeline(m, elapsed, final);
+    int rc = append_timeline(m, elapsed, final, &p);
     if (rc == MR_EXIT_OK)
-        rc = write_metrics(m, elapsed, tokens_per_second);
+        rc = write_metrics(m, elapsed, p.tokens_per_second);
     if (rc == MR_EXIT_OK)
         rc = write_load(m);
     memcpy(m->prev, m->all, m->msg_len * (size_t)m->ranks * sizeof *m->prev);
     if (!m->tty && !final) {
         char text[512];
-        progress_text(m, (uint64_t)(sum_of(m, M_OK) + sum_of(m, M_FAILED)), tokens_per_second,
-                      text, sizeof text);
+        mr_runner_progress_format(&p, text, sizeof text);
         printf("progress: %s\n", text);
         fflush(stdout);
     } else if (m->tty && final) {

@@ -19,6 +19,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,10 +57,19 @@ static int on_job_key(void *user, const char *section, const char *key, const ch
         r->ranks = atoi(value);
     else if (!strcmp(section, "eplb") && !strcmp(key, "mode"))
         snprintf(r->eplb_mode, sizeof r->eplb_mode, "%s", value);
-    else if (!strcmp(section, "cost") && !strcmp(key, "gpu_hour_usd"))
-        r->gpu_hour_usd = strtod(value, NULL);
-    else if (!strcmp(section, "cost") && !strcmp(key, "spot_gpu_hour_usd"))
-        r->spot_gpu_hour_usd = strtod(value, NULL);
+    else if (!strcmp(section, "cost")) {
+        static const struct {
+            const char *key;
+            size_t offset;
+        } prices[] = {{"gpu_hour_usd", offsetof(mr_report_prices, gpu_hour_usd)},
+                      {"spot_gpu_hour_usd", offsetof(mr_report_prices, spot_gpu_hour_usd)},
+                      {"input_usd_per_million", offsetof(mr_report_prices, input_usd_per_million)},
+                      {"output_usd_per_million",
+                       offsetof(mr_report_prices, output_usd_per_million)}};
+        for (size_t i = 0; i < sizeof prices / sizeof *prices; i++)
+            if (!strcmp(key, prices[i].key))
+                *(double *)((char *)&r->prices + prices[i].offset) = strtod(value, NULL);
+    }
     return 1;
 }
 
@@ -260,7 +270,10 @@ static void add_stages(mr_report *r, const cJSON *timeline)
 }
 
 /* rank_busy.svg: busy share of every rank in every interval between
- * samples, merged into at most BUSY_COLUMNS columns. */
+ * samples, merged into at most BUSY_COLUMNS columns, each as wide as the
+ * time it covers, and a marked line where each attempt after the first
+ * starts.  The axis is the job's time: the attempts' intervals end to
+ * end, without the time between attempts, when no rank was held. */
 static bool draw_busy(const char *dir, const mr_report *r, const cJSON *timeline)
 {
     int n = cJSON_GetArraySize(timeline), ranks = most_ranks(timeline);
@@ -269,11 +282,17 @@ static bool draw_busy(const char *dir, const mr_report *r, const cJSON *timeline
     int per_column = (n + BUSY_COLUMNS - 1) / BUSY_COLUMNS, cols = (n + per_column - 1) / per_column;
     double *busy = calloc((size_t)ranks * cols, sizeof *busy);
     double *span = calloc((size_t)cols, sizeof *span), *at = calloc((size_t)cols, sizeof *at);
+    double *edges = calloc((size_t)cols + 1, sizeof *edges);
     double *now = calloc((size_t)F_COUNT * ranks, sizeof *now);
     double *before = calloc((size_t)F_COUNT * ranks, sizeof *before);
-    bool ok = busy && span && at && now && before;
+    /* Attempts are few; one mark each at most. */
+    double *marks = calloc((size_t)n, sizeof *marks);
+    char(*labels)[32] = calloc((size_t)n, sizeof *labels);
+    const char **mark_labels = calloc((size_t)n, sizeof *mark_labels);
+    bool ok = busy && span && at && edges && now && before && marks && labels && mark_labels;
     const cJSON *rec, *prev = NULL;
-    int i = 0;
+    int i = 0, n_marks = 0;
+    double start = 0, elapsed = 0; /* the axis: the first interval's start, and time since */
     cJSON_ArrayForEach(rec, timeline)
     {
         if (!ok)
@@ -281,10 +300,21 @@ static bool draw_busy(const char *dir, const mr_report *r, const cJSON *timeline
         /* An attempt's first interval starts at its process start, from 0. */
         bool continues = same_attempt(prev, rec);
         int col = i++ / per_column;
+        double interval = fmax(num(rec, "seconds") - (continues ? num(prev, "seconds") : 0), 0);
+        if (!prev)
+            start = num(rec, "job_seconds") - interval;
+        else if (!continues) {
+            marks[n_marks] = start + elapsed;
+            snprintf(labels[n_marks], sizeof labels[n_marks], "attempt %.0f",
+                     num(rec, "attempt"));
+            mark_labels[n_marks] = labels[n_marks];
+            n_marks++;
+        }
         read_ranks(rec, now, ranks);
-        span[col] += num(rec, "seconds") - (continues ? num(prev, "seconds") : 0);
-        /* Tenths of a second are all a tick or tooltip needs. */
-        at[col] = round(num(rec, "job_seconds") * 10) / 10;
+        span[col] += interval;
+        elapsed += interval;
+        /* Tenths of a second are all a tooltip needs. */
+        at[col] = round((start + elapsed) * 10) / 10;
         for (int k = 0; k < ranks; k++)
             busy[(size_t)k * cols + col] += busy_seconds(now, ranks, k) -
                                             (continues ? busy_seconds(before, ranks, k) : 0);
@@ -293,6 +323,8 @@ static bool draw_busy(const char *dir, const mr_report *r, const cJSON *timeline
         now = swap;
         prev = rec;
     }
+    for (int c = 0; ok && c < cols; c++)
+        edges[c + 1] = (c ? edges[c] : (edges[0] = start)) + span[c];
     for (int k = 0; ok && k < ranks; k++)
         for (int c = 0; c < cols; c++) {
             double *b = &busy[(size_t)k * cols + c];
@@ -300,9 +332,20 @@ static bool draw_busy(const char *dir, const mr_report *r, const cJSON *timeline
         }
     char err[1024], title[512], *path = mr_runner_path(dir, MR_RUN_BUSY_SVG);
     snprintf(title, sizeof title, "%s: share of time each rank computed", r->job);
-    mr_report_heatmap panel = {.title = "Busy share per rank over the job", .row_name = "rank",
-                               .col_name = "second", .rows = ranks, .cols = cols,
-                               .values = busy, .col_labels = at};
+    /* Equal edges (a job that never sampled time) leave no axis to draw on. */
+    bool timed = ok && edges[cols] > edges[0];
+    mr_report_heatmap panel = {.title = "Busy share per rank over the job (each column as long "
+                                        "as its interval)",
+                               .row_name = "rank",
+                               .col_name = "seconds of the job (attempts end to end)",
+                               .rows = ranks,
+                               .cols = cols,
+                               .values = busy,
+                               .col_labels = at,
+                               .col_edges = timed ? edges : NULL,
+                               .marks = marks,
+                               .mark_labels = mark_labels,
+                               .n_marks = timed ? n_marks : 0};
     ok = ok && path;
     if (ok && mr_report_svg_heatmaps(path, title, &panel, 1, 1.0, "busy share", err,
                                      sizeof err) != 0) {
@@ -313,8 +356,12 @@ static bool draw_busy(const char *dir, const mr_report *r, const cJSON *timeline
     free(busy);
     free(span);
     free(at);
+    free(edges);
     free(now);
     free(before);
+    free(marks);
+    free(labels);
+    free(mark_labels);
     return ok;
 }
 
@@ -358,16 +405,18 @@ static void add_eplb(mr_report *r, const cJSON *eplb)
 
 /* ---- expert_load.csv with the placement: predicted balance, heatmap ---- */
 
-/* Tokens per slot of `p`: a replicated expert's split evenly, as dispatch
- * picks its replicas. */
-static double *slot_load(const mr_eplb_placement *p, const double *load)
+/* Tokens per rank and layer on placement `p`, [layers][ranks]: its slots'
+ * tokens, a replicated expert's split evenly, as dispatch picks its
+ * replicas. */
+static double *rank_load(const mr_eplb_placement *p, const double *load)
 {
-    double *v = malloc((size_t)p->n_layers * p->n_physical * sizeof *v);
+    int per_rank = p->n_physical / p->n_ranks;
+    double *v = calloc((size_t)p->n_layers * p->n_ranks, sizeof *v);
     for (int l = 0; v && l < p->n_layers; l++)
         for (int s = 0; s < p->n_physical; s++) {
-            size_t cell = (size_t)l * p->n_physical + s;
-            int e = p->phy2log[cell];
-            v[cell] = load[(size_t)l * p->n_logical + e] / p->logcnt[(size_t)l * p->n_logical + e];
+            int e = p->phy2log[(size_t)l * p->n_physical + s];
+            v[(size_t)l * p->n_ranks + s / per_rank] +=
+                load[(size_t)l * p->n_logical + e] / p->logcnt[(size_t)l * p->n_logical + e];
         }
     return v;
 }
@@ -399,29 +448,30 @@ static double expert_imbalance(const double *load, int layers, int experts)
     return sum_mean > 0 ? sum_max / sum_mean : 1.0;
 }
 
+/* expert_load.svg: each rank's tokens per MoE layer with the experts in
+ * order and on the final placement, on one scale: what placement changed
+ * is how even each row is. */
 static bool draw_heatmap(const char *dir, const mr_report *r, const mr_eplb_placement *without,
                          const mr_eplb_placement *with, const double *load, bool changed)
 {
-    char err[1024], title[512], before_title[160], after_title[160];
-    double *before = slot_load(without, load), *after = slot_load(with, load);
+    char err[1024], title[512], before_title[200], after_title[200];
+    double *before = rank_load(without, load), *after = rank_load(with, load);
     char *path = mr_runner_path(dir, MR_RUN_HEATMAP_SVG);
-    snprintf(title, sizeof title, "%s: tokens per expert slot, %d rank%s", r->job,
+    snprintf(title, sizeof title, "%s: tokens per rank and MoE layer, %d rank%s", r->job,
              with->n_ranks, with->n_ranks == 1 ? "" : "s");
     snprintf(before_title, sizeof before_title,
-             "Before EPLB: experts in order, %d slots per rank (rank imbalance %.2f)",
+             "Before: experts in order, %d per rank (rank imbalance %.2f)",
              without->n_physical / without->n_ranks, r->predicted_without);
     snprintf(after_title, sizeof after_title,
-             "After EPLB: the final placement, %d slots per rank (rank imbalance %.2f)",
+             "After: EPLB's final placement, %d slots per rank (rank imbalance %.2f)",
              with->n_physical / with->n_ranks, r->predicted_with);
     mr_report_heatmap panels[2] = {
-        {.title = before_title, .row_name = "MoE layer", .col_name = "slot",
-         .rows = without->n_layers, .cols = without->n_physical, .values = before,
-         .col_group = without->n_physical / without->n_ranks},
-        {.title = after_title, .row_name = "MoE layer", .col_name = "slot",
-         .rows = with->n_layers, .cols = with->n_physical, .values = after,
-         .col_group = with->n_physical / with->n_ranks}};
+        {.title = before_title, .row_name = "MoE layer", .col_name = "rank",
+         .rows = without->n_layers, .cols = without->n_ranks, .values = before},
+        {.title = after_title, .row_name = "MoE layer", .col_name = "rank",
+         .rows = with->n_layers, .cols = with->n_ranks, .values = after}};
     if (!changed)
-        panels[0].title = "The placement never changed: experts in order";
+        panels[1].title = "The placement never changed: experts in order";
     bool ok = before && after && path &&
               mr_report_svg_heatmaps(path, title, changed ? panels : panels + 1, changed ? 2 : 1,
                                      0, "tokens", err, sizeof err) == 0;
@@ -506,8 +556,8 @@ static int gather(const char *dir, mr_report *r)
         r->tokens_prompt = k->tokens_in;
         r->tokens_completion = k->tokens_out;
     }
-    mr_report_cost_compute(r->rank_seconds, r->gpu_hour_usd, r->spot_gpu_hour_usd,
-                           r->tokens_prompt, r->tokens_completion, &r->cost);
+    mr_report_cost_compute(r->rank_seconds, &r->prices, r->tokens_prompt, r->tokens_completion,
+                           &r->cost);
     cJSON *timeline = read_records(dir, MR_RUN_TIMELINE), *eplb = read_records(dir, MR_RUN_EPLB_LOG);
     add_stages(r, timeline);
     add_eplb(r, eplb);

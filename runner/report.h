@@ -30,20 +30,34 @@
  * Cost (report_cost.c): rank-hours times the price, divided by tokens
  * ------------------------------------------------------------------------ */
 typedef struct {
-    double usd;              /* rank_hours * price per GPU hour */
-    double usd_per_mtok_input, usd_per_mtok_output, usd_per_mtok_total;
+    double usd;                /* rank_hours * price per GPU hour */
+    double usd_per_mtok_total; /* the whole cost over prompt and completion tokens */
+    /* Split (mr_report_cost.split): the cost divided between input and
+     * output tokens in the ratio of the list prices, per million of each
+     * kind, so that input + output add up to the cost; else 0. */
+    double usd_per_mtok_input, usd_per_mtok_output;
 } mr_report_price;
+
+/* The job's [cost] keys; 0 is a price not set. */
+typedef struct {
+    double gpu_hour_usd, spot_gpu_hour_usd;
+    double input_usd_per_million, output_usd_per_million; /* a provider's list prices */
+} mr_report_prices;
 
 typedef struct {
     double rank_hours;
+    /* Both list prices set: moerun's cost is split the way providers price. */
+    bool split;
+    double input_share; /* of the cost, the input tokens' under the split */
+    double list_usd;    /* what the list prices charge for the job's tokens */
     mr_report_price on_demand, spot;
 } mr_report_cost;
 
-/* Each per-million figure is the whole cost over that kind of token (0
- * when there are none): the input and output figures are what the job
- * would have cost per million had only that kind been counted, so they
- * do not add up to the total. */
-void mr_report_cost_compute(double rank_seconds, double gpu_hour_usd, double spot_gpu_hour_usd,
+/* moerun pays for GPU-hours, not by kind of token: without both list
+ * prices only the total per million is given; with them the cost is split
+ * so that input and output per million stand in the list prices' ratio
+ * and, times the tokens, add up to the cost.  0 for no tokens. */
+void mr_report_cost_compute(double rank_seconds, const mr_report_prices *prices,
                             uint64_t prompt_tokens, uint64_t completion_tokens,
                             mr_report_cost *out);
 
@@ -66,7 +80,7 @@ typedef struct {
     uint64_t attempts, preemptions, user_stops;
     double preemption_lost_seconds;
     int ranks; /* the last attempt's */
-    double gpu_hour_usd, spot_gpu_hour_usd;
+    mr_report_prices prices;
     mr_report_cost cost;
     /* From timeline.jsonl; steps and rows are the last attempt's world. */
     bool timed;
@@ -113,11 +127,21 @@ typedef struct {
     const double *row_labels, *col_labels;
     /* A vertical rule every col_group columns (a rank's slots); 0: none. */
     int col_group;
+    /* Optional [cols + 1], rising: column c spans col_edges[c] to
+     * col_edges[c + 1] on a continuous axis (seconds), drawn as wide as
+     * that, with round tick values instead of col_labels. */
+    const double *col_edges;
+    /* Optional: n_marks labelled vertical lines at positions on that axis
+     * (where each attempt starts). */
+    const double *marks;
+    const char *const *mark_labels;
+    int n_marks;
 } mr_report_heatmap;
 
 /* An SVG file of n panels stacked top to bottom under one title, sharing
  * one colour scale from 0 to scale_max (<= 0: the largest value of all
- * panels), with a legend saying `unit`.  Every cell is one
+ * panels rounded up to a round tick: 1, 2 or 5 times a power of ten), with
+ * a legend saying `unit` whose ticks are round numbers.  Every cell is one
  * <rect class="cell"> with a <title> tooltip ("MoE layer 3, expert 17:
  * 1234 tokens").  A NULL title is left out; NULL names read "row" and
  * "column", a NULL unit is none.  Negative or non-finite values are

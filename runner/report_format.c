@@ -124,13 +124,34 @@ void mr_report_advise(mr_report *r)
 /* ---- report.json ---- */
 
 static void add_price(cJSON *cost, const char *name, const char *per_mtok,
-                      const mr_report_price *p)
+                      const mr_report_price *p, bool split)
 {
     cJSON_AddNumberToObject(cost, name, p->usd);
     cJSON *m = cJSON_AddObjectToObject(cost, per_mtok);
-    cJSON_AddNumberToObject(m, "input", p->usd_per_mtok_input);
-    cJSON_AddNumberToObject(m, "output", p->usd_per_mtok_output);
     cJSON_AddNumberToObject(m, "total", p->usd_per_mtok_total);
+    if (split) {
+        cJSON_AddNumberToObject(m, "input", p->usd_per_mtok_input);
+        cJSON_AddNumberToObject(m, "output", p->usd_per_mtok_output);
+    }
+}
+
+static cJSON *cost_json(const mr_report *r)
+{
+    cJSON *cost = cJSON_CreateObject();
+    cJSON_AddNumberToObject(cost, "gpu_hour_usd", r->prices.gpu_hour_usd);
+    cJSON_AddNumberToObject(cost, "spot_gpu_hour_usd", r->prices.spot_gpu_hour_usd);
+    add_price(cost, "on_demand_usd", "on_demand_usd_per_mtok", &r->cost.on_demand, r->cost.split);
+    add_price(cost, "spot_usd", "spot_usd_per_mtok", &r->cost.spot, r->cost.split);
+    cJSON *split = cJSON_AddObjectToObject(cost, "split");
+    cJSON_AddStringToObject(split, "method", r->cost.split ? "list_price_ratio" : "none");
+    if (r->cost.split) {
+        cJSON_AddNumberToObject(split, "input_usd_per_million", r->prices.input_usd_per_million);
+        cJSON_AddNumberToObject(split, "output_usd_per_million",
+                                r->prices.output_usd_per_million);
+        cJSON_AddNumberToObject(split, "input_share", r->cost.input_share);
+        cJSON_AddNumberToObject(split, "list_usd", r->cost.list_usd);
+    }
+    return cost;
 }
 
 static cJSON *eplb_json(const mr_report *r)
@@ -175,11 +196,7 @@ int mr_report_format_json(const mr_report *r, mr_buf *out)
     cJSON_AddNumberToObject(j, "tokens_per_second", tokens_per_second(r));
     cJSON_AddNumberToObject(j, "tokens_per_second_per_rank",
                             r->ranks > 0 ? tokens_per_second(r) / r->ranks : 0);
-    cJSON *cost = cJSON_AddObjectToObject(j, "cost");
-    cJSON_AddNumberToObject(cost, "gpu_hour_usd", r->gpu_hour_usd);
-    cJSON_AddNumberToObject(cost, "spot_gpu_hour_usd", r->spot_gpu_hour_usd);
-    add_price(cost, "on_demand_usd", "on_demand_usd_per_mtok", &r->cost.on_demand);
-    add_price(cost, "spot_usd", "spot_usd_per_mtok", &r->cost.spot);
+    cJSON_AddItemToObject(j, "cost", cost_json(r));
     cJSON_AddNumberToObject(j, "preemptions", (double)r->preemptions);
     cJSON_AddNumberToObject(j, "user_stops", (double)r->user_stops);
     cJSON_AddNumberToObject(j, "preemption_lost_seconds", r->preemption_lost_seconds);
@@ -248,19 +265,38 @@ static bool eplb_line(const mr_report *r, mr_buf *out)
     return failed;
 }
 
-/* The whole cost over all tokens, prompt and completion: moerun pays for
- * GPU-hours, not by kind of token, so it has no honest split of its own
- * (a figure per input token and one per output token, each over the whole
- * cost, looked like a provider's prices and were not).  A price of 0 is
- * one the job did not set. */
-static bool price_line(const char *name, double per_hour, const mr_report_price *p, mr_buf *out)
+/* The whole cost over all tokens, and with list prices its split between
+ * input and output.  A price of 0 is one the job did not set. */
+static bool price_line(const char *name, double per_hour, const mr_report_price *p, bool split,
+                       mr_buf *out)
 {
     if (per_hour <= 0)
         return mr_buf_printf(out, "%s: no price set ([cost] in the job)", name) != MR_JOBS_OK;
+    bool failed = mr_buf_printf(out,
+                                "%s $%.4f at $%.2f per GPU-hour: $%.4f per million tokens, "
+                                "prompt and completion together",
+                                name, p->usd, per_hour, p->usd_per_mtok_total) != MR_JOBS_OK;
+    if (split)
+        failed |= mr_buf_printf(out, "; split: $%.4f per million input, $%.4f per million output",
+                                p->usd_per_mtok_input, p->usd_per_mtok_output) != MR_JOBS_OK;
+    return failed;
+}
+
+/* How the per-million figures were made, in one sentence. */
+static bool split_method(const mr_report *r, mr_buf *out)
+{
+    if (!r->cost.split)
+        return mr_buf_printf(out,
+                             "total only: moerun pays for GPU-hours, which serve input and "
+                             "output tokens together; [cost] input_usd_per_million and "
+                             "output_usd_per_million split it the way providers price") !=
+               MR_JOBS_OK;
     return mr_buf_printf(out,
-                         "%s $%.4f at $%.2f per GPU-hour: $%.4f per million tokens, prompt "
-                         "and completion together",
-                         name, p->usd, per_hour, p->usd_per_mtok_total) != MR_JOBS_OK;
+                         "in the ratio of the list prices $%.4g input : $%.4g output per "
+                         "million, which puts %.0f%% of the cost on input tokens; at those list "
+                         "prices the job's tokens would cost $%.4f",
+                         r->prices.input_usd_per_million, r->prices.output_usd_per_million,
+                         100.0 * r->cost.input_share, r->cost.list_usd) != MR_JOBS_OK;
 }
 
 static const char *state_of(const mr_report *r)
@@ -287,9 +323,13 @@ int mr_report_format_text(const mr_report *r, mr_buf *out)
                             r->wall_seconds, r->cost.rank_hours, r->ranks,
                             r->ranks == 1 ? "" : "s", per_second,
                             r->ranks > 0 ? per_second / r->ranks : 0) != MR_JOBS_OK;
-    failed |= price_line("on demand", r->gpu_hour_usd, &r->cost.on_demand, out);
+    failed |= price_line("on demand", r->prices.gpu_hour_usd, &r->cost.on_demand,
+                         r->cost.split, out);
     failed |= mr_buf_printf(out, "\n               ") != MR_JOBS_OK;
-    failed |= price_line("spot", r->spot_gpu_hour_usd, &r->cost.spot, out);
+    failed |= price_line("spot", r->prices.spot_gpu_hour_usd, &r->cost.spot, r->cost.split,
+                         out);
+    failed |= mr_buf_printf(out, "\n  cost split:  ") != MR_JOBS_OK;
+    failed |= split_method(r, out);
     failed |= mr_buf_printf(out,
                             "\n  preemptions: %" PRIu64 ", costing %.1f rank-seconds; user "
                             "stops: %" PRIu64 "\n",
@@ -309,12 +349,18 @@ int mr_report_format_text(const mr_report *r, mr_buf *out)
 
 /* ---- report.md ---- */
 
-static bool price_row(const char *name, double per_hour, const mr_report_price *p, mr_buf *out)
+static bool price_row(const char *name, double per_hour, const mr_report_price *p, bool split,
+                      mr_buf *out)
 {
     if (per_hour <= 0)
-        return mr_buf_printf(out, "| %s | no price set | | |\n", name) != MR_JOBS_OK;
-    return mr_buf_printf(out, "| %s | $%.2f | $%.4f | $%.4f |\n", name, per_hour, p->usd,
-                         p->usd_per_mtok_total) != MR_JOBS_OK;
+        return mr_buf_printf(out, "| %s | no price set | | |%s\n", name, split ? " | |" : "") !=
+               MR_JOBS_OK;
+    bool failed = mr_buf_printf(out, "| %s | $%.2f | $%.4f | $%.4f |", name, per_hour, p->usd,
+                                p->usd_per_mtok_total) != MR_JOBS_OK;
+    if (split)
+        failed |= mr_buf_printf(out, " $%.4f | $%.4f |", p->usd_per_mtok_input,
+                                p->usd_per_mtok_output) != MR_JOBS_OK;
+    return failed | (mr_buf_printf(out, "\n") != MR_JOBS_OK);
 }
 
 int mr_report_format_markdown(const mr_report *r, mr_buf *out)
@@ -348,12 +394,15 @@ int mr_report_format_markdown(const mr_report *r, mr_buf *out)
     failed |= mr_buf_printf(out,
                             "## Cost\n\nRank-hours × price per GPU-hour, idle and recovery time "
                             "included; per million tokens is the whole cost over prompt and "
-                            "completion tokens together (a GPU-hour is not priced by kind of "
-                            "token, so there is no split to give).\n\n"
-                            "| price | per GPU-hour | job | per M tokens |\n|---|---|---|---|\n") !=
-               MR_JOBS_OK;
-    failed |= price_row("on demand", r->gpu_hour_usd, &r->cost.on_demand, out);
-    failed |= price_row("spot", r->spot_gpu_hour_usd, &r->cost.spot, out);
+                            "completion tokens together.  Input and output: ") != MR_JOBS_OK;
+    failed |= split_method(r, out);
+    failed |= mr_buf_printf(out, ".\n\n| price | per GPU-hour | job | per M tokens |%s\n"
+                                 "|---|---|---|---|%s\n",
+                            r->cost.split ? " per M input | per M output |" : "",
+                            r->cost.split ? "---|---|" : "") != MR_JOBS_OK;
+    failed |= price_row("on demand", r->prices.gpu_hour_usd, &r->cost.on_demand, r->cost.split,
+                        out);
+    failed |= price_row("spot", r->prices.spot_gpu_hour_usd, &r->cost.spot, r->cost.split, out);
     if (r->timed) {
         failed |= mr_buf_printf(out, "\n## Step time\n\n") != MR_JOBS_OK;
         failed |= stage_line(r, out);
@@ -365,13 +414,16 @@ int mr_report_format_markdown(const mr_report *r, mr_buf *out)
     failed |= mr_buf_printf(out, ".\n") != MR_JOBS_OK;
     if (r->heatmap)
         failed |= mr_buf_printf(out,
-                                "\nTokens per expert slot, before and after EPLB:\n\n"
-                                "![tokens per expert slot](%s)\n",
+                                "\nTokens per rank and MoE layer, with the experts in order "
+                                "and on EPLB's final placement (an even row is a balanced "
+                                "layer):\n\n"
+                                "![tokens per rank and MoE layer](%s)\n",
                                 MR_RUN_HEATMAP_SVG) != MR_JOBS_OK;
     if (r->busy_map)
         failed |= mr_buf_printf(out,
                                 "\n## Ranks over time\n\nShare of each interval every rank spent "
-                                "computing rather than waiting or idle:\n\n"
+                                "computing rather than waiting or idle, each column as wide "
+                                "as its interval, attempts marked:\n\n"
                                 "![busy share per rank](%s)\n",
                                 MR_RUN_BUSY_SVG) != MR_JOBS_OK;
     failed |= mr_buf_printf(out,

@@ -15,7 +15,7 @@
 /* Wide enough for a 300-slot map to stay readable, narrow enough for a
  * laptop screen; a few columns get wide cells rather than a tiny picture. */
 #define GRID_WIDTH 1100.0
-#define MAX_CELL_WIDTH 80.0
+#define MAX_CELL_WIDTH 160.0
 #define MIN_PICTURE_WIDTH 900.0
 #define GRID_HEIGHT 360.0
 #define MIN_CELL_HEIGHT 4.0
@@ -66,6 +66,17 @@ static void format_value(double value, char *out, size_t size)
     snprintf(out, size, value == floor(value) && fabs(value) < 1e15 ? "%.0f" : "%.3g", value);
 }
 
+/* 3 digits and k or M: "57.3k", "1.20M", "0.42". */
+static void format_short(double value, char *out, size_t size)
+{
+    if (value >= 1e6)
+        snprintf(out, size, "%.3gM", value / 1e6);
+    else if (value >= 1e4)
+        snprintf(out, size, "%.3gk", value / 1e3);
+    else
+        format_value(value, out, size);
+}
+
 static double label_at(const double *labels, int index)
 {
     return labels ? labels[index] : (double)index;
@@ -88,6 +99,18 @@ static void colour_at(double share, char out[8])
     for (int k = 0; k < 3; k++)
         rgb[k] = (int)lround(VIRIDIS[low][k] + frac * (VIRIDIS[low + 1][k] - VIRIDIS[low][k]));
     snprintf(out, 8, "#%02x%02x%02x", rgb[0], rgb[1], rgb[2]);
+}
+
+/* The smallest of 1, 2 and 5 times a power of ten that is at least
+ * `least` (> 0): the step between round ticks. */
+static double round_step(double least)
+{
+    double power = pow(10, floor(log10(least)));
+    static const double mantissas[] = {1, 2, 5, 10};
+    for (int k = 0; k < 4; k++)
+        if (mantissas[k] * power >= least * (1 - 1e-9))
+            return mantissas[k] * power;
+    return 10 * power;
 }
 
 /* A label every `step` rows or columns, step a multiple of `base` times 1,
@@ -167,6 +190,35 @@ static cell_size cell_size_of(const mr_report_heatmap *p)
                        fmax(MIN_CELL_HEIGHT, fmin(GRID_HEIGHT / p->rows, MAX_CELL_HEIGHT))};
 }
 
+static double head_height(const mr_report_heatmap *p)
+{
+    /* Marks get a line of labels between the title and the grid. */
+    return PANEL_HEAD + (p->n_marks > 0 ? 14 : 0);
+}
+
+/* Where column c starts, and how wide it is: equal columns, or as wide as
+ * their spans on a continuous axis over GRID_WIDTH. */
+static double axis_x(const mr_report_heatmap *p, double at)
+{
+    double first = p->col_edges[0], last = p->col_edges[p->cols];
+    return MARGIN_LEFT + (last > first ? (at - first) / (last - first) : 0) * GRID_WIDTH;
+}
+
+static double col_left(const mr_report_heatmap *p, int c)
+{
+    return p->col_edges ? axis_x(p, p->col_edges[c]) : MARGIN_LEFT + c * cell_size_of(p).w;
+}
+
+static double col_width(const mr_report_heatmap *p, int c)
+{
+    return p->col_edges ? col_left(p, c + 1) - col_left(p, c) : cell_size_of(p).w;
+}
+
+static double grid_width(const mr_report_heatmap *p)
+{
+    return p->col_edges ? GRID_WIDTH : cell_size_of(p).w * p->cols;
+}
+
 static int widest_label(const double *labels, int count)
 {
     int widest = 1;
@@ -178,7 +230,8 @@ static int widest_label(const double *labels, int count)
     return widest;
 }
 
-static void put_legend(svg_text *s, double scale, const char *unit)
+/* The scale's ticks are multiples of `step` up to `scale`. */
+static void put_legend(svg_text *s, double scale, double step, const char *unit)
 {
     double top = 44, height = 12;
     put(s, "<defs><linearGradient id=\"scale\">");
@@ -189,12 +242,12 @@ static void put_legend(svg_text *s, double scale, const char *unit)
     put(s, "<rect x=\"%.6g\" y=\"%.6g\" width=\"%.6g\" height=\"%.6g\" fill=\"url(#scale)\" "
            "stroke=\"#888888\" stroke-width=\"0.5\"/>\n",
         MARGIN_LEFT, top, LEGEND_WIDTH, height);
-    for (int i = 0; i <= 4; i++) {
+    int ticks = (int)floor(scale / step + 1e-9);
+    for (int i = 0; i <= ticks; i++) {
         char value[32];
-        /* 308.5 tokens reads as noise on a scale of 1234. */
-        double at = scale >= 100 ? round(scale * i / 4) : scale * i / 4;
-        format_value(at, value, sizeof value);
-        double x = MARGIN_LEFT + LEGEND_WIDTH * i / 4;
+        /* format_value keeps 3 digits of a fraction: 0.6, not 0.6000000000000001. */
+        format_value(i * step, value, sizeof value);
+        double x = MARGIN_LEFT + LEGEND_WIDTH * i * step / scale;
         put_line(s, x, top + height, x, top + height + 4, "#444444");
         put_text(s, x, top + height + 16, " font-size=\"11\" text-anchor=\"middle\"", value);
     }
@@ -207,6 +260,7 @@ static void put_cells(svg_text *s, const mr_report_heatmap *p, double grid_top, 
     cell_size cell = cell_size_of(p);
     /* crispEdges: no hairline seams between cells narrower than a pixel. */
     put(s, "<g shape-rendering=\"crispEdges\">\n");
+
     for (int r = 0; r < p->rows; r++)
         for (int c = 0; c < p->cols; c++) {
             double v = p->values[(size_t)r * (size_t)p->cols + (size_t)c];
@@ -216,23 +270,68 @@ static void put_cells(svg_text *s, const mr_report_heatmap *p, double grid_top, 
             format_value(v, value, sizeof value);
             put(s, "<rect class=\"cell\" x=\"%.6g\" y=\"%.6g\" width=\"%.6g\" height=\"%.6g\" "
                    "fill=\"%s\"><title>",
-                MARGIN_LEFT + c * cell.w, grid_top + r * cell.h, cell.w, cell.h, colour);
+                col_left(p, c), grid_top + r * cell.h, col_width(p, c), cell.h, colour);
             put_escaped(s, name);
             put(s, ": %s%s", value, *unit ? " " : "");
             put_escaped(s, unit);
             put(s, "</title></rect>\n");
+            /* A cell with room shows its value: few cells (ranks) read
+             * better as numbers than as shades. */
+            if (col_width(p, c) >= 60 && cell.h >= 14) {
+                char text[32];
+                format_short(v, text, sizeof text);
+                put_text(s, col_left(p, c) + col_width(p, c) / 2, grid_top + (r + 0.5) * cell.h + 4,
+                         v / scale > 0.6 ? " font-size=\"11\" text-anchor=\"middle\" fill=\"#000000\""
+                                         : " font-size=\"11\" text-anchor=\"middle\" fill=\"#ffffff\"",
+                         text);
+            }
         }
     for (int c = p->col_group; p->col_group > 0 && c < p->cols; c += p->col_group)
-        put_line(s, MARGIN_LEFT + c * cell.w, grid_top, MARGIN_LEFT + c * cell.w,
-                 grid_top + cell.h * p->rows, "#ffffff");
+        put_line(s, col_left(p, c), grid_top, col_left(p, c), grid_top + cell.h * p->rows,
+                 "#ffffff");
     put(s, "</g>\n");
+}
+
+/* Labels of equal columns: every few, so that they never overlap. */
+static void put_column_ticks(svg_text *s, const mr_report_heatmap *p, double grid_bottom)
+{
+    char label[32];
+    cell_size cell = cell_size_of(p);
+    int col_widest = widest_label(p->col_labels, p->cols);
+    int col_step = tick_step((col_widest * TICK_CHAR_WIDTH + 10) / cell.w,
+                             p->col_group > 0 ? p->col_group : 1, p->cols);
+    for (int c = 0; c < p->cols; c += col_step) {
+        double x = MARGIN_LEFT + (c + 0.5) * cell.w;
+        snprintf(label, sizeof label, "%g", label_at(p->col_labels, c));
+        put_line(s, x, grid_bottom, x, grid_bottom + 4, "#444444");
+        put_text(s, x, grid_bottom + 16, " font-size=\"11\" text-anchor=\"middle\"", label);
+    }
+}
+
+/* Round values along a continuous axis, far enough apart for their labels. */
+static void put_axis_ticks(svg_text *s, const mr_report_heatmap *p, double grid_bottom)
+{
+    char label[32];
+    double first = p->col_edges[0], last = p->col_edges[p->cols], span = last - first;
+    if (!(span > 0))
+        return;
+    snprintf(label, sizeof label, "%.0f", fmax(fabs(first), fabs(last)));
+    double room = ((double)strlen(label) + 2) * TICK_CHAR_WIDTH + 16;
+    double step = round_step(span * room / GRID_WIDTH);
+    for (double at = ceil(first / step - 1e-9) * step; at <= last + step * 1e-9; at += step) {
+        double x = axis_x(p, at);
+        /* + 0.0: a tick at -0 reads 0. */
+        snprintf(label, sizeof label, "%.6g", round(at / step) * step + 0.0);
+        put_line(s, x, grid_bottom, x, grid_bottom + 4, "#444444");
+        put_text(s, x, grid_bottom + 16, " font-size=\"11\" text-anchor=\"middle\"", label);
+    }
 }
 
 /* The panel's title, tick labels and axis names around its grid. */
 static void put_labels(svg_text *s, const mr_report_heatmap *p, double top)
 {
     cell_size cell = cell_size_of(p);
-    double grid_top = top + PANEL_HEAD, grid_bottom = grid_top + cell.h * p->rows;
+    double grid_top = top + head_height(p), grid_bottom = grid_top + cell.h * p->rows;
     char label[32];
 
     if (p->title)
@@ -245,17 +344,21 @@ static void put_labels(svg_text *s, const mr_report_heatmap *p, double top)
         put_text(s, MARGIN_LEFT - 6, y + TICK_FONT * 0.35,
                  " font-size=\"11\" text-anchor=\"end\"", label);
     }
-    int col_widest = widest_label(p->col_labels, p->cols);
-    int col_step = tick_step((col_widest * TICK_CHAR_WIDTH + 10) / cell.w,
-                             p->col_group > 0 ? p->col_group : 1, p->cols);
-    for (int c = 0; c < p->cols; c += col_step) {
-        double x = MARGIN_LEFT + (c + 0.5) * cell.w;
-        snprintf(label, sizeof label, "%g", label_at(p->col_labels, c));
-        put_line(s, x, grid_bottom, x, grid_bottom + 4, "#444444");
-        put_text(s, x, grid_bottom + 16, " font-size=\"11\" text-anchor=\"middle\"", label);
-    }
-    put_text(s, MARGIN_LEFT + cell.w * p->cols / 2, grid_bottom + 34,
+    if (p->col_edges)
+        put_axis_ticks(s, p, grid_bottom);
+    else
+        put_column_ticks(s, p, grid_bottom);
+    put_text(s, MARGIN_LEFT + grid_width(p) / 2, grid_bottom + 34,
              " font-size=\"12\" text-anchor=\"middle\"", p->col_name ? p->col_name : "column");
+    /* A mark is a dashed rule over the grid with its label above it. */
+    for (int i = 0; i < p->n_marks; i++) {
+        double x = axis_x(p, p->marks[i]);
+        put(s, "<line x1=\"%.6g\" y1=\"%.6g\" x2=\"%.6g\" y2=\"%.6g\" stroke=\"#d62728\" "
+               "stroke-width=\"2\" stroke-dasharray=\"4 2\"/>\n",
+            x, grid_top - 12, x, grid_bottom);
+        put_text(s, x + 3, grid_top - 4, " font-size=\"11\" fill=\"#d62728\"",
+                 p->mark_labels && p->mark_labels[i] ? p->mark_labels[i] : "");
+    }
 
     /* Rotated, the row name's baseline runs just left of the widest tick label. */
     double x = fmax(16, MARGIN_LEFT - 16 - widest_label(p->row_labels, p->rows) * TICK_CHAR_WIDTH);
@@ -278,15 +381,23 @@ int mr_report_svg_heatmaps(const char *path, const char *title, const mr_report_
     }
     if (check_panels(panels, n_panels, &largest, err, errlen) != 0)
         return -1;
-    /* A job that routed nothing still gets a picture, all at the bottom. */
-    double scale = scale_max > 0 && isfinite(scale_max) ? scale_max : largest > 0 ? largest : 1;
+    /* A job that routed nothing still gets a picture, all at the bottom.
+     * Otherwise the scale ends on a round tick: 15000, not 13861. */
+    double scale, step;
+    if (scale_max > 0 && isfinite(scale_max)) {
+        scale = scale_max;
+        step = round_step(scale / 5);
+    } else {
+        step = round_step((largest > 0 ? largest : 1) / 5);
+        scale = ceil((largest > 0 ? largest : 1) / step - 1e-9) * step;
+    }
     unit = unit ? unit : "";
 
     double width = MIN_PICTURE_WIDTH, height = HEADER_HEIGHT;
     for (int i = 0; i < n_panels; i++) {
         cell_size cell = cell_size_of(&panels[i]);
-        width = fmax(width, MARGIN_LEFT + cell.w * panels[i].cols + MARGIN_RIGHT);
-        height += PANEL_HEAD + cell.h * panels[i].rows + PANEL_FOOT;
+        width = fmax(width, MARGIN_LEFT + grid_width(&panels[i]) + MARGIN_RIGHT);
+        height += head_height(&panels[i]) + cell.h * panels[i].rows + PANEL_FOOT;
     }
     width = ceil(width);
     height = ceil(height);
@@ -299,12 +410,12 @@ int mr_report_svg_heatmaps(const char *path, const char *title, const mr_report_
     put(&s, "<rect x=\"0\" y=\"0\" width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n");
     if (title)
         put_text(&s, MARGIN_LEFT, 30, " font-size=\"18\" font-weight=\"bold\"", title);
-    put_legend(&s, scale, unit);
+    put_legend(&s, scale, step, unit);
     double top = HEADER_HEIGHT;
     for (int i = 0; i < n_panels; i++) {
-        put_cells(&s, &panels[i], top + PANEL_HEAD, scale, unit);
+        put_cells(&s, &panels[i], top + head_height(&panels[i]), scale, unit);
         put_labels(&s, &panels[i], top);
-        top += PANEL_HEAD + cell_size_of(&panels[i]).h * panels[i].rows + PANEL_FOOT;
+        top += head_height(&panels[i]) + cell_size_of(&panels[i]).h * panels[i].rows + PANEL_FOOT;
     }
     put(&s, "</svg>\n");
 

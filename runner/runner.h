@@ -304,9 +304,21 @@ bool mr_runner_meter_due(const mr_runner_meter *m);
 int mr_runner_meter_sample(mr_runner_meter *m, const mr_runner_progress *mine, bool final);
 /* Rank 0: this attempt's world totals at the last sample. */
 void mr_runner_meter_totals(const mr_runner_meter *m, mr_runner_progress *out);
-/* Rank 0, every step: redraws the live line on a terminal from the
- * records this attempt finished and the tokens they hold, world-wide. */
-void mr_runner_meter_live(mr_runner_meter *m, uint64_t done, uint64_t tokens);
+/* Rank 0, every step: redraws the live line on a terminal from what this
+ * attempt did so far, world-wide: records finished, token rows the
+ * engines ran and tokens they generated (mr_engine_stats). */
+void mr_runner_meter_live(mr_runner_meter *m, uint64_t done, uint64_t rows, uint64_t generated);
+/* A progress line's figures: the live line, the log line, timeline.jsonl
+ * and `moerun status` all give these, in mr_runner_progress_format's words. */
+typedef struct {
+    const char *job;
+    uint64_t done, planned; /* records (results and errors) of the whole job */
+    double window_seconds;  /* what the rates look back on */
+    double tokens_per_second, generated_per_second, requests_per_second;
+    double eta_seconds;     /* < 0: unknown */
+    double rank_imbalance;  /* 0: not measured yet */
+} mr_runner_progress_line;
+void mr_runner_progress_format(const mr_runner_progress_line *p, char *out, size_t len);
 
 /* The job report (report.c), from the files in the run folder: writes
  * report.json, report.md and the SVGs there and prints the report to

@@ -58,7 +58,8 @@ typedef struct {
     int32_t stop;       /* the stop signal that reached this rank, or 0 */
     int32_t checkpoint; /* rank 0: interval_seconds have passed */
     int32_t sample;     /* rank 0: [report] progress_seconds have passed */
-    uint64_t done, tokens; /* records and tokens finished in this attempt */
+    uint64_t done;             /* records finished in this attempt */
+    uint64_t rows, generated;  /* this attempt's engine: mr_engine_stats */
 } rank_state;
 
 typedef struct {
@@ -488,13 +489,16 @@ static int claim_shards(server *s, bool *done, bool *checkpoint, bool *sample, i
 {
     char err[512];
     int size = s->world.size;
+    mr_engine_stats st;
+    mr_engine_get_stats(s->engine, &st);
     rank_state mine = {.wants_shard = !s->reader && mr_engine_has_room(s->engine),
                        .busy = s->reader || mr_engine_in_flight(s->engine) > 0,
                        .stop = mr_runner_stop_signal(),
                        .checkpoint = s->world.rank == 0 && mr_runner_commit_due(s->commit),
                        .sample = s->world.rank == 0 && mr_runner_meter_due(s->meter),
                        .done = s->n_ok + s->n_failed,
-                       .tokens = s->prompt_tokens + s->completion_tokens};
+                       .rows = st.tokens,
+                       .generated = st.generated};
     rank_state *all = s->states;
     int rc = mr_comm_ctrl_allgather(s->world.comm, &mine, sizeof mine, all, err, sizeof err);
     if (rc != MR_ENGINE_OK) {
@@ -502,13 +506,14 @@ static int claim_shards(server *s, bool *done, bool *checkpoint, bool *sample, i
         return MR_EXIT_FAILED;
     }
     bool busy = false;
-    uint64_t records = 0, tokens = 0;
+    uint64_t records = 0, rows = 0, generated = 0;
     *checkpoint = all[0].checkpoint;
     *sample = all[0].sample;
     *stop = 0;
     for (int r = 0; r < size; r++) {
         records += all[r].done;
-        tokens += all[r].tokens;
+        rows += all[r].rows;
+        generated += all[r].generated;
         busy = busy || all[r].busy;
         *stop = *stop ? *stop : all[r].stop;
         s->next_shard = next_open_shard(s, s->next_shard);
@@ -520,7 +525,7 @@ static int claim_shards(server *s, bool *done, bool *checkpoint, bool *sample, i
             rc = feed(s);
     }
     *done = !busy;
-    mr_runner_meter_live(s->meter, records, tokens);
+    mr_runner_meter_live(s->meter, records, rows, generated);
     return rc;
 }
 

@@ -67,19 +67,36 @@ static void assert_matches_result_files(const char *run_dir, const cJSON *report
     free(errors);
 }
 
+/* The total over all tokens; input and output only with both list prices
+ * (cost.split), in their ratio and adding up to the cost. */
 static void assert_price(const cJSON *report, const char *usd, const char *per_mtok,
                          const char *price, double rank_hours, double prompt, double completion)
 {
     char path[128];
     double cost = rank_hours * mr_test_json_number(report, price);
     assert_close(mr_test_json_number(report, usd), cost, usd);
-    const char *kinds[] = {"input", "output", "total"};
-    double tokens[] = {prompt, completion, prompt + completion};
-    for (int i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s.%s", per_mtok, kinds[i]);
-        assert_close(mr_test_json_number(report, path), tokens[i] > 0 ? cost * 1e6 / tokens[i] : 0,
-                     path);
+    snprintf(path, sizeof path, "%s.total", per_mtok);
+    assert_close(mr_test_json_number(report, path),
+                 prompt + completion > 0 ? cost * 1e6 / (prompt + completion) : 0, path);
+    const char *method = cJSON_GetStringValue(at_path(report, "cost.split.method"));
+    cr_assert(method, "report.json lacks cost.split.method");
+    snprintf(path, sizeof path, "%s.input", per_mtok);
+    const cJSON *input = at_path(report, path);
+    snprintf(path, sizeof path, "%s.output", per_mtok);
+    const cJSON *output = at_path(report, path);
+    if (strcmp(method, "list_price_ratio") != 0) {
+        cr_assert_str_eq(method, "none");
+        cr_assert(!input && !output, "%s: input and output per million without list prices",
+                  per_mtok);
+        return;
     }
+    double in = mr_test_json_number(report, "cost.split.input_usd_per_million");
+    double out = mr_test_json_number(report, "cost.split.output_usd_per_million");
+    cr_assert(cJSON_IsNumber(input) && cJSON_IsNumber(output), "%s lacks the split", per_mtok);
+    /* No tokens (a job stopped before its first commit): nothing to split. */
+    assert_close((input->valuedouble * prompt + output->valuedouble * completion) / 1e6,
+                 prompt + completion > 0 ? cost : 0, "the split's sum");
+    assert_close(input->valuedouble * out, output->valuedouble * in, "the split's ratio");
 }
 
 static double rebalances_in_log(const char *run_dir)
@@ -125,9 +142,7 @@ cJSON *mr_test_check_report(const char *run_dir)
     static const char *const required[] = {
         "requests.ok", "requests.failed", "tokens.prompt", "tokens.completion", "wall_seconds",
         "rank_hours", "tokens_per_second", "cost.on_demand_usd", "cost.spot_usd",
-        "cost.on_demand_usd_per_mtok.input", "cost.on_demand_usd_per_mtok.output",
-        "cost.on_demand_usd_per_mtok.total", "cost.spot_usd_per_mtok.input",
-        "cost.spot_usd_per_mtok.output", "cost.spot_usd_per_mtok.total", "preemptions",
+        "cost.on_demand_usd_per_mtok.total", "cost.spot_usd_per_mtok.total", "preemptions",
         "eplb.rebalances"};
     char *text = run_file(run_dir, "report.json");
     cr_assert(text, "%s has no report.json", run_dir);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -239,22 +240,27 @@ Test(cli, status_of_a_run)
     cr_assert_eq(moerun("run", "job.ini"), 0, "%s", err);
     cr_assert_eq(moerun("status", "runs/cli"), 0, "%s", err);
     cr_assert(strstr(out, "finished"), "%s", out);
-    cr_assert(strstr(out, "3 results, 2 error records (5 of 5 lines"), "%s", out);
-    cr_assert(strstr(out, "committed: 3 results, 2 error records (100.0% of the lines); "
-                          "4 of 4 shards done"), "%s", out);
+    cr_assert(strstr(out, "progress: cli: 5/5 requests done (100.0%), "), "%s", out);
+    cr_assert(strstr(out, "joined: 3 results, 2 error records in results.jsonl and "
+                          "errors.jsonl (5/5 requests done)"), "%s", out);
+    cr_assert(strstr(out, "committed: 5/5 requests done (100.0%: 3 results, 2 error "
+                          "records), 4 of 4 shards"), "%s", out);
     cr_assert(strstr(out, "attempts: 1, 0 preemptions"), "%s", out);
     cr_assert(strstr(out, "state-000002.ckpt.zst"), "%s", out);
     /* As before anything is served: no results, no checkpoint. */
     free(mr_test_write(dir, "runs/cli/results.jsonl", "", 0));
     free(mr_test_write(dir, "runs/cli/errors.jsonl", "", 0));
-    char *ckpt = NULL;
+    char *ckpt = NULL, *timeline = NULL;
     cr_assert(asprintf(&ckpt, "%s/runs/cli/checkpoint", dir) > 0);
+    cr_assert(asprintf(&timeline, "%s/runs/cli/timeline.jsonl", dir) > 0);
     mr_test_rmtree(ckpt);
+    cr_assert_eq(unlink(timeline), 0);
     free(ckpt);
+    free(timeline);
     cr_assert_eq(moerun("status", "runs/cli"), 0, "%s", err);
     cr_assert(strstr(out, "committed: no checkpoint yet"), "%s", out);
     cr_assert(strstr(out, "planned, nothing served yet"), "%s", out);
-    cr_assert(strstr(out, "0 of 5 lines"), "%s", out);
+    cr_assert(strstr(out, "progress: no sample yet"), "%s", out);
     cr_assert_eq(moerun("status", "."), 3);
     cr_assert(strstr(err, "not a run folder"), "%s", err);
     cr_assert_eq(moerun("status", "nowhere"), 3);

@@ -192,7 +192,8 @@ static void assert_not_finished(const char *run_dir)
     cr_assert_neq(access(results, F_OK), 0, "%s was written", results);
     free(results);
     cr_assert_eq(moerun("status", run_dir, NULL), 0, "%s%s", t.out, t.err);
-    cr_assert(strstr(t.out, ": in progress or stopped"), "%s", t.out);
+    cr_assert(strstr(t.out, ": stopped"), "%s", t.out);
+    cr_assert(strstr(t.out, "joined: not yet"), "%s", t.out);
 }
 
 Test(commit, the_join_refuses_a_line_with_no_record_or_two)

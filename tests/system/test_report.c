@@ -31,12 +31,14 @@ static void teardown(void)
 
 TestSuite(report, .init = setup, .fini = teardown, .timeout = 300);
 
-/* Two ranks, online EPLB that rebalances early, prices, and a sample
- * every tenth of a second. */
+/* Two ranks, online EPLB that rebalances early, prices (GPU-hours, and a
+ * provider's list prices to split the cost by), and a sample every tenth
+ * of a second. */
 #define JOB                                                                                 \
     "[parallel]\nranks = 2\n"                                                               \
     "[eplb]\nmode = online\nredundant_experts = 2\nstep_interval = 4\nmin_batch_tokens = 0\n" \
     "[cost]\ngpu_hour_usd = 3.60\nspot_gpu_hour_usd = 1.20\n"                               \
+    "input_usd_per_million = 0.20\noutput_usd_per_million = 0.80\n"                         \
     "[report]\nprogress_seconds = 0.1\nexpert_metrics = on\n"
 
 /* t.dir/runs/RUN/FILE, or the run folder when file is NULL. */
@@ -53,6 +55,14 @@ static int moerun(const char *a, const char *b, const char *c)
     free(t.out);
     free(t.err);
     return mr_test_moerun(t.dir, &t.out, &t.err, a, b, c, NULL);
+}
+
+static bool file_has(const char *path, const char *text)
+{
+    char *data = mr_test_read(path, NULL);
+    bool found = data && strstr(data, text);
+    free(data);
+    return found;
 }
 
 static int count_lines(const char *path)
@@ -121,8 +131,15 @@ Test(report, a_two_rank_job_reports_what_its_result_files_hold)
     cr_assert_float_eq(mr_test_json_number(report, "rank_seconds"),
                        2 * mr_test_json_number(report, "wall_seconds"), 1e-9);
     cr_assert(strstr(t.out, "report: job same (finished; 1 attempt)"), "%s", t.out);
-    cr_assert(strstr(t.out, "per million tokens, prompt and completion together"), "%s", t.out);
-    cr_assert_null(strstr(t.out, "per million input"), "%s", t.out);
+    cr_assert(strstr(t.out, "per million tokens, prompt and completion together; split: $"),
+              "%s", t.out);
+    cr_assert(strstr(t.out, "cost split:  in the ratio of the list prices $0.2 input : $0.8 "
+                            "output per million"),
+              "%s", t.out);
+    cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(
+                         cJSON_GetObjectItem(cJSON_GetObjectItem(report, "cost"), "split"),
+                         "method")),
+                     "list_price_ratio");
     cr_assert(strstr(t.out, "progress: same: "), "no progress line in a log:\n%s", t.out);
 
     /* `moerun report` writes and prints the same report again. */
@@ -146,20 +163,24 @@ Test(report, a_two_rank_job_reports_what_its_result_files_hold)
     cr_assert_eq(expert_series(metrics, &routed), layers * experts);
     cr_assert_float_eq(routed, expert_load_total("two"), 0.5);
 
-    /* Experts in order over 2 ranks, then the final placement with 2
-     * redundant slots; and one busy cell per rank and sample. */
+    /* Tokens per rank and layer, experts in order and on the final
+     * placement; one busy cell per rank and sample, on a time axis. */
     char *heatmap = in_run("two", "expert_load.svg");
     char *busy = in_run("two", "rank_busy.svg");
-    int in_order = (experts + 1) / 2 * 2, final = (experts + 2 + 1) / 2 * 2;
-    cr_assert_eq(mr_test_svg_cells(heatmap), layers * in_order + layers * final);
+    cr_assert_eq(mr_test_svg_cells(heatmap), 2 * layers * 2);
+    cr_assert(file_has(heatmap, "<title>MoE layer 0, rank 1: "));
+    cr_assert(file_has(heatmap, "Before: experts in order"));
+    cr_assert(file_has(heatmap, "After: EPLB&apos;s final placement"));
     cr_assert_eq(mr_test_svg_cells(busy), 2 * samples);
+    cr_assert(file_has(busy, "seconds of the job"));
     char *md_path = in_run("two", "report.md"), *md = mr_test_read(md_path, NULL);
     cr_assert(strstr(md, "](expert_load.svg)") && strstr(md, "](rank_busy.svg)"), "%s", md);
-    /* Priced: per million tokens over both kinds, no per-kind figure that
-     * reads like a provider's price. */
+    /* Priced: per million tokens over both kinds, and split in the list
+     * prices' ratio, with the method said. */
     cr_assert(strstr(md, "| on demand | $3.60 | $"), "%s", md);
     cr_assert(strstr(md, "over prompt and completion tokens together"), "%s", md);
-    cr_assert_null(strstr(md, "per M input"), "%s", md);
+    cr_assert(strstr(md, "| per M input | per M output |"), "%s", md);
+    cr_assert(strstr(md, "% of the cost on input tokens"), "%s", md);
 
     /* A person can look at it: it renders. */
     char *command;
@@ -207,6 +228,9 @@ Test(report, the_advice_follows_the_measured_batch)
     cr_assert(strstr(t.out, "on demand: no price set"), "%s", t.out);
     cr_assert(strstr(t.out, "spot: no price set"), "%s", t.out);
     cr_assert_null(strstr(t.out, "$0.0000"), "%s", t.out);
+    /* No list prices: the total only, and why. */
+    cr_assert(strstr(t.out, "cost split:  total only: moerun pays for GPU-hours"), "%s", t.out);
+    cr_assert_null(strstr(t.out, "per million input"), "%s", t.out);
     cJSON_Delete(report);
     free(run);
 
@@ -305,6 +329,11 @@ Test(report, a_resumed_job_counts_every_attempt_once)
     cr_assert_geq(wall, seen - 0.05, "wall %.2f s, the attempts saw %.2f s", wall, seen);
     cr_assert_float_eq(mr_test_json_number(report, "rank_seconds"), 2 * wall, 1e-9);
     cr_assert_eq(mr_test_json_number(report, "steps"), steps);
+    /* rank_busy.svg marks where the second attempt starts. */
+    char *busy = in_run("resumed", "rank_busy.svg");
+    cr_assert(file_has(busy, ">attempt 2</text>"));
+    cr_assert_eq(mr_test_svg_cells(busy), 2 * count_lines(timeline));
+    free(busy);
     cJSON_Delete(stopped);
     cJSON_Delete(report);
     free(run);
@@ -346,4 +375,113 @@ Test(report, damaged_meter_files_are_named_and_the_rest_reported)
     cr_assert_eq(moerun("report", "nowhere", NULL), 3);
     cr_assert(strstr(t.err, "nowhere"), "%s", t.err);
     free(timeline);
+}
+
+/* The numbers of a line "JOB: D/P requests done (...), T tokens/s (G
+ * generated/s) ..."; false when `line` is not one. */
+static bool progress_numbers(const char *line, double *done, double *per_second,
+                             double *generated)
+{
+    const char *at = strstr(line, ": ");
+    return at && sscanf(at, ": %lf/%*f requests done (%*f%%), %lf tokens/s (%lf generated/s)",
+                        done, per_second, generated) == 3;
+}
+
+static cJSON *status_json(void)
+{
+    cr_assert_eq(moerun("status", "runs/busy", "--json"), 0, "%s", t.err);
+    cJSON *status = cJSON_Parse(t.out);
+    cr_assert(status, "status --json is not JSON:\n%s", t.out);
+    return status;
+}
+
+Test(report, progress_counts_tokens_while_ranks_are_busy_and_status_agrees)
+{
+    /* Completions that each generate 48 tokens unless they stop early:
+     * every rank is busy for many samples before a request finishes. */
+    mr_buf lines = {0};
+    for (int i = 0; i < 16; i++)
+        mr_buf_printf(&lines,
+                      "{\"custom_id\": \"r%d\", \"method\": \"POST\", \"url\": "
+                      "\"/v1/completions\", \"body\": {\"model\": \"tiny\", \"prompt\": "
+                      "\"Tell me about soup number %d and the spices that go in it\"}}\n",
+                      i, i);
+    free(mr_test_write(t.dir, "requests.jsonl", lines.data, lines.len));
+    mr_buf_free(&lines);
+    mr_test_writef(t.dir, "busy.ini",
+                   "[job]\nname = busy\nrun_dir = runs/busy\n[model]\npath = model\n[input]\n"
+                   "files = requests.jsonl\n[generation]\nmax_tokens = 48\nseed = 3\n"
+                   "[engine]\nmax_batch_tokens = 64\nmax_sequences = 8\n"
+                   "[parallel]\nranks = 2\n[report]\nprogress_seconds = 0.1\n");
+    pid_t pid = mr_test_spawn_moerun(t.dir, "busy.log", "run", "busy.ini", NULL);
+    char *log_path, *log = NULL;
+    cr_assert(asprintf(&log_path, "%s/busy.log", t.dir) > 0);
+    /* Mid-run, status shows a sample of the job's own progress lines. */
+    double t0 = mr_test_seconds();
+    while (!(log && strstr(log, "progress: busy: ")) && mr_test_seconds() - t0 < 60) {
+        free(log);
+        usleep(20000);
+        log = mr_test_read(log_path, NULL);
+    }
+    cJSON *running = status_json();
+    cr_assert_eq(wait_exit(pid), 0, "the job failed");
+    free(log);
+    log = mr_test_read(log_path, NULL);
+
+    /* Tokens count as they are generated: before the first request
+     * finished, ranks were busy and the line said so. */
+    bool busy_seen = false;
+    int samples = 0;
+    for (char *line = strstr(log, "progress: busy: "); line;
+         line = strstr(line + 1, "progress: busy: ")) {
+        double done, per_second, generated;
+        cr_assert(progress_numbers(line + strlen("progress: busy"), &done, &per_second,
+                                   &generated),
+                  "%.200s", line);
+        busy_seen |= done == 0 && per_second > 0 && generated > 0;
+        samples++;
+    }
+    cr_assert(busy_seen, "no progress line counted tokens before a request finished:\n%s", log);
+    cr_assert_geq(samples, 2, "%s", log);
+
+    /* The status taken mid-run gave a line the job printed (when its
+     * sample was not the final one, which prints none). */
+    const cJSON *progress = cJSON_GetObjectItem(running, "progress");
+    const char *text = cJSON_GetStringValue(cJSON_GetObjectItem(progress, "text"));
+    cr_assert(text, "status --json had no progress while the job ran: %s", t.out);
+    if (!cJSON_IsTrue(cJSON_GetObjectItem(progress, "final"))) {
+        char *want;
+        cr_assert(asprintf(&want, "progress: %s\n", text) > 0);
+        cr_assert(strstr(log, want), "status said \"%s\", the job never did:\n%s", text, log);
+        free(want);
+    }
+
+    /* At the end status agrees with the job's own counts and the files. */
+    cJSON *status = status_json();
+    cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(status, "state")), "finished");
+    progress = cJSON_GetObjectItem(status, "progress");
+    const cJSON *joined = cJSON_GetObjectItem(status, "joined");
+    double ok, failed, prompt, completion;
+    const char *served = strstr(log, "served ");
+    cr_assert(served && sscanf(served,
+                               "served %lf requests, %lf failed; %lf prompt + %lf completion",
+                               &ok, &failed, &prompt, &completion) == 4,
+              "%s", log);
+    cr_assert_eq(mr_test_json_number(progress, "requests_done"), ok + failed);
+    cr_assert_eq(mr_test_json_number(progress, "requests_done"),
+                 mr_test_json_number(joined, "results") + mr_test_json_number(joined, "errors"));
+    cr_assert_eq(mr_test_json_number(progress, "requests_planned"), 16);
+    cr_assert_eq(mr_test_json_number(progress, "tokens_prompt"), prompt);
+    cr_assert_eq(mr_test_json_number(progress, "tokens_completion"), completion);
+    cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(progress, "final")));
+    cr_assert_eq(mr_test_json_number(status, "committed.requests_done"), ok + failed);
+    /* The text form says the same in the same words. */
+    text = cJSON_GetStringValue(cJSON_GetObjectItem(progress, "text"));
+    cr_assert(strstr(text, "busy: 16/16 requests done (100.0%), "), "%s", text);
+    cr_assert_eq(moerun("status", "runs/busy", NULL), 0, "%s", t.err);
+    cr_assert(strstr(t.out, text), "%s\nlacks\n%s", t.out, text);
+    cJSON_Delete(status);
+    cJSON_Delete(running);
+    free(log);
+    free(log_path);
 }

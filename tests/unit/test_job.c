@@ -45,6 +45,17 @@ static bool is_base_key(const mr_job_key_info *k)
 
 /* Job text that sets one key: model.path and input.files on lines 2 and 4,
  * any other key on line 6. */
+/* The keys valid only together (a list price alone sets no ratio to
+ * split the cost by): the line that completes a key's pair, after it. */
+static const char *partner_of(const mr_job_key_info *k)
+{
+    if (strcmp(k->section, "cost") != 0)
+        return "";
+    if (!strcmp(k->key, "input_usd_per_million"))
+        return "output_usd_per_million = 1\n";
+    return strcmp(k->key, "output_usd_per_million") ? "" : "input_usd_per_million = 1\n";
+}
+
 static char *ini_with(const mr_job_key_info *k, const char *value)
 {
     char *ini = NULL;
@@ -54,7 +65,8 @@ static char *ini_with(const mr_job_key_info *k, const char *value)
                        base && k->section[0] == 'i' ? value : "requests.jsonl") > 0);
     if (!base) {
         char *more = NULL;
-        cr_assert(asprintf(&more, "%s[%s]\n%s = %s\n", ini, k->section, k->key, value) > 0);
+        cr_assert(asprintf(&more, "%s[%s]\n%s = %s\n%s", ini, k->section, k->key, value,
+                           partner_of(k)) > 0);
         free(ini);
         ini = more;
     }
@@ -521,6 +533,30 @@ Test(job, all_errors_are_reported_at_once)
     cr_assert(strstr(err, "job.ini:6:") && strstr(err, "job.ini:7:") &&
                   strstr(err, "job.ini:9:"),
               "%s", err);
+}
+
+Test(job, list_prices_go_in_pairs)
+{
+    mr_job job;
+    cr_assert_eq(mr_test_load_job(&job, dir,
+                                  BASE_INI "[cost]\ninput_usd_per_million = 0.15\n", NULL, 0,
+                                  err, sizeof err),
+                 MR_JOBS_EINVAL);
+    cr_assert(strstr(err, "[cost] input_usd_per_million and output_usd_per_million go together"),
+              "%s", err);
+    cr_assert_eq(mr_test_load_job(&job, dir,
+                                  BASE_INI "[cost]\noutput_usd_per_million = -2\n", NULL, 0,
+                                  err, sizeof err),
+                 MR_JOBS_EINVAL);
+    cr_assert(strstr(err, "output_usd_per_million"), "%s", err);
+    cr_assert_eq(mr_test_load_job(&job, dir,
+                                  BASE_INI "[cost]\ninput_usd_per_million = 0.15\n"
+                                           "output_usd_per_million = 0.60\n",
+                                  NULL, 0, err, sizeof err),
+                 MR_JOBS_OK, "%s", err);
+    cr_assert_eq(job.cost_input_usd_per_million, 0.15);
+    cr_assert_eq(job.cost_output_usd_per_million, 0.60);
+    mr_job_free(&job);
 }
 
 Test(job, missing_job_file)

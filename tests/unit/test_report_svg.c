@@ -218,3 +218,52 @@ Test(report_svg, librsvg_draws_small_and_large_maps)
     free(svg);
     free(png);
 }
+
+Test(report_svg, legend_ticks_are_round_numbers)
+{
+    double load[2] = {3465, 13861};
+    mr_report_heatmap panel = {.row_name = "MoE layer", .col_name = "rank", .rows = 1,
+                               .cols = 2, .values = load};
+    char *path = in_dir("round.svg"), err[256] = "";
+    cr_assert_eq(mr_report_svg_heatmaps(path, "t", &panel, 1, 0, "tokens", err, sizeof err), 0,
+                 "%s", err);
+    /* 13861 rounds up to 15000, in steps of 5000. */
+    for (int i = 0; i <= 3; i++) {
+        char tick[64];
+        snprintf(tick, sizeof tick, "text-anchor=\"middle\">%d</text>", i * 5000);
+        cr_assert(file_has(path, tick), "no tick %d", i * 5000);
+    }
+    cr_assert_not(file_has(path, "middle\">3465</text>"));
+    cr_assert_not(file_has(path, "middle\">6931</text>"));
+    /* Few cells are wide enough to show their values. */
+    cr_assert(file_has(path, ">13.9k</text>"));
+    free(path);
+}
+
+Test(report_svg, columns_on_a_time_axis_are_as_wide_as_their_intervals)
+{
+    /* Intervals of 1, 3 and 6 s: the last column is six times the first. */
+    double busy[3] = {0.2, 0.5, 0.9}, edges[4] = {0, 1, 4, 10}, ends[3] = {1, 4, 10};
+    double marks[1] = {4};
+    const char *labels[1] = {"attempt 2"};
+    mr_report_heatmap panel = {.row_name = "rank", .col_name = "seconds", .rows = 1,
+                               .cols = 3, .values = busy, .col_labels = ends,
+                               .col_edges = edges, .marks = marks, .mark_labels = labels,
+                               .n_marks = 1};
+    char *path = in_dir("time.svg"), err[256] = "";
+    cr_assert_eq(mr_report_svg_heatmaps(path, "t", &panel, 1, 1, "busy share", err, sizeof err),
+                 0, "%s", err);
+    cr_assert_eq(mr_test_svg_cells(path), 3);
+    /* The grid is 1100 wide from x = 80: 110, 330 and 660 per column. */
+    cr_assert(file_has(path, "x=\"80\" y=\"128\" width=\"110\""));
+    cr_assert(file_has(path, "x=\"190\" y=\"128\" width=\"330\""));
+    cr_assert(file_has(path, "x=\"520\" y=\"128\" width=\"660\""));
+    cr_assert(file_has(path, ">attempt 2</text>"));
+    /* Ticks are round seconds, not the columns' ends. */
+    cr_assert(file_has(path, "text-anchor=\"middle\">2</text>"));
+    cr_assert(file_has(path, "<title>rank 0, seconds 10: 0.9 busy share</title>"));
+    char *png = in_dir("time.png");
+    expect_drawn(path, png);
+    free(png);
+    free(path);
+}
