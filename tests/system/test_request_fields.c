@@ -282,7 +282,7 @@ static void write_mixed_requests(int lines)
     mr_buf_free(&all);
 }
 
-Test(fields, the_same_bytes_in_any_batch_and_on_four_ranks)
+Test(fields, the_same_bytes_alone_in_any_batch_and_on_four_ranks)
 {
     write_mixed_requests(16);
     cr_assert_eq(run("wide", 12, 128, 16, 1), 0, "%s%s", t.out, t.err);
@@ -292,6 +292,34 @@ Test(fields, the_same_bytes_in_any_batch_and_on_four_ranks)
     mr_test_assert_same_output(t.dir, "wide", "narrow");
     cr_assert_eq(run("four", 12, 128, 16, 4), 0, "%s%s", t.out, t.err);
     mr_test_assert_same_output(t.dir, "wide", "four");
+    /* each of the first four lines alone in its job: the same line */
+    cJSON *batch = bodies_of("wide");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/requests.jsonl", t.dir);
+    char *all = mr_test_read(path, NULL);
+    for (int i = 0; i < 4; i++) {
+        char *line = all;
+        for (int k = 0; k < i; k++)
+            line = strchr(line, '\n') + 1;
+        free(mr_test_write(t.dir, "requests.jsonl", line, (size_t)(strchr(line, '\n') - line + 1)));
+        char name[16], id[16];
+        snprintf(name, sizeof name, "alone%d", i);
+        snprintf(id, sizeof id, "m%d", i);
+        cr_assert_eq(run(name, 12, 128, 16, 1), 0, "%s%s", t.out, t.err);
+        cJSON *alone = bodies_of(name);
+        cJSON_DeleteItemFromObject(cJSON_GetObjectItem(alone, id), "created");
+        cJSON *in_batch = cJSON_Duplicate(cJSON_GetObjectItem(batch, id), true);
+        cJSON_DeleteItemFromObject(in_batch, "created");
+        char *x = cJSON_PrintUnformatted(cJSON_GetObjectItem(alone, id));
+        char *y = cJSON_PrintUnformatted(in_batch);
+        cr_assert_str_eq(x, y, "%s alone and in a batch differ", id);
+        free(x);
+        free(y);
+        cJSON_Delete(in_batch);
+        cJSON_Delete(alone);
+    }
+    free(all);
+    cJSON_Delete(batch);
 }
 
 /* A stop while lines with several generations are in flight, some of
@@ -390,7 +418,7 @@ Test(fields, logprobs_and_top_logprobs_match_the_numpy_reference, .timeout = 600
                  "%s", err);
     int vocab = mr_tokenizer_vocab_size(tok);
     for (int i = 0; i < 2; i++) {
-        char id[8], cmd[8192];
+        char id[16], cmd[8192];
         snprintf(id, sizeof id, "r%d", i);
         int at = snprintf(cmd, sizeof cmd, "%s %s/tests/reference/qwen3_moe.py %s --out %s/ref.f32 "
                                            "--tokens ",
