@@ -1,9 +1,10 @@
 /*
- * config.json of a Hugging Face Qwen3-MoE checkpoint.  The fields that fix
- * tensor shapes are required: a guessed default would only surface later as
- * a wrong shape on some tensor, far from its cause.  The others take the
- * defaults of transformers' Qwen3MoeConfig.  Unknown keys are ignored, as
- * real configs carry many the engine has no use for.
+ * config.json of a Hugging Face Qwen3-MoE or Mixtral checkpoint.  The
+ * fields that fix tensor shapes are required: a guessed default would only
+ * surface later as a wrong shape on some tensor, far from its cause.  The
+ * others take the defaults of transformers' Qwen3MoeConfig or
+ * MixtralConfig.  Unknown keys are ignored, as real configs carry many the
+ * engine has no use for.
  */
 #include <errno.h>
 #include <limits.h>
@@ -18,14 +19,21 @@
 
 #include "engine/weights_internal.h"
 
-#define SUPPORTED_ARCHITECTURE "Qwen3MoeForCausalLM"
-#define SUPPORTED_MODEL_TYPE "qwen3_moe"
 #define CONFIG_MAX_BYTES (16u << 20)
 
-/* transformers' Qwen3MoeConfig defaults for the optional fields. */
-#define DEFAULT_RMS_NORM_EPS 1e-6
-#define DEFAULT_ROPE_THETA 10000.0
-#define DEFAULT_MAX_POSITIONS 32768
+/* Each family's names and transformers' defaults for its optional fields. */
+typedef struct {
+    const char *architecture, *model_type;
+    mr_model_family family;
+    double rms_norm_eps, rope_theta;
+    int max_positions;
+} family_info;
+
+static const family_info families[] = {
+    {"Qwen3MoeForCausalLM", "qwen3_moe", MR_FAMILY_QWEN3_MOE, 1e-6, 10000.0, 32768},
+    {"MixtralForCausalLM", "mixtral", MR_FAMILY_MIXTRAL, 1e-5, 1e6, 4096 * 32},
+};
+#define N_FAMILIES (sizeof families / sizeof families[0])
 #define DEFAULT_SPARSE_STEP 1
 
 /* ---- reading a JSON file ---- */
@@ -226,46 +234,66 @@ static int token_id(reader *r, const char *name)
 
 /* rope_theta sits at the top level in the configs Qwen3 ships, and under
  * rope_parameters in the layout newer transformers writes. */
-static double rope_theta(reader *r)
+static double rope_theta(reader *r, double fallback)
 {
     const cJSON *top = field(r->root, "rope_theta");
     if (top)
-        return positive_value(r, top, "rope_theta", DEFAULT_ROPE_THETA);
+        return positive_value(r, top, "rope_theta", fallback);
     const cJSON *params = field(r->root, "rope_parameters");
     if (params && !cJSON_IsObject(params)) {
         fail(r, "\"rope_parameters\" must be an object, not %s", mr_json_kind(params));
-        return DEFAULT_ROPE_THETA;
+        return fallback;
     }
     return positive_value(r, field(params, "rope_theta"), "rope_parameters.rope_theta",
-                          DEFAULT_ROPE_THETA);
+                          fallback);
 }
 
-static void read_architecture(reader *r, mr_model_config *cfg)
+/* The family, from "architectures" (its first name) and "model_type";
+ * either may be missing, not both, and they must agree. */
+static const family_info *read_architecture(reader *r, mr_model_config *cfg)
 {
     const cJSON *archs = field(r->root, "architectures");
     const cJSON *type = field(r->root, "model_type");
+    char names[256] = "";
+    for (size_t i = 0; i < N_FAMILIES; i++)
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s (%s)",
+                 i ? ", " : "", families[i].architecture, families[i].model_type);
+    const family_info *by_arch = NULL, *by_type = NULL;
     if (archs) {
         const cJSON *first = cJSON_GetArrayItem(archs, 0);
         if (!cJSON_IsArray(archs) || !cJSON_IsString(first)) {
             fail(r, "\"architectures\" must be a list of names, e.g. [\"%s\"]",
-                 SUPPORTED_ARCHITECTURE);
-            return;
+                 families[0].architecture);
+            return &families[0];
         }
-        if (strcmp(first->valuestring, SUPPORTED_ARCHITECTURE) != 0) {
+        for (size_t i = 0; i < N_FAMILIES; i++)
+            if (!strcmp(first->valuestring, families[i].architecture))
+                by_arch = &families[i];
+        if (!by_arch) {
             fail(r, "architecture \"%.64s\" is not supported; moerun runs %s", first->valuestring,
-                 SUPPORTED_ARCHITECTURE);
-            return;
+                 names);
+            return &families[0];
         }
     } else if (!type) {
-        fail(r, "names no architecture (\"architectures\": [\"%s\"])", SUPPORTED_ARCHITECTURE);
-        return;
+        fail(r, "names no architecture (\"architectures\": [\"%s\"]); moerun runs %s",
+             families[0].architecture, names);
+        return &families[0];
     }
-    if (type && (!cJSON_IsString(type) || strcmp(type->valuestring, SUPPORTED_MODEL_TYPE) != 0)) {
-        fail(r, "\"model_type\" must be \"%s\" (architecture %s)", SUPPORTED_MODEL_TYPE,
-             SUPPORTED_ARCHITECTURE);
-        return;
+    if (type) {
+        for (size_t i = 0; cJSON_IsString(type) && i < N_FAMILIES; i++)
+            if (!strcmp(type->valuestring, families[i].model_type))
+                by_type = &families[i];
+        if (!by_type || (by_arch && by_arch != by_type)) {
+            const family_info *want = by_arch ? by_arch : &families[0];
+            fail(r, "\"model_type\" must be \"%s\" (architecture %s)", want->model_type,
+                 want->architecture);
+            return want;
+        }
     }
-    snprintf(cfg->architecture, sizeof cfg->architecture, "%s", SUPPORTED_ARCHITECTURE);
+    const family_info *f = by_arch ? by_arch : by_type;
+    snprintf(cfg->architecture, sizeof cfg->architecture, "%s", f->architecture);
+    cfg->family = f->family;
+    return f;
 }
 
 static void read_mlp_only_layers(reader *r, mr_model_config *cfg)
@@ -336,27 +364,53 @@ static const char *experts_key(const cJSON *root)
                                                                            : "num_local_experts";
 }
 
+/* Mixtral: every layer routes its MLP over num_local_experts experts of
+ * intermediate_size, and the top-k weights are always renormalised (its
+ * softmax runs over all experts, then the chosen are divided by their
+ * sum).  Sliding-window attention would change every token past the
+ * window, so a window shorter than the context is refused. */
+static void read_mixtral(reader *r, mr_model_config *cfg)
+{
+    cfg->moe_intermediate_size = cfg->intermediate_size;
+    cfg->decoder_sparse_step = 1;
+    cfg->norm_topk_prob = true;
+    const cJSON *window = field(r->root, "sliding_window");
+    if (window && !r->failed) {
+        int w = whole_value(r, window, "sliding_window", 1);
+        if (!r->failed && w < cfg->max_position_embeddings)
+            fail(r, "\"sliding_window\" (%d) is shorter than \"max_position_embeddings\" (%d): "
+                    "sliding-window attention is not supported; set it to null to attend to "
+                    "the whole context",
+                 w, cfg->max_position_embeddings);
+    }
+}
+
 static void read_config(reader *r, mr_model_config *cfg)
 {
-    read_architecture(r, cfg);
+    const family_info *f = read_architecture(r, cfg);
+    bool mixtral = cfg->family == MR_FAMILY_MIXTRAL;
+    cfg->qk_norm = cfg->family == MR_FAMILY_QWEN3_MOE;
     cfg->vocab_size = required_int(r, "vocab_size", 1);
     cfg->hidden_size = required_int(r, "hidden_size", 1);
     cfg->num_hidden_layers = required_int(r, "num_hidden_layers", 1);
     cfg->num_attention_heads = required_int(r, "num_attention_heads", 1);
     cfg->num_key_value_heads = required_int(r, "num_key_value_heads", 1);
     cfg->intermediate_size = required_int(r, "intermediate_size", 1);
-    cfg->moe_intermediate_size = required_int(r, "moe_intermediate_size", 1);
-    cfg->num_experts = required_int(r, experts_key(r->root), 1);
+    if (!mixtral)
+        cfg->moe_intermediate_size = required_int(r, "moe_intermediate_size", 1);
+    cfg->num_experts = required_int(r, mixtral ? "num_local_experts" : experts_key(r->root), 1);
     cfg->num_experts_per_tok = required_int(r, "num_experts_per_tok", 1);
     read_head_dim(r, cfg);
     cfg->decoder_sparse_step = optional_int(r, "decoder_sparse_step", 1, DEFAULT_SPARSE_STEP);
     cfg->norm_topk_prob = optional_bool(r, "norm_topk_prob", false);
     cfg->tie_word_embeddings = optional_bool(r, "tie_word_embeddings", false);
     cfg->rms_norm_eps = (float)positive_value(r, field(r->root, "rms_norm_eps"), "rms_norm_eps",
-                                              DEFAULT_RMS_NORM_EPS);
-    cfg->rope_theta = (float)rope_theta(r);
+                                              f->rms_norm_eps);
+    cfg->rope_theta = (float)rope_theta(r, f->rope_theta);
     cfg->max_position_embeddings =
-        optional_int(r, "max_position_embeddings", 1, DEFAULT_MAX_POSITIONS);
+        optional_int(r, "max_position_embeddings", 1, f->max_positions);
+    if (mixtral)
+        read_mixtral(r, cfg);
     cfg->bos_token_id = token_id(r, "bos_token_id");
     cfg->eos_token_id = token_id(r, "eos_token_id");
     check_consistency(r, cfg);

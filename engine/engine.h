@@ -31,8 +31,17 @@ typedef enum {
  * ------------------------------------------------------------------------ */
 #define MR_MAX_LAYERS 256
 
+/* The model families moerun loads: their layers differ in names and in a
+ * step or two (docs/model-format.md). */
+typedef enum {
+    MR_FAMILY_QWEN3_MOE, /* Qwen3MoeForCausalLM: q and k normalised per head */
+    MR_FAMILY_MIXTRAL    /* MixtralForCausalLM: Llama attention, block_sparse_moe */
+} mr_model_family;
+
 typedef struct {
     char architecture[64]; /* "Qwen3MoeForCausalLM" */
+    mr_model_family family;
+    bool qk_norm;          /* an RMSNorm on each head of q and k before RoPE */
     int vocab_size;
     int hidden_size;
     int num_hidden_layers;

@@ -1,6 +1,7 @@
 /*
  * The Qwen3-MoE forward pass, top to bottom, as Hugging Face's
- * modeling_qwen3_moe.py computes it:
+ * modeling_qwen3_moe.py computes it (Mixtral's, modeling_mixtral.py, is the
+ * same without q_norm and k_norm):
  *
  *   x = embed(tokens)
  *   for each layer:
@@ -312,13 +313,17 @@ static int attention_block(mr_model *m, mr_kv_cache *kv, mr_activations *a,
     int rc;
     if ((rc = op->matmul(be, a->q, a->h, L->q_proj.data, L->q_proj.type, rows, q_dim, hidden)) ||
         (rc = op->matmul(be, a->k, a->h, L->k_proj.data, L->k_proj.type, rows, kv_dim, hidden)) ||
-        (rc = op->matmul(be, a->v, a->h, L->v_proj.data, L->v_proj.type, rows, kv_dim, hidden)) ||
-        /* Qwen3 normalises each head of q and k before rotating them. */
-        (rc = op->rmsnorm(be, a->q, a->q, L->q_norm.data, L->q_norm.type, rows * q_heads, hd,
-                          eps)) ||
-        (rc = op->rmsnorm(be, a->k, a->k, L->k_norm.data, L->k_norm.type, rows * kv_heads, hd,
-                          eps)) ||
-        (rc = op->rope_neox(be, a->q, a->pos, rows, q_heads, hd, m->rope_cos_sin)) ||
+        (rc = op->matmul(be, a->v, a->h, L->v_proj.data, L->v_proj.type, rows, kv_dim, hidden)))
+        return rc;
+    /* Qwen3 normalises each head of q and k before rotating them; Mixtral
+     * does not. */
+    if (c->qk_norm &&
+        ((rc = op->rmsnorm(be, a->q, a->q, L->q_norm.data, L->q_norm.type, rows * q_heads, hd,
+                           eps)) ||
+         (rc = op->rmsnorm(be, a->k, a->k, L->k_norm.data, L->k_norm.type, rows * kv_heads, hd,
+                           eps))))
+        return rc;
+    if ((rc = op->rope_neox(be, a->q, a->pos, rows, q_heads, hd, m->rope_cos_sin)) ||
         (rc = op->rope_neox(be, a->k, a->pos, rows, kv_heads, hd, m->rope_cos_sin)) ||
         (rc = op->kv_store(be, kv->k[layer], kv->v[layer], kv->type, a->k, a->v, a->slot, rows,
                            kv_dim)) ||

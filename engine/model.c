@@ -89,24 +89,38 @@ static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t
     return rc;
 }
 
+/* Where a family keeps a layer's routed experts: the block's name, and
+ * each expert's gate, up and down projections (Mixtral's w1, w3, w2). */
+static const char *moe_block_name(const mr_model_config *c)
+{
+    return c->family == MR_FAMILY_MIXTRAL ? "block_sparse_moe" : "mlp";
+}
+
+static const char *const *expert_parts(const mr_model_config *c)
+{
+    static const char *const qwen[3] = {"gate_proj", "up_proj", "down_proj"};
+    static const char *const mixtral[3] = {"w1", "w3", "w2"};
+    return c->family == MR_FAMILY_MIXTRAL ? mixtral : qwen;
+}
+
 /* The three weights of expert `e` of layer `layer`, checked for shape. */
 static int expert_tensors(const mr_model_config *c, const mr_weights *w, int layer, int e,
                           mr_tensor t[3], char *err, size_t errlen)
 {
     int64_t hidden = c->hidden_size, inter = c->moe_intermediate_size;
-    static const char *const parts[3] = {"gate_proj", "up_proj", "down_proj"};
+    const char *const *parts = expert_parts(c);
     for (int i = 0; i < 3; i++) {
         char name[256];
         int64_t shape[2] = {i < 2 ? inter : hidden, i < 2 ? hidden : inter};
-        snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%d.%s.weight", layer, e,
-                 parts[i]);
+        snprintf(name, sizeof name, "model.layers.%d.%s.experts.%d.%s.weight", layer,
+                 moe_block_name(c), e, parts[i]);
         int rc = mr_weights_get(w, name, 2, shape, &t[i], err, errlen);
         if (rc != MR_ENGINE_OK)
             return rc;
     }
     if (t[1].type != t[0].type || t[2].type != t[0].type) {
-        snprintf(err, errlen, "model.layers.%d.mlp.experts.%d: gate, up and down must share "
-                 "one dtype", layer, e);
+        snprintf(err, errlen, "model.layers.%d.%s.experts.%d: gate, up and down must share "
+                 "one dtype", layer, moe_block_name(c), e);
         return MR_ENGINE_EINVAL;
     }
     return MR_ENGINE_OK;
@@ -118,8 +132,8 @@ static int expert_fits_slot(const mr_layer *L, int layer, int e, const mr_tensor
 {
     if (t[0].type == L->expert_type)
         return MR_ENGINE_OK;
-    snprintf(err, errlen, "model.layers.%d.mlp.experts.%d: experts of one layer must share one "
-             "dtype", layer, e);
+    snprintf(err, errlen, "layer %d, expert %d: experts of one layer must share one dtype",
+             layer, e);
     return MR_ENGINE_EINVAL;
 }
 
@@ -155,7 +169,7 @@ static int load_experts(loader *ld, mr_layer *L, int i)
     mr_model *m = ld->m;
     const mr_model_config *c = &m->cfg;
     int rc = load_weight(ld, &L->router, 2, c->num_experts, c->hidden_size,
-                         "model.layers.%d.mlp.gate.weight", i);
+                         "model.layers.%d.%s.gate.weight", i, moe_block_name(c));
     size_t slots = (size_t)m->slots_per_rank;
     L->expert_gate = calloc(slots, sizeof(void *));
     L->expert_up = calloc(slots, sizeof(void *));
@@ -225,9 +239,9 @@ static int load_layer(loader *ld, mr_layer *L, int i)
         rc = load_weight(ld, &L->v_proj, 2, kv_dim, hidden, "model.layers.%d.self_attn.v_proj.weight", i);
     if (rc == MR_ENGINE_OK)
         rc = load_weight(ld, &L->o_proj, 2, hidden, q_dim, "model.layers.%d.self_attn.o_proj.weight", i);
-    if (rc == MR_ENGINE_OK)
+    if (rc == MR_ENGINE_OK && c->qk_norm)
         rc = load_weight(ld, &L->q_norm, 1, hd, 0, "model.layers.%d.self_attn.q_norm.weight", i);
-    if (rc == MR_ENGINE_OK)
+    if (rc == MR_ENGINE_OK && c->qk_norm)
         rc = load_weight(ld, &L->k_norm, 1, hd, 0, "model.layers.%d.self_attn.k_norm.weight", i);
     if (rc != MR_ENGINE_OK)
         return rc;

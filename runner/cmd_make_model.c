@@ -1,6 +1,7 @@
 /*
- * moerun make-model: write the bundled random Qwen3-MoE model, so that a
- * job, a test or a benchmark can run without downloading a checkpoint.
+ * moerun make-model: write a bundled random model (Qwen3-MoE, or Mixtral's
+ * structure), so that a job, a test or a benchmark can run without
+ * downloading a checkpoint.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -22,10 +23,12 @@ int mr_runner_make_model(int argc, char **argv)
     mr_model_preset preset = MR_PRESET_TINY;
     uint64_t seed = 0;
     char *end = NULL;
-    if (args.preset && strcmp(args.preset, "small") == 0)
-        preset = MR_PRESET_SMALL;
-    else if (args.preset && strcmp(args.preset, "tiny") != 0)
-        rc = mr_runner_usage_error(argv[0], "unknown preset '%s': tiny or small", args.preset);
+    while (args.preset && mr_make_model_preset_name(preset) &&
+           strcmp(args.preset, mr_make_model_preset_name(preset)) != 0)
+        preset++;
+    if (!mr_make_model_preset_name(preset))
+        rc = mr_runner_usage_error(argv[0], "unknown preset '%s': tiny, small or mixtral-tiny",
+                                   args.preset);
     if (rc < 0 && args.seed) {
         errno = 0;
         seed = strtoull(args.seed, &end, 10);
@@ -41,7 +44,7 @@ int mr_runner_make_model(int argc, char **argv)
             made = mr_make_model(dir, preset, seed, err, sizeof err);
         if (made == MR_ENGINE_OK) {
             printf("wrote the %s model (seed %" PRIu64 ") to %s\n",
-                   preset == MR_PRESET_TINY ? "tiny" : "small", seed, dir);
+                   mr_make_model_preset_name(preset), seed, dir);
             rc = MR_EXIT_OK;
         } else {
             fprintf(stderr, "moerun make-model: %s\n", dir ? err : "out of memory");

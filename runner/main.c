@@ -113,7 +113,7 @@ static const mr_runner_command commands[] = {
      "Exit codes: 0 done, 1 system error, 2 bad command line, 3 not a run folder,\n"
      "or a damaged or refused bundle.\n"},
     {"make-model", mr_runner_make_model, "write a random Qwen3-MoE model for tests and benchmarks",
-     "usage: moerun make-model DIR [--preset tiny|small] [--seed N]\n"
+     "usage: moerun make-model DIR [--preset tiny|small|mixtral-tiny] [--seed N]\n"
      "\n"
      "Write a random-initialised Qwen3-MoE model in the Hugging Face layout into\n"
      "DIR: config.json, model.safetensors (bf16), tokenizer.json (a byte-level BPE\n"
@@ -124,6 +124,9 @@ static const mr_runner_command commands[] = {
      "  --preset tiny   hidden 256, 4 layers, 64 experts, top-8 (about 50 MB; tests)\n"
      "  --preset small  hidden 1024, 8 layers, 128 experts, top-8 (about 3.3 GB;\n"
      "                  benchmarks)\n"
+     "  --preset mixtral-tiny\n"
+     "                  a Mixtral (MixtralForCausalLM) of hidden 256, 4 layers,\n"
+     "                  8 experts, top-2, no q/k norm (about 30 MB; tests)\n"
      "  --seed N        weights seed (default 0); the same seed writes the same bytes\n"
      "  -h, --help      show this help\n"
      "\n"

@@ -24,6 +24,7 @@
 
 typedef struct {
     const char *name;
+    mr_model_family family;
     int vocab, hidden, layers, heads, kv_heads, head_dim, moe_inter, experts, top_k;
     int max_positions;
     /* Popularity profile, in units of the router's per-token noise: a bonus
@@ -33,8 +34,14 @@ typedef struct {
 } preset_shape;
 
 static const preset_shape presets[] = {
-    [MR_PRESET_TINY] = {"tiny", 2048, 256, 4, 8, 2, 32, 128, 64, 8, 4096, 3.0, 0.6},
-    [MR_PRESET_SMALL] = {"small", 2048, 1024, 8, 16, 4, 64, 512, 128, 8, 4096, 0.5, 0.6},
+    [MR_PRESET_TINY] = {"tiny", MR_FAMILY_QWEN3_MOE, 2048, 256, 4, 8, 2, 32, 128, 64, 8, 4096,
+                        3.0, 0.6},
+    [MR_PRESET_SMALL] = {"small", MR_FAMILY_QWEN3_MOE, 2048, 1024, 8, 16, 4, 64, 512, 128, 8,
+                         4096, 0.5, 0.6},
+    /* Mixtral 8x7B's structure, small: 8 experts, top 2, 4 q heads per kv
+     * head, no q/k norm, every layer routed. */
+    [MR_PRESET_MIXTRAL_TINY] = {"mixtral-tiny", MR_FAMILY_MIXTRAL, 2048, 256, 4, 8, 2, 32, 256,
+                                8, 2, 4096, 1.0, 0.6},
 };
 
 /* Strength of the shared and topic directions in the embeddings, and of
@@ -263,11 +270,18 @@ static void shuffle(int *a, int n, rng256 *r)
  * the popularity profile along u and the topic bonus along d_t.  Ranks of
  * popularity and topic hot sets are shuffled per layer, as in real models
  * where each layer has its own hot experts. */
+/* The routed block's name in the family's layout (Mixtral's
+ * block_sparse_moe), and its experts' projections. */
+static const char *moe_block(const preset_shape *p)
+{
+    return p->family == MR_FAMILY_MIXTRAL ? "block_sparse_moe" : "mlp";
+}
+
 static int add_router(tensor_list *l, const routing *rt, int layer)
 {
     const preset_shape *p = rt->p;
     char name[96];
-    snprintf(name, sizeof name, "model.layers.%d.mlp.gate.weight", layer);
+    snprintf(name, sizeof name, "model.layers.%d.%s.gate.weight", layer, moe_block(p));
     uint16_t *w = add_tensor(l, name, p->experts, p->hidden);
     int *rank = malloc((size_t)p->experts * sizeof *rank);
     if (!w || !rank) {
@@ -327,18 +341,27 @@ static int add_layer(tensor_list *l, const routing *rt, int i)
         add_linear(l, NAME("model.layers.%d.self_attn.q_proj.weight", i), q, h, 1.0) ||
         add_linear(l, NAME("model.layers.%d.self_attn.k_proj.weight", i), kv, h, 1.0) ||
         add_linear(l, NAME("model.layers.%d.self_attn.v_proj.weight", i), kv, h, 1.0) ||
-        add_linear(l, NAME("model.layers.%d.self_attn.o_proj.weight", i), h, q, 0.25) ||
-        add_norm(l, NAME("model.layers.%d.self_attn.q_norm.weight", i), p->head_dim) ||
-        add_norm(l, NAME("model.layers.%d.self_attn.k_norm.weight", i), p->head_dim) ||
-        add_router(l, rt, i))
+        add_linear(l, NAME("model.layers.%d.self_attn.o_proj.weight", i), h, q, 0.25))
         return -1;
+    if (p->family == MR_FAMILY_QWEN3_MOE &&
+        (add_norm(l, NAME("model.layers.%d.self_attn.q_norm.weight", i), p->head_dim) ||
+         add_norm(l, NAME("model.layers.%d.self_attn.k_norm.weight", i), p->head_dim)))
+        return -1;
+    if (add_router(l, rt, i))
+        return -1;
+    static const char *const qwen[3] = {"gate_proj", "up_proj", "down_proj"};
+    static const char *const mixtral[3] = {"w1", "w3", "w2"};
+    const char *const *part = p->family == MR_FAMILY_MIXTRAL ? mixtral : qwen;
     for (int e = 0; e < p->experts; e++)
-        if (add_linear(l, NAME("model.layers.%d.mlp.experts.%d.gate_proj.weight", i, e),
+        if (add_linear(l, NAME("model.layers.%d.%s.experts.%d.%s.weight", i, moe_block(p), e,
+                               part[0]),
                        p->moe_inter, h, 1.0) ||
-            add_linear(l, NAME("model.layers.%d.mlp.experts.%d.up_proj.weight", i, e),
+            add_linear(l, NAME("model.layers.%d.%s.experts.%d.%s.weight", i, moe_block(p), e,
+                               part[1]),
                        p->moe_inter, h, 1.0) ||
-            add_linear(l, NAME("model.layers.%d.mlp.experts.%d.down_proj.weight", i, e), h,
-                       p->moe_inter, 0.25))
+            add_linear(l, NAME("model.layers.%d.%s.experts.%d.%s.weight", i, moe_block(p), e,
+                               part[2]),
+                       h, p->moe_inter, 0.25))
             return -1;
 #undef NAME
     return 0;
@@ -373,8 +396,40 @@ static int write_json(const char *dir, const char *name, cJSON *json, char *err,
     return rc;
 }
 
+/* Mixtral's config.json: MixtralConfig's fields, as its checkpoints carry
+ * them. */
+static cJSON *mixtral_config_json(const preset_shape *p, int eos)
+{
+    cJSON *c = cJSON_CreateObject();
+    const char *arch[] = {"MixtralForCausalLM"};
+    cJSON_AddItemToObject(c, "architectures", cJSON_CreateStringArray(arch, 1));
+    cJSON_AddStringToObject(c, "model_type", "mixtral");
+    cJSON_AddStringToObject(c, "torch_dtype", "bfloat16");
+    cJSON_AddNumberToObject(c, "vocab_size", p->vocab);
+    cJSON_AddNumberToObject(c, "hidden_size", p->hidden);
+    cJSON_AddNumberToObject(c, "num_hidden_layers", p->layers);
+    cJSON_AddNumberToObject(c, "num_attention_heads", p->heads);
+    cJSON_AddNumberToObject(c, "num_key_value_heads", p->kv_heads);
+    cJSON_AddNumberToObject(c, "intermediate_size", p->moe_inter);
+    cJSON_AddNumberToObject(c, "num_local_experts", p->experts);
+    cJSON_AddNumberToObject(c, "num_experts_per_tok", p->top_k);
+    cJSON_AddNumberToObject(c, "router_aux_loss_coef", 0.02);
+    cJSON_AddBoolToObject(c, "tie_word_embeddings", 0);
+    cJSON_AddStringToObject(c, "hidden_act", "silu");
+    cJSON_AddNumberToObject(c, "rms_norm_eps", 1e-5);
+    cJSON_AddNumberToObject(c, "rope_theta", 1000000.0);
+    cJSON_AddNullToObject(c, "sliding_window");
+    cJSON_AddNumberToObject(c, "max_position_embeddings", p->max_positions);
+    cJSON_AddNullToObject(c, "bos_token_id");
+    cJSON_AddNumberToObject(c, "eos_token_id", eos);
+    cJSON_AddStringToObject(c, "moerun_preset", p->name);
+    return c;
+}
+
 static cJSON *config_json(const preset_shape *p, int eos)
 {
+    if (p->family == MR_FAMILY_MIXTRAL)
+        return mixtral_config_json(p, eos);
     cJSON *c = cJSON_CreateObject();
     const char *arch[] = {"Qwen3MoeForCausalLM"};
     cJSON_AddItemToObject(c, "architectures", cJSON_CreateStringArray(arch, 1));
@@ -470,10 +525,15 @@ static int build_weights(tensor_list *l, const routing *rt)
     return 0;
 }
 
+const char *mr_make_model_preset_name(mr_model_preset preset)
+{
+    return (int)preset >= 0 && preset <= MR_PRESET_MIXTRAL_TINY ? presets[preset].name : NULL;
+}
+
 int mr_make_model(const char *dir, mr_model_preset preset, uint64_t seed, char *err,
                   size_t errlen)
 {
-    if ((int)preset < 0 || preset > MR_PRESET_SMALL) {
+    if ((int)preset < 0 || preset > MR_PRESET_MIXTRAL_TINY) {
         snprintf(err, errlen, "unknown model preset %d", (int)preset);
         return MR_ENGINE_EINVAL;
     }

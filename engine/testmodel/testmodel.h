@@ -13,9 +13,12 @@
 
 #include "engine/engine.h"
 
-typedef enum { MR_PRESET_TINY, MR_PRESET_SMALL } mr_model_preset;
+typedef enum { MR_PRESET_TINY, MR_PRESET_SMALL, MR_PRESET_MIXTRAL_TINY } mr_model_preset;
 
-/* Writes a random-initialised Qwen3-MoE model in the Hugging Face layout
+/* The preset's name on the command line ("tiny", "small", "mixtral-tiny"). */
+const char *mr_make_model_preset_name(mr_model_preset preset);
+
+/* Writes a random-initialised Qwen3-MoE (or Mixtral) model in the Hugging Face layout
  * into `dir`: config.json, model.safetensors (bf16), tokenizer.json,
  * tokenizer_config.json.  Expert popularity is skewed and depends on the
  * topic of the text, as in trained MoE models. */

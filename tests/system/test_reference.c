@@ -1,8 +1,8 @@
 /*
  * The forward pass against an independent reference: tests/reference/
- * qwen3_moe.py computes Hugging Face's Qwen3-MoE in NumPy from the same
- * files.  Any change to routing, RoPE, norms or attention moves the logits
- * far beyond the tolerance.
+ * moe_forward.py computes Hugging Face's Qwen3-MoE and Mixtral in NumPy
+ * from the same files.  Any change to routing, RoPE, norms or attention
+ * moves the logits far beyond the tolerance.
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "engine/testmodel/testmodel.h"
 #include "tests/common/fixture.h"
 
 static char *dir;
@@ -29,14 +30,14 @@ static void teardown(void)
 
 TestSuite(reference, .init = setup, .fini = teardown, .timeout = 240);
 
-static float *reference_logits(const int32_t *ids, int n, int vocab)
+static float *reference_logits(const char *model_dir, const int32_t *ids, int n, int vocab)
 {
     const char *python = getenv("MR_PYTHON"), *src = getenv("MR_SOURCE_DIR");
     cr_assert(python && src, "MR_PYTHON and MR_SOURCE_DIR come from `make test`");
     mr_buf cmd = {0};
     char part[64], *head = NULL;
-    cr_assert(asprintf(&head, "%s %s/tests/reference/qwen3_moe.py %s --out %s/ref.f32 --tokens ",
-                       python, src, mr_test_tiny_model(), dir) > 0);
+    cr_assert(asprintf(&head, "%s %s/tests/reference/moe_forward.py %s --out %s/ref.f32 --tokens ",
+                       python, src, model_dir, dir) > 0);
     mr_buf_append(&cmd, head, strlen(head));
     free(head);
     for (int i = 0; i < n; i++) {
@@ -72,7 +73,8 @@ static void assert_close(const float *ours, const float *ref, int n, int vocab,
     }
 }
 
-static void check_prompt(mr_model *model, const char *text, const char *what)
+static void check_prompt(mr_model *model, const char *model_dir, const char *text,
+                         const char *what)
 {
     const mr_model_config *cfg = mr_model_config_get(model);
     mr_tokens tokens = {0};
@@ -84,26 +86,26 @@ static void check_prompt(mr_model *model, const char *text, const char *what)
     float *ours = malloc((size_t)n * cfg->vocab_size * sizeof(float));
     cr_assert_eq(mr_model_logits(model, tokens.ids, n, ours, err, sizeof err), MR_ENGINE_OK,
                  "%s", err);
-    float *ref = reference_logits(tokens.ids, n, cfg->vocab_size);
+    float *ref = reference_logits(model_dir, tokens.ids, n, cfg->vocab_size);
     assert_close(ours, ref, n, cfg->vocab_size, what);
     free(ours);
     free(ref);
     mr_tokens_free(&tokens);
 }
 
-static void check_backend(const char *backend)
+static void check_backend(const char *model_dir, const char *backend)
 {
     mr_model *model;
     char err[1024];
     mr_model_options options = {.backend = backend, .threads = 2};
-    cr_assert_eq(mr_model_load(mr_test_tiny_model(), &options, &model, err, sizeof err),
-                 MR_ENGINE_OK, "%s", err);
-    check_prompt(model, "Hi", "two tokens");
-    check_prompt(model,
+    cr_assert_eq(mr_model_load(model_dir, &options, &model, err, sizeof err), MR_ENGINE_OK,
+                 "%s", err);
+    check_prompt(model, model_dir, "Hi", "two tokens");
+    check_prompt(model, model_dir,
                  "<|im_start|>user\nHow long do I simmer a sauce with garlic?<|im_end|>\n"
                  "<|im_start|>assistant\n",
                  "a chat turn");
-    check_prompt(model,
+    check_prompt(model, model_dir,
                  "int main(void) { for (int i = 0; i < 10; i++) printf(\"%d\\n\", i); } "
                  "Pack light for the Alps: boots, a rain jacket, and 2 liters of water.",
                  "code and travel, 40+ tokens");
@@ -112,10 +114,23 @@ static void check_backend(const char *backend)
 
 Test(reference, cpu_backend_matches_the_numpy_reference)
 {
-    check_backend("cpu");
+    check_backend(mr_test_tiny_model(), "cpu");
 }
 
 Test(reference, ref_backend_matches_the_numpy_reference)
 {
-    check_backend("ref");
+    check_backend(mr_test_tiny_model(), "ref");
+}
+
+/* Mixtral's structure: Llama attention without q/k norm, block_sparse_moe
+ * experts, renormalised top-2 of 8. */
+Test(reference, mixtral_matches_the_numpy_reference_on_cpu_and_ref)
+{
+    char err[1024], *model_dir = NULL;
+    cr_assert(asprintf(&model_dir, "%s/mixtral", dir) > 0);
+    cr_assert_eq(mr_make_model(model_dir, MR_PRESET_MIXTRAL_TINY, 0, err, sizeof err),
+                 MR_ENGINE_OK, "%s", err);
+    check_backend(model_dir, "cpu");
+    check_backend(model_dir, "ref");
+    free(model_dir);
 }

@@ -420,7 +420,7 @@ Test(fields, logprobs_and_top_logprobs_match_the_numpy_reference, .timeout = 600
     for (int i = 0; i < 2; i++) {
         char id[16], cmd[8192];
         snprintf(id, sizeof id, "r%d", i);
-        int at = snprintf(cmd, sizeof cmd, "%s %s/tests/reference/qwen3_moe.py %s --out %s/ref.f32 "
+        int at = snprintf(cmd, sizeof cmd, "%s %s/tests/reference/moe_forward.py %s --out %s/ref.f32 "
                                            "--tokens ",
                           getenv("MR_PYTHON"), getenv("MR_SOURCE_DIR"), mr_test_tiny_model(),
                           t.dir);

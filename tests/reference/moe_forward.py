@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Qwen3-MoE forward pass in NumPy, written from Hugging Face's
-modeling_qwen3_moe.py, as an independent check of moerun's engine.
+"""The forward pass of the MoE families moerun runs, in NumPy, written from
+Hugging Face's modeling_qwen3_moe.py and modeling_mixtral.py, as an
+independent check of moerun's engine.
 
 It shares no code with moerun: it reads config.json and the safetensors
 files itself and computes every step in float64, so a mistake in moerun's
 routing, RoPE, norms or attention shows up as a difference in the logits.
+Mixtral differs from Qwen3-MoE in three places: no RMSNorm on the heads of
+q and k, its experts under block_sparse_moe as w1 (gate), w3 (up) and w2
+(down), and top-k weights that are always renormalised.
 
-    qwen3_moe.py MODEL_DIR --tokens 1,2,3 --out logits.f32
+    moe_forward.py MODEL_DIR --tokens 1,2,3 --out logits.f32
 
 writes the logits of every position as float32, [n_tokens][vocab_size].
 """
@@ -83,8 +87,9 @@ def attention(x, w, prefix, cfg):
     q = (x @ w[prefix + "q_proj.weight"].T).reshape(n, heads, dim)
     k = (x @ w[prefix + "k_proj.weight"].T).reshape(n, kv_heads, dim)
     v = (x @ w[prefix + "v_proj.weight"].T).reshape(n, kv_heads, dim)
-    q = rms_norm(q, w[prefix + "q_norm.weight"], eps)
-    k = rms_norm(k, w[prefix + "k_norm.weight"], eps)
+    if not is_mixtral(cfg):
+        q = rms_norm(q, w[prefix + "q_norm.weight"], eps)
+        k = rms_norm(k, w[prefix + "k_norm.weight"], eps)
     positions = np.arange(n, dtype=np.float64)
     q = rope(q, positions, cfg.get("rope_theta", 10000.0))
     k = rope(k, positions, cfg.get("rope_theta", 10000.0))
@@ -99,10 +104,14 @@ def attention(x, w, prefix, cfg):
     return out @ w[prefix + "o_proj.weight"].T
 
 
-def swiglu(x, w, prefix):
-    gate = x @ w[prefix + "gate_proj.weight"].T
-    up = x @ w[prefix + "up_proj.weight"].T
-    return (gate / (1.0 + np.exp(-gate)) * up) @ w[prefix + "down_proj.weight"].T
+def is_mixtral(cfg):
+    return cfg.get("model_type") == "mixtral"
+
+
+def swiglu(x, w, prefix, names=("gate_proj", "up_proj", "down_proj")):
+    gate = x @ w[prefix + names[0] + ".weight"].T
+    up = x @ w[prefix + names[1] + ".weight"].T
+    return (gate / (1.0 + np.exp(-gate)) * up) @ w[prefix + names[2] + ".weight"].T
 
 
 def moe(x, w, prefix, cfg):
@@ -110,18 +119,22 @@ def moe(x, w, prefix, cfg):
     probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
     probs /= probs.sum(axis=-1, keepdims=True)
     top_k = cfg["num_experts_per_tok"]
+    renormalise = is_mixtral(cfg) or cfg.get("norm_topk_prob", False)
+    names = ("w1", "w3", "w2") if is_mixtral(cfg) else ("gate_proj", "up_proj", "down_proj")
     out = np.zeros_like(x)
     for t in range(x.shape[0]):
         chosen = np.argsort(-probs[t], kind="stable")[:top_k]
         weights = probs[t, chosen]
-        if cfg.get("norm_topk_prob", False):
+        if renormalise:
             weights = weights / weights.sum()
         for e, weight in zip(chosen, weights):
-            out[t] += weight * swiglu(x[t:t + 1], w, "%sexperts.%d." % (prefix, e))[0]
+            out[t] += weight * swiglu(x[t:t + 1], w, "%sexperts.%d." % (prefix, e), names)[0]
     return out
 
 
 def is_moe_layer(cfg, layer):
+    if is_mixtral(cfg):
+        return True
     step = cfg.get("decoder_sparse_step", 1)
     return (layer not in cfg.get("mlp_only_layers", []) and cfg.get("num_experts", 0) > 0
             and (layer + 1) % step == 0)
@@ -136,7 +149,7 @@ def forward(cfg, w, ids):
                           prefix + "self_attn.", cfg)
         x = rms_norm(h, w[prefix + "post_attention_layernorm.weight"], eps)
         if is_moe_layer(cfg, layer):
-            h = h + moe(x, w, prefix + "mlp.", cfg)
+            h = h + moe(x, w, prefix + ("block_sparse_moe." if is_mixtral(cfg) else "mlp."), cfg)
         else:
             h = h + swiglu(x, w, prefix + "mlp.")
     h = rms_norm(h, w["model.norm.weight"], eps)
