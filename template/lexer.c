@@ -218,17 +218,18 @@ static int lex_tag(lexer *lx, const char *close, bool *strip_after)
                                       "%",  "~",  "<",  ">",  "=",  "(",  ")", "[", "]", "{",
                                       "}",  ",",  ".",  ":",  "|"};
     const char *s = lx->src;
+    int depth = 0; /* open brackets: `}}` inside {'a': {}} does not end the tag */
     for (;;) {
         while (lx->pos < lx->len && is_space(s[lx->pos]))
             lx->pos++;
         if (lx->pos >= lx->len)
             return fail(lx, lx->pos, close[0] == '}' ? "a {{ without its }}" : "a {% without its %}");
-        if (s[lx->pos] == '-' && !strncmp(s + lx->pos + 1, close, 2)) {
+        if (!depth && s[lx->pos] == '-' && !strncmp(s + lx->pos + 1, close, 2)) {
             lx->pos += 3;
             *strip_after = true;
             return MR_TEMPLATE_OK;
         }
-        if (!strncmp(s + lx->pos, close, 2)) {
+        if (!depth && !strncmp(s + lx->pos, close, 2)) {
             lx->pos += 2;
             *strip_after = false;
             return MR_TEMPLATE_OK;
@@ -253,6 +254,10 @@ static int lex_tag(lexer *lx, const char *close, bool *strip_after)
                 snprintf(what, sizeof what, "unexpected character '%c'", c);
                 return fail(lx, lx->pos, what);
             }
+            if (strchr("([{", c))
+                depth++;
+            else if (strchr(")]}", c) && depth > 0)
+                depth--;
             PUSH(lx, TK_OP, lx->pos, ops[k], strlen(ops[k]));
             lx->pos += strlen(ops[k]);
         }
