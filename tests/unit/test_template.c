@@ -172,8 +172,11 @@ Test(template, filters)
     check("{{ '  x  ' | trim }}|{{ [1, 2, 3] | length }}|{{ 'h\xc3\xa9' | length }}|"
           "{{ {'a': 1} | items | list }}|{{ 5 | string }}{{ [1, 2] | first }}{{ [1, 2] | last }}",
           NULL, "x|3|2|[['a', 1]]|512");
-    check("{{ missing | default('d') }}{{ '' | default('e', true) }}{{ 'v' | d('x') }}", NULL,
-          "dev");
+    check("{{ missing | default('d') }}{{ '' | default('e', true) }}{{ 'v' | d('x') }}"
+          "{{ [] | first | default('f') }}",
+          NULL, "devf");
+    /* lengths count code points, as Python's len() */
+    check("{{ '\xf0\x9f\x98\x80\xe6\x9d\xb1' | length }}", NULL, "2");
     check("{{ ['a', 'b'] | join(', ') }} {{ 'ab' | upper }}{{ 'AB' | lower }} "
           "{{ 'a-b' | replace('-', '+') }} {{ [3, 1] | reverse | list }} {{ '42' | int + 1 }}",
           NULL, "a, b ABab a+b [1, 3] 43");
