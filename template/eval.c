@@ -168,6 +168,9 @@ static tpl_value item(tpl_eval *ev, const tpl_node *at, tpl_value obj, tpl_value
     return tpl_undefined();
 }
 
+/* The longest string `*` makes: more is a mistake, not a prompt. */
+#define MAX_STRING (16 << 20)
+
 static tpl_value arith(tpl_eval *ev, const tpl_node *at, const char *op, tpl_value a, tpl_value b)
 {
     if (!strcmp(op, "+") && a.kind == V_STR && b.kind == V_STR) {
@@ -187,6 +190,8 @@ static tpl_value arith(tpl_eval *ev, const tpl_node *at, const char *op, tpl_val
     if (!strcmp(op, "*") && ((a.kind == V_STR && is_int(b)) || (is_int(a) && b.kind == V_STR))) {
         tpl_value s = a.kind == V_STR ? a : b;
         int64_t times = a.kind == V_STR ? int_of(b) : int_of(a);
+        if (times > 0 && s.u.str.len && (uint64_t)times > MAX_STRING / s.u.str.len)
+            tpl_fail(ev, MR_TEMPLATE_EINVAL, at, "a string of more than %d bytes", MAX_STRING);
         tpl_buf buf = {0};
         for (int64_t i = 0; i < times; i++)
             tpl_buf_put(ev, &buf, s.u.str.s, s.u.str.len);
@@ -297,8 +302,15 @@ static args eval_args(tpl_eval *ev, tpl_frame *f, const tpl_nodes *items)
     return a;
 }
 
+/* Macro calls that may be in progress at once, as Python's recursion limit
+ * stops a runaway recursion before the stack does. */
+#define MAX_MACRO_DEPTH 100
+
 static tpl_value call_macro(tpl_eval *ev, const tpl_node *at, const tpl_node *macro, args a)
 {
+    if (++ev->macro_depth > MAX_MACRO_DEPTH)
+        tpl_fail(ev, MR_TEMPLATE_EINVAL, at, "macro calls nested more than %d deep",
+                 MAX_MACRO_DEPTH);
     tpl_frame *f = tpl_frame_new(ev, ev->root);
     bool *given = tpl_need(ev, (macro->n_names + 1) * sizeof *given);
     size_t positional = 0;
@@ -322,6 +334,7 @@ static tpl_value call_macro(tpl_eval *ev, const tpl_node *at, const tpl_node *ma
                           macro->items.v[k] ? eval(ev, f, macro->items.v[k]) : tpl_undefined());
     tpl_buf out = {0};
     tpl_eval_body(ev, f, &macro->body, &out);
+    ev->macro_depth--;
     return tpl_buf_value(&out);
 }
 
@@ -442,7 +455,8 @@ static tpl_list *iterable(tpl_eval *ev, const tpl_node *at, tpl_value v)
         for (size_t i = 0; i < v.u.dict->n; i++)
             tpl_list_push(ev, l.u.list, v.u.dict->keys[i]);
     } else if (v.kind == V_STR) {
-        int64_t n = (int64_t)tpl_utf8_offsets(ev, v.u.str.s, v.u.str.len, &(size_t *){NULL});
+        size_t *off;
+        int64_t n = (int64_t)tpl_utf8_offsets(ev, v.u.str.s, v.u.str.len, &off);
         for (int64_t i = 0; i < n; i++)
             tpl_list_push(ev, l.u.list, index_of(ev, v, i));
     } else if (v.kind != V_UNDEFINED) {

@@ -661,6 +661,10 @@ tpl_value tpl_call_function(tpl_eval *ev, const tpl_node *at, const char *name,
         r[n == 1 ? 1 : i] = want(ev, at, &args[i], V_INT, "range").u.i;
     if (!r[2])
         tpl_fail(ev, MR_TEMPLATE_EINVAL, at, "range: step cannot be zero");
+    /* jinja2's sandbox, which transformers renders in, refuses more */
+    double count = ((double)r[1] - (double)r[0]) / (double)r[2];
+    if (count > 100000)
+        tpl_fail(ev, MR_TEMPLATE_EINVAL, at, "range too big (more than 100000 items)");
     tpl_value out = tpl_new_list(ev);
     for (int64_t i = r[0]; r[2] > 0 ? i < r[1] : i > r[1]; i += r[2])
         tpl_list_push(ev, out.u.list, tpl_int(i));

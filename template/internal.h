@@ -178,6 +178,7 @@ typedef struct {
     tpl_frame *root;
     int64_t now;
     int loop_control; /* 0, N_BREAK or N_CONTINUE while one unwinds */
+    int macro_depth;  /* macro calls in progress: a recursion is bounded */
 } tpl_eval;
 
 /* Leaves the rendering: longjmp to the caller with status and message. */
@@ -223,7 +224,7 @@ tpl_value tpl_filter(tpl_eval *ev, const tpl_node *at, const char *name, tpl_val
                      const tpl_value *args, const char *const *kw, size_t n);
 bool tpl_test(tpl_eval *ev, const tpl_node *at, const char *name, tpl_value v,
               const tpl_value *args, size_t n);
-/* The attribute `name` of v when it is a method (bound) or NULL. */
+/* Whether v has a method of that name (v.name is then the bound method). */
 bool tpl_method_exists(tpl_value v, const char *name);
 tpl_value tpl_call_method(tpl_eval *ev, const tpl_node *at, tpl_value self, const char *name,
                           const tpl_value *args, const char *const *kw, size_t n);

@@ -108,7 +108,7 @@ static size_t put_utf8(char *o, unsigned long cp)
     return 4;
 }
 
-/* The character a one-letter escape stands for; 0 for none (and \\0). */
+/* The character a one-letter escape stands for; 0 for none. */
 static char simple_escape(char e)
 {
     switch (e) {
@@ -144,7 +144,7 @@ static int lex_string(lexer *lx)
         char e = lx->src[lx->pos++];
         int hex = e == 'x' ? 2 : e == 'u' ? 4 : e == 'U' ? 8 : 0;
         char simple = simple_escape(e);
-        if (simple || e == '0') {
+        if (simple || e == '0') { /* \0 is a NUL */
             o[n++] = simple;
         } else if (hex && lx->pos + (size_t)hex <= lx->len) {
             char digits[9] = {0};

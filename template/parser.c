@@ -17,6 +17,7 @@ typedef struct {
     size_t i;
     tpl_arena *arena;
     int loops; /* for bodies the parser is in: where break and continue may stand */
+    int depth; /* nested expressions and statements, bounded: the parser recurses */
     jmp_buf fail;
     int status;
     char *err;
@@ -114,6 +115,16 @@ static void expect_end(parser *p, tpl_token_kind kind)
     const tpl_token *tk = next(p);
     if (tk->kind != kind)
         fail(p, tk, "expected %s, found %s", kind == TK_BLOCK_END ? "'%}'" : "'}}'", shown(tk));
+}
+
+/* How deep expressions and statements may nest: far beyond any template,
+ * well within the stack. */
+#define MAX_DEPTH 200
+
+static void enter(parser *p)
+{
+    if (++p->depth > MAX_DEPTH)
+        fail(p, peek(p), "nested more than %d deep", MAX_DEPTH);
 }
 
 static tpl_node *node(parser *p, tpl_node_kind kind, const tpl_token *at)
@@ -395,8 +406,10 @@ static tpl_node *parse_unary(parser *p, bool with_filter)
     const tpl_token *tk = peek(p);
     tpl_node *n;
     if (skip_op(p, "-") || skip_op(p, "+")) {
+        enter(p);
         n = node(p, tk->text[0] == '-' ? E_NEG : E_POS, tk);
         n->a = parse_unary(p, false);
+        p->depth--;
     } else {
         n = parse_primary(p);
     }
@@ -488,8 +501,10 @@ static tpl_node *parse_not(parser *p)
     const tpl_token *tk = peek(p);
     if (!skip_name(p, "not"))
         return parse_compare(p);
+    enter(p);
     tpl_node *n = node(p, E_NOT, tk);
     n->a = parse_not(p);
+    p->depth--;
     return n;
 }
 
@@ -519,6 +534,7 @@ static tpl_node *parse_or(parser *p)
 
 static tpl_node *parse_expr(parser *p)
 {
+    enter(p);
     tpl_node *n = parse_or(p);
     for (const tpl_token *tk; tk = peek(p), skip_name(p, "if");) {
         tpl_node *cond = node(p, E_COND, tk);
@@ -528,6 +544,7 @@ static tpl_node *parse_expr(parser *p)
             cond->c = parse_expr(p);
         n = cond;
     }
+    p->depth--;
     return n;
 }
 
@@ -621,11 +638,14 @@ static void parse_macro(parser *p, tpl_node *n, const tpl_token *opened)
 static const char *parse_body(parser *p, tpl_nodes *body, const char *const *ends,
                               const tpl_token *opened, const char *what)
 {
+    enter(p);
     for (;;) {
         const tpl_token *tk = next(p);
         if (tk->kind == TK_EOF) {
-            if (!ends)
+            if (!ends) {
+                p->depth--;
                 return NULL;
+            }
             fail(p, opened, "'%s' is never closed (no {%% %s %%})", opened->text, what);
         }
         if (tk->kind == TK_TEXT) {
@@ -645,8 +665,10 @@ static const char *parse_body(parser *p, tpl_nodes *body, const char *const *end
         if (word->kind != TK_NAME)
             fail(p, word, "expected a statement name, found %s", shown(word));
         for (size_t k = 0; ends && ends[k]; k++)
-            if (!strcmp(word->text, ends[k]))
+            if (!strcmp(word->text, ends[k])) {
+                p->depth--;
                 return ends[k];
+            }
         tpl_node *n;
         if (!strcmp(word->text, "if")) {
             parse_if(p, n = node(p, N_IF, word), word);

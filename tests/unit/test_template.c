@@ -247,6 +247,13 @@ Test(template, what_is_not_supported_fails_at_compile_with_line_and_column)
                 "line 1, column 4: 'break' outside a for loop");
     check_error("{% set x %}a{% endset %}", NULL, MR_TEMPLATE_EINVAL,
                 "line 1, column 4: unsupported: a set block ({% set x %}...{% endset %})");
+    char deep[1024] = "{{ ";
+    for (int i = 0; i < 300; i++)
+        strcat(deep, "(");
+    for (int i = 0; i < 300; i++)
+        strcat(deep, ")");
+    strcat(deep, " }}");
+    check_error(deep, NULL, MR_TEMPLATE_EINVAL, "line 1, column 203: nested more than 200 deep");
 }
 
 Test(template, errors_while_rendering_say_where)
@@ -261,4 +268,11 @@ Test(template, errors_while_rendering_say_where)
                 "line 1, column 16: unsupported method 'nomethod'");
     check_error("{{ x | tojson }}", NULL, MR_TEMPLATE_EINVAL,
                 "line 1, column 8: tojson: a value of type undefined is not JSON");
+    /* what would take the machine down stops with a message instead */
+    check_error("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", NULL, MR_TEMPLATE_EINVAL,
+                "line 1, column 20: macro calls nested more than 100 deep");
+    check_error("{{ range(1000000000) | length }}", NULL, MR_TEMPLATE_EINVAL,
+                "line 1, column 9: range too big (more than 100000 items)");
+    check_error("{{ 'ab' * 100000000 }}", NULL, MR_TEMPLATE_EINVAL,
+                "line 1, column 9: a string of more than 16777216 bytes");
 }
