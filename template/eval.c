@@ -201,7 +201,7 @@ static tpl_value arith(tpl_eval *ev, const tpl_node *at, const char *op, tpl_val
         tpl_fail(ev, MR_TEMPLATE_EINVAL, at, "unsupported operand types for %s: %s and %s", op,
                  tpl_kind_name(a.kind), tpl_kind_name(b.kind));
     bool ints = is_int(a) && is_int(b);
-    int64_t x = int_of(a), y = int_of(b);
+    int64_t x = ints ? int_of(a) : 0, y = ints ? int_of(b) : 0;
     double fx = float_of(a), fy = float_of(b);
     if ((!strcmp(op, "/") || !strcmp(op, "//") || !strcmp(op, "%")) && fy == 0)
         tpl_fail(ev, MR_TEMPLATE_EINVAL, at, "division by zero");

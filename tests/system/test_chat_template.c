@@ -174,7 +174,9 @@ static void compare_family(const char *family, const char *const *kwargs, size_t
     cr_assert_eq(mr_chat_template_load(model, &chat, err, sizeof err), MR_ENGINE_OK, "%s", err);
     char *ours[N_CONVERSATIONS];
     uint64_t seed = 18;
-    FILE *bodies = fopen(mr_test_write(dir, "bodies.jsonl", "", 0), "w");
+    char *path = mr_test_write(dir, "bodies.jsonl", "", 0);
+    FILE *bodies = fopen(path, "w");
+    free(path);
     cr_assert(bodies);
     for (int i = 0; i < N_CONVERSATIONS; i++) {
         cJSON *body = conversation(&seed, i, kwargs, n_kwargs);
