@@ -3,8 +3,9 @@
  * template in tokenizer_config.json; moerun compiles it at load with its
  * own interpreter (template/) and renders every chat through it, as
  * transformers' apply_chat_template does: messages, add_generation_prompt
- * (true: a chat completion wants the assistant's reply), bos_token and
- * eos_token, then the request's chat_template_kwargs over them.  A template
+ * (true: a chat completion wants the assistant's reply), the special
+ * tokens (bos_token, eos_token, ...), then the request's
+ * chat_template_kwargs over them.  A template
  * outside the subset moerun runs fails the load, with where and what.
  */
 #include <cjson/cJSON.h>
@@ -20,10 +21,16 @@
  * and so its results, must not depend on when it runs or resumes. */
 #define MR_CHAT_NOW 1721952000
 
+/* The special tokens transformers passes a template (its
+ * special_tokens_map), by their tokenizer_config.json keys. */
+static const char *const special_keys[] = {"bos_token", "eos_token", "unk_token", "sep_token",
+                                           "pad_token", "cls_token", "mask_token"};
+#define N_SPECIAL (sizeof special_keys / sizeof *special_keys)
+
 struct mr_chat_template {
-    mr_template *tpl;   /* NULL: the model has none (see problem) */
-    char *bos, *eos;    /* tokenizer_config.json's, or NULL */
-    char problem[512];  /* why chats cannot be served, when tpl is NULL */
+    mr_template *tpl;          /* NULL: the model has none (see problem) */
+    char *special[N_SPECIAL];  /* tokenizer_config.json's, or NULL */
+    char problem[512];         /* why chats cannot be served, when tpl is NULL */
 };
 
 static char *read_text(const char *path)
@@ -79,10 +86,12 @@ static const char *special_token(const cJSON *config, const char *key)
 static int compile(mr_chat_template *c, const cJSON *config, const char *path, char *err,
                    size_t errlen)
 {
-    const char *bos = special_token(config, "bos_token"), *eos = special_token(config, "eos_token");
-    if ((bos && !(c->bos = strdup(bos))) || (eos && !(c->eos = strdup(eos)))) {
-        snprintf(err, errlen, "out of memory");
-        return MR_ENGINE_ENOMEM;
+    for (size_t i = 0; i < N_SPECIAL; i++) {
+        const char *token = special_token(config, special_keys[i]);
+        if (token && !(c->special[i] = strdup(token))) {
+            snprintf(err, errlen, "out of memory");
+            return MR_ENGINE_ENOMEM;
+        }
     }
     char why[384];
     int rc = mr_template_compile(default_template(config), &c->tpl, why, sizeof why);
@@ -139,8 +148,8 @@ void mr_chat_template_free(mr_chat_template *c)
     if (!c)
         return;
     mr_template_free(c->tpl);
-    free(c->bos);
-    free(c->eos);
+    for (size_t i = 0; i < N_SPECIAL; i++)
+        free(c->special[i]);
     free(c);
 }
 
@@ -158,10 +167,9 @@ static cJSON *variables(const mr_chat_template *c, const mr_chat_turn *turns, si
              cJSON_AddStringToObject(m, "content", turns[i].content);
     }
     ok = ok && cJSON_AddBoolToObject(vars, "add_generation_prompt", 1);
-    if (ok && c->bos)
-        ok = cJSON_AddStringToObject(vars, "bos_token", c->bos) != NULL;
-    if (ok && c->eos)
-        ok = cJSON_AddStringToObject(vars, "eos_token", c->eos) != NULL;
+    for (size_t i = 0; ok && i < N_SPECIAL; i++)
+        if (c->special[i])
+            ok = cJSON_AddStringToObject(vars, special_keys[i], c->special[i]) != NULL;
     const cJSON *kw;
     cJSON_ArrayForEach(kw, kwargs)
     {

@@ -263,7 +263,8 @@ typedef struct mr_chat_template mr_chat_template;
 int mr_chat_template_load(const char *dir, mr_chat_template **out, char *err, size_t errlen);
 void mr_chat_template_free(mr_chat_template *t);
 /* The chat as the template renders it, as transformers' apply_chat_template
- * does with add_generation_prompt true, bos_token and eos_token, and then
+ * does with add_generation_prompt true, the special tokens of
+ * tokenizer_config.json (bos_token, eos_token, pad_token...), and then
  * the members of `kwargs` (a JSON object's text, e.g. {"enable_thinking":
  * false}, or NULL) over those; *text is malloc'd.  MR_ENGINE_EINVAL, with
  * the reason, when the model has no template, the template refuses the
@@ -337,7 +338,7 @@ void mr_engine_free(mr_engine *engine);
  * goes into the request's error record. */
 typedef enum {
     MR_PROMPT_OK,
-    MR_PROMPT_CHAT_UNSUPPORTED, /* the model's chat template cannot be rendered */
+    MR_PROMPT_CHAT_UNSUPPORTED, /* no chat template, or it refused or failed on the chat */
     MR_PROMPT_TOO_LONG,         /* empty, or more tokens than one sequence holds */
     MR_PROMPT_NO_ROOM           /* fits, but not with max_tokens completion tokens */
 } mr_prompt_verdict;

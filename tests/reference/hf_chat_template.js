@@ -4,7 +4,8 @@
 // against.  Reads one request body per line on stdin ({"messages": [...],
 // "chat_template_kwargs": {...}}), renders the chat template with the
 // variables apply_chat_template gives it (messages, add_generation_prompt
-// true, bos_token, eos_token, then the kwargs over them) and prints the
+// true, the special tokens bos_token, eos_token, unk_token... that
+// tokenizer_config.json sets, then the kwargs over them) and prints the
 // prompt as one JSON string per line, or {"error": "..."}.
 //
 //   node hf_chat_template.js NODE_MODULES_DIR TOKENIZER_CONFIG_JSON < bodies.jsonl
@@ -27,8 +28,8 @@ const template = new Template(source);
 // A special token is its text, or an AddedToken object with it as content.
 const special = (t) => (t && typeof t === "object" ? t.content : t);
 const base = { add_generation_prompt: true };
-if (typeof special(config.bos_token) === "string") base.bos_token = special(config.bos_token);
-if (typeof special(config.eos_token) === "string") base.eos_token = special(config.eos_token);
+for (const key of ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"])
+  if (typeof special(config[key]) === "string") base[key] = special(config[key]);
 
 const out = [];
 readline
