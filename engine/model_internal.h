@@ -29,8 +29,6 @@ typedef struct {
     mr_tensor_type expert_type;
 } mr_layer;
 
-typedef enum { MR_CHAT_NONE, MR_CHAT_CHATML } mr_chat_kind;
-
 struct mr_model {
     mr_model_config cfg;
     mr_tokenizer *tokenizer;
@@ -39,8 +37,7 @@ struct mr_model {
     char backend_note[256]; /* see mr_model_backend_note */
     mr_weight embed, final_norm, lm_head;
     mr_layer *layers;
-    mr_chat_kind chat;
-    char chat_problem[256]; /* why chat is unsupported, when it is */
+    mr_chat_template *chat; /* tokenizer_config.json's chat template */
     char *dir;
     /* Expert parallelism: the world (NULL: alone), this rank's slots. */
     mr_comm *comm;
@@ -60,14 +57,6 @@ struct mr_model {
  * code for it, with the backend's message in err. */
 int mr_engine_backend_status(const mr_backend *be, int status, char *err, size_t errlen);
 
-/* Reads the chat template of tokenizer_config.json into m->chat; a model
- * without one, or with one moerun cannot run, can still serve completions. */
-int mr_chat_detect(mr_model *m, char *err, size_t errlen);
-/* The chat in the model's template, the generation prompt for the
- * assistant's turn appended; *text is malloc'd.  MR_ENGINE_EINVAL when the
- * template is not one moerun renders (err: why). */
-int mr_chat_format(const mr_model *m, const mr_chat_turn *turns, size_t n, char **text,
-                   char *err, size_t errlen);
 
 /* KV cache: K and V of every layer in blocks of block_size tokens. */
 typedef struct {

@@ -299,7 +299,8 @@ static int tokenize(mr_engine *e, const mr_generation *g, bool *formatted, char 
     size_t len = g->text ? g->text_len : 0;
     *formatted = true;
     if (g->turns) {
-        int rc = mr_chat_format(e->m, g->turns, g->n_turns, &chat, err, errlen);
+        int rc = mr_chat_template_apply(e->m->chat, g->turns, g->n_turns,
+                                        g->chat_template_kwargs, &chat, err, errlen);
         if (rc == MR_ENGINE_EINVAL) {
             *formatted = false;
             return MR_ENGINE_OK;

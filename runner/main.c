@@ -131,6 +131,25 @@ static const mr_runner_command commands[] = {
      "  -h, --help      show this help\n"
      "\n"
      "Exit codes: 0 written, 1 system error, 2 bad command line.\n"},
+    {"render", mr_runner_render, "show the exact prompt a model sees for a request",
+     "usage: moerun render MODEL_DIR\n"
+     "\n"
+     "Reads request bodies on standard input, one JSON object per line: a chat\n"
+     "body with \"messages\" (and, if wanted, \"chat_template_kwargs\", e.g.\n"
+     "{\"enable_thinking\": false}) or a completion body with \"prompt\".  Prints\n"
+     "one JSON object per line with the prompt the model is given, as the model's\n"
+     "chat template (tokenizer_config.json) renders it, and its token ids:\n"
+     "{\"prompt\": \"...\", \"n_tokens\": N, \"token_ids\": [...]}.  A line that\n"
+     "cannot be served prints {\"line\": N, \"error\": \"...\"} instead.\n"
+     "Requests are read and prepared as `moerun run` prepares them.\n"
+     "\n"
+     "  -h, --help  show this help\n"
+     "\n"
+     "  $ echo '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}' | \\\n"
+     "      moerun render build/models/tiny\n"
+     "\n"
+     "Exit codes: 0 done, 1 system error, 2 bad command line, 3 a bad tokenizer or\n"
+     "chat template, or a line that could not be rendered.\n"},
     {"tokenize", mr_runner_tokenize, "turn text into token ids, or ids into text",
      "usage: moerun tokenize PATH [--decode]\n"
      "\n"

@@ -47,6 +47,7 @@ int mr_runner_report(int argc, char **argv);
 int mr_runner_help(int argc, char **argv);
 int mr_runner_make_model(int argc, char **argv);
 int mr_runner_tokenize(int argc, char **argv);
+int mr_runner_render(int argc, char **argv);
 int mr_runner_preflight(int argc, char **argv);
 int mr_runner_eplb(int argc, char **argv);
 

@@ -1,6 +1,6 @@
 /*
  * The engine takes a prompt as text or chat turns: mr_engine_prepare gives
- * the ids the tokenizer gives for the text (for a chat, the ChatML the
+ * the ids the tokenizer gives for the text (for a chat, the text the
  * template renders) and a verdict on its length, which is not an error.
  * test_serve shows the verdicts become the same error records as ever.
  */
@@ -66,6 +66,27 @@ Test(prepare, text_and_chat_turns_become_the_tokenizers_ids, .init = setup, .fin
     assert_ids_of("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
                   "<|im_start|>assistant\n",
                   &chat);
+}
+
+/* The request's chat_template_kwargs reach the template over its own
+ * variables; kwargs that are not an object refuse the chat. */
+Test(prepare, chat_template_kwargs_reach_the_template, .init = setup, .fini = teardown)
+{
+    char err[256];
+    mr_prompt_verdict verdict;
+    mr_chat_turn turns[] = {{"user", "Hi"}};
+    mr_generation chat = {.turns = turns, .n_turns = 1, .sampling = {.max_tokens = 4},
+                          .chat_template_kwargs = "{\"add_generation_prompt\": false}"};
+    cr_assert_eq(mr_engine_prepare(engine, &chat, &verdict, err, sizeof err), MR_ENGINE_OK, "%s",
+                 err);
+    cr_assert_eq(verdict, MR_PROMPT_OK, "%s", err);
+    assert_ids_of("<|im_start|>user\nHi<|im_end|>\n", &chat);
+
+    mr_generation bad = {.turns = turns, .n_turns = 1, .sampling = {.max_tokens = 4},
+                         .chat_template_kwargs = "[1]"};
+    cr_assert_eq(mr_engine_prepare(engine, &bad, &verdict, err, sizeof err), MR_ENGINE_OK);
+    cr_assert_eq(verdict, MR_PROMPT_CHAT_UNSUPPORTED);
+    cr_assert_str_eq(err, "chat_template_kwargs is not a JSON object");
 }
 
 Test(prepare, a_prompt_that_cannot_fit_is_a_verdict_not_a_failure, .init = setup,

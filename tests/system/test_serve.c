@@ -264,9 +264,10 @@ Test(serve, a_broken_model_folder_is_named)
     free(path);
 }
 
-/* A model whose chat template moerun cannot render still serves
- * completions; its chat requests become error records saying why. */
-Test(serve, an_unsupported_chat_template_fails_only_chat_requests)
+/* A model whose chat template refuses a chat (raise_exception, as Gemma's
+ * does for a system prompt) still serves completions; those chat requests
+ * become error records with the template's message. */
+Test(serve, a_chat_template_that_refuses_fails_only_those_chats)
 {
     static const char *const linked[] = {"config.json", "model.safetensors", "tokenizer.json"};
     for (size_t i = 0; i < 3; i++) {
@@ -279,9 +280,10 @@ Test(serve, an_unsupported_chat_template_fails_only_chat_requests)
         free(to);
     }
     free(mr_test_write(dir, "llama3/tokenizer_config.json",
-                       "{\"eos_token\": \"<|im_end|>\", \"chat_template\": \"{% for m in messages "
-                       "%}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\\n\\n{{ m['content'] "
-                       "}}<|eot_id|>{% endfor %}\"}",
+                       "{\"eos_token\": \"<|im_end|>\", \"chat_template\": \"{% if messages[0]"
+                       "['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                       "{% endif %}{% for m in messages %}<|start_header_id|>{{ m['role'] }}"
+                       "<|end_header_id|>\\n\\n{{ m['content'] }}<|eot_id|>{% endfor %}\"}",
                        (size_t)-1));
     write_requests("r.jsonl", 0, 3); /* r00 is a completion, r01 and r02 chats */
     free(mr_test_write(dir, "t.ini",
@@ -297,7 +299,8 @@ Test(serve, an_unsupported_chat_template_fails_only_chat_requests)
     cJSON *errors = results_of("t", "errors.jsonl");
     cJSON *e = cJSON_GetObjectItem(cJSON_GetObjectItem(errors, "r01"), "error");
     cr_assert_str_eq(cJSON_GetObjectItem(e, "code")->valuestring, "unsupported_chat_template");
-    cr_assert(strstr(cJSON_GetObjectItem(e, "message")->valuestring, "not ChatML"), "%s",
-              cJSON_GetObjectItem(e, "message")->valuestring);
+    cr_assert(strstr(cJSON_GetObjectItem(e, "message")->valuestring,
+                     "the chat template refused the chat: System role not supported"),
+              "%s", cJSON_GetObjectItem(e, "message")->valuestring);
     cJSON_Delete(errors);
 }
