@@ -5,8 +5,9 @@
  * transformers' apply_chat_template does: messages, add_generation_prompt
  * (true: a chat completion wants the assistant's reply), the special
  * tokens (bos_token, eos_token, ...), then the request's
- * chat_template_kwargs over them.  A template
- * outside the subset moerun runs fails the load, with where and what.
+ * chat_template_kwargs over them.  A template outside the subset moerun
+ * runs is found at load, with where and what: the model still serves
+ * completions, and each chat request gets that reason in its error record.
  */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -130,8 +131,11 @@ int mr_chat_template_load(const char *dir, mr_chat_template **out, char *err, si
         snprintf(c->problem, sizeof c->problem, "%s is not valid JSON", path);
     else if (!default_template(config))
         snprintf(c->problem, sizeof c->problem, "%s has no chat_template", path);
-    else
-        rc = compile(c, config, path, err, errlen);
+    else if ((rc = compile(c, config, path, err, errlen)) == MR_ENGINE_EINVAL) {
+        /* the model still serves completions; chats get this reason */
+        snprintf(c->problem, sizeof c->problem, "%s", err);
+        rc = MR_ENGINE_OK;
+    }
     cJSON_Delete(config);
     free(text);
     free(path);

@@ -39,42 +39,51 @@ static char *as_request_line(cJSON *body, unsigned long line_no)
     return text;
 }
 
-/* The prompt of one body, in *prompt (malloc'd); err says why not. */
-static int prompt_of(render_state *s, cJSON *body, unsigned long line_no, char **prompt,
-                     char *err, size_t errlen)
+/* One prompt as a line of output: its text and ids, with its place in the
+ * request's list when it has several. */
+static int print_prompt(const char *prompt, const int32_t *token_ids, size_t n_ids, int index,
+                        char *err, size_t errlen)
 {
-    char *line = as_request_line(body, line_no);
-    if (!line)
-        return MR_ENGINE_ENOMEM;
-    mr_request req;
-    mr_request_error error;
-    int parsed = mr_request_parse(s->parser, line, strlen(line), "stdin", 0, line_no, &req,
-                                  &error);
-    free(line);
-    if (parsed != MR_JOBS_OK) {
-        snprintf(err, errlen, "%s", error.message);
-        return MR_ENGINE_EINVAL;
+    cJSON *out = cJSON_CreateObject();
+    bool ok = out && cJSON_AddStringToObject(out, "prompt", prompt) &&
+              (index < 0 || cJSON_AddNumberToObject(out, "prompt_index", index)) &&
+              cJSON_AddNumberToObject(out, "n_tokens", (double)n_ids);
+    cJSON *ids = ok ? cJSON_AddArrayToObject(out, "token_ids") : NULL;
+    for (size_t i = 0; ids && i < n_ids; i++) {
+        cJSON *id = cJSON_CreateNumber(token_ids[i]);
+        ok = ok && id && cJSON_AddItemToArray(ids, id);
     }
-    if (req.endpoint == MR_ENDPOINT_COMPLETIONS) {
-        *prompt = strdup(req.prompt);
-        return *prompt ? MR_ENGINE_OK : MR_ENGINE_ENOMEM;
-    }
-    const cJSON *kw = cJSON_GetObjectItemCaseSensitive(body, "chat_template_kwargs");
-    char *kwargs = kw && !cJSON_IsNull(kw) ? cJSON_PrintUnformatted(kw) : NULL;
-    mr_chat_turn *turns = calloc(req.n_messages ? req.n_messages : 1, sizeof *turns);
-    if ((kw && !cJSON_IsNull(kw) && !kwargs) || !turns) {
-        free(kwargs);
-        free(turns);
-        return MR_ENGINE_ENOMEM;
-    }
-    for (size_t i = 0; i < req.n_messages; i++)
-        turns[i] = (mr_chat_turn){req.messages[i].role, req.messages[i].content};
-    int rc = mr_chat_template_apply(s->chat, turns, req.n_messages, kwargs, prompt, err, errlen);
-    free(kwargs);
-    free(turns);
-    return rc;
+    char *json = ok && ids ? cJSON_PrintUnformatted(out) : NULL;
+    cJSON_Delete(out);
+    if (json)
+        puts(json);
+    free(json);
+    if (!json)
+        snprintf(err, errlen, "out of memory");
+    return json ? MR_ENGINE_OK : MR_ENGINE_ENOMEM;
 }
 
+/* A prompt given as token ids: the text they decode to. */
+static int decode(render_state *s, const mr_prompt *p, char **text)
+{
+    mr_detok detok = {0};
+    size_t len = 0, cap = 0;
+    *text = NULL;
+    for (size_t i = 0; i <= p->n_ids; i++)
+        if (mr_detok_push(s->tok, &detok, i < p->n_ids ? p->ids[i] : -1, text, &len, &cap) !=
+            MR_ENGINE_OK)
+            return MR_ENGINE_ENOMEM;
+    char *done = realloc(*text, len + 1);
+    if (!done)
+        return MR_ENGINE_ENOMEM;
+    done[len] = '\0';
+    *text = done;
+    return MR_ENGINE_OK;
+}
+
+/* Every prompt of one body: a chat through the model's template and its
+ * tokenizer, a completion's text through the tokenizer, its token ids as
+ * given (with the text they decode to). */
 static int render_line(render_state *s, const char *text, size_t len, unsigned long line_no,
                        char *err, size_t errlen)
 {
@@ -84,32 +93,55 @@ static int render_line(render_state *s, const char *text, size_t len, unsigned l
         snprintf(err, errlen, "not a JSON object");
         return MR_ENGINE_EINVAL;
     }
-    char *prompt = NULL;
-    int rc = prompt_of(s, body, line_no, &prompt, err, errlen);
+    char *line = as_request_line(body, line_no);
     cJSON_Delete(body);
-    s->ids.count = 0;
-    if (rc == MR_ENGINE_OK)
-        rc = mr_tokenizer_encode(s->tok, prompt, strlen(prompt), &s->ids, err, errlen);
-    cJSON *out = rc == MR_ENGINE_OK ? cJSON_CreateObject() : NULL;
-    cJSON *ids = out ? cJSON_AddArrayToObject(out, "token_ids") : NULL;
-    bool ok = ids && cJSON_AddStringToObject(out, "prompt", prompt);
-    for (size_t i = 0; ok && i < s->ids.count; i++) {
-        cJSON *id = cJSON_CreateNumber(s->ids.ids[i]);
-        ok = id && cJSON_AddItemToArray(ids, id);
+    if (!line)
+        return MR_ENGINE_ENOMEM;
+    mr_request req;
+    mr_request_error error;
+    int rc = mr_request_parse(s->parser, line, strlen(line), "stdin", 0, line_no, &req, &error);
+    free(line);
+    if (rc != MR_JOBS_OK) {
+        snprintf(err, errlen, "%s", error.message);
+        return MR_ENGINE_EINVAL;
     }
-    ok = ok && cJSON_AddNumberToObject(out, "n_tokens", (double)s->ids.count);
-    /* "prompt" first, as people read it */
-    char *json = ok && cJSON_DetachItemFromObject(out, "token_ids") &&
-                         cJSON_AddItemToObject(out, "token_ids", ids)
-                     ? cJSON_PrintUnformatted(out)
-                     : NULL;
-    cJSON_Delete(out);
-    free(prompt);
-    if (rc == MR_ENGINE_OK && !json)
-        rc = MR_ENGINE_ENOMEM;
-    if (json)
-        puts(json);
-    free(json);
+    size_t n = req.endpoint == MR_ENDPOINT_CHAT ? 1 : req.n_prompts;
+    rc = MR_ENGINE_OK;
+    for (size_t i = 0; rc == MR_ENGINE_OK && i < n; i++) {
+        char *prompt = NULL;
+        s->ids.count = 0;
+        if (req.endpoint == MR_ENDPOINT_CHAT) {
+            mr_chat_turn *turns = calloc(req.n_messages ? req.n_messages : 1, sizeof *turns);
+            if (!turns)
+                return MR_ENGINE_ENOMEM;
+            for (size_t k = 0; k < req.n_messages; k++)
+                turns[k] = (mr_chat_turn){req.messages[k].role, req.messages[k].content};
+            rc = mr_chat_template_apply(s->chat, turns, req.n_messages, req.chat_template_kwargs,
+                                        &prompt, err, errlen);
+            free(turns);
+        } else if (req.prompts[i].text) {
+            prompt = strdup(req.prompts[i].text);
+            rc = prompt ? MR_ENGINE_OK : MR_ENGINE_ENOMEM;
+        } else {
+            for (size_t k = 0; rc == MR_ENGINE_OK && k < req.prompts[i].n_ids; k++)
+                if (req.prompts[i].ids[k] >= mr_tokenizer_vocab_size(s->tok)) {
+                    snprintf(err, errlen, "prompt token %zu is %d, not in the vocabulary (ids 0 "
+                             "to %d)", k, (int)req.prompts[i].ids[k],
+                             mr_tokenizer_vocab_size(s->tok) - 1);
+                    rc = MR_ENGINE_EINVAL;
+                }
+            if (rc == MR_ENGINE_OK)
+                rc = decode(s, &req.prompts[i], &prompt);
+        }
+        bool given = req.endpoint == MR_ENDPOINT_COMPLETIONS && !req.prompts[i].text;
+        if (rc == MR_ENGINE_OK && !given)
+            rc = mr_tokenizer_encode(s->tok, prompt, strlen(prompt), &s->ids, err, errlen);
+        if (rc == MR_ENGINE_OK)
+            rc = print_prompt(prompt, given ? req.prompts[i].ids : s->ids.ids,
+                              given ? req.prompts[i].n_ids : s->ids.count, n > 1 ? (int)i : -1,
+                              err, errlen);
+        free(prompt);
+    }
     return rc;
 }
 

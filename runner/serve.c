@@ -267,6 +267,7 @@ static mr_generation generation_of(const mr_request *req, size_t prompt, mr_chat
             turns[i] = (mr_chat_turn){req->messages[i].role, req->messages[i].content};
         gen.turns = turns;
         gen.n_turns = req->n_messages;
+        gen.chat_template_kwargs = req->chat_template_kwargs;
     } else if (req->prompts[prompt].text) {
         gen.text = req->prompts[prompt].text;
         gen.text_len = strlen(gen.text);

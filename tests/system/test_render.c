@@ -185,7 +185,7 @@ Test(render, bad_lines_are_error_lines_and_fail_the_command)
         NULL, "not a JSON object",
         "the chat template refused the chat: System role not supported",
         "stdin:4: body.stream is not supported by moerun",
-        "chat_template_kwargs is not a JSON object"};
+        "stdin:5: body.chat_template_kwargs must be an object, got an array"};
     for (int i = 1; i < 5; i++) {
         cr_expect_eq(cJSON_GetObjectItem(lines[i], "line")->valueint, i + 1);
         cr_expect_str_eq(cJSON_GetObjectItem(lines[i], "error")->valuestring, errors[i]);
@@ -197,22 +197,31 @@ Test(render, bad_lines_are_error_lines_and_fail_the_command)
     free(model);
 }
 
-Test(render, a_template_outside_the_subset_fails_at_load_naming_where)
+/* Found at load: completions are served, each chat gets the reason. */
+Test(render, a_template_outside_the_subset_refuses_chats_naming_where)
 {
     char *model = model_with_template("{% for m in messages %}\n"
                                       "  {% filter upper %}{{ m.content }}{% endfilter %}\n"
                                       "{% endfor %}");
     char *out, *err;
-    cr_assert_eq(render(model, "{\"prompt\": \"x\"}\n", &out, &err), 3);
-    cr_expect_str_eq(out, "");
+    cr_assert_eq(render(model,
+                        "{\"prompt\": \"x\"}\n"
+                        "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n",
+                        &out, &err),
+                 3);
+    cJSON *ok = line_of(out, 0), *refused = line_of(out, 1);
+    cr_expect_str_eq(cJSON_GetObjectItem(ok, "prompt")->valuestring, "x");
     char *want = NULL;
     cr_assert(asprintf(&want,
-                       "moerun render: %s/tokenizer_config.json: chat_template line 2, column 6: "
-                       "unsupported statement 'filter' (moerun runs the subset of Jinja in "
-                       "docs/formats.md)\n",
+                       "chat completions are not available: %s/tokenizer_config.json: "
+                       "chat_template line 2, column 6: unsupported statement 'filter' (moerun "
+                       "runs the subset of Jinja in docs/formats.md); use /v1/completions with a "
+                       "formatted prompt",
                        model) > 0);
-    cr_expect_str_eq(err, want);
+    cr_expect_str_eq(cJSON_GetObjectItem(refused, "error")->valuestring, want);
     free(want);
+    cJSON_Delete(ok);
+    cJSON_Delete(refused);
     free(out);
     free(err);
     free(model);

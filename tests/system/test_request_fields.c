@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -241,6 +242,42 @@ Test(fields, n_lists_token_ids_echo_logprobs_and_penalties_through_moerun_run)
         cr_assert(cJSON_IsArray(cJSON_GetObjectItem(first, "bytes")));
         cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(first, "top_logprobs")), 3);
     }
+    cJSON_Delete(b);
+}
+
+/* A chat's chat_template_kwargs reach the model's template: a model folder
+ * of the tiny model's files whose template takes enable_thinking as
+ * Qwen3's does, served one chat with it off and one without. */
+Test(fields, chat_template_kwargs_reach_the_template_in_moerun_run)
+{
+    static const char *const files[] = {"config.json", "model.safetensors", "tokenizer.json"};
+    char from[4096], to[4096];
+    snprintf(to, sizeof to, "%s/thinking", t.dir);
+    cr_assert_eq(mkdir(to, 0777), 0);
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(from, sizeof from, "%s/%s", mr_test_tiny_model(), files[i]);
+        snprintf(to, sizeof to, "%s/thinking/%s", t.dir, files[i]);
+        cr_assert_eq(symlink(from, to), 0, "%s", to);
+    }
+    mr_test_writef(t.dir, "thinking/tokenizer_config.json",
+                   "{\"eos_token\": \"<|im_end|>\", \"chat_template\": \"{%% for m in messages "
+                   "%%}<|im_start|>{{ m.role }}\\n{{ m.content }}<|im_end|>\\n{%% endfor %%}"
+                   "<|im_start|>assistant\\n{%% if enable_thinking is defined and "
+                   "enable_thinking is false %%}<think>\\n\\n</think>\\n\\n{%% endif %%}\"}");
+    mr_test_writef(t.dir, "requests.jsonl",
+                   LINE("on", "chat/completions",
+                        "{\"messages\": [{\"role\": \"user\", \"content\": \"Soup?\"}]}")
+                   LINE("off", "chat/completions",
+                        "{\"messages\": [{\"role\": \"user\", \"content\": \"Soup?\"}], "
+                        "\"chat_template_kwargs\": {\"enable_thinking\": false}}"));
+    mr_test_writef(t.dir, "think.ini",
+                   "[job]\nname = think\n[model]\npath = thinking\n[input]\n"
+                   "files = requests.jsonl\n[generation]\nmax_tokens = 4\n");
+    cr_assert_eq(mr_test_moerun(t.dir, &t.out, &t.err, "run", "think.ini", NULL), 0, "%s%s",
+                 t.out, t.err);
+    cJSON *b = bodies_of("think");
+    int on = usage(b, "on", "prompt_tokens"), off = usage(b, "off", "prompt_tokens");
+    cr_assert_gt(off, on, "the empty think block adds tokens: %d with it, %d without", off, on);
     cJSON_Delete(b);
 }
 
