@@ -88,7 +88,19 @@ typedef struct {
      * backend makes the values, uniform between lo and hi from `seed`. */
     uint64_t seed;
     float lo, hi;
+    /* FP8 block-scaled (type MR_TENSOR_F8_BLOCKS): data holds the
+     * checkpoint's e4m3 values [rows][cols], scales its weight_scale_inv
+     * [ceil(rows/128)][ceil(cols/128)] (f32 or bf16), and bytes is the size
+     * of the packed rows mr_tensor_pack writes.  NULL otherwise. */
+    const void *scales;
+    mr_tensor_type scales_type;
 } mr_tensor;
+
+/* Whether t must be packed (mr_tensor_pack) before a backend takes it. */
+bool mr_tensor_packed(const mr_tensor *t);
+/* Writes t's t->bytes as the kernels take them into dst: FP8 rows as
+ * blocks of a scale and 128 values (kernels.h, MR_TENSOR_F8_BLOCKS). */
+void mr_tensor_pack(const mr_tensor *t, void *dst);
 
 /* Opens the folder's safetensors (single or sharded) and checks every
  * header: JSON well formed, dtypes known, offsets inside the file, sizes

@@ -57,6 +57,18 @@ static int make_synthetic(mr_model *m, const mr_tensor *t, mr_weight *out, char 
     return fill_synthetic(m, buf, t, err, errlen);
 }
 
+/* The bytes a backend takes for t: the mapping's, or FP8 rows packed into
+ * *tmp (malloc'd; the caller frees it once the backend has them). */
+static const void *host_bytes(const mr_tensor *t, void **tmp)
+{
+    *tmp = NULL;
+    if (!mr_tensor_packed(t))
+        return t->data;
+    if ((*tmp = malloc(t->bytes)))
+        mr_tensor_pack(t, *tmp);
+    return *tmp;
+}
+
 /* Fetch `name` (printf-style) with the given shape, mapped for the backend. */
 static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t d1,
                        const char *fmt, ...) __attribute__((format(printf, 6, 7)));
@@ -78,8 +90,15 @@ static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t
     out->type = t.type;
     if (!t.data)
         return make_synthetic(ld->m, &t, out, ld->err, ld->errlen);
-    rc = mr_engine_backend_status(ld->m->be, be->ops->map_weights(be, t.data, t.bytes, &out->data),
+    void *tmp;
+    const void *bytes = host_bytes(&t, &tmp);
+    if (!bytes) {
+        snprintf(ld->err, ld->errlen, "out of memory packing tensor %s", name);
+        return MR_ENGINE_ENOMEM;
+    }
+    rc = mr_engine_backend_status(ld->m->be, be->ops->map_weights(be, bytes, t.bytes, &out->data),
                                  ld->err, ld->errlen);
+    free(tmp);
     if (rc != MR_ENGINE_OK) {
         char why[256];
         snprintf(why, sizeof why, "%s", ld->err);
@@ -155,9 +174,17 @@ static int upload_expert(mr_model *m, const mr_layer *L, const mr_tensor t[3],
         return rc;
     }
     int rc = MR_KERNELS_OK;
-    for (int i = 0; rc == MR_KERNELS_OK && i < 3; i++)
-        rc = m->be->ops->upload(m->be, buf + (size_t)i * L->expert_tensor_bytes, t[i].data,
+    for (int i = 0; rc == MR_KERNELS_OK && i < 3; i++) {
+        void *tmp;
+        const void *bytes = host_bytes(&t[i], &tmp);
+        if (!bytes) {
+            snprintf(err, errlen, "out of memory packing an expert's weights");
+            return MR_ENGINE_ENOMEM;
+        }
+        rc = m->be->ops->upload(m->be, buf + (size_t)i * L->expert_tensor_bytes, bytes,
                                 t[i].bytes);
+        free(tmp);
+    }
     return mr_engine_backend_status(m->be, rc, err, errlen);
 }
 
@@ -186,10 +213,14 @@ static int load_experts(loader *ld, mr_layer *L, int i)
     if (rc != MR_ENGINE_OK)
         return rc;
     L->expert_type = t[0].type;
-    L->expert_tensor_bytes = t[0].bytes;
+    /* gate and up are [inter][hidden], down [hidden][inter]: the same bytes
+     * but for FP8 rows padded to whole blocks */
+    for (int k = 0; k < 3; k++)
+        if (t[k].bytes > L->expert_tensor_bytes)
+            L->expert_tensor_bytes = t[k].bytes;
     rc = mr_engine_backend_status(
-        m->be, m->be->ops->alloc(m->be, slots * 3 * t[0].bytes, &L->expert_store), ld->err,
-        ld->errlen);
+        m->be, m->be->ops->alloc(m->be, slots * 3 * L->expert_tensor_bytes, &L->expert_store),
+        ld->err, ld->errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
     for (size_t s = 0; rc == MR_ENGINE_OK && s < slots; s++) {
@@ -197,7 +228,8 @@ static int load_experts(loader *ld, mr_layer *L, int i)
         if (rc == MR_ENGINE_OK)
             rc = expert_fits_slot(L, i, phy2log[s], t, ld->err, ld->errlen);
         if (rc == MR_ENGINE_OK) {
-            unsigned char *buf = (unsigned char *)L->expert_store + s * 3 * t[0].bytes;
+            unsigned char *buf =
+                (unsigned char *)L->expert_store + s * 3 * L->expert_tensor_bytes;
             bind_slot(L, (int)s, buf);
             rc = upload_expert(m, L, t, buf, ld->err, ld->errlen);
         }

@@ -35,8 +35,9 @@
 
 static const mr_st_dtype dtypes[] = {
     {"F32", 4, true, MR_TENSOR_F32},      {"BF16", 2, true, MR_TENSOR_BF16},
-    {"F64", 8, false, MR_TENSOR_F32},     {"F16", 2, false, MR_TENSOR_F32},
-    {"F8_E4M3", 1, false, MR_TENSOR_F32}, {"F8_E5M2", 1, false, MR_TENSOR_F32},
+    {"F64", 8, false, MR_TENSOR_F32},     {"F16", 2, true, MR_TENSOR_F16},
+    /* with its weight_scale_inv beside it only (mr_weights_get) */
+    {"F8_E4M3", 1, true, MR_TENSOR_F8_BLOCKS}, {"F8_E5M2", 1, false, MR_TENSOR_F32},
     {"F8_E8M0", 1, false, MR_TENSOR_F32}, {"I64", 8, false, MR_TENSOR_F32},
     {"I32", 4, false, MR_TENSOR_F32},     {"I16", 2, false, MR_TENSOR_F32},
     {"I8", 1, false, MR_TENSOR_F32},      {"U64", 8, false, MR_TENSOR_F32},
@@ -585,6 +586,45 @@ static mr_tensor synthetic_tensor(const mr_weights *w, const char *name, int ndi
     return t;
 }
 
+/* An FP8 weight's scales: "NAME_scale_inv" beside it (DeepSeek-V3's and
+ * Qwen3-FP8's layout), one per 128 x 128 tile, f32 or bf16; the weight's
+ * value is e4m3 x scale (transformers' weight_dequant). */
+static int block_scales(const mr_weights *w, const char *name, mr_tensor *t, char *err,
+                        size_t errlen)
+{
+    char scale_name[512];
+    snprintf(scale_name, sizeof scale_name, "%s_scale_inv", name);
+    const st_tensor *s = find_tensor(w, scale_name);
+    int64_t want[2] = {(t->shape[0] + MR_F8_BLOCK - 1) / MR_F8_BLOCK,
+                       (t->shape[1] + MR_F8_BLOCK - 1) / MR_F8_BLOCK};
+    char have[SHAPE_TEXT], need[SHAPE_TEXT];
+    format_shape(need, sizeof need, 2, want);
+    if (t->ndim != 2) {
+        snprintf(err, errlen, "%s: tensor \"%.200s\" is F8_E4M3 with %d dimensions; moerun reads "
+                 "FP8 matrices only", t->file, name, t->ndim);
+        return MR_ENGINE_EINVAL;
+    }
+    if (!s) {
+        snprintf(err, errlen, "%s: tensor \"%.200s\" is F8_E4M3 without \"%.200s\": moerun reads "
+                 "FP8 weights with 128 x 128 block scales (weight_block_size [128, 128])",
+                 t->file, name, scale_name);
+        return MR_ENGINE_EINVAL;
+    }
+    format_shape(have, sizeof have, s->ndim, s->shape);
+    if (s->ndim != 2 || s->shape[0] != want[0] || s->shape[1] != want[1] ||
+        (s->dtype->type != MR_TENSOR_F32 && s->dtype->type != MR_TENSOR_BF16) ||
+        !s->dtype->supported) {
+        snprintf(err, errlen, "%s: \"%.200s\" is %s %s; the scales of 128 x 128 tiles of "
+                 "\"%.200s\" are F32 or BF16 %s", w->files[s->file].path, scale_name,
+                 s->dtype->name, have, name, need);
+        return MR_ENGINE_EINVAL;
+    }
+    t->scales = w->files[s->file].map + w->files[s->file].data_start + s->begin;
+    t->scales_type = s->dtype->type;
+    t->bytes = (size_t)t->shape[0] * mr_tensor_row_bytes(MR_TENSOR_F8_BLOCKS, (int)t->shape[1]);
+    return MR_ENGINE_OK;
+}
+
 int mr_weights_get(const mr_weights *w, const char *name, int ndim, const int64_t *shape,
                    mr_tensor *out, char *err, size_t errlen)
 {
@@ -601,8 +641,8 @@ int mr_weights_get(const mr_weights *w, const char *name, int ndim, const int64_
     const unsigned char *data = f->map + f->data_start + t->begin;
     char have[SHAPE_TEXT], want[SHAPE_TEXT];
     if (!t->dtype->supported) {
-        snprintf(err, errlen, "%s: tensor \"%.200s\" has unsupported dtype %s (moerun reads BF16 "
-                              "and F32)",
+        snprintf(err, errlen, "%s: tensor \"%.200s\" has unsupported dtype %s (moerun reads BF16, "
+                              "F16, F32, and F8_E4M3 with 128 x 128 block scales)",
                  f->path, name, t->dtype->name);
     } else if (ndim != t->ndim || (ndim > 0 && memcmp(shape, t->shape, (size_t)ndim * sizeof *shape) != 0)) {
         format_shape(have, sizeof have, t->ndim, t->shape);
@@ -622,7 +662,38 @@ int mr_weights_get(const mr_weights *w, const char *name, int ndim, const int64_
                            .bytes = (size_t)(t->end - t->begin),
                            .file = f->path};
         memcpy(out->shape, t->shape, sizeof t->shape);
-        return MR_ENGINE_OK;
+        return t->dtype->type == MR_TENSOR_F8_BLOCKS ? block_scales(w, name, out, err, errlen)
+                                                      : MR_ENGINE_OK;
     }
     return MR_ENGINE_EINVAL;
+}
+
+bool mr_tensor_packed(const mr_tensor *t)
+{
+    return t->scales != NULL;
+}
+
+void mr_tensor_pack(const mr_tensor *t, void *dst)
+{
+    int64_t rows = t->shape[0], cols = t->shape[1];
+    int64_t blocks = (cols + MR_F8_BLOCK - 1) / MR_F8_BLOCK;
+    const unsigned char *values = t->data;
+    unsigned char *out = dst;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t b = 0; b < blocks; b++, out += MR_F8_BLOCK_BYTES) {
+            size_t at = (size_t)(r / MR_F8_BLOCK * blocks + b);
+            /* the scales may sit at any offset of the file: memcpy */
+            float scale;
+            if (t->scales_type == MR_TENSOR_BF16) {
+                uint16_t half;
+                memcpy(&half, (const uint16_t *)t->scales + at, sizeof half);
+                scale = mr_bf16_to_f32(half);
+            } else {
+                memcpy(&scale, (const float *)t->scales + at, sizeof scale);
+            }
+            memcpy(out, &scale, sizeof scale);
+            int64_t n = cols - b * MR_F8_BLOCK < MR_F8_BLOCK ? cols - b * MR_F8_BLOCK : MR_F8_BLOCK;
+            memcpy(out + 4, values + r * cols + b * MR_F8_BLOCK, (size_t)n);
+            memset(out + 4 + n, 0, (size_t)(MR_F8_BLOCK - n));
+        }
 }

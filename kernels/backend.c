@@ -13,7 +13,16 @@
 
 const char *mr_tensor_type_name(mr_tensor_type type)
 {
-    return type == MR_TENSOR_BF16 ? "bf16" : "f32";
+    switch (type) {
+    case MR_TENSOR_BF16:
+        return "bf16";
+    case MR_TENSOR_F16:
+        return "f16";
+    case MR_TENSOR_F8_BLOCKS:
+        return "fp8-e4m3 (blocks of 128)";
+    default:
+        return "f32";
+    }
 }
 
 float mr_bf16_to_f32(uint16_t h)

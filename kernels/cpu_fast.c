@@ -63,7 +63,7 @@ MR_AVX512 static void rmsnorm_row(float *out, const float *x, const void *w, mr_
 static int fast_rmsnorm(mr_backend *be, float *out, const float *x, const void *w,
                         mr_tensor_type type, int rows, int dim, float eps)
 {
-    if (!mr_fast_avx512(be) && !mr_fast_avx2(be))
+    if ((!mr_fast_avx512(be) && !mr_fast_avx2(be)) || !mr_fast_type(type))
         return mr_exact_rmsnorm(be, out, x, w, type, rows, dim, eps);
     int rc = mr_kernels_check_rows(be, "rmsnorm", rows, dim);
     if (rc != MR_KERNELS_OK)

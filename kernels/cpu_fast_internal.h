@@ -39,6 +39,14 @@ static inline bool mr_fast_avx2(const mr_backend *be)
     return ((const mr_cpu_fast *)be->impl)->avx2;
 }
 
+/* The weight types the vector kernels load: f32 and bf16.  f16 and FP8
+ * blocks run the exact loops (exact.h), the same bits, slower: vector
+ * loads for them are still to be written and measured. */
+static inline bool mr_fast_type(mr_tensor_type type)
+{
+    return type == MR_TENSOR_F32 || type == MR_TENSOR_BF16;
+}
+
 /* AVX2 and FMA, whether or not AVX-512 is there too: every AVX-512 CPU has
  * them, so cpu_avx2.c's kernels serve it where the AVX-512 ones do not. */
 static inline bool mr_fast_has_avx2(const mr_backend *be)

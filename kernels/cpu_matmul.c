@@ -153,7 +153,7 @@ int mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, mr
                    int rows, int out_dim, int in_dim)
 {
     tile_fn *run_tile = tile_of(be);
-    if (!run_tile)
+    if (!run_tile || !mr_fast_type(type))
         return mr_exact_matmul(be, out, x, w, type, rows, out_dim, in_dim);
     int rc = mr_kernels_check_matmul(be, rows, out_dim, in_dim);
     if (rc != MR_KERNELS_OK)
@@ -191,6 +191,8 @@ int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expe
     int rc = mr_kernels_check_groups(be, g);
     if (rc != MR_KERNELS_OK)
         return rc;
+    if (!mr_fast_type(g->type))
+        return mr_exact_expert_ffn(be, out, x, g);
     int rows = g->offsets[g->groups], hidden = g->hidden, inter = g->inter;
     size_t h_len = (size_t)rows * (size_t)inter;
     mr_cpu_fast *fast = be->impl;

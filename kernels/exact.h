@@ -41,17 +41,56 @@ MR_EXACT_FN float mr_exact_bits_to_f32(uint32_t bits)
     return f;
 }
 
-/* A weight's value: bf16 widens exactly, its bits the top half of an f32. */
+MR_EXACT_FN uint32_t mr_exact_f32_bits(float f)
+{
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    return bits;
+}
+
+/* IEEE half to f32, exactly (every half is an f32). */
+MR_EXACT_FN float mr_exact_f16(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    if (exp == 0) /* zero or subnormal: man x 2^-24 */
+        return mr_exact_bits_to_f32(sign | mr_exact_f32_bits((float)man * 0x1p-24f));
+    if (exp == 31) /* infinity or NaN */
+        return mr_exact_bits_to_f32(sign | 0x7f800000u | (man << 13));
+    return mr_exact_bits_to_f32(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+/* FP8 e4m3 ("fn": bias 7, no infinities, S.1111.111 is NaN) to f32, exactly. */
+MR_EXACT_FN float mr_exact_e4m3(uint8_t b)
+{
+    uint32_t sign = (uint32_t)(b & 0x80u) << 24, exp = (b >> 3) & 0xfu, man = b & 0x7u;
+    if (exp == 15 && man == 7)
+        return mr_exact_bits_to_f32(sign | 0x7fc00000u);
+    if (exp == 0) /* zero or subnormal: man x 2^-9 */
+        return mr_exact_bits_to_f32(sign | mr_exact_f32_bits((float)man * 0x1p-9f));
+    return mr_exact_bits_to_f32(sign | ((exp + 120u) << 23) | (man << 20));
+}
+
+/* A weight's value: bf16 and f16 widen exactly; an FP8 value is its e4m3
+ * number times its block's scale, rounded once to f32. */
 MR_EXACT_FN float mr_exact_weight(const void *w, mr_tensor_type type, size_t i)
 {
-    return type == MR_TENSOR_BF16 ? mr_exact_bits_to_f32((uint32_t)((const uint16_t *)w)[i] << 16)
-                                  : ((const float *)w)[i];
+    if (type == MR_TENSOR_BF16)
+        return mr_exact_bits_to_f32((uint32_t)((const uint16_t *)w)[i] << 16);
+    if (type == MR_TENSOR_F16)
+        return mr_exact_f16(((const uint16_t *)w)[i]);
+    if (type == MR_TENSOR_F8_BLOCKS) {
+        const unsigned char *block = (const unsigned char *)w + i / MR_F8_BLOCK * MR_F8_BLOCK_BYTES;
+        float scale;
+        memcpy(&scale, block, sizeof scale);
+        return mr_exact_e4m3(block[4 + i % MR_F8_BLOCK]) * scale;
+    }
+    return ((const float *)w)[i];
 }
 
 MR_EXACT_FN const void *mr_exact_weight_row(const void *w, mr_tensor_type type, size_t row,
                                             int cols)
 {
-    return (const char *)w + row * (size_t)cols * mr_tensor_type_size(type);
+    return (const char *)w + row * mr_tensor_row_bytes(type, cols);
 }
 
 /* Sixteen lanes to one: halves (l + l+8), quarters (l + l+4), pairs
@@ -77,13 +116,6 @@ MR_EXACT_FN float mr_exact_dot(const float *x, const void *w, mr_tensor_type typ
         acc[k % MR_EXACT_LANES] = fmaf(x[k], mr_exact_weight(w, type, (size_t)k),
                                        acc[k % MR_EXACT_LANES]);
     return mr_exact_reduce16(acc);
-}
-
-MR_EXACT_FN uint32_t mr_exact_f32_bits(float f)
-{
-    uint32_t bits;
-    memcpy(&bits, &f, sizeof bits);
-    return bits;
 }
 
 /* f32 to bf16, rounded to nearest even; a NaN stays a NaN (truncating

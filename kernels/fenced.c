@@ -163,7 +163,7 @@ static size_t floats(size_t rows, int dim)
 
 static size_t weight_bytes(mr_tensor_type type, int out_dim, int in_dim)
 {
-    return count(out_dim) * count(in_dim) * mr_tensor_type_size(type);
+    return count(out_dim) * mr_tensor_row_bytes(type, in_dim);
 }
 
 /* ---- Memory ---- */

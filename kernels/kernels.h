@@ -7,8 +7,10 @@
  *
  * Conventions every backend keeps:
  *  - Activations are f32, row-major, one row per token.
- *  - Weights stay in the checkpoint's type (f32 or bf16) and in the Hugging
- *    Face Linear layout [out_features][in_features]: out = x · Wᵀ.
+ *  - Weights stay in the checkpoint's type (f32, bf16, f16, or FP8 e4m3 with
+ *    block scales) and in the Hugging Face Linear layout
+ *    [out_features][in_features]: out = x · Wᵀ.  FP8 rows are repacked at
+ *    load into blocks of their scale and 128 values (MR_TENSOR_F8_BLOCKS).
  *  - Batch invariance: an output row depends only on that row's inputs,
  *    never on how many rows the call has or where the row sits.  Every
  *    reduction runs in one fixed order whatever the tiling or the thread
@@ -50,12 +52,35 @@ extern "C" {
 #define MR_KERNELS_INLINE static inline
 #endif
 
-typedef enum { MR_TENSOR_F32, MR_TENSOR_BF16 } mr_tensor_type;
+typedef enum {
+    MR_TENSOR_F32,
+    MR_TENSOR_BF16,
+    MR_TENSOR_F16,
+    /* FP8 e4m3 (OCP "fn": no infinities) in blocks along a row, each an f32
+     * scale and then MR_F8_BLOCK values, the last block padded: a value is
+     * its e4m3 number times its block's scale.  Block-scaled checkpoints
+     * (weight_scale_inv over 128 x 128 tiles) are repacked into it at load,
+     * so a row carries its scales and kernels need no second pointer. */
+    MR_TENSOR_F8_BLOCKS
+} mr_tensor_type;
 
-/* Inline: kernels call it per weight row and per prefetch in hot loops. */
+#define MR_F8_BLOCK 128
+#define MR_F8_BLOCK_BYTES (4 + MR_F8_BLOCK)
+
+/* Bytes of one element of a type with whole-byte elements (for FP8
+ * blocks: of a value alone; use mr_tensor_row_bytes for their rows).
+ * Inline: kernels call it per weight row and per prefetch in hot loops. */
 MR_KERNELS_INLINE size_t mr_tensor_type_size(mr_tensor_type type)
 {
-    return type == MR_TENSOR_BF16 ? 2 : 4;
+    return type == MR_TENSOR_F8_BLOCKS ? 1 : type == MR_TENSOR_F32 ? 4 : 2;
+}
+
+/* Bytes of a row of `cols` values of `type`, scales included. */
+MR_KERNELS_INLINE size_t mr_tensor_row_bytes(mr_tensor_type type, int cols)
+{
+    if (type == MR_TENSOR_F8_BLOCKS)
+        return (size_t)((cols + MR_F8_BLOCK - 1) / MR_F8_BLOCK) * MR_F8_BLOCK_BYTES;
+    return (size_t)cols * mr_tensor_type_size(type);
 }
 
 const char *mr_tensor_type_name(mr_tensor_type type);

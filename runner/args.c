@@ -47,6 +47,7 @@ int mr_runner_parse_args(int argc, char **argv, unsigned allowed, const char *op
         {"decode", no_argument, NULL, MR_OPT_DECODE},
         {"force-new", no_argument, NULL, MR_OPT_FORCE_NEW},
         {"max-restarts", required_argument, NULL, MR_OPT_MAX_RESTARTS},
+        {"dtype", required_argument, NULL, MR_OPT_DTYPE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -78,6 +79,8 @@ int mr_runner_parse_args(int argc, char **argv, unsigned allowed, const char *op
             args->preset = optarg;
         if (c == MR_OPT_SEED)
             args->seed = optarg;
+        if (c == MR_OPT_DTYPE)
+            args->dtype = optarg;
     }
     if (optind == argc && (allowed & MR_ARGS_OPERAND_OPTIONAL))
         return -1;

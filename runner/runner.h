@@ -63,7 +63,8 @@ enum {
     /* Not an option: the command runs without an operand too. */
     MR_ARGS_OPERAND_OPTIONAL = 0x4000,
     MR_OPT_FORCE_NEW = 0x8000,
-    MR_OPT_MAX_RESTARTS = 0x10000
+    MR_OPT_MAX_RESTARTS = 0x10000,
+    MR_OPT_DTYPE = 0x20000
 };
 
 typedef struct {
@@ -71,7 +72,7 @@ typedef struct {
     mr_job_override *overrides;
     size_t n_overrides;
     bool print, json, decode, force_new;
-    const char *preset, *seed, *max_restarts; /* as given; the command checks them */
+    const char *preset, *seed, *max_restarts, *dtype; /* as given; the command checks them */
 } mr_runner_args;
 
 /* Parse `COMMAND [options] OPERAND`.  Returns -1 when the command should go

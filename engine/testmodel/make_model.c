@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "engine/testmodel/corpus.h"
+#include "engine/testmodel/quantize.h"
 #include "engine/grow.h"
 #include "engine/testmodel/testmodel.h"
 
@@ -367,6 +368,31 @@ static int add_layer(tensor_list *l, const routing *rt, int i)
     return 0;
 }
 
+/* The weights in the checkpoint dtype asked for: bf16 as made, every
+ * tensor f16, or the projections FP8 with their tile scales. */
+static int convert_weights(tensor_list *l, mr_tensor_type dtype)
+{
+    if (dtype == MR_TENSOR_F16)
+        for (size_t i = 0; i < l->count; i++)
+            mr_quantize_f16(&l->specs[i]);
+    if (dtype != MR_TENSOR_F8_BLOCKS)
+        return 0;
+    size_t n = l->count;
+    for (size_t i = 0; i < n; i++) {
+        if (!mr_quantize_fp8_wanted(&l->specs[i]))
+            continue;
+        mr_tensor_spec values, scales;
+        if (!mr_grow((void **)&l->specs, &l->cap, l->count + 1, sizeof *l->specs) ||
+            mr_quantize_fp8(&l->specs[i], &values, &scales) != 0)
+            return -1;
+        free((void *)l->specs[i].name);
+        free((void *)l->specs[i].data);
+        l->specs[i] = values;
+        l->specs[l->count++] = scales;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------------
  * Files
  * ------------------------------------------------------------------------ */
@@ -426,7 +452,27 @@ static cJSON *mixtral_config_json(const preset_shape *p, int eos)
     return c;
 }
 
-static cJSON *config_json(const preset_shape *p, int eos)
+static cJSON *family_config_json(const preset_shape *p, int eos);
+
+/* config.json with the dtype: torch_dtype, and FP8's quantization_config
+ * as block-scaled checkpoints carry it. */
+static cJSON *config_json(const preset_shape *p, int eos, mr_tensor_type dtype)
+{
+    cJSON *c = family_config_json(p, eos);
+    if (dtype == MR_TENSOR_F16)
+        cJSON_ReplaceItemInObject(c, "torch_dtype", cJSON_CreateString("float16"));
+    if (dtype == MR_TENSOR_F8_BLOCKS) {
+        cJSON *q = cJSON_AddObjectToObject(c, "quantization_config");
+        const int block[2] = {128, 128};
+        cJSON_AddStringToObject(q, "quant_method", "fp8");
+        cJSON_AddStringToObject(q, "fmt", "e4m3");
+        cJSON_AddStringToObject(q, "activation_scheme", "dynamic");
+        cJSON_AddItemToObject(q, "weight_block_size", cJSON_CreateIntArray(block, 2));
+    }
+    return c;
+}
+
+static cJSON *family_config_json(const preset_shape *p, int eos)
 {
     if (p->family == MR_FAMILY_MIXTRAL)
         return mixtral_config_json(p, eos);
@@ -530,11 +576,15 @@ const char *mr_make_model_preset_name(mr_model_preset preset)
     return (int)preset >= 0 && preset <= MR_PRESET_MIXTRAL_TINY ? presets[preset].name : NULL;
 }
 
-int mr_make_model(const char *dir, mr_model_preset preset, uint64_t seed, char *err,
-                  size_t errlen)
+int mr_make_model(const char *dir, mr_model_preset preset, uint64_t seed, mr_tensor_type dtype,
+                  char *err, size_t errlen)
 {
     if ((int)preset < 0 || preset > MR_PRESET_MIXTRAL_TINY) {
         snprintf(err, errlen, "unknown model preset %d", (int)preset);
+        return MR_ENGINE_EINVAL;
+    }
+    if (dtype == MR_TENSOR_F32) {
+        snprintf(err, errlen, "make-model writes bf16, f16 or fp8 weights");
         return MR_ENGINE_EINVAL;
     }
     if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
@@ -559,15 +609,15 @@ int mr_make_model(const char *dir, mr_model_preset preset, uint64_t seed, char *
     bool ok = rt.directions && classify_tokens(&rt, tok) == 0;
     if (ok) {
         make_directions(&rt, seed);
-        ok = build_weights(&tensors, &rt) == 0;
+        ok = build_weights(&tensors, &rt) == 0 && convert_weights(&tensors, dtype) == 0;
     }
     if (!ok) {
         snprintf(err, errlen, "out of memory building the %s model", p->name);
         rc = MR_ENGINE_ENOMEM;
     }
     if (rc == MR_ENGINE_OK)
-        rc = write_json(dir, "config.json", config_json(p, mr_tokenizer_find(tok, "<|im_end|>")),
-                        err, errlen);
+        rc = write_json(dir, "config.json",
+                        config_json(p, mr_tokenizer_find(tok, "<|im_end|>"), dtype), err, errlen);
     if (rc == MR_ENGINE_OK) {
         char path[4096];
         snprintf(path, sizeof path, "%s/model.safetensors", dir);

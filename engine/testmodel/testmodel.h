@@ -19,11 +19,12 @@ typedef enum { MR_PRESET_TINY, MR_PRESET_SMALL, MR_PRESET_MIXTRAL_TINY } mr_mode
 const char *mr_make_model_preset_name(mr_model_preset preset);
 
 /* Writes a random-initialised Qwen3-MoE (or Mixtral) model in the Hugging Face layout
- * into `dir`: config.json, model.safetensors (bf16), tokenizer.json,
+ * into `dir`: config.json, model.safetensors (bf16; or f16; or FP8 e4m3
+ * projections with 128 x 128 tile scales, MR_TENSOR_F8_BLOCKS), tokenizer.json,
  * tokenizer_config.json.  Expert popularity is skewed and depends on the
  * topic of the text, as in trained MoE models. */
-int mr_make_model(const char *dir, mr_model_preset preset, uint64_t seed, char *err,
-                  size_t errlen);
+int mr_make_model(const char *dir, mr_model_preset preset, uint64_t seed, mr_tensor_type dtype,
+                  char *err, size_t errlen);
 
 /* Writes one safetensors file (for make-model and tests); the header's
  * "__metadata__" carries the format transformers asks for. */

@@ -43,22 +43,47 @@ def read_safetensors(path):
             values = np.frombuffer(raw, dtype="<f4")
         elif info["dtype"] == "F16":
             values = np.frombuffer(raw, dtype="<f2")
+        elif info["dtype"] == "F8_E4M3":
+            values = e4m3(np.frombuffer(raw, dtype=np.uint8))
         else:
             sys.exit("%s: %s has dtype %s" % (path, name, info["dtype"]))
         tensors[name] = values.astype(np.float64).reshape(info["shape"])
     return tensors
 
 
+def e4m3(codes):
+    """FP8 e4m3 ("fn": bias 7, no infinities, 0x7f/0xff NaN) as float64."""
+    sign = np.where(codes & 0x80, -1.0, 1.0)
+    exp = (codes >> 3) & 0xF
+    man = (codes & 0x7).astype(np.float64)
+    normal = (1.0 + man / 8.0) * np.exp2(exp.astype(np.float64) - 7.0)
+    subnormal = man / 8.0 * 2.0 ** -6
+    values = sign * np.where(exp == 0, subnormal, normal)
+    return np.where((exp == 15) & (codes & 0x7 == 7), np.nan, values).astype(np.float32)
+
+
+def dequantise(weights, block=128):
+    """FP8 block-scaled weights (DeepSeek-V3's and Qwen3-FP8's layout):
+    W = e4m3 x weight_scale_inv of its 128 x 128 tile."""
+    for name in [n for n in weights if n.endswith("_scale_inv")]:
+        scales = weights.pop(name)
+        target = name[:-len("_scale_inv")]
+        w = weights[target]
+        tiles = np.repeat(np.repeat(scales, block, axis=0), block, axis=1)
+        weights[target] = w * tiles[:w.shape[0], :w.shape[1]]
+    return weights
+
+
 def read_weights(model_dir):
     index = os.path.join(model_dir, "model.safetensors.index.json")
     if not os.path.exists(index):
-        return read_safetensors(os.path.join(model_dir, "model.safetensors"))
+        return dequantise(read_safetensors(os.path.join(model_dir, "model.safetensors")))
     with open(index) as f:
         files = sorted(set(json.load(f)["weight_map"].values()))
     weights = {}
     for name in files:
         weights.update(read_safetensors(os.path.join(model_dir, name)))
-    return weights
+    return dequantise(weights)
 
 
 def rms_norm(x, weight, eps):

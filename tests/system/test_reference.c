@@ -128,9 +128,25 @@ Test(reference, mixtral_matches_the_numpy_reference_on_cpu_and_ref)
 {
     char err[1024], *model_dir = NULL;
     cr_assert(asprintf(&model_dir, "%s/mixtral", dir) > 0);
-    cr_assert_eq(mr_make_model(model_dir, MR_PRESET_MIXTRAL_TINY, 0, err, sizeof err),
+    cr_assert_eq(mr_make_model(model_dir, MR_PRESET_MIXTRAL_TINY, 0, MR_TENSOR_BF16, err, sizeof err),
                  MR_ENGINE_OK, "%s", err);
     check_backend(model_dir, "cpu");
     check_backend(model_dir, "ref");
     free(model_dir);
+}
+
+/* Checkpoints in f16, and with FP8 projections and their tile scales
+ * (make-model --dtype): the reference dequantises the same files. */
+Test(reference, f16_and_fp8_checkpoints_match_the_numpy_reference)
+{
+    static const mr_tensor_type dtypes[] = {MR_TENSOR_F16, MR_TENSOR_F8_BLOCKS};
+    for (size_t i = 0; i < 2; i++) {
+        char err[1024], *model_dir = NULL;
+        cr_assert(asprintf(&model_dir, "%s/dtype%zu", dir, i) > 0);
+        cr_assert_eq(mr_make_model(model_dir, MR_PRESET_TINY, 0, dtypes[i], err, sizeof err),
+                     MR_ENGINE_OK, "%s", err);
+        check_backend(model_dir, "cpu");
+        check_backend(model_dir, "ref");
+        free(model_dir);
+    }
 }

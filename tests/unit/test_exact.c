@@ -255,3 +255,73 @@ Test(exact, cuda_without_a_gpu_is_refused_and_auto_falls_back)
     cr_assert(strstr(mr_backend_names(), MR_HAVE_CUDA ? "cuda" : "exact"), "%s",
               mr_backend_names());
 }
+
+/* The decoders of f16 and FP8 e4m3 on the values that pin their formats:
+ * one, the smallest subnormal, the first normal, the largest, signs, NaN. */
+Test(exact, f16_and_e4m3_widen_exactly)
+{
+    cr_assert_eq(mr_exact_f16(0x3c00), 1.0f);
+    cr_assert_eq(mr_exact_f16(0xc000), -2.0f);
+    cr_assert_eq(mr_exact_f16(0x0001), 0x1p-24f);
+    cr_assert_eq(mr_exact_f16(0x0400), 0x1p-14f);
+    cr_assert_eq(mr_exact_f16(0x7bff), 65504.0f);
+    cr_assert(isinf(mr_exact_f16(0xfc00)) && mr_exact_f16(0xfc00) < 0);
+    cr_assert(isnan(mr_exact_f16(0x7e00)));
+    cr_assert_eq(mr_exact_e4m3(0x38), 1.0f);
+    cr_assert_eq(mr_exact_e4m3(0xb8), -1.0f);
+    cr_assert_eq(mr_exact_e4m3(0x01), 0x1p-9f);
+    cr_assert_eq(mr_exact_e4m3(0x08), 0x1p-6f);
+    cr_assert_eq(mr_exact_e4m3(0x7e), 448.0f);
+    cr_assert_eq(mr_exact_e4m3(0x3d), 1.625f);
+    cr_assert(isnan(mr_exact_e4m3(0x7f)) && isnan(mr_exact_e4m3(0xff)));
+}
+
+/* A matmul over f16 or FP8-block weights is, bit for bit, the matmul over
+ * f32 weights holding the values they decode to (e4m3 x scale, rounded to
+ * f32 once), on cpu (its ISAs) and ref's dispatch alike: the layout of
+ * blocks, their scales and a padded last block are read where they are. */
+Test(exact, f16_and_fp8_blocks_are_the_values_they_decode_to)
+{
+    const int out_dim = 5, in_dim = 300, rows = 3; /* 3 blocks a row, the last of 44 */
+    size_t row_bytes = mr_tensor_row_bytes(MR_TENSOR_F8_BLOCKS, in_dim);
+    cr_assert_eq(row_bytes, 3 * MR_F8_BLOCK_BYTES);
+    unsigned char *f8 = calloc((size_t)out_dim, row_bytes);
+    uint16_t *f16 = malloc((size_t)out_dim * in_dim * sizeof *f16);
+    float *wide8 = malloc((size_t)out_dim * in_dim * sizeof *wide8);
+    float *wide16 = malloc((size_t)out_dim * in_dim * sizeof *wide16);
+    uint64_t state = 12345;
+    for (int r = 0; r < out_dim; r++) {
+        for (int b = 0; b < 3; b++) {
+            float scale = 0.001f * (float)(1 + r + 7 * b);
+            memcpy(f8 + (size_t)r * row_bytes + (size_t)b * MR_F8_BLOCK_BYTES, &scale, 4);
+        }
+        for (int k = 0; k < in_dim; k++) {
+            state = state * 6364136223846793005ull + 1442695040888963407ull;
+            unsigned char code = (unsigned char)(state >> 56);
+            if ((code & 0x7f) == 0x7f)
+                code ^= 1; /* not NaN */
+            f8[(size_t)r * row_bytes + (size_t)(k / MR_F8_BLOCK) * MR_F8_BLOCK_BYTES + 4 +
+               (size_t)(k % MR_F8_BLOCK)] = code;
+            f16[(size_t)r * in_dim + k] = (uint16_t)((state >> 40) & 0x3bff); /* finite, < 1 */
+        }
+    }
+    for (int r = 0; r < out_dim; r++)
+        for (int k = 0; k < in_dim; k++) {
+            const void *row8 = mr_exact_weight_row(f8, MR_TENSOR_F8_BLOCKS, (size_t)r, in_dim);
+            wide8[(size_t)r * in_dim + k] = mr_exact_weight(row8, MR_TENSOR_F8_BLOCKS, (size_t)k);
+            wide16[(size_t)r * in_dim + k] = mr_exact_f16(f16[(size_t)r * in_dim + k]);
+        }
+    float *x = mr_test_random_floats((size_t)rows * in_dim, 2.0f);
+    float a[15], b[15];
+    for (size_t isa = 0; isa < COUNT(ISAS); isa++) {
+        mr_backend *cpu = cpu_on(ISAS[isa]);
+        cr_assert_eq(cpu->ops->matmul(cpu, a, x, f8, MR_TENSOR_F8_BLOCKS, rows, out_dim, in_dim), 0);
+        cr_assert_eq(cpu->ops->matmul(cpu, b, x, wide8, MR_TENSOR_F32, rows, out_dim, in_dim), 0);
+        assert_same(a, b, 15, "fp8 matmul");
+        cr_assert_eq(cpu->ops->matmul(cpu, a, x, f16, MR_TENSOR_F16, rows, out_dim, in_dim), 0);
+        cr_assert_eq(cpu->ops->matmul(cpu, b, x, wide16, MR_TENSOR_F32, rows, out_dim, in_dim), 0);
+        assert_same(a, b, 15, "f16 matmul");
+        mr_backend_free(cpu);
+    }
+    free(f8), free(f16), free(wide8), free(wide16), free(x);
+}
