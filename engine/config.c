@@ -385,6 +385,36 @@ static void read_mixtral(reader *r, mr_model_config *cfg)
     }
 }
 
+/* quantization_config: moerun runs FP8 e4m3 with 128 x 128 block scales
+ * (DeepSeek-V3's, Qwen3-FP8's); any other method would load as wrong
+ * numbers, so it is refused by name. */
+static void read_quantization(reader *r)
+{
+    const cJSON *q = field(r->root, "quantization_config");
+    if (!q || r->failed)
+        return;
+    const cJSON *method = field(q, "quant_method"), *block = field(q, "weight_block_size");
+    const cJSON *fmt = field(q, "fmt");
+    if (!cJSON_IsString(method) || strcmp(method->valuestring, "fp8") != 0) {
+        fail(r, "quantization_config.quant_method \"%.32s\" is not supported; moerun runs bf16, "
+                "f16, f32 and FP8 (quant_method \"fp8\", e4m3, weight_block_size [128, 128]) "
+                "checkpoints",
+             cJSON_IsString(method) ? method->valuestring : "(none)");
+        return;
+    }
+    if (fmt && !(cJSON_IsString(fmt) && !strcmp(fmt->valuestring, "e4m3"))) {
+        fail(r, "quantization_config.fmt must be \"e4m3\" (moerun reads FP8 e4m3 weights)");
+        return;
+    }
+    if (!cJSON_IsArray(block) || cJSON_GetArraySize(block) != 2 ||
+        !cJSON_IsNumber(cJSON_GetArrayItem(block, 0)) ||
+        cJSON_GetArrayItem(block, 0)->valuedouble != 128 ||
+        !cJSON_IsNumber(cJSON_GetArrayItem(block, 1)) ||
+        cJSON_GetArrayItem(block, 1)->valuedouble != 128)
+        fail(r, "quantization_config.weight_block_size must be [128, 128]: moerun reads FP8 "
+                "weights with a scale per 128 x 128 tile");
+}
+
 static void read_config(reader *r, mr_model_config *cfg)
 {
     const family_info *f = read_architecture(r, cfg);
@@ -411,6 +441,7 @@ static void read_config(reader *r, mr_model_config *cfg)
         optional_int(r, "max_position_embeddings", 1, f->max_positions);
     if (mixtral)
         read_mixtral(r, cfg);
+    read_quantization(r);
     cfg->bos_token_id = token_id(r, "bos_token_id");
     cfg->eos_token_id = token_id(r, "eos_token_id");
     check_consistency(r, cfg);

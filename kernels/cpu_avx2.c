@@ -15,6 +15,7 @@
  */
 #include <immintrin.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,10 +24,36 @@
 #define AVX2 __attribute__((target("avx2,fma")))
 #define AVX2_INLINE AVX2 __attribute__((always_inline)) static inline
 
-/* Lanes [k, k + n) of a weight row as f32, n <= 8, the rest 0. */
+/* Every e4m3 code's value (exact.h's decoder), for gathers. */
+static float e4m3_values[256];
+static pthread_once_t e4m3_once = PTHREAD_ONCE_INIT;
+
+static void fill_e4m3_values(void)
+{
+    for (int i = 0; i < 256; i++)
+        e4m3_values[i] = mr_exact_e4m3((uint8_t)i);
+}
+
+void mr_avx2_init(void)
+{
+    pthread_once(&e4m3_once, fill_e4m3_values);
+}
+
+/* Lanes [k, k + n) of a weight row as f32, n <= 8, the rest 0.  An FP8
+ * value is its code's value times its block's scale, one rounding, as in
+ * exact.h; k steps by 16, so 8 lanes never straddle a block of 128. */
 AVX2_INLINE __m256 load8(const void *row, mr_tensor_type type, int k, int n)
 {
     if (n >= 8) {
+        if (type == MR_TENSOR_F8_BLOCKS) {
+            const unsigned char *block =
+                (const unsigned char *)row + (size_t)(k / MR_F8_BLOCK) * MR_F8_BLOCK_BYTES;
+            float scale;
+            memcpy(&scale, block, sizeof scale);
+            __m128i codes = _mm_loadl_epi64((const __m128i *)(block + 4 + k % MR_F8_BLOCK));
+            __m256 v = _mm256_i32gather_ps(e4m3_values, _mm256_cvtepu8_epi32(codes), 4);
+            return _mm256_mul_ps(v, _mm256_set1_ps(scale));
+        }
         if (type == MR_TENSOR_BF16) {
             __m128i half = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + k));
             return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
@@ -93,7 +120,11 @@ AVX2 void mr_avx2_tile(float out[16], const float *const *x, const void *const *
                        mr_tensor_type type, int k_len)
 {
     /* One instance per height and type, each fully unrolled. */
-    if (type == MR_TENSOR_BF16)
+    if (type == MR_TENSOR_F8_BLOCKS)
+        rows == 4   ? tile_rows(out, x, w, 4, MR_TENSOR_F8_BLOCKS, k_len)
+        : rows == 2 ? tile_rows(out, x, w, 2, MR_TENSOR_F8_BLOCKS, k_len)
+                    : tile_rows(out, x, w, 1, MR_TENSOR_F8_BLOCKS, k_len);
+    else if (type == MR_TENSOR_BF16)
         rows == 4   ? tile_rows(out, x, w, 4, MR_TENSOR_BF16, k_len)
         : rows == 2 ? tile_rows(out, x, w, 2, MR_TENSOR_BF16, k_len)
                     : tile_rows(out, x, w, 1, MR_TENSOR_BF16, k_len);

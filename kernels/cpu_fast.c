@@ -32,6 +32,8 @@ int mr_cpu_fast_init(mr_backend *be, char *err, size_t errlen)
     if (isa && strcmp(isa, "ref") == 0)
         avx2 = false;
     fast->avx2 = !fast->avx512 && avx2;
+    if (fast->avx2 || fast->avx512)
+        mr_avx2_init();
     be->impl = fast;
     return 0;
 }
@@ -63,7 +65,8 @@ MR_AVX512 static void rmsnorm_row(float *out, const float *x, const void *w, mr_
 static int fast_rmsnorm(mr_backend *be, float *out, const float *x, const void *w,
                         mr_tensor_type type, int rows, int dim, float eps)
 {
-    if ((!mr_fast_avx512(be) && !mr_fast_avx2(be)) || !mr_fast_type(type))
+    if ((!mr_fast_avx512(be) && !mr_fast_avx2(be)) ||
+        (type != MR_TENSOR_F32 && type != MR_TENSOR_BF16))
         return mr_exact_rmsnorm(be, out, x, w, type, rows, dim, eps);
     int rc = mr_kernels_check_rows(be, "rmsnorm", rows, dim);
     if (rc != MR_KERNELS_OK)

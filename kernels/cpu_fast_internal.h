@@ -39,14 +39,6 @@ static inline bool mr_fast_avx2(const mr_backend *be)
     return ((const mr_cpu_fast *)be->impl)->avx2;
 }
 
-/* The weight types the vector kernels load: f32 and bf16.  f16 and FP8
- * blocks run the exact loops (exact.h), the same bits, slower: vector
- * loads for them are still to be written and measured. */
-static inline bool mr_fast_type(mr_tensor_type type)
-{
-    return type == MR_TENSOR_F32 || type == MR_TENSOR_BF16;
-}
-
 /* AVX2 and FMA, whether or not AVX-512 is there too: every AVX-512 CPU has
  * them, so cpu_avx2.c's kernels serve it where the AVX-512 ones do not. */
 static inline bool mr_fast_has_avx2(const mr_backend *be)
@@ -56,6 +48,8 @@ static inline bool mr_fast_has_avx2(const mr_backend *be)
 
 /* cpu_avx2.c: the same ops on AVX2 and FMA.  A tile is as cpu_matmul.c's:
  * out[r * (16 / rows) + c] = x[r] · w[c]. */
+/* Fills the table of e4m3 values the FP8 loads gather from (once). */
+void mr_avx2_init(void);
 void mr_avx2_tile(float out[16], const float *const *x, const void *const *w, int rows,
                   mr_tensor_type type, int k_len);
 void mr_avx2_silu_mul(float *gate, const float *up, int n);

@@ -88,9 +88,16 @@ MR_AVX512 static void avx512_tile(float out[TILE], const float *const *x, const 
 typedef void tile_fn(float out[TILE], const float *const *x, const void *const *w, int rows,
                      mr_tensor_type type, int k_len);
 
-/* This CPU's tile, or NULL: the exact backend's loops run. */
-static tile_fn *tile_of(const mr_backend *be)
+/* This CPU's tile for weights of `type`, or NULL: the exact backend's
+ * loops run (the same bits, slower).  f32 and bf16 have both ISAs' tiles;
+ * FP8 blocks the AVX2 one (a gather per 8 codes), which AVX-512 CPUs run
+ * too; f16 none yet. */
+static tile_fn *tile_of(const mr_backend *be, mr_tensor_type type)
 {
+    if (type == MR_TENSOR_F8_BLOCKS)
+        return mr_fast_has_avx2(be) ? mr_avx2_tile : NULL;
+    if (type != MR_TENSOR_F32 && type != MR_TENSOR_BF16)
+        return NULL;
     return mr_fast_avx512(be) ? avx512_tile : mr_fast_avx2(be) ? mr_avx2_tile : NULL;
 }
 
@@ -152,8 +159,8 @@ static int blocks_of(int n, int block)
 int mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
                    int rows, int out_dim, int in_dim)
 {
-    tile_fn *run_tile = tile_of(be);
-    if (!run_tile || !mr_fast_type(type))
+    tile_fn *run_tile = tile_of(be, type);
+    if (!run_tile)
         return mr_exact_matmul(be, out, x, w, type, rows, out_dim, in_dim);
     int rc = mr_kernels_check_matmul(be, rows, out_dim, in_dim);
     if (rc != MR_KERNELS_OK)
@@ -191,12 +198,10 @@ int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expe
     int rc = mr_kernels_check_groups(be, g);
     if (rc != MR_KERNELS_OK)
         return rc;
-    if (!mr_fast_type(g->type))
-        return mr_exact_expert_ffn(be, out, x, g);
     int rows = g->offsets[g->groups], hidden = g->hidden, inter = g->inter;
     size_t h_len = (size_t)rows * (size_t)inter;
     mr_cpu_fast *fast = be->impl;
-    tile_fn *run_tile = tile_of(be);
+    tile_fn *run_tile = tile_of(be, g->type);
     void (*silu)(float *, const float *, int) = fast->avx512 ? silu_mul : mr_avx2_silu_mul;
     float *gate = run_tile ? mr_cpu_scratch_get(&fast->expert, 2 * h_len * sizeof *gate + 1) : NULL;
     if (!gate) /* no vector ISA, or no memory: the exact loops need one row of scratch */

@@ -267,6 +267,17 @@ Test(config, every_bad_value_is_named)
         {"architectures", "\"Qwen3MoeForCausalLM\"", "\"architectures\" must be a list"},
         {"architectures", "[]", "\"architectures\" must be a list"},
         {"model_type", "\"llama\"", "\"model_type\" must be \"qwen3_moe\""},
+        {"model_type", "\"mixtral\"", "\"model_type\" must be \"qwen3_moe\" (architecture "
+                                      "Qwen3MoeForCausalLM)"},
+        {"quantization_config", "{\"quant_method\": \"awq\"}",
+         "quantization_config.quant_method \"awq\" is not supported"},
+        {"quantization_config", "{\"quant_method\": \"mxfp4\"}",
+         "quantization_config.quant_method \"mxfp4\" is not supported"},
+        {"quantization_config",
+         "{\"quant_method\": \"fp8\", \"fmt\": \"e4m3\", \"weight_block_size\": [64, 64]}",
+         "quantization_config.weight_block_size must be [128, 128]"},
+        {"quantization_config", "{\"quant_method\": \"fp8\", \"fmt\": \"e5m2\"}",
+         "quantization_config.fmt must be \"e4m3\""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         mr_model_config cfg;
@@ -741,4 +752,36 @@ Test(weights, random_header_damage_never_crashes)
     cr_log_info("random header damage: %d of %d loaded", loaded, rounds);
     free(bytes);
     free(good);
+}
+
+/* Mixtral's config: num_local_experts of intermediate_size, every layer
+ * routed and renormalised, no q/k norm, MixtralConfig's defaults; a
+ * sliding window shorter than the context is refused. */
+Test(config, mixtral_fields_and_defaults)
+{
+    static const char json[] =
+        "{\"architectures\": [\"MixtralForCausalLM\"], \"model_type\": \"mixtral\", "
+        "\"vocab_size\": 32000, \"hidden_size\": 4096, \"num_hidden_layers\": 32, "
+        "\"num_attention_heads\": 32, \"num_key_value_heads\": 8, \"intermediate_size\": 14336, "
+        "\"num_local_experts\": 8, \"num_experts_per_tok\": 2, \"sliding_window\": null, "
+        "\"router_aux_loss_coef\": 0.02}";
+    mr_model_config cfg;
+    cr_assert_eq(load_config_text(json, &cfg), MR_ENGINE_OK, "%s", err);
+    cr_expect_eq(cfg.family, MR_FAMILY_MIXTRAL);
+    cr_expect_str_eq(cfg.architecture, "MixtralForCausalLM");
+    cr_expect(!cfg.qk_norm && cfg.norm_topk_prob);
+    cr_expect_eq(cfg.num_experts, 8);
+    cr_expect_eq(cfg.moe_intermediate_size, 14336);
+    cr_expect_eq(cfg.head_dim, 128);
+    cr_expect_eq(cfg.rms_norm_eps, 1e-5f);
+    cr_expect_eq(cfg.rope_theta, 1e6f);
+    cr_expect_eq(cfg.max_position_embeddings, 131072);
+    cr_expect_eq(mr_config_moe_layers(&cfg), 32);
+    char *windowed = strdup(json);
+    char *at = strstr(windowed, "null");
+    memcpy(at, "4096", 4);
+    cr_assert_eq(load_config_text(windowed, &cfg), MR_ENGINE_EINVAL);
+    expect_message("\"sliding_window\" (4096) is shorter than \"max_position_embeddings\" "
+                   "(131072): sliding-window attention is not supported", NULL);
+    free(windowed);
 }
