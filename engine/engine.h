@@ -122,6 +122,11 @@ void mr_tokenizer_free(mr_tokenizer *tok);
 int mr_tokenizer_vocab_size(const mr_tokenizer *tok);
 /* The id of a token given by its text (e.g. "<|im_end|>"), or -1. */
 int32_t mr_tokenizer_find(const mr_tokenizer *tok, const char *token);
+/* The id a text prompt starts with, as Hugging Face's encode with
+ * special tokens puts it there (Llama 2, Mistral, DeepSeek-V3: their BOS;
+ * tokenizer_config.json's add_bos_token, else tokenizer.json's
+ * TemplateProcessing), or -1 (Qwen).  A chat template writes its own. */
+int32_t mr_tokenizer_bos(const mr_tokenizer *tok);
 /* End-of-sequence ids from tokenizer_config.json's eos_token (and
  * config.json's eos_token_id, which the engine adds); count returned. */
 int mr_tokenizer_eos(const mr_tokenizer *tok, const int32_t **ids);

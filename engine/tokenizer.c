@@ -67,6 +67,7 @@ struct mr_tokenizer {
     mr_presplit *split;
     int32_t eos[MAX_EOS];
     int n_eos;
+    int32_t bos; /* what a text prompt starts with, or -1 */
 };
 
 typedef struct {
@@ -403,6 +404,29 @@ static int load_pretokenizer(mr_tokenizer *t, const cJSON *pre, error_sink *e)
     return rc == MR_ENGINE_EINVAL ? failf(e, rc, "%s", why) : rc;
 }
 
+/* The special token a TemplateProcessing post-processor puts in front of
+ * a single text (Llama 2, Mistral: "<s>"), alone or in a Sequence (Llama
+ * 3), or -1.  What it appends (no family here does) is not added. */
+static int32_t template_bos(const mr_tokenizer *t, const cJSON *post)
+{
+    if (strcmp(type_of(post), "Sequence") == 0) {
+        const cJSON *step;
+        cJSON_ArrayForEach(step, cJSON_GetObjectItemCaseSensitive(post, "processors"))
+        {
+            int32_t id = template_bos(t, step);
+            if (id >= 0)
+                return id;
+        }
+        return -1;
+    }
+    if (strcmp(type_of(post), "TemplateProcessing") != 0)
+        return -1;
+    const cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(post, "single"), 0);
+    const cJSON *special = cJSON_GetObjectItemCaseSensitive(first, "SpecialToken");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(special, "id");
+    return cJSON_IsString(name) ? mr_tokenizer_find(t, name->valuestring) : -1;
+}
+
 static int load_tokenizer_json(mr_tokenizer *t, const cJSON *root, error_sink *e)
 {
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
@@ -454,22 +478,32 @@ static int load_tokenizer_json(mr_tokenizer *t, const cJSON *root, error_sink *e
             rc = load_pretokenizer(t, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"),
                                    e);
     }
+    if (rc == MR_ENGINE_OK)
+        t->bos = template_bos(t, cJSON_GetObjectItemCaseSensitive(root, "post_processor"));
     return rc;
+}
+
+/* A token of tokenizer_config.json, "text" or {"content": "text"}: its id,
+ * or -1. */
+static int32_t config_token(const mr_tokenizer *t, const cJSON *token)
+{
+    if (cJSON_IsObject(token))
+        token = cJSON_GetObjectItemCaseSensitive(token, "content");
+    return cJSON_IsString(token) ? mr_tokenizer_find(t, token->valuestring) : -1;
 }
 
 static int add_eos(mr_tokenizer *t, const cJSON *token)
 {
-    if (cJSON_IsObject(token))
-        token = cJSON_GetObjectItemCaseSensitive(token, "content");
-    if (!cJSON_IsString(token))
-        return -1;
-    int32_t id = mr_tokenizer_find(t, token->valuestring);
+    int32_t id = config_token(t, token);
     if (id >= 0 && t->n_eos < MAX_EOS)
         t->eos[t->n_eos++] = id;
     return id;
 }
 
-/* tokenizer_config.json is optional; when present it names the EOS token. */
+/* tokenizer_config.json is optional; when present it names the EOS token,
+ * and its add_bos_token, where given, decides about the BOS token in
+ * front of a text, as transformers' Llama tokenizers do (DeepSeek-V3 says
+ * so there only). */
 static int load_tokenizer_config(mr_tokenizer *t, const char *path, error_sink *e)
 {
     struct stat st;
@@ -484,6 +518,17 @@ static int load_tokenizer_config(mr_tokenizer *t, const char *path, error_sink *
         e->path = path;
         rc = failf(e, MR_ENGINE_EINVAL,
                    "\"eos_token\" is not a token of tokenizer.json");
+    }
+    const cJSON *add_bos = cJSON_GetObjectItemCaseSensitive(root, "add_bos_token");
+    if (rc == MR_ENGINE_OK && cJSON_IsBool(add_bos)) {
+        t->bos = cJSON_IsTrue(add_bos)
+                     ? config_token(t, cJSON_GetObjectItemCaseSensitive(root, "bos_token"))
+                     : -1;
+        if (cJSON_IsTrue(add_bos) && t->bos < 0) {
+            e->path = path;
+            rc = failf(e, MR_ENGINE_EINVAL, "\"add_bos_token\" is true but \"bos_token\" is "
+                                            "not a token of tokenizer.json");
+        }
     }
     cJSON_Delete(root);
     return rc;
@@ -506,6 +551,7 @@ int mr_tokenizer_load(const char *path, mr_tokenizer **out, char *err, size_t er
     mr_tokenizer *t = calloc(1, sizeof *t);
     if (!t)
         return MR_ENGINE_ENOMEM;
+    t->bos = -1;
     snprintf(t->path, sizeof t->path, "%s", json_path);
     error_sink e = {err, errlen, t->path};
     cJSON *root = NULL;
@@ -555,6 +601,11 @@ int32_t mr_tokenizer_find(const mr_tokenizer *t, const char *token)
         if (t->added[i].len == n && memcmp(t->added[i].content, token, n) == 0)
             return t->added[i].id;
     return mr_strmap_get(&t->vocab, token, n);
+}
+
+int32_t mr_tokenizer_bos(const mr_tokenizer *t)
+{
+    return t->bos;
 }
 
 int mr_tokenizer_eos(const mr_tokenizer *t, const int32_t **ids)
