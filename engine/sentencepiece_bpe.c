@@ -148,27 +148,29 @@ static int load_decoder(mr_spm *s, const cJSON *decoder, char *why, size_t whyle
 {
     const cJSON *steps[8];
     int n = decoder && !cJSON_IsNull(decoder) ? steps_of(decoder, "decoders", steps, 8) : 0;
-    bool replace = false, fallback = false;
+    bool replace = false, fallback = false, fused = false;
     for (int i = 0; i < n; i++) {
         const char *type = type_of(steps[i]);
         const cJSON *start = cJSON_GetObjectItemCaseSensitive(steps[i], "start");
         const cJSON *stop = cJSON_GetObjectItemCaseSensitive(steps[i], "stop");
         const char *content = string_of(steps[i], "content");
-        if (is_replace(steps[i], metaspace, " ")) {
+        /* Token by token until Fuse joins them; Strip after it cuts the
+         * start of the whole text, before it the start of every token. */
+        if (is_replace(steps[i], metaspace, " ") && !fused) {
             replace = true;
-        } else if (strcmp(type, "ByteFallback") == 0) {
+        } else if (strcmp(type, "ByteFallback") == 0 && !fused) {
             fallback = true;
         } else if (strcmp(type, "Fuse") == 0) {
-            continue;
+            fused = true;
         } else if (strcmp(type, "Strip") == 0 && content && strcmp(content, " ") == 0 &&
                    cJSON_IsNumber(start) && start->valueint >= 0 && start->valueint <= 8 &&
-                   cJSON_IsNumber(stop) && stop->valueint == 0 && i == n - 1) {
+                   cJSON_IsNumber(stop) && stop->valueint == 0 && i == n - 1 && fused) {
             s->strip_start = start->valueint;
         } else {
             snprintf(why, whylen,
                      "decoder step \"%s\" is not supported for SentencePiece-style BPE (only "
-                     "Replace \"\xE2\x96\x81\" -> \" \", ByteFallback, Fuse, Strip \" \" at "
-                     "the start)",
+                     "Replace \"\xE2\x96\x81\" -> \" \", ByteFallback, then Fuse, then Strip "
+                     "\" \" at the start)",
                      type);
             return MR_ENGINE_EINVAL;
         }
@@ -223,15 +225,21 @@ int mr_spm_load(mr_spm *s, const cJSON *root, char *why, size_t whylen)
     return rc;
 }
 
-/* "<0xXX>" (two upper-case hex digits, as Hugging Face writes them): the
- * byte, or -1. */
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* "<0xXX>" (Hugging Face writes upper-case digits and decodes either):
+ * the byte, or -1. */
 static int byte_token(const char *piece, size_t len)
 {
-    static const char hex[] = "0123456789ABCDEF";
     if (len != 6 || memcmp(piece, "<0x", 3) != 0 || piece[5] != '>')
         return -1;
-    const char *hi = memchr(hex, piece[3], 16), *lo = memchr(hex, piece[4], 16);
-    return hi && lo && piece[3] && piece[4] ? (int)((hi - hex) * 16 + (lo - hex)) : -1;
+    int hi = hex_digit(piece[3]), lo = hex_digit(piece[4]);
+    return hi >= 0 && lo >= 0 ? hi * 16 + lo : -1;
 }
 
 int mr_spm_set_ids(mr_spm *s, const mr_strmap *vocab, const char *unk_token, char *why,

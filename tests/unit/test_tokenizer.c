@@ -326,6 +326,12 @@ Test(tokenizer, sentencepiece_parts_outside_the_family_are_refused)
                      "decoder step \"Metaspace\" is not supported");
     expect_spm_error(SPM_MODEL("false"), "null", SPM_NORMALIZER, "null",
                      "the decoder does not undo the encoding");
+    /* Before Fuse, Strip would cut every token's space, not the text's. */
+    expect_spm_error(SPM_MODEL("false"), "null", SPM_NORMALIZER,
+                     "{\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Replace\", "
+                     "\"pattern\": {\"String\": \"\u2581\"}, \"content\": \" \"}, "
+                     "{\"type\": \"Strip\", \"content\": \" \", \"start\": 1, \"stop\": 0}]}",
+                     "decoder step \"Strip\" is not supported");
     expect_spm_error(SPM_MODEL("false"), "null",
                      "{\"type\": \"Prepend\", \"prepend\": \"\u2581\"}", SPM_DECODER,
                      "normalizer step \"Prepend\" is not supported");
