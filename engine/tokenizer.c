@@ -1,14 +1,22 @@
 /*
- * Hugging Face tokenizer.json, byte-level BPE: loading and encoding.
+ * Hugging Face tokenizer.json, BPE: loading and encoding, for its two
+ * families: byte-level BPE (Qwen, Llama 3, DeepSeek-V3) and
+ * SentencePiece-style BPE (Llama 2, Mistral, Mixtral; the differences live
+ * in sentencepiece_bpe.c).  Which one a file is comes from its contents.
  *
  * Encoding follows the library's pipeline in order:
  *   1. added tokens ("<|im_start|>") are cut out of the raw text first;
- *   2. each remaining segment is normalised (NFC where the file says so);
- *   3. the pre-tokenizer's regexes split it into pieces (presplit.c);
- *   4. each piece, as bytes, is merged pair by pair, always the pair of
- *      lowest merge rank first, leftmost first on a tie.
- * Vocabulary and merges are kept as bytes rather than in the byte-level
- * alphabet they are written in, so step 4 starts from one id per byte.
+ *   2. each remaining segment is normalised (byte-level: NFC where the file
+ *      says so; SentencePiece: spaces become "▁", one put in front);
+ *   3. byte-level: the pre-tokenizer's regexes split it into pieces
+ *      (presplit.c);
+ *   4. each piece is cut into first symbols (byte-level: one per byte;
+ *      SentencePiece: one per character, or its bytes' tokens) and merged
+ *      pair by pair, always the pair of lowest merge rank first, leftmost
+ *      first on a tie.
+ * A byte-level vocabulary is kept as bytes rather than in the alphabet it
+ * is written in, so step 4 starts from one id per byte; a SentencePiece
+ * one is kept as written, "▁" and all.
  */
 #include <cjson/cJSON.h>
 #include <stdarg.h>
@@ -54,9 +62,12 @@ struct mr_tokenizer {
     bool added_starts[256]; /* first bytes of added tokens: most bytes start none */
     bool nfc;
     bool ignore_merges; /* Llama 3: a piece that is a token is not merged */
+    bool spm;           /* SentencePiece-style BPE rather than byte-level */
+    mr_spm sp;          /* its rules, when spm */
     mr_presplit *split;
     int32_t eos[MAX_EOS];
     int n_eos;
+    int32_t bos; /* what a text prompt starts with, or -1 */
 };
 
 typedef struct {
@@ -125,7 +136,35 @@ static int highest_id(const cJSON *vocab, const cJSON *added, error_sink *e)
     return highest;
 }
 
-static int load_vocab(mr_tokenizer *t, const cJSON *vocab, error_sink *e)
+/* Whether `added` (the added_tokens array) has `content` with this id:
+ * DeepSeek-V3 lists its special tokens in the vocabulary too, written as
+ * themselves rather than in the byte-level alphabet. */
+static bool is_added(const cJSON *added, const char *content, int32_t id)
+{
+    const cJSON *item;
+    cJSON_ArrayForEach(item, added)
+    {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(item, "content");
+        const cJSON *i = cJSON_GetObjectItemCaseSensitive(item, "id");
+        if (cJSON_IsString(c) && strcmp(c->valuestring, content) == 0 && cJSON_IsNumber(i) &&
+            i->valuedouble == id)
+            return true;
+    }
+    return false;
+}
+
+/* What a vocabulary entry stands for, as the key of t->vocab: its bytes
+ * (byte-level) or itself (SentencePiece).  -1 outside the alphabet. */
+static long entry_key(const mr_tokenizer *t, const char *text, size_t n, char *out)
+{
+    if (t->spm) {
+        memcpy(out, text, n);
+        return (long)n;
+    }
+    return mr_byte_level_decode(text, n, out);
+}
+
+static int load_vocab(mr_tokenizer *t, const cJSON *vocab, const cJSON *added, error_sink *e)
 {
     if (mr_strmap_init(&t->vocab, (size_t)cJSON_GetArraySize(vocab)) != 0)
         return MR_ENGINE_ENOMEM;
@@ -142,19 +181,23 @@ static int load_vocab(mr_tokenizer *t, const cJSON *vocab, error_sink *e)
             rc = MR_ENGINE_ENOMEM;
             break;
         }
-        long len = mr_byte_level_decode(item->string, n, buf);
+        int32_t id = (int32_t)item->valuedouble;
+        long len = entry_key(t, item->string, n, buf);
+        if (len < 0 && is_added(added, item->string, id))
+            continue; /* load_added gives it its bytes; merges never make it */
         if (len < 0) {
             rc = failf(e, MR_ENGINE_EINVAL,
-                       "vocabulary entry \"%s\" is not in the byte-level alphabet "
-                       "(only byte-level BPE is supported)",
+                       "vocabulary entry \"%s\" is not in the byte-level alphabet",
                        item->string);
             break;
         }
-        int32_t id = (int32_t)item->valuedouble;
-        if ((rc = set_token_bytes(t, id, buf, (size_t)len)) != MR_ENGINE_OK ||
-            (rc = mr_strmap_put(&t->vocab, buf, (size_t)len, id) ? MR_ENGINE_ENOMEM : 0))
+        if ((rc = mr_strmap_put(&t->vocab, buf, (size_t)len, id) ? MR_ENGINE_ENOMEM : 0))
             break;
-        if (len == 1)
+        if (t->spm)
+            len = (long)mr_spm_piece_bytes(&t->sp, item->string, n, buf);
+        if ((rc = set_token_bytes(t, id, buf, (size_t)len)) != MR_ENGINE_OK)
+            break;
+        if (len == 1 && !t->spm)
             t->byte_id[(unsigned char)buf[0]] = id;
     }
     free(buf);
@@ -183,7 +226,7 @@ static int merge_sides(const cJSON *merge, const char **left, size_t *left_len,
 
 static int32_t vocab_id(const mr_tokenizer *t, const char *text, size_t n, char *buf)
 {
-    long len = mr_byte_level_decode(text, n, buf);
+    long len = entry_key(t, text, n, buf);
     return len < 0 ? -1 : mr_strmap_get(&t->vocab, buf, (size_t)len);
 }
 
@@ -221,9 +264,10 @@ static int load_merges(mr_tokenizer *t, const cJSON *merges, error_sink *e)
                          "merge %s names a token that is not in the vocabulary", where);
         char key[8];
         pair_key(left, right, key);
-        /* The first rank of a pair listed twice wins, as in Hugging Face. */
-        if (mr_strmap_get(&t->ranks, key, 8) < 0 &&
-            mr_strmap_put(&t->ranks, key, 8, t->n_merges) != 0)
+        /* The last rank of a pair listed twice wins, as in Hugging Face,
+         * whose merge map is built by inserting them in order (Mistral's
+         * tokenizer.json lists 47 pairs twice). */
+        if (mr_strmap_put(&t->ranks, key, 8, t->n_merges) != 0)
             return MR_ENGINE_ENOMEM;
         t->merged[t->n_merges++] = result;
     }
@@ -249,8 +293,17 @@ static int load_added(mr_tokenizer *t, const cJSON *added, error_sink *e)
         a->lstrip = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "lstrip"));
         a->rstrip = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "rstrip"));
         t->added_starts[(unsigned char)content->valuestring[0]] = true;
-        if (!a->content || set_token_bytes(t, a->id, a->content, a->len) != MR_ENGINE_OK)
+        if (!a->content)
             return MR_ENGINE_ENOMEM;
+        /* Decoding runs added tokens through the decoder too: a SentencePiece
+         * one's "▁" is a space. */
+        char *bytes = t->spm ? malloc(a->len) : NULL;
+        size_t len = bytes ? mr_spm_piece_bytes(&t->sp, a->content, a->len, bytes) : a->len;
+        int rc = t->spm && !bytes ? MR_ENGINE_ENOMEM
+                                  : set_token_bytes(t, a->id, bytes ? bytes : a->content, len);
+        free(bytes);
+        if (rc != MR_ENGINE_OK)
+            return rc;
     }
     return MR_ENGINE_OK;
 }
@@ -261,16 +314,28 @@ static const char *type_of(const cJSON *obj)
     return cJSON_IsString(type) ? type->valuestring : "";
 }
 
+/* Byte-level: no normalizer or NFC, alone or in a Sequence (DeepSeek-V3's
+ * is an empty Sequence). */
 static int load_normalizer(mr_tokenizer *t, const cJSON *normalizer, error_sink *e)
 {
     if (!normalizer || cJSON_IsNull(normalizer))
         return MR_ENGINE_OK;
+    if (strcmp(type_of(normalizer), "Sequence") == 0) {
+        const cJSON *step;
+        cJSON_ArrayForEach(step, cJSON_GetObjectItemCaseSensitive(normalizer, "normalizers"))
+        {
+            int rc = load_normalizer(t, step, e);
+            if (rc != MR_ENGINE_OK)
+                return rc;
+        }
+        return MR_ENGINE_OK;
+    }
     if (strcmp(type_of(normalizer), "NFC") == 0) {
         t->nfc = true;
         return MR_ENGINE_OK;
     }
     return failf(e, MR_ENGINE_EINVAL,
-                 "normalizer \"%s\" is not supported (only none or NFC)",
+                 "normalizer \"%s\" is not supported for byte-level BPE (only none or NFC)",
                  type_of(normalizer));
 }
 
@@ -325,8 +390,11 @@ static int load_pretokenizer(mr_tokenizer *t, const cJSON *pre, error_sink *e)
     bool byte_level = false;
     int rc = collect_patterns(pre, patterns, &n, &byte_level, e);
     if (rc == MR_ENGINE_OK && !byte_level)
-        rc = failf(e, MR_ENGINE_EINVAL, "the pre-tokenizer has no ByteLevel step; only "
-                                        "byte-level BPE is supported");
+        rc = failf(e, MR_ENGINE_EINVAL,
+                   "the pre-tokenizer has no ByteLevel step, and the file is not "
+                   "SentencePiece-style BPE either (no \"\xE2\x96\x81\" normalizer, "
+                   "Metaspace pre-tokenizer or byte_fallback); only these two kinds of "
+                   "BPE are supported");
     if (rc == MR_ENGINE_OK && n == 0) /* ByteLevel without regex: one piece */
         patterns[n++] = "(?s).+";
     if (rc != MR_ENGINE_OK)
@@ -334,6 +402,29 @@ static int load_pretokenizer(mr_tokenizer *t, const cJSON *pre, error_sink *e)
     char why[256];
     rc = mr_presplit_create(patterns, n, &t->split, why, sizeof why);
     return rc == MR_ENGINE_EINVAL ? failf(e, rc, "%s", why) : rc;
+}
+
+/* The special token a TemplateProcessing post-processor puts in front of
+ * a single text (Llama 2, Mistral: "<s>"), alone or in a Sequence (Llama
+ * 3), or -1.  What it appends (no family here does) is not added. */
+static int32_t template_bos(const mr_tokenizer *t, const cJSON *post)
+{
+    if (strcmp(type_of(post), "Sequence") == 0) {
+        const cJSON *step;
+        cJSON_ArrayForEach(step, cJSON_GetObjectItemCaseSensitive(post, "processors"))
+        {
+            int32_t id = template_bos(t, step);
+            if (id >= 0)
+                return id;
+        }
+        return -1;
+    }
+    if (strcmp(type_of(post), "TemplateProcessing") != 0)
+        return -1;
+    const cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(post, "single"), 0);
+    const cJSON *special = cJSON_GetObjectItemCaseSensitive(first, "SpecialToken");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(special, "id");
+    return cJSON_IsString(name) ? mr_tokenizer_find(t, name->valuestring) : -1;
 }
 
 static int load_tokenizer_json(mr_tokenizer *t, const cJSON *root, error_sink *e)
@@ -362,31 +453,57 @@ static int load_tokenizer_json(mr_tokenizer *t, const cJSON *root, error_sink *e
     for (int b = 0; b < 256; b++)
         t->byte_id[b] = -1;
     t->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
-    int rc = load_vocab(t, vocab, e);
+    t->spm = mr_spm_detect(root);
+    int rc = MR_ENGINE_OK;
+    if (t->spm) {
+        char why[384];
+        if ((rc = mr_spm_load(&t->sp, root, why, sizeof why)) != MR_ENGINE_OK)
+            return failf(e, rc, "%s", why);
+    }
+    rc = load_vocab(t, vocab, added, e);
     if (rc == MR_ENGINE_OK)
         rc = load_merges(t, merges, e);
     if (rc == MR_ENGINE_OK)
         rc = load_added(t, added, e);
-    if (rc == MR_ENGINE_OK)
+    if (rc == MR_ENGINE_OK && t->spm) {
+        const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+        char why[256];
+        rc = mr_spm_set_ids(&t->sp, &t->vocab, cJSON_IsString(unk) ? unk->valuestring : NULL,
+                            why, sizeof why);
+        if (rc != MR_ENGINE_OK)
+            return failf(e, rc, "%s", why);
+    } else if (rc == MR_ENGINE_OK) {
         rc = load_normalizer(t, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), e);
+        if (rc == MR_ENGINE_OK)
+            rc = load_pretokenizer(t, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"),
+                                   e);
+    }
     if (rc == MR_ENGINE_OK)
-        rc = load_pretokenizer(t, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), e);
+        t->bos = template_bos(t, cJSON_GetObjectItemCaseSensitive(root, "post_processor"));
     return rc;
+}
+
+/* A token of tokenizer_config.json, "text" or {"content": "text"}: its id,
+ * or -1. */
+static int32_t config_token(const mr_tokenizer *t, const cJSON *token)
+{
+    if (cJSON_IsObject(token))
+        token = cJSON_GetObjectItemCaseSensitive(token, "content");
+    return cJSON_IsString(token) ? mr_tokenizer_find(t, token->valuestring) : -1;
 }
 
 static int add_eos(mr_tokenizer *t, const cJSON *token)
 {
-    if (cJSON_IsObject(token))
-        token = cJSON_GetObjectItemCaseSensitive(token, "content");
-    if (!cJSON_IsString(token))
-        return -1;
-    int32_t id = mr_tokenizer_find(t, token->valuestring);
+    int32_t id = config_token(t, token);
     if (id >= 0 && t->n_eos < MAX_EOS)
         t->eos[t->n_eos++] = id;
     return id;
 }
 
-/* tokenizer_config.json is optional; when present it names the EOS token. */
+/* tokenizer_config.json is optional; when present it names the EOS token,
+ * and its add_bos_token, where given, decides about the BOS token in
+ * front of a text, as transformers' Llama tokenizers do (DeepSeek-V3 says
+ * so there only). */
 static int load_tokenizer_config(mr_tokenizer *t, const char *path, error_sink *e)
 {
     struct stat st;
@@ -401,6 +518,17 @@ static int load_tokenizer_config(mr_tokenizer *t, const char *path, error_sink *
         e->path = path;
         rc = failf(e, MR_ENGINE_EINVAL,
                    "\"eos_token\" is not a token of tokenizer.json");
+    }
+    const cJSON *add_bos = cJSON_GetObjectItemCaseSensitive(root, "add_bos_token");
+    if (rc == MR_ENGINE_OK && cJSON_IsBool(add_bos)) {
+        t->bos = cJSON_IsTrue(add_bos)
+                     ? config_token(t, cJSON_GetObjectItemCaseSensitive(root, "bos_token"))
+                     : -1;
+        if (cJSON_IsTrue(add_bos) && t->bos < 0) {
+            e->path = path;
+            rc = failf(e, MR_ENGINE_EINVAL, "\"add_bos_token\" is true but \"bos_token\" is "
+                                            "not a token of tokenizer.json");
+        }
     }
     cJSON_Delete(root);
     return rc;
@@ -423,6 +551,7 @@ int mr_tokenizer_load(const char *path, mr_tokenizer **out, char *err, size_t er
     mr_tokenizer *t = calloc(1, sizeof *t);
     if (!t)
         return MR_ENGINE_ENOMEM;
+    t->bos = -1;
     snprintf(t->path, sizeof t->path, "%s", json_path);
     error_sink e = {err, errlen, t->path};
     cJSON *root = NULL;
@@ -474,10 +603,20 @@ int32_t mr_tokenizer_find(const mr_tokenizer *t, const char *token)
     return mr_strmap_get(&t->vocab, token, n);
 }
 
+int32_t mr_tokenizer_bos(const mr_tokenizer *t)
+{
+    return t->bos;
+}
+
 int mr_tokenizer_eos(const mr_tokenizer *t, const int32_t **ids)
 {
     *ids = t->eos;
     return t->n_eos;
+}
+
+int mr_tokenizer_strip_start(const mr_tokenizer *t)
+{
+    return t->spm ? t->sp.strip_start : 0;
 }
 
 const char *mr_tokenizer_token_bytes(const mr_tokenizer *t, int32_t id, size_t *len)
@@ -609,13 +748,28 @@ static int encode_piece(const char *piece, size_t len, void *ctx)
     }
     if (reserve(r, len) != MR_ENGINE_OK)
         return MR_ENGINE_ENOMEM;
-    for (size_t i = 0; i < len; i++) {
-        r->sym[i] = t->byte_id[(unsigned char)piece[i]];
-        if (r->sym[i] < 0) {
-            snprintf(r->err, r->errlen, "%s: byte 0x%02x has no token in the vocabulary",
-                     t->path, (unsigned char)piece[i]);
+    if (t->spm) {
+        size_t bad;
+        long n = mr_spm_symbols(&t->sp, &t->vocab, piece, len, r->sym, &bad);
+        if (n < 0) {
+            snprintf(r->err, r->errlen,
+                     "%s: the character at byte %zu of a piece has no token, and the "
+                     "tokenizer has neither byte_fallback nor an unk_token",
+                     t->path, bad);
             return MR_ENGINE_EINVAL;
         }
+        len = (size_t)n;
+    } else {
+        for (size_t i = 0; i < len; i++) {
+            r->sym[i] = t->byte_id[(unsigned char)piece[i]];
+            if (r->sym[i] < 0) {
+                snprintf(r->err, r->errlen, "%s: byte 0x%02x has no token in the vocabulary",
+                         t->path, (unsigned char)piece[i]);
+                return MR_ENGINE_EINVAL;
+            }
+        }
+    }
+    for (size_t i = 0; i < len; i++) {
         r->prev[i] = (int32_t)i - 1;
         r->next[i] = i + 1 < len ? (int32_t)i + 1 : -1;
     }
@@ -643,10 +797,13 @@ static int encode_piece(const char *piece, size_t len, void *ctx)
     return MR_ENGINE_OK;
 }
 
-static int encode_segment(bpe_run *r, const char *text, size_t len)
+/* `first`: the segment starts the text (Metaspace's prepend_scheme "first"). */
+static int encode_segment(bpe_run *r, const char *text, size_t len, bool first)
 {
     if (len == 0)
         return MR_ENGINE_OK;
+    if (r->t->spm)
+        return mr_spm_pieces(&r->t->sp, text, len, first, encode_piece, r);
     utf8proc_uint8_t *normal = NULL;
     if (r->t->nfc) {
         /* Invalid UTF-8 cannot be normalised; it is encoded as its bytes. */
@@ -701,7 +858,7 @@ int mr_tokenizer_encode(const mr_tokenizer *t, const char *text, size_t len, mr_
         if (a->lstrip)
             while (end > segment && is_space(text[end - 1]))
                 end--;
-        rc = encode_segment(&r, text + segment, end - segment);
+        rc = encode_segment(&r, text + segment, end - segment, segment == 0);
         if (rc == MR_ENGINE_OK)
             rc = push_id(out, a->id);
         at += a->len;
@@ -711,7 +868,7 @@ int mr_tokenizer_encode(const mr_tokenizer *t, const char *text, size_t len, mr_
         segment = at;
     }
     if (rc == MR_ENGINE_OK)
-        rc = encode_segment(&r, text + segment, len - segment);
+        rc = encode_segment(&r, text + segment, len - segment, segment == 0);
     free(r.sym);
     free(r.prev);
     free(r.next);

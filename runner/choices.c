@@ -88,7 +88,7 @@ static int choice_text(const mr_runner_line *line, uint32_t choice, const mr_tok
             if (mr_buf_append(text, given, strlen(given)))
                 return MR_EXIT_FAILED;
         } else {
-            mr_detok detok = {0};
+            mr_detok detok = {.whole = true}; /* a prompt is a whole text */
             size_t cap = text->cap;
             for (int i = 0; i <= c->prompt_tokens; i++)
                 if (mr_detok_push(tok, &detok, i < c->prompt_tokens ? c->tokens[i] : -1,

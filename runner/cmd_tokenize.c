@@ -43,7 +43,7 @@ static int decode_line(tokenize_state *s, const cJSON *value, char *err, size_t 
         snprintf(err, errlen, "not a JSON array of token ids");
         return MR_ENGINE_EINVAL;
     }
-    mr_detok state = {0};
+    mr_detok state = {.whole = true}; /* decode as Hugging Face's decode does */
     s->len = 0;
     const cJSON *id;
     int vocab = mr_tokenizer_vocab_size(s->tok);

@@ -1,5 +1,5 @@
 /*
- * Fuzz target: a Hugging Face tokenizer.json (engine/tokenizer.c,
+ * Fuzz target: a Hugging Face tokenizer.json (engine/tokenizer.c, sentencepiece_bpe.c,
  * presplit.c, detok.c): vocabulary, merges, added tokens, normalizer and
  * pre-tokenizer regexes.  A tokenizer that loads then encodes a fixed text
  * and the input's own bytes, and decodes what it got: every id it hands

@@ -4,9 +4,13 @@
  * template renders) and a verdict on its length, which is not an error.
  * test_serve shows the verdicts become the same error records as ever.
  */
+#define _GNU_SOURCE
+#include <cjson/cJSON.h>
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/engine.h"
 #include "tests/common/fixture.h"
@@ -109,4 +113,71 @@ Test(prepare, a_prompt_that_cannot_fit_is_a_verdict_not_a_failure, .init = setup
     mr_generation again = {.text = text, .text_len = sizeof text - 1,
                            .sampling = {.max_tokens = 100, .ignore_eos = true}};
     cr_assert_eq(mr_engine_submit(engine, &again, err, sizeof err), MR_ENGINE_OK, "%s", err);
+}
+
+/* A tokenizer that asks for a BOS token (add_bos_token, as Llama 2,
+ * Mistral and DeepSeek-V3 do): a text prompt starts with it, as vLLM
+ * encodes a completion's prompt; a chat's template writes its own. */
+Test(prepare, a_text_prompt_starts_with_the_bos_token_the_tokenizer_asks_for)
+{
+    char *dir = mr_test_tmpdir(), err[512];
+    const char *tiny = mr_test_tiny_model();
+    static const char *const linked[] = {"config.json", "model.safetensors", "tokenizer.json"};
+    for (size_t i = 0; i < 3; i++) {
+        char *from = NULL, *to = NULL;
+        cr_assert(asprintf(&from, "%s/%s", tiny, linked[i]) > 0);
+        cr_assert(asprintf(&to, "%s/%s", dir, linked[i]) > 0);
+        cr_assert_eq(symlink(from, to), 0);
+        free(from);
+        free(to);
+    }
+    char *path = NULL;
+    cr_assert(asprintf(&path, "%s/tokenizer_config.json", tiny) > 0);
+    char *text = mr_test_read(path, NULL);
+    cJSON *config = cJSON_Parse(text);
+    cr_assert(config);
+    cJSON_ReplaceItemInObject(config, "add_bos_token", cJSON_CreateTrue());
+    cJSON_ReplaceItemInObject(config, "bos_token", cJSON_CreateString("<|endoftext|>"));
+    char *json = cJSON_Print(config);
+    free(mr_test_write(dir, "tokenizer_config.json", json, (size_t)-1));
+
+    mr_model_options mo = {.backend = "cpu", .threads = 1};
+    mr_model *m = NULL;
+    cr_assert_eq(mr_model_load(dir, &mo, &m, err, sizeof err), MR_ENGINE_OK, "%s", err);
+    mr_engine_options eo = {.max_batch_tokens = 64, .max_sequences = 2, .kv_block_size = 16,
+                            .kv_blocks = 4};
+    mr_engine *e = NULL;
+    cr_assert_eq(mr_engine_create(m, &eo, &e, err, sizeof err), MR_ENGINE_OK, "%s", err);
+    const mr_tokenizer *tok = mr_model_tokenizer(m);
+    int32_t bos = mr_tokenizer_bos(tok);
+    cr_assert_eq(bos, mr_tokenizer_find(tok, "<|endoftext|>"));
+    cr_assert_geq(bos, 0);
+
+    static const char prompt[] = "Simmer the stock";
+    mr_generation g = {.text = prompt, .text_len = sizeof prompt - 1,
+                       .sampling = {.max_tokens = 4}};
+    mr_prompt_verdict verdict;
+    cr_assert_eq(mr_engine_prepare(e, &g, &verdict, err, sizeof err), MR_ENGINE_OK, "%s", err);
+    mr_tokens want = {0};
+    cr_assert_eq(mr_tokenizer_encode(tok, prompt, sizeof prompt - 1, &want, err, sizeof err),
+                 MR_ENGINE_OK);
+    cr_assert_eq(g.n_prompt, want.count + 1);
+    cr_assert_eq(g.prompt[0], bos);
+    cr_assert(memcmp(g.prompt + 1, want.ids, want.count * sizeof *want.ids) == 0);
+    mr_tokens_free(&want);
+
+    mr_chat_turn turns[] = {{"user", "Hi"}};
+    mr_generation chat = {.turns = turns, .n_turns = 1, .sampling = {.max_tokens = 4}};
+    cr_assert_eq(mr_engine_prepare(e, &chat, &verdict, err, sizeof err), MR_ENGINE_OK, "%s",
+                 err);
+    cr_assert_neq(chat.prompt[0], bos, "a chat gets no BOS the template did not write");
+
+    mr_engine_free(e);
+    mr_model_free(m);
+    free(json);
+    cJSON_Delete(config);
+    free(text);
+    free(path);
+    mr_test_rmtree(dir);
+    free(dir);
 }

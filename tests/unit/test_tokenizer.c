@@ -230,7 +230,7 @@ Test(tokenizer, damaged_tokenizer_json_gives_clear_errors)
     expect_load_error("{\"vocab\": {\"\\u0100\\u0400\": 0}, \"merges\": []}", BYTE_LEVEL, "null",
                       "is not in the byte-level alphabet");
     expect_load_error(GOOD_MODEL, "{\"type\": \"Metaspace\"}", "null",
-                      "pre-tokenizer \"Metaspace\" is not supported");
+                      "a Metaspace pre-tokenizer whose replacement is not");
     expect_load_error(GOOD_MODEL,
                       "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", "
                       "\"pattern\": {\"Regex\": \"(\"}, \"behavior\": \"Isolated\"}, "
@@ -240,7 +240,101 @@ Test(tokenizer, damaged_tokenizer_json_gives_clear_errors)
                                   "\"behavior\": \"Isolated\"}",
                       "null", "has no ByteLevel step");
     expect_load_error(GOOD_MODEL, BYTE_LEVEL, "{\"type\": \"Lowercase\"}",
-                      "normalizer \"Lowercase\" is not supported");
+                      "normalizer \"Lowercase\" is not supported for byte-level BPE");
+}
+
+/* SentencePiece-style BPE (Llama 2, Mistral): what is not that family's
+ * shape is refused by name. */
+#define SPM_MODEL(fallback)                                                                    \
+    "{\"type\": \"BPE\", \"byte_fallback\": " fallback ", \"unk_token\": \"<unk>\", "          \
+    "\"vocab\": {\"<unk>\": 0, \"a\": 1, \"\u2581\": 2}, \"merges\": []}"
+#define SPM_NORMALIZER                                                                         \
+    "{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": "           \
+    "\"\u2581\"}, {\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": "     \
+    "\"\u2581\"}]}"
+#define SPM_DECODER                                                                            \
+    "{\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Replace\", \"pattern\": {\"String\": " \
+    "\"\u2581\"}, \"content\": \" \"}, {\"type\": \"Fuse\"}, {\"type\": \"Strip\", "          \
+    "\"content\": \" \", \"start\": 1, \"stop\": 0}]}"
+
+/* expect_load_error with a decoder as well. */
+static void expect_spm_error(const char *model, const char *pre, const char *normalizer,
+                             const char *decoder, const char *expect)
+{
+    char *dir = mr_test_tmpdir();
+    char json[2048];
+    snprintf(json, sizeof json,
+             "{\"added_tokens\": [], \"normalizer\": %s, \"pre_tokenizer\": %s, "
+             "\"decoder\": %s, \"model\": %s}",
+             normalizer, pre, decoder, model);
+    char *path = mr_test_write(dir, "tokenizer.json", json, (size_t)-1);
+    mr_tokenizer *t = NULL;
+    int rc = mr_tokenizer_load(dir, &t, err, sizeof err);
+    if (!expect) {
+        cr_assert_eq(rc, MR_ENGINE_OK, "%s: %s", json, err);
+        mr_tokens ids = {0};
+        cr_assert_eq(mr_tokenizer_encode(t, "a a", 3, &ids, err, sizeof err), MR_ENGINE_OK);
+        /* "▁a▁a": the characters, no merges; "<unk>" for nothing here. */
+        cr_assert(ids.count == 4 && ids.ids[0] == 2 && ids.ids[1] == 1 && ids.ids[2] == 2 &&
+                  ids.ids[3] == 1);
+        mr_tokens_free(&ids);
+        /* A whole text loses the space its encoding put in front (the
+         * decoder's Strip); a continuation, such as a completion after its
+         * prompt, keeps it. */
+        char *out = NULL;
+        size_t len = 0, cap = 0;
+        mr_detok whole = {.whole = true}, continued = {0};
+        for (int32_t id = 2; id > 0; id--)
+            cr_assert_eq(mr_detok_push(t, &whole, id, &out, &len, &cap), MR_ENGINE_OK);
+        cr_assert_str_eq(out, "a");
+        len = 0;
+        for (int32_t id = 2; id > 0; id--)
+            cr_assert_eq(mr_detok_push(t, &continued, id, &out, &len, &cap), MR_ENGINE_OK);
+        cr_assert_str_eq(out, " a");
+        free(out);
+        mr_tokenizer_free(t);
+    } else {
+        cr_assert_eq(rc, MR_ENGINE_EINVAL, "%s loaded", json);
+        cr_assert(strstr(err, path), "the message names the file: %s", err);
+        cr_assert(strstr(err, expect), "expected '%s' in: %s", expect, err);
+    }
+    free(path);
+    mr_test_rmtree(dir);
+    free(dir);
+}
+
+Test(tokenizer, sentencepiece_parts_outside_the_family_are_refused)
+{
+    expect_spm_error(SPM_MODEL("false"), "null", SPM_NORMALIZER, SPM_DECODER, NULL);
+    expect_spm_error(SPM_MODEL("true"), "null", SPM_NORMALIZER,
+                     "{\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Replace\", "
+                     "\"pattern\": {\"String\": \"\u2581\"}, \"content\": \" \"}, "
+                     "{\"type\": \"ByteFallback\"}]}",
+                     "byte_fallback is set but the vocabulary has no <0x00>");
+    expect_spm_error(SPM_MODEL("false"), "null",
+                     "{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", "
+                     "\"prepend\": \"\u2581\"}, {\"type\": \"NFKC\"}]}",
+                     SPM_DECODER, "normalizer step \"NFKC\" is not supported");
+    expect_spm_error(SPM_MODEL("false"), "{\"type\": \"Whitespace\"}", SPM_NORMALIZER,
+                     SPM_DECODER, "pre-tokenizer \"Whitespace\" is not supported");
+    expect_spm_error(SPM_MODEL("false"),
+                     "{\"type\": \"Metaspace\", \"replacement\": \"\u2581\", "
+                     "\"prepend_scheme\": \"sometimes\"}",
+                     "null", SPM_DECODER, "prepend_scheme \"sometimes\" is not supported");
+    expect_spm_error(SPM_MODEL("false"), "null", SPM_NORMALIZER,
+                     "{\"type\": \"Metaspace\", \"replacement\": \"\u2581\"}",
+                     "decoder step \"Metaspace\" is not supported");
+    expect_spm_error(SPM_MODEL("false"), "null", SPM_NORMALIZER, "null",
+                     "the decoder does not undo the encoding");
+    /* Before Fuse, Strip would cut every token's space, not the text's. */
+    expect_spm_error(SPM_MODEL("false"), "null", SPM_NORMALIZER,
+                     "{\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Replace\", "
+                     "\"pattern\": {\"String\": \"\u2581\"}, \"content\": \" \"}, "
+                     "{\"type\": \"Strip\", \"content\": \" \", \"start\": 1, \"stop\": 0}]}",
+                     "decoder step \"Strip\" is not supported");
+    expect_spm_error(SPM_MODEL("false"), "null",
+                     "{\"type\": \"Prepend\", \"prepend\": \"\u2581\"}", SPM_DECODER,
+                     "normalizer step \"Prepend\" is not supported");
 }
 
 /* An empty vocabulary entry does no harm: no piece is ever empty.  Loading
