@@ -339,7 +339,7 @@ Test(fields, the_same_bytes_alone_in_any_batch_and_on_four_ranks)
         for (int k = 0; k < i; k++)
             line = strchr(line, '\n') + 1;
         free(mr_test_write(t.dir, "requests.jsonl", line, (size_t)(strchr(line, '\n') - line + 1)));
-        char name[16], id[16];
+        char name[32], id[32];
         snprintf(name, sizeof name, "alone%d", i);
         snprintf(id, sizeof id, "m%d", i);
         cr_assert_eq(run(name, 12, 128, 16, 1), 0, "%s%s", t.out, t.err);
