@@ -32,8 +32,6 @@ int mr_cpu_fast_init(mr_backend *be, char *err, size_t errlen)
     if (isa && strcmp(isa, "ref") == 0)
         avx2 = false;
     fast->avx2 = !fast->avx512 && avx2;
-    if (fast->avx2 || fast->avx512)
-        mr_avx2_init();
     be->impl = fast;
     return 0;
 }

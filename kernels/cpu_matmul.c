@@ -90,8 +90,8 @@ typedef void tile_fn(float out[TILE], const float *const *x, const void *const *
 
 /* This CPU's tile for weights of `type`, or NULL: the exact backend's
  * loops run (the same bits, slower).  f32 and bf16 have both ISAs' tiles;
- * FP8 blocks the AVX2 one (a gather per 8 codes), which AVX-512 CPUs run
- * too; f16 none yet. */
+ * FP8 blocks the AVX2 one (codes widened in integer steps), which AVX-512
+ * CPUs run too; f16 none yet. */
 static tile_fn *tile_of(const mr_backend *be, mr_tensor_type type)
 {
     if (type == MR_TENSOR_F8_BLOCKS)
