@@ -198,10 +198,18 @@ SMALL_MODEL := $(BUILD)/models/small/model.safetensors
 $(SMALL_MODEL): | $(MOERUN)
 	$(MOERUN) make-model $(dir $@) --preset small
 
+# The same model with FP8 projections (128 x 128 block scales), for
+# bench_engine's bf16-against-FP8 figures in one `make bench`.
+SMALL_FP8_MODEL := $(BUILD)/models/small-fp8/model.safetensors
+$(SMALL_FP8_MODEL): | $(MOERUN)
+	$(MOERUN) make-model $(dir $@) --preset small --dtype fp8
+
 # Benchmarks take the small model's folder as their first argument.
 bench: deps
-	@$(MAKE) --no-print-directory $(BENCH_BIN) $(MOERUN) $(SMALL_MODEL)
+	@$(MAKE) --no-print-directory $(BENCH_BIN) $(MOERUN) $(SMALL_MODEL) $(SMALL_FP8_MODEL)
 	@for b in $(filter-out $(BENCH_MPI),$(BENCH_BIN)); do echo "== $$b"; $$b $(abspath $(dir $(SMALL_MODEL))) || exit 1; done
+	@echo "== $(BUILD)/bench/bench_engine on the FP8 model"
+	@$(BUILD)/bench/bench_engine $(abspath $(dir $(SMALL_FP8_MODEL)))
 	@for n in 2 4; do echo "== $(BENCH_MPI) on $$n ranks"; $(MPIRUN) -np $$n $(BENCH_MPI) || exit 1; done
 	@echo "== tests/bench/bench_resume.sh"
 	@MOERUN=$(abspath $(MOERUN)) bash tests/bench/bench_resume.sh $(abspath $(dir $(SMALL_MODEL)))
