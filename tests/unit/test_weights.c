@@ -643,17 +643,22 @@ Test(weights, missing_tensor_and_wrong_shape_are_named)
 Test(weights, unsupported_dtype_fails_only_when_asked_for)
 {
     write_raw("model.safetensors",
-              "{\"half\": {\"dtype\": \"F16\", \"shape\": [2], \"data_offsets\": [0, 4]},"
+              "{\"e5m2\": {\"dtype\": \"F8_E5M2\", \"shape\": [4], \"data_offsets\": [0, 4]},"
               " \"steps\": {\"dtype\": \"I64\", \"shape\": [], \"data_offsets\": [8, 16]},"
-              " \"ok\": {\"dtype\": \"BF16\", \"shape\": [2], \"data_offsets\": [4, 8]}}",
-              16);
+              " \"ok\": {\"dtype\": \"BF16\", \"shape\": [2], \"data_offsets\": [4, 8]},"
+              " \"fp8.weight\": {\"dtype\": \"F8_E4M3\", \"shape\": [2, 4], "
+              "\"data_offsets\": [16, 24]}}",
+              24);
     mr_weights *w = open_ok();
     mr_tensor t;
-    const int64_t two[1] = {2};
+    const int64_t two[1] = {2}, four[1] = {4}, fp8[2] = {2, 4};
     cr_expect_eq(mr_weights_get(w, "ok", 1, two, &t, err, sizeof err), MR_ENGINE_OK, "%s", err);
     cr_expect_eq(t.type, MR_TENSOR_BF16);
-    cr_expect_eq(mr_weights_get(w, "half", 1, two, &t, err, sizeof err), MR_ENGINE_EINVAL);
-    expect_message("model/model.safetensors: tensor \"half\" has unsupported dtype F16", NULL);
+    cr_expect_eq(mr_weights_get(w, "e5m2", 1, four, &t, err, sizeof err), MR_ENGINE_EINVAL);
+    expect_message("model/model.safetensors: tensor \"e5m2\" has unsupported dtype F8_E5M2", NULL);
+    /* FP8 e4m3 only with its block scales beside it */
+    cr_expect_eq(mr_weights_get(w, "fp8.weight", 2, fp8, &t, err, sizeof err), MR_ENGINE_EINVAL);
+    expect_message("tensor \"fp8.weight\" is F8_E4M3 without \"fp8.weight_scale_inv\"", NULL);
     cr_expect_eq(mr_weights_get(w, "steps", 0, NULL, &t, err, sizeof err), MR_ENGINE_EINVAL);
     expect_message("tensor \"steps\" has unsupported dtype I64", NULL);
     mr_weights_close(w);
