@@ -58,7 +58,8 @@ static int make_synthetic(mr_model *m, const mr_tensor *t, mr_weight *out, char 
 }
 
 /* The bytes a backend takes for t: the mapping's, or FP8 rows packed into
- * *tmp (malloc'd; the caller frees it once the backend has them). */
+ * *tmp (malloc'd; the caller frees it once the backend has them, or gives
+ * it to keep_host when the backend maps it). */
 static const void *host_bytes(const mr_tensor *t, void **tmp)
 {
     *tmp = NULL;
@@ -67,6 +68,17 @@ static const void *host_bytes(const mr_tensor *t, void **tmp)
     if ((*tmp = malloc(t->bytes)))
         mr_tensor_pack(t, *tmp);
     return *tmp;
+}
+
+/* Keeps host memory a weight was mapped from until the backend is gone. */
+static int keep_host(mr_model *m, void *host)
+{
+    void **grown = realloc(m->host_weights, (m->n_host_weights + 1) * sizeof *grown);
+    if (!grown)
+        return MR_ENGINE_ENOMEM;
+    m->host_weights = grown;
+    m->host_weights[m->n_host_weights++] = host;
+    return MR_ENGINE_OK;
 }
 
 /* Fetch `name` (printf-style) with the given shape, mapped for the backend. */
@@ -98,7 +110,11 @@ static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t
     }
     rc = mr_engine_backend_status(ld->m->be, be->ops->map_weights(be, bytes, t.bytes, &out->data),
                                  ld->err, ld->errlen);
-    free(tmp);
+    if (tmp && keep_host(ld->m, tmp) != MR_ENGINE_OK) {
+        free(tmp);
+        snprintf(ld->err, ld->errlen, "out of memory keeping tensor %s", name);
+        return MR_ENGINE_ENOMEM;
+    }
     if (rc != MR_ENGINE_OK) {
         char why[256];
         snprintf(why, sizeof why, "%s", ld->err);
@@ -650,6 +666,9 @@ void mr_model_free(mr_model *m)
     free(m->synthetic);
     mr_eplb_placement_free(&m->placement);
     mr_backend_free(m->be);
+    for (size_t i = 0; i < m->n_host_weights; i++)
+        free(m->host_weights[i]);
+    free(m->host_weights);
     mr_weights_close(m->weights);
     mr_tokenizer_free(m->tokenizer);
     mr_chat_template_free(m->chat);

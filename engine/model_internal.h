@@ -48,6 +48,11 @@ struct mr_model {
     float *rope_cos_sin; /* backend: mr_rope_table of max_position_embeddings positions */
     void **synthetic;    /* backend buffers of synthetic weights, freed with the model */
     size_t n_synthetic;
+    /* Host memory weights were mapped from that is not the file's mapping
+     * (packed FP8 rows): map_weights may keep reading it (the ref backend
+     * does), so it lives as long as the backend. */
+    void **host_weights;
+    size_t n_host_weights;
     int rank, slots_per_rank;
     mr_ep_mode dispatch;
     int ll_capacity;
