@@ -263,7 +263,8 @@ static int decide(mr_engine_balancer *b, double tokens_per_rank_step, cJSON *rec
     int slots = b->layers * cur->n_physical;
     mr_eplb_solve_options so = {
         .policy = o->policy, .n_physical = cur->n_physical, .n_ranks = b->ranks,
-        .n_nodes = b->nodes, .n_groups = 1, .current = cur,
+        .n_nodes = b->nodes, .n_groups = mr_config_expert_groups(mr_model_config_get(b->model)),
+        .current = cur,
         .max_moves = o->max_moves_percent >= 100
                          ? -1
                          : (int)floor(o->max_moves_percent / 100.0 * slots),

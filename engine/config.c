@@ -32,6 +32,7 @@ typedef struct {
 static const family_info families[] = {
     {"Qwen3MoeForCausalLM", "qwen3_moe", MR_FAMILY_QWEN3_MOE, 1e-6, 10000.0, 32768},
     {"MixtralForCausalLM", "mixtral", MR_FAMILY_MIXTRAL, 1e-5, 1e6, 4096 * 32},
+    {"DeepseekV3ForCausalLM", "deepseek_v3", MR_FAMILY_DEEPSEEK_V3, 1e-6, 10000.0, 4096},
 };
 #define N_FAMILIES (sizeof families / sizeof families[0])
 #define DEFAULT_SPARSE_STEP 1
@@ -415,22 +416,107 @@ static void read_quantization(reader *r)
                 "weights with a scale per 128 x 128 tile");
 }
 
+/* A string field that must be one value when present (a router's method). */
+static void expect_string(reader *r, const char *name, const char *want)
+{
+    const cJSON *v = field(r->root, name);
+    if (v && !r->failed && !(cJSON_IsString(v) && strcmp(v->valuestring, want) == 0))
+        fail(r, "\"%s\" must be \"%s\" (DeepSeek-V3's), not %s%.32s%s", name, want,
+             cJSON_IsString(v) ? "\"" : "", cJSON_IsString(v) ? v->valuestring : mr_json_kind(v),
+             cJSON_IsString(v) ? "\"" : "");
+}
+
+static double optional_number(reader *r, const cJSON *obj, const char *name, double fallback)
+{
+    return positive_value(r, field(obj, name), name, fallback);
+}
+
+/* rope_scaling of type yarn, as DeepSeek-V3 ships it; none leaves
+ * yarn_factor 0.  Other kinds would rotate by other angles: refused. */
+static void read_yarn(reader *r, mr_mla_config *m)
+{
+    const cJSON *s = field(r->root, "rope_scaling");
+    if (!s || r->failed)
+        return;
+    const cJSON *type = field(s, "rope_type") ? field(s, "rope_type") : field(s, "type");
+    if (!cJSON_IsObject(s) || !cJSON_IsString(type) || strcmp(type->valuestring, "yarn") != 0) {
+        fail(r, "\"rope_scaling\" must be null or of type \"yarn\" for DeepSeek-V3");
+        return;
+    }
+    /* Its frequencies and attention factor are not in the RoPE table yet. */
+    fail(r, "\"rope_scaling\" of type yarn is not supported yet for DeepSeek-V3; a checkpoint "
+            "without rope_scaling loads");
+    m->yarn_factor = (float)optional_number(r, s, "factor", 1.0);
+    m->yarn_beta_fast = (float)optional_number(r, s, "beta_fast", 32.0);
+    m->yarn_beta_slow = (float)optional_number(r, s, "beta_slow", 1.0);
+    m->yarn_mscale = (float)optional_number(r, s, "mscale", 1.0);
+    const cJSON *all_dim = field(s, "mscale_all_dim");
+    m->yarn_mscale_all_dim = all_dim && cJSON_IsNumber(all_dim) ? (float)all_dim->valuedouble : 0;
+    const cJSON *original = field(s, "original_max_position_embeddings");
+    m->yarn_original_max_positions = original ? whole_value(r, original,
+                                                            "original_max_position_embeddings", 1)
+                                              : 4096;
+}
+
+/* DeepSeek-V3 (DeepseekV3Config): MLA's ranks and head dims, the grouped
+ * sigmoid router, shared experts, the first first_k_dense_replace layers
+ * dense; defaults as transformers' config class has them.  The MTP layer
+ * (num_nextn_predict_layers) is not part of the model served: ignored. */
+static void read_deepseek(reader *r, mr_model_config *cfg)
+{
+    mr_mla_config *m = &cfg->mla;
+    const cJSON *q_lora = field(r->root, "q_lora_rank");
+    m->q_lora_rank = q_lora ? whole_value(r, q_lora, "q_lora_rank", 1) : 0;
+    m->kv_lora_rank = required_int(r, "kv_lora_rank", 1);
+    m->qk_nope_head_dim = required_int(r, "qk_nope_head_dim", 1);
+    m->qk_rope_head_dim = required_int(r, "qk_rope_head_dim", 2);
+    m->v_head_dim = required_int(r, "v_head_dim", 1);
+    m->rope_interleave = optional_bool(r, "rope_interleave", true);
+    m->n_group = optional_int(r, "n_group", 1, 1);
+    m->topk_group = optional_int(r, "topk_group", 1, 1);
+    m->routed_scaling_factor =
+        (float)positive_value(r, field(r->root, "routed_scaling_factor"), "routed_scaling_factor",
+                              2.5);
+    m->n_shared_experts = optional_int(r, "n_shared_experts", 0, 1);
+    int dense = optional_int(r, "first_k_dense_replace", 0, 3);
+    for (int i = 0; i < dense && i < cfg->num_hidden_layers && i < MR_MAX_LAYERS; i++)
+        cfg->mlp_only[i] = true;
+    cfg->norm_topk_prob = optional_bool(r, "norm_topk_prob", true);
+    cfg->head_dim = m->qk_nope_head_dim + m->qk_rope_head_dim;
+    expect_string(r, "scoring_func", "sigmoid");
+    expect_string(r, "topk_method", "noaux_tc");
+    read_yarn(r, m);
+    if (!r->failed && (cfg->num_experts % m->n_group != 0 || m->topk_group > m->n_group ||
+                       cfg->num_experts_per_tok > m->topk_group * (cfg->num_experts / m->n_group)))
+        fail(r, "\"n_routed_experts\" (%d) in \"n_group\" (%d) groups, \"topk_group\" %d, "
+                "\"num_experts_per_tok\" %d: the groups must divide the experts and the kept "
+                "groups hold the top-k",
+             cfg->num_experts, m->n_group, m->topk_group, cfg->num_experts_per_tok);
+}
+
 static void read_config(reader *r, mr_model_config *cfg)
 {
     const family_info *f = read_architecture(r, cfg);
     bool mixtral = cfg->family == MR_FAMILY_MIXTRAL;
+    bool deepseek = cfg->family == MR_FAMILY_DEEPSEEK_V3;
     cfg->qk_norm = cfg->family == MR_FAMILY_QWEN3_MOE;
     cfg->vocab_size = required_int(r, "vocab_size", 1);
     cfg->hidden_size = required_int(r, "hidden_size", 1);
     cfg->num_hidden_layers = required_int(r, "num_hidden_layers", 1);
     cfg->num_attention_heads = required_int(r, "num_attention_heads", 1);
-    cfg->num_key_value_heads = required_int(r, "num_key_value_heads", 1);
+    cfg->num_key_value_heads = deepseek ? optional_int(r, "num_key_value_heads", 1,
+                                                       cfg->num_attention_heads)
+                                        : required_int(r, "num_key_value_heads", 1);
     cfg->intermediate_size = required_int(r, "intermediate_size", 1);
     if (!mixtral)
         cfg->moe_intermediate_size = required_int(r, "moe_intermediate_size", 1);
-    cfg->num_experts = required_int(r, mixtral ? "num_local_experts" : experts_key(r->root), 1);
+    cfg->num_experts = required_int(r, mixtral    ? "num_local_experts"
+                                       : deepseek ? "n_routed_experts"
+                                                  : experts_key(r->root),
+                                    1);
     cfg->num_experts_per_tok = required_int(r, "num_experts_per_tok", 1);
-    read_head_dim(r, cfg);
+    if (!deepseek)
+        read_head_dim(r, cfg);
     cfg->decoder_sparse_step = optional_int(r, "decoder_sparse_step", 1, DEFAULT_SPARSE_STEP);
     cfg->norm_topk_prob = optional_bool(r, "norm_topk_prob", false);
     cfg->tie_word_embeddings = optional_bool(r, "tie_word_embeddings", false);
@@ -441,6 +527,8 @@ static void read_config(reader *r, mr_model_config *cfg)
         optional_int(r, "max_position_embeddings", 1, f->max_positions);
     if (mixtral)
         read_mixtral(r, cfg);
+    if (deepseek)
+        read_deepseek(r, cfg);
     read_quantization(r);
     cfg->bos_token_id = token_id(r, "bos_token_id");
     cfg->eos_token_id = token_id(r, "eos_token_id");
@@ -466,6 +554,11 @@ int mr_config_load(const char *path, mr_model_config *cfg, char *err, size_t err
         return MR_ENGINE_EINVAL;
     }
     return MR_ENGINE_OK;
+}
+
+int mr_config_expert_groups(const mr_model_config *cfg)
+{
+    return cfg->family == MR_FAMILY_DEEPSEEK_V3 && cfg->mla.n_group > 1 ? cfg->mla.n_group : 1;
 }
 
 bool mr_config_layer_is_moe(const mr_model_config *cfg, int layer)

@@ -35,8 +35,23 @@ typedef enum {
  * step or two (docs/model-format.md). */
 typedef enum {
     MR_FAMILY_QWEN3_MOE, /* Qwen3MoeForCausalLM: q and k normalised per head */
-    MR_FAMILY_MIXTRAL    /* MixtralForCausalLM: Llama attention, block_sparse_moe */
+    MR_FAMILY_MIXTRAL,   /* MixtralForCausalLM: Llama attention, block_sparse_moe */
+    MR_FAMILY_DEEPSEEK_V3 /* DeepseekV3ForCausalLM: MLA, grouped sigmoid routing, shared experts */
 } mr_model_family;
+
+/* DeepSeek-V3's multi-head latent attention and router (DeepseekV3Config). */
+typedef struct {
+    int q_lora_rank;       /* 0: q_proj directly */
+    int kv_lora_rank;      /* the latent a token's KV cache holds */
+    int qk_nope_head_dim, qk_rope_head_dim, v_head_dim;
+    bool rope_interleave;  /* RoPE on interleaved pairs (HF's default for V3) */
+    int n_group, topk_group;
+    float routed_scaling_factor;
+    int n_shared_experts;
+    /* rope_scaling type "yarn"; factor 0 when there is none */
+    float yarn_factor, yarn_beta_fast, yarn_beta_slow, yarn_mscale, yarn_mscale_all_dim;
+    int yarn_original_max_positions;
+} mr_mla_config;
 
 typedef struct {
     char architecture[64]; /* "Qwen3MoeForCausalLM" */
@@ -61,10 +76,14 @@ typedef struct {
     int max_position_embeddings;
     int bos_token_id; /* -1 when config.json has none */
     int eos_token_id; /* -1 when config.json has none */
+    mr_mla_config mla; /* MR_FAMILY_DEEPSEEK_V3 */
 } mr_model_config;
 
 /* Reads and checks `config.json` (a path to the file itself). */
 int mr_config_load(const char *path, mr_model_config *cfg, char *err, size_t errlen);
+/* The expert groups the router limits a token to (DeepSeek-V3's n_group),
+ * which EPLB's hierarchical policy keeps on one node; 1 for the others. */
+int mr_config_expert_groups(const mr_model_config *cfg);
 /* True when layer `layer` runs routed experts rather than a dense MLP. */
 bool mr_config_layer_is_moe(const mr_model_config *cfg, int layer);
 

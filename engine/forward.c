@@ -33,6 +33,7 @@ struct mr_activations {
     mr_backend *be;
     /* Backend buffers. */
     float *x, *h, *q, *k, *v, *attn, *out;
+    float *q_rope, *shared; /* DeepSeek-V3: MLA's rotated q, the shared experts' output */
     float *router_logits, *route_weight;
     int32_t *route_slots;
     uint64_t *route_counts; /* [layers][experts]: tokens this rank routed */
@@ -93,6 +94,18 @@ int mr_activations_new(const mr_model *m, int max_rows, int max_logits,
     size_t rows = (size_t)max_rows, f = sizeof(float);
     size_t q_dim = (size_t)c->num_attention_heads * c->head_dim;
     size_t kv_dim = (size_t)c->num_key_value_heads * c->head_dim;
+    /* MLA's steps reuse q and attn for [heads][latent], k for the latent,
+     * v for q_a's output and then the rope key (mla_block) */
+    bool mla = c->family == MR_FAMILY_DEEPSEEK_V3;
+    size_t heads_latent = (size_t)c->num_attention_heads * (size_t)c->mla.kv_lora_rank;
+    size_t v_dim = (size_t)c->mla.q_lora_rank > (size_t)c->mla.qk_rope_head_dim
+                       ? (size_t)c->mla.q_lora_rank
+                       : (size_t)c->mla.qk_rope_head_dim;
+    if (mla) {
+        q_dim = q_dim > heads_latent ? q_dim : heads_latent;
+        kv_dim = kv_dim > v_dim ? kv_dim : v_dim;
+        kv_dim = kv_dim > (size_t)c->mla.kv_lora_rank ? kv_dim : (size_t)c->mla.kv_lora_rank;
+    }
     size_t top_k = c->num_experts_per_tok > 0 ? (size_t)c->num_experts_per_tok : 1;
     size_t experts = c->num_experts > 0 ? (size_t)c->num_experts : 1;
     size_t slots = m->slots_per_rank > 0 ? (size_t)m->slots_per_rank : 1;
@@ -107,6 +120,11 @@ int mr_activations_new(const mr_model *m, int max_rows, int max_logits,
     a->attn = backend_alloc(m, rows * q_dim * f, &rc);
     a->k = backend_alloc(m, rows * kv_dim * f, &rc);
     a->v = backend_alloc(m, rows * kv_dim * f, &rc);
+    if (mla) {
+        a->q_rope = backend_alloc(
+            m, rows * (size_t)c->num_attention_heads * (size_t)c->mla.qk_rope_head_dim * f, &rc);
+        a->shared = backend_alloc(m, rows * c->hidden_size * f, &rc);
+    }
     a->router_logits = backend_alloc(m, rows * experts * f, &rc);
     a->route_weight = backend_alloc(m, rows * top_k * f, &rc);
     a->route_slots = backend_alloc(m, rows * top_k * sizeof(int32_t), &rc);
@@ -156,7 +174,8 @@ void mr_activations_free(mr_activations *a, const mr_model *m)
 {
     if (!a)
         return;
-    void *device[] = {a->x, a->h, a->out, a->q, a->attn, a->k, a->v, a->router_logits,
+    void *device[] = {a->x, a->h, a->out, a->q, a->attn, a->k, a->v, a->q_rope, a->shared,
+                      a->router_logits,
                       a->route_weight, a->route_slots, a->route_counts, a->tokens, a->pos,
                       a->seq, a->slot, a->block_table, a->logit_rows, a->final_rows,
                       a->logits};
@@ -196,10 +215,16 @@ static int route(const mr_model *m, mr_activations *a, const mr_layer *L, int la
     const mr_eplb_placement *p = &m->placement;
     mr_backend *be = m->be;
     size_t maps = (size_t)L->moe_index * (size_t)p->n_logical;
+    bool grouped = c->family == MR_FAMILY_DEEPSEEK_V3;
     mr_route_args args = {.rows = rows,
                           .n_experts = c->num_experts,
                           .k = c->num_experts_per_tok,
                           .renormalize = c->norm_topk_prob,
+                          .scoring = grouped ? MR_ROUTE_SIGMOID_GROUPED : MR_ROUTE_SOFTMAX,
+                          .bias = L->router_bias.data,
+                          .n_group = c->mla.n_group,
+                          .topk_group = c->mla.topk_group,
+                          .scaling = c->mla.routed_scaling_factor,
                           .max_replicas = p->max_replicas,
                           .logits = a->router_logits,
                           .pos = a->pos,
@@ -286,6 +311,82 @@ static int dense_block(mr_model *m, mr_activations *a, const mr_layer *L, int ro
                             .hidden = m->cfg.hidden_size,
                             .inter = m->cfg.intermediate_size};
     return m->be->ops->expert_ffn(m->be, a->out, a->h, &one);
+}
+
+/* DeepSeek-V3's shared experts: one SwiGLU MLP of every token's h, added
+ * to what the routed experts gave (out), as DeepseekV3MoE adds them. */
+static int shared_experts(mr_model *m, mr_activations *a, const mr_layer *L, int rows)
+{
+    if (rows == 0)
+        return MR_KERNELS_OK;
+    int32_t offsets[2] = {0, rows};
+    mr_expert_groups one = {.groups = 1,
+                            .offsets = offsets,
+                            .gate = &L->shared_gate.data,
+                            .up = &L->shared_up.data,
+                            .down = &L->shared_down.data,
+                            .type = L->shared_gate.type,
+                            .hidden = m->cfg.hidden_size,
+                            .inter = m->cfg.moe_intermediate_size * m->cfg.mla.n_shared_experts};
+    int rc = m->be->ops->expert_ffn(m->be, a->shared, a->h, &one);
+    return rc != MR_KERNELS_OK ? rc
+                               : m->be->ops->add(m->be, a->out, a->shared,
+                                                 (size_t)rows * (size_t)m->cfg.hidden_size);
+}
+
+/* DeepSeek-V3's attention in the absorbed form (mla_weights.c): q's
+ * latent part straight from q_a (or h), its rope part rotated; the token's
+ * latent (normalised) and rope key into the two caches; every head over
+ * the latent cache (mla_attention); o_proj from the heads' latents.  Its
+ * norms use RMSNorm's default eps, 1e-6, as DeepseekV3Attention builds
+ * them.  Returns the first failing op's status. */
+static int mla_block(mr_model *m, mr_kv_cache *kv, mr_activations *a, const mr_layer *L,
+                     int layer, const mr_step *s)
+{
+    const mr_model_config *c = &m->cfg;
+    const mr_mla_config *mla = &c->mla;
+    mr_backend *be = m->be;
+    const mr_ops *op = be->ops;
+    int rows = s->rows, hidden = c->hidden_size, heads = c->num_attention_heads;
+    int latent = mla->kv_lora_rank, rope = mla->qk_rope_head_dim;
+    int q_in = mla->q_lora_rank ? mla->q_lora_rank : hidden;
+    const float norm_eps = 1e-6f;
+    mr_mla_args args = {.rows = rows,
+                        .n_heads = heads,
+                        .latent = latent,
+                        .rope = rope,
+                        .block_size = kv->block_size,
+                        .max_blocks = s->max_blocks,
+                        .scale = 1.0f / sqrtf((float)(mla->qk_nope_head_dim + rope)),
+                        .seq = a->seq,
+                        .pos = a->pos,
+                        .block_table = a->block_table,
+                        .kv_type = kv->type};
+    const float *q_src = a->h;
+    int rc;
+    if (mla->q_lora_rank &&
+        ((rc = op->matmul(be, a->v, a->h, L->q_a.data, L->q_a.type, rows, q_in, hidden)) ||
+         (rc = op->rmsnorm(be, a->v, a->v, L->q_a_norm.data, L->q_a_norm.type, rows, q_in,
+                           norm_eps))))
+        return rc;
+    if (mla->q_lora_rank)
+        q_src = a->v;
+    if ((rc = op->matmul(be, a->q, q_src, L->q_lat.data, L->q_lat.type, rows, heads * latent,
+                         q_in)) ||
+        (rc = op->matmul(be, a->q_rope, q_src, L->q_rope.data, L->q_rope.type, rows,
+                         heads * rope, q_in)) ||
+        (rc = op->rope_neox(be, a->q_rope, a->pos, rows, heads, rope, m->rope_cos_sin)) ||
+        (rc = op->matmul(be, a->k, a->h, L->kv_lat.data, L->kv_lat.type, rows, latent, hidden)) ||
+        (rc = op->rmsnorm(be, a->k, a->k, L->kv_norm.data, L->kv_norm.type, rows, latent,
+                          norm_eps)) ||
+        (rc = op->matmul(be, a->v, a->h, L->kv_rope.data, L->kv_rope.type, rows, rope, hidden)) ||
+        (rc = op->rope_neox(be, a->v, a->pos, rows, 1, rope, m->rope_cos_sin)) ||
+        (rc = op->kv_store(be, kv->k[layer], NULL, kv->type, a->k, NULL, a->slot, rows, latent)) ||
+        (rc = op->kv_store(be, kv->v[layer], NULL, kv->type, a->v, NULL, a->slot, rows, rope)) ||
+        (rc = op->mla_attention(be, a->attn, a->q, a->q_rope, kv->k[layer], kv->v[layer], &args)))
+        return rc;
+    return op->matmul(be, a->out, a->attn, L->o_lat.data, L->o_lat.type, rows, hidden,
+                      heads * latent);
 }
 
 /* Returns the first failing op's status. */
@@ -384,7 +485,8 @@ static int attention_half(mr_model *m, mr_kv_cache *kv, mr_activations *a, const
     int rc;
     if ((rc = op->rmsnorm(be, a->h, a->x, L->input_norm.data, L->input_norm.type, rows, hidden,
                           eps)) ||
-        (rc = attention_block(m, kv, a, L, layer, s)) ||
+        (rc = c->family == MR_FAMILY_DEEPSEEK_V3 ? mla_block(m, kv, a, L, layer, s)
+                                                 : attention_block(m, kv, a, L, layer, s)) ||
         (rc = op->add(be, a->x, a->out, (size_t)rows * hidden)) ||
         (rc = op->rmsnorm(be, a->h, a->x, L->post_attention_norm.data,
                           L->post_attention_norm.type, rows, hidden, eps)) ||
@@ -422,6 +524,8 @@ static int decoder_layer(mr_model *m, mr_kv_cache *kv, mr_activations *a, int la
     a->stats.attention_seconds += mr_clock_seconds() - started;
     if (rc == MR_ENGINE_OK && L->moe)
         rc = moe_block(m, a, L, layer, s, err, errlen);
+    if (rc == MR_ENGINE_OK && L->moe && L->shared_gate.data)
+        rc = mr_engine_backend_status(be, shared_experts(m, a, L, s->rows), err, errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
     size_t n = (size_t)s->rows * m->cfg.hidden_size;

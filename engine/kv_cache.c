@@ -9,18 +9,26 @@
 
 #include "engine/model_internal.h"
 
-/* One layer's K buffer, or its V buffer. */
-static size_t layer_bytes(const mr_model_config *c, mr_tensor_type type, int block_size,
-                          int n_blocks)
+/* What a token keeps per layer in its two caches: K and V of every KV
+ * head, or for MLA its latent (the "k" cache) and its rope key (the "v"
+ * cache), which every head's K and V come from. */
+static void token_dims(const mr_model_config *c, int *k_dim, int *v_dim)
 {
-    return (size_t)n_blocks * block_size * c->num_key_value_heads * c->head_dim *
-           mr_tensor_type_size(type);
+    if (c->family == MR_FAMILY_DEEPSEEK_V3) {
+        *k_dim = c->mla.kv_lora_rank;
+        *v_dim = c->mla.qk_rope_head_dim;
+    } else {
+        *k_dim = *v_dim = c->num_key_value_heads * c->head_dim;
+    }
 }
 
 size_t mr_model_kv_bytes(const mr_model_config *c, mr_tensor_type kv_type, int block_size,
                          int n_blocks)
 {
-    return 2 * (size_t)c->num_hidden_layers * layer_bytes(c, kv_type, block_size, n_blocks);
+    int k_dim, v_dim;
+    token_dims(c, &k_dim, &v_dim);
+    return (size_t)c->num_hidden_layers * (size_t)n_blocks * (size_t)block_size *
+           (size_t)(k_dim + v_dim) * mr_tensor_type_size(kv_type);
 }
 
 int mr_kv_cache_init(mr_kv_cache *kv, const mr_model *m, mr_tensor_type type, int block_size,
@@ -29,22 +37,24 @@ int mr_kv_cache_init(mr_kv_cache *kv, const mr_model *m, mr_tensor_type type, in
     const mr_model_config *c = &m->cfg;
     *kv = (mr_kv_cache){.block_size = block_size,
                         .n_blocks = n_blocks,
-                        .kv_dim = c->num_key_value_heads * c->head_dim,
                         .n_layers = c->num_hidden_layers,
                         .type = type};
-    size_t bytes = layer_bytes(c, type, block_size, n_blocks);
+    token_dims(c, &kv->k_dim, &kv->v_dim);
+    size_t slots = (size_t)n_blocks * (size_t)block_size, size = mr_tensor_type_size(type);
     kv->k = calloc((size_t)kv->n_layers, sizeof *kv->k);
     kv->v = calloc((size_t)kv->n_layers, sizeof *kv->v);
     kv->free_ids = malloc((size_t)n_blocks * sizeof *kv->free_ids);
     bool ok = kv->k && kv->v && kv->free_ids;
     for (int l = 0; ok && l < kv->n_layers; l++)
-        ok = m->be->ops->alloc(m->be, bytes, (void **)&kv->k[l]) == MR_KERNELS_OK &&
-             m->be->ops->alloc(m->be, bytes, (void **)&kv->v[l]) == MR_KERNELS_OK;
+        ok = m->be->ops->alloc(m->be, slots * (size_t)kv->k_dim * size, (void **)&kv->k[l]) ==
+                 MR_KERNELS_OK &&
+             m->be->ops->alloc(m->be, slots * (size_t)kv->v_dim * size, (void **)&kv->v[l]) ==
+                 MR_KERNELS_OK;
     if (!ok) {
         mr_kv_cache_free(kv, m);
         snprintf(err, errlen,
                  "out of memory for a KV cache of %d blocks of %d tokens (%zu MiB per layer)",
-                 n_blocks, block_size, 2 * bytes >> 20);
+                 n_blocks, block_size, (slots * (size_t)(kv->k_dim + kv->v_dim) * size) >> 20);
         return MR_ENGINE_ENOMEM;
     }
     /* Lowest ids on top, so a fresh cache fills from block 0. */

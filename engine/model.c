@@ -59,7 +59,7 @@ static int make_synthetic(mr_model *m, const mr_tensor *t, mr_weight *out, char 
 
 /* The bytes a backend takes for t: the mapping's, or FP8 rows packed into
  * *tmp (malloc'd; the caller frees it once the backend has them, or gives
- * it to keep_host when the backend maps it). */
+ * it to mr_model_keep_host when the backend maps it). */
 static const void *host_bytes(const mr_tensor *t, void **tmp)
 {
     *tmp = NULL;
@@ -70,12 +70,13 @@ static const void *host_bytes(const mr_tensor *t, void **tmp)
     return *tmp;
 }
 
-/* Keeps host memory a weight was mapped from until the backend is gone. */
-static int keep_host(mr_model *m, void *host)
+int mr_model_keep_host(mr_model *m, void *host)
 {
     void **grown = realloc(m->host_weights, (m->n_host_weights + 1) * sizeof *grown);
-    if (!grown)
+    if (!grown) {
+        free(host);
         return MR_ENGINE_ENOMEM;
+    }
     m->host_weights = grown;
     m->host_weights[m->n_host_weights++] = host;
     return MR_ENGINE_OK;
@@ -110,8 +111,7 @@ static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t
     }
     rc = mr_engine_backend_status(ld->m->be, be->ops->map_weights(be, bytes, t.bytes, &out->data),
                                  ld->err, ld->errlen);
-    if (tmp && keep_host(ld->m, tmp) != MR_ENGINE_OK) {
-        free(tmp);
+    if (tmp && mr_model_keep_host(ld->m, tmp) != MR_ENGINE_OK) {
         snprintf(ld->err, ld->errlen, "out of memory keeping tensor %s", name);
         return MR_ENGINE_ENOMEM;
     }
@@ -270,6 +270,42 @@ static int load_dense_mlp(loader *ld, mr_layer *L, int i)
     return rc;
 }
 
+/* DeepSeek-V3's MoE layers beside the routed experts: the router's
+ * e_score_correction_bias (f32, as the checkpoints keep it) and the
+ * shared experts, one SwiGLU MLP of n_shared_experts x
+ * moe_intermediate_size that every token runs. */
+static int load_deepseek_moe(loader *ld, mr_layer *L, int i)
+{
+    const mr_model_config *c = &ld->m->cfg;
+    int64_t hidden = c->hidden_size,
+            inter = (int64_t)c->moe_intermediate_size * c->mla.n_shared_experts;
+    int rc = load_weight(ld, &L->router_bias, 1, c->num_experts, 0,
+                         "model.layers.%d.mlp.gate.e_score_correction_bias", i);
+    if (rc == MR_ENGINE_OK && L->router_bias.type != MR_TENSOR_F32) {
+        snprintf(ld->err, ld->errlen, "model.layers.%d.mlp.gate.e_score_correction_bias is %s; "
+                 "moerun reads it as F32, as DeepSeek-V3's checkpoints store it", i,
+                 mr_tensor_type_name(L->router_bias.type));
+        return MR_ENGINE_EINVAL;
+    }
+    if (rc != MR_ENGINE_OK || inter == 0)
+        return rc;
+    rc = load_weight(ld, &L->shared_gate, 2, inter, hidden,
+                     "model.layers.%d.mlp.shared_experts.gate_proj.weight", i);
+    if (rc == MR_ENGINE_OK)
+        rc = load_weight(ld, &L->shared_up, 2, inter, hidden,
+                         "model.layers.%d.mlp.shared_experts.up_proj.weight", i);
+    if (rc == MR_ENGINE_OK)
+        rc = load_weight(ld, &L->shared_down, 2, hidden, inter,
+                         "model.layers.%d.mlp.shared_experts.down_proj.weight", i);
+    if (rc == MR_ENGINE_OK && (L->shared_up.type != L->shared_gate.type ||
+                               L->shared_down.type != L->shared_gate.type)) {
+        snprintf(ld->err, ld->errlen, "model.layers.%d.mlp.shared_experts: gate, up and down "
+                 "must share one dtype", i);
+        return MR_ENGINE_EINVAL;
+    }
+    return rc;
+}
+
 static int load_layer(loader *ld, mr_layer *L, int i)
 {
     const mr_model_config *c = &ld->m->cfg;
@@ -279,6 +315,13 @@ static int load_layer(loader *ld, mr_layer *L, int i)
     int rc = load_weight(ld, &L->input_norm, 1, hidden, 0, "model.layers.%d.input_layernorm.weight", i);
     if (rc == MR_ENGINE_OK)
         rc = load_weight(ld, &L->post_attention_norm, 1, hidden, 0, "model.layers.%d.post_attention_layernorm.weight", i);
+    if (rc == MR_ENGINE_OK && c->family == MR_FAMILY_DEEPSEEK_V3) {
+        rc = mr_mla_load_layer(ld->m, L, i, ld->err, ld->errlen);
+        L->moe = mr_config_layer_is_moe(c, i);
+        if (rc == MR_ENGINE_OK)
+            rc = L->moe ? load_experts(ld, L, i) : load_dense_mlp(ld, L, i);
+        return rc == MR_ENGINE_OK && L->moe ? load_deepseek_moe(ld, L, i) : rc;
+    }
     if (rc == MR_ENGINE_OK)
         rc = load_weight(ld, &L->q_proj, 2, q_dim, hidden, "model.layers.%d.self_attn.q_proj.weight", i);
     if (rc == MR_ENGINE_OK)
@@ -404,14 +447,16 @@ static int place_experts(mr_model *m, const mr_model_options *options, char *err
 static int upload_rope_table(mr_model *m, char *err, size_t errlen)
 {
     const mr_model_config *c = &m->cfg;
-    size_t bytes = (size_t)c->max_position_embeddings * (size_t)c->head_dim * sizeof(float);
+    /* MLA rotates only the rope part of its heads */
+    int dim = c->family == MR_FAMILY_DEEPSEEK_V3 ? c->mla.qk_rope_head_dim : c->head_dim;
+    size_t bytes = (size_t)c->max_position_embeddings * (size_t)dim * sizeof(float);
     float *table = malloc(bytes);
     if (!table) {
         snprintf(err, errlen, "out of memory for the RoPE table of %d positions",
                  c->max_position_embeddings);
         return MR_ENGINE_ENOMEM;
     }
-    mr_rope_table(table, c->max_position_embeddings, c->head_dim, c->rope_theta);
+    mr_rope_table(table, c->max_position_embeddings, dim, c->rope_theta);
     mr_backend *be = m->be;
     int rc = be->ops->alloc(be, bytes, (void **)&m->rope_cos_sin);
     if (rc == MR_KERNELS_OK)

@@ -27,6 +27,13 @@ typedef struct {
     size_t expert_tensor_bytes; /* one of gate, up, down */
     mr_weight dense_gate, dense_up, dense_down; /* layers that stay dense */
     mr_tensor_type expert_type;
+    /* DeepSeek-V3: MLA's weights as mla_weights.c absorbs them (f32) */
+    mr_weight q_a, q_a_norm;  /* q_lora_rank > 0 */
+    mr_weight q_lat, q_rope;  /* [heads * latent][q_in], [heads * rope][q_in] */
+    mr_weight kv_lat, kv_rope, kv_norm; /* [latent][hidden], [rope][hidden], [latent] */
+    mr_weight o_lat;          /* [hidden][heads * latent] */
+    mr_weight router_bias;    /* [experts], f32: e_score_correction_bias */
+    mr_weight shared_gate, shared_up, shared_down; /* the shared experts as one MLP */
 } mr_layer;
 
 struct mr_model {
@@ -62,10 +69,20 @@ struct mr_model {
  * code for it, with the backend's message in err. */
 int mr_engine_backend_status(const mr_backend *be, int status, char *err, size_t errlen);
 
+/* Keeps host memory a weight was mapped from (map_weights) until the
+ * backend is gone: the ref backend reads weights where they were mapped
+ * from.  Takes `host`, freeing it itself when it cannot keep it. */
+int mr_model_keep_host(mr_model *m, void *host);
 
-/* KV cache: K and V of every layer in blocks of block_size tokens. */
+/* DeepSeek-V3's attention weights of `layer` into L, absorbed
+ * (mla_weights.c). */
+int mr_mla_load_layer(mr_model *m, mr_layer *L, int layer, char *err, size_t errlen);
+
+
+/* KV cache: K and V of every layer in blocks of block_size tokens (MLA:
+ * the latent in k, the rope key in v). */
 typedef struct {
-    int block_size, n_blocks, kv_dim, n_layers;
+    int block_size, n_blocks, k_dim, v_dim, n_layers;
     mr_tensor_type type; /* f32, or bf16 for half the memory */
     void **k, **v;     /* [layer] -> [n_blocks][block_size][kv_dim] on the backend */
     int32_t *free_ids; /* stack of free blocks */

@@ -25,6 +25,11 @@ const char *mr_tensor_type_name(mr_tensor_type type)
     }
 }
 
+float mr_tensor_value(const void *row, mr_tensor_type type, size_t i)
+{
+    return mr_exact_weight(row, type, i);
+}
+
 float mr_bf16_to_f32(uint16_t h)
 {
     return mr_exact_bits_to_f32((uint32_t)h << 16);
@@ -82,7 +87,26 @@ int mr_kernels_check_route(mr_backend *be, const mr_route_args *a)
                                "route: top %d of %d experts with %d replicas at most; needs "
                                "1 <= k <= experts and replicas >= 1",
                                a->k, a->n_experts, a->max_replicas);
+    if (a->scoring == MR_ROUTE_SIGMOID_GROUPED &&
+        (!a->bias || a->n_group < 1 || a->n_group > MR_EXACT_MAX_GROUPS ||
+         a->n_experts % a->n_group != 0 || a->topk_group < 1 || a->topk_group > a->n_group ||
+         a->k > a->topk_group * (a->n_experts / a->n_group)))
+        return mr_backend_fail(be, MR_KERNELS_EINVAL,
+                               "route: %d experts in %d groups, top %d groups, top %d, %s "
+                               "bias; needs groups dividing the experts (at most %d), 1 <= "
+                               "top groups <= groups, k no more than the kept groups hold, and "
+                               "a bias", a->n_experts, a->n_group, a->topk_group, a->k,
+                               a->bias ? "a" : "no", MR_EXACT_MAX_GROUPS);
     return MR_KERNELS_OK;
+}
+
+int mr_kernels_check_mla(mr_backend *be, const mr_mla_args *a)
+{
+    if (a->rows >= 0 && a->n_heads >= 1 && a->latent >= 1 && a->rope >= 1 && a->block_size >= 1)
+        return MR_KERNELS_OK;
+    return mr_backend_fail(be, MR_KERNELS_EINVAL, "mla_attention: %d rows, %d heads of latent %d "
+                           "and rope %d, blocks of %d; needs every size >= 1", a->rows,
+                           a->n_heads, a->latent, a->rope, a->block_size);
 }
 
 int mr_kernels_check_attention(mr_backend *be, const mr_attention_args *a)

@@ -23,6 +23,7 @@ int mr_kernels_check_groups(mr_backend *be, const mr_expert_groups *g);
 /* MR_KERNELS_EINVAL unless k and the replicas are in range (host values
  * only: a device checks logcnt itself). */
 int mr_kernels_check_route(mr_backend *be, const mr_route_args *a);
+int mr_kernels_check_mla(mr_backend *be, const mr_mla_args *a);
 /* MR_KERNELS_EINVAL unless the heads, head_dim and block_size make sense. */
 int mr_kernels_check_attention(mr_backend *be, const mr_attention_args *a);
 

@@ -61,6 +61,23 @@ int mr_exact_expert_ffn(mr_backend *be, float *out, const float *x, const mr_exp
     return mr_cpu_expert_rows(be, expert_row, out, x, g);
 }
 
+int mr_exact_mla_attention(mr_backend *be, float *out, const float *q_lat, const float *q_rope,
+                           const void *latent_cache, const void *rope_cache, const mr_mla_args *a)
+{
+    int rc = mr_kernels_check_mla(be, a);
+    if (rc != MR_KERNELS_OK)
+        return rc;
+    int heads = a->n_heads;
+#pragma omp parallel for num_threads(be->threads) if (be->threads > 1)
+    for (int i = 0; i < a->rows * heads; i++) {
+        float weights[MR_EXACT_CHUNK];
+        mr_exact_mla_head(out + (size_t)i * (size_t)a->latent, q_lat + (size_t)i * (size_t)a->latent,
+                          q_rope + (size_t)i * (size_t)a->rope, latent_cache, rope_cache, a,
+                          i / heads, weights);
+    }
+    return MR_KERNELS_OK;
+}
+
 /* Every CPU backend's route op.  The arguments are checked before anything
  * is written, so a failed call leaves the counts as they were.  The top k
  * of every row go first into `slots` as logical ids, across threads; then
@@ -79,9 +96,7 @@ int mr_exact_route(mr_backend *be, const mr_route_args *a)
     int k = a->k;
     FOR_EACH_ROW
     for (int r = 0; r < a->rows; r++)
-        mr_exact_router_row(a->slots + (size_t)r * (size_t)k, a->weights + (size_t)r * (size_t)k,
-                            a->logits + (size_t)r * (size_t)a->n_experts, a->n_experts, k,
-                            a->renormalize);
+        mr_exact_route_row(a, r);
     for (size_t i = 0; i < (size_t)a->rows * (size_t)k; i++) {
         int32_t e = a->slots[i];
         a->counts[e]++;

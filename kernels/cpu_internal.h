@@ -96,6 +96,11 @@ int mr_exact_attention(mr_backend *be, float *out, const float *q, const void *k
                        const void *v_cache, const mr_attention_args *a);
 int mr_exact_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
 int mr_exact_route(mr_backend *be, const mr_route_args *a);
+/* Every CPU backend's MLA: exact.h's head, rows and heads across threads
+ * (its vector kernels are still to be written). */
+int mr_exact_mla_attention(mr_backend *be, float *out, const float *q_lat, const float *q_rope,
+                           const void *latent_cache, const void *rope_cache,
+                           const mr_mla_args *a);
 int mr_ref_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
 int mr_ref_gather(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,
                   int dim);
@@ -114,7 +119,8 @@ int mr_cpu_ep_combine_reduce(mr_backend *be, float *out, const void *const *msgs
 /* The cheap ops, the same in both CPU backends. */
 #define MR_CPU_CHEAP_OPS                                                                           \
     .embed = mr_ref_embed, .rope_neox = mr_ref_rope_neox, .kv_store = mr_ref_kv_store,             \
-    .route = mr_exact_route, .gather = mr_ref_gather, .add = mr_ref_add,                           \
+    .route = mr_exact_route, .mla_attention = mr_exact_mla_attention, .gather = mr_ref_gather,      \
+    .add = mr_ref_add,                                                                             \
     .fill_uniform = mr_ref_fill_uniform,                                                           \
     .ep_layout = mr_cpu_ep_layout, .ep_pack = mr_cpu_ep_pack, .ep_unpack = mr_cpu_ep_unpack,       \
     .ep_combine_partials = mr_cpu_ep_combine_partials,                                             \

@@ -52,7 +52,8 @@ static void kv_store_row(void *k_cache, void *v_cache, mr_tensor_type type, cons
     size_t at = (size_t)slot * (size_t)kv_dim;
     for (int i = 0; i < kv_dim; i++) {
         mr_exact_store(k_cache, type, at + (size_t)i, k[i]);
-        mr_exact_store(v_cache, type, at + (size_t)i, v[i]);
+        if (v_cache)
+            mr_exact_store(v_cache, type, at + (size_t)i, v[i]);
     }
 }
 
@@ -179,7 +180,7 @@ int mr_ref_kv_store(mr_backend *be, void *k_cache, void *v_cache, mr_tensor_type
     FOR_EACH_ROW
     for (int r = 0; r < rows; r++) {
         size_t at = (size_t)r * (size_t)kv_dim;
-        kv_store_row(k_cache, v_cache, kv_type, k + at, v + at, slot[r], kv_dim);
+        kv_store_row(k_cache, v_cache, kv_type, k + at, v ? v + at : NULL, slot[r], kv_dim);
     }
     return MR_KERNELS_OK;
 }

@@ -229,6 +229,21 @@ MR_EXACT_FN const void *mr_exact_kv_at(const void *cache, const mr_attention_arg
     return (const char *)cache + element * mr_tensor_type_size(a->kv_type);
 }
 
+/* The cache slot of position p of a row's sequence, and a slot's entry in
+ * a cache of `width` values (MLA's latent and rope caches). */
+MR_EXACT_FN size_t mr_exact_mla_slot(const mr_mla_args *a, int row, int p)
+{
+    int32_t block =
+        a->block_table[(size_t)a->seq[row] * (size_t)a->max_blocks + (size_t)(p / a->block_size)];
+    return (size_t)block * (size_t)a->block_size + (size_t)(p % a->block_size);
+}
+
+MR_EXACT_FN const void *mr_exact_cache_row(const void *cache, mr_tensor_type type, size_t slot,
+                                           int width)
+{
+    return (const char *)cache + slot * (size_t)width * mr_tensor_type_size(type);
+}
+
 /* The softmax of one chunk of mr_exact_attend_head: weights[0..n) hold
  * the chunk's scores and become e^(score - max) with the new running
  * *max; *total is rescaled to it and grows by their sum.  Returns the
@@ -289,6 +304,42 @@ MR_EXACT_FN void mr_exact_attend_head(float *out, const float *q, const void *k_
         out[i] *= inv_total;
 }
 
+/* One head of MLA (mr_mla_args) for one row: mr_exact_attend_head's
+ * chunks, rescales and sums, a score being the latent part's dot plus the
+ * rope part's, times scale, and the values the latent entries. */
+MR_EXACT_FN void mr_exact_mla_head(float *out, const float *q_lat, const float *q_rope,
+                                   const void *latent_cache, const void *rope_cache,
+                                   const mr_mla_args *a, int row, float *weights)
+{
+    int last = a->pos[row];
+    float max = -INFINITY, total = 0;
+    for (int i = 0; i < a->latent; i++)
+        out[i] = 0;
+    for (int first = 0; first <= last; first += MR_EXACT_CHUNK) {
+        int n = last + 1 - first < MR_EXACT_CHUNK ? last + 1 - first : MR_EXACT_CHUNK;
+        for (int p = 0; p < n; p++) {
+            size_t slot = mr_exact_mla_slot(a, row, first + p);
+            const void *c = mr_exact_cache_row(latent_cache, a->kv_type, slot, a->latent);
+            const void *k = mr_exact_cache_row(rope_cache, a->kv_type, slot, a->rope);
+            weights[p] = (mr_exact_dot(q_lat, c, a->kv_type, a->latent) +
+                          mr_exact_dot(q_rope, k, a->kv_type, a->rope)) *
+                         a->scale;
+        }
+        float rescale = mr_exact_softmax_chunk(weights, n, &max, &total);
+        for (int i = 0; i < a->latent; i++)
+            out[i] *= rescale;
+        for (int p = 0; p < n; p++) {
+            size_t slot = mr_exact_mla_slot(a, row, first + p);
+            const void *c = mr_exact_cache_row(latent_cache, a->kv_type, slot, a->latent);
+            for (int i = 0; i < a->latent; i++)
+                out[i] = fmaf(weights[p], mr_exact_weight(c, a->kv_type, (size_t)i), out[i]);
+        }
+    }
+    float inv_total = 1.0f / total;
+    for (int i = 0; i < a->latent; i++)
+        out[i] *= inv_total;
+}
+
 /* The router of one token: softmax in f32 (the max, then e^(l - max)
  * summed in expert order, each divided by the sum), the top k kept sorted
  * while experts are scanned in id order, a new weight going after every
@@ -326,6 +377,86 @@ MR_EXACT_FN void mr_exact_router_row(int32_t *ids, float *weights, const float *
         for (int j = 0; j < k; j++)
             weights[j] /= sum;
     }
+}
+
+/* DeepSeek-V3's router of one token (mr_route_args, MR_ROUTE_SIGMOID_
+ * GROUPED).  Sigmoid as 1 / (1 + e^-x) with mr_exact_exp; a group's score
+ * is its best two choice scores added (the larger first); groups and
+ * experts are kept sorted as the softmax router keeps experts (ties to
+ * the lower index); the weights are summed in pick order. */
+#define MR_EXACT_MAX_GROUPS 64
+MR_EXACT_FN float mr_exact_sigmoid(float x)
+{
+    return 1.0f / (1.0f + mr_exact_exp(-x));
+}
+
+/* Inserts (id, v) into the sorted head best[0..*kept) of at most k. */
+MR_EXACT_FN void mr_exact_keep_best(int32_t *ids, float *best, int *kept, int k, int32_t id,
+                                    float v)
+{
+    int at = *kept;
+    while (at > 0 && best[at - 1] < v)
+        at--;
+    if (at >= k)
+        return;
+    int last = *kept < k ? *kept : k - 1;
+    for (int j = last; j > at; j--) {
+        ids[j] = ids[j - 1];
+        best[j] = best[j - 1];
+    }
+    ids[at] = id;
+    best[at] = v;
+    *kept += *kept < k;
+}
+
+MR_EXACT_FN void mr_exact_router_grouped_row(int32_t *ids, float *weights, const float *logits,
+                                             const mr_route_args *a)
+{
+    int per_group = a->n_experts / a->n_group;
+    int32_t group_ids[MR_EXACT_MAX_GROUPS];
+    float group_best[MR_EXACT_MAX_GROUPS];
+    int groups_kept = 0;
+    for (int g = 0; g < a->n_group; g++) {
+        float first = -INFINITY, second = -INFINITY;
+        for (int e = g * per_group; e < (g + 1) * per_group; e++) {
+            float choice = mr_exact_sigmoid(logits[e]) + a->bias[e];
+            if (choice > first) {
+                second = first;
+                first = choice;
+            } else if (choice > second) {
+                second = choice;
+            }
+        }
+        mr_exact_keep_best(group_ids, group_best, &groups_kept, a->topk_group, g,
+                           first + second);
+    }
+    int chosen[MR_EXACT_MAX_GROUPS] = {0};
+    for (int j = 0; j < groups_kept; j++)
+        chosen[group_ids[j]] = 1;
+    int kept = 0;
+    for (int e = 0; e < a->n_experts; e++)
+        mr_exact_keep_best(ids, weights, &kept, a->k, e,
+                           chosen[e / per_group] ? mr_exact_sigmoid(logits[e]) + a->bias[e]
+                                                 : 0.0f);
+    float sum = 0;
+    for (int j = 0; j < a->k; j++) {
+        weights[j] = mr_exact_sigmoid(logits[ids[j]]);
+        sum += weights[j];
+    }
+    for (int j = 0; j < a->k; j++)
+        weights[j] = (a->renormalize ? weights[j] / (sum + 1e-20f) : weights[j]) * a->scaling;
+}
+
+/* Row r of a route: its picks' logical experts into slots, and weights. */
+MR_EXACT_FN void mr_exact_route_row(const mr_route_args *a, int r)
+{
+    int32_t *ids = a->slots + (size_t)r * (size_t)a->k;
+    float *weights = a->weights + (size_t)r * (size_t)a->k;
+    const float *logits = a->logits + (size_t)r * (size_t)a->n_experts;
+    if (a->scoring == MR_ROUTE_SIGMOID_GROUPED)
+        mr_exact_router_grouped_row(ids, weights, logits, a);
+    else
+        mr_exact_router_row(ids, weights, logits, a->n_experts, a->k, a->renormalize);
 }
 
 /* eplb's mr_eplb_pick_slot: the replica chosen by the token's position,

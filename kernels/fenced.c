@@ -337,9 +337,11 @@ static int fenced_kv_store(mr_backend *be, void *k_cache, void *v_cache, mr_tens
 {
     check c = {be, "kv_store", true};
     device_arg(&c, "k_cache", k_cache, 0);
-    device_arg(&c, "v_cache", v_cache, 0);
     device_arg(&c, "k", k, floats(count(rows), kv_dim));
-    device_arg(&c, "v", v, floats(count(rows), kv_dim));
+    if (v_cache || v) {
+        device_arg(&c, "v_cache", v_cache, 0);
+        device_arg(&c, "v", v, floats(count(rows), kv_dim));
+    }
     device_arg(&c, "slot", slot, count(rows) * sizeof(int32_t));
     return c.ok ? RUN(be, kv_store, k_cache, v_cache, kv_type, k, v, slot, rows, kv_dim)
                 : MR_KERNELS_EINVAL;
@@ -359,6 +361,25 @@ static int fenced_attention(mr_backend *be, float *out, const float *q, const vo
     device_arg(&c, "args->pos", a->pos, rows * sizeof(int32_t));
     device_arg(&c, "args->block_table", a->block_table, 0);
     return c.ok ? RUN(be, attention, out, q, k_cache, v_cache, a) : MR_KERNELS_EINVAL;
+}
+
+static int fenced_mla_attention(mr_backend *be, float *out, const float *q_lat,
+                                const float *q_rope, const void *latent_cache,
+                                const void *rope_cache, const mr_mla_args *a)
+{
+    check c = {be, "mla_attention", true};
+    size_t rows = count(a->rows) * count(a->n_heads);
+    host_arg(&c, "args", a);
+    device_arg(&c, "out", out, floats(rows, a->latent));
+    device_arg(&c, "q_lat", q_lat, floats(rows, a->latent));
+    device_arg(&c, "q_rope", q_rope, floats(rows, a->rope));
+    device_arg(&c, "latent_cache", latent_cache, 0);
+    device_arg(&c, "rope_cache", rope_cache, 0);
+    device_arg(&c, "args->seq", a->seq, count(a->rows) * sizeof(int32_t));
+    device_arg(&c, "args->pos", a->pos, count(a->rows) * sizeof(int32_t));
+    device_arg(&c, "args->block_table", a->block_table, 0);
+    return c.ok ? RUN(be, mla_attention, out, q_lat, q_rope, latent_cache, rope_cache, a)
+                : MR_KERNELS_EINVAL;
 }
 
 static int fenced_route(mr_backend *be, const mr_route_args *a)
@@ -580,6 +601,7 @@ const mr_ops mr_fenced_ops = {
     .rope_neox = fenced_rope_neox,
     .kv_store = fenced_kv_store,
     .attention = fenced_attention,
+    .mla_attention = fenced_mla_attention,
     .route = fenced_route,
     .expert_ffn = fenced_expert_ffn,
     .gather = fenced_gather,

@@ -85,6 +85,9 @@ MR_KERNELS_INLINE size_t mr_tensor_row_bytes(mr_tensor_type type, int cols)
 
 const char *mr_tensor_type_name(mr_tensor_type type);
 float mr_bf16_to_f32(uint16_t h);
+/* Value i of a weight row of `type` in host memory (exact.h's widening),
+ * for the host code that transforms weights at load. */
+float mr_tensor_value(const void *row, mr_tensor_type type, size_t i);
 uint16_t mr_f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */
 
 typedef struct mr_backend mr_backend;
@@ -210,16 +213,48 @@ typedef struct {
     float *y;             /* [rows][hidden]: the experts' outputs */
 } mr_ep_recv;
 
-/* Routing of one MoE layer, every pointer a backend buffer.  Per row:
- * softmax in f32 over the n_experts logits, the k largest (ties to the
- * lower expert id) in descending order, renormalised to sum 1 when
- * `renormalize`; each pick adds 1 to counts[expert] and goes to the
- * physical slot log2phy[expert][pos % logcnt[expert]] (eplb's
- * mr_eplb_pick_slot: the replica chosen by the token's position, so a
- * token takes the same slot whichever rank or batch it is in). */
+/* Multi-head latent attention (DeepSeek-V3's MLA) in its absorbed form:
+ * every head attends over one latent cache, as multi-query attention.
+ * Per row r and head h, over the row's positions 0..pos in chunks as
+ * attention does:
+ *   score_t = (q_lat[r][h] · c_t + q_rope[r][h] · k_t) * scale
+ *   out[r][h] = Σ_t softmax(score)_t c_t           ([latent])
+ * where c_t ([latent]) and k_t ([rope]) are position t's entries in
+ * latent_cache and rope_cache, slots laid out as kv_store writes them. */
+typedef struct {
+    int rows, n_heads, latent, rope;
+    int block_size, max_blocks;
+    float scale;
+    const int32_t *seq, *pos, *block_table;
+    mr_tensor_type kv_type;
+} mr_mla_args;
+
+/* How a router scores its experts. */
+typedef enum {
+    MR_ROUTE_SOFTMAX,        /* Qwen3-MoE, Mixtral */
+    MR_ROUTE_SIGMOID_GROUPED /* DeepSeek-V3: sigmoid, bias for the choice, groups */
+} mr_route_scoring;
+
+/* Routing of one MoE layer, every pointer a backend buffer.  Per row, with
+ * MR_ROUTE_SOFTMAX: softmax in f32 over the n_experts logits, the k
+ * largest (ties to the lower expert id) in descending order, renormalised
+ * to sum 1 when `renormalize`.  With MR_ROUTE_SIGMOID_GROUPED
+ * (transformers' DeepseekV3TopkRouter): sigmoid scores; for choosing only,
+ * each plus bias[expert]; the experts in n_group groups, a group scored by
+ * its two best, the topk_group best groups kept and every other expert
+ * scored 0; the k best; their weights the sigmoid scores, divided by their
+ * sum (+ 1e-20) when `renormalize`, times `scaling`.  Either way each pick
+ * adds 1 to counts[expert] and goes to the physical slot
+ * log2phy[expert][pos % logcnt[expert]] (eplb's mr_eplb_pick_slot: the
+ * replica chosen by the token's position, so a token takes the same slot
+ * whichever rank or batch it is in). */
 typedef struct {
     int rows, n_experts, k; /* 1 <= k <= n_experts */
     int renormalize;
+    mr_route_scoring scoring;
+    const float *bias;      /* [n_experts], MR_ROUTE_SIGMOID_GROUPED */
+    int n_group, topk_group; /* n_group divides n_experts; 1 <= topk_group <= n_group */
+    float scaling;          /* routed_scaling_factor (grouped only) */
     int max_replicas;        /* width of log2phy's rows */
     const float *logits;     /* [rows][n_experts] */
     const int32_t *pos;      /* [rows] */
@@ -269,13 +304,18 @@ typedef struct {
                      int head_dim, const float *cos_sin);
     /* Write k and v ([rows][kv_dim], f32) into the cache slots slot[i]
      * (block * block_size + offset) as kv_type (bf16: rounded to nearest
-     * even); kv_dim = n_kv_heads * head_dim. */
+     * even); kv_dim = n_kv_heads * head_dim.  v_cache and v NULL: k alone
+     * (MLA's caches, one per width). */
     int (*kv_store)(mr_backend *be, void *k_cache, void *v_cache, mr_tensor_type kv_type,
                     const float *k, const float *v, const int32_t *slot, int rows, int kv_dim);
     /* out[rows][n_q_heads * head_dim] = softmax(q kᵀ * scale) v, causal
      * through pos, keys read in position order. */
     int (*attention)(mr_backend *be, float *out, const float *q, const void *k_cache,
                      const void *v_cache, const mr_attention_args *args);
+    /* out[rows][n_heads * latent], see mr_mla_args. */
+    int (*mla_attention)(mr_backend *be, float *out, const float *q_lat, const float *q_rope,
+                         const void *latent_cache, const void *rope_cache,
+                         const mr_mla_args *args);
     /* Routing of one MoE layer, see mr_route_args. */
     int (*route)(mr_backend *be, const mr_route_args *args);
     /* SwiGLU experts, see mr_expert_groups. */

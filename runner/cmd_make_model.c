@@ -1,7 +1,7 @@
 /*
  * moerun make-model: write a bundled random model (Qwen3-MoE, or Mixtral's
- * structure), so that a job, a test or a benchmark can run without
- * downloading a checkpoint.
+ * or DeepSeek-V3's structure), so that a job, a test or a benchmark can run
+ * without downloading a checkpoint.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -28,7 +28,8 @@ int mr_runner_make_model(int argc, char **argv)
            strcmp(args.preset, mr_make_model_preset_name(preset)) != 0)
         preset++;
     if (!mr_make_model_preset_name(preset))
-        rc = mr_runner_usage_error(argv[0], "unknown preset '%s': tiny, small or mixtral-tiny",
+        rc = mr_runner_usage_error(argv[0], "unknown preset '%s': tiny, small, mixtral-tiny or "
+                                   "deepseek-tiny",
                                    args.preset);
     static const struct {
         const char *name;

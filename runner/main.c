@@ -113,8 +113,8 @@ static const mr_runner_command commands[] = {
      "Exit codes: 0 done, 1 system error, 2 bad command line, 3 not a run folder,\n"
      "or a damaged or refused bundle.\n"},
     {"make-model", mr_runner_make_model, "write a random Qwen3-MoE model for tests and benchmarks",
-     "usage: moerun make-model DIR [--preset tiny|small|mixtral-tiny] [--seed N]\n"
-     "                             [--dtype bf16|f16|fp8]\n"
+     "usage: moerun make-model DIR [--preset tiny|small|mixtral-tiny|deepseek-tiny]\n"
+     "                             [--seed N] [--dtype bf16|f16|fp8]\n"
      "\n"
      "Write a random-initialised Qwen3-MoE model in the Hugging Face layout into\n"
      "DIR: config.json, model.safetensors (bf16), tokenizer.json (a byte-level BPE\n"
@@ -128,6 +128,11 @@ static const mr_runner_command commands[] = {
      "  --preset mixtral-tiny\n"
      "                  a Mixtral (MixtralForCausalLM) of hidden 256, 4 layers,\n"
      "                  8 experts, top-2, no q/k norm (about 30 MB; tests)\n"
+     "  --preset deepseek-tiny\n"
+     "                  a DeepSeek-V3 (DeepseekV3ForCausalLM) of hidden 256, 3\n"
+     "                  layers (the first dense), MLA, 16 experts in 2 groups of\n"
+     "                  8 (best group kept), top-4, 1 shared expert (about 11 MB;\n"
+     "                  tests)\n"
      "  --seed N        weights seed (default 0); the same seed writes the same bytes\n"
      "  --dtype T       bf16 (default), f16, or fp8: the projections in FP8 e4m3\n"
      "                  with a scale per 128 x 128 tile (weight_scale_inv), as\n"

@@ -1,6 +1,7 @@
 /*
- * moerun make-model: a random Qwen3-MoE in the Hugging Face layout, for
- * tests and benchmarks that must run without downloading a checkpoint.
+ * moerun make-model: a random Qwen3-MoE (or Mixtral, or DeepSeek-V3) in the
+ * Hugging Face layout, for tests and benchmarks that must run without
+ * downloading a checkpoint.
  *
  * Random weights alone would route uniformly, and a load balancer tested on
  * uniform load proves nothing.  So the routers are built to behave like a
@@ -23,6 +24,14 @@
 #include "engine/grow.h"
 #include "engine/testmodel/testmodel.h"
 
+/* DeepSeek-V3's own dimensions (DeepseekV3Config): MLA's ranks and head
+ * parts, the expert groups, the shared expert, the dense layers first. */
+typedef struct {
+    int q_lora_rank, kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim;
+    int n_group, topk_group, n_shared_experts, first_k_dense_replace, intermediate;
+    double routed_scaling_factor;
+} deepseek_shape;
+
 typedef struct {
     const char *name;
     mr_model_family family;
@@ -32,7 +41,16 @@ typedef struct {
      * for the hot 5% and a log slope over the rest (fitted to the top 5% of
      * experts taking ~45% of activations and the bottom half ~10%). */
     double hot_bonus, slope;
+    const deepseek_shape *deepseek; /* MR_FAMILY_DEEPSEEK_V3 */
 } preset_shape;
+
+/* DeepSeek-V3's structure, small: 16 routed experts in 2 groups of 8, the
+ * best group kept, top 4; one shared expert; a first dense layer; MLA with
+ * a q rank, 32 + 16 q/k dims per head (RoPE on 16) and 32 v dims. */
+static const deepseek_shape deepseek_tiny = {
+    .q_lora_rank = 96, .kv_lora_rank = 64, .qk_nope_head_dim = 32, .qk_rope_head_dim = 16,
+    .v_head_dim = 32, .n_group = 2, .topk_group = 1, .n_shared_experts = 1,
+    .first_k_dense_replace = 1, .intermediate = 512, .routed_scaling_factor = 2.5};
 
 static const preset_shape presets[] = {
     [MR_PRESET_TINY] = {"tiny", MR_FAMILY_QWEN3_MOE, 2048, 256, 4, 8, 2, 32, 128, 64, 8, 4096,
@@ -43,6 +61,9 @@ static const preset_shape presets[] = {
      * head, no q/k norm, every layer routed. */
     [MR_PRESET_MIXTRAL_TINY] = {"mixtral-tiny", MR_FAMILY_MIXTRAL, 2048, 256, 4, 8, 2, 32, 256,
                                 8, 2, 4096, 1.0, 0.6},
+    /* head_dim: DeepseekV3Config's, the RoPE part of a head. */
+    [MR_PRESET_DEEPSEEK_TINY] = {"deepseek-tiny", MR_FAMILY_DEEPSEEK_V3, 2048, 256, 3, 8, 8, 16,
+                                 128, 16, 4, 4096, 1.5, 0.6, &deepseek_tiny},
 };
 
 /* Strength of the shared and topic directions in the embeddings, and of
@@ -112,12 +133,14 @@ typedef struct {
     uint64_t seed;
 } tensor_list;
 
-static uint16_t *add_tensor(tensor_list *l, const char *name, int64_t rows, int64_t cols)
+/* A [rows][cols] tensor (a vector when cols is 0), its data uninitialised. */
+static void *add_typed(tensor_list *l, const char *name, mr_tensor_type type, int64_t rows,
+                       int64_t cols)
 {
     if (!mr_grow((void **)&l->specs, &l->cap, l->count + 1, sizeof *l->specs))
         return NULL;
     size_t n = (size_t)rows * (size_t)(cols ? cols : 1);
-    uint16_t *data = malloc(n * sizeof(uint16_t));
+    void *data = malloc(n * mr_tensor_type_size(type));
     char *copy = strdup(name);
     if (!data || !copy) {
         free(data);
@@ -125,9 +148,14 @@ static uint16_t *add_tensor(tensor_list *l, const char *name, int64_t rows, int6
         return NULL;
     }
     mr_tensor_spec *s = &l->specs[l->count++];
-    *s = (mr_tensor_spec){.name = copy, .type = MR_TENSOR_BF16, .ndim = cols ? 2 : 1,
+    *s = (mr_tensor_spec){.name = copy, .type = type, .ndim = cols ? 2 : 1,
                           .shape = {rows, cols}, .data = data};
     return data;
+}
+
+static uint16_t *add_tensor(tensor_list *l, const char *name, int64_t rows, int64_t cols)
+{
+    return add_typed(l, name, MR_TENSOR_BF16, rows, cols);
 }
 
 static void free_tensors(tensor_list *l)
@@ -330,9 +358,88 @@ static int add_router(tensor_list *l, const routing *rt, int layer)
     return 0;
 }
 
+/* A SwiGLU MLP's three projections under `prefix` (…mlp., …experts.E.). */
+static int add_swiglu(tensor_list *l, const char *prefix, int64_t hidden, int64_t inter)
+{
+    char name[160];
+    snprintf(name, sizeof name, "%sgate_proj.weight", prefix);
+    if (add_linear(l, name, inter, hidden, 1.0))
+        return -1;
+    snprintf(name, sizeof name, "%sup_proj.weight", prefix);
+    if (add_linear(l, name, inter, hidden, 1.0))
+        return -1;
+    snprintf(name, sizeof name, "%sdown_proj.weight", prefix);
+    return add_linear(l, name, hidden, inter, 0.25);
+}
+
+/* e_score_correction_bias: trained DeepSeek-V3 routers carry a bias that
+ * evens expert load by changing which experts are chosen (not their
+ * weights).  Random, and about as large as the gaps between neighbouring
+ * sigmoid scores (~0.035), so that it changes some choices (on seed 0, 140
+ * of 600 tokens' expert sets): an engine that ignores it, or lets it into
+ * the weights, disagrees with the reference. */
+#define CORRECTION_BIAS 0.05
+
+static int add_correction_bias(tensor_list *l, const char *name, int experts)
+{
+    float *b = add_typed(l, name, MR_TENSOR_F32, experts, 0);
+    if (!b)
+        return -1;
+    rng256 r;
+    rng_init(&r, l->seed, name);
+    for (int e = 0; e < experts; e++)
+        b[e] = (float)(CORRECTION_BIAS * (2.0 * rng_uniform(&r) - 1.0));
+    return 0;
+}
+
+/* A DeepSeek-V3 decoder layer: MLA (q through its low rank, K and V from
+ * a latent beside one RoPE key), then a dense MLP in the first
+ * first_k_dense_replace layers, or the router with its correction bias,
+ * the routed experts and the shared expert. */
+static int add_deepseek_layer(tensor_list *l, const routing *rt, int i)
+{
+    const preset_shape *p = rt->p;
+    const deepseek_shape *d = p->deepseek;
+    int64_t h = p->hidden, qk = d->qk_nope_head_dim + d->qk_rope_head_dim;
+    char name[160];
+#define NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
+    if (add_norm(l, NAME("model.layers.%d.input_layernorm.weight", i), h) ||
+        add_norm(l, NAME("model.layers.%d.post_attention_layernorm.weight", i), h) ||
+        add_linear(l, NAME("model.layers.%d.self_attn.q_a_proj.weight", i), d->q_lora_rank, h,
+                   1.0) ||
+        add_norm(l, NAME("model.layers.%d.self_attn.q_a_layernorm.weight", i), d->q_lora_rank) ||
+        add_linear(l, NAME("model.layers.%d.self_attn.q_b_proj.weight", i), p->heads * qk,
+                   d->q_lora_rank, 1.0) ||
+        add_linear(l, NAME("model.layers.%d.self_attn.kv_a_proj_with_mqa.weight", i),
+                   d->kv_lora_rank + d->qk_rope_head_dim, h, 1.0) ||
+        add_norm(l, NAME("model.layers.%d.self_attn.kv_a_layernorm.weight", i),
+                 d->kv_lora_rank) ||
+        add_linear(l, NAME("model.layers.%d.self_attn.kv_b_proj.weight", i),
+                   (int64_t)p->heads * (d->qk_nope_head_dim + d->v_head_dim), d->kv_lora_rank,
+                   1.0) ||
+        add_linear(l, NAME("model.layers.%d.self_attn.o_proj.weight", i), h,
+                   (int64_t)p->heads * d->v_head_dim, 0.25))
+        return -1;
+    if (i < d->first_k_dense_replace)
+        return add_swiglu(l, NAME("model.layers.%d.mlp.", i), h, d->intermediate);
+    if (add_router(l, rt, i) ||
+        add_correction_bias(l, NAME("model.layers.%d.mlp.gate.e_score_correction_bias", i),
+                            p->experts) ||
+        add_swiglu(l, NAME("model.layers.%d.mlp.shared_experts.", i), h,
+                   (int64_t)p->moe_inter * d->n_shared_experts))
+        return -1;
+    for (int e = 0; e < p->experts; e++)
+        if (add_swiglu(l, NAME("model.layers.%d.mlp.experts.%d.", i, e), h, p->moe_inter))
+            return -1;
+#undef NAME
+    return 0;
+}
+
 static int add_layer(tensor_list *l, const routing *rt, int i)
 {
     const preset_shape *p = rt->p;
+    if (p->family == MR_FAMILY_DEEPSEEK_V3)
+        return add_deepseek_layer(l, rt, i);
     int64_t h = p->hidden, q = (int64_t)p->heads * p->head_dim,
             kv = (int64_t)p->kv_heads * p->head_dim;
     char name[128];
@@ -368,13 +475,15 @@ static int add_layer(tensor_list *l, const routing *rt, int i)
     return 0;
 }
 
-/* The weights in the checkpoint dtype asked for: bf16 as made, every
- * tensor f16, or the projections FP8 with their tile scales. */
+/* The weights in the checkpoint dtype asked for: bf16 as made, every bf16
+ * tensor f16 (an f32 correction bias stays f32), or the projections FP8
+ * with their tile scales. */
 static int convert_weights(tensor_list *l, mr_tensor_type dtype)
 {
     if (dtype == MR_TENSOR_F16)
         for (size_t i = 0; i < l->count; i++)
-            mr_quantize_f16(&l->specs[i]);
+            if (l->specs[i].type == MR_TENSOR_BF16)
+                mr_quantize_f16(&l->specs[i]);
     if (dtype != MR_TENSOR_F8_BLOCKS)
         return 0;
     size_t n = l->count;
@@ -472,10 +581,67 @@ static cJSON *config_json(const preset_shape *p, int eos, mr_tensor_type dtype)
     return c;
 }
 
+/* DeepSeek-V3's config.json as DeepseekV3Config writes it (with its
+ * derived qk_head_dim, and head_dim the RoPE part), plus the keys
+ * DeepSeek's own checkpoints carry for the router (scoring_func,
+ * topk_method) and the MTP layers, of which this model has none. */
+static cJSON *deepseek_config_json(const preset_shape *p, int eos)
+{
+    const deepseek_shape *d = p->deepseek;
+    cJSON *c = cJSON_CreateObject();
+    const char *arch[] = {"DeepseekV3ForCausalLM"};
+    cJSON_AddItemToObject(c, "architectures", cJSON_CreateStringArray(arch, 1));
+    cJSON_AddStringToObject(c, "model_type", "deepseek_v3");
+    cJSON_AddStringToObject(c, "torch_dtype", "bfloat16");
+    cJSON_AddNumberToObject(c, "vocab_size", p->vocab);
+    cJSON_AddNumberToObject(c, "hidden_size", p->hidden);
+    cJSON_AddNumberToObject(c, "intermediate_size", d->intermediate);
+    cJSON_AddNumberToObject(c, "moe_intermediate_size", p->moe_inter);
+    cJSON_AddNumberToObject(c, "num_hidden_layers", p->layers);
+    cJSON_AddNumberToObject(c, "num_attention_heads", p->heads);
+    cJSON_AddNumberToObject(c, "num_key_value_heads", p->kv_heads);
+    cJSON_AddNumberToObject(c, "n_shared_experts", d->n_shared_experts);
+    cJSON_AddNumberToObject(c, "n_routed_experts", p->experts);
+    cJSON_AddNumberToObject(c, "routed_scaling_factor", d->routed_scaling_factor);
+    cJSON_AddNumberToObject(c, "kv_lora_rank", d->kv_lora_rank);
+    cJSON_AddNumberToObject(c, "q_lora_rank", d->q_lora_rank);
+    cJSON_AddNumberToObject(c, "qk_rope_head_dim", d->qk_rope_head_dim);
+    cJSON_AddNumberToObject(c, "v_head_dim", d->v_head_dim);
+    cJSON_AddNumberToObject(c, "qk_nope_head_dim", d->qk_nope_head_dim);
+    cJSON_AddNumberToObject(c, "qk_head_dim", d->qk_nope_head_dim + d->qk_rope_head_dim);
+    cJSON_AddNumberToObject(c, "head_dim", p->head_dim);
+    cJSON_AddNumberToObject(c, "n_group", d->n_group);
+    cJSON_AddNumberToObject(c, "topk_group", d->topk_group);
+    cJSON_AddNumberToObject(c, "num_experts_per_tok", p->top_k);
+    cJSON_AddNumberToObject(c, "first_k_dense_replace", d->first_k_dense_replace);
+    cJSON_AddBoolToObject(c, "norm_topk_prob", 1);
+    cJSON_AddStringToObject(c, "scoring_func", "sigmoid");
+    cJSON_AddStringToObject(c, "topk_method", "noaux_tc");
+    cJSON_AddNumberToObject(c, "num_nextn_predict_layers", 0);
+    cJSON_AddStringToObject(c, "hidden_act", "silu");
+    cJSON_AddNumberToObject(c, "max_position_embeddings", p->max_positions);
+    cJSON_AddNumberToObject(c, "initializer_range", 0.02);
+    cJSON_AddNumberToObject(c, "rms_norm_eps", 1e-6);
+    cJSON_AddBoolToObject(c, "use_cache", 1);
+    cJSON_AddNumberToObject(c, "pretraining_tp", 1);
+    cJSON_AddBoolToObject(c, "tie_word_embeddings", 0);
+    cJSON_AddNumberToObject(c, "rope_theta", 10000.0);
+    cJSON_AddNullToObject(c, "rope_scaling");
+    cJSON_AddBoolToObject(c, "rope_interleave", 1);
+    cJSON_AddBoolToObject(c, "attention_bias", 0);
+    cJSON_AddNumberToObject(c, "attention_dropout", 0.0);
+    cJSON_AddNullToObject(c, "bos_token_id");
+    cJSON_AddNumberToObject(c, "eos_token_id", eos);
+    cJSON_AddStringToObject(c, "moerun_preset", p->name);
+    return c;
+}
+
 static cJSON *family_config_json(const preset_shape *p, int eos)
 {
     if (p->family == MR_FAMILY_MIXTRAL)
         return mixtral_config_json(p, eos);
+    if (p->family == MR_FAMILY_DEEPSEEK_V3)
+        return deepseek_config_json(p, eos);
     cJSON *c = cJSON_CreateObject();
     const char *arch[] = {"Qwen3MoeForCausalLM"};
     cJSON_AddItemToObject(c, "architectures", cJSON_CreateStringArray(arch, 1));
@@ -573,13 +739,13 @@ static int build_weights(tensor_list *l, const routing *rt)
 
 const char *mr_make_model_preset_name(mr_model_preset preset)
 {
-    return (int)preset >= 0 && preset <= MR_PRESET_MIXTRAL_TINY ? presets[preset].name : NULL;
+    return (int)preset >= 0 && preset <= MR_PRESET_DEEPSEEK_TINY ? presets[preset].name : NULL;
 }
 
 int mr_make_model(const char *dir, mr_model_preset preset, uint64_t seed, mr_tensor_type dtype,
                   char *err, size_t errlen)
 {
-    if ((int)preset < 0 || preset > MR_PRESET_MIXTRAL_TINY) {
+    if ((int)preset < 0 || preset > MR_PRESET_DEEPSEEK_TINY) {
         snprintf(err, errlen, "unknown model preset %d", (int)preset);
         return MR_ENGINE_EINVAL;
     }

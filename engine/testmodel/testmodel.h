@@ -1,8 +1,8 @@
 /*
  * engine/testmodel: the bundled test models (`moerun make-model`).  Random
- * Qwen3-MoE models in the Hugging Face layout, with a tokenizer trained on
- * a built-in corpus, so tests and benchmarks run without downloading a
- * checkpoint.  Serving never uses this folder: it only writes what
+ * Qwen3-MoE, Mixtral and DeepSeek-V3 models in the Hugging Face layout,
+ * with a tokenizer trained on a built-in corpus, so tests and benchmarks
+ * run without downloading a checkpoint.  Serving never uses this folder: it only writes what
  * engine/engine.h loads.
  */
 #ifndef MR_ENGINE_TESTMODEL_H
@@ -13,15 +13,22 @@
 
 #include "engine/engine.h"
 
-typedef enum { MR_PRESET_TINY, MR_PRESET_SMALL, MR_PRESET_MIXTRAL_TINY } mr_model_preset;
+typedef enum {
+    MR_PRESET_TINY,
+    MR_PRESET_SMALL,
+    MR_PRESET_MIXTRAL_TINY,
+    MR_PRESET_DEEPSEEK_TINY
+} mr_model_preset;
 
-/* The preset's name on the command line ("tiny", "small", "mixtral-tiny"). */
+/* The preset's name on the command line ("tiny", "small", "mixtral-tiny",
+ * "deepseek-tiny"). */
 const char *mr_make_model_preset_name(mr_model_preset preset);
 
-/* Writes a random-initialised Qwen3-MoE (or Mixtral) model in the Hugging Face layout
- * into `dir`: config.json, model.safetensors (bf16; or f16; or FP8 e4m3
- * projections with 128 x 128 tile scales, MR_TENSOR_F8_BLOCKS), tokenizer.json,
- * tokenizer_config.json.  Expert popularity is skewed and depends on the
+/* Writes a random-initialised Qwen3-MoE (or Mixtral, or DeepSeek-V3) model
+ * in the Hugging Face layout into `dir`: config.json, model.safetensors
+ * (bf16; or f16; or FP8 e4m3 projections with 128 x 128 tile scales,
+ * MR_TENSOR_F8_BLOCKS; DeepSeek-V3's e_score_correction_bias is f32 in
+ * all three), tokenizer.json, tokenizer_config.json.  Expert popularity is skewed and depends on the
  * topic of the text, as in trained MoE models. */
 int mr_make_model(const char *dir, mr_model_preset preset, uint64_t seed, mr_tensor_type dtype,
                   char *err, size_t errlen);

@@ -255,6 +255,7 @@ extern "C" const mr_ops mr_cuda_ops = {
     .rope_neox = mr_cuda_rope_neox,
     .kv_store = mr_cuda_kv_store,
     .attention = mr_cuda_attention,
+    .mla_attention = mr_cuda_mla_attention,
     .route = mr_cuda_route,
     .expert_ffn = mr_cuda_expert_ffn,
     .gather = mr_cuda_gather,

@@ -95,7 +95,8 @@ __global__ void kv_store_kernel(void *k_cache, void *v_cache, mr_tensor_type typ
         return;
     size_t at = (size_t)slot[i / kv_dim] * kv_dim + i % kv_dim;
     mr_exact_store(k_cache, type, at, k[i]);
-    mr_exact_store(v_cache, type, at, v[i]);
+    if (v_cache)
+        mr_exact_store(v_cache, type, at, v[i]);
 }
 
 int mr_cuda_kv_store(mr_backend *be, void *k_cache, void *v_cache, mr_tensor_type kv_type,
@@ -204,14 +205,36 @@ int mr_cuda_attention(mr_backend *be, float *out, const float *q, const void *k_
     return mr_cuda_launched(be, "attention");
 }
 
+/* One thread per (row, head) of MLA, exact.h's head. */
+__global__ void mla_kernel(float *out, const float *q_lat, const float *q_rope,
+                           const void *latent_cache, const void *rope_cache, mr_mla_args a)
+{
+    size_t i = THREAD_INDEX;
+    if (i >= (size_t)a.rows * a.n_heads)
+        return;
+    float weights[MR_EXACT_CHUNK];
+    mr_exact_mla_head(out + i * a.latent, q_lat + i * a.latent, q_rope + i * a.rope, latent_cache,
+                      rope_cache, &a, (int)(i / a.n_heads), weights);
+}
+
+int mr_cuda_mla_attention(mr_backend *be, float *out, const float *q_lat, const float *q_rope,
+                          const void *latent_cache, const void *rope_cache, const mr_mla_args *a)
+{
+    int rc = mr_kernels_check_mla(be, a);
+    if (rc != MR_KERNELS_OK || a->rows == 0)
+        return rc;
+    mla_kernel<<<LAUNCH((size_t)a->rows * a->n_heads)>>>(out, q_lat, q_rope, latent_cache,
+                                                         rope_cache, *a);
+    return mr_cuda_launched(be, "mla_attention");
+}
+
 /* ---- routing ---- */
 
 __global__ void router_kernel(mr_route_args a)
 {
     size_t r = THREAD_INDEX;
     if (r < (size_t)a.rows)
-        mr_exact_router_row(a.slots + r * a.k, a.weights + r * a.k, a.logits + r * a.n_experts,
-                            a.n_experts, a.k, a.renormalize);
+        mr_exact_route_row(&a, (int)r);
 }
 
 /* Per pick: count its expert and swap its id for its slot.  Counts are

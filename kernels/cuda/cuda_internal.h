@@ -81,6 +81,8 @@ int mr_cuda_kv_store(mr_backend *be, void *k_cache, void *v_cache, mr_tensor_typ
                      const float *k, const float *v, const int32_t *slot, int rows, int kv_dim);
 int mr_cuda_attention(mr_backend *be, float *out, const float *q, const void *k_cache,
                       const void *v_cache, const mr_attention_args *a);
+int mr_cuda_mla_attention(mr_backend *be, float *out, const float *q_lat, const float *q_rope,
+                          const void *latent_cache, const void *rope_cache, const mr_mla_args *a);
 int mr_cuda_route(mr_backend *be, const mr_route_args *a);
 int mr_cuda_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
 int mr_cuda_gather(mr_backend *be, float *out, const float *x, const int32_t *src, int rows,

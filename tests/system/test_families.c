@@ -70,3 +70,8 @@ Test(families, fp8_weights_give_the_same_bytes_in_any_batch_and_on_four_ranks)
 {
     same_bytes_in_any_batch_and_on_four_ranks(MR_PRESET_TINY, MR_TENSOR_F8_BLOCKS);
 }
+
+Test(families, deepseek_v3_gives_the_same_bytes_in_any_batch_and_on_four_ranks)
+{
+    same_bytes_in_any_batch_and_on_four_ranks(MR_PRESET_DEEPSEEK_TINY, MR_TENSOR_BF16);
+}

@@ -150,3 +150,46 @@ Test(reference, f16_and_fp8_checkpoints_match_the_numpy_reference)
         free(model_dir);
     }
 }
+
+/* DeepSeek-V3's structure (make-model --preset deepseek-tiny): MLA, a
+ * dense first layer, grouped sigmoid routing with its bias, shared
+ * experts; in bf16 and with FP8 projections. */
+Test(reference, deepseek_v3_matches_the_numpy_reference_on_cpu_and_ref)
+{
+    static const mr_tensor_type dtypes[] = {MR_TENSOR_BF16, MR_TENSOR_F8_BLOCKS};
+    for (size_t i = 0; i < 2; i++) {
+        char err[1024], *model_dir = NULL;
+        cr_assert(asprintf(&model_dir, "%s/deepseek%zu", dir, i) > 0);
+        cr_assert_eq(mr_make_model(model_dir, MR_PRESET_DEEPSEEK_TINY, 0, dtypes[i], err,
+                                   sizeof err),
+                     MR_ENGINE_OK, "%s", err);
+        check_backend(model_dir, "cpu");
+        check_backend(model_dir, "ref");
+        free(model_dir);
+    }
+}
+
+/* The KV cache of an MLA model holds each token's latent and rope key:
+ * (kv_lora_rank + qk_rope_head_dim) values per layer, not K and V of
+ * every head. */
+Test(reference, deepseek_v3_kv_cache_holds_the_latent)
+{
+    char err[1024], *model_dir = NULL, *config = NULL;
+    cr_assert(asprintf(&model_dir, "%s/deepseek", dir) > 0);
+    cr_assert(asprintf(&config, "%s/config.json", model_dir) > 0);
+    cr_assert_eq(mr_make_model(model_dir, MR_PRESET_DEEPSEEK_TINY, 0, MR_TENSOR_BF16, err,
+                               sizeof err),
+                 MR_ENGINE_OK, "%s", err);
+    mr_model_config cfg;
+    cr_assert_eq(mr_config_load(config, &cfg, err, sizeof err), MR_ENGINE_OK, "%s", err);
+    size_t per_token = (size_t)cfg.num_hidden_layers *
+                       (size_t)(cfg.mla.kv_lora_rank + cfg.mla.qk_rope_head_dim) * sizeof(float);
+    cr_assert_eq(mr_model_kv_bytes(&cfg, MR_TENSOR_F32, 16, 10), per_token * 160);
+    cr_assert_eq(mr_model_kv_bytes(&cfg, MR_TENSOR_BF16, 16, 10), per_token * 80);
+    size_t expanded = (size_t)cfg.num_hidden_layers * (size_t)cfg.num_attention_heads *
+                      (size_t)(cfg.mla.qk_nope_head_dim + cfg.mla.qk_rope_head_dim +
+                               cfg.mla.v_head_dim) * sizeof(float);
+    cr_assert_lt(per_token, expanded, "the latent is what MLA saves");
+    free(config);
+    free(model_dir);
+}

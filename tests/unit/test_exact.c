@@ -325,3 +325,93 @@ Test(exact, f16_and_fp8_blocks_are_the_values_they_decode_to)
     }
     free(f8), free(f16), free(wide8), free(wide16), free(x);
 }
+
+/* MLA's absorbed attention against the formula in double: for each row
+ * and head, softmax over positions 0..pos of (q_lat · c_t + q_rope · k_t) *
+ * scale, then the weighted sum of the c_t; through a block table that
+ * scatters the sequence's positions, past one chunk of 64 keys. */
+Test(exact, mla_attention_is_the_softmax_over_latent_and_rope_scores)
+{
+    enum { HEADS = 3, LATENT = 40, ROPE = 8, BLOCK = 4, BLOCKS = 32, NROWS = 2 };
+    const int positions[NROWS] = {70, 5};
+    int32_t seq[NROWS] = {0, 0}, table[BLOCKS];
+    for (int b = 0; b < BLOCKS; b++)
+        table[b] = (b * 7) % BLOCKS; /* 7 is coprime with 32: a permutation */
+    float *latent = mr_test_random_floats((size_t)BLOCKS * BLOCK * LATENT, 1.0f);
+    float *rope = mr_test_random_floats((size_t)BLOCKS * BLOCK * ROPE, 1.0f);
+    float *q_lat = mr_test_random_floats((size_t)NROWS * HEADS * LATENT, 0.5f);
+    float *q_rope = mr_test_random_floats((size_t)NROWS * HEADS * ROPE, 0.5f);
+    float out[NROWS * HEADS * LATENT];
+    mr_mla_args a = {.rows = NROWS, .n_heads = HEADS, .latent = LATENT, .rope = ROPE,
+                     .block_size = BLOCK, .max_blocks = BLOCKS, .scale = 0.125f, .seq = seq,
+                     .pos = positions, .block_table = table, .kv_type = MR_TENSOR_F32};
+    mr_backend *cpu = cpu_on(NULL);
+    cr_assert_eq(cpu->ops->mla_attention(cpu, out, q_lat, q_rope, latent, rope, &a), 0);
+    for (int r = 0; r < NROWS; r++)
+        for (int h = 0; h < HEADS; h++) {
+            const float *ql = q_lat + ((size_t)r * HEADS + h) * LATENT;
+            const float *qr = q_rope + ((size_t)r * HEADS + h) * ROPE;
+            double scores[128], max = -INFINITY, sum = 0;
+            for (int p = 0; p <= positions[r]; p++) {
+                size_t slot = (size_t)table[p / BLOCK] * BLOCK + (size_t)(p % BLOCK);
+                double s = 0;
+                for (int i = 0; i < LATENT; i++)
+                    s += (double)ql[i] * latent[slot * LATENT + i];
+                for (int i = 0; i < ROPE; i++)
+                    s += (double)qr[i] * rope[slot * ROPE + i];
+                scores[p] = s * 0.125;
+                max = fmax(max, scores[p]);
+            }
+            for (int p = 0; p <= positions[r]; p++)
+                sum += exp(scores[p] - max);
+            for (int i = 0; i < LATENT; i++) {
+                double want = 0;
+                for (int p = 0; p <= positions[r]; p++) {
+                    size_t slot = (size_t)table[p / BLOCK] * BLOCK + (size_t)(p % BLOCK);
+                    want += exp(scores[p] - max) / sum * latent[slot * LATENT + i];
+                }
+                double got = out[((size_t)r * HEADS + h) * LATENT + i];
+                cr_assert(fabs(got - want) <= 1e-5 * fmax(1, fabs(want)),
+                          "row %d head %d [%d]: %.8f, the formula %.8f", r, h, i, got, want);
+            }
+        }
+    mr_backend_free(cpu);
+    free(latent), free(rope), free(q_lat), free(q_rope);
+}
+
+/* DeepSeek-V3's router on a hand-made case: 8 experts in 2 groups, the
+ * bias moving the choice but not the weights, the losing group's experts
+ * out however strong, weights renormalised and scaled. */
+Test(exact, grouped_sigmoid_router_keeps_the_best_group)
+{
+    /* sigmoid scores before the bias: group 0 = experts 0..3, group 1 = 4..7 */
+    const float logits[8] = {2.0f, 1.0f, -1.0f, 0.5f, 3.0f, -2.0f, -2.0f, -3.0f};
+    /* with the bias, group 0's best two beat group 1's (4 and 5) */
+    const float bias[8] = {0.0f, 0.3f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    int32_t pos[1] = {0}, log2phy[8] = {0, 1, 2, 3, 4, 5, 6, 7}, logcnt[8];
+    uint64_t counts[8] = {0};
+    int32_t slots[2];
+    float weights[2];
+    for (int e = 0; e < 8; e++)
+        logcnt[e] = 1;
+    mr_route_args a = {.rows = 1, .n_experts = 8, .k = 2, .renormalize = 1,
+                       .scoring = MR_ROUTE_SIGMOID_GROUPED, .bias = bias, .n_group = 2,
+                       .topk_group = 1, .scaling = 2.5f, .max_replicas = 1, .logits = logits,
+                       .pos = pos, .log2phy = log2phy, .logcnt = logcnt, .counts = counts,
+                       .slots = slots, .weights = weights};
+    double s[8];
+    for (int e = 0; e < 8; e++)
+        s[e] = 1 / (1 + exp(-(double)logits[e]));
+    /* group 0: choice 0.881 and 0.731 + 0.3 = 1.031: 1.912; group 1: 0.953 + 0.119 */
+    cr_assert_gt(s[0] + s[1] + 0.3, s[4] + s[5]);
+    mr_backend *cpu = cpu_on(NULL);
+    cr_assert_eq(cpu->ops->route(cpu, &a), 0);
+    /* expert 1 ranks first by its choice score (1.031 > 0.881), expert 4
+     * (the strongest) is out with its group */
+    cr_assert(slots[0] == 1 && slots[1] == 0, "picked %d and %d", slots[0], slots[1]);
+    double sum = s[1] + s[0];
+    cr_assert_float_eq(weights[0], (float)(s[1] / sum * 2.5), 1e-6);
+    cr_assert_float_eq(weights[1], (float)(s[0] / sum * 2.5), 1e-6);
+    cr_assert(counts[0] == 1 && counts[1] == 1 && counts[4] == 0);
+    mr_backend_free(cpu);
+}
