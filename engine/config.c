@@ -433,7 +433,7 @@ static double optional_number(reader *r, const cJSON *obj, const char *name, dou
 
 /* rope_scaling of type yarn, as DeepSeek-V3 ships it; none leaves
  * yarn_factor 0.  Other kinds would rotate by other angles: refused. */
-static void read_yarn(reader *r, mr_mla_config *m)
+static void read_yarn(reader *r, mr_model_config *cfg, mr_mla_config *m)
 {
     const cJSON *s = field(r->root, "rope_scaling");
     if (!s || r->failed)
@@ -443,19 +443,22 @@ static void read_yarn(reader *r, mr_mla_config *m)
         fail(r, "\"rope_scaling\" must be null or of type \"yarn\" for DeepSeek-V3");
         return;
     }
-    /* Its frequencies and attention factor are not in the RoPE table yet. */
-    fail(r, "\"rope_scaling\" of type yarn is not supported yet for DeepSeek-V3; a checkpoint "
-            "without rope_scaling loads");
-    m->yarn_factor = (float)optional_number(r, s, "factor", 1.0);
-    m->yarn_beta_fast = (float)optional_number(r, s, "beta_fast", 32.0);
-    m->yarn_beta_slow = (float)optional_number(r, s, "beta_slow", 1.0);
-    m->yarn_mscale = (float)optional_number(r, s, "mscale", 1.0);
-    const cJSON *all_dim = field(s, "mscale_all_dim");
-    m->yarn_mscale_all_dim = all_dim && cJSON_IsNumber(all_dim) ? (float)all_dim->valuedouble : 0;
+    if (!field(s, "factor")) {
+        fail(r, "\"rope_scaling\" of type yarn needs a \"factor\"");
+        return;
+    }
+    m->yarn_factor = optional_number(r, s, "factor", 1.0);
+    m->yarn_beta_fast = optional_number(r, s, "beta_fast", 32.0);
+    m->yarn_beta_slow = optional_number(r, s, "beta_slow", 1.0);
+    m->yarn_mscale = optional_number(r, s, "mscale", 0.0);
+    m->yarn_mscale_all_dim = optional_number(r, s, "mscale_all_dim", 0.0);
+    m->yarn_attention_factor = optional_number(r, s, "attention_factor", 0.0);
+    const cJSON *truncate = field(s, "truncate");
+    m->yarn_truncate = !cJSON_IsFalse(truncate);
     const cJSON *original = field(s, "original_max_position_embeddings");
-    m->yarn_original_max_positions = original ? whole_value(r, original,
-                                                            "original_max_position_embeddings", 1)
-                                              : 4096;
+    m->yarn_original_max_positions =
+        original ? whole_value(r, original, "original_max_position_embeddings", 1)
+                 : cfg->max_position_embeddings;
 }
 
 /* DeepSeek-V3 (DeepseekV3Config): MLA's ranks and head dims, the grouped
@@ -485,7 +488,7 @@ static void read_deepseek(reader *r, mr_model_config *cfg)
     cfg->head_dim = m->qk_nope_head_dim + m->qk_rope_head_dim;
     expect_string(r, "scoring_func", "sigmoid");
     expect_string(r, "topk_method", "noaux_tc");
-    read_yarn(r, m);
+    read_yarn(r, cfg, m);
     if (!r->failed && (cfg->num_experts % m->n_group != 0 || m->topk_group > m->n_group ||
                        cfg->num_experts_per_tok > m->topk_group * (cfg->num_experts / m->n_group)))
         fail(r, "\"n_routed_experts\" (%d) in \"n_group\" (%d) groups, \"topk_group\" %d, "

@@ -48,8 +48,11 @@ typedef struct {
     int n_group, topk_group;
     float routed_scaling_factor;
     int n_shared_experts;
-    /* rope_scaling type "yarn"; factor 0 when there is none */
-    float yarn_factor, yarn_beta_fast, yarn_beta_slow, yarn_mscale, yarn_mscale_all_dim;
+    /* rope_scaling type "yarn"; factor 0 when there is none, mscale and
+     * mscale_all_dim 0 when not given, attention_factor 0 when derived */
+    double yarn_factor, yarn_beta_fast, yarn_beta_slow, yarn_mscale, yarn_mscale_all_dim;
+    double yarn_attention_factor;
+    bool yarn_truncate;
     int yarn_original_max_positions;
 } mr_mla_config;
 

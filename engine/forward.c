@@ -357,7 +357,7 @@ static int mla_block(mr_model *m, mr_kv_cache *kv, mr_activations *a, const mr_l
                         .rope = rope,
                         .block_size = kv->block_size,
                         .max_blocks = s->max_blocks,
-                        .scale = 1.0f / sqrtf((float)(mla->qk_nope_head_dim + rope)),
+                        .scale = mr_mla_softmax_scale(c),
                         .seq = a->seq,
                         .pos = a->pos,
                         .block_table = a->block_table,

@@ -5,6 +5,7 @@
  * name rather than as garbage or a crash mid-job.
  */
 #include <stdarg.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -442,6 +443,64 @@ static int place_experts(mr_model *m, const mr_model_options *options, char *err
                              errlen);
 }
 
+/* YaRN's magnitude correction for a context stretched `factor` times. */
+static double yarn_mscale(double factor, double mscale)
+{
+    return factor <= 1 ? 1.0 : 0.1 * mscale * log(factor) + 1.0;
+}
+
+float mr_mla_softmax_scale(const mr_model_config *c)
+{
+    const mr_mla_config *m = &c->mla;
+    double scale = 1.0 / sqrt((double)(m->qk_nope_head_dim + m->qk_rope_head_dim));
+    if (m->yarn_factor > 0 && m->yarn_mscale_all_dim > 0) {
+        double k = yarn_mscale(m->yarn_factor, m->yarn_mscale_all_dim);
+        scale *= k * k;
+    }
+    return (float)scale;
+}
+
+/* DeepSeek-V3's YaRN table (transformers' _compute_yarn_parameters): the
+ * pairs that turn more than beta_fast times over the original context
+ * keep their frequency, those under beta_slow turns are divided by the
+ * factor, a linear ramp blends between; cos and sin are multiplied by the
+ * attention factor (mscale over mscale_all_dim when both are given). */
+static void yarn_rope_table(float *out, const mr_model_config *c, int dim)
+{
+    const mr_mla_config *m = &c->mla;
+    int half = dim / 2;
+    double theta = c->rope_theta, factor = m->yarn_factor;
+    double original = m->yarn_original_max_positions;
+    double low = dim * log(original / (m->yarn_beta_fast * 2 * M_PI)) / (2 * log(theta));
+    double high = dim * log(original / (m->yarn_beta_slow * 2 * M_PI)) / (2 * log(theta));
+    if (m->yarn_truncate) {
+        low = floor(low);
+        high = ceil(high);
+    }
+    low = low > 0 ? low : 0;
+    high = high < dim - 1 ? high : dim - 1;
+    if (low == high)
+        high += 0.001;
+    double attention = m->yarn_attention_factor;
+    if (attention <= 0)
+        attention = m->yarn_mscale > 0 && m->yarn_mscale_all_dim > 0
+                        ? yarn_mscale(factor, m->yarn_mscale) /
+                              yarn_mscale(factor, m->yarn_mscale_all_dim)
+                        : yarn_mscale(factor, 1.0);
+    for (int i = 0; i < half; i++) {
+        double base = pow(theta, -(2.0 * i) / dim);
+        double ramp = (i - low) / (high - low);
+        ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+        double inv_freq = base * (1.0 - ramp) + base / factor * ramp;
+        for (int pos = 0; pos < c->max_position_embeddings; pos++) {
+            double angle = pos * inv_freq;
+            float *at = out + ((size_t)pos * (size_t)half + (size_t)i) * 2;
+            at[0] = (float)(cos(angle) * attention);
+            at[1] = (float)(sin(angle) * attention);
+        }
+    }
+}
+
 /* RoPE's cos and sin for every position the model may see, computed once
  * on the host and uploaded, so every backend rotates by the same bits. */
 static int upload_rope_table(mr_model *m, char *err, size_t errlen)
@@ -456,7 +515,10 @@ static int upload_rope_table(mr_model *m, char *err, size_t errlen)
                  c->max_position_embeddings);
         return MR_ENGINE_ENOMEM;
     }
-    mr_rope_table(table, c->max_position_embeddings, dim, c->rope_theta);
+    if (c->family == MR_FAMILY_DEEPSEEK_V3 && c->mla.yarn_factor > 0)
+        yarn_rope_table(table, c, dim);
+    else
+        mr_rope_table(table, c->max_position_embeddings, dim, c->rope_theta);
     mr_backend *be = m->be;
     int rc = be->ops->alloc(be, bytes, (void **)&m->rope_cos_sin);
     if (rc == MR_KERNELS_OK)

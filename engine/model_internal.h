@@ -74,6 +74,10 @@ int mr_engine_backend_status(const mr_backend *be, int status, char *err, size_t
  * from.  Takes `host`, freeing it itself when it cannot keep it. */
 int mr_model_keep_host(mr_model *m, void *host);
 
+/* MLA's softmax scale: 1/sqrt(qk head dim), times YaRN's mscale_all_dim
+ * correction squared when the RoPE is stretched (DeepseekV3Attention). */
+float mr_mla_softmax_scale(const mr_model_config *c);
+
 /* DeepSeek-V3's attention weights of `layer` into L, absorbed
  * (mla_weights.c). */
 int mr_mla_load_layer(mr_model *m, mr_layer *L, int layer, char *err, size_t errlen);

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "engine/engine.h"
 #include "engine/testmodel/testmodel.h"
 #include "tests/common/fixture.h"
@@ -191,5 +193,35 @@ Test(reference, deepseek_v3_kv_cache_holds_the_latent)
                                cfg.mla.v_head_dim) * sizeof(float);
     cr_assert_lt(per_token, expanded, "the latent is what MLA saves");
     free(config);
+    free(model_dir);
+}
+
+/* DeepSeek-V3's YaRN, as its published configs carry it but stretched
+ * over a short original context so that the tiny model's prompts reach
+ * the blended pairs, and with mscale apart from mscale_all_dim so that
+ * both the RoPE's magnitude and the softmax scale are corrected. */
+Test(reference, deepseek_v3_with_yarn_matches_the_numpy_reference)
+{
+    char err[1024], *model_dir = NULL;
+    cr_assert(asprintf(&model_dir, "%s/yarn", dir) > 0);
+    cr_assert_eq(mr_make_model(model_dir, MR_PRESET_DEEPSEEK_TINY, 0, MR_TENSOR_BF16, err,
+                               sizeof err),
+                 MR_ENGINE_OK, "%s", err);
+    char *path = NULL;
+    cr_assert(asprintf(&path, "%s/config.json", model_dir) > 0);
+    char *text = mr_test_read(path, NULL);
+    cJSON *config = cJSON_Parse(text);
+    cJSON_ReplaceItemInObject(
+        config, "rope_scaling",
+        cJSON_Parse("{\"type\": \"yarn\", \"factor\": 4.0, \"original_max_position_embeddings\": "
+                    "16, \"beta_fast\": 32, \"beta_slow\": 1, \"mscale\": 0.707, "
+                    "\"mscale_all_dim\": 1.0}"));
+    char *edited = cJSON_Print(config);
+    free(mr_test_write(model_dir, "config.json", edited, (size_t)-1));
+    check_backend(model_dir, "cpu");
+    free(edited);
+    cJSON_Delete(config);
+    free(text);
+    free(path);
     free(model_dir);
 }
