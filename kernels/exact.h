@@ -340,6 +340,25 @@ MR_EXACT_FN void mr_exact_mla_head(float *out, const float *q_lat, const float *
         out[i] *= inv_total;
 }
 
+/* Inserts (id, v) into the sorted head best[0..*kept) of at most k. */
+MR_EXACT_FN void mr_exact_keep_best(int32_t *ids, float *best, int *kept, int k, int32_t id,
+                                    float v)
+{
+    int at = *kept;
+    while (at > 0 && best[at - 1] < v)
+        at--;
+    if (at >= k)
+        return;
+    int last = *kept < k ? *kept : k - 1;
+    for (int j = last; j > at; j--) {
+        ids[j] = ids[j - 1];
+        best[j] = best[j - 1];
+    }
+    ids[at] = id;
+    best[at] = v;
+    *kept += *kept < k;
+}
+
 /* The router of one token: softmax in f32 (the max, then e^(l - max)
  * summed in expert order, each divided by the sum), the top k kept sorted
  * while experts are scanned in id order, a new weight going after every
@@ -354,22 +373,8 @@ MR_EXACT_FN void mr_exact_router_row(int32_t *ids, float *weights, const float *
     for (int e = 0; e < n_experts; e++)
         total += mr_exact_exp(logits[e] - max);
     int kept = 0;
-    for (int e = 0; e < n_experts; e++) {
-        float p = mr_exact_exp(logits[e] - max) / total;
-        int at = kept;
-        while (at > 0 && weights[at - 1] < p)
-            at--;
-        if (at >= k)
-            continue;
-        int last = kept < k ? kept : k - 1;
-        for (int j = last; j > at; j--) {
-            ids[j] = ids[j - 1];
-            weights[j] = weights[j - 1];
-        }
-        ids[at] = e;
-        weights[at] = p;
-        kept += kept < k;
-    }
+    for (int e = 0; e < n_experts; e++)
+        mr_exact_keep_best(ids, weights, &kept, k, e, mr_exact_exp(logits[e] - max) / total);
     if (renormalize) {
         float sum = 0;
         for (int j = 0; j < k; j++)
@@ -388,25 +393,6 @@ MR_EXACT_FN void mr_exact_router_row(int32_t *ids, float *weights, const float *
 MR_EXACT_FN float mr_exact_sigmoid(float x)
 {
     return 1.0f / (1.0f + mr_exact_exp(-x));
-}
-
-/* Inserts (id, v) into the sorted head best[0..*kept) of at most k. */
-MR_EXACT_FN void mr_exact_keep_best(int32_t *ids, float *best, int *kept, int k, int32_t id,
-                                    float v)
-{
-    int at = *kept;
-    while (at > 0 && best[at - 1] < v)
-        at--;
-    if (at >= k)
-        return;
-    int last = *kept < k ? *kept : k - 1;
-    for (int j = last; j > at; j--) {
-        ids[j] = ids[j - 1];
-        best[j] = best[j - 1];
-    }
-    ids[at] = id;
-    best[at] = v;
-    *kept += *kept < k;
 }
 
 MR_EXACT_FN void mr_exact_router_grouped_row(int32_t *ids, float *weights, const float *logits,
