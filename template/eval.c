@@ -444,27 +444,6 @@ static tpl_value eval(tpl_eval *ev, tpl_frame *f, const tpl_node *n)
     }
 }
 
-/* The items a for loop goes over: a list's, a dict's keys, a string's
- * characters; nothing for an undefined value, as jinja2 iterates one. */
-static tpl_list *iterable(tpl_eval *ev, const tpl_node *at, tpl_value v)
-{
-    tpl_value l = tpl_new_list(ev);
-    if (v.kind == V_LIST)
-        return v.u.list;
-    if (v.kind == V_DICT || v.kind == V_NAMESPACE) {
-        for (size_t i = 0; i < v.u.dict->n; i++)
-            tpl_list_push(ev, l.u.list, v.u.dict->keys[i]);
-    } else if (v.kind == V_STR) {
-        size_t *off;
-        int64_t n = (int64_t)tpl_utf8_offsets(ev, v.u.str.s, v.u.str.len, &off);
-        for (int64_t i = 0; i < n; i++)
-            tpl_list_push(ev, l.u.list, index_of(ev, v, i));
-    } else if (v.kind != V_UNDEFINED) {
-        tpl_fail(ev, MR_TEMPLATE_EINVAL, at, "cannot loop over a %s", tpl_kind_name(v.kind));
-    }
-    return l.u.list;
-}
-
 static void bind_targets(tpl_eval *ev, const tpl_node *n, tpl_frame *f, tpl_value v)
 {
     if (n->n_names == 1) {
@@ -485,7 +464,7 @@ static void loop_set(tpl_eval *ev, tpl_dict *loop, const char *key, tpl_value v)
 
 static void run_for(tpl_eval *ev, tpl_frame *f, const tpl_node *n, tpl_buf *out)
 {
-    tpl_list *all = iterable(ev, n, eval(ev, f, n->a)), *items = all;
+    tpl_list *all = tpl_as_list(ev, n, eval(ev, f, n->a), true), *items = all;
     if (n->b) { /* the loop's `if`: loop.index and length count what passes */
         items = tpl_new_list(ev).u.list;
         for (size_t i = 0; i < all->n; i++) {

@@ -245,26 +245,6 @@ static size_t length(tpl_eval *ev, const tpl_node *at, tpl_value v)
     }
 }
 
-/* A list of what a for loop would visit. */
-static tpl_list *as_list(tpl_eval *ev, const tpl_node *at, tpl_value v)
-{
-    tpl_value l = tpl_new_list(ev);
-    if (v.kind == V_LIST)
-        return v.u.list;
-    if (v.kind == V_DICT || v.kind == V_NAMESPACE) {
-        for (size_t i = 0; i < v.u.dict->n; i++)
-            tpl_list_push(ev, l.u.list, v.u.dict->keys[i]);
-    } else if (v.kind == V_STR) {
-        for (size_t i = 0, n; i < v.u.str.len; i += n) {
-            cp_at(v.u.str.s, v.u.str.len, i, &n);
-            tpl_list_push(ev, l.u.list, (tpl_value){.kind = V_STR, .u.str = {v.u.str.s + i, n}});
-        }
-    } else if (v.kind != V_UNDEFINED) {
-        tpl_fail(ev, MR_TEMPLATE_EINVAL, at, "a %s is not iterable", tpl_kind_name(v.kind));
-    }
-    return l.u.list;
-}
-
 static tpl_value items_of(tpl_eval *ev, const tpl_node *at, tpl_value d)
 {
     tpl_value out = tpl_new_list(ev);
@@ -311,7 +291,7 @@ static tpl_value select_items(tpl_eval *ev, const tpl_node *at, const char *name
         if (!tpl_has_test(test))
             tpl_fail(ev, MR_TEMPLATE_EINVAL, at, "unsupported test '%s'", test);
     }
-    tpl_list *l = as_list(ev, at, in);
+    tpl_list *l = tpl_as_list(ev, at, in, false);
     tpl_value out = tpl_new_list(ev);
     for (size_t i = 0; i < l->n; i++) {
         tpl_value v = by_attr ? member(l->v[i], args[0]) : l->v[i];
@@ -351,18 +331,18 @@ tpl_value tpl_filter(tpl_eval *ev, const tpl_node *at, const char *name, tpl_val
     if (!strcmp(name, "items"))
         return items_of(ev, at, in);
     if (!strcmp(name, "list")) {
-        tpl_list *l = as_list(ev, at, in);
+        tpl_list *l = tpl_as_list(ev, at, in, false);
         tpl_value out = tpl_new_list(ev);
         for (size_t i = 0; i < l->n; i++)
             tpl_list_push(ev, out.u.list, l->v[i]);
         return out;
     }
     if (!strcmp(name, "first") || !strcmp(name, "last")) {
-        tpl_list *l = as_list(ev, at, in);
+        tpl_list *l = tpl_as_list(ev, at, in, false);
         return l->n ? l->v[name[0] == 'f' ? 0 : l->n - 1] : tpl_undefined();
     }
     if (!strcmp(name, "reverse")) {
-        tpl_list *l = as_list(ev, at, in);
+        tpl_list *l = tpl_as_list(ev, at, in, false);
         tpl_value out = tpl_new_list(ev);
         for (size_t i = l->n; i-- > 0;)
             tpl_list_push(ev, out.u.list, l->v[i]);
@@ -375,7 +355,7 @@ tpl_value tpl_filter(tpl_eval *ev, const tpl_node *at, const char *name, tpl_val
     if (!strcmp(name, "join")) {
         const tpl_value *sep = arg(args, kw, n, 0, "d");
         const tpl_value *attr = arg(args, kw, n, 1, "attribute");
-        tpl_list *l = as_list(ev, at, in);
+        tpl_list *l = tpl_as_list(ev, at, in, false);
         for (size_t i = 0; i < l->n; i++) {
             if (i && sep)
                 tpl_buf_str(ev, &b, *sep);
@@ -385,7 +365,7 @@ tpl_value tpl_filter(tpl_eval *ev, const tpl_node *at, const char *name, tpl_val
     }
     if (!strcmp(name, "map")) {
         const tpl_value *attr = arg(args, kw, n, 99, "attribute");
-        tpl_list *l = as_list(ev, at, in);
+        tpl_list *l = tpl_as_list(ev, at, in, false);
         tpl_value out = tpl_new_list(ev);
         const char *filter =
             attr ? NULL : cstr(ev, want(ev, at, n ? &args[0] : NULL, V_STR, "map"));
@@ -488,7 +468,7 @@ bool tpl_test(tpl_eval *ev, const tpl_node *at, const char *name, tpl_value v,
     if (!strcmp(name, "in")) {
         if (a.kind == V_STR && k == V_STR)
             return find(a, v, 0) != NULL;
-        tpl_list *l = as_list(ev, at, a);
+        tpl_list *l = tpl_as_list(ev, at, a, false);
         for (size_t i = 0; i < l->n; i++)
             if (tpl_equal(v, l->v[i]))
                 return true;
@@ -575,7 +555,7 @@ static tpl_value string_method(tpl_eval *ev, const tpl_node *at, tpl_value s, co
         return tpl_int(count);
     }
     if (!strcmp(name, "join")) {
-        tpl_list *l = as_list(ev, at, args && n ? args[0] : tpl_undefined());
+        tpl_list *l = tpl_as_list(ev, at, args && n ? args[0] : tpl_undefined(), false);
         tpl_buf b = {0};
         for (size_t i = 0; i < l->n; i++) {
             if (l->v[i].kind != V_STR)

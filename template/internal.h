@@ -215,6 +215,11 @@ void tpl_buf_json(tpl_eval *ev, tpl_buf *b, tpl_value v, int indent, int depth, 
 /* A JSON document as values. */
 tpl_value tpl_from_json(tpl_eval *ev, const cJSON *j);
 
+/* What a for loop visits (loop) or a filter takes as a sequence: a list,
+ * a dict's keys, a string's code points; nothing for an undefined value,
+ * as jinja2 iterates one; another kind fails, worded for each. */
+tpl_list *tpl_as_list(tpl_eval *ev, const tpl_node *at, tpl_value v, bool loop);
+
 /* UTF-8: the byte offsets of each code point of s, and the count. */
 size_t tpl_utf8_offsets(tpl_eval *ev, const char *s, size_t len, size_t **offsets);
 

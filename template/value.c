@@ -480,6 +480,28 @@ tpl_value tpl_from_json(tpl_eval *ev, const cJSON *j)
     return tpl_none();
 }
 
+tpl_list *tpl_as_list(tpl_eval *ev, const tpl_node *at, tpl_value v, bool loop)
+{
+    if (v.kind == V_LIST)
+        return v.u.list;
+    tpl_value l = tpl_new_list(ev);
+    if (v.kind == V_DICT || v.kind == V_NAMESPACE) {
+        for (size_t i = 0; i < v.u.dict->n; i++)
+            tpl_list_push(ev, l.u.list, v.u.dict->keys[i]);
+    } else if (v.kind == V_STR) {
+        size_t *off, n = tpl_utf8_offsets(ev, v.u.str.s, v.u.str.len, &off);
+        for (size_t i = 0; i < n; i++)
+            tpl_list_push(ev, l.u.list, (tpl_value){.kind = V_STR,
+                                                    .u.str = {v.u.str.s + off[i],
+                                                              off[i + 1] - off[i]}});
+    } else if (v.kind != V_UNDEFINED) {
+        if (loop)
+            tpl_fail(ev, MR_TEMPLATE_EINVAL, at, "cannot loop over a %s", tpl_kind_name(v.kind));
+        tpl_fail(ev, MR_TEMPLATE_EINVAL, at, "a %s is not iterable", tpl_kind_name(v.kind));
+    }
+    return l.u.list;
+}
+
 size_t tpl_utf8_offsets(tpl_eval *ev, const char *s, size_t len, size_t **offsets)
 {
     size_t n = 0;
