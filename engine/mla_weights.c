@@ -110,10 +110,9 @@ int mr_mla_load_layer(mr_model *m, mr_layer *L, int layer, char *err, size_t err
 #undef NAME
     float *q_lat = malloc((size_t)(heads * latent * q_in) * sizeof *q_lat);
     float *q_rope = malloc((size_t)(heads * rope * q_in) * sizeof *q_rope);
-    float *kv_lat = malloc((size_t)(latent * hidden) * sizeof *kv_lat);
     float *kv_rope = malloc((size_t)(rope * hidden) * sizeof *kv_rope);
     float *o_lat = malloc((size_t)(hidden * heads * latent) * sizeof *o_lat);
-    int rc = o && q_lat && q_rope && kv_lat && kv_rope && o_lat ? MR_ENGINE_OK : MR_ENGINE_ENOMEM;
+    int rc = o && q_lat && q_rope && kv_rope && o_lat ? MR_ENGINE_OK : MR_ENGINE_ENOMEM;
     if (rc == MR_ENGINE_ENOMEM && o)
         snprintf(err, errlen, "out of memory absorbing layer %d's attention weights", layer);
     if (!o && rc == MR_ENGINE_ENOMEM)
@@ -139,47 +138,26 @@ int mr_mla_load_layer(mr_model *m, mr_layer *L, int layer, char *err, size_t err
                 o_lat[out * heads * latent + h * latent + j] = (float)sum;
             }
     }
-    if (rc == MR_ENGINE_OK) {
-        memcpy(kv_lat, kv_a, (size_t)(latent * hidden) * sizeof *kv_lat);
-        for (int64_t d = 0; d < rope; d++)
-            memcpy(kv_rope + d * hidden, kv_a + (latent + rope_source(mla, (int)d)) * hidden,
-                   (size_t)hidden * sizeof *kv_rope);
-    }
+    /* kv_a's first rows are the latent's weights as they are */
+    for (int64_t d = 0; rc == MR_ENGINE_OK && d < rope; d++)
+        memcpy(kv_rope + d * hidden, kv_a + (latent + rope_source(mla, (int)d)) * hidden,
+               (size_t)hidden * sizeof *kv_rope);
     free(q_b);
-    free(kv_a);
     free(kv_b);
     free(o);
-    if (rc == MR_ENGINE_OK && q_a)
-        rc = upload(m, &L->q_a, q_a, (size_t)(q_in * hidden), err, errlen);
-    else
-        free(q_a);
-    if (rc == MR_ENGINE_OK && q_a_norm)
-        rc = upload(m, &L->q_a_norm, q_a_norm, (size_t)q_in, err, errlen);
-    else
-        free(q_a_norm);
-    if (rc == MR_ENGINE_OK)
-        rc = upload(m, &L->kv_norm, kv_norm, (size_t)latent, err, errlen);
-    else
-        free(kv_norm);
-    if (rc == MR_ENGINE_OK)
-        rc = upload(m, &L->q_lat, q_lat, (size_t)(heads * latent * q_in), err, errlen);
-    else
-        free(q_lat);
-    if (rc == MR_ENGINE_OK)
-        rc = upload(m, &L->q_rope, q_rope, (size_t)(heads * rope * q_in), err, errlen);
-    else
-        free(q_rope);
-    if (rc == MR_ENGINE_OK)
-        rc = upload(m, &L->kv_lat, kv_lat, (size_t)(latent * hidden), err, errlen);
-    else
-        free(kv_lat);
-    if (rc == MR_ENGINE_OK)
-        rc = upload(m, &L->kv_rope, kv_rope, (size_t)(rope * hidden), err, errlen);
-    else
-        free(kv_rope);
-    if (rc == MR_ENGINE_OK)
-        rc = upload(m, &L->o_lat, o_lat, (size_t)(hidden * heads * latent), err, errlen);
-    else
-        free(o_lat);
+    struct {
+        mr_weight *w;
+        float *host;
+        int64_t n;
+    } parts[] = {{&L->q_a, q_a, q_in * hidden},        {&L->q_a_norm, q_a_norm, q_in},
+                 {&L->kv_norm, kv_norm, latent},       {&L->q_lat, q_lat, heads * latent * q_in},
+                 {&L->q_rope, q_rope, heads * rope * q_in}, {&L->kv_lat, kv_a, latent * hidden},
+                 {&L->kv_rope, kv_rope, rope * hidden}, {&L->o_lat, o_lat, hidden * heads * latent}};
+    for (size_t k = 0; k < sizeof parts / sizeof parts[0]; k++) {
+        if (rc == MR_ENGINE_OK && parts[k].host)
+            rc = upload(m, parts[k].w, parts[k].host, (size_t)parts[k].n, err, errlen);
+        else
+            free(parts[k].host);
+    }
     return rc;
 }
