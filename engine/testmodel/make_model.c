@@ -531,17 +531,33 @@ static int write_json(const char *dir, const char *name, cJSON *json, char *err,
     return rc;
 }
 
+/* What every preset's config.json starts with: its architecture and the
+ * sizes all of them name first, as transformers writes them. */
+static cJSON *config_start(const preset_shape *p, const char *architecture, const char *type)
+{
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddItemToObject(c, "architectures", cJSON_CreateStringArray(&architecture, 1));
+    cJSON_AddStringToObject(c, "model_type", type);
+    cJSON_AddStringToObject(c, "torch_dtype", "bfloat16");
+    cJSON_AddNumberToObject(c, "vocab_size", p->vocab);
+    cJSON_AddNumberToObject(c, "hidden_size", p->hidden);
+    return c;
+}
+
+/* ... and ends with: the special tokens' ids and the preset's name. */
+static cJSON *config_end(cJSON *c, const preset_shape *p, int eos)
+{
+    cJSON_AddNullToObject(c, "bos_token_id");
+    cJSON_AddNumberToObject(c, "eos_token_id", eos);
+    cJSON_AddStringToObject(c, "moerun_preset", p->name);
+    return c;
+}
+
 /* Mixtral's config.json: MixtralConfig's fields, as its checkpoints carry
  * them. */
 static cJSON *mixtral_config_json(const preset_shape *p, int eos)
 {
-    cJSON *c = cJSON_CreateObject();
-    const char *arch[] = {"MixtralForCausalLM"};
-    cJSON_AddItemToObject(c, "architectures", cJSON_CreateStringArray(arch, 1));
-    cJSON_AddStringToObject(c, "model_type", "mixtral");
-    cJSON_AddStringToObject(c, "torch_dtype", "bfloat16");
-    cJSON_AddNumberToObject(c, "vocab_size", p->vocab);
-    cJSON_AddNumberToObject(c, "hidden_size", p->hidden);
+    cJSON *c = config_start(p, "MixtralForCausalLM", "mixtral");
     cJSON_AddNumberToObject(c, "num_hidden_layers", p->layers);
     cJSON_AddNumberToObject(c, "num_attention_heads", p->heads);
     cJSON_AddNumberToObject(c, "num_key_value_heads", p->kv_heads);
@@ -555,10 +571,7 @@ static cJSON *mixtral_config_json(const preset_shape *p, int eos)
     cJSON_AddNumberToObject(c, "rope_theta", 1000000.0);
     cJSON_AddNullToObject(c, "sliding_window");
     cJSON_AddNumberToObject(c, "max_position_embeddings", p->max_positions);
-    cJSON_AddNullToObject(c, "bos_token_id");
-    cJSON_AddNumberToObject(c, "eos_token_id", eos);
-    cJSON_AddStringToObject(c, "moerun_preset", p->name);
-    return c;
+    return config_end(c, p, eos);
 }
 
 static cJSON *family_config_json(const preset_shape *p, int eos);
@@ -588,13 +601,7 @@ static cJSON *config_json(const preset_shape *p, int eos, mr_tensor_type dtype)
 static cJSON *deepseek_config_json(const preset_shape *p, int eos)
 {
     const deepseek_shape *d = p->deepseek;
-    cJSON *c = cJSON_CreateObject();
-    const char *arch[] = {"DeepseekV3ForCausalLM"};
-    cJSON_AddItemToObject(c, "architectures", cJSON_CreateStringArray(arch, 1));
-    cJSON_AddStringToObject(c, "model_type", "deepseek_v3");
-    cJSON_AddStringToObject(c, "torch_dtype", "bfloat16");
-    cJSON_AddNumberToObject(c, "vocab_size", p->vocab);
-    cJSON_AddNumberToObject(c, "hidden_size", p->hidden);
+    cJSON *c = config_start(p, "DeepseekV3ForCausalLM", "deepseek_v3");
     cJSON_AddNumberToObject(c, "intermediate_size", d->intermediate);
     cJSON_AddNumberToObject(c, "moe_intermediate_size", p->moe_inter);
     cJSON_AddNumberToObject(c, "num_hidden_layers", p->layers);
@@ -630,10 +637,7 @@ static cJSON *deepseek_config_json(const preset_shape *p, int eos)
     cJSON_AddBoolToObject(c, "rope_interleave", 1);
     cJSON_AddBoolToObject(c, "attention_bias", 0);
     cJSON_AddNumberToObject(c, "attention_dropout", 0.0);
-    cJSON_AddNullToObject(c, "bos_token_id");
-    cJSON_AddNumberToObject(c, "eos_token_id", eos);
-    cJSON_AddStringToObject(c, "moerun_preset", p->name);
-    return c;
+    return config_end(c, p, eos);
 }
 
 static cJSON *family_config_json(const preset_shape *p, int eos)
@@ -642,13 +646,7 @@ static cJSON *family_config_json(const preset_shape *p, int eos)
         return mixtral_config_json(p, eos);
     if (p->family == MR_FAMILY_DEEPSEEK_V3)
         return deepseek_config_json(p, eos);
-    cJSON *c = cJSON_CreateObject();
-    const char *arch[] = {"Qwen3MoeForCausalLM"};
-    cJSON_AddItemToObject(c, "architectures", cJSON_CreateStringArray(arch, 1));
-    cJSON_AddStringToObject(c, "model_type", "qwen3_moe");
-    cJSON_AddStringToObject(c, "torch_dtype", "bfloat16");
-    cJSON_AddNumberToObject(c, "vocab_size", p->vocab);
-    cJSON_AddNumberToObject(c, "hidden_size", p->hidden);
+    cJSON *c = config_start(p, "Qwen3MoeForCausalLM", "qwen3_moe");
     cJSON_AddNumberToObject(c, "num_hidden_layers", p->layers);
     cJSON_AddNumberToObject(c, "num_attention_heads", p->heads);
     cJSON_AddNumberToObject(c, "num_key_value_heads", p->kv_heads);
@@ -666,10 +664,7 @@ static cJSON *family_config_json(const preset_shape *p, int eos)
     cJSON_AddNumberToObject(c, "rms_norm_eps", 1e-6);
     cJSON_AddNumberToObject(c, "rope_theta", 1000000.0);
     cJSON_AddNumberToObject(c, "max_position_embeddings", p->max_positions);
-    cJSON_AddNullToObject(c, "bos_token_id");
-    cJSON_AddNumberToObject(c, "eos_token_id", eos);
-    cJSON_AddStringToObject(c, "moerun_preset", p->name);
-    return c;
+    return config_end(c, p, eos);
 }
 
 static const char chatml_template[] =
