@@ -92,8 +92,11 @@ int mr_detok_push(const mr_tokenizer *tok, mr_detok *state, int32_t id, char **o
 {
     size_t n_token = 0;
     const char *token = "";
+    /* An id the tokenizer lacks (a config's vocab_size padded past the
+     * tokenizer's, as Qwen3's 151936 over 151669) adds no text, as Hugging
+     * Face's decode skips such ids. */
     if (id >= 0 && !(token = mr_tokenizer_token_bytes(tok, id, &n_token)))
-        return MR_ENGINE_EINVAL;
+        token = "", n_token = 0;
     size_t n = (size_t)state->n_pending + n_token;
     unsigned char stack[256], *work = n <= sizeof stack ? stack : malloc(n);
     /* Each byte comes out as itself or within a 3-byte U+FFFD, plus a NUL. */

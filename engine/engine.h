@@ -211,7 +211,8 @@ typedef struct {
 } mr_detok;
 
 /* Appends the text the token completes to *out (grown with realloc;
- * *len and *cap track it).  Call with id -1 at the end to flush. */
+ * *len and *cap track it); an id the tokenizer lacks adds none.  Call
+ * with id -1 at the end to flush. */
 int mr_detok_push(const mr_tokenizer *tok, mr_detok *state, int32_t id, char **out,
                   size_t *len, size_t *cap);
 

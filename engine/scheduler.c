@@ -688,9 +688,10 @@ static int take_token(mr_engine *e, sequence *s, int32_t id, bool *finished,
         *why = MR_FINISH_STOP;
     } else {
         size_t old_len = s->text_len;
-        if (mr_detok_push(e->m->tokenizer, &s->detok, id, &s->text, &s->text_len,
-                          &s->text_cap) != MR_ENGINE_OK)
-            return MR_ENGINE_ENOMEM;
+        int rc = mr_detok_push(e->m->tokenizer, &s->detok, id, &s->text, &s->text_len,
+                               &s->text_cap);
+        if (rc != MR_ENGINE_OK)
+            return rc;
         if (cut_at_stop(s, old_len)) {
             *finished = true;
             *why = MR_FINISH_STOP;
@@ -700,10 +701,9 @@ static int take_token(mr_engine *e, sequence *s, int32_t id, bool *finished,
         *finished = true;
         *why = MR_FINISH_LENGTH;
     }
-    if (*finished && *why == MR_FINISH_LENGTH &&
-        mr_detok_push(e->m->tokenizer, &s->detok, -1, &s->text, &s->text_len, &s->text_cap) !=
-            MR_ENGINE_OK)
-        return MR_ENGINE_ENOMEM;
+    if (*finished && *why == MR_FINISH_LENGTH)
+        return mr_detok_push(e->m->tokenizer, &s->detok, -1, &s->text, &s->text_len,
+                             &s->text_cap);
     return MR_ENGINE_OK;
 }
 
@@ -757,6 +757,8 @@ int mr_engine_step(mr_engine *e, mr_completion_out *done, size_t cap, size_t *n_
                     .logit_rows = e->logit_rows,
                     .n_logits = n_logits};
     rc = mr_forward(e->m, &e->kv, e->act, &step, e->logits, err, errlen);
+    if (rc != MR_ENGINE_OK)
+        return rc; /* its message says what ran out */
     for (int i = 0; rc == MR_ENGINE_OK && i < n_logits; i++) {
         sequence *s = &e->seqs[e->logit_seq[i]];
         const float *logits = e->logits + (size_t)i * e->vocab;
@@ -781,7 +783,7 @@ int mr_engine_step(mr_engine *e, mr_completion_out *done, size_t cap, size_t *n_
             rc = finish(e, s, why, &done[(*n_done)++]);
     }
     if (rc == MR_ENGINE_ENOMEM)
-        snprintf(err, errlen, "out of memory decoding");
+        snprintf(err, errlen, "out of memory taking sampled tokens");
     return rc;
 }
 

@@ -129,6 +129,25 @@ Test(tokenizer, invalid_utf8_is_encoded_as_its_bytes)
     mr_tokens_free(&t);
 }
 
+/* A model's vocab_size may pass the tokenizer's (Qwen3: 151936 over
+ * 151669): a sampled padding id adds no text and does not fail the
+ * sequence, as Hugging Face's decode skips ids it does not know. */
+Test(tokenizer, ids_past_the_tokenizer_decode_to_nothing)
+{
+    mr_tokens t = encode("hello world", 11);
+    int32_t past = mr_tokenizer_vocab_size(tok);
+    mr_tokens padded = {.ids = malloc((t.count + 2) * sizeof(int32_t)), .count = t.count + 2};
+    padded.ids[0] = past;
+    memcpy(padded.ids + 1, t.ids, t.count * sizeof(int32_t));
+    padded.ids[t.count + 1] = past + 1000;
+    size_t n;
+    char *back = decode_streaming(&padded, &n);
+    cr_assert_str_eq(back, "hello world");
+    free(back);
+    mr_tokens_free(&padded);
+    mr_tokens_free(&t);
+}
+
 Test(tokenizer, special_tokens_are_matched_in_text)
 {
     int32_t start = mr_tokenizer_find(tok, "<|im_start|>"), end = mr_tokenizer_find(tok, "<|im_end|>");
