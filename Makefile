@@ -177,8 +177,10 @@ $(BUILD)/bench/%: tests/bench/%.c $(LIBMR)
 # Tests run two at a time, each with ranks and threads of its own, on a few
 # cores: OpenMP threads that spin while they wait would take the cores the
 # others need (a job ran 8x slower so), so they sleep instead.
+# gpu-check is built wherever nvcc is, so it keeps compiling between GPU runs.
 test: deps
-	@$(MAKE) --no-print-directory $(MOERUN) $(TESTBIN) $(EP_CHECK) $(HF_TOKENIZER) $(TINY_MODEL)
+	@$(MAKE) --no-print-directory $(MOERUN) $(TESTBIN) $(EP_CHECK) $(HF_TOKENIZER) $(TINY_MODEL) \
+	  $(if $(filter 1,$(HAVE_CUDA)),$(GPU_CHECK))
 	MOERUN=$(abspath $(MOERUN)) MR_SOURCE_DIR=$(CURDIR) MR_NODE_DIR=$(abspath $(NODE_DIR)) \
 	  MR_EP_CHECK=$(abspath $(EP_CHECK)) OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} \
 	  MR_PYTHON=$(PYTHON) MR_TINY_MODEL=$(abspath $(dir $(TINY_MODEL))) \

@@ -11,9 +11,10 @@
 #   device      the GPU, driver and runtime (nvidia-smi, gpu-check device)
 #   exact-cpu   this host's cpu backend (AVX-512, likely) against exact.h
 #   ops         every op in exact mode against cpu by memcmp, at 1, 3, 17,
-#               64, 512 and 4096 rows (gpu-check ops)
+#               64, 512 and 4096 rows (gpu-check ops; MLA to 512 rows)
 #   model       the tiny model's logits, 256 batched completions against
 #               cpu, and a request alone against the batch (gpu-check model)
+#   families    the same on deepseek-tiny (bf16, FP8) and mixtral-tiny (FP8)
 #   quickstart  the bundled job, one rank, backend = cuda and = cpu: the
 #               same results bit for bit ("created" aside)
 #   figures     exact mode's speed beside the copy bandwidth and cuBLAS
@@ -22,6 +23,8 @@
 #
 # MR_GPU_CHECK_AGAINST=exact runs it all with the exact backend in the
 # GPU's place: a dry run of the script on a machine without a GPU.
+# STEPS="model quickstart" runs only the steps named (a rerun of what
+# failed, in less of the device's time).
 set -u
 OUT=${OUT:-/tmp/moerun-gpu-check}
 BUNDLE=${BUNDLE:-build/gpu-bundle.tar.gz}
@@ -44,6 +47,10 @@ table="$OUT/table.md"
 step() {
     local name=$1 limit=$2 what=$3
     shift 3
+    if [[ -n ${STEPS:-} && " $STEPS " != *" $name "* ]]; then
+        echo "| $name | SKIPPED | 0 | $what: not in STEPS |" >>"$table"
+        return
+    fi
     local left=$((BUDGET - ($(date +%s) - start)))
     ((limit > left)) && limit=$left
     if ((limit < 5)); then
@@ -77,13 +84,19 @@ export OMP_WAIT_POLICY=passive
 export bin=$work/bin models=$work/models work TESTED
 # cuBLAS for the figures' dense GEMM: the one PyTorch's environment ships.
 if [[ -z ${MR_CUBLAS:-} ]] && command -v python3 >/dev/null; then
-    MR_CUBLAS=$(python3 -c 'import glob, os, nvidia.cublas as c
-print((glob.glob(os.path.join(list(c.__path__)[0], "lib", "libcublas.so*")) or [""])[0])' 2>/dev/null)
+    # The nvidia-cublas wheel's or torch's own copy, wherever site-packages is.
+    MR_CUBLAS=$(python3 -c 'import glob, site, sys
+dirs = site.getsitepackages() + [site.getusersitepackages()] + sys.path
+hits = [f for d in dirs for f in sorted(glob.glob(d + "/nvidia/cu*/lib/libcublas.so*") +
+        glob.glob(d + "/nvidia/cublas/lib/libcublas.so*") + glob.glob(d + "/torch/lib/libcublas.so*"))]
+print(hits[0] if hits else "")' 2>/dev/null)
+    [[ -z $MR_CUBLAS ]] && MR_CUBLAS=$(ls /usr/local/cuda*/lib64/libcublas.so* 2>/dev/null | head -1)
     export MR_CUBLAS
 fi
 
 device() {
     command -v nvidia-smi >/dev/null && nvidia-smi
+    echo "cuBLAS for the figures: ${MR_CUBLAS:-none found}"
     "$bin/gpu-check" device
 }
 export -f device
@@ -104,9 +117,23 @@ step exact-cpu 40 "this host's cpu backend (AVX-512?) vs exact.h, memcmp" exact_
 step ops 120 "every op, exact vs cpu, memcmp, rows 1..4096" "$bin/gpu-check" ops
 step model 100 "tiny model: logits, 256 completions (f32 and bf16 KV), alone vs batched" \
     "$bin/gpu-check" model "$models/tiny"
+# The other families and weight formats, as the model step checks the
+# tiny model: DeepSeek-V3 (MLA, grouped sigmoid router, shared experts,
+# YaRN) in bf16 and FP8 block-scaled weights, Mixtral in FP8.
+families() {
+    local preset dtype
+    for preset in deepseek-tiny:bf16 deepseek-tiny:fp8 mixtral-tiny:fp8; do
+        dtype=${preset#*:} preset=${preset%:*}
+        echo "== $preset $dtype"
+        "$bin/moerun" make-model "$work/$preset-$dtype" --preset "$preset" --dtype "$dtype" &&
+            "$bin/gpu-check" model "$work/$preset-$dtype" || return 1
+    done
+}
+export -f families
+step families 100 "deepseek-tiny bf16 and FP8, mixtral-tiny FP8: as the model step" families
 
 # The quickstart job on one rank, on each backend; results compared with
-# "created" and generated ids set aside.
+# each body's "created" set aside.
 quickstart() {
     local backend
     for backend in "$TESTED" cpu; do
@@ -120,11 +147,10 @@ def rows(folder, name):
     out = []
     for line in open(f"{folder}/{name}"):
         r = json.loads(line)
-        r.pop("created", None)
-        if str(r.get("id", "")).startswith("batch_req_"):
-            r.pop("id")
+        body = (r.get("response") or {}).get("body") or {}
+        body.pop("created", None)  # the one field that may differ
         out.append(json.dumps(r, sort_keys=True))
-    return out
+    return sorted(out)
 same = True
 for name in ("results.jsonl", "errors.jsonl"):
     a, b = rows(sys.argv[1], name), rows(sys.argv[2], name)

@@ -166,6 +166,11 @@ typedef struct {
 } attention_case;
 
 enum { Q_HEADS = 32, KV_HEADS = 4, HEAD_DIM = 128, BLOCK = 16 };
+/* DeepSeek-V3's MLA at its own widths (128 heads, a 512-wide latent and a
+ * 64-wide RoPE key per position). */
+enum { MLA_HEADS = 128, MLA_LATENT = 512, MLA_ROPE = 64 };
+/* Beyond 512 rows the cpu side's MLA (no vector kernel) takes too long. */
+enum { MLA_MAX_ROWS = 512 };
 
 /* Rows spread over 64 sequences at positions up to 300; blocks scattered;
  * a cache of `type`. */
@@ -179,9 +184,11 @@ static attention_case make_attention(int rows, mr_tensor_type type)
     int blocks = c.seqs * c.max_blocks;
     for (int i = 0; i < blocks; i++)
         c.table[i] = (i * 11) % blocks;
-    c.cache = (size_t)blocks * BLOCK * KV_HEADS * HEAD_DIM;
+    c.cache = (size_t)blocks * BLOCK * KV_HEADS * HEAD_DIM; /* = MLA_LATENT wide */
     c.k = mr_test_random_weights(type, c.cache, 1.0f), c.v = mr_test_random_weights(type, c.cache, 1.0f);
-    c.q = mr_test_random_floats((size_t)rows * Q_HEADS * HEAD_DIM, 3.0f);
+    c.q = mr_test_random_floats((size_t)rows * (rows <= MLA_MAX_ROWS ? MLA_HEADS * MLA_LATENT
+                                                                      : Q_HEADS * HEAD_DIM),
+                                3.0f); /* either's query */
     return c;
 }
 
@@ -203,11 +210,38 @@ static float *run_attention(mr_backend *be, const attention_case *c)
     return host;
 }
 
+/* MLA over the attention case's sequences, positions and scattered
+ * blocks; its caches hold enough values for the latent and rope caches. */
+
+static float *run_mla(mr_backend *be, const attention_case *c)
+{
+    size_t slots = (size_t)c->seqs * c->max_blocks * BLOCK;
+    size_t es = mr_tensor_type_size(c->type);
+    size_t lat_w = (size_t)c->rows * MLA_HEADS * MLA_LATENT, rope_w = (size_t)c->rows * MLA_HEADS * MLA_ROPE;
+    float *q_lat = put(be, c->q, lat_w * 4), *out = put(be, NULL, lat_w * 4);
+    float *q_rope = put(be, c->q, rope_w * 4);
+    void *lat = put(be, c->k, slots * MLA_LATENT * es), *rope = put(be, c->v, slots * MLA_ROPE * es);
+    int32_t *seq = put(be, c->seq, (size_t)c->rows * 4), *pos = put(be, c->pos, (size_t)c->rows * 4);
+    int32_t *table = put(be, c->table, (size_t)c->seqs * c->max_blocks * 4);
+    mr_mla_args a = {.rows = c->rows, .n_heads = MLA_HEADS, .latent = MLA_LATENT, .rope = MLA_ROPE,
+                     .block_size = BLOCK, .max_blocks = c->max_blocks, .scale = 0.1352f,
+                     .seq = seq, .pos = pos, .block_table = table, .kv_type = c->type};
+    ok(be, be->ops->mla_attention(be, out, q_lat, q_rope, lat, rope, &a), "mla_attention");
+    float *host = get(be, out, lat_w * 4);
+    void *all[] = {q_lat, q_rope, out, lat, rope, seq, pos, table};
+    for (size_t i = 0; i < COUNT(all); i++)
+        be->ops->free(be, all[i]);
+    return host;
+}
+
 enum { EXPERTS = 128, TOP_K = 8, REPLICAS = 2 };
 
-/* Route: returns slots then weights then counts, as words. */
+/* Route: returns slots then weights then counts, as words.  `bias` given:
+ * DeepSeek-V3's grouped sigmoid router (8 groups, the best 4 kept,
+ * scaled by 2.5); else Qwen3's softmax. */
 static uint32_t *run_route(mr_backend *be, const float *logits, const int32_t *pos,
-                           const int32_t *log2phy, const int32_t *logcnt, int rows)
+                           const int32_t *log2phy, const int32_t *logcnt, const float *bias,
+                           int rows)
 {
     size_t picks = (size_t)rows * TOP_K;
     float *dl = put(be, logits, (size_t)rows * EXPERTS * 4);
@@ -217,15 +251,22 @@ static uint32_t *run_route(mr_backend *be, const float *logits, const int32_t *p
     uint64_t *counts = put(be, zero, sizeof zero);
     int32_t *slots = put(be, NULL, picks * 4);
     float *w = put(be, NULL, picks * 4);
-    mr_route_args a = {rows, EXPERTS, TOP_K, 1, REPLICAS, dl, dpos, dmap, dcnt, counts, slots, w};
+    float *dbias = bias ? put(be, bias, EXPERTS * 4) : NULL;
+    mr_route_args a = {.rows = rows, .n_experts = EXPERTS, .k = TOP_K, .renormalize = 1,
+                       .scoring = bias ? MR_ROUTE_SIGMOID_GROUPED : MR_ROUTE_SOFTMAX,
+                       .bias = dbias, .n_group = bias ? 8 : 1, .topk_group = bias ? 4 : 1,
+                       .scaling = bias ? 2.5f : 1.0f, .max_replicas = REPLICAS, .logits = dl,
+                       .pos = dpos, .log2phy = dmap, .logcnt = dcnt, .counts = counts,
+                       .slots = slots, .weights = w};
     ok(be, be->ops->route(be, &a), "route");
     uint32_t *host = malloc(picks * 8 + sizeof zero);
     ok(be, be->ops->download(be, host, slots, picks * 4), "download");
     ok(be, be->ops->download(be, host + picks, w, picks * 4), "download");
     ok(be, be->ops->download(be, host + 2 * picks, counts, sizeof zero), "download");
-    void *all[] = {dl, dpos, dmap, dcnt, counts, slots, w};
+    void *all[] = {dl, dpos, dmap, dcnt, counts, slots, w, dbias};
     for (size_t i = 0; i < COUNT(all); i++)
-        be->ops->free(be, all[i]);
+        if (all[i])
+            be->ops->free(be, all[i]);
     return host;
 }
 
@@ -392,16 +433,29 @@ static void check_ops(void)
             b = run_attention(gpu, &ac);
             snprintf(detail, sizeof detail, "%s KV", mr_tensor_type_name(TYPES[t]));
             compare("attention", detail, rows, a, b, (size_t)rows * Q_HEADS * HEAD_DIM);
-            free(a), free(b), free(ac.q), free(ac.k), free(ac.v), free(ac.seq), free(ac.table);
+            free(a), free(b);
+            if (rows <= MLA_MAX_ROWS) {
+                a = run_mla(cpu, &ac);
+                b = run_mla(gpu, &ac);
+                compare("mla_attention", detail, rows, a, b, (size_t)rows * MLA_HEADS * MLA_LATENT);
+                free(a), free(b);
+            }
+            free(ac.q), free(ac.k), free(ac.v), free(ac.seq), free(ac.table);
         }
         float *logits = mr_test_random_floats((size_t)rows * EXPERTS, 4.0f);
         int32_t log2phy[EXPERTS * REPLICAS], logcnt[EXPERTS];
         for (int e = 0; e < EXPERTS; e++)
             logcnt[e] = 1 + e % 2, log2phy[e * 2] = e, log2phy[e * 2 + 1] = EXPERTS + e / 2;
-        uint32_t *ra = run_route(cpu, logits, pos, log2phy, logcnt, rows);
-        uint32_t *rb = run_route(gpu, logits, pos, log2phy, logcnt, rows);
-        compare("route", "top-8", rows, ra, rb, (size_t)rows * TOP_K * 2 + 2 * EXPERTS);
-        free(ra), free(rb), free(logits);
+        float *bias = mr_test_random_floats(EXPERTS, 0.5f);
+        for (int grouped = 0; grouped < 2; grouped++) {
+            const float *b_or_none = grouped ? bias : NULL;
+            uint32_t *ra = run_route(cpu, logits, pos, log2phy, logcnt, b_or_none, rows);
+            uint32_t *rb = run_route(gpu, logits, pos, log2phy, logcnt, b_or_none, rows);
+            compare("route", grouped ? "grouped" : "softmax", rows, ra, rb,
+                    (size_t)rows * TOP_K * 2 + 2 * EXPERTS);
+            free(ra), free(rb);
+        }
+        free(logits), free(bias);
         /* EP: 16 slots, picks spread over them. */
         int32_t *slots = malloc((size_t)rows * TOP_K * 4);
         float *w = mr_test_random_floats((size_t)rows * TOP_K, 1.0f);
