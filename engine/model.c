@@ -105,6 +105,7 @@ static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t
     if (!t.data)
         return make_synthetic(ld->m, &t, out, ld->err, ld->errlen);
     void *tmp;
+    mr_tensor_fault_in(&t);
     const void *bytes = host_bytes(&t, &tmp);
     if (!bytes) {
         snprintf(ld->err, ld->errlen, "out of memory packing tensor %s", name);
@@ -112,6 +113,8 @@ static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t
     }
     rc = mr_engine_backend_status(ld->m->be, be->ops->map_weights(be, bytes, t.bytes, &out->data),
                                  ld->err, ld->errlen);
+    if (rc == MR_ENGINE_OK && out->data != t.data) /* packed, or the backend's own copy */
+        mr_tensor_drop_pages(&t);
     if (tmp && mr_model_keep_host(ld->m, tmp) != MR_ENGINE_OK) {
         snprintf(ld->err, ld->errlen, "out of memory keeping tensor %s", name);
         return MR_ENGINE_ENOMEM;
@@ -193,6 +196,7 @@ static int upload_expert(mr_model *m, const mr_layer *L, const mr_tensor t[3],
     int rc = MR_KERNELS_OK;
     for (int i = 0; rc == MR_KERNELS_OK && i < 3; i++) {
         void *tmp;
+        mr_tensor_fault_in(&t[i]);
         const void *bytes = host_bytes(&t[i], &tmp);
         if (!bytes) {
             snprintf(err, errlen, "out of memory packing an expert's weights");
@@ -201,6 +205,7 @@ static int upload_expert(mr_model *m, const mr_layer *L, const mr_tensor t[3],
         rc = m->be->ops->upload(m->be, buf + (size_t)i * L->expert_tensor_bytes, bytes,
                                 t[i].bytes);
         free(tmp);
+        mr_tensor_drop_pages(&t[i]);
     }
     return mr_engine_backend_status(m->be, rc, err, errlen);
 }
@@ -240,15 +245,35 @@ static int load_experts(loader *ld, mr_layer *L, int i)
         ld->err, ld->errlen);
     if (rc != MR_ENGINE_OK)
         return rc;
-    for (size_t s = 0; rc == MR_ENGINE_OK && s < slots; s++) {
-        rc = expert_tensors(&m->cfg, m->weights, i, phy2log[s], t, ld->err, ld->errlen);
-        if (rc == MR_ENGINE_OK)
-            rc = expert_fits_slot(L, i, phy2log[s], t, ld->err, ld->errlen);
-        if (rc == MR_ENGINE_OK) {
-            unsigned char *buf =
-                (unsigned char *)L->expert_store + s * 3 * L->expert_tensor_bytes;
-            bind_slot(L, (int)s, buf);
-            rc = upload_expert(m, L, t, buf, ld->err, ld->errlen);
+    for (size_t s = 0; s < slots; s++)
+        bind_slot(L, (int)s, (unsigned char *)L->expert_store + s * 3 * L->expert_tensor_bytes);
+    /* Where uploads are plain copies, the backend's threads share the slots
+     * (a thread's first error wins; the others stop at their next slot). */
+    int threads = m->be->ops->host_memory && m->be->threads > 1 ? m->be->threads : 1;
+    int failed = 0;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (size_t s = 0; s < slots; s++) {
+        int stop;
+#pragma omp atomic read
+        stop = failed;
+        if (stop)
+            continue;
+        mr_tensor ts[3];
+        char why[512];
+        int src = expert_tensors(&m->cfg, m->weights, i, phy2log[s], ts, why, sizeof why);
+        if (src == MR_ENGINE_OK)
+            src = expert_fits_slot(L, i, phy2log[s], ts, why, sizeof why);
+        if (src == MR_ENGINE_OK)
+            src = upload_expert(m, L, ts,
+                                (unsigned char *)L->expert_store + s * 3 * L->expert_tensor_bytes,
+                                why, sizeof why);
+        if (src != MR_ENGINE_OK) {
+#pragma omp critical(mr_load_experts_error)
+            if (!failed) {
+                failed = 1;
+                rc = src;
+                snprintf(ld->err, ld->errlen, "%s", why);
+            }
         }
     }
     return rc;

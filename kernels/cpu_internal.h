@@ -36,7 +36,7 @@ int mr_cpu_map_weights(mr_backend *be, const void *host, size_t bytes, const voi
 int mr_cpu_sync(mr_backend *be);
 int mr_cpu_memory(mr_backend *be, size_t *available, size_t *total);
 #define MR_CPU_MEMORY_OPS                                                                          \
-    .alloc = mr_cpu_alloc, .free = mr_cpu_free, .upload = mr_cpu_copy, .download = mr_cpu_copy,    \
+    .host_memory = true, .alloc = mr_cpu_alloc, .free = mr_cpu_free, .upload = mr_cpu_copy, .download = mr_cpu_copy,    \
     .memory = mr_cpu_memory,                                                                       \
     .sync = mr_cpu_sync
 

@@ -39,6 +39,7 @@
 #define MR_KERNELS_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -267,6 +268,11 @@ typedef struct {
 
 typedef struct {
     const char *name;
+    /* Device memory is host memory and upload is a plain copy, safe to call
+     * from several threads at once (the loader copies experts so: on a
+     * virtual machine the first touch of fresh memory, not the copy, sets
+     * the load's pace, and two threads touch twice as fast). */
+    bool host_memory;
 
     /* Memory.  On the CPU device memory is host memory; upload and download
      * are copies.  upload's src is [host]; download's dst is [host] and its

@@ -242,6 +242,7 @@ static int cuda_map_weights(mr_backend *be, const void *host, size_t bytes, cons
 
 extern "C" const mr_ops mr_cuda_ops = {
     .name = "cuda",
+    .host_memory = false,
     .alloc = cuda_alloc,
     .free = cuda_free,
     .upload = cuda_upload,
