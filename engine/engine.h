@@ -352,6 +352,19 @@ typedef struct {
     mr_tensor_type kv_type; /* of its elements: f32 (0, the default) or bf16 */
 } mr_engine_options;
 
+/* max_sequences and max_batch_tokens left at 0 are filled in from the
+ * memory the backend has left beside the KV pool (engine/widths.c has the
+ * rule; 256 sequences and 8192 tokens at most); the other options as
+ * mr_engine_create takes them.  Ranks that must agree take the smallest. */
+int mr_engine_auto_widths(const mr_model *m, mr_engine_options *o, char *err, size_t errlen);
+/* The rule itself, for `available` bytes left on the backend. */
+void mr_engine_widths_fit(const mr_model_config *cfg, int slots_per_rank, size_t available,
+                          mr_engine_options *o);
+/* An upper bound of the memory a step of these widths takes on a rank:
+ * activations, dispatch buffers and logits rows. */
+size_t mr_engine_step_bytes(const mr_model_config *cfg, int slots_per_rank,
+                            int max_batch_tokens, int max_sequences);
+
 typedef struct {
     int max_tokens;
     double temperature; /* 0: greedy */

@@ -72,10 +72,12 @@ void mr_buf_free(mr_buf *b);
       "results can differ from f32's, the same on every backend, batch and rank count)")   \
     X(engine, threads, INT, "0", MR_KEY_RESUME, 0, 4096, NULL,                             \
       "compute threads per rank; 0 = all cores")                                           \
-    X(engine, max_batch_tokens, INT, "512", 0, 1, 1 << 20, NULL,                           \
-      "tokens (prompt chunks + decodes) in one forward step")                              \
-    X(engine, max_sequences, INT, "64", 0, 1, 1 << 16, NULL,                               \
-      "sequences decoding at once; at most max_batch_tokens")                              \
+    X(engine, max_batch_tokens, INT, "0", 0, 0, 1 << 20, NULL,                             \
+      "tokens (prompt chunks + decodes) in one forward step; 0 = sized to the memory "     \
+      "left beside the weights and KV pool, 8192 at most")                                 \
+    X(engine, max_sequences, INT, "0", 0, 0, 1 << 16, NULL,                                \
+      "sequences decoding at once; at most max_batch_tokens; 0 = sized as "                \
+      "max_batch_tokens is, 256 at most")                                                  \
     X(engine, kv_block_size, INT, "16", 0, 1, 4096, NULL, "tokens per KV cache block")     \
     X(engine, kv_blocks, INT, "4096", 0, 0, 1 << 24, NULL,                                 \
       "KV cache blocks per rank; a sequence reserves its blocks when admitted; 0 = as "    \

@@ -303,14 +303,14 @@ static int submit(server *s, const mr_request *req, const char *file)
     size_t prompts = req->endpoint == MR_ENDPOINT_CHAT ? 1 : req->n_prompts;
     size_t choices = prompts * (size_t)req->n;
     mr_request_error error = {0};
-    if (choices > (size_t)s->job->engine_max_sequences) {
+    if (choices > s->done_cap) {
         error = (mr_request_error){.custom_id = req->custom_id};
         snprintf(error.code, sizeof error.code, "invalid_value");
         snprintf(error.message, sizeof error.message,
                  "%s:%" PRIu64 ": %zu prompt%s x n = %lld make %zu generations, more than "
                  "[engine] max_sequences = %lld runs at once",
                  file, req->line_no, prompts, prompts == 1 ? "" : "s", (long long)req->n,
-                 choices, (long long)s->job->engine_max_sequences);
+                 choices, (long long)s->done_cap);
         return add_error(s, file, req->line_no, &error);
     }
     if (mr_engine_room(s->engine) < choices) {
@@ -530,6 +530,46 @@ static int claim_shards(server *s, bool *done, bool *checkpoint, bool *sample, i
     return rc;
 }
 
+/* [engine] max_sequences and max_batch_tokens at 0: sized to each rank's
+ * memory, every rank then taking the narrowest so the steps agree. */
+static int engine_widths(server *s, mr_engine_options *eo)
+{
+    bool seqs_auto = eo->max_sequences == 0, tokens_auto = eo->max_batch_tokens == 0;
+    if (!seqs_auto && !tokens_auto)
+        return MR_EXIT_OK;
+    char err[1024];
+    if (mr_engine_auto_widths(s->model, eo, err, sizeof err) != MR_ENGINE_OK) {
+        fprintf(stderr, "moerun run: [engine]: %s\n", err);
+        return MR_EXIT_FAILED;
+    }
+    if (s->world.comm && mr_comm_size(s->world.comm) > 1) {
+        int mine[2] = {eo->max_sequences, eo->max_batch_tokens};
+        int *all = calloc((size_t)mr_comm_size(s->world.comm) * 2, sizeof *all);
+        if (!all || mr_comm_ctrl_allgather(s->world.comm, mine, sizeof mine, all, err,
+                                           sizeof err) != MR_ENGINE_OK) {
+            free(all);
+            fprintf(stderr, "moerun run: [engine] widths: %s\n", all ? err : "out of memory");
+            return MR_EXIT_FAILED;
+        }
+        for (int r = 0; r < mr_comm_size(s->world.comm); r++) {
+            eo->max_sequences = all[2 * r] < eo->max_sequences ? all[2 * r] : eo->max_sequences;
+            eo->max_batch_tokens =
+                all[2 * r + 1] < eo->max_batch_tokens ? all[2 * r + 1] : eo->max_batch_tokens;
+        }
+        free(all);
+    }
+    if (s->world.rank == 0) {
+        printf("job %s: %d sequences and %d tokens a step, sized to the memory left "
+               "([engine] %s = 0)\n",
+               s->job->job_name, eo->max_sequences, eo->max_batch_tokens,
+               seqs_auto && tokens_auto ? "max_sequences and max_batch_tokens"
+               : seqs_auto              ? "max_sequences"
+                                        : "max_batch_tokens");
+        fflush(stdout);
+    }
+    return MR_EXIT_OK;
+}
+
 static int load_engine(server *s)
 {
     const mr_job *job = s->job;
@@ -547,7 +587,12 @@ static int load_engine(server *s)
     int slots = cfg.num_experts > 0
                     ? mr_engine_balance_slots_per_rank(&balance, cfg.num_experts, ranks)
                     : 1;
-    size_t capacity = mr_model_exchange_bytes(&cfg, slots, (int)job->engine_max_batch_tokens);
+    /* Widths left to the engine are known after the load: room for the
+     * widest it may choose. */
+    int most_tokens = job->engine_max_batch_tokens > 0 ? (int)job->engine_max_batch_tokens
+                      : job->engine_max_sequences > 8192 ? (int)job->engine_max_sequences
+                                                          : 8192;
+    size_t capacity = mr_model_exchange_bytes(&cfg, slots, most_tokens);
     rc = mr_runner_world_init(&s->world, job, capacity);
     if (rc != MR_EXIT_OK)
         return rc;
@@ -593,6 +638,8 @@ static int load_engine(server *s)
                             .kv_block_size = (int)job->engine_kv_block_size,
                             .kv_blocks = (int)job->engine_kv_blocks,
                             .kv_type = mr_runner_kv_type(job)};
+    if ((rc = engine_widths(s, &eo)) != MR_EXIT_OK)
+        return rc;
     rc = mr_engine_create(s->model, &eo, &s->engine, err, sizeof err);
     if (rc != MR_ENGINE_OK) {
         fprintf(stderr, "moerun run: %s\n", err);
