@@ -67,6 +67,7 @@ struct mr_runner_meter {
     double *mine, *all, *prev; /* prev: rank 0's last gather, for rates */
     double last, started;      /* monotonic: the last sample, the meter's start */
     double process_start;      /* Unix time the attempt's processes started */
+    double startup_seconds;    /* from then to the engine ready: launch, load, engine */
     bool tty;
     double last_live;
     /* Rank 0: the job before this attempt. */
@@ -162,6 +163,7 @@ int mr_runner_meter_new(const mr_job *job, const mr_plan *plan, const mr_checkpo
     m->window[0] = (point){.at = m->last};
     m->points = 1;
     m->process_start = mr_runner_start_time();
+    m->startup_seconds = mr_runner_unix_seconds() - m->process_start;
     if (m->layers == 0)
         m->experts = 0;
     m->msg_len = M_FIXED + (size_t)m->layers + (size_t)m->layers * m->experts;
@@ -320,6 +322,7 @@ static int append_timeline(mr_runner_meter *m, double elapsed, bool final,
     cJSON_AddNumberToObject(rec, "time", (double)time(NULL));
     cJSON_AddNumberToObject(rec, "seconds", elapsed);
     cJSON_AddNumberToObject(rec, "job_seconds", m->base.wall_seconds + elapsed);
+    cJSON_AddNumberToObject(rec, "startup_seconds", m->startup_seconds);
     cJSON_AddBoolToObject(rec, "final", final);
     cJSON_AddNumberToObject(rec, "requests_ok", (double)m->base.requests_ok + sum_of(m, M_OK));
     cJSON_AddNumberToObject(rec, "requests_failed",

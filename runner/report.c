@@ -263,6 +263,7 @@ static void add_stages(mr_report *r, const cJSON *timeline)
             rank_steps += v[F_STEPS * cap + k];
         }
         r->steps += cap > 0 ? (uint64_t)v[F_STEPS * cap] : 0;
+        r->startup_seconds += num(rec, "startup_seconds");
         r->timed = true;
     }
     free(v);

@@ -86,6 +86,7 @@ typedef struct {
     bool timed;
     mr_report_stages stages;
     uint64_t steps, rows;         /* forward steps; token rows over all ranks */
+    double startup_seconds;       /* wall time before serving: launch, model load, engine */
     double tokens_per_rank_step;  /* rows / (ranks * steps) */
     /* EPLB. */
     char eplb_mode[32];

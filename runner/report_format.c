@@ -4,6 +4,7 @@
  * end of a job.  docs/report.md describes every figure.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -189,6 +190,7 @@ int mr_report_format_json(const mr_report *r, mr_buf *out)
     cJSON_AddNumberToObject(tok, "completion", (double)r->tokens_completion);
     cJSON_AddNumberToObject(tok, "total", (double)(r->tokens_prompt + r->tokens_completion));
     cJSON_AddNumberToObject(j, "wall_seconds", r->wall_seconds);
+    cJSON_AddNumberToObject(j, "startup_seconds", r->startup_seconds);
     cJSON_AddNumberToObject(j, "rank_seconds", r->rank_seconds);
     cJSON_AddNumberToObject(j, "rank_hours", r->cost.rank_hours);
     cJSON_AddNumberToObject(j, "ranks", r->ranks);
@@ -318,9 +320,12 @@ int mr_report_format_text(const mr_report *r, mr_buf *out)
                             r->requests_ok, r->requests_failed, r->requests_planned,
                             r->tokens_prompt, r->tokens_completion) != MR_JOBS_OK;
     failed |= mr_buf_printf(out,
-                            "  time:        %.1f s wall, %.4f rank-hours on %d rank%s; %.0f "
+                            "  time:        %.1f s wall (%.1f s starting: launch, model load, "
+                            "engine; %.1f s serving), %.4f rank-hours on %d rank%s; %.0f "
                             "tokens/s, %.0f per rank\n  cost:        ",
-                            r->wall_seconds, r->cost.rank_hours, r->ranks,
+                            r->wall_seconds, r->startup_seconds,
+                            fmax(r->wall_seconds - r->startup_seconds, 0), r->cost.rank_hours,
+                            r->ranks,
                             r->ranks == 1 ? "" : "s", per_second,
                             r->ranks > 0 ? per_second / r->ranks : 0) != MR_JOBS_OK;
     failed |= price_line("on demand", r->prices.gpu_hour_usd, &r->cost.on_demand,
@@ -385,10 +390,11 @@ int mr_report_format_markdown(const mr_report *r, mr_buf *out)
                             r->requests_ok, r->requests_planned, r->requests_failed,
                             r->tokens_prompt, r->tokens_completion) != MR_JOBS_OK;
     failed |= mr_buf_printf(out,
-                            "| wall time | %.1f s |\n| ranks | %d |\n| rank-hours | %.4f |\n"
+                            "| wall time | %.1f s |\n| of it starting (launch, model load, "
+                            "engine) | %.1f s |\n| ranks | %d |\n| rank-hours | %.4f |\n"
                             "| throughput | %.0f tokens/s (%.0f per rank) |\n"
                             "| time lost to preemptions | %.1f rank-seconds |\n\n",
-                            r->wall_seconds, r->ranks, r->cost.rank_hours, per_second,
+                            r->wall_seconds, r->startup_seconds, r->ranks, r->cost.rank_hours, per_second,
                             r->ranks > 0 ? per_second / r->ranks : 0,
                             r->preemption_lost_seconds) != MR_JOBS_OK;
     failed |= mr_buf_printf(out,

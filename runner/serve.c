@@ -625,11 +625,17 @@ static int load_engine(server *s)
                                            : MR_EP_HIGH_THROUGHPUT,
                            .ll_capacity = (int)job->parallel_ll_capacity,
                            .placement = moe ? &placement : NULL};
+    double load_start = mr_engine_clock_seconds();
     rc = mr_model_load(job->model_path, &mo, &s->model, err, sizeof err);
     mr_eplb_placement_free(&placement);
     if (rc != MR_ENGINE_OK) {
         fprintf(stderr, "moerun run: [model] path: %s\n", err);
         return MR_EXIT_INVALID;
+    }
+    if (s->world.rank == 0) {
+        printf("job %s: model loaded in %.1f s on rank 0\n", job->job_name,
+               mr_engine_clock_seconds() - load_start);
+        fflush(stdout);
     }
     if ((rc = mr_runner_backend_say(job, s->world.comm, s->model)) != MR_EXIT_OK)
         return rc;

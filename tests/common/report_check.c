@@ -141,6 +141,7 @@ cJSON *mr_test_check_report(const char *run_dir)
 {
     static const char *const required[] = {
         "requests.ok", "requests.failed", "tokens.prompt", "tokens.completion", "wall_seconds",
+        "startup_seconds",
         "rank_hours", "tokens_per_second", "cost.on_demand_usd", "cost.spot_usd",
         "cost.on_demand_usd_per_mtok.total", "cost.spot_usd_per_mtok.total", "preemptions",
         "eplb.rebalances"};
@@ -158,6 +159,12 @@ cJSON *mr_test_check_report(const char *run_dir)
     double wall = mr_test_json_number(report, "wall_seconds");
     double rank_hours = mr_test_json_number(report, "rank_seconds") / 3600;
     cr_assert_gt(wall, 0);
+    /* Start-up (launch, model load, engine) is part of the wall time, and
+     * a job that ran a step had some. */
+    double startup = mr_test_json_number(report, "startup_seconds");
+    cr_assert(startup >= 0 && startup <= wall, "startup_seconds %g of %g wall", startup, wall);
+    if (at_path(report, "steps") && mr_test_json_number(report, "steps") > 0)
+        cr_assert_gt(startup, 0);
     assert_close(mr_test_json_number(report, "rank_hours"), rank_hours, "rank_hours");
     assert_close(mr_test_json_number(report, "tokens_per_second"), (prompt + completion) / wall,
                  "tokens_per_second");
