@@ -215,6 +215,8 @@ bench: deps
 	@for n in 2 4; do echo "== $(BENCH_MPI) on $$n ranks"; $(MPIRUN) -np $$n $(BENCH_MPI) || exit 1; done
 	@echo "== tests/bench/bench_resume.sh"
 	@MOERUN=$(abspath $(MOERUN)) bash tests/bench/bench_resume.sh $(abspath $(dir $(SMALL_MODEL)))
+	@echo "== tests/bench/bench_job.sh"
+	@MOERUN=$(abspath $(MOERUN)) MR_PYTHON=$(PYTHON) bash tests/bench/bench_job.sh $(abspath $(dir $(SMALL_MODEL)))
 
 asan: deps
 	@LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
