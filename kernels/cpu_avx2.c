@@ -95,28 +95,70 @@ AVX2_INLINE float reduce16(v16 v)
 }
 
 #define TILE 16
+#define GROUP 8             /* outputs a sweep keeps in registers */
+#define PREFETCH_AHEAD 256  /* weight elements ahead of the lo sweep */
 
-/* out[r * cols + c] = x[r] · w[c] for rows × (16 / rows) columns. */
+/* Where weight element k of a row lies, for prefetching. */
+AVX2_INLINE const char *weight_at(const void *row, mr_tensor_type type, int k)
+{
+    if (type == MR_TENSOR_F8_BLOCKS)
+        return (const char *)row + (size_t)(k / MR_F8_BLOCK) * MR_F8_BLOCK_BYTES + 4 +
+               k % MR_F8_BLOCK;
+    return (const char *)row + (size_t)k * mr_tensor_type_size(type);
+}
+
+/* One half (lanes 0-7, or 8-15, of every 16) of the dot products of
+ * `rows` activation rows with GROUP / rows weight rows, over all of k: a
+ * lane's sum depends on its own lane alone, so the halves are summed one
+ * after the other, each in the same FMAs, in the same order, as a 16-lane
+ * accumulator would, and only GROUP accumulators are live.  (Sixteen
+ * 16-lane accumulators are 32 ymm registers, twice what AVX2 has: the
+ * compiler spilled them on every FMA.)  The lo sweep streams the weights
+ * from memory; the hi sweep finds them in L1 or L2. */
+AVX2_INLINE void half_sweep(__m256 sums[GROUP], const float *const *x, const void *const *w,
+                            int rows, mr_tensor_type type, int k_len, int half)
+{
+    int cols = GROUP / rows;
+    __m256 acc[GROUP];
+#pragma GCC unroll 8
+    for (int i = 0; i < GROUP; i++)
+        acc[i] = _mm256_setzero_ps();
+    for (int k = 0; k < k_len; k += 16) {
+        int at = k + 8 * half, left = k_len - at;
+        __m256 xv[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < rows; r++)
+            xv[r] = load8(x[r], MR_TENSOR_F32, at, left);
+#pragma GCC unroll 8
+        for (int c = 0; c < cols; c++) {
+            if (!half)
+                _mm_prefetch(weight_at(w[c], type, k + PREFETCH_AHEAD), _MM_HINT_T0);
+            __m256 wv = load8(w[c], type, at, left);
+#pragma GCC unroll 4
+            for (int r = 0; r < rows; r++)
+                acc[r * cols + c] = _mm256_fmadd_ps(xv[r], wv, acc[r * cols + c]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < GROUP; i++)
+        sums[i] = acc[i];
+}
+
+/* out[r * cols + c] = x[r] · w[c] for rows × (16 / rows) columns, in
+ * groups of GROUP / rows columns. */
 AVX2_INLINE void tile_rows(float out[TILE], const float *const *x, const void *const *w, int rows,
                            mr_tensor_type type, int k_len)
 {
-    int cols = TILE / rows;
-    v16 acc[TILE];
-    for (int i = 0; i < TILE; i++)
-        acc[i] = (v16){_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int k = 0; k < k_len; k += 16) {
-        int left = k_len - k;
-        v16 xv[4];
+    int cols = TILE / rows, group_cols = GROUP / rows;
+    for (int c0 = 0; c0 < cols; c0 += group_cols) {
+        __m256 lo[GROUP], hi[GROUP];
+        half_sweep(lo, x, w + c0, rows, type, k_len, 0);
+        half_sweep(hi, x, w + c0, rows, type, k_len, 1);
         for (int r = 0; r < rows; r++)
-            xv[r] = load16(x[r], MR_TENSOR_F32, k, left);
-        for (int c = 0; c < cols; c++) {
-            v16 wv = load16(w[c], type, k, left);
-            for (int r = 0; r < rows; r++)
-                acc[r * cols + c] = fma16(xv[r], wv, acc[r * cols + c]);
-        }
+            for (int c = 0; c < group_cols; c++)
+                out[r * cols + c0 + c] =
+                    reduce16((v16){lo[r * group_cols + c], hi[r * group_cols + c]});
     }
-    for (int i = 0; i < TILE; i++)
-        out[i] = reduce16(acc[i]);
 }
 
 AVX2 void mr_avx2_tile(float out[16], const float *const *x, const void *const *w, int rows,
