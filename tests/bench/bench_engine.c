@@ -1,7 +1,9 @@
 /*
  * Engine throughput on the `small` preset: prefill and decode tokens/s at
  * batch 1, 16, 64 and 256, with the GFLOP/s they achieve next to the
- * machine's FMA peak measured in the same run.  Then what a resume costs
+ * machine's FMA peak measured in the same run, and for decode the weight
+ * bytes a step reads per second beside the machine's read bandwidth, also
+ * measured in the run.  Then what a resume costs
  * the requests that were in flight: the time to get them back to where
  * they stopped by prefilling the tokens they had generated, against
  * generating those tokens again.
@@ -46,6 +48,52 @@ static double flops_per_token(const mr_model_config *c, bool with_head)
 static double attention_flops(const mr_model_config *c, double ctx)
 {
     return 2 * 2 * ctx * c->num_attention_heads * c->head_dim * c->num_hidden_layers;
+}
+
+/* Parameters outside the routed experts, and in one routed expert, of
+ * one layer (norms aside): what a decode step reads of them. */
+static double layer_params(const mr_model_config *c)
+{
+    double h = c->hidden_size, q = (double)c->num_attention_heads * c->head_dim;
+    double kv = (double)c->num_key_value_heads * c->head_dim;
+    return h * (q + 2 * kv) + q * h + h * c->num_experts;
+}
+
+static double expert_params(const mr_model_config *c)
+{
+    return 3.0 * c->hidden_size * c->moe_intermediate_size;
+}
+
+/* Weight bytes a decode step of `batch` sequences reads: every layer's
+ * attention and router, the experts its tokens pick (with random routing,
+ * E (1 - (1 - k/E)^batch) distinct of E per layer), and lm_head, at
+ * `bytes_per_param` (the files' bytes over their parameters). */
+static double decode_weight_bytes(const mr_model_config *c, int batch, double bytes_per_param)
+{
+    double e = c->num_experts, k = c->num_experts_per_tok;
+    double picked = e * (1 - pow(1 - k / e, batch));
+    double params = c->num_hidden_layers * (layer_params(c) + picked * expert_params(c)) +
+                    (double)c->hidden_size * c->vocab_size;
+    return params * bytes_per_param;
+}
+
+/* The files' bytes over the model's parameters: 2 for bf16, about 1.03 for
+ * FP8 with its block scales. */
+static double bytes_per_param(const char *dir, const mr_model_config *c)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f || fseek(f, 0, SEEK_END) != 0) {
+        if (f)
+            fclose(f);
+        return 2; /* sharded or synthetic: bf16 */
+    }
+    double bytes = (double)ftell(f);
+    fclose(f);
+    double params = c->num_hidden_layers * (layer_params(c) + c->num_experts * expert_params(c)) +
+                    2.0 * c->hidden_size * c->vocab_size;
+    return bytes / params;
 }
 
 typedef struct {
@@ -209,24 +257,30 @@ int main(int argc, char **argv)
     printf("engine on %s (%s backend): hidden %d, %d layers, %d experts, top-%d, %d threads\n",
            argv[1], backend, c->hidden_size, c->num_hidden_layers, c->num_experts,
            c->num_experts_per_tok, threads);
+    double bandwidth = on_cpu ? mr_bench_read_bandwidth(threads) : NAN;
     if (on_cpu)
-        printf("FMA peak (f32, %d threads): %.1f GFLOP/s\n", threads, peak);
+        printf("FMA peak (f32, %d threads): %.1f GFLOP/s; memory read bandwidth %.1f GB/s\n",
+               threads, peak, bandwidth);
     printf("loaded in %.1f s%s\n\n", load_seconds, synthetic ? " (synthetic bf16 weights)" : "");
     if (synthetic) {
         synthetic_table(model);
         mr_model_free(model);
         return 0;
     }
-    printf("%6s %14s %10s %7s %14s %10s %7s\n", "batch", "prefill tok/s", "GFLOP/s", "%peak",
-           "decode tok/s", "GFLOP/s", "%peak");
+    double per_param = bytes_per_param(argv[1], c);
+    printf("%6s %14s %10s %7s %14s %10s %7s %10s %6s\n", "batch", "prefill tok/s", "GFLOP/s",
+           "%peak", "decode tok/s", "GFLOP/s", "%peak", "weight GB/s", "%bw");
     static const int batches[] = {1, 16, 64, 256};
     for (size_t i = 0; i < sizeof batches / sizeof batches[0]; i++) {
         int b = batches[i];
         /* Prompts long enough to matter, short enough for 2 cores. */
         result r = measure(model, b, b >= 64 ? 32 : 128, b >= 64 ? 8 : 16);
-        printf("%6d %14.1f %10.1f %6.1f%% %14.1f %10.1f %6.1f%%\n", b, r.prefill_tps,
-               r.prefill_gflops, 100 * r.prefill_gflops / peak, r.decode_tps, r.decode_gflops,
-               100 * r.decode_gflops / peak);
+        /* Decode steps per second times the weights a step reads. */
+        double weight_gbs = r.decode_tps / b * decode_weight_bytes(c, b, per_param) * 1e-9;
+        printf("%6d %14.1f %10.1f %6.1f%% %14.1f %10.1f %6.1f%% %11.1f %5.0f%%\n", b,
+               r.prefill_tps, r.prefill_gflops, 100 * r.prefill_gflops / peak, r.decode_tps,
+               r.decode_gflops, 100 * r.decode_gflops / peak, weight_gbs,
+               100 * weight_gbs / bandwidth);
     }
     printf("\nrequests in flight at a stop (prompt 128 tokens), back to where they stopped:\n");
     printf("%6s %10s %18s %18s\n", "batch", "generated", "from tokens (s)", "generated again (s)");

@@ -88,50 +88,6 @@ static uint16_t *random_bf16(size_t n)
     return p;
 }
 
-#define BW_BYTES ((size_t)512 << 20)
-
-/* Four 8-lane sums in flight: AVX2, which every CPU the cpu backend
- * vectorises on has, reads at memory speed as well as AVX-512 does. */
-__attribute__((target("avx2"))) static float sum_floats(const float *p, size_t n)
-{
-    __m256 acc[4];
-    for (int i = 0; i < 4; i++)
-        acc[i] = _mm256_setzero_ps();
-    for (size_t i = 0; i + 32 <= n; i += 32)
-        for (int j = 0; j < 4; j++)
-            acc[j] = _mm256_add_ps(acc[j], _mm256_loadu_ps(p + i + 8 * j));
-    float lanes[8];
-    _mm256_storeu_ps(lanes, _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]),
-                                          _mm256_add_ps(acc[2], acc[3])));
-    return lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
-}
-
-/* GB/s of `threads` threads reading halves of a buffer far larger than
- * the caches. */
-static double read_bandwidth(int threads)
-{
-    size_t n = BW_BYTES / sizeof(float);
-    float *buf = malloc(BW_BYTES);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = 1.0f;
-    volatile float sink = 0;
-    double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = now();
-#pragma omp parallel for num_threads(threads)
-        for (int part = 0; part < threads; part++) {
-            float s = sum_floats(buf + n / threads * part, n / threads);
-#pragma omp atomic
-            sink += s;
-        }
-        double gbs = BW_BYTES / (now() - t0) * 1e-9;
-        best = gbs > best ? gbs : best;
-    }
-    (void)sink;
-    free(buf);
-    return best;
-}
-
 typedef void (*bench_fn)(void *ctx);
 
 /* Seconds per call: one warm-up, then calls until MIN_SECONDS have passed. */
@@ -343,7 +299,7 @@ int main(void)
 {
     double peak1 = mr_bench_fma_peak_gflops(1);
     peak2 = mr_bench_fma_peak_gflops(THREADS);
-    bandwidth2 = read_bandwidth(THREADS);
+    bandwidth2 = mr_bench_read_bandwidth(THREADS);
     printf("FMA peak (%s, %d independent accumulators): 1 thread %.1f GFLOP/s, "
            "%d threads %.1f GFLOP/s\n",
            __builtin_cpu_supports("avx512f") ? "AVX-512" : "AVX2", MR_FMA_CHAINS, peak1, THREADS,
