@@ -668,21 +668,23 @@ int mr_weights_get(const mr_weights *w, const char *name, int ndim, const int64_
     return MR_ENGINE_EINVAL;
 }
 
-/* The whole pages under [data, data + bytes), for madvise. */
-static void page_span(const void *data, size_t bytes, unsigned char **begin, size_t *len)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    uintptr_t at = (uintptr_t)data / page * page;
-    uintptr_t end = ((uintptr_t)data + bytes + page - 1) / page * page;
-    *begin = (unsigned char *)at;
-    *len = end - at;
-}
-
 /* The bytes t's values take in its file: FP8's e4m3 codes, one a value,
  * where t->bytes counts the packed rows. */
 static size_t file_bytes(const mr_tensor *t)
 {
     return t->scales ? (size_t)(t->shape[0] * t->shape[1]) : t->bytes;
+}
+
+/* madvise over the whole pages under t's values in the mapping; advice
+ * only, so a failure changes nothing but speed or memory. */
+static void advise_pages(const mr_tensor *t, int advice)
+{
+    if (!t->data || !t->bytes)
+        return;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t at = (uintptr_t)t->data / page * page;
+    uintptr_t end = ((uintptr_t)t->data + file_bytes(t) + page - 1) / page * page;
+    (void)madvise((void *)at, end - at, advice);
 }
 
 /* Where the kernel lacks MADV_POPULATE_READ (before 5.14) the copy faults
@@ -693,24 +695,14 @@ static size_t file_bytes(const mr_tensor *t)
 
 void mr_tensor_fault_in(const mr_tensor *t)
 {
-    if (!t->data || !t->bytes)
-        return;
-    unsigned char *begin;
-    size_t len;
-    page_span(t->data, file_bytes(t), &begin, &len);
-    (void)madvise(begin, len, MADV_POPULATE_READ);
+    advise_pages(t, MADV_POPULATE_READ);
 }
 
+/* A read-only private file mapping never has pages of its own: this only
+ * unmaps, and a later read faults the page cache's page back in. */
 void mr_tensor_drop_pages(const mr_tensor *t)
 {
-    if (!t->data || !t->bytes)
-        return;
-    unsigned char *begin;
-    size_t len;
-    /* A read-only private file mapping never has pages of its own: this
-     * only unmaps, and a later read faults the page cache's page back in. */
-    page_span(t->data, file_bytes(t), &begin, &len);
-    (void)madvise(begin, len, MADV_DONTNEED);
+    advise_pages(t, MADV_DONTNEED);
 }
 
 bool mr_tensor_packed(const mr_tensor *t)
