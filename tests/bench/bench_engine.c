@@ -6,7 +6,11 @@
  * they stopped by prefilling the tokens they had generated, against
  * generating those tokens again.
  *
- *   build/bench/bench_engine MODEL_DIR [threads] [backend] [synthetic]
+ *   build/bench/bench_engine MODEL_DIR [threads] [backend] [synthetic|short]
+ *
+ * With `short`, the table's batches 1, 16 and 64 alone (the same prompts
+ * and steps): `make bench` runs it on deepseek-small, bf16 and FP8, beside
+ * the small preset's full run, within two minutes each on 2 cores.
  *
  * With `synthetic`, MODEL_DIR needs only config.json and a tokenizer: the
  * weights are random bf16 made on the backend (tests/bench/qwen3-30b-a3b
@@ -31,21 +35,48 @@ static double now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Multiply-adds per token outside attention scores: projections, router,
- * top-k experts; lm_head only for rows that sample. */
-static double flops_per_token(const mr_model_config *c, bool with_head)
+/* Multiply-adds of one token's attention projections: q, k, v and o; or
+ * MLA's absorbed form (q_a, q_b, W_UKᵀ, kv_a, W_UV, o_proj). */
+static double projection_macs(const mr_model_config *c)
 {
-    double h = c->hidden_size, q = (double)c->num_attention_heads * c->head_dim;
-    double kv = (double)c->num_key_value_heads * c->head_dim;
-    double layer = h * (q + 2 * kv) + q * h + h * c->num_experts +
-                   (double)c->num_experts_per_tok * 3 * h * c->moe_intermediate_size;
-    return 2 * (c->num_hidden_layers * layer + (with_head ? h * c->vocab_size : 0));
+    double h = c->hidden_size, heads = c->num_attention_heads;
+    if (c->family != MR_FAMILY_DEEPSEEK_V3) {
+        double q = heads * c->head_dim, kv = (double)c->num_key_value_heads * c->head_dim;
+        return h * (q + 2 * kv) + q * h;
+    }
+    const mr_mla_config *m = &c->mla;
+    double q_in = m->q_lora_rank ? m->q_lora_rank : h, latent = m->kv_lora_rank;
+    return (m->q_lora_rank ? h * q_in : 0) +
+           q_in * heads * (m->qk_nope_head_dim + m->qk_rope_head_dim) +
+           heads * m->qk_nope_head_dim * latent + h * (latent + m->qk_rope_head_dim) +
+           heads * latent * m->v_head_dim + heads * m->v_head_dim * h;
 }
 
-/* Attention scores and values for one token at context length ctx. */
+/* Multiply-adds per token outside attention scores: projections, router,
+ * top-k experts (and shared ones) or a dense MLP; lm_head only for rows
+ * that sample. */
+static double flops_per_token(const mr_model_config *c, bool with_head)
+{
+    double h = c->hidden_size, macs = with_head ? h * c->vocab_size : 0;
+    double expert = 3 * h * c->moe_intermediate_size;
+    double shared = c->family == MR_FAMILY_DEEPSEEK_V3 ? c->mla.n_shared_experts : 0;
+    for (int i = 0; i < c->num_hidden_layers; i++)
+        macs += projection_macs(c) +
+                (mr_config_layer_is_moe(c, i)
+                     ? h * c->num_experts + (c->num_experts_per_tok + shared) * expert
+                     : 3 * h * c->intermediate_size);
+    return 2 * macs;
+}
+
+/* Attention scores and values for one token at context length ctx: per
+ * head and key a q·k and a weighted v, or MLA's latent and rope scores
+ * and the weighted latent. */
 static double attention_flops(const mr_model_config *c, double ctx)
 {
-    return 2 * 2 * ctx * c->num_attention_heads * c->head_dim * c->num_hidden_layers;
+    double per_key = 2.0 * c->head_dim;
+    if (c->family == MR_FAMILY_DEEPSEEK_V3)
+        per_key = 2.0 * c->mla.kv_lora_rank + c->mla.qk_rope_head_dim;
+    return 2 * ctx * per_key * c->num_attention_heads * c->num_hidden_layers;
 }
 
 typedef struct {
@@ -188,12 +219,13 @@ static void synthetic_table(mr_model *model)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_engine MODEL_DIR [threads] [backend]\n");
+        fprintf(stderr, "usage: bench_engine MODEL_DIR [threads] [backend] [synthetic|short]\n");
         return 2;
     }
     int threads = argc > 2 ? atoi(argv[2]) : 2;
     const char *backend = argc > 3 ? argv[3] : "cpu";
     bool synthetic = argc > 4 && strcmp(argv[4], "synthetic") == 0;
+    bool brief = argc > 4 && strcmp(argv[4], "short") == 0;
     char err[2048];
     mr_model *model;
     mr_model_options options = {.backend = backend, .threads = threads,
@@ -206,9 +238,10 @@ int main(int argc, char **argv)
     bool on_cpu = strcmp(backend, "cuda") != 0;
     double peak = on_cpu ? mr_bench_fma_peak_gflops(threads) : NAN;
     const mr_model_config *c = mr_model_config_get(model);
-    printf("engine on %s (%s backend): hidden %d, %d layers, %d experts, top-%d, %d threads\n",
-           argv[1], backend, c->hidden_size, c->num_hidden_layers, c->num_experts,
-           c->num_experts_per_tok, threads);
+    printf("engine on %s (%s backend): %s, hidden %d, %d layers, %d experts, top-%d, "
+           "%d threads\n",
+           argv[1], backend, c->architecture, c->hidden_size, c->num_hidden_layers,
+           c->num_experts, c->num_experts_per_tok, threads);
     if (on_cpu)
         printf("FMA peak (f32, %d threads): %.1f GFLOP/s\n", threads, peak);
     printf("loaded in %.1f s%s\n\n", load_seconds, synthetic ? " (synthetic bf16 weights)" : "");
@@ -220,13 +253,17 @@ int main(int argc, char **argv)
     printf("%6s %14s %10s %7s %14s %10s %7s\n", "batch", "prefill tok/s", "GFLOP/s", "%peak",
            "decode tok/s", "GFLOP/s", "%peak");
     static const int batches[] = {1, 16, 64, 256};
-    for (size_t i = 0; i < sizeof batches / sizeof batches[0]; i++) {
+    for (size_t i = 0; i < sizeof batches / sizeof batches[0] - (brief ? 1 : 0); i++) {
         int b = batches[i];
         /* Prompts long enough to matter, short enough for 2 cores. */
         result r = measure(model, b, b >= 64 ? 32 : 128, b >= 64 ? 8 : 16);
         printf("%6d %14.1f %10.1f %6.1f%% %14.1f %10.1f %6.1f%%\n", b, r.prefill_tps,
                r.prefill_gflops, 100 * r.prefill_gflops / peak, r.decode_tps, r.decode_gflops,
                100 * r.decode_gflops / peak);
+    }
+    if (brief) {
+        mr_model_free(model);
+        return 0;
     }
     printf("\nrequests in flight at a stop (prompt 128 tokens), back to where they stopped:\n");
     printf("%6s %10s %18s %18s\n", "batch", "generated", "from tokens (s)", "generated again (s)");
