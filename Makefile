@@ -223,9 +223,9 @@ bench: deps
 	@for b in $(filter-out $(BENCH_MPI),$(BENCH_BIN)); do echo "== $$b"; $$b $(abspath $(dir $(SMALL_MODEL))) || exit 1; done
 	@echo "== $(BUILD)/bench/bench_engine on the FP8 model"
 	@$(BUILD)/bench/bench_engine $(abspath $(dir $(SMALL_FP8_MODEL)))
-	@for m in $(DEEPSEEK_SMALL_MODEL) $(DEEPSEEK_SMALL_FP8_MODEL); do \
-	  echo "== $(BUILD)/bench/bench_engine on $$(dirname $$m), batches 1 to 64"; \
-	  $(BUILD)/bench/bench_engine $$(cd $$(dirname $$m) && pwd) 2 cpu short || exit 1; done
+	@for m in $(abspath $(dir $(DEEPSEEK_SMALL_MODEL)) $(dir $(DEEPSEEK_SMALL_FP8_MODEL))); do \
+	  echo "== $(BUILD)/bench/bench_engine on $$m, batches 1 to 64"; \
+	  $(BUILD)/bench/bench_engine $$m 2 cpu short || exit 1; done
 	@for n in 2 4; do echo "== $(BENCH_MPI) on $$n ranks"; $(MPIRUN) -np $$n $(BENCH_MPI) || exit 1; done
 	@echo "== tests/bench/bench_resume.sh"
 	@MOERUN=$(abspath $(MOERUN)) bash tests/bench/bench_resume.sh $(abspath $(dir $(SMALL_MODEL)))
