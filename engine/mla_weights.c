@@ -23,8 +23,9 @@
  * W_UKᵀ is transposed in kv_b_proj's own type where that is exact: f32,
  * bf16 and f16 element by element; FP8 with 128 x 128 block scales when
  * each head's nope rows in a block of 128 share one scale row of kv_b_proj
- * (so when qk_nope_head_dim + v_head_dim is a multiple of 128, as V3's
- * 128 + 128): codes and scale grid transposed, packed as a checkpoint's.
+ * (as when qk_nope_head_dim + v_head_dim is a multiple of 128, V3's 128 +
+ * 128, or divides it): codes and scale grid transposed, packed as a
+ * checkpoint's.
  * Otherwise it is stored as f32: heads x kv_lora_rank x qk_nope_head_dim x
  * 4 bytes, 32 MiB a layer and 2 GB over 61 layers at V3's sizes.
  *
