@@ -330,8 +330,8 @@ static int fenced_matmul_heads(mr_backend *be, float *out, const float *x, const
     device_arg(&c, "out", out, floats(row_heads, out_dim));
     device_arg(&c, "x", x, floats(row_heads, in_dim));
     /* the last head's slice ends the rows the op reads */
-    device_arg(&c, "w", w,
-               heads < 1 ? 0 : weight_bytes(type, (heads - 1) * head_stride_rows + out_dim, in_dim));
+    int w_rows = heads < 1 ? 0 : (heads - 1) * head_stride_rows + out_dim;
+    device_arg(&c, "w", w, weight_bytes(type, w_rows, in_dim));
     return c.ok ? RUN(be, matmul_heads, out, x, w, type, rows, heads, out_dim, in_dim,
                       head_stride_rows)
                 : MR_KERNELS_EINVAL;

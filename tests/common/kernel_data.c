@@ -59,7 +59,8 @@ void *mr_test_random_weight_rows(mr_tensor_type type, int rows, int cols, float 
     }
     for (int r = 0; r < rows; r++)
         for (int k = 0; k < cols; k++) {
-            unsigned char *block = p + (size_t)r * row_bytes + (size_t)(k / MR_F8_BLOCK) * MR_F8_BLOCK_BYTES;
+            unsigned char *block =
+                p + (size_t)r * row_bytes + (size_t)(k / MR_F8_BLOCK) * MR_F8_BLOCK_BYTES;
             if (k % MR_F8_BLOCK == 0) {
                 float block_scale = scale / 448.0f * (0.5f + 0.5f * (mr_test_uniform() + 1.0f));
                 memcpy(block, &block_scale, sizeof block_scale);

@@ -120,8 +120,8 @@ Test(exact, matmul_heads_equals_cpu_and_matmul_per_head)
                         for (int i = 0; i < rows; i++)
                             memcpy(xh + (size_t)i * in_dim, x + ((size_t)i * heads + h) * in_dim,
                                    (size_t)in_dim * sizeof *xh);
-                        const char *slice = (const char *)w + (size_t)h * stride *
-                                                                  mr_tensor_row_bytes(types[t], in_dim);
+                        size_t row_bytes = mr_tensor_row_bytes(types[t], in_dim);
+                        const char *slice = (const char *)w + (size_t)h * stride * row_bytes;
                         cr_assert_eq(cpu->ops->matmul(cpu, one, xh, slice, types[t], rows, out_dim,
                                                       in_dim),
                                      0);
