@@ -206,12 +206,26 @@ SMALL_FP8_MODEL := $(BUILD)/models/small-fp8/model.safetensors
 $(SMALL_FP8_MODEL): | $(MOERUN)
 	$(MOERUN) make-model $(dir $@) --preset small --dtype fp8
 
+# DeepSeek-V3's structure at the small model's scale (MLA, expert groups,
+# a shared expert), in bf16 and FP8: bench_engine's figures beside the
+# small model's, whose attention is GQA.
+DEEPSEEK_SMALL_MODEL := $(BUILD)/models/deepseek-small/model.safetensors
+$(DEEPSEEK_SMALL_MODEL): | $(MOERUN)
+	$(MOERUN) make-model $(dir $@) --preset deepseek-small
+DEEPSEEK_SMALL_FP8_MODEL := $(BUILD)/models/deepseek-small-fp8/model.safetensors
+$(DEEPSEEK_SMALL_FP8_MODEL): | $(MOERUN)
+	$(MOERUN) make-model $(dir $@) --preset deepseek-small --dtype fp8
+
 # Benchmarks take the small model's folder as their first argument.
 bench: deps
-	@$(MAKE) --no-print-directory $(BENCH_BIN) $(MOERUN) $(SMALL_MODEL) $(SMALL_FP8_MODEL)
+	@$(MAKE) --no-print-directory $(BENCH_BIN) $(MOERUN) $(SMALL_MODEL) $(SMALL_FP8_MODEL) \
+	  $(DEEPSEEK_SMALL_MODEL) $(DEEPSEEK_SMALL_FP8_MODEL)
 	@for b in $(filter-out $(BENCH_MPI),$(BENCH_BIN)); do echo "== $$b"; $$b $(abspath $(dir $(SMALL_MODEL))) || exit 1; done
 	@echo "== $(BUILD)/bench/bench_engine on the FP8 model"
 	@$(BUILD)/bench/bench_engine $(abspath $(dir $(SMALL_FP8_MODEL)))
+	@for m in $(abspath $(dir $(DEEPSEEK_SMALL_MODEL)) $(dir $(DEEPSEEK_SMALL_FP8_MODEL))); do \
+	  echo "== $(BUILD)/bench/bench_engine on $$m, batches 1 to 64"; \
+	  $(BUILD)/bench/bench_engine $$m 2 cpu short || exit 1; done
 	@for n in 2 4; do echo "== $(BENCH_MPI) on $$n ranks"; $(MPIRUN) -np $$n $(BENCH_MPI) || exit 1; done
 	@echo "== tests/bench/bench_resume.sh"
 	@MOERUN=$(abspath $(MOERUN)) bash tests/bench/bench_resume.sh $(abspath $(dir $(SMALL_MODEL)))

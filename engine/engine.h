@@ -300,6 +300,10 @@ const char *mr_model_backend_note(const mr_model *model);
 /* Weight bytes of one routed expert (gate, up and down): what moving one
  * costs.  0 for a model without MoE layers. */
 size_t mr_model_expert_bytes(const mr_model *model);
+/* The bytes the backend holds for layer `layer`'s attention weights
+ * (projections and norms; for DeepSeek-V3 also W_UKᵀ, mla_weights.c):
+ * what attention costs every rank, since each holds all of it. */
+size_t mr_model_attention_bytes(const mr_model *model, int layer);
 /* The expert placement the model runs by now. */
 const mr_eplb_placement *mr_model_placement(const mr_model *model);
 /* Switches to placement `p` (same layers, experts, slots and ranks) between

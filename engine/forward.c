@@ -94,10 +94,15 @@ int mr_activations_new(const mr_model *m, int max_rows, int max_logits,
     size_t rows = (size_t)max_rows, f = sizeof(float);
     size_t q_dim = (size_t)c->num_attention_heads * c->head_dim;
     size_t kv_dim = (size_t)c->num_key_value_heads * c->head_dim;
-    /* MLA's steps reuse q and attn for [heads][latent], k for the latent,
-     * v for q_a's output and then the rope key (mla_block) */
+    /* MLA's steps reuse q and attn for [heads][latent], [heads][nope] and
+     * [heads][v], k for the latent, v for q_a's output and then the rope
+     * key (mla_block) */
     bool mla = c->family == MR_FAMILY_DEEPSEEK_V3;
-    size_t heads_latent = (size_t)c->num_attention_heads * (size_t)c->mla.kv_lora_rank;
+    size_t head_width = (size_t)c->mla.kv_lora_rank;
+    head_width = head_width > (size_t)c->mla.qk_nope_head_dim ? head_width
+                                                             : (size_t)c->mla.qk_nope_head_dim;
+    head_width = head_width > (size_t)c->mla.v_head_dim ? head_width : (size_t)c->mla.v_head_dim;
+    size_t heads_latent = (size_t)c->num_attention_heads * head_width;
     size_t v_dim = (size_t)c->mla.q_lora_rank > (size_t)c->mla.qk_rope_head_dim
                        ? (size_t)c->mla.q_lora_rank
                        : (size_t)c->mla.qk_rope_head_dim;
@@ -334,12 +339,22 @@ static int shared_experts(mr_model *m, mr_activations *a, const mr_layer *L, int
                                                  (size_t)rows * (size_t)m->cfg.hidden_size);
 }
 
-/* DeepSeek-V3's attention in the absorbed form (mla_weights.c): q's
- * latent part straight from q_a (or h), its rope part rotated; the token's
+/* The address of row `row` of weight w of rows `cols` wide: a slice of
+ * the tensor as loaded (backend memory; an address inside it). */
+static const void *weight_rows(const mr_weight *w, int64_t row, int cols)
+{
+    return (const char *)w->data + (size_t)row * mr_tensor_row_bytes(w->type, cols);
+}
+
+/* DeepSeek-V3's attention in the absorbed form (mla_weights.c): q_nope
+ * and q's rope part from q_b_proj (after q_a and its norm), q_nope taken
+ * to the latent per head by W_UKᵀ, the rope part rotated; the token's
  * latent (normalised) and rope key into the two caches; every head over
- * the latent cache (mla_attention); o_proj from the heads' latents.  Its
- * norms use RMSNorm's default eps, 1e-6, as DeepseekV3Attention builds
- * them.  Returns the first failing op's status. */
+ * the latent cache (mla_attention); each head's latent output to its v by
+ * W_UV, then o_proj.  Its norms use RMSNorm's default eps, 1e-6, as
+ * DeepseekV3Attention builds them.  Scratch: v holds q_a's output, then
+ * the rope key; attn q_nope, then the heads' latents; q the q latents,
+ * then the heads' v.  Returns the first failing op's status. */
 static int mla_block(mr_model *m, mr_kv_cache *kv, mr_activations *a, const mr_layer *L,
                      int layer, const mr_step *s)
 {
@@ -349,6 +364,7 @@ static int mla_block(mr_model *m, mr_kv_cache *kv, mr_activations *a, const mr_l
     const mr_ops *op = be->ops;
     int rows = s->rows, hidden = c->hidden_size, heads = c->num_attention_heads;
     int latent = mla->kv_lora_rank, rope = mla->qk_rope_head_dim;
+    int nope = mla->qk_nope_head_dim, v_dim = mla->v_head_dim;
     int q_in = mla->q_lora_rank ? mla->q_lora_rank : hidden;
     const float norm_eps = 1e-6f;
     mr_mla_args args = {.rows = rows,
@@ -371,22 +387,27 @@ static int mla_block(mr_model *m, mr_kv_cache *kv, mr_activations *a, const mr_l
         return rc;
     if (mla->q_lora_rank)
         q_src = a->v;
-    if ((rc = op->matmul(be, a->q, q_src, L->q_lat.data, L->q_lat.type, rows, heads * latent,
+    if ((rc = op->matmul(be, a->attn, q_src, L->q_b.data, L->q_b.type, rows, heads * nope,
                          q_in)) ||
-        (rc = op->matmul(be, a->q_rope, q_src, L->q_rope.data, L->q_rope.type, rows,
-                         heads * rope, q_in)) ||
+        (rc = op->matmul(be, a->q_rope, q_src, weight_rows(&L->q_b, (int64_t)heads * nope, q_in),
+                         L->q_b.type, rows, heads * rope, q_in)) ||
+        (rc = op->matmul_heads(be, a->q, a->attn, L->uk_t.data, L->uk_t.type, rows, heads,
+                               latent, nope, latent)) ||
         (rc = op->rope_neox(be, a->q_rope, a->pos, rows, heads, rope, m->rope_cos_sin)) ||
-        (rc = op->matmul(be, a->k, a->h, L->kv_lat.data, L->kv_lat.type, rows, latent, hidden)) ||
+        (rc = op->matmul(be, a->k, a->h, L->kv_a.data, L->kv_a.type, rows, latent, hidden)) ||
         (rc = op->rmsnorm(be, a->k, a->k, L->kv_norm.data, L->kv_norm.type, rows, latent,
                           norm_eps)) ||
-        (rc = op->matmul(be, a->v, a->h, L->kv_rope.data, L->kv_rope.type, rows, rope, hidden)) ||
+        (rc = op->matmul(be, a->v, a->h, weight_rows(&L->kv_a, latent, hidden), L->kv_a.type,
+                         rows, rope, hidden)) ||
         (rc = op->rope_neox(be, a->v, a->pos, rows, 1, rope, m->rope_cos_sin)) ||
         (rc = op->kv_store(be, kv->k[layer], NULL, kv->type, a->k, NULL, a->slot, rows, latent)) ||
         (rc = op->kv_store(be, kv->v[layer], NULL, kv->type, a->v, NULL, a->slot, rows, rope)) ||
-        (rc = op->mla_attention(be, a->attn, a->q, a->q_rope, kv->k[layer], kv->v[layer], &args)))
+        (rc = op->mla_attention(be, a->attn, a->q, a->q_rope, kv->k[layer], kv->v[layer], &args)) ||
+        (rc = op->matmul_heads(be, a->q, a->attn, weight_rows(&L->kv_b, nope, latent),
+                               L->kv_b.type, rows, heads, v_dim, latent, nope + v_dim)))
         return rc;
-    return op->matmul(be, a->out, a->attn, L->o_lat.data, L->o_lat.type, rows, hidden,
-                      heads * latent);
+    return op->matmul(be, a->out, a->q, L->o_proj.data, L->o_proj.type, rows, hidden,
+                      heads * v_dim);
 }
 
 /* Returns the first failing op's status. */

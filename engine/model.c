@@ -83,6 +83,92 @@ int mr_model_keep_host(mr_model *m, void *host)
     return MR_ENGINE_OK;
 }
 
+/* A synthetic tensor's values, made on the backend as make_synthetic
+ * makes them and brought to the host. */
+static void *synthetic_on_host(mr_model *m, const mr_tensor *t, char *err, size_t errlen)
+{
+    void *buf = NULL, *host = malloc(t->bytes);
+    int rc = host ? mr_engine_backend_status(m->be, m->be->ops->alloc(m->be, t->bytes, &buf),
+                                             err, errlen)
+                  : MR_ENGINE_ENOMEM;
+    if (rc == MR_ENGINE_OK)
+        rc = fill_synthetic(m, buf, t, err, errlen);
+    if (rc == MR_ENGINE_OK)
+        rc = mr_engine_backend_status(m->be, m->be->ops->download(m->be, host, buf, t->bytes),
+                                      err, errlen);
+    if (buf)
+        m->be->ops->free(m->be, buf);
+    if (rc != MR_ENGINE_OK || !host) {
+        if (!host)
+            snprintf(err, errlen, "out of memory for a synthetic tensor of %zu bytes", t->bytes);
+        free(host);
+        return NULL;
+    }
+    return host;
+}
+
+const void *mr_model_tensor_host(mr_model *m, const mr_tensor *t, void **owned, char *err,
+                                 size_t errlen)
+{
+    if (!t->data)
+        return *owned = synthetic_on_host(m, t, err, errlen);
+    const void *bytes = host_bytes(t, owned);
+    if (!bytes)
+        snprintf(err, errlen, "out of memory packing a tensor of %zu bytes", t->bytes);
+    return bytes;
+}
+
+int mr_model_map_host(mr_model *m, mr_weight *w, void *host, size_t bytes, mr_tensor_type type,
+                      char *err, size_t errlen)
+{
+    int rc = mr_engine_backend_status(m->be, m->be->ops->map_weights(m->be, host, bytes, &w->data),
+                                      err, errlen);
+    w->type = type;
+    w->bytes = bytes;
+    if (mr_model_keep_host(m, host) != MR_ENGINE_OK && rc == MR_ENGINE_OK) {
+        snprintf(err, errlen, "out of memory keeping weights");
+        rc = MR_ENGINE_ENOMEM;
+    }
+    return rc;
+}
+
+int mr_model_map_tensor(mr_model *m, mr_weight *out, const char *name, int ndim, int64_t d0,
+                        int64_t d1, char *err, size_t errlen)
+{
+    int64_t shape[2] = {d0, d1};
+    mr_tensor t;
+    int rc = mr_weights_get(m->weights, name, ndim, shape, &t, err, errlen);
+    if (rc != MR_ENGINE_OK)
+        return rc;
+    mr_backend *be = m->be;
+    out->type = t.type;
+    out->bytes = t.bytes;
+    if (!t.data)
+        return make_synthetic(m, &t, out, err, errlen);
+    void *tmp;
+    mr_tensor_fault_in(&t);
+    const void *bytes = host_bytes(&t, &tmp);
+    if (!bytes) {
+        snprintf(err, errlen, "out of memory packing tensor %s", name);
+        return MR_ENGINE_ENOMEM;
+    }
+    rc = mr_engine_backend_status(m->be, be->ops->map_weights(be, bytes, t.bytes, &out->data),
+                                  err, errlen);
+    if (rc == MR_ENGINE_OK && out->data != t.data) /* packed, or the backend's own copy */
+        mr_tensor_drop_pages(&t);
+    if (tmp && mr_model_keep_host(m, tmp) != MR_ENGINE_OK) {
+        snprintf(err, errlen, "out of memory keeping tensor %s", name);
+        return MR_ENGINE_ENOMEM;
+    }
+    if (rc != MR_ENGINE_OK) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", err);
+        snprintf(err, errlen, "%s: cannot map tensor %s (%zu bytes): %s", t.file, name, t.bytes,
+                 why);
+    }
+    return rc;
+}
+
 /* Fetch `name` (printf-style) with the given shape, mapped for the backend. */
 static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t d1,
                        const char *fmt, ...) __attribute__((format(printf, 6, 7)));
@@ -95,37 +181,7 @@ static int load_weight(loader *ld, mr_weight *out, int ndim, int64_t d0, int64_t
     va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
-    int64_t shape[2] = {d0, d1};
-    mr_tensor t;
-    int rc = mr_weights_get(ld->m->weights, name, ndim, shape, &t, ld->err, ld->errlen);
-    if (rc != MR_ENGINE_OK)
-        return rc;
-    mr_backend *be = ld->m->be;
-    out->type = t.type;
-    if (!t.data)
-        return make_synthetic(ld->m, &t, out, ld->err, ld->errlen);
-    void *tmp;
-    mr_tensor_fault_in(&t);
-    const void *bytes = host_bytes(&t, &tmp);
-    if (!bytes) {
-        snprintf(ld->err, ld->errlen, "out of memory packing tensor %s", name);
-        return MR_ENGINE_ENOMEM;
-    }
-    rc = mr_engine_backend_status(ld->m->be, be->ops->map_weights(be, bytes, t.bytes, &out->data),
-                                 ld->err, ld->errlen);
-    if (rc == MR_ENGINE_OK && out->data != t.data) /* packed, or the backend's own copy */
-        mr_tensor_drop_pages(&t);
-    if (tmp && mr_model_keep_host(ld->m, tmp) != MR_ENGINE_OK) {
-        snprintf(ld->err, ld->errlen, "out of memory keeping tensor %s", name);
-        return MR_ENGINE_ENOMEM;
-    }
-    if (rc != MR_ENGINE_OK) {
-        char why[256];
-        snprintf(why, sizeof why, "%s", ld->err);
-        snprintf(ld->err, ld->errlen, "%s: cannot map tensor %s (%zu bytes): %s", t.file, name,
-                 t.bytes, why);
-    }
-    return rc;
+    return mr_model_map_tensor(ld->m, out, name, ndim, d0, d1, ld->err, ld->errlen);
 }
 
 /* Where a family keeps a layer's routed experts: the block's name, and
@@ -576,6 +632,20 @@ const char *mr_model_backend_name(const mr_model *m)
 const char *mr_model_backend_note(const mr_model *m)
 {
     return m->backend_note;
+}
+
+size_t mr_model_attention_bytes(const mr_model *m, int layer)
+{
+    if (layer < 0 || layer >= m->cfg.num_hidden_layers)
+        return 0;
+    const mr_layer *L = &m->layers[layer];
+    const mr_weight *parts[] = {&L->q_proj, &L->k_proj, &L->v_proj, &L->o_proj, &L->q_norm,
+                                &L->k_norm, &L->q_a,    &L->q_a_norm, &L->q_b, &L->kv_a,
+                                &L->kv_norm, &L->kv_b,  &L->uk_t};
+    size_t bytes = 0;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        bytes += parts[i]->data ? parts[i]->bytes : 0;
+    return bytes;
 }
 
 size_t mr_model_expert_bytes(const mr_model *m)

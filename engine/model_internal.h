@@ -8,10 +8,12 @@
 
 #include "engine/engine.h"
 
-/* A weight as ops read it: an address on the backend and its type. */
+/* A weight as ops read it: an address on the backend, its type, and the
+ * bytes the backend holds for it (mr_model_attention_bytes sums them). */
 typedef struct {
     const void *data;
     mr_tensor_type type;
+    size_t bytes;
 } mr_weight;
 
 typedef struct {
@@ -27,11 +29,14 @@ typedef struct {
     size_t expert_tensor_bytes; /* one of gate, up, down */
     mr_weight dense_gate, dense_up, dense_down; /* layers that stay dense */
     mr_tensor_type expert_type;
-    /* DeepSeek-V3: MLA's weights as mla_weights.c absorbs them (f32) */
+    /* DeepSeek-V3: MLA's weights in the checkpoint's types (mla_weights.c);
+     * o_proj is o_proj above */
     mr_weight q_a, q_a_norm;  /* q_lora_rank > 0 */
-    mr_weight q_lat, q_rope;  /* [heads * latent][q_in], [heads * rope][q_in] */
-    mr_weight kv_lat, kv_rope, kv_norm; /* [latent][hidden], [rope][hidden], [latent] */
-    mr_weight o_lat;          /* [hidden][heads * latent] */
+    mr_weight q_b;            /* [heads * nope + heads * rope][q_in]: the nope rows, then
+                               * the rope rows de-interleaved */
+    mr_weight kv_a, kv_norm;  /* [latent + rope][hidden], rope rows de-interleaved */
+    mr_weight kv_b;           /* [heads * (nope + v)][latent] as loaded: W_UV's rows */
+    mr_weight uk_t;           /* [heads][latent][nope]: each head's W_UKᵀ */
     mr_weight router_bias;    /* [experts], f32: e_score_correction_bias */
     mr_weight shared_gate, shared_up, shared_down; /* the shared experts as one MLP */
 } mr_layer;
@@ -74,12 +79,26 @@ int mr_engine_backend_status(const mr_backend *be, int status, char *err, size_t
  * from.  Takes `host`, freeing it itself when it cannot keep it. */
 int mr_model_keep_host(mr_model *m, void *host);
 
+/* t's bytes as the kernels take them, on the host: the file's mapping,
+ * or FP8 rows packed, or a synthetic tensor's values made on the backend;
+ * *owned is what the caller frees (NULL for the mapping).  NULL with err
+ * filled when out of memory or the backend failed. */
+const void *mr_model_tensor_host(mr_model *m, const mr_tensor *t, void **owned, char *err,
+                                 size_t errlen);
+/* Maps `host` (bytes of `type`, taken: kept as long as the backend, see
+ * mr_model_keep_host) as weight w. */
+int mr_model_map_host(mr_model *m, mr_weight *w, void *host, size_t bytes, mr_tensor_type type,
+                      char *err, size_t errlen);
+/* Tensor `name` of the given shape, mapped as it is in the checkpoint
+ * (synthetic weights made on the backend). */
+int mr_model_map_tensor(mr_model *m, mr_weight *out, const char *name, int ndim, int64_t d0,
+                        int64_t d1, char *err, size_t errlen);
+
 /* MLA's softmax scale: 1/sqrt(qk head dim), times YaRN's mscale_all_dim
  * correction squared when the RoPE is stretched (DeepseekV3Attention). */
 float mr_mla_softmax_scale(const mr_model_config *c);
 
-/* DeepSeek-V3's attention weights of `layer` into L, absorbed
- * (mla_weights.c). */
+/* DeepSeek-V3's attention weights of `layer` into L (mla_weights.c). */
 int mr_mla_load_layer(mr_model *m, mr_layer *L, int layer, char *err, size_t errlen);
 
 

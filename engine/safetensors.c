@@ -564,18 +564,21 @@ static uint64_t name_seed(const char *name, uint64_t seed)
 }
 
 /* Norm weights near 1, projections small enough that activations stay
- * near unit size whatever the width. */
+ * near unit size whatever the width.  DeepSeek-V3's router bias is f32,
+ * as its checkpoints keep it (and the engine requires). */
 static mr_tensor synthetic_tensor(const mr_weights *w, const char *name, int ndim,
                                   const int64_t *shape)
 {
-    const mr_st_dtype *dtype = mr_st_dtype_by_type(w->synthetic_type);
+    mr_tensor_type type = strstr(name, "e_score_correction_bias") ? MR_TENSOR_F32
+                                                                  : w->synthetic_type;
+    const mr_st_dtype *dtype = mr_st_dtype_by_type(type);
     size_t n = 1;
     for (int i = 0; i < ndim; i++)
         n *= (size_t)shape[i];
     bool norm = strstr(name, "norm.weight") != NULL;
     float range = ndim == 2 ? 1.7f / sqrtf((float)shape[1]) : 0.1f;
     mr_tensor t = {.name = "(synthetic)",
-                   .type = w->synthetic_type,
+                   .type = type,
                    .ndim = ndim,
                    .bytes = n * dtype->size,
                    .file = "synthetic weights",

@@ -68,6 +68,16 @@ int mr_kernels_check_matmul(mr_backend *be, int rows, int out_dim, int in_dim)
     return rc == MR_KERNELS_OK ? mr_kernels_check_rows(be, "matmul", rows, in_dim) : rc;
 }
 
+int mr_kernels_check_matmul_heads(mr_backend *be, int rows, int heads, int out_dim, int in_dim,
+                                  int head_stride_rows)
+{
+    if (rows >= 0 && heads >= 1 && out_dim >= 1 && in_dim >= 1 && head_stride_rows >= 0)
+        return MR_KERNELS_OK;
+    return mr_backend_fail(be, MR_KERNELS_EINVAL, "matmul_heads: %d rows of %d heads, %d x %d "
+                           "weights %d rows apart; needs rows >= 0, heads and widths >= 1 "
+                           "and a stride >= 0", rows, heads, out_dim, in_dim, head_stride_rows);
+}
+
 int mr_kernels_check_groups(mr_backend *be, const mr_expert_groups *g)
 {
     if (g->groups >= 0 && g->hidden >= 1 && g->inter >= 1)

@@ -18,6 +18,10 @@ int mr_backend_fail(mr_backend *be, int status, const char *fmt, ...)
 int mr_kernels_check_rows(mr_backend *be, const char *op, int rows, int dim);
 /* MR_KERNELS_EINVAL unless rows >= 0 and both widths >= 1. */
 int mr_kernels_check_matmul(mr_backend *be, int rows, int out_dim, int in_dim);
+/* MR_KERNELS_EINVAL unless rows >= 0, heads and both widths >= 1 and
+ * head_stride_rows >= 0. */
+int mr_kernels_check_matmul_heads(mr_backend *be, int rows, int heads, int out_dim, int in_dim,
+                                  int head_stride_rows);
 /* MR_KERNELS_EINVAL unless groups >= 0 and hidden, inter >= 1. */
 int mr_kernels_check_groups(mr_backend *be, const mr_expert_groups *g);
 /* MR_KERNELS_EINVAL unless k and the replicas are in range (host values

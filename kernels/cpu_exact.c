@@ -26,6 +26,23 @@ int mr_exact_matmul(mr_backend *be, float *out, const float *x, const void *w,
     return mr_cpu_matmul_rows(be, matmul_row, out, x, w, type, rows, out_dim, in_dim);
 }
 
+int mr_exact_matmul_heads(mr_backend *be, float *out, const float *x, const void *w,
+                          mr_tensor_type type, int rows, int heads, int out_dim, int in_dim,
+                          int head_stride_rows)
+{
+    int rc = mr_kernels_check_matmul_heads(be, rows, heads, out_dim, in_dim, head_stride_rows);
+    if (rc != MR_KERNELS_OK)
+        return rc;
+    FOR_EACH_ROW
+    for (int i = 0; i < rows * heads; i++)
+        for (int o = 0; o < out_dim; o++) {
+            size_t at = (size_t)i * (size_t)out_dim + (size_t)o;
+            out[at] = mr_exact_matmul_heads_at(x, w, type, heads, out_dim, in_dim,
+                                               head_stride_rows, at);
+        }
+    return MR_KERNELS_OK;
+}
+
 /* Every query head of one token. */
 static void attention_row(float *out, const float *q, const void *k_cache, const void *v_cache,
                           const mr_attention_args *a, int row)
@@ -112,6 +129,7 @@ const mr_ops mr_cpu_exact_ops = {
     MR_CPU_CHEAP_OPS,
     .rmsnorm = mr_exact_rmsnorm,
     .matmul = mr_exact_matmul,
+    .matmul_heads = mr_exact_matmul_heads,
     .attention = mr_exact_attention,
     .expert_ffn = mr_exact_expert_ffn,
 };

@@ -88,6 +88,7 @@ const mr_ops mr_cpu_fast_ops = {
     .map_weights = mr_cpu_fast_map_weights,
     .rmsnorm = fast_rmsnorm,
     .matmul = mr_fast_matmul,
+    .matmul_heads = mr_fast_matmul_heads,
     .attention = mr_fast_attention,
     .expert_ffn = mr_fast_expert_ffn,
 };

@@ -145,6 +145,9 @@ MR_AVX512_INLINE float mr_dot16(const float *x, const float *w, int n)
 
 int mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
                    int rows, int out_dim, int in_dim);
+int mr_fast_matmul_heads(mr_backend *be, float *out, const float *x, const void *w,
+                         mr_tensor_type type, int rows, int heads, int out_dim, int in_dim,
+                         int head_stride_rows);
 int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
 int mr_fast_attention(mr_backend *be, float *out, const float *q, const void *k_cache,
                       const void *v_cache, const mr_attention_args *a);

@@ -79,6 +79,9 @@ int mr_ref_rmsnorm(mr_backend *be, float *out, const float *x, const void *w, mr
                    int rows, int dim, float eps);
 int mr_ref_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
                   int rows, int out_dim, int in_dim);
+int mr_ref_matmul_heads(mr_backend *be, float *out, const float *x, const void *w,
+                        mr_tensor_type type, int rows, int heads, int out_dim, int in_dim,
+                        int head_stride_rows);
 int mr_ref_rope_neox(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
                      int head_dim, const float *cos_sin);
 int mr_ref_kv_store(mr_backend *be, void *k_cache, void *v_cache, mr_tensor_type kv_type,
@@ -92,6 +95,9 @@ int mr_exact_rmsnorm(mr_backend *be, float *out, const float *x, const void *w,
                      mr_tensor_type type, int rows, int dim, float eps);
 int mr_exact_matmul(mr_backend *be, float *out, const float *x, const void *w,
                     mr_tensor_type type, int rows, int out_dim, int in_dim);
+int mr_exact_matmul_heads(mr_backend *be, float *out, const float *x, const void *w,
+                          mr_tensor_type type, int rows, int heads, int out_dim, int in_dim,
+                          int head_stride_rows);
 int mr_exact_attention(mr_backend *be, float *out, const float *q, const void *k_cache,
                        const void *v_cache, const mr_attention_args *a);
 int mr_exact_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);

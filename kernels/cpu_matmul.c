@@ -1,6 +1,6 @@
 /*
- * Matmul and grouped expert FFN on AVX-512: out = x · Wᵀ with W in the
- * Linear layout, f32 or bf16.
+ * Matmul, matmul per head (a weight slice each) and grouped expert FFN on
+ * AVX-512: out = x · Wᵀ with W in the Linear layout, f32 or bf16.
  *
  * A tile is `rows` (4, 2 or 1) activation rows × 16/rows weight rows: 16
  * accumulators, each a dot product in the fixed order of
@@ -156,6 +156,29 @@ static int blocks_of(int n, int block)
     return (n + block - 1) / block;
 }
 
+/* matmul_heads' work (heads 1, stride 0: matmul's): per head h, out's
+ * head h of each row = x's head h of the row times the weight rows from
+ * h * head_stride_rows, in items of (row block, head, column block). */
+static void matmul_heads(mr_backend *be, tile_fn *run_tile, float *out, const float *x,
+                         const void *w, mr_tensor_type type, int rows, int heads, int out_dim,
+                         int in_dim, int head_stride_rows)
+{
+    int cols = block_cols(in_dim, type);
+    int col_blocks = blocks_of(out_dim, cols), row_blocks = blocks_of(rows, BLOCK_ROWS);
+    size_t ld_x = (size_t)heads * (size_t)in_dim, ld_out = (size_t)heads * (size_t)out_dim;
+#pragma omp parallel for num_threads(be->threads) schedule(dynamic)
+    for (int item = 0; item < col_blocks * heads * row_blocks; item++) {
+        int c0 = item % col_blocks * cols, h = item / col_blocks % heads;
+        int r0 = item / col_blocks / heads * BLOCK_ROWS;
+        row_source src = {x + (size_t)r0 * ld_x + (size_t)h * (size_t)in_dim, ld_x, NULL};
+        size_t w_row = (size_t)h * (size_t)head_stride_rows + (size_t)c0;
+        matmul_block(run_tile, out + (size_t)r0 * ld_out + (size_t)h * (size_t)out_dim + (size_t)c0,
+                     ld_out, &src, min_int(BLOCK_ROWS, rows - r0),
+                     mr_exact_weight_row(w, type, w_row, in_dim), type,
+                     min_int(cols, out_dim - c0), in_dim);
+    }
+}
+
 int mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
                    int rows, int out_dim, int in_dim)
 {
@@ -163,19 +186,24 @@ int mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, mr
     if (!run_tile)
         return mr_exact_matmul(be, out, x, w, type, rows, out_dim, in_dim);
     int rc = mr_kernels_check_matmul(be, rows, out_dim, in_dim);
-    if (rc != MR_KERNELS_OK)
-        return rc;
-    int cols = block_cols(in_dim, type);
-    int col_blocks = blocks_of(out_dim, cols), row_blocks = blocks_of(rows, BLOCK_ROWS);
-#pragma omp parallel for num_threads(be->threads) schedule(dynamic)
-    for (int item = 0; item < col_blocks * row_blocks; item++) {
-        int c0 = item % col_blocks * cols, r0 = item / col_blocks * BLOCK_ROWS;
-        row_source src = {x + (size_t)r0 * (size_t)in_dim, (size_t)in_dim, NULL};
-        matmul_block(run_tile, out + (size_t)r0 * (size_t)out_dim + (size_t)c0, (size_t)out_dim, &src,
-                     min_int(BLOCK_ROWS, rows - r0), mr_exact_weight_row(w, type, (size_t)c0, in_dim),
-                     type, min_int(cols, out_dim - c0), in_dim);
-    }
-    return MR_KERNELS_OK;
+    if (rc == MR_KERNELS_OK)
+        matmul_heads(be, run_tile, out, x, w, type, rows, 1, out_dim, in_dim, 0);
+    return rc;
+}
+
+int mr_fast_matmul_heads(mr_backend *be, float *out, const float *x, const void *w,
+                         mr_tensor_type type, int rows, int heads, int out_dim, int in_dim,
+                         int head_stride_rows)
+{
+    tile_fn *run_tile = tile_of(be, type);
+    if (!run_tile)
+        return mr_exact_matmul_heads(be, out, x, w, type, rows, heads, out_dim, in_dim,
+                                     head_stride_rows);
+    int rc = mr_kernels_check_matmul_heads(be, rows, heads, out_dim, in_dim, head_stride_rows);
+    if (rc == MR_KERNELS_OK)
+        matmul_heads(be, run_tile, out, x, w, type, rows, heads, out_dim, in_dim,
+                     head_stride_rows);
+    return rc;
 }
 
 /* gate = silu(gate) * up = gate / (1 + e^-gate) * up, lane by lane. */

@@ -158,6 +158,24 @@ int mr_ref_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_
     return mr_cpu_matmul_rows(be, matmul_row, out, x, w, type, rows, out_dim, in_dim);
 }
 
+/* Each (row, head) is one matmul row over its head's weight slice. */
+int mr_ref_matmul_heads(mr_backend *be, float *out, const float *x, const void *w,
+                        mr_tensor_type type, int rows, int heads, int out_dim, int in_dim,
+                        int head_stride_rows)
+{
+    int rc = mr_kernels_check_matmul_heads(be, rows, heads, out_dim, in_dim, head_stride_rows);
+    if (rc != MR_KERNELS_OK)
+        return rc;
+    FOR_EACH_ROW
+    for (int i = 0; i < rows * heads; i++) {
+        size_t h = (size_t)(i % heads);
+        matmul_row(out + (size_t)i * (size_t)out_dim, x + (size_t)i * (size_t)in_dim,
+                   mr_exact_weight_row(w, type, h * (size_t)head_stride_rows, in_dim), type,
+                   out_dim, in_dim);
+    }
+    return MR_KERNELS_OK;
+}
+
 int mr_ref_rope_neox(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
                      int head_dim, const float *cos_sin)
 {
@@ -291,6 +309,7 @@ const mr_ops mr_cpu_ref_ops = {
     MR_CPU_CHEAP_OPS,
     .rmsnorm = mr_ref_rmsnorm,
     .matmul = mr_ref_matmul,
+    .matmul_heads = mr_ref_matmul_heads,
     .attention = mr_ref_attention,
     .expert_ffn = mr_ref_expert_ffn,
 };

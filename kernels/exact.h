@@ -118,6 +118,19 @@ MR_EXACT_FN float mr_exact_dot(const float *x, const void *w, mr_tensor_type typ
     return mr_exact_reduce16(acc);
 }
 
+/* Value i of matmul_heads' out ([rows][heads][out_dim], flat): head h of
+ * its row of x times weight row h * head_stride_rows + o, mr_exact_dot as
+ * matmul's, so a head's slice multiplies as the same rows would alone. */
+MR_EXACT_FN float mr_exact_matmul_heads_at(const float *x, const void *w, mr_tensor_type type,
+                                           int heads, int out_dim, int in_dim,
+                                           int head_stride_rows, size_t i)
+{
+    size_t o = i % (size_t)out_dim, row_head = i / (size_t)out_dim;
+    size_t h = row_head % (size_t)heads;
+    const void *w_row = mr_exact_weight_row(w, type, h * (size_t)head_stride_rows + o, in_dim);
+    return mr_exact_dot(x + row_head * (size_t)in_dim, w_row, type, in_dim);
+}
+
 /* f32 to bf16, rounded to nearest even; a NaN stays a NaN (truncating
  * could clear every mantissa bit). */
 MR_EXACT_FN uint16_t mr_exact_to_bf16(float f)

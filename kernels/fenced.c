@@ -321,6 +321,22 @@ static int fenced_matmul(mr_backend *be, float *out, const float *x, const void 
     return c.ok ? RUN(be, matmul, out, x, w, type, rows, out_dim, in_dim) : MR_KERNELS_EINVAL;
 }
 
+static int fenced_matmul_heads(mr_backend *be, float *out, const float *x, const void *w,
+                               mr_tensor_type type, int rows, int heads, int out_dim, int in_dim,
+                               int head_stride_rows)
+{
+    check c = {be, "matmul_heads", true};
+    size_t row_heads = count(rows) * count(heads);
+    device_arg(&c, "out", out, floats(row_heads, out_dim));
+    device_arg(&c, "x", x, floats(row_heads, in_dim));
+    /* the last head's slice ends the rows the op reads */
+    int w_rows = heads < 1 ? 0 : (heads - 1) * head_stride_rows + out_dim;
+    device_arg(&c, "w", w, weight_bytes(type, w_rows, in_dim));
+    return c.ok ? RUN(be, matmul_heads, out, x, w, type, rows, heads, out_dim, in_dim,
+                      head_stride_rows)
+                : MR_KERNELS_EINVAL;
+}
+
 static int fenced_rope_neox(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
                             int head_dim, const float *cos_sin)
 {
@@ -598,6 +614,7 @@ const mr_ops mr_fenced_ops = {
     .embed = fenced_embed,
     .rmsnorm = fenced_rmsnorm,
     .matmul = fenced_matmul,
+    .matmul_heads = fenced_matmul_heads,
     .rope_neox = fenced_rope_neox,
     .kv_store = fenced_kv_store,
     .attention = fenced_attention,

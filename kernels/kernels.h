@@ -303,6 +303,16 @@ typedef struct {
     /* out[rows][out_dim] = x[rows][in_dim] · w[out_dim][in_dim]ᵀ. */
     int (*matmul)(mr_backend *be, float *out, const float *x, const void *w,
                   mr_tensor_type type, int rows, int out_dim, int in_dim);
+    /* A small matmul per head, one weight slice each:
+     *   out[r][h][o] = x[r][h] · w[h * head_stride_rows + o]  (over in_dim)
+     * with out [rows][heads][out_dim], x [rows][heads][in_dim] and w's rows
+     * of in_dim.  MLA's W_UKᵀ and W_UV, each head a slice of one tensor as
+     * loaded (head_stride_rows: the rows from one head's slice to the
+     * next), so the absorbed form needs no q or o products at load.  Each
+     * value is matmul's dot product (exact.h's mr_exact_matmul_heads_at). */
+    int (*matmul_heads)(mr_backend *be, float *out, const float *x, const void *w,
+                        mr_tensor_type type, int rows, int heads, int out_dim, int in_dim,
+                        int head_stride_rows);
     /* NeoX rotary embedding in place: x is [rows][heads][head_dim]; pair
      * (i, i + head_dim/2) rotates by the angle of cos_sin (mr_rope_table,
      * uploaded: [positions][head_dim/2] pairs of cos and sin). */

@@ -28,8 +28,8 @@ int mr_runner_make_model(int argc, char **argv)
            strcmp(args.preset, mr_make_model_preset_name(preset)) != 0)
         preset++;
     if (!mr_make_model_preset_name(preset))
-        rc = mr_runner_usage_error(argv[0], "unknown preset '%s': tiny, small, mixtral-tiny or "
-                                   "deepseek-tiny",
+        rc = mr_runner_usage_error(argv[0], "unknown preset '%s': tiny, small, mixtral-tiny, "
+                                   "deepseek-tiny or deepseek-small",
                                    args.preset);
     static const struct {
         const char *name;

@@ -113,8 +113,8 @@ static const mr_runner_command commands[] = {
      "Exit codes: 0 done, 1 system error, 2 bad command line, 3 not a run folder,\n"
      "or a damaged or refused bundle.\n"},
     {"make-model", mr_runner_make_model, "write a random Qwen3-MoE model for tests and benchmarks",
-     "usage: moerun make-model DIR [--preset tiny|small|mixtral-tiny|deepseek-tiny]\n"
-     "                             [--seed N] [--dtype bf16|f16|fp8]\n"
+     "usage: moerun make-model DIR [--preset tiny|small|mixtral-tiny|deepseek-tiny|\n"
+     "                             deepseek-small] [--seed N] [--dtype bf16|f16|fp8]\n"
      "\n"
      "Write a random-initialised Qwen3-MoE model in the Hugging Face layout into\n"
      "DIR: config.json, model.safetensors (bf16), tokenizer.json (a byte-level BPE\n"
@@ -133,6 +133,10 @@ static const mr_runner_command commands[] = {
      "                  layers (the first dense), MLA, 16 experts in 2 groups of\n"
      "                  8 (best group kept), top-4, 1 shared expert (about 11 MB;\n"
      "                  tests)\n"
+     "  --preset deepseek-small\n"
+     "                  the same at small's scale: hidden 1024, 8 layers, MLA,\n"
+     "                  128 experts in 8 groups of 16 (best 4 kept), top-8\n"
+     "                  (about 2.7 GB; benchmarks beside small)\n"
      "  --seed N        weights seed (default 0); the same seed writes the same bytes\n"
      "  --dtype T       bf16 (default), f16, or fp8: the projections in FP8 e4m3\n"
      "                  with a scale per 128 x 128 tile (weight_scale_inv), as\n"

@@ -52,6 +52,17 @@ static const deepseek_shape deepseek_tiny = {
     .v_head_dim = 32, .n_group = 2, .topk_group = 1, .n_shared_experts = 1,
     .first_k_dense_replace = 1, .intermediate = 512, .routed_scaling_factor = 2.5};
 
+/* The same structure at `small`'s scale, for benchmarks beside it (make
+ * bench): hidden 1024, 8 layers, 128 routed experts of 512 in 8 groups of
+ * 16, the best 4 kept, top-8, as `small` has (its attention GQA); MLA with
+ * 16 heads, a q rank of 256, a KV rank of 128, 64 + 32 q/k dims per head
+ * and 64 v dims (nope + v = 128, so FP8's W_UKᵀ transposes exactly, as
+ * V3's 128 + 128 does). */
+static const deepseek_shape deepseek_small = {
+    .q_lora_rank = 256, .kv_lora_rank = 128, .qk_nope_head_dim = 64, .qk_rope_head_dim = 32,
+    .v_head_dim = 64, .n_group = 8, .topk_group = 4, .n_shared_experts = 1,
+    .first_k_dense_replace = 1, .intermediate = 2048, .routed_scaling_factor = 2.5};
+
 static const preset_shape presets[] = {
     [MR_PRESET_TINY] = {"tiny", MR_FAMILY_QWEN3_MOE, 2048, 256, 4, 8, 2, 32, 128, 64, 8, 4096,
                         3.0, 0.6},
@@ -64,6 +75,8 @@ static const preset_shape presets[] = {
     /* head_dim: DeepseekV3Config's, the RoPE part of a head. */
     [MR_PRESET_DEEPSEEK_TINY] = {"deepseek-tiny", MR_FAMILY_DEEPSEEK_V3, 2048, 256, 3, 8, 8, 16,
                                  128, 16, 4, 4096, 1.5, 0.6, &deepseek_tiny},
+    [MR_PRESET_DEEPSEEK_SMALL] = {"deepseek-small", MR_FAMILY_DEEPSEEK_V3, 2048, 1024, 8, 16,
+                                  16, 32, 512, 128, 8, 4096, 0.5, 0.6, &deepseek_small},
 };
 
 /* Strength of the shared and topic directions in the embeddings, and of
@@ -734,13 +747,13 @@ static int build_weights(tensor_list *l, const routing *rt)
 
 const char *mr_make_model_preset_name(mr_model_preset preset)
 {
-    return (int)preset >= 0 && preset <= MR_PRESET_DEEPSEEK_TINY ? presets[preset].name : NULL;
+    return (int)preset >= 0 && preset <= MR_PRESET_DEEPSEEK_SMALL ? presets[preset].name : NULL;
 }
 
 int mr_make_model(const char *dir, mr_model_preset preset, uint64_t seed, mr_tensor_type dtype,
                   char *err, size_t errlen)
 {
-    if ((int)preset < 0 || preset > MR_PRESET_DEEPSEEK_TINY) {
+    if ((int)preset < 0 || preset > MR_PRESET_DEEPSEEK_SMALL) {
         snprintf(err, errlen, "unknown model preset %d", (int)preset);
         return MR_ENGINE_EINVAL;
     }

@@ -17,11 +17,12 @@ typedef enum {
     MR_PRESET_TINY,
     MR_PRESET_SMALL,
     MR_PRESET_MIXTRAL_TINY,
-    MR_PRESET_DEEPSEEK_TINY
+    MR_PRESET_DEEPSEEK_TINY,
+    MR_PRESET_DEEPSEEK_SMALL
 } mr_model_preset;
 
 /* The preset's name on the command line ("tiny", "small", "mixtral-tiny",
- * "deepseek-tiny"). */
+ * "deepseek-tiny", "deepseek-small"). */
 const char *mr_make_model_preset_name(mr_model_preset preset);
 
 /* Writes a random-initialised Qwen3-MoE (or Mixtral, or DeepSeek-V3) model

@@ -253,6 +253,7 @@ extern "C" const mr_ops mr_cuda_ops = {
     .embed = mr_cuda_embed,
     .rmsnorm = mr_cuda_rmsnorm,
     .matmul = mr_cuda_matmul,
+    .matmul_heads = mr_cuda_matmul_heads,
     .rope_neox = mr_cuda_rope_neox,
     .kv_store = mr_cuda_kv_store,
     .attention = mr_cuda_attention,

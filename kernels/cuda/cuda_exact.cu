@@ -179,6 +179,30 @@ int mr_cuda_matmul(mr_backend *be, float *out, const float *x, const void *w,
     return mr_cuda_launched(be, "matmul");
 }
 
+/* One thread per output, as matmul's. */
+__global__ void matmul_heads_kernel(float *out, const float *x, const void *w,
+                                    mr_tensor_type type, int rows, int heads, int out_dim,
+                                    int in_dim, int head_stride_rows)
+{
+    size_t i = THREAD_INDEX;
+    if (i >= (size_t)rows * heads * out_dim)
+        return;
+    out[i] = mr_exact_matmul_heads_at(x, w, type, heads, out_dim, in_dim, head_stride_rows, i);
+}
+
+int mr_cuda_matmul_heads(mr_backend *be, float *out, const float *x, const void *w,
+                         mr_tensor_type type, int rows, int heads, int out_dim, int in_dim,
+                         int head_stride_rows)
+{
+    int rc = mr_kernels_check_matmul_heads(be, rows, heads, out_dim, in_dim, head_stride_rows);
+    if (rc != MR_KERNELS_OK || rows == 0)
+        return rc;
+    matmul_heads_kernel<<<LAUNCH((size_t)rows * heads * out_dim)>>>(out, x, w, type, rows, heads,
+                                                                    out_dim, in_dim,
+                                                                    head_stride_rows);
+    return mr_cuda_launched(be, "matmul_heads");
+}
+
 /* ---- attention ---- */
 
 /* One thread per (token, query head), the whole context in its order. */

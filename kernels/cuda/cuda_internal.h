@@ -75,6 +75,9 @@ int mr_cuda_rmsnorm(mr_backend *be, float *out, const float *x, const void *w,
                     mr_tensor_type type, int rows, int dim, float eps);
 int mr_cuda_matmul(mr_backend *be, float *out, const float *x, const void *w,
                    mr_tensor_type type, int rows, int out_dim, int in_dim);
+int mr_cuda_matmul_heads(mr_backend *be, float *out, const float *x, const void *w,
+                         mr_tensor_type type, int rows, int heads, int out_dim, int in_dim,
+                         int head_stride_rows);
 int mr_cuda_rope_neox(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
                       int head_dim, const float *cos_sin);
 int mr_cuda_kv_store(mr_backend *be, void *k_cache, void *v_cache, mr_tensor_type kv_type,

@@ -8,7 +8,11 @@
  * they stopped by prefilling the tokens they had generated, against
  * generating those tokens again.
  *
- *   build/bench/bench_engine MODEL_DIR [threads] [backend] [synthetic]
+ *   build/bench/bench_engine MODEL_DIR [threads] [backend] [synthetic|short]
+ *
+ * With `short`, the table's batches 1, 16 and 64 alone (the same prompts
+ * and steps): `make bench` runs it on deepseek-small, bf16 and FP8, beside
+ * the small preset's full run, within two minutes each on 2 cores.
  *
  * With `synthetic`, MODEL_DIR needs only config.json and a tokenizer: the
  * weights are random bf16 made on the backend (tests/bench/qwen3-30b-a3b
@@ -33,48 +37,74 @@ static double now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Multiply-adds of one token's attention projections: q, k, v and o; or
+ * MLA's absorbed form (q_a, q_b, W_UKᵀ, kv_a, W_UV, o_proj). */
+static double projection_macs(const mr_model_config *c)
+{
+    double h = c->hidden_size, heads = c->num_attention_heads;
+    if (c->family != MR_FAMILY_DEEPSEEK_V3) {
+        double q = heads * c->head_dim, kv = (double)c->num_key_value_heads * c->head_dim;
+        return h * (q + 2 * kv) + q * h;
+    }
+    const mr_mla_config *m = &c->mla;
+    double q_in = m->q_lora_rank ? m->q_lora_rank : h, latent = m->kv_lora_rank;
+    return (m->q_lora_rank ? h * q_in : 0) +
+           q_in * heads * (m->qk_nope_head_dim + m->qk_rope_head_dim) +
+           heads * m->qk_nope_head_dim * latent + h * (latent + m->qk_rope_head_dim) +
+           heads * latent * m->v_head_dim + heads * m->v_head_dim * h;
+}
+
 /* Multiply-adds per token outside attention scores: projections, router,
- * top-k experts; lm_head only for rows that sample. */
+ * top-k experts (and shared ones) or a dense MLP; lm_head only for rows
+ * that sample. */
 static double flops_per_token(const mr_model_config *c, bool with_head)
 {
-    double h = c->hidden_size, q = (double)c->num_attention_heads * c->head_dim;
-    double kv = (double)c->num_key_value_heads * c->head_dim;
-    double layer = h * (q + 2 * kv) + q * h + h * c->num_experts +
-                   (double)c->num_experts_per_tok * 3 * h * c->moe_intermediate_size;
-    return 2 * (c->num_hidden_layers * layer + (with_head ? h * c->vocab_size : 0));
+    double h = c->hidden_size, macs = with_head ? h * c->vocab_size : 0;
+    double expert = 3 * h * c->moe_intermediate_size;
+    double shared = c->family == MR_FAMILY_DEEPSEEK_V3 ? c->mla.n_shared_experts : 0;
+    for (int i = 0; i < c->num_hidden_layers; i++)
+        macs += projection_macs(c) +
+                (mr_config_layer_is_moe(c, i)
+                     ? h * c->num_experts + (c->num_experts_per_tok + shared) * expert
+                     : 3 * h * c->intermediate_size);
+    return 2 * macs;
 }
 
-/* Attention scores and values for one token at context length ctx. */
+/* Attention scores and values for one token at context length ctx: per
+ * head and key a q·k and a weighted v, or MLA's latent and rope scores
+ * and the weighted latent. */
 static double attention_flops(const mr_model_config *c, double ctx)
 {
-    return 2 * 2 * ctx * c->num_attention_heads * c->head_dim * c->num_hidden_layers;
+    double per_key = 2.0 * c->head_dim;
+    if (c->family == MR_FAMILY_DEEPSEEK_V3)
+        per_key = 2.0 * c->mla.kv_lora_rank + c->mla.qk_rope_head_dim;
+    return 2 * ctx * per_key * c->num_attention_heads * c->num_hidden_layers;
 }
 
-/* Parameters outside the routed experts, and in one routed expert, of
- * one layer (norms aside): what a decode step reads of them. */
-static double layer_params(const mr_model_config *c)
+/* Weight parameters a step over `experts` distinct routed experts per MoE
+ * layer reads (a matrix-vector product reads each of its weights once per
+ * multiply-add of one token, so projection_macs counts them), lm_head
+ * once and, with `embedding`, the embedding table too. */
+static double step_params(const mr_model_config *c, double experts, bool embedding)
 {
-    double h = c->hidden_size, q = (double)c->num_attention_heads * c->head_dim;
-    double kv = (double)c->num_key_value_heads * c->head_dim;
-    return h * (q + 2 * kv) + q * h + h * c->num_experts;
+    double h = c->hidden_size, params = h * c->vocab_size * (embedding ? 2 : 1);
+    double expert = 3 * h * c->moe_intermediate_size;
+    double shared = c->family == MR_FAMILY_DEEPSEEK_V3 ? c->mla.n_shared_experts : 0;
+    for (int i = 0; i < c->num_hidden_layers; i++)
+        params += projection_macs(c) + (mr_config_layer_is_moe(c, i)
+                                            ? h * c->num_experts + (experts + shared) * expert
+                                            : 3 * h * c->intermediate_size);
+    return params;
 }
 
-static double expert_params(const mr_model_config *c)
-{
-    return 3.0 * c->hidden_size * c->moe_intermediate_size;
-}
-
-/* Weight bytes a decode step of `batch` sequences reads: every layer's
- * attention and router, the experts its tokens pick (with random routing,
- * E (1 - (1 - k/E)^batch) distinct of E per layer), and lm_head, at
- * `bytes_per_param` (the files' bytes over their parameters). */
+/* Weight bytes a decode step of `batch` sequences reads: with random
+ * routing its tokens pick E (1 - (1 - k/E)^batch) distinct of E experts
+ * per layer; at `bytes_per_param` (the files' bytes over their
+ * parameters). */
 static double decode_weight_bytes(const mr_model_config *c, int batch, double bytes_per_param)
 {
     double e = c->num_experts, k = c->num_experts_per_tok;
-    double picked = e * (1 - pow(1 - k / e, batch));
-    double params = c->num_hidden_layers * (layer_params(c) + picked * expert_params(c)) +
-                    (double)c->hidden_size * c->vocab_size;
-    return params * bytes_per_param;
+    return step_params(c, e * (1 - pow(1 - k / e, batch)), false) * bytes_per_param;
 }
 
 /* The files' bytes over the model's parameters: 2 for bf16, about 1.03 for
@@ -91,9 +121,7 @@ static double bytes_per_param(const char *dir, const mr_model_config *c)
     }
     double bytes = (double)ftell(f);
     fclose(f);
-    double params = c->num_hidden_layers * (layer_params(c) + c->num_experts * expert_params(c)) +
-                    2.0 * c->hidden_size * c->vocab_size;
-    return bytes / params;
+    return bytes / step_params(c, c->num_experts, true);
 }
 
 typedef struct {
@@ -236,12 +264,13 @@ static void synthetic_table(mr_model *model)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_engine MODEL_DIR [threads] [backend]\n");
+        fprintf(stderr, "usage: bench_engine MODEL_DIR [threads] [backend] [synthetic|short]\n");
         return 2;
     }
     int threads = argc > 2 ? atoi(argv[2]) : 2;
     const char *backend = argc > 3 ? argv[3] : "cpu";
     bool synthetic = argc > 4 && strcmp(argv[4], "synthetic") == 0;
+    bool brief = argc > 4 && strcmp(argv[4], "short") == 0;
     char err[2048];
     mr_model *model;
     mr_model_options options = {.backend = backend, .threads = threads,
@@ -254,9 +283,10 @@ int main(int argc, char **argv)
     bool on_cpu = strcmp(backend, "cuda") != 0;
     double peak = on_cpu ? mr_bench_fma_peak_gflops(threads) : NAN;
     const mr_model_config *c = mr_model_config_get(model);
-    printf("engine on %s (%s backend): hidden %d, %d layers, %d experts, top-%d, %d threads\n",
-           argv[1], backend, c->hidden_size, c->num_hidden_layers, c->num_experts,
-           c->num_experts_per_tok, threads);
+    printf("engine on %s (%s backend): %s, hidden %d, %d layers, %d experts, top-%d, "
+           "%d threads\n",
+           argv[1], backend, c->architecture, c->hidden_size, c->num_hidden_layers,
+           c->num_experts, c->num_experts_per_tok, threads);
     double bandwidth = on_cpu ? mr_bench_read_bandwidth(threads) : NAN;
     if (on_cpu)
         printf("FMA peak (f32, %d threads): %.1f GFLOP/s; memory read bandwidth %.1f GB/s\n",
@@ -271,7 +301,7 @@ int main(int argc, char **argv)
     printf("%6s %14s %10s %7s %14s %10s %7s %10s %6s\n", "batch", "prefill tok/s", "GFLOP/s",
            "%peak", "decode tok/s", "GFLOP/s", "%peak", "weight GB/s", "%bw");
     static const int batches[] = {1, 16, 64, 256};
-    for (size_t i = 0; i < sizeof batches / sizeof batches[0]; i++) {
+    for (size_t i = 0; i < sizeof batches / sizeof batches[0] - (brief ? 1 : 0); i++) {
         int b = batches[i];
         /* Prompts long enough to matter, short enough for 2 cores. */
         result r = measure(model, b, b >= 64 ? 32 : 128, b >= 64 ? 8 : 16);
@@ -281,6 +311,10 @@ int main(int argc, char **argv)
                r.prefill_tps, r.prefill_gflops, 100 * r.prefill_gflops / peak, r.decode_tps,
                r.decode_gflops, 100 * r.decode_gflops / peak, weight_gbs,
                100 * weight_gbs / bandwidth);
+    }
+    if (brief) {
+        mr_model_free(model);
+        return 0;
     }
     printf("\nrequests in flight at a stop (prompt 128 tokens), back to where they stopped:\n");
     printf("%6s %10s %18s %18s\n", "batch", "generated", "from tokens (s)", "generated again (s)");

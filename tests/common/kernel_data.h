@@ -15,6 +15,11 @@ float mr_test_uniform(void);
 float *mr_test_random_floats(size_t n, float scale);
 /* The same as f32, or rounded to bf16. */
 void *mr_test_random_weights(mr_tensor_type type, size_t n, float scale);
+/* A weight of rows x cols of any type as the kernels take it: f32 and
+ * bf16 as mr_test_random_weights; f16 finite codes of magnitude < scale
+ * (scale <= 1); FP8 rows in blocks (MR_TENSOR_F8_BLOCKS), each block a
+ * scale near scale / 448 and random e4m3 codes, NaN's left out. */
+void *mr_test_random_weight_rows(mr_tensor_type type, int rows, int cols, float scale);
 /* The first index where a and b differ bit for bit, or -1. */
 long mr_test_first_difference(const void *a, const void *b, size_t n_floats);
 

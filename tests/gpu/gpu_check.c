@@ -378,6 +378,63 @@ static float *run_ep_round_trip(mr_backend *be, const float *x, const int32_t *s
     return host; /* the rest is a check's worth of memory, left to exit */
 }
 
+/* matmul_heads at DeepSeek-V3's MLA shapes, on one kv_b_proj-shaped
+ * weight ([heads * (nope + v)][latent]) mapped once per backend: W_UV, each
+ * head's v rows read in place (stride nope + v, from row nope), and a
+ * W_UKᵀ-shaped one ([heads][latent][nope], slices adjoining).  FP8 blocks
+ * beside f32 and bf16: MLA keeps the checkpoint's type. */
+enum { MLA_NOPE = 128, MLA_V = 128 };
+
+static float *run_matmul_heads(mr_backend *be, const float *x, const void *w, mr_tensor_type t,
+                               int rows, int out_dim, int in_dim, int first_row, int stride)
+{
+    size_t x_n = (size_t)rows * MLA_HEADS * in_dim, out_n = (size_t)rows * MLA_HEADS * out_dim;
+    float *dx = put(be, x, x_n * 4), *out = put(be, NULL, out_n * 4);
+    const char *slice = (const char *)w + (size_t)first_row * mr_tensor_row_bytes(t, in_dim);
+    ok(be, be->ops->matmul_heads(be, out, dx, slice, t, rows, MLA_HEADS, out_dim, in_dim, stride),
+       "matmul_heads");
+    float *host = get(be, out, out_n * 4);
+    be->ops->free(be, dx), be->ops->free(be, out);
+    return host;
+}
+
+static void check_matmul_heads(mr_backend *cpu, mr_backend *gpu)
+{
+    static const mr_tensor_type types[] = {MR_TENSOR_F32, MR_TENSOR_BF16, MR_TENSOR_F8_BLOCKS};
+    for (size_t t = 0; t < COUNT(types); t++) {
+        const char *tn = types[t] == MR_TENSOR_F8_BLOCKS ? "fp8" : mr_tensor_type_name(types[t]);
+        int kv_b_rows = MLA_HEADS * (MLA_NOPE + MLA_V), uk_rows = MLA_HEADS * MLA_LATENT;
+        void *kv_b = mr_test_random_weight_rows(types[t], kv_b_rows, MLA_LATENT, 0.05f);
+        void *uk_t = mr_test_random_weight_rows(types[t], uk_rows, MLA_NOPE, 0.05f);
+        size_t kv_b_bytes = (size_t)kv_b_rows * mr_tensor_row_bytes(types[t], MLA_LATENT);
+        size_t uk_bytes = (size_t)uk_rows * mr_tensor_row_bytes(types[t], MLA_NOPE);
+        const void *kv_b_cpu = weights(cpu, kv_b, kv_b_bytes);
+        const void *kv_b_gpu = weights(gpu, kv_b, kv_b_bytes);
+        const void *uk_cpu = weights(cpu, uk_t, uk_bytes), *uk_gpu = weights(gpu, uk_t, uk_bytes);
+        for (size_t ri = 0; ri < COUNT(ROWS) && ROWS[ri] <= max_rows() && ROWS[ri] <= MLA_MAX_ROWS;
+             ri++) {
+            int rows = ROWS[ri];
+            char detail[32];
+            float *x = mr_test_random_floats((size_t)rows * MLA_HEADS * MLA_LATENT, 2.0f);
+            float *a = run_matmul_heads(cpu, x, kv_b_cpu, types[t], rows, MLA_V, MLA_LATENT,
+                                        MLA_NOPE, MLA_NOPE + MLA_V);
+            float *b = run_matmul_heads(gpu, x, kv_b_gpu, types[t], rows, MLA_V, MLA_LATENT,
+                                        MLA_NOPE, MLA_NOPE + MLA_V);
+            snprintf(detail, sizeof detail, "%s W_UV", tn);
+            compare("matmul_heads", detail, rows, a, b, (size_t)rows * MLA_HEADS * MLA_V);
+            free(a), free(b);
+            a = run_matmul_heads(cpu, x, uk_cpu, types[t], rows, MLA_LATENT, MLA_NOPE, 0,
+                                 MLA_LATENT);
+            b = run_matmul_heads(gpu, x, uk_gpu, types[t], rows, MLA_LATENT, MLA_NOPE, 0,
+                                 MLA_LATENT);
+            snprintf(detail, sizeof detail, "%s W_UKt", tn);
+            compare("matmul_heads", detail, rows, a, b, (size_t)rows * MLA_HEADS * MLA_LATENT);
+            free(a), free(b), free(x);
+        }
+        free(kv_b), free(uk_t); /* their mappings stay the backends' until freed */
+    }
+}
+
 static void check_ops(void)
 {
     mr_backend *cpu = backend("cpu"), *gpu = backend(tested());
@@ -472,6 +529,7 @@ static void check_ops(void)
         free(a), free(x), free(slots), free(w), free(pos);
         fflush(stdout);
     }
+    check_matmul_heads(cpu, gpu);
     mr_backend_free(cpu);
     mr_backend_free(gpu);
 }

@@ -232,3 +232,49 @@ Test(deepseek_preset, numpy_reference_runs_on_the_preset)
     free(logits[0]);
     free(logits[1]);
 }
+
+/* What MLA's attention costs a rank, every rank holding all of it: the
+ * checkpoint's own bytes of each layer's self_attn tensors (FP8 as packed
+ * rows with their scales), plus one copy of each head's W_UKᵀ
+ * ([heads][kv_lora_rank][qk_nope_head_dim]) in kv_b_proj's type, and not
+ * a byte more.  A formula rather than a figure, so that weights multiplied
+ * out at load (f32 products of q_b_proj and o_proj with kv_b_proj: 2.3 GB
+ * a layer at DeepSeek-V3's sizes) cannot come back unnoticed. */
+Test(deepseek_preset, attention_costs_the_checkpoints_bytes_and_one_w_uk_transpose)
+{
+    static const mr_tensor_type dtypes[] = {MR_TENSOR_BF16, MR_TENSOR_F16, MR_TENSOR_F8_BLOCKS};
+    static const char *const names[] = {"bf16", "f16", "fp8"};
+    enum { HEADS = 8, LATENT = 64, NOPE = 32 };
+    for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++) {
+        char *model_dir = make(names[d], dtypes[d]), err[1024], name[128];
+        mr_weights *w;
+        cr_assert_eq(mr_weights_open(model_dir, &w, err, sizeof err), MR_ENGINE_OK, "%s", err);
+        mr_model *model;
+        mr_model_options mo = {.backend = "cpu", .threads = 2};
+        cr_assert_eq(mr_model_load(model_dir, &mo, &model, err, sizeof err), MR_ENGINE_OK, "%s",
+                     err);
+        for (int layer = 0; layer < 3; layer++) {
+            size_t checkpoint = 0;
+            for (size_t i = 0; i < sizeof attention / sizeof attention[0]; i++) {
+                if (strncmp(attention[i].name, "self_attn.", 10) != 0)
+                    continue;
+                snprintf(name, sizeof name, "model.layers.%d.%s", layer, attention[i].name);
+                const int64_t shape[2] = {attention[i].rows, attention[i].cols};
+                mr_tensor t;
+                cr_assert_eq(mr_weights_get(w, name, attention[i].cols ? 2 : 1, shape, &t, err,
+                                            sizeof err),
+                             MR_ENGINE_OK, "%s", err);
+                checkpoint += t.bytes;
+            }
+            size_t uk_t = (size_t)HEADS * LATENT * mr_tensor_row_bytes(dtypes[d], NOPE);
+            cr_assert_eq(mr_model_attention_bytes(model, layer), checkpoint + uk_t,
+                         "%s layer %d: %zu bytes of attention, not the checkpoint's %zu + "
+                         "W_UKᵀ's %zu",
+                         names[d], layer, mr_model_attention_bytes(model, layer), checkpoint,
+                         uk_t);
+        }
+        mr_model_free(model);
+        mr_weights_close(w);
+        free(model_dir);
+    }
+}

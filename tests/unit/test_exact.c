@@ -82,6 +82,78 @@ Test(exact, matmul_and_rmsnorm_equal_cpu)
     mr_backend_free(exact);
 }
 
+/* matmul_heads on every weight type (FP8 blocks and f16 too: MLA keeps
+ * kv_b_proj as the checkpoint has it), heads' slices apart, adjoining or
+ * one shared (stride 0): cpu gives exact's bits, and each head's values
+ * are, bit for bit, matmul's over that head's inputs and weight rows. */
+Test(exact, matmul_heads_equals_cpu_and_matmul_per_head)
+{
+    static const mr_tensor_type types[] = {MR_TENSOR_F32, MR_TENSOR_BF16, MR_TENSOR_F16,
+                                           MR_TENSOR_F8_BLOCKS};
+    /* heads, out_dim, in_dim, head_stride_rows */
+    static const int shapes[][4] = {{1, 1, 1, 0},    {3, 7, 33, 9},   {4, 16, 32, 20},
+                                    {2, 21, 200, 30}, {3, 5, 17, 0},  {8, 64, 32, 64},
+                                    {4, 32, 64, 64}};
+    mr_backend *exact = backend("exact", 2);
+    for (size_t isa = 0; isa < COUNT(ISAS); isa++) {
+        mr_backend *cpu = cpu_on(ISAS[isa]);
+        for (size_t t = 0; t < COUNT(types); t++)
+            for (size_t d = 0; d < COUNT(shapes); d++)
+                for (size_t r = 0; r < COUNT(ROWS); r++) {
+                    int rows = ROWS[r], heads = shapes[d][0], out_dim = shapes[d][1];
+                    int in_dim = shapes[d][2], stride = shapes[d][3];
+                    int w_rows = (heads - 1) * stride + out_dim;
+                    float *x = mr_test_random_floats((size_t)rows * heads * in_dim, 2.0f);
+                    void *w = mr_test_random_weight_rows(types[t], w_rows, in_dim, 1.0f);
+                    size_t n = (size_t)rows * heads * out_dim;
+                    float *a = malloc(n * sizeof *a + 1), *b = malloc(n * sizeof *b + 1);
+                    cr_assert_eq(cpu->ops->matmul_heads(cpu, a, x, w, types[t], rows, heads,
+                                                        out_dim, in_dim, stride),
+                                 0);
+                    cr_assert_eq(exact->ops->matmul_heads(exact, b, x, w, types[t], rows, heads,
+                                                          out_dim, in_dim, stride),
+                                 0);
+                    assert_same(a, b, n, "matmul_heads");
+                    float *xh = malloc((size_t)rows * in_dim * sizeof *xh + 1);
+                    float *one = malloc((size_t)rows * out_dim * sizeof *one + 1);
+                    for (int h = 0; h < heads; h++) {
+                        for (int i = 0; i < rows; i++)
+                            memcpy(xh + (size_t)i * in_dim, x + ((size_t)i * heads + h) * in_dim,
+                                   (size_t)in_dim * sizeof *xh);
+                        size_t row_bytes = mr_tensor_row_bytes(types[t], in_dim);
+                        const char *slice = (const char *)w + (size_t)h * stride * row_bytes;
+                        cr_assert_eq(cpu->ops->matmul(cpu, one, xh, slice, types[t], rows, out_dim,
+                                                      in_dim),
+                                     0);
+                        for (int i = 0; i < rows; i++)
+                            assert_same(a + ((size_t)i * heads + h) * out_dim,
+                                        one + (size_t)i * out_dim, (size_t)out_dim,
+                                        "matmul_heads against matmul of one head");
+                    }
+                    free(x), free(w), free(a), free(b), free(xh), free(one);
+                }
+        mr_backend_free(cpu);
+    }
+    mr_backend_free(exact);
+}
+
+/* A matmul_heads whose sizes make no sense is refused, naming the op. */
+Test(exact, matmul_heads_refuses_bad_sizes)
+{
+    static const char *const names[] = {"cpu", "exact", "ref"};
+    float x[4] = {0}, w[4] = {0}, out[4];
+    for (size_t i = 0; i < COUNT(names); i++) {
+        mr_backend *be = backend(names[i], 1);
+        cr_assert_eq(be->ops->matmul_heads(be, out, x, w, MR_TENSOR_F32, 1, 0, 1, 1, 1),
+                     MR_KERNELS_EINVAL);
+        cr_assert(strstr(mr_backend_error(be), "matmul_heads"), "%s", mr_backend_error(be));
+        cr_assert_eq(be->ops->matmul_heads(be, out, x, w, MR_TENSOR_F32, 1, 1, 1, 1, -1),
+                     MR_KERNELS_EINVAL);
+        cr_assert_eq(be->ops->matmul_heads(be, out, x, w, MR_TENSOR_F32, 0, 2, 2, 2, 2), 0);
+        mr_backend_free(be);
+    }
+}
+
 Test(exact, expert_ffn_equals_cpu)
 {
     enum { HIDDEN = 40, INTER = 24, GROUPS = 3 };

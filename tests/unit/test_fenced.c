@@ -97,6 +97,15 @@ Test(fenced_memory, memory_of_the_wrong_kind_is_refused_by_name)
     cr_assert_eq(op->expert_ffn(be, a, a, &g), MR_KERNELS_EINVAL);
     cr_assert_str_eq(mr_backend_error(be),
                      "expert_ffn: groups->gate[] is host memory, not a backend buffer");
+    /* matmul_heads reads up to the last head's slice: 3 heads 100 rows
+     * apart of 2 rows of 4 floats need 202 rows, past a 256-row buffer's
+     * end from row 60 */
+    cr_assert_eq(op->matmul_heads(be, a, a, b, MR_TENSOR_F32, 1, 3, 2, 4, 100), MR_KERNELS_OK);
+    cr_assert_eq(op->matmul_heads(be, a, a, b + 4 * 60, MR_TENSOR_F32, 1, 3, 2, 4, 100),
+                 MR_KERNELS_EINVAL);
+    cr_assert_str_eq(mr_backend_error(be),
+                     "matmul_heads: w's 3232 bytes run past the end of its 4096-byte backend "
+                     "buffer");
 
     /* A freed buffer is no buffer; its pages serve the next alloc. */
     cr_assert_eq(op->free(be, a), MR_KERNELS_OK);
