@@ -217,6 +217,7 @@ $(DEEPSEEK_SMALL_FP8_MODEL): | $(MOERUN)
 	$(MOERUN) make-model $(dir $@) --preset deepseek-small --dtype fp8
 
 # Benchmarks take the small model's folder as their first argument.
+bench: export OMP_WAIT_POLICY ?= passive
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCH_BIN) $(MOERUN) $(SMALL_MODEL) $(SMALL_FP8_MODEL) \
 	  $(DEEPSEEK_SMALL_MODEL) $(DEEPSEEK_SMALL_FP8_MODEL)
