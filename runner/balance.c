@@ -85,13 +85,15 @@ static double *saved_load(const mr_checkpoint_state *resume, int layers, int exp
     return load;
 }
 
+/* groups: the model's expert groups (DeepSeek-V3's n_group), which the
+ * hierarchical policy keeps on a node, as the online balancer does. */
 static int solve_initial(const mr_job *job, const double *load, int layers, int experts,
-                         int n_physical, int ranks, int nodes, bool print, const char *from,
-                         mr_eplb_placement *out)
+                         int groups, int n_physical, int ranks, int nodes, bool print,
+                         const char *from, mr_eplb_placement *out)
 {
     char err[1024];
     mr_eplb_solve_options opt = {.policy = policy_of(job), .n_physical = n_physical,
-                                 .n_ranks = ranks, .n_nodes = nodes, .n_groups = 1,
+                                 .n_ranks = ranks, .n_nodes = nodes, .n_groups = groups,
                                  .max_moves = -1};
     mr_eplb_solve_result res;
     if (mr_eplb_solve(load, layers, experts, &opt, out, &res, err, sizeof err) != MR_EPLB_OK) {
@@ -109,8 +111,8 @@ static int solve_initial(const mr_job *job, const double *load, int layers, int 
  * from the saved load on another count; -1 when the checkpoint has
  * neither for this shape. */
 static int resumed_placement(const mr_job *job, const mr_checkpoint_state *resume, int layers,
-                             int experts, int n_physical, int ranks, int nodes, bool print,
-                             mr_eplb_placement *out)
+                             int experts, int groups, int n_physical, int ranks, int nodes,
+                             bool print, mr_eplb_placement *out)
 {
     char err[1024];
     const mr_checkpoint_placement *p = &resume->placement;
@@ -127,7 +129,7 @@ static int resumed_placement(const mr_job *job, const mr_checkpoint_state *resum
     double *load = saved_load(resume, layers, experts);
     if (!load)
         return -1;
-    int rc = solve_initial(job, load, layers, experts, n_physical, ranks, nodes, print,
+    int rc = solve_initial(job, load, layers, experts, groups, n_physical, ranks, nodes, print,
                            "the checkpoint's load window", out);
     free(load);
     return rc;
@@ -143,8 +145,8 @@ int mr_runner_eplb_initial(const mr_job *job, const mr_model_config *cfg, int ra
     mr_runner_balance_options(job, &bo);
     int n_physical = mr_engine_balance_slots_per_rank(&bo, experts, ranks) * ranks;
     if (resume && job->eplb_mode != MR_EPLB_MODE_OFF) {
-        int rc = resumed_placement(job, resume, layers, experts, n_physical, ranks, nodes, print,
-                                   out);
+        int rc = resumed_placement(job, resume, layers, experts, mr_config_expert_groups(cfg),
+                                   n_physical, ranks, nodes, print, out);
         if (rc >= 0)
             return rc;
     }
@@ -170,8 +172,8 @@ int mr_runner_eplb_initial(const mr_job *job, const mr_model_config *cfg, int ra
         free(load);
         return MR_EXIT_INVALID;
     }
-    int rc = solve_initial(job, load, layers, experts, n_physical, ranks, nodes, print, path,
-                           out);
+    int rc = solve_initial(job, load, layers, experts, mr_config_expert_groups(cfg), n_physical,
+                           ranks, nodes, print, path, out);
     free(load);
     return rc;
 }
