@@ -190,3 +190,22 @@ int mr_fast_attention(mr_backend *be, float *out, const float *q, const void *k_
     }
     return MR_KERNELS_OK;
 }
+
+/* MLA on cpu_avx2.c's kernel, every head of every row an item (AVX-512
+ * CPUs too: one kernel, exact.h's bits); without AVX2, the exact loops. */
+int mr_fast_mla_attention(mr_backend *be, float *out, const float *q_lat, const float *q_rope,
+                          const void *latent_cache, const void *rope_cache, const mr_mla_args *a)
+{
+    if (!mr_fast_has_avx2(be))
+        return mr_exact_mla_attention(be, out, q_lat, q_rope, latent_cache, rope_cache, a);
+    int rc = mr_kernels_check_mla(be, a);
+    if (rc != MR_KERNELS_OK)
+        return rc;
+    int heads = a->n_heads;
+#pragma omp parallel for num_threads(be->threads) schedule(dynamic)
+    for (int i = 0; i < a->rows * heads; i++)
+        mr_avx2_mla_head(out + (size_t)i * (size_t)a->latent, q_lat + (size_t)i * (size_t)a->latent,
+                         q_rope + (size_t)i * (size_t)a->rope, latent_cache, rope_cache, a,
+                         i / heads);
+    return MR_KERNELS_OK;
+}

@@ -202,21 +202,17 @@ AVX2 void mr_avx2_rmsnorm_row(float *out, const float *x, const void *w, mr_tens
         out[i] = x[i] * inv_rms * mr_exact_weight(w, type, (size_t)i);
 }
 
-/* out = fmaf(w[p], v_p, out * rescale) over p < n in position order, 8
- * coordinates at a time (each coordinate's arithmetic is exact.h's). */
+/* out = fmaf(w[p], rows[p][i], out * rescale) over p < n in position
+ * order, 8 coordinates at a time (each coordinate's arithmetic is
+ * exact.h's): the values of attention and the latents of MLA. */
 AVX2_INLINE void accumulate_values(float *out, float rescale, const float *weights,
-                                   const void *v_cache, const mr_attention_args *a, int row,
-                                   int kv_head, int first, int n)
+                                   const void *const *rows, mr_tensor_type type, int n, int d)
 {
-    int d = a->head_dim;
     for (int i = 0; i < d; i += 8) {
         int lanes = d - i < 8 ? d - i : 8;
         __m256 acc = _mm256_mul_ps(load8(out, MR_TENSOR_F32, i, lanes), _mm256_set1_ps(rescale));
-        for (int p = 0; p < n; p++) {
-            const void *v = mr_exact_kv_at(v_cache, a, row, first + p, kv_head);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(weights[p]), load8(v, a->kv_type, i, lanes),
-                                  acc);
-        }
+        for (int p = 0; p < n; p++)
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(weights[p]), load8(rows[p], type, i, lanes), acc);
         float stored[8];
         _mm256_storeu_ps(stored, acc);
         memcpy(out + i, stored, (size_t)lanes * sizeof *out);
@@ -240,9 +236,42 @@ AVX2 void mr_avx2_attend_head(float *out, const float *q, const void *k_cache,
             weights[p] = dot16(q, k, a->kv_type, d) * a->scale;
         }
         float rescale = mr_exact_softmax_chunk(weights, n, &max, &total);
-        accumulate_values(out, rescale, weights, v_cache, a, row, kv_head, first, n);
+        const void *values[MR_EXACT_CHUNK];
+        for (int p = 0; p < n; p++)
+            values[p] = mr_exact_kv_at(v_cache, a, row, first + p, kv_head);
+        accumulate_values(out, rescale, weights, values, a->kv_type, n, d);
     }
     float inv_total = 1.0f / total;
     for (int i = 0; i < d; i++)
+        out[i] *= inv_total;
+}
+
+/* One MLA head in exact.h's mr_exact_mla_head order: a score is dot16 of
+ * the latent part plus dot16 of the rope part, times scale; each chunk's
+ * softmax by mr_exact_softmax_chunk itself; the latents 8 coordinates at
+ * a time. */
+AVX2 void mr_avx2_mla_head(float *out, const float *q_lat, const float *q_rope,
+                           const void *latent_cache, const void *rope_cache, const mr_mla_args *a,
+                           int row)
+{
+    int last = a->pos[row];
+    float max = -INFINITY, total = 0, weights[MR_EXACT_CHUNK];
+    const void *latents[MR_EXACT_CHUNK];
+    memset(out, 0, (size_t)a->latent * sizeof *out);
+    for (int first = 0; first <= last; first += MR_EXACT_CHUNK) {
+        int n = last + 1 - first < MR_EXACT_CHUNK ? last + 1 - first : MR_EXACT_CHUNK;
+        for (int p = 0; p < n; p++) {
+            size_t slot = mr_exact_mla_slot(a, row, first + p);
+            latents[p] = mr_exact_cache_row(latent_cache, a->kv_type, slot, a->latent);
+            const void *k = mr_exact_cache_row(rope_cache, a->kv_type, slot, a->rope);
+            weights[p] = (dot16(q_lat, latents[p], a->kv_type, a->latent) +
+                          dot16(q_rope, k, a->kv_type, a->rope)) *
+                         a->scale;
+        }
+        float rescale = mr_exact_softmax_chunk(weights, n, &max, &total);
+        accumulate_values(out, rescale, weights, latents, a->kv_type, n, a->latent);
+    }
+    float inv_total = 1.0f / total;
+    for (int i = 0; i < a->latent; i++)
         out[i] *= inv_total;
 }

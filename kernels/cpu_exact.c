@@ -127,6 +127,7 @@ const mr_ops mr_cpu_exact_ops = {
     MR_CPU_MEMORY_OPS,
     .map_weights = mr_cpu_map_weights,
     MR_CPU_CHEAP_OPS,
+    .mla_attention = mr_exact_mla_attention,
     .rmsnorm = mr_exact_rmsnorm,
     .matmul = mr_exact_matmul,
     .matmul_heads = mr_exact_matmul_heads,

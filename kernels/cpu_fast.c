@@ -90,5 +90,6 @@ const mr_ops mr_cpu_fast_ops = {
     .matmul = mr_fast_matmul,
     .matmul_heads = mr_fast_matmul_heads,
     .attention = mr_fast_attention,
+    .mla_attention = mr_fast_mla_attention,
     .expert_ffn = mr_fast_expert_ffn,
 };

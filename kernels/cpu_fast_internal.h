@@ -55,6 +55,9 @@ void mr_avx2_rmsnorm_row(float *out, const float *x, const void *w, mr_tensor_ty
                          float eps);
 void mr_avx2_attend_head(float *out, const float *q, const void *k_cache, const void *v_cache,
                          const mr_attention_args *a, int row, int kv_head);
+void mr_avx2_mla_head(float *out, const float *q_lat, const float *q_rope,
+                      const void *latent_cache, const void *rope_cache, const mr_mla_args *a,
+                      int row);
 
 /* The lanes k .. k+15 of a weight row as f32 (bf16 widens exactly: its bits
  * are the top half of an f32); lanes outside `mask` are 0. */
@@ -151,5 +154,7 @@ int mr_fast_matmul_heads(mr_backend *be, float *out, const float *x, const void 
 int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
 int mr_fast_attention(mr_backend *be, float *out, const float *q, const void *k_cache,
                       const void *v_cache, const mr_attention_args *a);
+int mr_fast_mla_attention(mr_backend *be, float *out, const float *q_lat, const float *q_rope,
+                          const void *latent_cache, const void *rope_cache, const mr_mla_args *a);
 
 #endif

@@ -125,7 +125,7 @@ int mr_cpu_ep_combine_reduce(mr_backend *be, float *out, const void *const *msgs
 /* The cheap ops, the same in both CPU backends. */
 #define MR_CPU_CHEAP_OPS                                                                           \
     .embed = mr_ref_embed, .rope_neox = mr_ref_rope_neox, .kv_store = mr_ref_kv_store,             \
-    .route = mr_exact_route, .mla_attention = mr_exact_mla_attention, .gather = mr_ref_gather,      \
+    .route = mr_exact_route, .gather = mr_ref_gather,                                              \
     .add = mr_ref_add,                                                                             \
     .fill_uniform = mr_ref_fill_uniform,                                                           \
     .ep_layout = mr_cpu_ep_layout, .ep_pack = mr_cpu_ep_pack, .ep_unpack = mr_cpu_ep_unpack,       \

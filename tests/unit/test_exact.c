@@ -448,6 +448,26 @@ Test(exact, mla_attention_is_the_softmax_over_latent_and_rope_scores)
             }
         }
     mr_backend_free(cpu);
+    /* cpu's vector kernel gives exact's bits on every ISA, f32 and bf16
+     * caches (LATENT 40: a partial group of 8 coordinates and of 16 lanes). */
+    mr_backend *exact = backend("exact", 2);
+    void *latent16 = mr_test_random_weights(MR_TENSOR_BF16, (size_t)BLOCKS * BLOCK * LATENT, 1.0f);
+    void *rope16 = mr_test_random_weights(MR_TENSOR_BF16, (size_t)BLOCKS * BLOCK * ROPE, 1.0f);
+    for (size_t isa = 0; isa < COUNT(ISAS); isa++) {
+        cpu = cpu_on(ISAS[isa]);
+        for (int bf16 = 0; bf16 < 2; bf16++) {
+            a.kv_type = bf16 ? MR_TENSOR_BF16 : MR_TENSOR_F32;
+            const void *c = bf16 ? latent16 : (const void *)latent;
+            const void *k = bf16 ? rope16 : (const void *)rope;
+            float want[NROWS * HEADS * LATENT];
+            cr_assert_eq(exact->ops->mla_attention(exact, want, q_lat, q_rope, c, k, &a), 0);
+            cr_assert_eq(cpu->ops->mla_attention(cpu, out, q_lat, q_rope, c, k, &a), 0);
+            assert_same(out, want, COUNT(out), bf16 ? "mla_attention bf16" : "mla_attention");
+        }
+        mr_backend_free(cpu);
+    }
+    mr_backend_free(exact);
+    free(latent16), free(rope16);
     free(latent), free(rope), free(q_lat), free(q_rope);
 }
 
