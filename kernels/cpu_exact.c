@@ -30,17 +30,8 @@ int mr_exact_matmul_heads(mr_backend *be, float *out, const float *x, const void
                           mr_tensor_type type, int rows, int heads, int out_dim, int in_dim,
                           int head_stride_rows)
 {
-    int rc = mr_kernels_check_matmul_heads(be, rows, heads, out_dim, in_dim, head_stride_rows);
-    if (rc != MR_KERNELS_OK)
-        return rc;
-    FOR_EACH_ROW
-    for (int i = 0; i < rows * heads; i++)
-        for (int o = 0; o < out_dim; o++) {
-            size_t at = (size_t)i * (size_t)out_dim + (size_t)o;
-            out[at] = mr_exact_matmul_heads_at(x, w, type, heads, out_dim, in_dim,
-                                               head_stride_rows, at);
-        }
-    return MR_KERNELS_OK;
+    return mr_cpu_matmul_heads_rows(be, matmul_row, out, x, w, type, rows, heads, out_dim, in_dim,
+                                    head_stride_rows);
 }
 
 /* Every query head of one token. */

@@ -66,6 +66,10 @@ int mr_cpu_rmsnorm_rows(mr_backend *be, mr_cpu_rmsnorm_row *row, float *out, con
                         const void *w, mr_tensor_type type, int rows, int dim, float eps);
 int mr_cpu_matmul_rows(mr_backend *be, mr_cpu_matmul_row *row, float *out, const float *x,
                        const void *w, mr_tensor_type type, int rows, int out_dim, int in_dim);
+/* The same for matmul_heads: each (row, head) one row over its head's slice. */
+int mr_cpu_matmul_heads_rows(mr_backend *be, mr_cpu_matmul_row *row, float *out, const float *x,
+                             const void *w, mr_tensor_type type, int rows, int heads,
+                             int out_dim, int in_dim, int head_stride_rows);
 int mr_cpu_attention_rows(mr_backend *be, mr_cpu_attention_row *row, float *out, const float *q,
                           const void *k_cache, const void *v_cache, const mr_attention_args *a);
 int mr_cpu_expert_rows(mr_backend *be, mr_cpu_expert_row *row, float *out, const float *x,

@@ -159,9 +159,9 @@ int mr_ref_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_
 }
 
 /* Each (row, head) is one matmul row over its head's weight slice. */
-int mr_ref_matmul_heads(mr_backend *be, float *out, const float *x, const void *w,
-                        mr_tensor_type type, int rows, int heads, int out_dim, int in_dim,
-                        int head_stride_rows)
+int mr_cpu_matmul_heads_rows(mr_backend *be, mr_cpu_matmul_row *row, float *out, const float *x,
+                             const void *w, mr_tensor_type type, int rows, int heads,
+                             int out_dim, int in_dim, int head_stride_rows)
 {
     int rc = mr_kernels_check_matmul_heads(be, rows, heads, out_dim, in_dim, head_stride_rows);
     if (rc != MR_KERNELS_OK)
@@ -169,11 +169,19 @@ int mr_ref_matmul_heads(mr_backend *be, float *out, const float *x, const void *
     FOR_EACH_ROW
     for (int i = 0; i < rows * heads; i++) {
         size_t h = (size_t)(i % heads);
-        matmul_row(out + (size_t)i * (size_t)out_dim, x + (size_t)i * (size_t)in_dim,
-                   mr_exact_weight_row(w, type, h * (size_t)head_stride_rows, in_dim), type,
-                   out_dim, in_dim);
+        row(out + (size_t)i * (size_t)out_dim, x + (size_t)i * (size_t)in_dim,
+            mr_exact_weight_row(w, type, h * (size_t)head_stride_rows, in_dim), type, out_dim,
+            in_dim);
     }
     return MR_KERNELS_OK;
+}
+
+int mr_ref_matmul_heads(mr_backend *be, float *out, const float *x, const void *w,
+                        mr_tensor_type type, int rows, int heads, int out_dim, int in_dim,
+                        int head_stride_rows)
+{
+    return mr_cpu_matmul_heads_rows(be, matmul_row, out, x, w, type, rows, heads, out_dim, in_dim,
+                                    head_stride_rows);
 }
 
 int mr_ref_rope_neox(mr_backend *be, float *x, const int32_t *pos, int rows, int heads,
