@@ -303,19 +303,28 @@ static int moe_block(mr_model *m, mr_activations *a, const mr_layer *L, int laye
     return rc;
 }
 
-/* A dense SwiGLU MLP is one expert that every token uses. */
-static int dense_block(mr_model *m, mr_activations *a, const mr_layer *L, int rows)
+/* A SwiGLU MLP that every token goes through: one expert group of all
+ * the rows. */
+static int every_token_mlp(mr_model *m, float *out, const float *h, const mr_weight *gate,
+                           const mr_weight *up, const mr_weight *down, int rows, int inter)
 {
     int32_t offsets[2] = {0, rows};
     mr_expert_groups one = {.groups = 1,
                             .offsets = offsets,
-                            .gate = &L->dense_gate.data,
-                            .up = &L->dense_up.data,
-                            .down = &L->dense_down.data,
-                            .type = L->dense_gate.type,
+                            .gate = &gate->data,
+                            .up = &up->data,
+                            .down = &down->data,
+                            .type = gate->type,
                             .hidden = m->cfg.hidden_size,
-                            .inter = m->cfg.intermediate_size};
-    return m->be->ops->expert_ffn(m->be, a->out, a->h, &one);
+                            .inter = inter};
+    return m->be->ops->expert_ffn(m->be, out, h, &one);
+}
+
+/* A dense layer's MLP. */
+static int dense_block(mr_model *m, mr_activations *a, const mr_layer *L, int rows)
+{
+    return every_token_mlp(m, a->out, a->h, &L->dense_gate, &L->dense_up, &L->dense_down, rows,
+                           m->cfg.intermediate_size);
 }
 
 /* DeepSeek-V3's shared experts: one SwiGLU MLP of every token's h, added
@@ -324,16 +333,8 @@ static int shared_experts(mr_model *m, mr_activations *a, const mr_layer *L, int
 {
     if (rows == 0)
         return MR_KERNELS_OK;
-    int32_t offsets[2] = {0, rows};
-    mr_expert_groups one = {.groups = 1,
-                            .offsets = offsets,
-                            .gate = &L->shared_gate.data,
-                            .up = &L->shared_up.data,
-                            .down = &L->shared_down.data,
-                            .type = L->shared_gate.type,
-                            .hidden = m->cfg.hidden_size,
-                            .inter = m->cfg.moe_intermediate_size * m->cfg.mla.n_shared_experts};
-    int rc = m->be->ops->expert_ffn(m->be, a->shared, a->h, &one);
+    int rc = every_token_mlp(m, a->shared, a->h, &L->shared_gate, &L->shared_up, &L->shared_down,
+                             rows, m->cfg.moe_intermediate_size * m->cfg.mla.n_shared_experts);
     return rc != MR_KERNELS_OK ? rc
                                : m->be->ops->add(m->be, a->out, a->shared,
                                                  (size_t)rows * (size_t)m->cfg.hidden_size);
