@@ -361,6 +361,9 @@ typedef struct {
  * rule; 256 sequences and 8192 tokens at most); the other options as
  * mr_engine_create takes them.  Ranks that must agree take the smallest. */
 int mr_engine_auto_widths(const mr_model *m, mr_engine_options *o, char *err, size_t errlen);
+/* The most tokens a step may take under these options, before the rule
+ * has run (what buffers sized ahead of the load must hold). */
+int mr_engine_widths_most_tokens(const mr_engine_options *o);
 /* The rule itself, for `available` bytes left on the backend. */
 void mr_engine_widths_fit(const mr_model_config *cfg, int slots_per_rank, size_t available,
                           mr_engine_options *o);

@@ -75,6 +75,13 @@ void mr_engine_widths_fit(const mr_model_config *c, int slots_per_rank, size_t a
     }
 }
 
+int mr_engine_widths_most_tokens(const mr_engine_options *o)
+{
+    if (o->max_batch_tokens > 0)
+        return o->max_batch_tokens;
+    return o->max_sequences > TOP_TOKENS ? o->max_sequences : TOP_TOKENS;
+}
+
 int mr_engine_auto_widths(const mr_model *m, mr_engine_options *o, char *err, size_t errlen)
 {
     if (o->max_sequences > 0 && o->max_batch_tokens > 0)

@@ -589,10 +589,10 @@ static int load_engine(server *s)
                     : 1;
     /* Widths left to the engine are known after the load: room for the
      * widest it may choose. */
-    int most_tokens = job->engine_max_batch_tokens > 0 ? (int)job->engine_max_batch_tokens
-                      : job->engine_max_sequences > 8192 ? (int)job->engine_max_sequences
-                                                          : 8192;
-    size_t capacity = mr_model_exchange_bytes(&cfg, slots, most_tokens);
+    mr_engine_options widths = {.max_batch_tokens = (int)job->engine_max_batch_tokens,
+                                .max_sequences = (int)job->engine_max_sequences};
+    size_t capacity =
+        mr_model_exchange_bytes(&cfg, slots, mr_engine_widths_most_tokens(&widths));
     rc = mr_runner_world_init(&s->world, job, capacity);
     if (rc != MR_EXIT_OK)
         return rc;
