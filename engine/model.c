@@ -320,9 +320,7 @@ static int load_experts(loader *ld, mr_layer *L, int i)
         if (src == MR_ENGINE_OK)
             src = expert_fits_slot(L, i, phy2log[s], ts, why, sizeof why);
         if (src == MR_ENGINE_OK)
-            src = upload_expert(m, L, ts,
-                                (unsigned char *)L->expert_store + s * 3 * L->expert_tensor_bytes,
-                                why, sizeof why);
+            src = upload_expert(m, L, ts, (unsigned char *)L->expert_gate[s], why, sizeof why);
         if (src != MR_ENGINE_OK) {
 #pragma omp critical(mr_load_experts_error)
             if (!failed) {
