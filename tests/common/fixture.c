@@ -93,6 +93,16 @@ const char *mr_test_tiny_model(void)
     return path;
 }
 
+mr_model *mr_test_load_tiny_model(int threads)
+{
+    char err[1024];
+    mr_model *model;
+    mr_model_options mo = {.backend = "cpu", .threads = threads};
+    cr_assert_eq(mr_model_load(mr_test_tiny_model(), &mo, &model, err, sizeof err), MR_ENGINE_OK,
+                 "%s", err);
+    return model;
+}
+
 void mr_test_make_model(const char *dir)
 {
     char *link = NULL;

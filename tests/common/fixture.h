@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "engine/engine.h"
 #include "jobs/jobs.h"
 
 /* A new empty folder under $TMPDIR; removed by mr_test_rmtree. */
@@ -24,6 +25,9 @@ char *mr_test_read(const char *path, size_t *len);
 
 /* The tiny model `make test` made (MR_TINY_MODEL); fails the test when unset. */
 const char *mr_test_tiny_model(void);
+/* The tiny model loaded on the cpu backend with `threads`; fails the test
+ * when it does not load. */
+mr_model *mr_test_load_tiny_model(int threads);
 /* dir/model: a link to the tiny model. */
 void mr_test_make_model(const char *dir);
 

@@ -298,10 +298,7 @@ static mr_completion_out run_to_the_end(mr_engine *engine)
 Test(commit, a_generation_goes_on_from_its_earlier_tokens_to_the_same_text)
 {
     char err[512];
-    mr_model *model;
-    mr_model_options mo = {.backend = "cpu", .threads = 1};
-    cr_assert_eq(mr_model_load(mr_test_tiny_model(), &mo, &model, err, sizeof err), MR_ENGINE_OK,
-                 "%s", err);
+    mr_model *model = mr_test_load_tiny_model(1);
     static const char prompt[] = "Simmer the stock with thyme, then";
     mr_tokens tokens = {0};
     cr_assert_eq(mr_tokenizer_encode(mr_model_tokenizer(model), prompt, sizeof prompt - 1,

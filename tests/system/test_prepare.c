@@ -23,9 +23,7 @@ static mr_engine *engine;
 static void setup(void)
 {
     char err[512];
-    mr_model_options mo = {.backend = "cpu", .threads = 1};
-    cr_assert_eq(mr_model_load(mr_test_tiny_model(), &mo, &model, err, sizeof err), MR_ENGINE_OK,
-                 "%s", err);
+    model = mr_test_load_tiny_model(1);
     /* 4 blocks of 16: at most 64 tokens a sequence. */
     mr_engine_options eo = {.max_batch_tokens = 64, .max_sequences = 2, .kv_block_size = 16,
                             .kv_blocks = 4};

@@ -35,10 +35,7 @@ static const char *const code[] = {
 static uint64_t *route(const char *const *prompts, size_t n, int *layers, int *experts)
 {
     char err[1024];
-    mr_model *model;
-    mr_model_options mo = {.backend = "cpu", .threads = 2};
-    cr_assert_eq(mr_model_load(mr_test_tiny_model(), &mo, &model, err, sizeof err), MR_ENGINE_OK,
-                 "%s", err);
+    mr_model *model = mr_test_load_tiny_model(2);
     mr_engine *engine;
     mr_engine_options eo = {.max_batch_tokens = 1024, .max_sequences = 16, .kv_block_size = 16,
                             .kv_blocks = 256};

@@ -45,10 +45,7 @@ Test(widths, a_job_without_engine_keys_runs_wide_and_gives_the_same_bytes)
 Test(widths, a_kv_pool_that_leaves_little_memory_narrows_the_step)
 {
     char err[1024];
-    mr_model *model;
-    mr_model_options mo = {.backend = "cpu", .threads = 1};
-    cr_assert_eq(mr_model_load(mr_test_tiny_model(), &mo, &model, err, sizeof err), MR_ENGINE_OK,
-                 "%s", err);
+    mr_model *model = mr_test_load_tiny_model(1);
     const mr_model_config *c = mr_model_config_get(model);
     size_t block = mr_model_kv_bytes(c, MR_TENSOR_F32, 16, 1);
     size_t gib = (size_t)1 << 30;
