@@ -14,7 +14,7 @@
  *
  * Expert rows are tokens * 8, each token sent to 8 distinct random experts.
  * Weights are never reused from one call to the next (see weight_pool), as
- * in a forward pass.  Runs in well under a minute.
+ * in a forward pass, and sit in the backend's weight memory.  Runs in well under a minute.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -313,7 +313,14 @@ int main(void)
         return 1;
     }
     size_t expert_w = (size_t)MOE_INTER * HIDDEN;
-    uint16_t *weights = random_bf16(3 * EXPERTS * expert_w);
+    /* Into the backend's own weight memory (huge pages), as a model's
+     * load puts them: malloc's 4 KiB pages read 5-15% slower. */
+    uint16_t *host_weights = random_bf16(3 * EXPERTS * expert_w);
+    const void *mapped;
+    op_ok(be, be->ops->map_weights(be, host_weights, 3 * EXPERTS * expert_w * sizeof *host_weights,
+                                   &mapped));
+    free(host_weights);
+    const uint16_t *weights = mapped;
     const void *gate[EXPERTS], *up[EXPERTS], *down[EXPERTS];
     for (int e = 0; e < EXPERTS; e++) {
         gate[e] = weights + (3 * (size_t)e) * expert_w;
@@ -330,7 +337,6 @@ int main(void)
     bench_experts(be, gate, up, down);
     bench_attention(be, 64, 1024);
     bench_attention(be, 256, 256);
-    free(weights);
     mr_backend_free(be);
     return 0;
 }
