@@ -96,15 +96,14 @@ AVX2_INLINE float reduce16(v16 v)
 
 #define TILE 16
 #define GROUP 8             /* outputs a sweep keeps in registers */
-#define PREFETCH_AHEAD 256  /* weight elements ahead of the lo sweep */
 
-/* Where weight element k of a row lies, for prefetching. */
-AVX2_INLINE const char *weight_at(const void *row, mr_tensor_type type, int k)
+/* Where weight element k of a row lies from the row's start, for
+ * prefetching. */
+AVX2_INLINE size_t weight_offset(mr_tensor_type type, int k)
 {
     if (type == MR_TENSOR_F8_BLOCKS)
-        return (const char *)row + (size_t)(k / MR_F8_BLOCK) * MR_F8_BLOCK_BYTES + 4 +
-               k % MR_F8_BLOCK;
-    return (const char *)row + (size_t)k * mr_tensor_type_size(type);
+        return (size_t)(k / MR_F8_BLOCK) * MR_F8_BLOCK_BYTES + 4 + (size_t)(k % MR_F8_BLOCK);
+    return (size_t)k * mr_tensor_type_size(type);
 }
 
 /* One half (lanes 0-7, or 8-15, of every 16) of the dot products of
@@ -116,7 +115,8 @@ AVX2_INLINE const char *weight_at(const void *row, mr_tensor_type type, int k)
  * compiler spilled them on every FMA.)  The lo sweep streams the weights
  * from memory; the hi sweep finds them in L1 or L2. */
 AVX2_INLINE void half_sweep(__m256 sums[GROUP], const float *const *x, const void *const *w,
-                            int rows, mr_tensor_type type, int k_len, int half)
+                            const void *const *ahead, size_t ahead_len, int rows,
+                            mr_tensor_type type, int k_len, int half)
 {
     int cols = GROUP / rows;
     __m256 acc[GROUP];
@@ -125,14 +125,16 @@ AVX2_INLINE void half_sweep(__m256 sums[GROUP], const float *const *x, const voi
         acc[i] = _mm256_setzero_ps();
     for (int k = 0; k < k_len; k += 16) {
         int at = k + 8 * half, left = k_len - at;
+        size_t ahead_at = weight_offset(type, k);
+        bool fetch = !half && ahead_at < ahead_len;
         __m256 xv[4];
 #pragma GCC unroll 4
         for (int r = 0; r < rows; r++)
             xv[r] = load8(x[r], MR_TENSOR_F32, at, left);
 #pragma GCC unroll 8
         for (int c = 0; c < cols; c++) {
-            if (!half)
-                _mm_prefetch(weight_at(w[c], type, k + PREFETCH_AHEAD), _MM_HINT_T0);
+            if (fetch)
+                _mm_prefetch((const char *)ahead[c] + ahead_at, _MM_HINT_T0);
             __m256 wv = load8(w[c], type, at, left);
 #pragma GCC unroll 4
             for (int r = 0; r < rows; r++)
@@ -146,14 +148,15 @@ AVX2_INLINE void half_sweep(__m256 sums[GROUP], const float *const *x, const voi
 
 /* out[r * cols + c] = x[r] · w[c] for rows × (16 / rows) columns, in
  * groups of GROUP / rows columns. */
-AVX2_INLINE void tile_rows(float out[TILE], const float *const *x, const void *const *w, int rows,
+AVX2_INLINE void tile_rows(float out[TILE], const float *const *x, const void *const *w,
+                           const void *const *ahead, size_t ahead_len, int rows,
                            mr_tensor_type type, int k_len)
 {
     int cols = TILE / rows, group_cols = GROUP / rows;
     for (int c0 = 0; c0 < cols; c0 += group_cols) {
         __m256 lo[GROUP], hi[GROUP];
-        half_sweep(lo, x, w + c0, rows, type, k_len, 0);
-        half_sweep(hi, x, w + c0, rows, type, k_len, 1);
+        half_sweep(lo, x, w + c0, ahead + c0, ahead_len, rows, type, k_len, 0);
+        half_sweep(hi, x, w + c0, ahead + c0, ahead_len, rows, type, k_len, 1);
         for (int r = 0; r < rows; r++)
             for (int c = 0; c < group_cols; c++)
                 out[r * cols + c0 + c] =
@@ -161,22 +164,23 @@ AVX2_INLINE void tile_rows(float out[TILE], const float *const *x, const void *c
     }
 }
 
-AVX2 void mr_avx2_tile(float out[16], const float *const *x, const void *const *w, int rows,
-                       mr_tensor_type type, int k_len)
+AVX2 void mr_avx2_tile(float out[16], const float *const *x, const void *const *w,
+                       const void *const *ahead, size_t ahead_len, int rows, mr_tensor_type type,
+                       int k_len)
 {
     /* One instance per height and type, each fully unrolled. */
     if (type == MR_TENSOR_F8_BLOCKS)
-        rows == 4   ? tile_rows(out, x, w, 4, MR_TENSOR_F8_BLOCKS, k_len)
-        : rows == 2 ? tile_rows(out, x, w, 2, MR_TENSOR_F8_BLOCKS, k_len)
-                    : tile_rows(out, x, w, 1, MR_TENSOR_F8_BLOCKS, k_len);
+        rows == 4   ? tile_rows(out, x, w, ahead, ahead_len, 4, MR_TENSOR_F8_BLOCKS, k_len)
+        : rows == 2 ? tile_rows(out, x, w, ahead, ahead_len, 2, MR_TENSOR_F8_BLOCKS, k_len)
+                    : tile_rows(out, x, w, ahead, ahead_len, 1, MR_TENSOR_F8_BLOCKS, k_len);
     else if (type == MR_TENSOR_BF16)
-        rows == 4   ? tile_rows(out, x, w, 4, MR_TENSOR_BF16, k_len)
-        : rows == 2 ? tile_rows(out, x, w, 2, MR_TENSOR_BF16, k_len)
-                    : tile_rows(out, x, w, 1, MR_TENSOR_BF16, k_len);
+        rows == 4   ? tile_rows(out, x, w, ahead, ahead_len, 4, MR_TENSOR_BF16, k_len)
+        : rows == 2 ? tile_rows(out, x, w, ahead, ahead_len, 2, MR_TENSOR_BF16, k_len)
+                    : tile_rows(out, x, w, ahead, ahead_len, 1, MR_TENSOR_BF16, k_len);
     else
-        rows == 4   ? tile_rows(out, x, w, 4, MR_TENSOR_F32, k_len)
-        : rows == 2 ? tile_rows(out, x, w, 2, MR_TENSOR_F32, k_len)
-                    : tile_rows(out, x, w, 1, MR_TENSOR_F32, k_len);
+        rows == 4   ? tile_rows(out, x, w, ahead, ahead_len, 4, MR_TENSOR_F32, k_len)
+        : rows == 2 ? tile_rows(out, x, w, ahead, ahead_len, 2, MR_TENSOR_F32, k_len)
+                    : tile_rows(out, x, w, ahead, ahead_len, 1, MR_TENSOR_F32, k_len);
 }
 
 /* x · w over n elements, w of `type`, in the 16-lane order. */

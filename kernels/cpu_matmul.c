@@ -8,12 +8,18 @@
  * along k a tile loads its weight vectors once for all its rows, so taller
  * tiles reuse weights more; one-row tiles (one token sent to an expert)
  * waste no FMAs on padding.  A partial tile (the last columns) repeats its
- * last column and throws the repeats away, so every output element comes out
- * the same bits in any tile, batch or thread.
+ * last column, and three rows take a 4-row tile that repeats its last row
+ * (one sweep of the weights rather than two); the repeats are thrown away,
+ * so every output element comes out the same bits in any tile, batch or
+ * thread.
  *
  * A work item is a block of columns (its weights sized to stay in L2) times
  * a block of rows; inside, each row tile stays in L1 while the block's
- * weights stream past it.
+ * weights stream past it.  A thread claims its next item before it runs
+ * the current one and prefetches the next item's weights over the current
+ * block's tiles, so memory streams the next block while the FMAs work on
+ * this one: with a few rows per expert (decode) a block had waited on
+ * memory and then computed, one after the other.
  */
 #include <omp.h>
 
@@ -23,11 +29,13 @@
 #define MAX_TILE_ROWS 4
 #define BLOCK_WEIGHT_BYTES (128 * 1024)
 #define BLOCK_ROWS 64
-#define PREFETCH_AHEAD 256 /* elements: 512 bytes of bf16 ahead */
+#define PREFETCH_AHEAD 512 /* bytes ahead in the same row, when no next block is known */
 
 MR_AVX512_INLINE void tile_step(__m512 acc[TILE], const float *const *x, const void *const *w,
-                                int rows, mr_tensor_type type, int k, __mmask16 mask)
+                                const void *const *ahead, bool fetch, int rows,
+                                mr_tensor_type type, int k, __mmask16 mask)
 {
+    size_t at = (size_t)k * mr_tensor_type_size(type);
     int cols = TILE / rows;
     __m512 xv[MAX_TILE_ROWS];
 #pragma GCC unroll 4
@@ -35,11 +43,8 @@ MR_AVX512_INLINE void tile_step(__m512 acc[TILE], const float *const *x, const v
         xv[r] = _mm512_maskz_loadu_ps(mask, x[r] + k);
 #pragma GCC unroll 16
     for (int c = 0; c < cols; c++) {
-        /* Weights are read once per token group: fetch them early enough
-         * that a decode step, which reads little else, is not left waiting
-         * on memory.  A prefetch past the row's end is harmless. */
-        _mm_prefetch((const char *)w[c] + (size_t)(k + PREFETCH_AHEAD) * mr_tensor_type_size(type),
-                     _MM_HINT_T0);
+        if (fetch)
+            _mm_prefetch((const char *)ahead[c] + at, _MM_HINT_T0);
         __m512 wv = mr_load16(w[c], type, k, mask);
 #pragma GCC unroll 4
         for (int r = 0; r < rows; r++)
@@ -47,46 +52,56 @@ MR_AVX512_INLINE void tile_step(__m512 acc[TILE], const float *const *x, const v
     }
 }
 
-/* out[r * cols + c] = x[r] · w[c] for the tile's rows × (16 / rows) cols. */
-MR_AVX512_INLINE void tile(float out[TILE], const float *const *x, const void *const *w, int rows,
-                           mr_tensor_type type, int k_len)
+/* out[r * cols + c] = x[r] · w[c] for the tile's rows × (16 / rows) cols;
+ * as it reads element k of w[c] it prefetches the same bytes of ahead[c],
+ * up to ahead_len bytes. */
+MR_AVX512_INLINE void tile(float out[TILE], const float *const *x, const void *const *w,
+                           const void *const *ahead, size_t ahead_len, int rows, mr_tensor_type type,
+                           int k_len)
 {
     __m512 acc[TILE];
 #pragma GCC unroll 16
     for (int i = 0; i < TILE; i++)
         acc[i] = _mm512_setzero_ps();
-    int k = 0;
+    /* Steps that prefetch, then steps that do not: no test in the loop. */
+    size_t step_bytes = 16 * mr_tensor_type_size(type);
+    int fetching = (int)((ahead_len + step_bytes - 1) / step_bytes * 16), k = 0;
+    for (; k + 16 <= k_len && k < fetching; k += 16)
+        tile_step(acc, x, w, ahead, true, rows, type, k, (__mmask16)0xffff);
     for (; k + 16 <= k_len; k += 16)
-        tile_step(acc, x, w, rows, type, k, (__mmask16)0xffff);
+        tile_step(acc, x, w, ahead, false, rows, type, k, (__mmask16)0xffff);
     if (k < k_len)
-        tile_step(acc, x, w, rows, type, k, mr_tail_mask(k_len - k));
+        tile_step(acc, x, w, ahead, false, rows, type, k, mr_tail_mask(k_len - k));
     _mm512_storeu_ps(out, mr_reduce16x16(acc));
 }
 
 /* One instance per tile height and weight type, so each is fully unrolled. */
 MR_AVX512_INLINE void tile_of_height(float out[TILE], const float *const *x, const void *const *w,
-                                     int rows, mr_tensor_type type, int k_len)
+                                     const void *const *ahead, size_t ahead_len, int rows,
+                                     mr_tensor_type type, int k_len)
 {
     if (rows == 4)
-        tile(out, x, w, 4, type, k_len);
+        tile(out, x, w, ahead, ahead_len, 4, type, k_len);
     else if (rows == 2)
-        tile(out, x, w, 2, type, k_len);
+        tile(out, x, w, ahead, ahead_len, 2, type, k_len);
     else
-        tile(out, x, w, 1, type, k_len);
+        tile(out, x, w, ahead, ahead_len, 1, type, k_len);
 }
 
 MR_AVX512 static void avx512_tile(float out[TILE], const float *const *x, const void *const *w,
-                                  int rows, mr_tensor_type type, int k_len)
+                                  const void *const *ahead, size_t ahead_len, int rows,
+                                  mr_tensor_type type, int k_len)
 {
     if (type == MR_TENSOR_BF16)
-        tile_of_height(out, x, w, rows, MR_TENSOR_BF16, k_len);
+        tile_of_height(out, x, w, ahead, ahead_len, rows, MR_TENSOR_BF16, k_len);
     else
-        tile_of_height(out, x, w, rows, MR_TENSOR_F32, k_len);
+        tile_of_height(out, x, w, ahead, ahead_len, rows, MR_TENSOR_F32, k_len);
 }
 
 /* One tile of either ISA (cpu_avx2.c keeps the same lanes and tree). */
-typedef void tile_fn(float out[TILE], const float *const *x, const void *const *w, int rows,
-                     mr_tensor_type type, int k_len);
+typedef void tile_fn(float out[TILE], const float *const *x, const void *const *w,
+                     const void *const *ahead, size_t ahead_len, int rows, mr_tensor_type type,
+                     int k_len);
 
 /* This CPU's tile for weights of `type`, or NULL: the exact backend's
  * loops run (the same bits, slower).  f32 and bf16 have both ISAs' tiles;
@@ -106,6 +121,11 @@ static int min_int(int a, int b)
     return a < b ? a : b;
 }
 
+static int blocks_of(int n, int block)
+{
+    return (n + block - 1) / block;
+}
+
 /* Where a block's input rows are: x stepping by ld_x, or one pointer each. */
 typedef struct {
     const float *x;
@@ -118,23 +138,48 @@ static const float *source_row(const row_source *src, int r)
     return src->rows ? src->rows[r] : src->x + (size_t)r * src->ld_x;
 }
 
-/* out[r][c] = x[r] · w[c] for r < rows, c < cols; out steps by ld_out, w
- * by k_len. */
-static void matmul_block(tile_fn *run_tile, float *out, size_t ld_out, const row_source *src,
-                         int rows, const void *w, mr_tensor_type type, int cols, int k_len)
+/* The tile for `left` rows still to go: 3 take a 4-row tile whose last
+ * row repeats (one sweep of the block, not a 2-row and a 1-row one). */
+static int tile_height(int left)
 {
+    return left >= 3 ? 4 : left;
+}
+
+/* out[r][c] = x[r] · w[c] for r < rows, c < cols; out steps by ld_out, w
+ * by k_len.  Meanwhile it fetches `next` (next_bytes: the weights this
+ * thread reads after this block, or NULL) into cache, spread evenly over
+ * all its tiles, so memory works on the next block while the FMAs work on
+ * this one (which the previous block fetched). */
+static void matmul_block(tile_fn *run_tile, float *out, size_t ld_out, const row_source *src,
+                         int rows, const void *w, mr_tensor_type type, int cols, int k_len,
+                         const void *next, size_t next_bytes)
+{
+    int tiles = 0;
+    for (int r0 = 0; r0 < rows; r0 += tile_height(rows - r0))
+        tiles += blocks_of(cols, TILE / tile_height(rows - r0));
+    size_t row_bytes = mr_tensor_row_bytes(type, k_len);
+    int tile_index = 0;
     for (int r0 = 0; r0 < rows;) {
-        int tile_rows = rows - r0 >= 4 ? 4 : rows - r0 >= 2 ? 2 : 1, tile_cols = TILE / tile_rows;
+        int tile_rows = tile_height(rows - r0), tile_cols = TILE / tile_rows;
+        int real_rows = min_int(tile_rows, rows - r0);
         const float *xr[MAX_TILE_ROWS];
         for (int i = 0; i < tile_rows; i++)
-            xr[i] = source_row(src, r0 + i);
-        for (int c0 = 0; c0 < cols; c0 += tile_cols) {
-            const void *wc[TILE];
-            for (int j = 0; j < tile_cols; j++)
+            xr[i] = source_row(src, min_int(r0 + i, rows - 1));
+        for (int c0 = 0; c0 < cols; c0 += tile_cols, tile_index++) {
+            const void *wc[TILE], *ahead[TILE];
+            /* This tile's share of next, [first, first + share), in one
+             * stream per weight row it reads, each no longer than a row. */
+            size_t first = next_bytes * (size_t)tile_index / (size_t)tiles;
+            size_t share = next_bytes * (size_t)(tile_index + 1) / (size_t)tiles - first;
+            size_t stream = (share + (size_t)tile_cols - 1) / (size_t)tile_cols;
+            for (int j = 0; j < tile_cols; j++) {
                 wc[j] = mr_exact_weight_row(w, type, (size_t)min_int(c0 + j, cols - 1), k_len);
+                ahead[j] = next ? (const char *)next + first + (size_t)j * stream
+                                : (const char *)wc[j] + PREFETCH_AHEAD;
+            }
             float t[TILE];
-            run_tile(t, xr, wc, tile_rows, type, k_len);
-            for (int i = 0; i < tile_rows; i++)
+            run_tile(t, xr, wc, ahead, next ? stream : row_bytes, tile_rows, type, k_len);
+            for (int i = 0; i < real_rows; i++)
                 for (int j = 0; j < min_int(tile_cols, cols - c0); j++)
                     out[(size_t)(r0 + i) * ld_out + (size_t)(c0 + j)] = t[i * tile_cols + j];
         }
@@ -151,9 +196,27 @@ static int block_cols(int k_len, mr_tensor_type type)
     return (int)(tiles ? tiles : 1) * TILE;
 }
 
-static int blocks_of(int n, int block)
+/* Work items are claimed from a shared counter, one ahead: a thread
+ * claims the item it runs next before it runs the current one, so it
+ * knows whose weights to fetch while it computes (OpenMP's dynamic
+ * schedule never says).  With no more items than threads, claiming ahead
+ * would leave a thread idle, so each claims one at a time.  Returns an
+ * item; `items` or more means none is left. */
+static int claim(int *counter)
 {
-    return (n + block - 1) / block;
+    return __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+}
+
+/* The item a thread runs after the current one, when claimed ahead. */
+static int claim_ahead(int *counter, int items, int threads)
+{
+    return items > threads ? claim(counter) : items;
+}
+
+/* The item a thread runs after the current one. */
+static int claim_after(int *counter, int next, int items, int threads)
+{
+    return items > threads ? next : claim(counter);
 }
 
 /* matmul_heads' work (heads 1, stride 0: matmul's): per head h, out's
@@ -165,17 +228,29 @@ static void matmul_heads(mr_backend *be, tile_fn *run_tile, float *out, const fl
 {
     int cols = block_cols(in_dim, type);
     int col_blocks = blocks_of(out_dim, cols), row_blocks = blocks_of(rows, BLOCK_ROWS);
+    int items = col_blocks * heads * row_blocks, counter = 0;
     size_t ld_x = (size_t)heads * (size_t)in_dim, ld_out = (size_t)heads * (size_t)out_dim;
-#pragma omp parallel for num_threads(be->threads) schedule(dynamic)
-    for (int item = 0; item < col_blocks * heads * row_blocks; item++) {
+    size_t row_bytes = mr_tensor_row_bytes(type, in_dim);
+#pragma omp parallel num_threads(be->threads)
+    for (int item = claim(&counter), next; item < items;
+         item = claim_after(&counter, next, items, be->threads)) {
+        next = claim_ahead(&counter, items, be->threads);
         int c0 = item % col_blocks * cols, h = item / col_blocks % heads;
         int r0 = item / col_blocks / heads * BLOCK_ROWS;
+        const void *next_w = NULL;
+        size_t next_bytes = 0;
+        if (next < items) {
+            int next_c0 = next % col_blocks * cols, next_h = next / col_blocks % heads;
+            next_w = mr_exact_weight_row(
+                w, type, (size_t)next_h * (size_t)head_stride_rows + (size_t)next_c0, in_dim);
+            next_bytes = (size_t)min_int(cols, out_dim - next_c0) * row_bytes;
+        }
         row_source src = {x + (size_t)r0 * ld_x + (size_t)h * (size_t)in_dim, ld_x, NULL};
         size_t w_row = (size_t)h * (size_t)head_stride_rows + (size_t)c0;
         matmul_block(run_tile, out + (size_t)r0 * ld_out + (size_t)h * (size_t)out_dim + (size_t)c0,
                      ld_out, &src, min_int(BLOCK_ROWS, rows - r0),
                      mr_exact_weight_row(w, type, w_row, in_dim), type,
-                     min_int(cols, out_dim - c0), in_dim);
+                     min_int(cols, out_dim - c0), in_dim, next_w, next_bytes);
     }
 }
 
@@ -218,9 +293,27 @@ MR_AVX512 static void silu_mul(float *gate, const float *up, int n)
     }
 }
 
+/* An expert FFN item's weights in one of its matrices (gate, up or down,
+ * each rows of k_len): item = (busy group, block of `cols` rows), NULL
+ * past the last item.  *bytes gets their size. */
+static const void *item_weights(const mr_expert_groups *g, const void *const *matrices,
+                                const int *busy, int item, int items, int blocks, int cols,
+                                int rows, int k_len, size_t *bytes)
+{
+    if (item >= items) {
+        *bytes = 0;
+        return NULL;
+    }
+    int c0 = item % blocks * cols;
+    *bytes = (size_t)min_int(cols, rows - c0) * mr_tensor_row_bytes(g->type, k_len);
+    return mr_exact_weight_row(matrices[busy[item / blocks]], g->type, (size_t)c0, k_len);
+}
+
 /* Phase 1 fills gate and up ([rows][inter]) and turns gate into
  * silu(gate) * up; phase 2 multiplies that by down.  Items are (group,
- * column block), so a group of one row still spreads over the threads. */
+ * column block) of the groups that have rows, so a group of one row still
+ * spreads over the threads; each thread fetches the weights of its next
+ * item while it computes the current one. */
 int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g)
 {
     int rc = mr_kernels_check_groups(be, g);
@@ -231,44 +324,61 @@ int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expe
     mr_cpu_fast *fast = be->impl;
     tile_fn *run_tile = tile_of(be, g->type);
     void (*silu)(float *, const float *, int) = fast->avx512 ? silu_mul : mr_avx2_silu_mul;
-    float *gate = run_tile ? mr_cpu_scratch_get(&fast->expert, 2 * h_len * sizeof *gate + 1) : NULL;
+    float *gate = run_tile ? mr_cpu_scratch_get(&fast->expert, 2 * h_len * sizeof *gate +
+                                                               (size_t)g->groups * sizeof(int) + 1)
+                           : NULL;
     if (!gate) /* no vector ISA, or no memory: the exact loops need one row of scratch */
         return mr_exact_expert_ffn(be, out, x, g);
     float *up = gate + h_len;
+    /* The groups with rows: items skip the empty ones, so the item a thread
+     * claims ahead always has weights to fetch. */
+    int *busy = (int *)(up + h_len), n_busy = 0;
+    for (int e = 0; e < g->groups; e++)
+        if (g->offsets[e + 1] > g->offsets[e])
+            busy[n_busy++] = e;
     int cols1 = block_cols(hidden, g->type), cols2 = block_cols(inter, g->type);
     int blocks1 = blocks_of(inter, cols1), blocks2 = blocks_of(hidden, cols2);
+    int items1 = n_busy * blocks1, items2 = n_busy * blocks2, counter1 = 0, counter2 = 0;
 #pragma omp parallel num_threads(be->threads)
     {
-#pragma omp for schedule(dynamic)
-        for (int item = 0; item < g->groups * blocks1; item++) {
-            int e = item / blocks1, c0 = item % blocks1 * cols1;
+        for (int item = claim(&counter1), next; item < items1;
+             item = claim_after(&counter1, next, items1, be->threads)) {
+            next = claim_ahead(&counter1, items1, be->threads);
+            int e = busy[item / blocks1], c0 = item % blocks1 * cols1;
             int r0 = g->offsets[e], n = g->offsets[e + 1] - r0, nc = min_int(cols1, inter - c0);
-            if (n == 0)
-                continue;
+            size_t gate_bytes, up_bytes, next_bytes;
+            const void *gate_w = item_weights(g, g->gate, busy, item, items1, blocks1, cols1,
+                                              inter, hidden, &gate_bytes);
+            const void *up_w = item_weights(g, g->up, busy, item, items1, blocks1, cols1, inter,
+                                            hidden, &up_bytes);
+            const void *next_w = item_weights(g, g->gate, busy, next, items1, blocks1, cols1,
+                                              inter, hidden, &next_bytes);
             size_t at = (size_t)r0 * (size_t)inter + (size_t)c0;
             row_source src = {g->x_rows ? NULL : x + (size_t)r0 * (size_t)hidden,
                               (size_t)hidden, g->x_rows ? g->x_rows + r0 : NULL};
-            matmul_block(run_tile, gate + at, (size_t)inter, &src, n,
-                         mr_exact_weight_row(g->gate[e], g->type, (size_t)c0, hidden), g->type, nc,
-                         hidden);
-            matmul_block(run_tile, up + at, (size_t)inter, &src, n,
-                         mr_exact_weight_row(g->up[e], g->type, (size_t)c0, hidden), g->type, nc,
-                         hidden);
+            matmul_block(run_tile, gate + at, (size_t)inter, &src, n, gate_w, g->type, nc, hidden,
+                         up_w, up_bytes);
+            matmul_block(run_tile, up + at, (size_t)inter, &src, n, up_w, g->type, nc, hidden,
+                         next_w, next_bytes);
             for (int r = 0; r < n; r++)
                 silu(gate + at + (size_t)r * (size_t)inter, up + at + (size_t)r * (size_t)inter,
                      nc);
         }
-#pragma omp for schedule(dynamic)
-        for (int item = 0; item < g->groups * blocks2; item++) {
-            int e = item / blocks2, c0 = item % blocks2 * cols2;
+#pragma omp barrier
+        for (int item = claim(&counter2), next; item < items2;
+             item = claim_after(&counter2, next, items2, be->threads)) {
+            next = claim_ahead(&counter2, items2, be->threads);
+            int e = busy[item / blocks2], c0 = item % blocks2 * cols2;
             int r0 = g->offsets[e], n = g->offsets[e + 1] - r0;
-            if (n == 0)
-                continue;
+            size_t down_bytes, next_bytes;
+            const void *down_w = item_weights(g, g->down, busy, item, items2, blocks2, cols2,
+                                              hidden, inter, &down_bytes);
+            const void *next_w = item_weights(g, g->down, busy, next, items2, blocks2, cols2,
+                                              hidden, inter, &next_bytes);
             row_source src = {gate + (size_t)r0 * (size_t)inter, (size_t)inter, NULL};
-            matmul_block(run_tile, out + (size_t)r0 * (size_t)hidden + (size_t)c0, (size_t)hidden, &src,
-                         n,
-                         mr_exact_weight_row(g->down[e], g->type, (size_t)c0, inter), g->type,
-                         min_int(cols2, hidden - c0), inter);
+            matmul_block(run_tile, out + (size_t)r0 * (size_t)hidden + (size_t)c0, (size_t)hidden,
+                         &src, n, down_w, g->type, min_int(cols2, hidden - c0), inter, next_w,
+                         next_bytes);
         }
     }
     return MR_KERNELS_OK;

@@ -156,7 +156,7 @@ Test(exact, matmul_heads_refuses_bad_sizes)
 
 Test(exact, expert_ffn_equals_cpu)
 {
-    enum { HIDDEN = 40, INTER = 24, GROUPS = 3 };
+    enum { HIDDEN = 40, INTER = 24, GROUPS = 5, ROWS_IN_ALL = 25 };
     mr_backend *exact = backend("exact", 2);
     for (size_t isa = 0; isa < COUNT(ISAS); isa++) {
         mr_backend *cpu = cpu_on(ISAS[isa]);
@@ -167,16 +167,18 @@ Test(exact, expert_ffn_equals_cpu)
                 up[g] = mr_test_random_weights(TYPES[t], (size_t)INTER * HIDDEN, 1.0f);
                 down[g] = mr_test_random_weights(TYPES[t], (size_t)HIDDEN * INTER, 1.0f);
             }
-            int32_t offsets[GROUPS + 1] = {0, 5, 5, 22}; /* one group empty */
+            /* One group empty; the others leave 1, 3 (alone and after
+             * two full tiles) and 2 rows past the last 4-row tile. */
+            int32_t offsets[GROUPS + 1] = {0, 5, 5, 8, 19, 25};
             int rows = offsets[GROUPS];
             float *x = mr_test_random_floats((size_t)rows * HIDDEN, 3.0f);
-            const float *x_rows[22];
+            const float *x_rows[ROWS_IN_ALL];
             for (int r = 0; r < rows; r++) /* rows read out of order, as dispatch delivers */
                 x_rows[r] = x + (size_t)((r * 7) % rows) * HIDDEN;
             for (int by_pointer = 0; by_pointer < 2; by_pointer++) {
                 mr_expert_groups eg = {GROUPS, offsets, by_pointer ? x_rows : NULL, gate, up, down,
                                        TYPES[t], HIDDEN, INTER};
-                float a[22 * HIDDEN], b[22 * HIDDEN];
+                float a[ROWS_IN_ALL * HIDDEN], b[ROWS_IN_ALL * HIDDEN];
                 cr_assert_eq(cpu->ops->expert_ffn(cpu, a, x, &eg), 0);
                 cr_assert_eq(exact->ops->expert_ffn(exact, b, x, &eg), 0);
                 assert_same(a, b, (size_t)rows * HIDDEN, "expert_ffn");
