@@ -4,14 +4,16 @@
  *
  * A tile is `rows` (4, 2 or 1) activation rows × 16/rows weight rows: 16
  * accumulators, each a dot product in the fixed order of
- * cpu_fast_internal.h, reduced together by mr_reduce16x16.  Per step of 16
- * along k a tile loads its weight vectors once for all its rows, so taller
- * tiles reuse weights more; one-row tiles (one token sent to an expert)
- * waste no FMAs on padding.  A partial tile (the last columns) repeats its
- * last column, and three rows take a 4-row tile that repeats its last row
- * (one sweep of the weights rather than two); the repeats are thrown away,
- * so every output element comes out the same bits in any tile, batch or
- * thread.
+ * cpu_fast_internal.h, reduced together by mr_reduce16x16; AVX-512 also
+ * has 6-row tiles of 4 weight rows (24 accumulators, of its 32 registers).
+ * Per step of 16 along k a tile loads and widens its weight vectors once
+ * for all its rows, so taller tiles reuse weights more and spend fewer
+ * instructions widening bf16 per FMA; one-row tiles (one token sent to an
+ * expert) waste no FMAs on padding.  A partial tile (the last columns)
+ * repeats its last column, and 5 or 3 rows take a 6- or 4-row tile that
+ * repeats its last row (one sweep of the weights rather than two); the
+ * repeats are thrown away, so every output element comes out the same bits
+ * in any tile, batch or thread.
  *
  * A work item is a block of columns (its weights sized to stay in L2) times
  * a block of rows; inside, each row tile stays in L1 while the block's
@@ -25,20 +27,27 @@
 
 #include "kernels/cpu_fast_internal.h"
 
-#define TILE 16 /* accumulators per tile: rows × cols */
-#define MAX_TILE_ROWS 4
+#define TILE 16         /* accumulators of a 4-, 2- or 1-row tile: rows × cols */
+#define MAX_TILE_OUT 24 /* a 6-row tile's: 6 rows × 4 cols (AVX-512 only) */
+#define MAX_TILE_ROWS 6
 #define BLOCK_WEIGHT_BYTES (128 * 1024)
 #define BLOCK_ROWS 64
 #define PREFETCH_AHEAD 512 /* bytes ahead in the same row, when no next block is known */
 
-MR_AVX512_INLINE void tile_step(__m512 acc[TILE], const float *const *x, const void *const *w,
-                                const void *const *ahead, bool fetch, int rows,
-                                mr_tensor_type type, int k, __mmask16 mask)
+/* Weight rows a tile of `rows` activation rows reads at once. */
+static inline int tile_cols_of(int rows)
+{
+    return rows == 6 ? 4 : TILE / rows;
+}
+
+MR_AVX512_INLINE void tile_step(__m512 acc[MAX_TILE_OUT], const float *const *x,
+                                const void *const *w, const void *const *ahead, bool fetch,
+                                int rows, mr_tensor_type type, int k, __mmask16 mask)
 {
     size_t at = (size_t)k * mr_tensor_type_size(type);
-    int cols = TILE / rows;
+    int cols = tile_cols_of(rows);
     __m512 xv[MAX_TILE_ROWS];
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int r = 0; r < rows; r++)
         xv[r] = _mm512_maskz_loadu_ps(mask, x[r] + k);
 #pragma GCC unroll 16
@@ -46,7 +55,7 @@ MR_AVX512_INLINE void tile_step(__m512 acc[TILE], const float *const *x, const v
         if (fetch)
             _mm_prefetch((const char *)ahead[c] + at, _MM_HINT_T0);
         __m512 wv = mr_load16(w[c], type, k, mask);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int r = 0; r < rows; r++)
             acc[r * cols + c] = _mm512_fmadd_ps(xv[r], wv, acc[r * cols + c]);
     }
@@ -55,13 +64,14 @@ MR_AVX512_INLINE void tile_step(__m512 acc[TILE], const float *const *x, const v
 /* out[r * cols + c] = x[r] · w[c] for the tile's rows × (16 / rows) cols;
  * as it reads element k of w[c] it prefetches the same bytes of ahead[c],
  * up to ahead_len bytes. */
-MR_AVX512_INLINE void tile(float out[TILE], const float *const *x, const void *const *w,
-                           const void *const *ahead, size_t ahead_len, int rows, mr_tensor_type type,
-                           int k_len)
+MR_AVX512_INLINE void tile(float out[MAX_TILE_OUT], const float *const *x, const void *const *w,
+                           const void *const *ahead, size_t ahead_len, int rows,
+                           mr_tensor_type type, int k_len)
 {
-    __m512 acc[TILE];
-#pragma GCC unroll 16
-    for (int i = 0; i < TILE; i++)
+    __m512 acc[MAX_TILE_OUT];
+    int n_acc = rows * tile_cols_of(rows);
+#pragma GCC unroll 24
+    for (int i = 0; i < n_acc; i++)
         acc[i] = _mm512_setzero_ps();
     /* Steps that prefetch, then steps that do not: no test in the loop. */
     size_t step_bytes = 16 * mr_tensor_type_size(type);
@@ -73,14 +83,23 @@ MR_AVX512_INLINE void tile(float out[TILE], const float *const *x, const void *c
     if (k < k_len)
         tile_step(acc, x, w, ahead, false, rows, type, k, mr_tail_mask(k_len - k));
     _mm512_storeu_ps(out, mr_reduce16x16(acc));
+    if (n_acc > TILE) { /* a 6-row tile's last 8, by the same tree */
+        __m512 rest[TILE];
+#pragma GCC unroll 16
+        for (int i = 0; i < TILE; i++)
+            rest[i] = i < n_acc - TILE ? acc[TILE + i] : _mm512_setzero_ps();
+        _mm256_storeu_ps(out + TILE, _mm512_castps512_ps256(mr_reduce16x16(rest)));
+    }
 }
 
 /* One instance per tile height and weight type, so each is fully unrolled. */
-MR_AVX512_INLINE void tile_of_height(float out[TILE], const float *const *x, const void *const *w,
-                                     const void *const *ahead, size_t ahead_len, int rows,
-                                     mr_tensor_type type, int k_len)
+MR_AVX512_INLINE void tile_of_height(float out[MAX_TILE_OUT], const float *const *x,
+                                     const void *const *w, const void *const *ahead,
+                                     size_t ahead_len, int rows, mr_tensor_type type, int k_len)
 {
-    if (rows == 4)
+    if (rows == 6)
+        tile(out, x, w, ahead, ahead_len, 6, type, k_len);
+    else if (rows == 4)
         tile(out, x, w, ahead, ahead_len, 4, type, k_len);
     else if (rows == 2)
         tile(out, x, w, ahead, ahead_len, 2, type, k_len);
@@ -88,9 +107,9 @@ MR_AVX512_INLINE void tile_of_height(float out[TILE], const float *const *x, con
         tile(out, x, w, ahead, ahead_len, 1, type, k_len);
 }
 
-MR_AVX512 static void avx512_tile(float out[TILE], const float *const *x, const void *const *w,
-                                  const void *const *ahead, size_t ahead_len, int rows,
-                                  mr_tensor_type type, int k_len)
+MR_AVX512 static void avx512_tile(float out[MAX_TILE_OUT], const float *const *x,
+                                  const void *const *w, const void *const *ahead,
+                                  size_t ahead_len, int rows, mr_tensor_type type, int k_len)
 {
     if (type == MR_TENSOR_BF16)
         tile_of_height(out, x, w, ahead, ahead_len, rows, MR_TENSOR_BF16, k_len);
@@ -99,21 +118,29 @@ MR_AVX512 static void avx512_tile(float out[TILE], const float *const *x, const 
 }
 
 /* One tile of either ISA (cpu_avx2.c keeps the same lanes and tree). */
-typedef void tile_fn(float out[TILE], const float *const *x, const void *const *w,
+typedef void tile_fn(float out[MAX_TILE_OUT], const float *const *x, const void *const *w,
                      const void *const *ahead, size_t ahead_len, int rows, mr_tensor_type type,
                      int k_len);
 
-/* This CPU's tile for weights of `type`, or NULL: the exact backend's
- * loops run (the same bits, slower).  f32 and bf16 have both ISAs' tiles;
- * FP8 blocks the AVX2 one (codes widened in integer steps), which AVX-512
- * CPUs run too; f16 none yet. */
-static tile_fn *tile_of(const mr_backend *be, mr_tensor_type type)
+/* A tile routine and the most rows its tiles take. */
+typedef struct {
+    tile_fn *run;
+    int max_rows;
+} tile_kind;
+
+/* This CPU's tile for weights of `type`, or none (run NULL): the exact
+ * backend's loops run (the same bits, slower).  f32 and bf16 have both
+ * ISAs' tiles; FP8 blocks the AVX2 one (codes widened in integer steps),
+ * which AVX-512 CPUs run too; f16 none yet.  Only AVX-512's 32 registers
+ * hold a 6-row tile's 24 accumulators. */
+static tile_kind tile_of(const mr_backend *be, mr_tensor_type type)
 {
+    tile_kind none = {NULL, 0}, avx2 = {mr_avx2_tile, 4}, avx512 = {avx512_tile, 6};
     if (type == MR_TENSOR_F8_BLOCKS)
-        return mr_fast_has_avx2(be) ? mr_avx2_tile : NULL;
+        return mr_fast_has_avx2(be) ? avx2 : none;
     if (type != MR_TENSOR_F32 && type != MR_TENSOR_BF16)
-        return NULL;
-    return mr_fast_avx512(be) ? avx512_tile : mr_fast_avx2(be) ? mr_avx2_tile : NULL;
+        return none;
+    return mr_fast_avx512(be) ? avx512 : mr_fast_avx2(be) ? avx2 : none;
 }
 
 static int min_int(int a, int b)
@@ -138,10 +165,13 @@ static const float *source_row(const row_source *src, int r)
     return src->rows ? src->rows[r] : src->x + (size_t)r * src->ld_x;
 }
 
-/* The tile for `left` rows still to go: 3 take a 4-row tile whose last
- * row repeats (one sweep of the block, not a 2-row and a 1-row one). */
-static int tile_height(int left)
+/* The tile for `left` rows still to go: 5 take a 6-row tile and 3 a 4-row
+ * one, each repeating its last row (one sweep of the block rather than
+ * two). */
+static int tile_height(const tile_kind *tiles, int left)
 {
+    if (left >= 5 && tiles->max_rows >= 6)
+        return 6;
     return left >= 3 ? 4 : left;
 }
 
@@ -150,17 +180,17 @@ static int tile_height(int left)
  * thread reads after this block, or NULL) into cache, spread evenly over
  * all its tiles, so memory works on the next block while the FMAs work on
  * this one (which the previous block fetched). */
-static void matmul_block(tile_fn *run_tile, float *out, size_t ld_out, const row_source *src,
+static void matmul_block(const tile_kind *kind, float *out, size_t ld_out, const row_source *src,
                          int rows, const void *w, mr_tensor_type type, int cols, int k_len,
                          const void *next, size_t next_bytes)
 {
     int tiles = 0;
-    for (int r0 = 0; r0 < rows; r0 += tile_height(rows - r0))
-        tiles += blocks_of(cols, TILE / tile_height(rows - r0));
+    for (int r0 = 0; r0 < rows; r0 += tile_height(kind, rows - r0))
+        tiles += blocks_of(cols, tile_cols_of(tile_height(kind, rows - r0)));
     size_t row_bytes = mr_tensor_row_bytes(type, k_len);
     int tile_index = 0;
     for (int r0 = 0; r0 < rows;) {
-        int tile_rows = tile_height(rows - r0), tile_cols = TILE / tile_rows;
+        int tile_rows = tile_height(kind, rows - r0), tile_cols = tile_cols_of(tile_rows);
         int real_rows = min_int(tile_rows, rows - r0);
         const float *xr[MAX_TILE_ROWS];
         for (int i = 0; i < tile_rows; i++)
@@ -177,8 +207,8 @@ static void matmul_block(tile_fn *run_tile, float *out, size_t ld_out, const row
                 ahead[j] = next ? (const char *)next + first + (size_t)j * stream
                                 : (const char *)wc[j] + PREFETCH_AHEAD;
             }
-            float t[TILE];
-            run_tile(t, xr, wc, ahead, next ? stream : row_bytes, tile_rows, type, k_len);
+            float t[MAX_TILE_OUT];
+            kind->run(t, xr, wc, ahead, next ? stream : row_bytes, tile_rows, type, k_len);
             for (int i = 0; i < real_rows; i++)
                 for (int j = 0; j < min_int(tile_cols, cols - c0); j++)
                     out[(size_t)(r0 + i) * ld_out + (size_t)(c0 + j)] = t[i * tile_cols + j];
@@ -222,7 +252,7 @@ static int claim_after(int *counter, int next, int items, int threads)
 /* matmul_heads' work (heads 1, stride 0: matmul's): per head h, out's
  * head h of each row = x's head h of the row times the weight rows from
  * h * head_stride_rows, in items of (row block, head, column block). */
-static void matmul_heads(mr_backend *be, tile_fn *run_tile, float *out, const float *x,
+static void matmul_heads(mr_backend *be, const tile_kind *kind, float *out, const float *x,
                          const void *w, mr_tensor_type type, int rows, int heads, int out_dim,
                          int in_dim, int head_stride_rows)
 {
@@ -247,7 +277,7 @@ static void matmul_heads(mr_backend *be, tile_fn *run_tile, float *out, const fl
         }
         row_source src = {x + (size_t)r0 * ld_x + (size_t)h * (size_t)in_dim, ld_x, NULL};
         size_t w_row = (size_t)h * (size_t)head_stride_rows + (size_t)c0;
-        matmul_block(run_tile, out + (size_t)r0 * ld_out + (size_t)h * (size_t)out_dim + (size_t)c0,
+        matmul_block(kind, out + (size_t)r0 * ld_out + (size_t)h * (size_t)out_dim + (size_t)c0,
                      ld_out, &src, min_int(BLOCK_ROWS, rows - r0),
                      mr_exact_weight_row(w, type, w_row, in_dim), type,
                      min_int(cols, out_dim - c0), in_dim, next_w, next_bytes);
@@ -257,12 +287,12 @@ static void matmul_heads(mr_backend *be, tile_fn *run_tile, float *out, const fl
 int mr_fast_matmul(mr_backend *be, float *out, const float *x, const void *w, mr_tensor_type type,
                    int rows, int out_dim, int in_dim)
 {
-    tile_fn *run_tile = tile_of(be, type);
-    if (!run_tile)
+    tile_kind kind = tile_of(be, type);
+    if (!kind.run)
         return mr_exact_matmul(be, out, x, w, type, rows, out_dim, in_dim);
     int rc = mr_kernels_check_matmul(be, rows, out_dim, in_dim);
     if (rc == MR_KERNELS_OK)
-        matmul_heads(be, run_tile, out, x, w, type, rows, 1, out_dim, in_dim, 0);
+        matmul_heads(be, &kind, out, x, w, type, rows, 1, out_dim, in_dim, 0);
     return rc;
 }
 
@@ -270,13 +300,13 @@ int mr_fast_matmul_heads(mr_backend *be, float *out, const float *x, const void 
                          mr_tensor_type type, int rows, int heads, int out_dim, int in_dim,
                          int head_stride_rows)
 {
-    tile_fn *run_tile = tile_of(be, type);
-    if (!run_tile)
+    tile_kind kind = tile_of(be, type);
+    if (!kind.run)
         return mr_exact_matmul_heads(be, out, x, w, type, rows, heads, out_dim, in_dim,
                                      head_stride_rows);
     int rc = mr_kernels_check_matmul_heads(be, rows, heads, out_dim, in_dim, head_stride_rows);
     if (rc == MR_KERNELS_OK)
-        matmul_heads(be, run_tile, out, x, w, type, rows, heads, out_dim, in_dim,
+        matmul_heads(be, &kind, out, x, w, type, rows, heads, out_dim, in_dim,
                      head_stride_rows);
     return rc;
 }
@@ -322,9 +352,9 @@ int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expe
     int rows = g->offsets[g->groups], hidden = g->hidden, inter = g->inter;
     size_t h_len = (size_t)rows * (size_t)inter;
     mr_cpu_fast *fast = be->impl;
-    tile_fn *run_tile = tile_of(be, g->type);
+    tile_kind kind = tile_of(be, g->type);
     void (*silu)(float *, const float *, int) = fast->avx512 ? silu_mul : mr_avx2_silu_mul;
-    float *gate = run_tile ? mr_cpu_scratch_get(&fast->expert, 2 * h_len * sizeof *gate +
+    float *gate = kind.run ? mr_cpu_scratch_get(&fast->expert, 2 * h_len * sizeof *gate +
                                                                (size_t)g->groups * sizeof(int) + 1)
                            : NULL;
     if (!gate) /* no vector ISA, or no memory: the exact loops need one row of scratch */
@@ -356,9 +386,9 @@ int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expe
             size_t at = (size_t)r0 * (size_t)inter + (size_t)c0;
             row_source src = {g->x_rows ? NULL : x + (size_t)r0 * (size_t)hidden,
                               (size_t)hidden, g->x_rows ? g->x_rows + r0 : NULL};
-            matmul_block(run_tile, gate + at, (size_t)inter, &src, n, gate_w, g->type, nc, hidden,
+            matmul_block(&kind, gate + at, (size_t)inter, &src, n, gate_w, g->type, nc, hidden,
                          up_w, up_bytes);
-            matmul_block(run_tile, up + at, (size_t)inter, &src, n, up_w, g->type, nc, hidden,
+            matmul_block(&kind, up + at, (size_t)inter, &src, n, up_w, g->type, nc, hidden,
                          next_w, next_bytes);
             for (int r = 0; r < n; r++)
                 silu(gate + at + (size_t)r * (size_t)inter, up + at + (size_t)r * (size_t)inter,
@@ -376,7 +406,7 @@ int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expe
             const void *next_w = item_weights(g, g->down, busy, next, items2, blocks2, cols2,
                                               hidden, inter, &next_bytes);
             row_source src = {gate + (size_t)r0 * (size_t)inter, (size_t)inter, NULL};
-            matmul_block(run_tile, out + (size_t)r0 * (size_t)hidden + (size_t)c0, (size_t)hidden,
+            matmul_block(&kind, out + (size_t)r0 * (size_t)hidden + (size_t)c0, (size_t)hidden,
                          &src, n, down_w, g->type, min_int(cols2, hidden - c0), inter, next_w,
                          next_bytes);
         }

@@ -156,7 +156,7 @@ Test(exact, matmul_heads_refuses_bad_sizes)
 
 Test(exact, expert_ffn_equals_cpu)
 {
-    enum { HIDDEN = 40, INTER = 24, GROUPS = 5, ROWS_IN_ALL = 25 };
+    enum { HIDDEN = 40, INTER = 24, GROUPS = 7, ROWS_IN_ALL = 38 };
     mr_backend *exact = backend("exact", 2);
     for (size_t isa = 0; isa < COUNT(ISAS); isa++) {
         mr_backend *cpu = cpu_on(ISAS[isa]);
@@ -167,9 +167,10 @@ Test(exact, expert_ffn_equals_cpu)
                 up[g] = mr_test_random_weights(TYPES[t], (size_t)INTER * HIDDEN, 1.0f);
                 down[g] = mr_test_random_weights(TYPES[t], (size_t)HIDDEN * INTER, 1.0f);
             }
-            /* One group empty; the others leave 1, 3 (alone and after
-             * two full tiles) and 2 rows past the last 4-row tile. */
-            int32_t offsets[GROUPS + 1] = {0, 5, 5, 8, 19, 25};
+            /* One group empty; the others take every tile height, whole
+             * (4, 6) and with repeated rows (3, 5, 11), and leave 1 or 2
+             * rows after a full tile (7, 8). */
+            int32_t offsets[GROUPS + 1] = {0, 5, 5, 8, 19, 27, 34, 38};
             int rows = offsets[GROUPS];
             float *x = mr_test_random_floats((size_t)rows * HIDDEN, 3.0f);
             const float *x_rows[ROWS_IN_ALL];
