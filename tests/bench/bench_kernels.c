@@ -12,9 +12,11 @@
  * bandwidth: small batches are bound by memory, not FMAs (kernels with many
  * streams in flight can read faster than the plain loop, above 100%).
  *
- * Expert rows are tokens * 8, each token sent to 8 distinct random experts.
+ * Expert rows are tokens * 8, each token sent to 8 distinct random experts;
+ * then every expert given the same 1 to 16 rows (tokens = rows / 8).
  * Weights are never reused from one call to the next (see weight_pool), as
- * in a forward pass, and sit in the backend's weight memory.  Runs in well under a minute.
+ * in a forward pass, and sit in the backend's weight memory.  Runs in well
+ * under a minute.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -247,6 +249,36 @@ static void bench_experts(mr_backend *be, const void *const *gate, const void *c
     }
 }
 
+/* Every expert given the same rows: how a tile height and its repeats
+ * (rows past the last full tile) stream the weights, apart from the mix
+ * that random routing deals. */
+static void bench_experts_even(mr_backend *be, const void *const *gate, const void *const *up,
+                               const void *const *down)
+{
+    static const int EACH[] = {1, 2, 3, 4, 5, 6, 8, 16};
+    for (size_t i = 0; i < sizeof EACH / sizeof EACH[0]; i++) {
+        int each = EACH[i], rows = each * EXPERTS;
+        expert_case *c = malloc(sizeof *c);
+        *c = (expert_case){
+            .be = be,
+            .out = malloc((size_t)rows * HIDDEN * sizeof(float)),
+            .x = random_f32((size_t)rows * HIDDEN),
+            .groups = {.groups = EXPERTS, .gate = gate, .up = up, .down = down,
+                       .type = MR_TENSOR_BF16, .hidden = HIDDEN, .inter = MOE_INTER}};
+        for (int r = 0; r < ROUTES; r++)
+            for (int e = 0; e <= EXPERTS; e++)
+                c->offsets[r][e] = e * each;
+        double seconds = time_per_call(run_experts, c);
+        char shape[64];
+        snprintf(shape, sizeof shape, "%d rows each, 128 experts", each);
+        report("expert_ffn", shape, rows / TOP_K, 6.0 * rows * HIDDEN * MOE_INTER,
+               6.0 * EXPERTS * HIDDEN * MOE_INTER, seconds);
+        free(c->out);
+        free(c->x);
+        free(c);
+    }
+}
+
 typedef struct {
     mr_backend *be;
     float *out, *q, *k_cache, *v_cache;
@@ -335,6 +367,7 @@ int main(void)
     for (size_t i = 0; i < N_TOKENS; i++)
         bench_matmuls(be, &pool, TOKENS[i]);
     bench_experts(be, gate, up, down);
+    bench_experts_even(be, gate, up, down);
     bench_attention(be, 64, 1024);
     bench_attention(be, 256, 256);
     mr_backend_free(be);
