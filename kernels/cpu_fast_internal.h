@@ -47,7 +47,8 @@ static inline bool mr_fast_has_avx2(const mr_backend *be)
 }
 
 /* cpu_avx2.c: the same ops on AVX2 and FMA.  A tile is as cpu_matmul.c's:
- * out[r * (16 / rows) + c] = x[r] · w[c]. */
+ * out[r * (16 / rows) + c] = x[r] · w[c], prefetching the bytes of ahead[c]
+ * (up to ahead_len) as it reads the same bytes of w[c]. */
 void mr_avx2_tile(float out[16], const float *const *x, const void *const *w,
                   const void *const *ahead, size_t ahead_len, int rows, mr_tensor_type type,
                   int k_len);
