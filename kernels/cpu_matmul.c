@@ -61,9 +61,9 @@ MR_AVX512_INLINE void tile_step(__m512 acc[MAX_TILE_OUT], const float *const *x,
     }
 }
 
-/* out[r * cols + c] = x[r] · w[c] for the tile's rows × (16 / rows) cols;
- * as it reads element k of w[c] it prefetches the same bytes of ahead[c],
- * up to ahead_len bytes. */
+/* out[r * cols + c] = x[r] · w[c] for the tile's rows × tile_cols_of(rows)
+ * cols; as it reads element k of w[c] it prefetches the same bytes of
+ * ahead[c], up to ahead_len bytes. */
 MR_AVX512_INLINE void tile(float out[MAX_TILE_OUT], const float *const *x, const void *const *w,
                            const void *const *ahead, size_t ahead_len, int rows,
                            mr_tensor_type type, int k_len)
@@ -168,9 +168,9 @@ static const float *source_row(const row_source *src, int r)
 /* The tile for `left` rows still to go: 5 take a 6-row tile and 3 a 4-row
  * one, each repeating its last row (one sweep of the block rather than
  * two). */
-static int tile_height(const tile_kind *tiles, int left)
+static int tile_height(const tile_kind *kind, int left)
 {
-    if (left >= 5 && tiles->max_rows >= 6)
+    if (left >= 5 && kind->max_rows >= 6)
         return 6;
     return left >= 3 ? 4 : left;
 }
@@ -249,6 +249,14 @@ static int claim_after(int *counter, int next, int items, int threads)
     return items > threads ? next : claim(counter);
 }
 
+/* matmul_heads' item `item` of (row block, head, column block): its head
+ * and the first of its columns. */
+static void heads_item(int item, int col_blocks, int cols, int heads, int *h, int *c0)
+{
+    *c0 = item % col_blocks * cols;
+    *h = item / col_blocks % heads;
+}
+
 /* matmul_heads' work (heads 1, stride 0: matmul's): per head h, out's
  * head h of each row = x's head h of the row times the weight rows from
  * h * head_stride_rows, in items of (row block, head, column block). */
@@ -265,12 +273,13 @@ static void matmul_heads(mr_backend *be, const tile_kind *kind, float *out, cons
     for (int item = claim(&counter), next; item < items;
          item = claim_after(&counter, next, items, be->threads)) {
         next = claim_ahead(&counter, items, be->threads);
-        int c0 = item % col_blocks * cols, h = item / col_blocks % heads;
-        int r0 = item / col_blocks / heads * BLOCK_ROWS;
+        int h, c0, r0 = item / col_blocks / heads * BLOCK_ROWS;
+        heads_item(item, col_blocks, cols, heads, &h, &c0);
         const void *next_w = NULL;
         size_t next_bytes = 0;
         if (next < items) {
-            int next_c0 = next % col_blocks * cols, next_h = next / col_blocks % heads;
+            int next_h, next_c0;
+            heads_item(next, col_blocks, cols, heads, &next_h, &next_c0);
             next_w = mr_exact_weight_row(
                 w, type, (size_t)next_h * (size_t)head_stride_rows + (size_t)next_c0, in_dim);
             next_bytes = (size_t)min_int(cols, out_dim - next_c0) * row_bytes;
