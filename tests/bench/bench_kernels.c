@@ -223,18 +223,32 @@ static int route(int tokens, int32_t *offsets)
     return used;
 }
 
+/* A case of `rows` rows over the EXPERTS experts; the caller routes them. */
+static expert_case *expert_case_new(mr_backend *be, int rows, const void *const *gate,
+                                    const void *const *up, const void *const *down)
+{
+    expert_case *c = malloc(sizeof *c);
+    *c = (expert_case){.be = be,
+                       .out = malloc((size_t)rows * HIDDEN * sizeof(float)),
+                       .x = random_f32((size_t)rows * HIDDEN),
+                       .groups = {.groups = EXPERTS, .gate = gate, .up = up, .down = down,
+                                  .type = MR_TENSOR_BF16, .hidden = HIDDEN, .inter = MOE_INTER}};
+    return c;
+}
+
+static void expert_case_free(expert_case *c)
+{
+    free(c->out);
+    free(c->x);
+    free(c);
+}
+
 static void bench_experts(mr_backend *be, const void *const *gate, const void *const *up,
                           const void *const *down)
 {
     for (size_t i = 0; i < N_TOKENS; i++) {
         int tokens = TOKENS[i], rows = tokens * TOP_K;
-        expert_case *c = malloc(sizeof *c);
-        *c = (expert_case){
-            .be = be,
-            .out = malloc((size_t)rows * HIDDEN * sizeof(float)),
-            .x = random_f32((size_t)rows * HIDDEN),
-            .groups = {.groups = EXPERTS, .gate = gate, .up = up, .down = down,
-                       .type = MR_TENSOR_BF16, .hidden = HIDDEN, .inter = MOE_INTER}};
+        expert_case *c = expert_case_new(be, rows, gate, up, down);
         double used = 0;
         for (int r = 0; r < ROUTES; r++)
             used += (double)route(tokens, c->offsets[r]) / ROUTES;
@@ -243,9 +257,7 @@ static void bench_experts(mr_backend *be, const void *const *gate, const void *c
         snprintf(shape, sizeof shape, "%d rows, ~%.0f experts", rows, used);
         report("expert_ffn", shape, tokens, 6.0 * rows * HIDDEN * MOE_INTER,
                6.0 * used * HIDDEN * MOE_INTER, seconds);
-        free(c->out);
-        free(c->x);
-        free(c);
+        expert_case_free(c);
     }
 }
 
@@ -258,13 +270,7 @@ static void bench_experts_even(mr_backend *be, const void *const *gate, const vo
     static const int EACH[] = {1, 2, 3, 4, 5, 6, 8, 16};
     for (size_t i = 0; i < sizeof EACH / sizeof EACH[0]; i++) {
         int each = EACH[i], rows = each * EXPERTS;
-        expert_case *c = malloc(sizeof *c);
-        *c = (expert_case){
-            .be = be,
-            .out = malloc((size_t)rows * HIDDEN * sizeof(float)),
-            .x = random_f32((size_t)rows * HIDDEN),
-            .groups = {.groups = EXPERTS, .gate = gate, .up = up, .down = down,
-                       .type = MR_TENSOR_BF16, .hidden = HIDDEN, .inter = MOE_INTER}};
+        expert_case *c = expert_case_new(be, rows, gate, up, down);
         for (int r = 0; r < ROUTES; r++)
             for (int e = 0; e <= EXPERTS; e++)
                 c->offsets[r][e] = e * each;
@@ -273,9 +279,7 @@ static void bench_experts_even(mr_backend *be, const void *const *gate, const vo
         snprintf(shape, sizeof shape, "%d rows each, 128 experts", each);
         report("expert_ffn", shape, rows / TOP_K, 6.0 * rows * HIDDEN * MOE_INTER,
                6.0 * EXPERTS * HIDDEN * MOE_INTER, seconds);
-        free(c->out);
-        free(c->x);
-        free(c);
+        expert_case_free(c);
     }
 }
 
