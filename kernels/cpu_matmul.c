@@ -24,6 +24,7 @@
  * memory and then computed, one after the other.
  */
 #include <omp.h>
+#include <string.h>
 
 #include "kernels/cpu_fast_internal.h"
 
@@ -165,6 +166,29 @@ static const float *source_row(const row_source *src, int r)
     return src->rows ? src->rows[r] : src->x + (size_t)r * src->ld_x;
 }
 
+/* A tile's outputs t (rows × tile_cols) into out at rows stepping by
+ * ld_out, of which only real_rows × real_cols are kept.  Whole rows of a
+ * whole tile go in copies of a size known here, which compile to a vector
+ * move each (an element at a time, the expert FFN at 128 rows an expert
+ * ran 4-7% slower). */
+static void store_tile(float *out, size_t ld_out, const float *t, int real_rows, int real_cols,
+                       int tile_cols)
+{
+    if (real_cols == tile_cols && tile_cols == 4)
+        for (int i = 0; i < real_rows; i++)
+            memcpy(out + (size_t)i * ld_out, t + i * 4, 4 * sizeof *t);
+    else if (real_cols == tile_cols && tile_cols == 8)
+        for (int i = 0; i < real_rows; i++)
+            memcpy(out + (size_t)i * ld_out, t + i * 8, 8 * sizeof *t);
+    else if (real_cols == tile_cols && tile_cols == 16)
+        for (int i = 0; i < real_rows; i++)
+            memcpy(out + (size_t)i * ld_out, t + i * 16, 16 * sizeof *t);
+    else
+        for (int i = 0; i < real_rows; i++)
+            for (int j = 0; j < real_cols; j++)
+                out[(size_t)i * ld_out + (size_t)j] = t[i * tile_cols + j];
+}
+
 /* The tile for `left` rows still to go: 5 take a 6-row tile and 3 a 4-row
  * one, each repeating its last row (one sweep of the block rather than
  * two). */
@@ -209,9 +233,8 @@ static void matmul_block(const tile_kind *kind, float *out, size_t ld_out, const
             }
             float t[MAX_TILE_OUT];
             kind->run(t, xr, wc, ahead, next ? stream : row_bytes, tile_rows, type, k_len);
-            for (int i = 0; i < real_rows; i++)
-                for (int j = 0; j < min_int(tile_cols, cols - c0); j++)
-                    out[(size_t)(r0 + i) * ld_out + (size_t)(c0 + j)] = t[i * tile_cols + j];
+            store_tile(out + (size_t)r0 * ld_out + (size_t)c0, ld_out, t, real_rows,
+                       min_int(tile_cols, cols - c0), tile_cols);
         }
         r0 += tile_rows;
     }
