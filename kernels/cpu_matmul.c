@@ -361,17 +361,18 @@ MR_AVX512 static void silu_mul(float *gate, const float *up, int n)
 
 /* An expert FFN item's weights in one of its matrices (gate, up or down,
  * each rows of k_len): item = (busy group, block of `cols` rows), NULL
- * past the last item.  *bytes gets their size. */
+ * past the last item.  *bytes, where asked, gets their size. */
 static const void *item_weights(const mr_expert_groups *g, const void *const *matrices,
                                 const int *busy, int item, int items, int blocks, int cols,
                                 int rows, int k_len, size_t *bytes)
 {
-    if (item >= items) {
-        *bytes = 0;
-        return NULL;
-    }
     int c0 = item % blocks * cols;
-    *bytes = (size_t)min_int(cols, rows - c0) * mr_tensor_row_bytes(g->type, k_len);
+    if (bytes)
+        *bytes = item < items ? (size_t)min_int(cols, rows - c0) *
+                                    mr_tensor_row_bytes(g->type, k_len)
+                              : 0;
+    if (item >= items)
+        return NULL;
     return mr_exact_weight_row(matrices[busy[item / blocks]], g->type, (size_t)c0, k_len);
 }
 
@@ -412,9 +413,9 @@ int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expe
             next = claim_ahead(&counter1, items1, be->threads);
             int e = busy[item / blocks1], c0 = item % blocks1 * cols1;
             int r0 = g->offsets[e], n = g->offsets[e + 1] - r0, nc = min_int(cols1, inter - c0);
-            size_t gate_bytes, up_bytes, next_bytes;
+            size_t up_bytes, next_bytes;
             const void *gate_w = item_weights(g, g->gate, busy, item, items1, blocks1, cols1,
-                                              inter, hidden, &gate_bytes);
+                                              inter, hidden, NULL);
             const void *up_w = item_weights(g, g->up, busy, item, items1, blocks1, cols1, inter,
                                             hidden, &up_bytes);
             const void *next_w = item_weights(g, g->gate, busy, next, items1, blocks1, cols1,
@@ -436,9 +437,9 @@ int mr_fast_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expe
             next = claim_ahead(&counter2, items2, be->threads);
             int e = busy[item / blocks2], c0 = item % blocks2 * cols2;
             int r0 = g->offsets[e], n = g->offsets[e + 1] - r0;
-            size_t down_bytes, next_bytes;
+            size_t next_bytes;
             const void *down_w = item_weights(g, g->down, busy, item, items2, blocks2, cols2,
-                                              hidden, inter, &down_bytes);
+                                              hidden, inter, NULL);
             const void *next_w = item_weights(g, g->down, busy, next, items2, blocks2, cols2,
                                               hidden, inter, &next_bytes);
             row_source src = {gate + (size_t)r0 * (size_t)inter, (size_t)inter, NULL};
