@@ -397,12 +397,15 @@ static cJSON *status_json(void)
 
 Test(report, progress_counts_tokens_while_ranks_are_busy_and_status_agrees)
 {
-    /* Completions that each generate 48 tokens: every rank is busy for
-     * many samples before a request finishes.  (Seed 1, since under seed 3
-     * one request met the end of text after 13 tokens, and once the engine
-     * got faster it finished before the first sample.) */
+    /* Completions that each generate 96 tokens: every rank is busy for
+     * several samples before a request finishes, and 48 of them keep the
+     * job serving for several more.  (Under seed 4 none meets the end of
+     * text early; under the seed 3 this had, one stopped after 13 tokens,
+     * and with a faster engine finished before the first sample, and 16
+     * requests of 48 tokens before the second.) */
+    enum { BUSY_REQUESTS = 48 };
     mr_buf lines = {0};
-    for (int i = 0; i < 16; i++)
+    for (int i = 0; i < BUSY_REQUESTS; i++)
         mr_buf_printf(&lines,
                       "{\"custom_id\": \"r%d\", \"method\": \"POST\", \"url\": "
                       "\"/v1/completions\", \"body\": {\"model\": \"tiny\", \"prompt\": "
@@ -412,7 +415,7 @@ Test(report, progress_counts_tokens_while_ranks_are_busy_and_status_agrees)
     mr_buf_free(&lines);
     mr_test_writef(t.dir, "busy.ini",
                    "[job]\nname = busy\nrun_dir = runs/busy\n[model]\npath = model\n[input]\n"
-                   "files = requests.jsonl\n[generation]\nmax_tokens = 48\nseed = 1\n"
+                   "files = requests.jsonl\n[generation]\nmax_tokens = 96\nseed = 4\n"
                    "[engine]\nmax_batch_tokens = 64\nmax_sequences = 8\n"
                    "[parallel]\nranks = 2\n[report]\nprogress_seconds = 0.1\n");
     pid_t pid = mr_test_spawn_moerun(t.dir, "busy.log", "run", "busy.ini", NULL);
@@ -472,14 +475,14 @@ Test(report, progress_counts_tokens_while_ranks_are_busy_and_status_agrees)
     cr_assert_eq(mr_test_json_number(progress, "requests_done"), ok + failed);
     cr_assert_eq(mr_test_json_number(progress, "requests_done"),
                  mr_test_json_number(joined, "results") + mr_test_json_number(joined, "errors"));
-    cr_assert_eq(mr_test_json_number(progress, "requests_planned"), 16);
+    cr_assert_eq(mr_test_json_number(progress, "requests_planned"), BUSY_REQUESTS);
     cr_assert_eq(mr_test_json_number(progress, "tokens_prompt"), prompt);
     cr_assert_eq(mr_test_json_number(progress, "tokens_completion"), completion);
     cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(progress, "final")));
     cr_assert_eq(mr_test_json_number(status, "committed.requests_done"), ok + failed);
     /* The text form says the same in the same words. */
     text = cJSON_GetStringValue(cJSON_GetObjectItem(progress, "text"));
-    cr_assert(strstr(text, "busy: 16/16 requests done (100.0%), "), "%s", text);
+    cr_assert(strstr(text, "busy: 48/48 requests done (100.0%), "), "%s", text);
     cr_assert_eq(moerun("status", "runs/busy", NULL), 0, "%s", t.err);
     cr_assert(strstr(t.out, text), "%s\nlacks\n%s", t.out, text);
     cJSON_Delete(status);
