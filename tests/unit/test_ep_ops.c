@@ -159,11 +159,11 @@ static void combine(mr_backend *be, const routing *g, rank_state *st)
 
 /* One layer on every rank: layout, the first messages, in low-latency
  * mode the deferred ones, the experts, and combine. */
-static rank_state *run_layer(const char *backend, const routing *g)
+static rank_state *run_layer(const char *backend, int threads, const routing *g)
 {
     mr_backend *be;
     char err[256];
-    cr_assert_eq(mr_backend_create(backend, 1, &be, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(mr_backend_create(backend, threads, &be, err, sizeof err), 0, "%s", err);
     rank_state *st = calloc(MAX_RANKS, sizeof *st);
     for (int rank = 0; rank < g->ranks; rank++)
         send_side(be, g, rank, &st[rank]);
@@ -310,7 +310,7 @@ Test(ep_ops, a_hand_made_message_and_where_its_rows_land)
     const char *const backends[] = {"ref", "cpu"};
     for (int b = 0; b < 2; b++) {
         routing g = hand_routing(0);
-        rank_state *st = run_layer(backends[b], &g);
+        rank_state *st = run_layer(backends[b], 1, &g);
         /* Rank 0 to rank 1: t0 (order 0) with its pick of slot 2, local 0;
          * t1 (order 1) with slot 3 then slot 2, locals 1 and 0. */
         unsigned char want[8 + 8 + 2 * 32] = {0}, *at = want + 16;
@@ -345,7 +345,7 @@ Test(ep_ops, a_hand_made_message_and_where_its_rows_land)
 Test(ep_ops, low_latency_defers_what_does_not_fit_and_combines_the_same)
 {
     routing g = hand_routing(1); /* room for one token per slot */
-    rank_state *st = run_layer("ref", &g);
+    rank_state *st = run_layer("ref", 1, &g);
     /* t1 finds slot 2 on rank 1 taken by t0: it waits for the second
      * message, but its rows land where the first message's counts said. */
     cr_assert_eq(((const mr_ep_header *)st[1].dispatch[0])->records, 1);
@@ -385,7 +385,7 @@ Test(ep_ops, the_reduction_adds_the_ranks_in_rank_order)
 Test(ep_ops, a_malformed_record_is_refused)
 {
     routing g = hand_routing(0);
-    rank_state *st = run_layer("cpu", &g);
+    rank_state *st = run_layer("cpu", 1, &g);
     mr_backend *be;
     char err[256];
     cr_assert_eq(mr_backend_create("cpu", 1, &be, err, sizeof err), 0, "%s", err);
@@ -412,55 +412,73 @@ static uint32_t next_random(uint32_t *s)
     return *s;
 }
 
+/* One layer of random routing on ranks ranks, up to max_n tokens and
+ * max_hidden floats a token (at least the half of each), on "ref" and on
+ * "cpu" with `threads` threads, each checked against the straightforward
+ * sum. */
+static void random_layer(uint32_t *rng, int ranks, int max_n, int max_hidden, int threads)
+{
+    routing g = {.ranks = ranks};
+    g.per_rank = 1 + (int)(next_random(rng) % 8);
+    g.n = max_n / 2 + (int)(next_random(rng) % (uint32_t)(max_n - max_n / 2));
+    g.hidden = 1 + max_hidden / 2 + (int)(next_random(rng) % (uint32_t)(max_hidden - max_hidden / 2));
+    g.ll_capacity = next_random(rng) % 3 == 0 ? 0 : 1 + (int)(next_random(rng) % 3);
+    g.k = 1 + (int)(next_random(rng) % 4);
+    if (g.k > g.ranks * g.per_rank)
+        g.k = g.ranks * g.per_rank;
+    int32_t *slots[MAX_RANKS];
+    float *weights[MAX_RANKS], *x[MAX_RANKS];
+    for (int r = 0; r < g.ranks; r++) {
+        size_t picks = (size_t)g.n * g.k + 1, floats = (size_t)g.n * g.hidden + 1;
+        slots[r] = malloc(picks * sizeof(int32_t));
+        weights[r] = malloc(picks * sizeof(float));
+        x[r] = malloc(floats * sizeof(float));
+        for (int i = 0; i < g.n * g.k; i++) {
+            bool again;
+            do { /* distinct slots per token, as top-k gives */
+                slots[r][i] = (int32_t)(next_random(rng) % (uint32_t)(g.ranks * g.per_rank));
+                again = false;
+                for (int j = i - i % g.k; j < i; j++)
+                    again |= slots[r][j] == slots[r][i];
+            } while (again);
+            /* Either sign and magnitudes 2^40 apart: the double sums
+             * cancel and round, so the order of every sum shows in the
+             * bits. */
+            float w = (float)(1 + next_random(rng) % 1000) / 997.0f;
+            w = next_random(rng) % 2 ? -w : w;
+            weights[r][i] = next_random(rng) % 2 ? ldexpf(w, -40) : w;
+        }
+        for (int i = 0; i < g.n * g.hidden; i++)
+            x[r][i] = (float)(next_random(rng) % 2001) / 1000.0f - 1.0f;
+        g.slots[r] = slots[r];
+        g.weights[r] = weights[r];
+        g.x[r] = x[r];
+    }
+    rank_state *ref = run_layer("ref", 1, &g), *cpu = run_layer("cpu", threads, &g);
+    check_outputs(&g, ref, "ref");
+    check_outputs(&g, cpu, "cpu");
+    free_layer(&g, ref);
+    free_layer(&g, cpu);
+    for (int r = 0; r < g.ranks; r++) {
+        free(slots[r]);
+        free(weights[r]);
+        free(x[r]);
+    }
+}
+
 Test(ep_ops, random_routing_combines_to_the_straightforward_sum)
 {
     uint32_t rng = 12345;
-    for (int round = 0; round < 60; round++) {
-        routing g = {.ranks = 1 + round % MAX_RANKS};
-        g.per_rank = 1 + (int)(next_random(&rng) % 8);
-        g.n = (int)(next_random(&rng) % 20);
-        g.hidden = 1 + (int)(next_random(&rng) % 40);
-        g.ll_capacity = round % 3 == 0 ? 0 : 1 + (int)(next_random(&rng) % 3);
-        g.k = 1 + (int)(next_random(&rng) % 4);
-        if (g.k > g.ranks * g.per_rank)
-            g.k = g.ranks * g.per_rank;
-        int32_t *slots[MAX_RANKS];
-        float *weights[MAX_RANKS], *x[MAX_RANKS];
-        for (int r = 0; r < g.ranks; r++) {
-            size_t picks = (size_t)g.n * g.k + 1, floats = (size_t)g.n * g.hidden + 1;
-            slots[r] = malloc(picks * sizeof(int32_t));
-            weights[r] = malloc(picks * sizeof(float));
-            x[r] = malloc(floats * sizeof(float));
-            for (int i = 0; i < g.n * g.k; i++) {
-                bool again;
-                do { /* distinct slots per token, as top-k gives */
-                    slots[r][i] = (int32_t)(next_random(&rng) % (uint32_t)(g.ranks * g.per_rank));
-                    again = false;
-                    for (int j = i - i % g.k; j < i; j++)
-                        again |= slots[r][j] == slots[r][i];
-                } while (again);
-                /* Either sign and magnitudes 2^40 apart: the double sums
-                 * cancel and round, so the order of every sum shows in
-                 * the bits. */
-                float w = (float)(1 + next_random(&rng) % 1000) / 997.0f;
-                w = next_random(&rng) % 2 ? -w : w;
-                weights[r][i] = next_random(&rng) % 2 ? ldexpf(w, -40) : w;
-            }
-            for (int i = 0; i < g.n * g.hidden; i++)
-                x[r][i] = (float)(next_random(&rng) % 2001) / 1000.0f - 1.0f;
-            g.slots[r] = slots[r];
-            g.weights[r] = weights[r];
-            g.x[r] = x[r];
-        }
-        rank_state *ref = run_layer("ref", &g), *cpu = run_layer("cpu", &g);
-        check_outputs(&g, ref, "ref");
-        check_outputs(&g, cpu, "cpu");
-        free_layer(&g, ref);
-        free_layer(&g, cpu);
-        for (int r = 0; r < g.ranks; r++) {
-            free(slots[r]);
-            free(weights[r]);
-            free(x[r]);
-        }
-    }
+    for (int round = 0; round < 60; round++)
+        random_layer(&rng, 1 + round % MAX_RANKS, 20, 40, 1);
+}
+
+/* Layers of a prefill's size: combine then spreads its tokens over the
+ * threads (cpu_ep.c forks from 64K values) and sums rows longer than its
+ * chunk of coordinates; the bits must not move. */
+Test(ep_ops, large_layers_combine_the_same_across_threads)
+{
+    uint32_t rng = 777;
+    for (int round = 0; round < 8; round++)
+        random_layer(&rng, 1 + round % MAX_RANKS, 400, 700, 2 + round % 2);
 }
