@@ -86,12 +86,12 @@ int mr_exact_mla_attention(mr_backend *be, float *out, const float *q_lat, const
     return MR_KERNELS_OK;
 }
 
-/* Every CPU backend's route op.  The arguments are checked before anything
- * is written, so a failed call leaves the counts as they were.  The top k
- * of every row go first into `slots` as logical ids, across threads; then
- * one pass in (row, pick) order counts them and swaps each for its slot,
- * so the counts need no atomics. */
-int mr_exact_route(mr_backend *be, const mr_route_args *a)
+/* Every CPU backend's route op, with its row function.  The arguments
+ * are checked before anything is written, so a failed call leaves the
+ * counts as they were.  The top k of every row go first into `slots` as
+ * logical ids, across threads; then one pass in (row, pick) order counts
+ * them and swaps each for its slot, so the counts need no atomics. */
+int mr_cpu_route_rows(mr_backend *be, mr_cpu_route_row *row, const mr_route_args *a)
 {
     int rc = mr_kernels_check_route(be, a);
     if (rc != MR_KERNELS_OK)
@@ -104,7 +104,7 @@ int mr_exact_route(mr_backend *be, const mr_route_args *a)
     int k = a->k;
     FOR_EACH_ROW
     for (int r = 0; r < a->rows; r++)
-        mr_exact_route_row(a, r);
+        row(a, r);
     for (size_t i = 0; i < (size_t)a->rows * (size_t)k; i++) {
         int32_t e = a->slots[i];
         a->counts[e]++;
@@ -113,11 +113,17 @@ int mr_exact_route(mr_backend *be, const mr_route_args *a)
     return MR_KERNELS_OK;
 }
 
+int mr_exact_route(mr_backend *be, const mr_route_args *a)
+{
+    return mr_cpu_route_rows(be, mr_exact_route_row, a);
+}
+
 const mr_ops mr_cpu_exact_ops = {
     .name = "exact",
     MR_CPU_MEMORY_OPS,
     .map_weights = mr_cpu_map_weights,
     MR_CPU_CHEAP_OPS,
+    .route = mr_exact_route,
     .mla_attention = mr_exact_mla_attention,
     .rmsnorm = mr_exact_rmsnorm,
     .matmul = mr_exact_matmul,

@@ -94,7 +94,8 @@ int mr_ref_attention(mr_backend *be, float *out, const float *q, const void *k_c
                      const void *v_cache, const mr_attention_args *a);
 /* The exact backend's ops (cpu_exact.c): exact.h in plain loops.  The
  * cpu backend runs them on a CPU with neither AVX-512 nor AVX2, so its
- * bits never depend on the CPU; route is every CPU backend's. */
+ * bits never depend on the CPU.  Route's driver is every CPU backend's;
+ * the cpu backend gives it a vector row where it has one. */
 int mr_exact_rmsnorm(mr_backend *be, float *out, const float *x, const void *w,
                      mr_tensor_type type, int rows, int dim, float eps);
 int mr_exact_matmul(mr_backend *be, float *out, const float *x, const void *w,
@@ -106,6 +107,10 @@ int mr_exact_attention(mr_backend *be, float *out, const float *q, const void *k
                        const void *v_cache, const mr_attention_args *a);
 int mr_exact_expert_ffn(mr_backend *be, float *out, const float *x, const mr_expert_groups *g);
 int mr_exact_route(mr_backend *be, const mr_route_args *a);
+/* Route's driver (cpu_exact.c): checks, `row` for every row across
+ * threads, then the counts and slots in one pass. */
+typedef void mr_cpu_route_row(const mr_route_args *a, int r);
+int mr_cpu_route_rows(mr_backend *be, mr_cpu_route_row *row, const mr_route_args *a);
 /* Every CPU backend's MLA: exact.h's head, rows and heads across threads
  * (its vector kernels are still to be written). */
 int mr_exact_mla_attention(mr_backend *be, float *out, const float *q_lat, const float *q_rope,
@@ -129,7 +134,7 @@ int mr_cpu_ep_combine_reduce(mr_backend *be, float *out, const void *const *msgs
 /* The cheap ops, the same in both CPU backends. */
 #define MR_CPU_CHEAP_OPS                                                                           \
     .embed = mr_ref_embed, .rope_neox = mr_ref_rope_neox, .kv_store = mr_ref_kv_store,             \
-    .route = mr_exact_route, .gather = mr_ref_gather,                                              \
+    .gather = mr_ref_gather,                                                                       \
     .add = mr_ref_add,                                                                             \
     .fill_uniform = mr_ref_fill_uniform,                                                           \
     .ep_layout = mr_cpu_ep_layout, .ep_pack = mr_cpu_ep_pack, .ep_unpack = mr_cpu_ep_unpack,       \

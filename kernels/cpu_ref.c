@@ -315,6 +315,7 @@ const mr_ops mr_cpu_ref_ops = {
     MR_CPU_MEMORY_OPS,
     .map_weights = mr_cpu_map_weights,
     MR_CPU_CHEAP_OPS,
+    .route = mr_exact_route,
     .mla_attention = mr_exact_mla_attention,
     .rmsnorm = mr_ref_rmsnorm,
     .matmul = mr_ref_matmul,

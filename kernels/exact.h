@@ -372,6 +372,16 @@ MR_EXACT_FN void mr_exact_keep_best(int32_t *ids, float *best, int *kept, int k,
     *kept += *kept < k;
 }
 
+/* The k kept weights divided by their sum, summed in pick order. */
+MR_EXACT_FN void mr_exact_router_renormalize(float *weights, int k)
+{
+    float sum = 0;
+    for (int j = 0; j < k; j++)
+        sum += weights[j];
+    for (int j = 0; j < k; j++)
+        weights[j] /= sum;
+}
+
 /* The router of one token: softmax in f32 (the max, then e^(l - max)
  * summed in expert order, each divided by the sum), the top k kept sorted
  * while experts are scanned in id order, a new weight going after every
@@ -388,13 +398,8 @@ MR_EXACT_FN void mr_exact_router_row(int32_t *ids, float *weights, const float *
     int kept = 0;
     for (int e = 0; e < n_experts; e++)
         mr_exact_keep_best(ids, weights, &kept, k, e, mr_exact_exp(logits[e] - max) / total);
-    if (renormalize) {
-        float sum = 0;
-        for (int j = 0; j < k; j++)
-            sum += weights[j];
-        for (int j = 0; j < k; j++)
-            weights[j] /= sum;
-    }
+    if (renormalize)
+        mr_exact_router_renormalize(weights, k);
 }
 
 /* DeepSeek-V3's router of one token (mr_route_args, MR_ROUTE_SIGMOID_

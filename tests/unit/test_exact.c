@@ -474,6 +474,58 @@ Test(exact, mla_attention_is_the_softmax_over_latent_and_rope_scores)
     free(latent), free(rope), free(q_lat), free(q_rope);
 }
 
+/* The softmax router, cpu against exact: logits from a few units to
+ * eighty apart (e^x near its underflow), ties, expert counts off the
+ * vector width and beyond the vector row's stack (1100: exact.h's row),
+ * k 1 to 8, renormalised or not; picks, weights, slots and counts by
+ * memcmp. */
+Test(exact, softmax_router_equals_cpu)
+{
+    const int experts[] = {1, 7, 16, 60, 128, 130, 1100};
+    enum { N_ROWS = 9, MAX_EXPERTS = 1100, K = 8 };
+    mr_backend *exact = backend("exact", 2);
+    static float logits[N_ROWS * MAX_EXPERTS];
+    static int32_t log2phy[MAX_EXPERTS], logcnt[MAX_EXPERTS];
+    int32_t pos[N_ROWS];
+    for (int e = 0; e < MAX_EXPERTS; e++)
+        log2phy[e] = e, logcnt[e] = 1;
+    for (int r = 0; r < N_ROWS; r++)
+        pos[r] = r;
+    for (size_t isa = 0; isa < COUNT(ISAS); isa++) {
+        mr_backend *cpu = cpu_on(ISAS[isa]);
+        for (size_t x = 0; x < COUNT(experts); x++)
+            for (int k = 1; k <= K && k <= experts[x]; k += 3)
+                for (int renormalize = 0; renormalize < 2; renormalize++) {
+                    int n = experts[x];
+                    float scale = 1.0f + 40.0f * (float)(k % 3);
+                    for (int i = 0; i < N_ROWS * n; i++)
+                        logits[i] = mr_test_uniform() * scale;
+                    for (int i = 0; i < n; i += 5) /* ties */
+                        logits[i] = logits[0];
+                    int32_t slots[2][N_ROWS * K];
+                    float weights[2][N_ROWS * K];
+                    static uint64_t counts[2][MAX_EXPERTS];
+                    memset(counts, 0, sizeof counts);
+                    for (int b = 0; b < 2; b++) {
+                        mr_route_args a = {.rows = N_ROWS, .n_experts = n, .k = k,
+                                           .renormalize = renormalize,
+                                           .scoring = MR_ROUTE_SOFTMAX, .max_replicas = 1,
+                                           .logits = logits, .pos = pos, .log2phy = log2phy,
+                                           .logcnt = logcnt, .counts = counts[b],
+                                           .slots = slots[b], .weights = weights[b]};
+                        mr_backend *be = b ? exact : cpu;
+                        cr_assert_eq(be->ops->route(be, &a), 0, "%s", mr_backend_error(be));
+                    }
+                    cr_assert_eq(memcmp(slots[0], slots[1], sizeof(int32_t) * N_ROWS * k), 0,
+                                 "slots differ: %d experts, k %d", n, k);
+                    assert_same(weights[0], weights[1], (size_t)N_ROWS * k, "route weights");
+                    cr_assert_eq(memcmp(counts[0], counts[1], sizeof(uint64_t) * n), 0);
+                }
+        mr_backend_free(cpu);
+    }
+    mr_backend_free(exact);
+}
+
 /* DeepSeek-V3's router on a hand-made case: 8 experts in 2 groups, the
  * bias moving the choice but not the weights, the losing group's experts
  * out however strong, weights renormalised and scaled. */
