@@ -163,7 +163,8 @@ $(GPU_CHECK): tests/gpu/gpu_check.c tests/common/kernel_data.c $(LIBMR)
 # What tests/gpu/check.sh needs on the GPU machine, in one file to carry.
 GPU_BUNDLE := $(BUILD)/gpu-bundle.tar.gz
 gpu-bundle: deps
-	@$(MAKE) --no-print-directory $(MOERUN) $(GPU_CHECK) $(BUILD)/bench/bench_engine $(TESTBIN)
+	@$(MAKE) --no-print-directory $(MOERUN) $(GPU_CHECK) $(BUILD)/bench/bench_engine \
+	  $(BUILD)/bench/bench_load $(TESTBIN)
 	bash tests/gpu/bundle.sh $(BUILD) $(GPU_BUNDLE)
 
 # Dispatch and combine checked on every rank of an MPI job (test_parallel).
