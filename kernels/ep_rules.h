@@ -3,7 +3,10 @@
  * coordinate at a time, as functions that compile both as C and as CUDA.
  * cpu_ep.c runs them in loops, kernels/cuda/cuda_ep.cu one thread (or one
  * block) per token, so a message packed on a GPU reads the same on a CPU
- * and every sum keeps its order.  kernels.h gives the message format.
+ * and every sum keeps its order.  Combine's two sums (mr_ep_partial,
+ * mr_ep_reduce) cpu_ep.c restates a row at a time, the same additions in
+ * the same order, so its loops vectorise (test_ep_ops holds both to the
+ * straightforward sum).  kernels.h gives the message format.
  */
 #ifndef MR_KERNELS_EP_RULES_H
 #define MR_KERNELS_EP_RULES_H
