@@ -412,17 +412,23 @@ static uint32_t next_random(uint32_t *s)
     return *s;
 }
 
-/* One layer of random routing on ranks ranks, up to max_n tokens and
- * max_hidden floats a token (at least the half of each), on "ref" and on
- * "cpu" with `threads` threads, each checked against the straightforward
- * sum. */
-static void random_layer(uint32_t *rng, int ranks, int max_n, int max_hidden, int threads)
+/* The sizes a random layer draws from: tokens in [min_n, max_n), floats a
+ * token in [min_hidden, max_hidden], and whether it runs low-latency. */
+typedef struct {
+    int min_n, max_n, min_hidden, max_hidden;
+    bool low_latency;
+} layer_sizes;
+
+/* One layer of random routing on `ranks` ranks, of sizes `z`, on "ref"
+ * and on "cpu" with `threads` threads, each checked against the
+ * straightforward sum. */
+static void random_layer(uint32_t *rng, int ranks, layer_sizes z, int threads)
 {
     routing g = {.ranks = ranks};
     g.per_rank = 1 + (int)(next_random(rng) % 8);
-    g.n = max_n / 2 + (int)(next_random(rng) % (uint32_t)(max_n - max_n / 2));
-    g.hidden = 1 + max_hidden / 2 + (int)(next_random(rng) % (uint32_t)(max_hidden - max_hidden / 2));
-    g.ll_capacity = next_random(rng) % 3 == 0 ? 0 : 1 + (int)(next_random(rng) % 3);
+    g.n = z.min_n + (int)(next_random(rng) % (uint32_t)(z.max_n - z.min_n));
+    g.hidden = z.min_hidden + (int)(next_random(rng) % (uint32_t)(z.max_hidden - z.min_hidden + 1));
+    g.ll_capacity = z.low_latency ? 1 + (int)(next_random(rng) % 3) : 0;
     g.k = 1 + (int)(next_random(rng) % 4);
     if (g.k > g.ranks * g.per_rank)
         g.k = g.ranks * g.per_rank;
@@ -470,7 +476,9 @@ Test(ep_ops, random_routing_combines_to_the_straightforward_sum)
 {
     uint32_t rng = 12345;
     for (int round = 0; round < 60; round++)
-        random_layer(&rng, 1 + round % MAX_RANKS, 20, 40, 1);
+        random_layer(&rng, 1 + round % MAX_RANKS,
+                     (layer_sizes){.max_n = 20, .min_hidden = 1, .max_hidden = 40,
+                                   .low_latency = round % 3 != 0}, 1);
 }
 
 /* Layers of a prefill's size: combine then spreads its tokens over the
@@ -480,5 +488,8 @@ Test(ep_ops, large_layers_combine_the_same_across_threads)
 {
     uint32_t rng = 777;
     for (int round = 0; round < 8; round++)
-        random_layer(&rng, 1 + round % MAX_RANKS, 400, 700, 2 + round % 2);
+        random_layer(&rng, 1 + round % MAX_RANKS,
+                     (layer_sizes){.min_n = 200, .max_n = 400, .min_hidden = 350,
+                                   .max_hidden = 700, .low_latency = round % 3 != 0},
+                     2 + round % 2);
 }
