@@ -12,10 +12,11 @@ PKGS := inih:libinih-dev libcjson:libcjson-dev libzstd:libzstd-dev \
         libarchive:libarchive-dev zlib:zlib1g-dev libpcre2-8:libpcre2-dev libutf8proc:libutf8proc-dev ompi-c:libopenmpi-dev \
         libxxhash:libxxhash-dev \
         libibverbs:libibverbs-dev criterion:libcriterion-dev
-# Programs the build or the tests run -> Debian package.
+# Programs the build, the tests or the benchmarks run -> Debian package (cmake,
+# g++ and git build llama.cpp for tests/bench/bench_anchor.sh).
 PROGS := pkg-config:pkg-config mpirun:openmpi-bin gzip:gzip xz:xz-utils zstd:zstd \
          node:nodejs npm:npm promtool:prometheus xmllint:libxml2-utils \
-         rsvg-convert:librsvg2-bin
+         rsvg-convert:librsvg2-bin cmake:cmake g++:g++ git:git
 # Python modules the test references use (run with Debian's own python3).
 PYMODS := numpy:python3-numpy
 PYTHON := /usr/bin/python3
@@ -239,6 +240,9 @@ bench: deps
 	@MOERUN=$(abspath $(MOERUN)) bash tests/bench/bench_resume.sh $(abspath $(dir $(SMALL_MODEL)))
 	@echo "== tests/bench/bench_job.sh"
 	@MOERUN=$(abspath $(MOERUN)) MR_PYTHON=$(PYTHON) bash tests/bench/bench_job.sh $(abspath $(dir $(SMALL_MODEL)))
+	@echo "== tests/bench/bench_anchor.sh: llama.cpp beside bench_engine on this machine"
+	@BENCH_ENGINE=$(abspath $(BUILD)/bench/bench_engine) MR_PYTHON=$(PYTHON) \
+	  bash tests/bench/bench_anchor.sh $(abspath $(dir $(SMALL_MODEL)))
 
 asan: deps
 	@LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
