@@ -241,7 +241,7 @@ bench: deps
 	@echo "== tests/bench/bench_job.sh"
 	@MOERUN=$(abspath $(MOERUN)) MR_PYTHON=$(PYTHON) bash tests/bench/bench_job.sh $(abspath $(dir $(SMALL_MODEL)))
 	@echo "== tests/bench/bench_anchor.sh: llama.cpp beside bench_engine on this machine"
-	@BENCH_ENGINE=$(abspath $(BUILD)/bench/bench_engine) MR_PYTHON=$(PYTHON) \
+	@BENCH_ENGINE=$(abspath $(BUILD)/bench/bench_engine) MOERUN=$(abspath $(MOERUN)) MR_PYTHON=$(PYTHON) \
 	  bash tests/bench/bench_anchor.sh $(abspath $(dir $(SMALL_MODEL)))
 
 asan: deps

@@ -5,10 +5,12 @@
 #
 # llama.cpp comes from the npm registry: the node-llama-cpp package (pinned
 # below) ships llama.cpp's source as a git bundle, from which this builds
-# llama-batched-bench and llama-bench for this CPU (GGML_NATIVE).  MODEL_DIR
-# goes to GGUF bf16 with llama.cpp's gguf-py (tests/bench/to_gguf.py).
-# Both are kept in the work folder and reused while they are newer than
-# their inputs.  Then ROUNDS rounds, each in this order:
+# llama-batched-bench, llama-bench and llama-simple for this CPU
+# (GGML_NATIVE).  MODEL_DIR goes to GGUF bf16 with llama.cpp's gguf-py
+# (tests/bench/to_gguf.py).  Both are kept in the work folder and reused while they are newer than
+# their inputs.  First llama-simple and `moerun run` continue one prompt
+# greedily, and must agree (the same model).  Then ROUNDS rounds, each in
+# this order:
 #   llama-batched-bench  32-token prompts, 16 decode steps, batches 1, 16,
 #                        64 and 256 (the anchor's run), THREADS threads
 #   bench_engine         MODEL_DIR, THREADS threads, the cpu backend
@@ -18,7 +20,8 @@
 # llama.cpp's tg128, against issue 20's aims (1.5x, 1.0x and 3.5x), and at
 # one sequence over tg128 as well.
 #
-#   BENCH_ENGINE=build/bench/bench_engine tests/bench/bench_anchor.sh MODEL_DIR [ROUNDS] [THREADS]
+#   BENCH_ENGINE=build/bench/bench_engine MOERUN=build/moerun \
+#     tests/bench/bench_anchor.sh MODEL_DIR [ROUNDS] [THREADS]
 #
 # MR_ANCHOR_DIR is the work folder (default: build/anchor beside
 # BENCH_ENGINE's build); MR_PYTHON the python3 with numpy.
@@ -30,6 +33,7 @@ model=$(cd "${1:?usage: bench_anchor.sh MODEL_DIR [ROUNDS] [THREADS]}" && pwd)
 rounds=${2:-3}
 threads=${3:-2}
 engine=$(cd "$(dirname "${BENCH_ENGINE:?BENCH_ENGINE must name bench_engine}")" && pwd)/$(basename "$BENCH_ENGINE")
+moerun=$(cd "$(dirname "${MOERUN:?MOERUN must name the moerun binary}")" && pwd)/$(basename "$MOERUN")
 python=${MR_PYTHON:-python3}
 here=$(cd "$(dirname "$0")" && pwd)
 work=${MR_ANCHOR_DIR:-$(dirname "$(dirname "$engine")")/anchor}
@@ -38,7 +42,10 @@ work=$(cd "$work" && pwd)
 src=$work/llama.cpp-$NODE_LLAMA_CPP
 bin=$src/build/bin
 
-if [[ ! -x $bin/llama-batched-bench || ! -x $bin/llama-bench ]]; then
+tools=(llama-batched-bench llama-bench llama-simple)
+built=1
+for t in "${tools[@]}"; do [[ -x $bin/$t ]] || built=0; done
+if ((!built)); then
     echo "bench_anchor: building llama.cpp from node-llama-cpp@$NODE_LLAMA_CPP (a few minutes, once)"
     rm -rf "$src" "$work/package"
     (cd "$work" && npm pack --silent "node-llama-cpp@$NODE_LLAMA_CPP" > /dev/null) ||
@@ -49,7 +56,7 @@ if [[ ! -x $bin/llama-batched-bench || ! -x $bin/llama-bench ]]; then
     cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
         -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF \
         > "$work/cmake.log" 2>&1 || { cat "$work/cmake.log"; exit 1; }
-    cmake --build "$src/build" -j "$(nproc)" --target llama-batched-bench llama-bench \
+    cmake --build "$src/build" -j "$(nproc)" --target "${tools[@]}" \
         > "$work/build.log" 2>&1 || { tail -40 "$work/build.log"; exit 1; }
 fi
 
@@ -62,6 +69,36 @@ fi
 
 logs=$(mktemp -d "${TMPDIR:-/tmp}/bench-anchor-XXXXXX")
 trap 'rm -rf "$logs"' EXIT
+
+# The same model on both sides, or the ratios compare different work:
+# llama-simple's greedy continuation of a prompt against `moerun run`'s on
+# a one-request job, text for text (bytes that are not whole UTF-8
+# characters read as U+FFFD on both sides).
+prompt="the water was long and the people said that they would come back"
+"$bin/llama-simple" -m "$gguf_file" -n 16 "$prompt" > "$logs/simple" 2> "$logs/simple.err" ||
+    { cat "$logs/simple.err"; exit 1; }
+"$python" - "$prompt" > "$logs/agree.jsonl" <<'EOF'
+import json, sys
+print(json.dumps({"custom_id": "agree", "method": "POST", "url": "/v1/completions",
+                  "body": {"model": "m", "prompt": sys.argv[1], "max_tokens": 16,
+                           "temperature": 0}}))
+EOF
+printf '[job]\nname = agree\nrun_dir = %s/agree\n[model]\npath = %s\n[input]\nfiles = %s\n[parallel]\nranks = 1\n' \
+    "$logs" "$model" "$logs/agree.jsonl" > "$logs/agree.ini"
+"$moerun" run "$logs/agree.ini" > "$logs/agree.log" 2>&1 || { cat "$logs/agree.log"; exit 1; }
+"$python" - "$prompt" "$logs/simple" "$logs/agree/results.jsonl" <<'EOF'
+import json, sys
+prompt, simple, results = sys.argv[1], sys.argv[2], sys.argv[3]
+out = open(simple, "rb").read().decode("utf-8", errors="replace")
+if not out.startswith(prompt):
+    raise SystemExit(f"bench_anchor: llama-simple did not echo the prompt first: {out!r}")
+theirs = out[len(prompt):].removesuffix("\n")
+ours = json.loads(open(results).readline())["response"]["body"]["choices"][0]["text"]
+if theirs != ours:
+    raise SystemExit(f"bench_anchor: llama.cpp and moerun continue the prompt differently, so the "
+                     f"GGUF is not the same model:\n  llama.cpp {theirs!r}\n  moerun    {ours!r}")
+print(f"greedy 16 tokens after {prompt!r}, llama.cpp and moerun alike: {ours!r}")
+EOF
 # llama.cpp maps the GGUF file (its default, and its fastest here: loading
 # into memory of its own ran decode at 0.3-0.9x) and so pays a page fault
 # per page of weights it first touches in a process, which lands on its
