@@ -141,6 +141,14 @@ static void fail(const char *what, const char *err)
     exit(1);
 }
 
+/* Sequence `seq`'s prompt: the same tokens for the same sequence in every
+ * measurement. */
+static void fill_prompt(int32_t *prompt, int prompt_len, int seq)
+{
+    for (int i = 0; i < prompt_len; i++)
+        prompt[i] = (int32_t)((seq * 131 + i * 17) % 1800 + 10);
+}
+
 /* `batch` greedy generations of prompt_len tokens, handles from `first`,
  * each stopping after max_tokens (end of text ignored). */
 static void submit_batch(mr_engine *engine, int batch, int prompt_len, int max_tokens,
@@ -149,8 +157,7 @@ static void submit_batch(mr_engine *engine, int batch, int prompt_len, int max_t
     char err[1024];
     int32_t *prompt = malloc((size_t)prompt_len * sizeof *prompt);
     for (int b = 0; b < batch; b++) {
-        for (int i = 0; i < prompt_len; i++)
-            prompt[i] = (int32_t)(((first + b) * 131 + i * 17) % 1800 + 10);
+        fill_prompt(prompt, prompt_len, first + b);
         mr_generation g = {.handle = (uint64_t)(first + b),
                            .prompt = prompt,
                            .n_prompt = (size_t)prompt_len,
@@ -237,8 +244,7 @@ static double back_to_where_it_stopped(mr_model *model, int batch, int prompt_le
     int32_t *prompt = malloc((size_t)prompt_len * sizeof *prompt);
     int32_t *earlier = malloc((size_t)generated * sizeof *earlier);
     for (int b = 0; b < batch; b++) {
-        for (int i = 0; i < prompt_len; i++)
-            prompt[i] = (int32_t)((b * 131 + i * 17) % 1800 + 10);
+        fill_prompt(prompt, prompt_len, b);
         for (int i = 0; i < generated; i++)
             earlier[i] = (int32_t)((b * 71 + i * 29) % 1800 + 10);
         mr_generation g = {.handle = (uint64_t)b,
@@ -339,8 +345,8 @@ int main(int argc, char **argv)
         /* Decode steps per second times the weights a step reads. */
         double weight_gbs = r.decode_tps / b * decode_weight_bytes(c, b, per_param) * 1e-9;
         printf("%6d %12.1f %14.1f %10.1f %6.1f%% %14.1f %10.1f %6.1f%% %11.1f %5.0f%%\n", b,
-               r.first_prefill_tps, r.prefill_tps, r.prefill_gflops, 100 * r.prefill_gflops / peak, r.decode_tps,
-               r.decode_gflops, 100 * r.decode_gflops / peak, weight_gbs,
+               r.first_prefill_tps, r.prefill_tps, r.prefill_gflops, 100 * r.prefill_gflops / peak,
+               r.decode_tps, r.decode_gflops, 100 * r.decode_gflops / peak, weight_gbs,
                100 * weight_gbs / bandwidth);
     }
     if (brief) {
